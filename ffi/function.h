@@ -1,0 +1,78 @@
+// PreparedFunction: a native function with its signature prepared for libffi.
+//
+// Create() lays out every parameter type and prepares the ffi_cif once; Call()
+// validates and encodes the arguments (nothing native runs if any is wrong),
+// calls through ffi_call and decodes the result. Immutable after Create(), so
+// Call() is safe from several threads at once. Does not own the code it calls.
+#ifndef FFID_FFI_FUNCTION_H_
+#define FFID_FFI_FUNCTION_H_
+
+#include <ffi.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "ffi/marshal.h"
+#include "ffi/types.h"
+#include "ffid/v1/types.pb.h"
+
+namespace ffid::ffi {
+
+struct CallOptions {
+  // Reads errno right after the native call returns (it is zeroed before).
+  bool capture_errno = false;
+};
+
+struct CallResult {
+  // Absent (has_result false) for void.
+  bool has_result = false;
+  v1::Value result;
+  int errno_value = 0;
+  // Values of OUT/INOUT pointer parameters after the call, by index.
+  std::map<uint32_t, v1::Value> out_values;
+};
+
+class PreparedFunction {
+ public:
+  // `name` is used in messages. Fails with TYPE_MISMATCH / UNSUPPORTED
+  // naming the offending parameter.
+  static absl::StatusOr<std::unique_ptr<PreparedFunction>> Create(
+      std::string name, const v1::FunctionType& type, void (*address)());
+
+  ~PreparedFunction();
+  PreparedFunction(const PreparedFunction&) = delete;
+  PreparedFunction& operator=(const PreparedFunction&) = delete;
+
+  // ARGUMENT_COUNT for too few/many arguments; TYPE_MISMATCH /
+  // VALUE_OUT_OF_RANGE naming the parameter. For variadic functions,
+  // `variadic_types` gives the extra arguments' types (a per-call cif is
+  // prepared with ffi_prep_cif_var).
+  absl::StatusOr<CallResult> Call(
+      absl::Span<const v1::Value> arguments,
+      absl::Span<const v1::TypeDescriptor> variadic_types,
+      PointerResolver& resolver, const CallOptions& options = {}) const;
+
+  const std::string& name() const { return name_; }
+  const v1::FunctionType& type() const { return type_; }
+  void (*address() const)() { return address_; }
+
+ private:
+  PreparedFunction() = default;
+
+  std::string name_;
+  v1::FunctionType type_;
+  void (*address_)() = nullptr;
+  std::shared_ptr<const CType> return_type_;
+  std::vector<std::shared_ptr<const CType>> parameter_types_;
+  std::vector<ffi_type*> ffi_parameter_types_;
+  ffi_cif cif_{};
+};
+
+}  // namespace ffid::ffi
+
+#endif  // FFID_FFI_FUNCTION_H_

@@ -43,7 +43,7 @@ std::string ReasonName(v1::ErrorReason reason) {
 }
 
 v1::ErrorReason GetErrorReason(const absl::Status& status) {
-  std::optional<absl::Cord> payload = status.GetPayload(kErrorInfoTypeUrl);
+  auto payload = status.GetPayload(kErrorInfoTypeUrl);
   if (!payload.has_value()) return v1::ERROR_REASON_UNSPECIFIED;
   google::rpc::ErrorInfo info;
   if (!info.ParseFromString(std::string(*payload))) {
@@ -63,7 +63,7 @@ void SetCrashReport(absl::Status& status, const v1::CrashReport& report) {
 }
 
 std::optional<v1::CrashReport> GetCrashReport(const absl::Status& status) {
-  std::optional<absl::Cord> payload = status.GetPayload(kCrashReportTypeUrl);
+  auto payload = status.GetPayload(kCrashReportTypeUrl);
   if (!payload.has_value()) return std::nullopt;
   v1::CrashReport report;
   if (!report.ParseFromString(std::string(*payload))) return std::nullopt;

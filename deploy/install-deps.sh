@@ -8,7 +8,11 @@ packages=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libffi-dev libabsl-dev libgtest-dev libgmock-dev libseccomp-dev libbenchmark-dev
   golang-github-gogo-googleapis-dev  # google/rpc/status.proto and error_details.proto
+  git ca-certificates
 )
+# buf (for `buf lint` on the API) comes from the npm registry; use the
+# machine's npm if there is one, else Debian's.
+if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The README's second command: installs what is needed, builds every target
+# with a CMake preset (default: "default"; also asan, tsan, release) and runs
+# the whole test suite with ctest, then lints the public API with buf.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset="${1:-default}"
+
+bash deploy/install-deps.sh
+
+cmake --preset "$preset"
+cmake --build --preset "$preset"
+ctest --preset "$preset"
+
+# The public API: buf lint, and buf breaking against the previous commit.
+npm ci --prefix deploy/tools --no-audit --no-fund --silent
+buf=deploy/tools/node_modules/.bin/buf
+(cd proto && "../$buf" lint)
+if git rev-parse --verify -q HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto/buf.yaml 2>/dev/null; then
+  (cd proto && "../$buf" breaking --against "../.git#ref=HEAD~1,subdir=proto")
+fi
+echo "buf lint and buf breaking: passed"

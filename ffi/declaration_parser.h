@@ -1,11 +1,17 @@
 // The C declaration parser: one parser for every client (cffi's `cdef`).
 //
-// Turns C source into type descriptors. This version parses function
-// prototypes over scalars, pointers and strings; its grammar (declaration
-// specifiers, declarators with pointers, arrays and function pointers) is the
-// one the struct/union/enum/typedef support extends. Stateless and
-// thread-safe. Errors are DECLARATION_INVALID with "line L, column C:
-// expected X, found Y".
+// Turns C source (after preprocessing) into type descriptors: function
+// prototypes over every scalar, pointers, strings, arrays, function pointers
+// and `...`; struct, union and enum definitions laid out for this platform
+// (records carry their sizes and offsets); typedefs. `char *` becomes a
+// UTF-8 StringType, `wchar_t *` / `char16_t *` / `char32_t *` wide ones, and
+// array and function parameters decay to pointers. A by-value use of a
+// complete struct carries its whole definition; a pointer to a struct, or a
+// struct not yet defined, refers to it by tag (`named: "struct node"`).
+// Nesting is bounded so hostile input cannot exhaust the stack. Stateless and
+// thread-safe. Syntax errors are DECLARATION_INVALID with "line L, column C:
+// expected X, found 'Y'"; valid C that ffid cannot represent yet (bitfields,
+// variables, flexible array members) is UNSUPPORTED, also with a position.
 #ifndef FFID_FFI_DECLARATION_PARSER_H_
 #define FFID_FFI_DECLARATION_PARSER_H_
 
@@ -28,6 +34,14 @@ absl::StatusOr<Declarations> ParseDeclarations(absl::string_view source);
 // Parses exactly one function prototype; the trailing ';' is optional.
 absl::StatusOr<v1::FunctionDeclaration> ParseFunctionDeclaration(
     absl::string_view source);
+
+// As above, with the types of earlier declarations in scope: typedef names
+// become type names and "struct X" / "union X" / "enum X" complete the tags,
+// e.g. the `types` a session's earlier ParseDeclarations returned.
+absl::StatusOr<Declarations> ParseDeclarations(
+    absl::string_view source, const std::vector<v1::TypeDeclaration>& known);
+absl::StatusOr<v1::FunctionDeclaration> ParseFunctionDeclaration(
+    absl::string_view source, const std::vector<v1::TypeDeclaration>& known);
 
 }  // namespace ffid::ffi
 

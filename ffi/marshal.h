@@ -31,6 +31,12 @@ class PointerResolver {
   // A value for a non-NULL pointer that native code returned (a borrowed
   // memory handle with its address).
   virtual v1::Value Wrap(void* address) = 0;
+  // The native function pointer of callback `handle`, which must have the
+  // signature `type`. The default says callbacks are UNSUPPORTED; the worker
+  // overrides it once it has callback handles.
+  virtual absl::StatusOr<void*> ResolveCallback(absl::string_view handle,
+                                                const v1::FunctionType& type,
+                                                absl::string_view param);
 };
 
 // Scratch memory that lives for one call: copies of string arguments and

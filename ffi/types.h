@@ -10,10 +10,14 @@
 #include <ffi.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "ffid/v1/types.pb.h"
 
 namespace ffid::ffi {
@@ -31,6 +35,18 @@ struct ScalarInfo {
 // Fails with TYPE_MISMATCH for SCALAR_KIND_UNSPECIFIED and UNSUPPORTED for
 // kinds libffi cannot pass on this platform.
 absl::StatusOr<ScalarInfo> GetScalarInfo(v1::ScalarKind kind);
+
+// The C spelling of a scalar kind ("unsigned long", "int8_t").
+absl::string_view ScalarKindName(v1::ScalarKind kind);
+
+class CType;
+
+// A member of a laid-out struct or union.
+struct CTypeMember {
+  std::string name;
+  std::shared_ptr<const CType> type;
+  size_t offset = 0;
+};
 
 class CType {
  public:
@@ -52,6 +68,23 @@ class CType {
   size_t alignment() const { return alignment_; }
   bool is_void() const;
 
+  // For scalars, and for enums (their underlying integer type); nullptr for
+  // every other kind.
+  const ScalarInfo* scalar() const { return has_scalar_ ? &scalar_ : nullptr; }
+  // A record's members in declaration order, with their byte offsets; empty
+  // for every other kind.
+  const std::vector<CTypeMember>& members() const;
+  // An array's element type; nullptr for every other kind.
+  const CType* element() const;
+  // An array's length; 0 for every other kind.
+  uint64_t length() const;
+  // The pointee of a pointer whose direction is IN, OUT or INOUT (laid out
+  // so a temporary can be made for it); nullptr otherwise.
+  const CType* pointee() const;
+  // OK if libffi can pass and return this type by value; else why not
+  // (UNSUPPORTED), e.g. a packed struct whose layout libffi cannot express.
+  const absl::Status& by_value_status() const;
+
  private:
   CType() = default;
 
@@ -59,6 +92,8 @@ class CType {
   ffi_type* ffi_ = nullptr;
   size_t size_ = 0;
   size_t alignment_ = 1;
+  bool has_scalar_ = false;
+  ScalarInfo scalar_;
   // Storage for built ffi_type structures and their element arrays.
   struct Storage;
   std::unique_ptr<Storage> storage_;
@@ -68,6 +103,10 @@ class CType {
 // The C spelling of a type, for messages: "unsigned long", "const char *",
 // "double (*)(double)".
 std::string TypeName(const v1::TypeDescriptor& descriptor);
+
+// The C spelling of a function's prototype: "double cos(double)".
+std::string FunctionTypeName(const v1::FunctionType& function,
+                             absl::string_view name);
 
 }  // namespace ffid::ffi
 

@@ -1,0 +1,831 @@
+#include "clients/cpp/ffictl/literals.h"
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "clients/cpp/ffid/client.h"
+
+namespace ffid::ffictl {
+namespace {
+
+using client::ErrorWithReason;
+
+absl::Status Mismatch(absl::string_view message) {
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument, "TYPE_MISMATCH",
+                         message);
+}
+
+absl::Status OutOfRange(absl::string_view message) {
+  return ErrorWithReason(absl::StatusCode::kInvalidArgument,
+                         "VALUE_OUT_OF_RANGE", message);
+}
+
+absl::Status Unsupported(absl::string_view message) {
+  return ErrorWithReason(absl::StatusCode::kUnimplemented, "UNSUPPORTED",
+                         message);
+}
+
+// Returns `status` with `prefix` before its message, keeping code and
+// payloads (so the reason survives).
+absl::Status Prefixed(const absl::Status& status, absl::string_view prefix) {
+  absl::Status result(status.code(), absl::StrCat(prefix, status.message()));
+  status.ForEachPayload(
+      [&result](absl::string_view type_url, const absl::Cord& payload) {
+        result.SetPayload(type_url, payload);
+      });
+  return result;
+}
+
+bool IsNullWord(absl::string_view text) {
+  return text == "NULL" || text == "null" || text == "nullptr";
+}
+
+bool IsOctalDigit(char c) { return c >= '0' && c <= '7'; }
+
+int HexDigitValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void AppendUtf8(uint32_t code_point, std::string& out) {
+  if (code_point < 0x80) {
+    out.push_back(static_cast<char>(code_point));
+  } else if (code_point < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (code_point >> 6)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else if (code_point < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (code_point >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (code_point >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((code_point >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (code_point & 0x3F)));
+  }
+}
+
+// Decodes one UTF-8 sequence at the start of `in`, advancing it.
+absl::StatusOr<uint32_t> TakeUtf8(absl::string_view& in) {
+  const auto lead = static_cast<unsigned char>(in[0]);
+  int length = 0;
+  uint32_t code_point = 0;
+  if (lead < 0x80) {
+    length = 1;
+    code_point = lead;
+  } else if ((lead & 0xE0) == 0xC0) {
+    length = 2;
+    code_point = lead & 0x1F;
+  } else if ((lead & 0xF0) == 0xE0) {
+    length = 3;
+    code_point = lead & 0x0F;
+  } else if ((lead & 0xF8) == 0xF0) {
+    length = 4;
+    code_point = lead & 0x07;
+  } else {
+    return Mismatch("invalid UTF-8");
+  }
+  if (in.size() < static_cast<size_t>(length)) {
+    return Mismatch("invalid UTF-8");
+  }
+  for (int i = 1; i < length; ++i) {
+    const auto byte = static_cast<unsigned char>(in[i]);
+    if ((byte & 0xC0) != 0x80) return Mismatch("invalid UTF-8");
+    code_point = (code_point << 6) | (byte & 0x3F);
+  }
+  in.remove_prefix(length);
+  return code_point;
+}
+
+// One decoded escape sequence: either a raw byte (\x41, \101) or a Unicode
+// code point (\u00e9, or a plain character).
+struct Escape {
+  uint32_t value = 0;
+  bool is_byte = false;
+};
+
+// Decodes the escape sequence at the start of `in` (which starts with a
+// backslash), advancing it.
+absl::StatusOr<Escape> TakeEscape(absl::string_view& in) {
+  if (in.size() < 2) return Mismatch("a backslash ends the literal");
+  const char c = in[1];
+  in.remove_prefix(2);
+  switch (c) {
+    case 'a': return Escape{'\a', true};
+    case 'b': return Escape{'\b', true};
+    case 'f': return Escape{'\f', true};
+    case 'n': return Escape{'\n', true};
+    case 'r': return Escape{'\r', true};
+    case 't': return Escape{'\t', true};
+    case 'v': return Escape{'\v', true};
+    case 'e': return Escape{0x1B, true};
+    case '\\': return Escape{'\\', true};
+    case '\'': return Escape{'\'', true};
+    case '"': return Escape{'"', true};
+    case '?': return Escape{'?', true};
+    case 'x': {
+      uint32_t value = 0;
+      size_t digits = 0;
+      while (!in.empty() && HexDigitValue(in[0]) >= 0) {
+        value = value * 16 + static_cast<uint32_t>(HexDigitValue(in[0]));
+        if (value > 0xFF) {
+          return OutOfRange("hex escape \\x... does not fit in a byte");
+        }
+        in.remove_prefix(1);
+        ++digits;
+      }
+      if (digits == 0) return Mismatch("\\x needs at least one hex digit");
+      return Escape{value, true};
+    }
+    case 'u':
+    case 'U': {
+      const size_t want = c == 'u' ? 4 : 8;
+      if (in.size() < want) {
+        return Mismatch(absl::StrCat("\\", std::string(1, c), " needs ", want,
+                                     " hex digits"));
+      }
+      uint32_t value = 0;
+      for (size_t i = 0; i < want; ++i) {
+        const int digit = HexDigitValue(in[i]);
+        if (digit < 0) {
+          return Mismatch(absl::StrCat("\\", std::string(1, c), " needs ",
+                                       want, " hex digits"));
+        }
+        value = value * 16 + static_cast<uint32_t>(digit);
+      }
+      in.remove_prefix(want);
+      if (value > 0x10FFFF || (value >= 0xD800 && value <= 0xDFFF)) {
+        return OutOfRange(absl::StrCat("\\", std::string(1, c), " escape ",
+                                       absl::Hex(value),
+                                       " is not a Unicode scalar value"));
+      }
+      return Escape{value, false};
+    }
+    default:
+      if (IsOctalDigit(c)) {
+        uint32_t value = static_cast<uint32_t>(c - '0');
+        for (int i = 0; i < 2 && !in.empty() && IsOctalDigit(in[0]); ++i) {
+          value = value * 8 + static_cast<uint32_t>(in[0] - '0');
+          in.remove_prefix(1);
+        }
+        if (value > 0xFF) {
+          return OutOfRange("octal escape does not fit in a byte");
+        }
+        return Escape{value, true};
+      }
+      return Mismatch(
+          absl::StrCat("unknown escape sequence \\", std::string(1, c)));
+  }
+}
+
+// Parses 'c', '\n', '\x41', '\u00e9' or 'é' (quotes included).
+absl::StatusOr<uint32_t> ParseCharLiteral(absl::string_view text) {
+  if (text.size() < 3 || text.front() != '\'' || text.back() != '\'') {
+    return Mismatch(absl::StrCat(text, " is not a character literal"));
+  }
+  absl::string_view in = text.substr(1, text.size() - 2);
+  uint32_t value = 0;
+  if (in[0] == '\\') {
+    absl::StatusOr<Escape> escape = TakeEscape(in);
+    if (!escape.ok()) {
+      return Prefixed(escape.status(),
+                      absl::StrCat("character literal ", text, ": "));
+    }
+    value = escape->value;
+  } else {
+    absl::StatusOr<uint32_t> code_point = TakeUtf8(in);
+    if (!code_point.ok()) {
+      return Prefixed(code_point.status(),
+                      absl::StrCat("character literal ", text, ": "));
+    }
+    value = *code_point;
+  }
+  if (!in.empty()) {
+    return Mismatch(absl::StrCat(
+        text, " holds more than one character (a string needs \"...\")"));
+  }
+  return value;
+}
+
+// Removes a C integer suffix (u, l, ll, ul, lu, ull, llu in either case,
+// "ll" not mixed-case) and records it in `literal`.
+absl::string_view StripIntegerSuffix(absl::string_view digits,
+                                     IntegerLiteral& literal) {
+  for (absl::string_view suffix : {"ull", "llu", "ul", "lu", "ll", "u", "l"}) {
+    if (digits.size() <= suffix.size() ||
+        !absl::EndsWithIgnoreCase(digits, suffix)) {
+      continue;
+    }
+    absl::string_view found = digits.substr(digits.size() - suffix.size());
+    if (absl::StrContains(found, "lL") || absl::StrContains(found, "Ll")) {
+      continue;
+    }
+    literal.unsigned_suffix = absl::StrContains(suffix, 'u');
+    literal.long_suffix = absl::StrContains(suffix, "ll") ? 2
+                          : absl::StrContains(suffix, 'l') ? 1
+                                                           : 0;
+    digits.remove_suffix(suffix.size());
+    break;
+  }
+  return digits;
+}
+
+template <typename T>
+absl::StatusOr<T> ParseFloating(absl::string_view text) {
+  const std::string original(text);
+  absl::string_view rest = text;
+  bool negative = false;
+  if (!rest.empty() && (rest[0] == '-' || rest[0] == '+')) {
+    negative = rest[0] == '-';
+    rest.remove_prefix(1);
+  }
+  const std::string lower = absl::AsciiStrToLower(rest);
+  T value{};
+  if (lower == "inf" || lower == "infinity") {
+    value = std::numeric_limits<T>::infinity();
+  } else if (lower == "nan") {
+    value = std::numeric_limits<T>::quiet_NaN();
+  } else {
+    if (!rest.empty() && (rest.back() == 'f' || rest.back() == 'F' ||
+                          rest.back() == 'l' || rest.back() == 'L')) {
+      const bool is_hex = absl::StartsWithIgnoreCase(rest, "0x");
+      // In hex, 'f' is a digit unless an exponent came first.
+      if (!is_hex || absl::StrContains(lower, 'p') ||
+          rest.back() == 'l' || rest.back() == 'L') {
+        rest.remove_suffix(1);
+      }
+    }
+    std::chars_format format = std::chars_format::general;
+    if (absl::StartsWithIgnoreCase(rest, "0x")) {
+      rest.remove_prefix(2);
+      format = std::chars_format::hex;
+    }
+    if (rest.empty() || rest[0] == '-' || rest[0] == '+') {
+      return Mismatch(absl::StrCat(original,
+                                   " is not a floating-point literal"));
+    }
+    const char* end = rest.data() + rest.size();
+    std::from_chars_result result =
+        std::from_chars(rest.data(), end, value, format);
+    if (result.ec == std::errc::result_out_of_range) {
+      return OutOfRange(absl::StrCat(original, " is out of the range of ",
+                                     sizeof(T) == sizeof(float) ? "float"
+                                                                : "double"));
+    }
+    if (result.ec != std::errc() || result.ptr != end) {
+      return Mismatch(absl::StrCat(original,
+                                   " is not a floating-point literal"));
+    }
+  }
+  return negative ? -value : value;
+}
+
+// The value of an integer literal converted to the floating type T, as C
+// converts an integer constant.
+template <typename T>
+T IntegerToFloating(const IntegerLiteral& literal) {
+  const T magnitude = static_cast<T>(literal.magnitude);
+  return literal.negative ? -magnitude : magnitude;
+}
+
+bool LooksNumeric(absl::string_view text) {
+  if (!text.empty() && (text[0] == '-' || text[0] == '+')) {
+    text.remove_prefix(1);
+  }
+  if (text.empty()) return false;
+  if (absl::ascii_isdigit(static_cast<unsigned char>(text[0]))) return true;
+  return text.size() > 1 && text[0] == '.' &&
+         absl::ascii_isdigit(static_cast<unsigned char>(text[1]));
+}
+
+bool IsUnsignedKind(v1::ScalarKind kind) {
+  switch (kind) {
+    case v1::SCALAR_KIND_UNSIGNED_CHAR:
+    case v1::SCALAR_KIND_UNSIGNED_SHORT:
+    case v1::SCALAR_KIND_UNSIGNED_INT:
+    case v1::SCALAR_KIND_UNSIGNED_LONG:
+    case v1::SCALAR_KIND_UNSIGNED_LONG_LONG:
+    case v1::SCALAR_KIND_UINT8:
+    case v1::SCALAR_KIND_UINT16:
+    case v1::SCALAR_KIND_UINT32:
+    case v1::SCALAR_KIND_UINT64:
+    case v1::SCALAR_KIND_SIZE_T:
+    case v1::SCALAR_KIND_UINTPTR_T:
+    case v1::SCALAR_KIND_CHAR16_T:
+    case v1::SCALAR_KIND_CHAR32_T:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsIntegerKind(v1::ScalarKind kind) {
+  return (kind >= v1::SCALAR_KIND_CHAR && kind <= v1::SCALAR_KIND_PTRDIFF_T) ||
+         kind == v1::SCALAR_KIND_WCHAR_T || kind == v1::SCALAR_KIND_CHAR16_T ||
+         kind == v1::SCALAR_KIND_CHAR32_T;
+}
+
+bool IsCharKind(v1::ScalarKind kind) {
+  return kind == v1::SCALAR_KIND_CHAR || kind == v1::SCALAR_KIND_SIGNED_CHAR ||
+         kind == v1::SCALAR_KIND_UNSIGNED_CHAR;
+}
+
+absl::StatusOr<v1::Value> IntegerValue(const IntegerLiteral& literal,
+                                       bool is_unsigned,
+                                       absl::string_view text) {
+  v1::Value value;
+  constexpr uint64_t kMaxInt64 =
+      static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+  if (literal.negative) {
+    if (literal.magnitude > kMaxInt64 + 1) {
+      return OutOfRange(
+          absl::StrCat(text, " is below the range of any integer type"));
+    }
+    // Two's complement negation of the magnitude, without signed overflow.
+    value.set_int_value(static_cast<int64_t>(0 - literal.magnitude));
+  } else if (is_unsigned) {
+    value.set_uint_value(literal.magnitude);
+  } else {
+    if (literal.magnitude > kMaxInt64) {
+      return OutOfRange(
+          absl::StrCat(text, " is above the range of any signed type"));
+    }
+    value.set_int_value(static_cast<int64_t>(literal.magnitude));
+  }
+  return value;
+}
+
+absl::StatusOr<v1::Value> ParseScalar(absl::string_view text,
+                                      v1::ScalarKind kind) {
+  v1::Value value;
+  if (kind == v1::SCALAR_KIND_BOOL) {
+    const std::string lower = absl::AsciiStrToLower(text);
+    if (lower == "true" || lower == "false") {
+      value.set_bool_value(lower == "true");
+      return value;
+    }
+    absl::StatusOr<IntegerLiteral> literal = ParseIntegerLiteral(text);
+    if (literal.ok() && literal->magnitude <= 1 &&
+        !(literal->negative && literal->magnitude == 1)) {
+      value.set_bool_value(literal->magnitude == 1);
+      return value;
+    }
+    return Mismatch(absl::StrCat(text, " is not a bool (true, false, 1, 0)"));
+  }
+  if (IsIntegerKind(kind)) {
+    // A single bare character is taken as that character for char types,
+    // which saves quoting 'a' through the shell.
+    if (IsCharKind(kind) && text.size() == 1 &&
+        !absl::ascii_isdigit(static_cast<unsigned char>(text[0]))) {
+      value.set_int_value(static_cast<unsigned char>(text[0]));
+      return value;
+    }
+    absl::StatusOr<IntegerLiteral> literal = ParseIntegerLiteral(text);
+    if (!literal.ok()) return literal.status();
+    return IntegerValue(*literal, IsUnsignedKind(kind), text);
+  }
+  switch (kind) {
+    case v1::SCALAR_KIND_FLOAT: {
+      absl::StatusOr<float> parsed = ParseFloatLiteral(text);
+      if (!parsed.ok()) return parsed.status();
+      value.set_double_value(static_cast<double>(*parsed));
+      return value;
+    }
+    case v1::SCALAR_KIND_DOUBLE: {
+      absl::StatusOr<double> parsed = ParseDoubleLiteral(text);
+      if (!parsed.ok()) return parsed.status();
+      value.set_double_value(*parsed);
+      return value;
+    }
+    case v1::SCALAR_KIND_LONG_DOUBLE: {
+      // strtold reads every C floating form (hex, inf, nan) into the full
+      // 64-bit mantissa; ffictl never changes the "C" locale.
+      std::string copy(text);
+      if (!copy.empty() && (copy.back() == 'l' || copy.back() == 'L')) {
+        copy.pop_back();
+      }
+      char* end = nullptr;
+      errno = 0;
+      const long double parsed = std::strtold(copy.c_str(), &end);
+      if (copy.empty() || end != copy.c_str() + copy.size()) {
+        return Mismatch(absl::StrCat(text, " is not a floating-point literal"));
+      }
+      if (errno == ERANGE && std::isinf(parsed)) {
+        return OutOfRange(
+            absl::StrCat(text, " is out of the range of long double"));
+      }
+      char bytes[16] = {};
+      static_assert(sizeof(long double) <= sizeof(bytes));
+      // Only the 10 bytes of the x87 format carry the value; the padding
+      // stays zero so equal values have equal bytes.
+      std::memcpy(bytes, &parsed,
+                  std::numeric_limits<long double>::digits == 64
+                      ? 10
+                      : sizeof(long double));
+      value.set_long_double_value(std::string(bytes, sizeof(bytes)));
+      return value;
+    }
+    case v1::SCALAR_KIND_VOID:
+      return Mismatch("a parameter cannot have type void");
+    case v1::SCALAR_KIND_COMPLEX_FLOAT:
+    case v1::SCALAR_KIND_COMPLEX_DOUBLE:
+      return Unsupported("ffictl cannot pass complex numbers yet");
+    default:
+      return Mismatch(absl::StrCat("unknown scalar kind ",
+                                   v1::ScalarKind_Name(kind)));
+  }
+}
+
+// Infers the promoted C type of a variadic argument from its literal.
+absl::StatusOr<std::pair<v1::TypeDescriptor, v1::Value>> InferVariadic(
+    absl::string_view text) {
+  v1::TypeDescriptor type;
+  v1::Value value;
+  if (IsNullWord(text)) {
+    type.mutable_pointer();
+    value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+    return std::make_pair(type, value);
+  }
+  if (!text.empty() && text.front() == '"') {
+    absl::StatusOr<std::string> string = ParseStringLiteral(text);
+    if (!string.ok()) return string.status();
+    type.mutable_string()->set_is_const(true);
+    value.set_string_value(*string);
+    return std::make_pair(type, value);
+  }
+  if (text == "true" || text == "false") {
+    type.set_scalar(v1::SCALAR_KIND_INT);
+    value.set_int_value(text == "true" ? 1 : 0);
+    return std::make_pair(type, value);
+  }
+  if (!text.empty() && text.front() == '\'') {
+    absl::StatusOr<uint32_t> c = ParseCharLiteral(text);
+    if (!c.ok()) return c.status();
+    type.set_scalar(v1::SCALAR_KIND_INT);
+    value.set_int_value(*c);
+    return std::make_pair(type, value);
+  }
+  if (!LooksNumeric(text)) {
+    type.mutable_string()->set_is_const(true);
+    value.set_string_value(std::string(text));
+    return std::make_pair(type, value);
+  }
+  absl::StatusOr<IntegerLiteral> integer = ParseIntegerLiteral(text);
+  if (integer.ok()) {
+    constexpr uint64_t kMaxInt = std::numeric_limits<int32_t>::max();
+    constexpr uint64_t kMaxUint = std::numeric_limits<uint32_t>::max();
+    constexpr uint64_t kMaxInt64 = std::numeric_limits<int64_t>::max();
+    const uint64_t limit = integer->negative ? kMaxInt + 1 : kMaxInt;
+    v1::ScalarKind kind;
+    if (integer->unsigned_suffix) {
+      kind = integer->long_suffix == 0 && integer->magnitude <= kMaxUint
+                 ? v1::SCALAR_KIND_UNSIGNED_INT
+                 : v1::SCALAR_KIND_UNSIGNED_LONG_LONG;
+    } else if (integer->long_suffix == 0 && integer->magnitude <= limit) {
+      kind = v1::SCALAR_KIND_INT;
+    } else if (integer->magnitude <= (integer->negative ? kMaxInt64 + 1
+                                                        : kMaxInt64)) {
+      kind = v1::SCALAR_KIND_LONG_LONG;
+    } else {
+      kind = v1::SCALAR_KIND_UNSIGNED_LONG_LONG;
+    }
+    absl::StatusOr<v1::Value> converted =
+        IntegerValue(*integer, IsUnsignedKind(kind), text);
+    if (!converted.ok()) return converted.status();
+    type.set_scalar(kind);
+    return std::make_pair(type, *converted);
+  }
+  absl::StatusOr<double> floating = ParseDoubleLiteral(text);
+  if (!floating.ok()) {
+    if (client::ErrorReason(integer.status()) == "VALUE_OUT_OF_RANGE") {
+      return integer.status();
+    }
+    return Mismatch(absl::StrCat(text, " is not a number"));
+  }
+  type.set_scalar(v1::SCALAR_KIND_DOUBLE);
+  value.set_double_value(*floating);
+  return std::make_pair(type, value);
+}
+
+}  // namespace
+
+absl::StatusOr<IntegerLiteral> ParseIntegerLiteral(absl::string_view text) {
+  IntegerLiteral literal;
+  absl::string_view rest = text;
+  if (!rest.empty() && (rest[0] == '-' || rest[0] == '+')) {
+    literal.negative = rest[0] == '-';
+    rest.remove_prefix(1);
+  }
+  if (!rest.empty() && rest[0] == '\'') {
+    absl::StatusOr<uint32_t> c = ParseCharLiteral(rest);
+    if (!c.ok()) return c.status();
+    literal.magnitude = *c;
+    if (literal.magnitude == 0) literal.negative = false;
+    return literal;
+  }
+  auto not_integer = [&text]() {
+    return Mismatch(absl::StrCat(text, " is not an integer literal"));
+  };
+  rest = StripIntegerSuffix(rest, literal);
+  int base = 10;
+  if (absl::StartsWithIgnoreCase(rest, "0x")) {
+    base = 16;
+    rest.remove_prefix(2);
+  } else if (absl::StartsWithIgnoreCase(rest, "0b")) {
+    base = 2;
+    rest.remove_prefix(2);
+  } else if (rest.size() > 1 && rest[0] == '0') {
+    base = 8;
+    rest.remove_prefix(1);
+  }
+  if (rest.empty()) return not_integer();
+  uint64_t magnitude = 0;
+  for (char c : rest) {
+    const int digit = HexDigitValue(c);
+    if (digit < 0 || digit >= base) return not_integer();
+    if (magnitude > (std::numeric_limits<uint64_t>::max() -
+                     static_cast<uint64_t>(digit)) /
+                        static_cast<uint64_t>(base)) {
+      return OutOfRange(absl::StrCat(text, " does not fit in 64 bits"));
+    }
+    magnitude = magnitude * static_cast<uint64_t>(base) +
+                static_cast<uint64_t>(digit);
+  }
+  literal.magnitude = magnitude;
+  if (magnitude == 0) literal.negative = false;
+  return literal;
+}
+
+absl::StatusOr<double> ParseDoubleLiteral(absl::string_view text) {
+  // An integer literal (including octal and character literals) means what
+  // it means in C; everything else is read as a floating-point literal.
+  absl::StatusOr<IntegerLiteral> integer = ParseIntegerLiteral(text);
+  if (integer.ok()) {
+    double value = IntegerToFloating<double>(*integer);
+    // "-0" is the integer zero in C, but whoever types it for a double
+    // wants the negative zero.
+    if (integer->magnitude == 0 && !text.empty() && text[0] == '-') {
+      value = -0.0;
+    }
+    return value;
+  }
+  return ParseFloating<double>(text);
+}
+
+absl::StatusOr<float> ParseFloatLiteral(absl::string_view text) {
+  absl::StatusOr<IntegerLiteral> integer = ParseIntegerLiteral(text);
+  if (integer.ok()) {
+    float value = IntegerToFloating<float>(*integer);
+    if (integer->magnitude == 0 && !text.empty() && text[0] == '-') {
+      value = -0.0f;
+    }
+    return value;
+  }
+  return ParseFloating<float>(text);
+}
+
+absl::StatusOr<std::string> ParseStringLiteral(absl::string_view text) {
+  if (text.size() < 2 || text.front() != '"' || text.back() != '"') {
+    return Mismatch(absl::StrCat(text, " is not a quoted string literal"));
+  }
+  absl::string_view in = text.substr(1, text.size() - 2);
+  std::string out;
+  out.reserve(in.size());
+  while (!in.empty()) {
+    if (in[0] == '\\') {
+      absl::StatusOr<Escape> escape = TakeEscape(in);
+      if (!escape.ok()) {
+        return Prefixed(escape.status(), absl::StrCat("string ", text, ": "));
+      }
+      if (escape->is_byte) {
+        out.push_back(static_cast<char>(escape->value));
+      } else {
+        AppendUtf8(escape->value, out);
+      }
+    } else if (in[0] == '"') {
+      return Mismatch(absl::StrCat("string ", text,
+                                   ": a quote inside the string needs \\\""));
+    } else {
+      out.push_back(in[0]);
+      in.remove_prefix(1);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Value> ParseLiteral(absl::string_view text,
+                                       const v1::TypeDescriptor& type) {
+  v1::Value value;
+  switch (type.kind_case()) {
+    case v1::TypeDescriptor::kScalar:
+      return ParseScalar(text, type.scalar());
+    case v1::TypeDescriptor::kString:
+      if (IsNullWord(text)) {
+        value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+      } else if (!text.empty() && text.front() == '"') {
+        absl::StatusOr<std::string> string = ParseStringLiteral(text);
+        if (!string.ok()) return string.status();
+        value.set_string_value(*std::move(string));
+      } else {
+        value.set_string_value(std::string(text));
+      }
+      return value;
+    case v1::TypeDescriptor::kPointer: {
+      if (IsNullWord(text)) {
+        value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+        return value;
+      }
+      if (absl::StartsWith(text, "mem_")) {
+        // A memory handle, optionally "+offset".
+        absl::string_view handle = text;
+        uint64_t offset = 0;
+        const size_t plus = text.find('+');
+        if (plus != absl::string_view::npos) {
+          handle = text.substr(0, plus);
+          absl::StatusOr<IntegerLiteral> literal =
+              ParseIntegerLiteral(text.substr(plus + 1));
+          if (!literal.ok() || literal->negative) {
+            return Mismatch(absl::StrCat(text, ": the offset after '+' is not "
+                                               "a non-negative integer"));
+          }
+          offset = literal->magnitude;
+        }
+        value.mutable_pointer_value()->set_handle(std::string(handle));
+        value.mutable_pointer_value()->set_offset(offset);
+        return value;
+      }
+      absl::StatusOr<IntegerLiteral> literal = ParseIntegerLiteral(text);
+      if (!literal.ok() || literal->negative) {
+        return Mismatch(absl::StrCat(
+            text, " is not a pointer (NULL, 0, an address such as 0x7f00, or "
+                  "a memory handle)"));
+      }
+      if (literal->magnitude == 0) {
+        value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+      } else {
+        value.mutable_pointer_value()->set_address(literal->magnitude);
+      }
+      return value;
+    }
+    case v1::TypeDescriptor::kFunctionPointer: {
+      absl::StatusOr<IntegerLiteral> literal = ParseIntegerLiteral(text);
+      if (IsNullWord(text) || (literal.ok() && literal->magnitude == 0)) {
+        value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+        return value;
+      }
+      return Unsupported("ffictl can pass only NULL as a function pointer");
+    }
+    case v1::TypeDescriptor::kEnumType: {
+      absl::StatusOr<IntegerLiteral> literal = ParseIntegerLiteral(text);
+      if (literal.ok()) {
+        return IntegerValue(*literal, IsUnsignedKind(type.enum_type().underlying()),
+                            text);
+      }
+      value.set_enum_value(std::string(text));
+      return value;
+    }
+    case v1::TypeDescriptor::kArray:
+    case v1::TypeDescriptor::kRecord:
+    case v1::TypeDescriptor::kNamed:
+      return Unsupported(absl::StrCat("ffictl cannot pass a ", TypeName(type),
+                                      " argument yet"));
+    case v1::TypeDescriptor::KIND_NOT_SET:
+      break;
+  }
+  return Mismatch("the parameter's type is empty");
+}
+
+absl::StatusOr<ConvertedArguments> ConvertArguments(
+    absl::string_view function_name, const v1::FunctionType& type,
+    const std::vector<std::string>& arguments) {
+  const size_t fixed = static_cast<size_t>(type.parameters_size());
+  if (arguments.size() < fixed ||
+      (!type.variadic() && arguments.size() > fixed)) {
+    std::vector<std::string> names;
+    for (const v1::Parameter& parameter : type.parameters()) {
+      names.push_back(TypeName(parameter.type()));
+    }
+    return ErrorWithReason(
+        absl::StatusCode::kInvalidArgument, "ARGUMENT_COUNT",
+        absl::StrCat("'", function_name, "' takes ",
+                     type.variadic() ? "at least " : "", fixed,
+                     fixed == 1 ? " argument" : " arguments", " (",
+                     absl::StrJoin(names, ", "), type.variadic() ? ", ..." : "",
+                     ") but ", arguments.size(),
+                     arguments.size() == 1 ? " was" : " were", " given"));
+  }
+  ConvertedArguments converted;
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    if (i < fixed) {
+      const v1::Parameter& parameter = type.parameters(static_cast<int>(i));
+      absl::StatusOr<v1::Value> value =
+          ParseLiteral(arguments[i], parameter.type());
+      if (!value.ok()) {
+        return Prefixed(
+            value.status(),
+            absl::StrCat("parameter ", i + 1,
+                         parameter.name().empty()
+                             ? ""
+                             : absl::StrCat(" '", parameter.name(), "'"),
+                         " of '", function_name, "' (",
+                         TypeName(parameter.type()), "): "));
+      }
+      converted.values.push_back(*std::move(value));
+    } else {
+      auto inferred = InferVariadic(arguments[i]);
+      if (!inferred.ok()) {
+        return Prefixed(inferred.status(),
+                        absl::StrCat("argument ", i + 1, " of '",
+                                     function_name, "' (variadic): "));
+      }
+      converted.variadic_types.push_back(std::move(inferred->first));
+      converted.values.push_back(std::move(inferred->second));
+    }
+  }
+  return converted;
+}
+
+std::string TypeName(const v1::TypeDescriptor& type) {
+  std::string prefix = type.is_const() ? "const " : "";
+  switch (type.kind_case()) {
+    case v1::TypeDescriptor::kScalar: {
+      static constexpr const char* kNames[] = {
+          "?",        "void",          "bool",          "char",
+          "signed char", "unsigned char", "short",       "unsigned short",
+          "int",      "unsigned int",  "long",          "unsigned long",
+          "long long", "unsigned long long", "int8_t",   "uint8_t",
+          "int16_t",  "uint16_t",      "int32_t",       "uint32_t",
+          "int64_t",  "uint64_t",      "size_t",        "ssize_t",
+          "intptr_t", "uintptr_t",     "ptrdiff_t",     "float",
+          "double",   "long double",   "wchar_t",       "char16_t",
+          "char32_t", "float _Complex", "double _Complex"};
+      const int kind = type.scalar();
+      if (kind < 0 || kind >= static_cast<int>(std::size(kNames))) {
+        return absl::StrCat(prefix, "?");
+      }
+      return absl::StrCat(prefix, kNames[kind]);
+    }
+    case v1::TypeDescriptor::kPointer: {
+      const v1::PointerType& pointer = type.pointer();
+      std::string pointee =
+          pointer.has_pointee() ? TypeName(pointer.pointee()) : "void";
+      return absl::StrCat(pointee, " *", type.is_const() ? " const" : "");
+    }
+    case v1::TypeDescriptor::kString: {
+      const v1::StringType& string = type.string();
+      const char* unit = "char";
+      switch (string.encoding()) {
+        case v1::STRING_ENCODING_UTF16: unit = "char16_t"; break;
+        case v1::STRING_ENCODING_UTF32: unit = "char32_t"; break;
+        case v1::STRING_ENCODING_WCHAR: unit = "wchar_t"; break;
+        default: break;
+      }
+      return absl::StrCat(string.is_const() ? "const " : "", unit, " *");
+    }
+    case v1::TypeDescriptor::kArray:
+      return absl::StrCat(TypeName(type.array().element()), "[",
+                          type.array().length(), "]");
+    case v1::TypeDescriptor::kRecord:
+      return absl::StrCat(
+          prefix,
+          type.record().kind() == v1::RECORD_KIND_UNION ? "union" : "struct",
+          type.record().name().empty() ? "" : " ", type.record().name());
+    case v1::TypeDescriptor::kEnumType:
+      return absl::StrCat(prefix, "enum",
+                          type.enum_type().name().empty() ? "" : " ",
+                          type.enum_type().name());
+    case v1::TypeDescriptor::kFunctionPointer: {
+      const v1::FunctionType& function = type.function_pointer();
+      std::vector<std::string> parameters;
+      for (const v1::Parameter& parameter : function.parameters()) {
+        parameters.push_back(TypeName(parameter.type()));
+      }
+      if (function.variadic()) parameters.push_back("...");
+      if (parameters.empty()) parameters.push_back("void");
+      return absl::StrCat(function.has_return_type()
+                              ? TypeName(function.return_type())
+                              : "void",
+                          " (*)(", absl::StrJoin(parameters, ", "), ")");
+    }
+    case v1::TypeDescriptor::kNamed:
+      return absl::StrCat(prefix, type.named());
+    case v1::TypeDescriptor::KIND_NOT_SET:
+      break;
+  }
+  return "?";
+}
+
+}  // namespace ffid::ffictl

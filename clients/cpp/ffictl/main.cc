@@ -1,0 +1,125 @@
+// ffictl: calls one function of a native library through the ffid daemon.
+//
+//   ffictl [--address ADDR] [--json] [--errno] [--repeat N]
+//          call LIBRARY 'DECLARATION' [ARG...]
+//
+// Connects, creates a session, loads LIBRARY, resolves DECLARATION, converts
+// the arguments to the resolved parameter types, calls and prints the result.
+// Exit status 0 on success, 1 on any failure, 2 on a usage error.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "clients/cpp/ffictl/format.h"
+#include "clients/cpp/ffictl/literals.h"
+#include "clients/cpp/ffictl/options.h"
+#include "clients/cpp/ffid/client.h"
+
+namespace ffid::ffictl {
+namespace {
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+// How long to wait for the daemon to accept the connection.
+constexpr absl::Duration kConnectTimeout = absl::Seconds(5);
+
+int Fail(const absl::Status& status) {
+  std::string reason = client::ErrorReason(status);
+  if (reason.empty()) reason = absl::StatusCodeToString(status.code());
+  std::fprintf(stderr, "error: %s: %s\n", reason.c_str(),
+               std::string(status.message()).c_str());
+  if (std::optional<v1::CrashReport> crash = client::CrashReportOf(status)) {
+    for (const std::string& frame : crash->frames()) {
+      std::fprintf(stderr, "    %s\n", frame.c_str());
+    }
+  }
+  return kExitFailure;
+}
+
+// Prints "N calls: median X us, p99 Y us, mean Z us".
+void PrintLatency(std::vector<double> micros) {
+  std::sort(micros.begin(), micros.end());
+  const size_t n = micros.size();
+  const double median = n % 2 == 1
+                            ? micros[n / 2]
+                            : (micros[n / 2 - 1] + micros[n / 2]) / 2;
+  // The smallest sample that at least 99% of the samples do not exceed.
+  size_t p99_index = (n * 99 + 99) / 100;
+  p99_index = p99_index == 0 ? 0 : p99_index - 1;
+  double sum = 0;
+  for (double sample : micros) sum += sample;
+  std::fprintf(stderr, "%zu calls: median %.1f us, p99 %.1f us, mean %.1f us\n",
+               n, median, micros[std::min(p99_index, n - 1)], sum / n);
+}
+
+int Run(const Options& options) {
+  const std::string address =
+      options.address.empty() ? client::DefaultAddress() : options.address;
+  absl::StatusOr<std::unique_ptr<client::Client>> connection =
+      client::Client::Connect(address, kConnectTimeout);
+  if (!connection.ok()) return Fail(connection.status());
+  absl::StatusOr<std::unique_ptr<client::Session>> session =
+      (*connection)->CreateSession();
+  if (!session.ok()) return Fail(session.status());
+
+  absl::StatusOr<client::Library> library =
+      (*session)->LoadLibrary(options.library);
+  if (!library.ok()) return Fail(library.status());
+  absl::StatusOr<client::Function> function =
+      (*session)->ResolveFunction(*library, options.declaration);
+  if (!function.ok()) return Fail(function.status());
+  absl::StatusOr<ConvertedArguments> arguments =
+      ConvertArguments(function->symbol, function->type, options.arguments);
+  if (!arguments.ok()) return Fail(arguments.status());
+
+  client::CallOptions call_options;
+  call_options.capture_errno = options.capture_errno;
+  call_options.variadic_types = arguments->variadic_types;
+  absl::StatusOr<v1::CallResponse> response;
+  std::vector<double> micros;
+  micros.reserve(static_cast<size_t>(options.repeat));
+  for (int64_t i = 0; i < options.repeat; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    response = (*session)->Call(*function, arguments->values, call_options);
+    const auto end = std::chrono::steady_clock::now();
+    if (!response.ok()) return Fail(response.status());
+    micros.push_back(
+        std::chrono::duration<double, std::micro>(end - start).count());
+  }
+
+  const v1::TypeDescriptor& return_type = function->type.return_type();
+  const std::string out =
+      options.json
+          ? FormatCallJson(*response, return_type, options.capture_errno)
+          : FormatCallText(*response, return_type, options.capture_errno);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  if (options.repeat > 1) PrintLatency(std::move(micros));
+  return 0;
+}
+
+}  // namespace
+}  // namespace ffid::ffictl
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  absl::StatusOr<ffid::ffictl::Options> options =
+      ffid::ffictl::ParseCommandLine(args);
+  if (!options.ok()) {
+    std::fprintf(stderr, "error: USAGE: %s\n%s\n",
+                 std::string(options.status().message()).c_str(),
+                 ffid::ffictl::kUsage);
+    return ffid::ffictl::kExitUsage;
+  }
+  if (options->help) {
+    std::fputs(ffid::ffictl::HelpText().c_str(), stdout);
+    return 0;
+  }
+  return ffid::ffictl::Run(*options);
+}

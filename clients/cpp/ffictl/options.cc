@@ -1,0 +1,127 @@
+#include "clients/cpp/ffictl/options.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+
+namespace ffid::ffictl {
+namespace {
+
+constexpr int64_t kMaxRepeat = 1000000000;
+
+}  // namespace
+
+absl::StatusOr<Options> ParseCommandLine(const std::vector<std::string>& args) {
+  Options options;
+  size_t i = 0;
+  // Returns the value of an option given as "--name value" or
+  // "--name=value", advancing past it.
+  auto take_value = [&](absl::string_view name,
+                        absl::string_view word) -> absl::StatusOr<std::string> {
+    if (word.size() > name.size() && word[name.size()] == '=') {
+      return std::string(word.substr(name.size() + 1));
+    }
+    if (i + 1 >= args.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("option ", name, " needs a value"));
+    }
+    return args[++i];
+  };
+  auto is_option = [](absl::string_view word, absl::string_view name) {
+    return word == name ||
+           (word.size() > name.size() && word.substr(0, name.size()) == name &&
+            word[name.size()] == '=');
+  };
+  for (; i < args.size(); ++i) {
+    const absl::string_view word = args[i];
+    if (word == "--help" || word == "-h") {
+      options.help = true;
+      return options;
+    }
+    if (word == "--json") {
+      options.json = true;
+    } else if (word == "--errno") {
+      options.capture_errno = true;
+    } else if (is_option(word, "--address")) {
+      absl::StatusOr<std::string> value = take_value("--address", word);
+      if (!value.ok()) return value.status();
+      if (value->empty()) {
+        return absl::InvalidArgumentError("--address needs a non-empty value");
+      }
+      options.address = *value;
+    } else if (is_option(word, "--repeat")) {
+      absl::StatusOr<std::string> value = take_value("--repeat", word);
+      if (!value.ok()) return value.status();
+      if (!absl::SimpleAtoi(*value, &options.repeat) || options.repeat < 1 ||
+          options.repeat > kMaxRepeat) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--repeat needs a count from 1 to ", kMaxRepeat, ", not '", *value,
+            "'"));
+      }
+    } else if (word == "--") {
+      ++i;
+      break;
+    } else if (!word.empty() && word[0] == '-') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown option '", word, "'"));
+    } else {
+      break;
+    }
+  }
+  if (i >= args.size()) {
+    return absl::InvalidArgumentError("missing command (call)");
+  }
+  const std::string& command = args[i++];
+  if (command == "help") {
+    options.help = true;
+    return options;
+  }
+  if (command != "call") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown command '", command, "' (expected 'call')"));
+  }
+  if (args.size() - i < 2) {
+    return absl::InvalidArgumentError(
+        "call needs a LIBRARY and a 'DECLARATION'");
+  }
+  options.library = args[i++];
+  options.declaration = args[i++];
+  options.arguments.assign(args.begin() + static_cast<std::ptrdiff_t>(i),
+                           args.end());
+  return options;
+}
+
+std::string HelpText() {
+  return absl::StrCat(kUsage, R"(
+
+Calls one function of a native library through the ffid daemon and prints
+its result.
+
+  ffictl call libm.so.6 'double cos(double)' 0.5
+  ffictl call libc.so.6 'size_t strlen(const char *s)' hello
+  ffictl call libc.so.6 'long labs(long)' -9000000000
+
+Options (before the command):
+  --address ADDR  the daemon: unix:/path or host:port (default: $FFID_ADDRESS,
+                  else unix:$XDG_RUNTIME_DIR/ffid/ffid.sock, else
+                  unix:/tmp/ffid-$UID/ffid.sock)
+  --json          print {"result": ...} as JSON
+  --errno         capture errno right after the call and print it
+  --repeat N      call N times; print the result once and the round-trip
+                  latency (median, p99, mean) on stderr
+  --help          this text
+
+Arguments are C literals, converted to each parameter's type: integers
+(42, -7, 0x2a, 052, 0b101010, 10u, 9000000000ll, 'a'), floating point (1.5,
+1e-3, 0x1.8p1, inf, nan, -0.0), strings (a bare word, or "quoted" with C
+escapes such as \t, \x41, \u00e9), bool (true, false), and NULL (or 0) for
+pointers. Everything after 'call' is an argument, so negative numbers need
+no escaping.
+
+Exit status: 0 on success, 1 on failure (stderr: "error: REASON: message"),
+2 on a usage error.
+)");
+}
+
+}  // namespace ffid::ffictl

@@ -1,0 +1,45 @@
+// ffictl's command line.
+//
+// Options come before the subcommand; after `call` every word is positional,
+// so "-7" is an argument, not an option. Pure functions, thread-safe.
+#ifndef FFID_CLIENTS_CPP_FFICTL_OPTIONS_H_
+#define FFID_CLIENTS_CPP_FFICTL_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace ffid::ffictl {
+
+inline constexpr char kUsage[] =
+    "usage: ffictl [--address ADDR] [--json] [--errno] [--repeat N] "
+    "call LIBRARY 'DECLARATION' [ARG...]";
+
+struct Options {
+  // The daemon's address; empty means the default (FFID_ADDRESS, then the
+  // daemon's default socket).
+  std::string address;
+  bool json = false;
+  bool capture_errno = false;
+  // How many times to call (for measuring latency); the result is printed
+  // once.
+  int64_t repeat = 1;
+  bool help = false;
+  // The `call` subcommand's operands.
+  std::string library;
+  std::string declaration;
+  std::vector<std::string> arguments;
+};
+
+// Parses the words after the program name. Fails with INVALID_ARGUMENT and a
+// message for the user on a usage error.
+absl::StatusOr<Options> ParseCommandLine(const std::vector<std::string>& args);
+
+// The text --help prints.
+std::string HelpText();
+
+}  // namespace ffid::ffictl
+
+#endif  // FFID_CLIENTS_CPP_FFICTL_OPTIONS_H_

@@ -1,0 +1,88 @@
+// Shorthands for building ffid.v1.Value and TypeDescriptor messages.
+//
+// Every function returns a new message by value; all are thread-safe.
+#ifndef FFID_CLIENTS_CPP_FFID_VALUES_H_
+#define FFID_CLIENTS_CPP_FFID_VALUES_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "ffid/v1/types.pb.h"
+
+namespace ffid::client {
+
+inline v1::Value MakeBool(bool value) {
+  v1::Value result;
+  result.set_bool_value(value);
+  return result;
+}
+
+inline v1::Value MakeInt(int64_t value) {
+  v1::Value result;
+  result.set_int_value(value);
+  return result;
+}
+
+inline v1::Value MakeUint(uint64_t value) {
+  v1::Value result;
+  result.set_uint_value(value);
+  return result;
+}
+
+inline v1::Value MakeDouble(double value) {
+  v1::Value result;
+  result.set_double_value(value);
+  return result;
+}
+
+inline v1::Value MakeString(absl::string_view value) {
+  v1::Value result;
+  result.set_string_value(std::string(value));
+  return result;
+}
+
+inline v1::Value MakeNull() {
+  v1::Value result;
+  result.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+  return result;
+}
+
+// A pointer to `offset` bytes into the memory named by `handle`.
+inline v1::Value MakePointer(absl::string_view handle, uint64_t offset = 0) {
+  v1::Value result;
+  result.mutable_pointer_value()->set_handle(std::string(handle));
+  result.mutable_pointer_value()->set_offset(offset);
+  return result;
+}
+
+// A raw address, as an earlier call returned it.
+inline v1::Value MakeAddress(uint64_t address) {
+  v1::Value result;
+  result.mutable_pointer_value()->set_address(address);
+  return result;
+}
+
+inline v1::TypeDescriptor ScalarType(v1::ScalarKind kind) {
+  v1::TypeDescriptor type;
+  type.set_scalar(kind);
+  return type;
+}
+
+// `const char *` (UTF-8).
+inline v1::TypeDescriptor CStringType() {
+  v1::TypeDescriptor type;
+  type.mutable_string()->set_is_const(true);
+  return type;
+}
+
+// `void *`.
+inline v1::TypeDescriptor VoidPointerType() {
+  v1::TypeDescriptor type;
+  type.mutable_pointer();
+  return type;
+}
+
+}  // namespace ffid::client
+
+#endif  // FFID_CLIENTS_CPP_FFID_VALUES_H_

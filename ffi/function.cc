@@ -1,0 +1,376 @@
+#include "ffi/function.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/memory/memory.h"
+#include "absl/strings/str_cat.h"
+#include "ffi/errors.h"
+
+namespace ffid::ffi {
+namespace {
+
+absl::Status Mismatch(absl::string_view message) {
+  return InvalidArgumentError(v1::ERROR_REASON_TYPE_MISMATCH, message);
+}
+
+absl::Status Unsupported(absl::string_view message) {
+  return MakeError(absl::StatusCode::kUnimplemented,
+                   v1::ERROR_REASON_UNSUPPORTED, message);
+}
+
+absl::Status ArgumentCount(absl::string_view message) {
+  return InvalidArgumentError(v1::ERROR_REASON_ARGUMENT_COUNT, message);
+}
+
+absl::Status WithContext(const absl::Status& status,
+                         absl::string_view context) {
+  if (status.ok()) return status;
+  return MakeError(status.code(), GetErrorReason(status),
+                   absl::StrCat(context, ": ", status.message()));
+}
+
+std::string Plural(size_t count, absl::string_view noun) {
+  return absl::StrCat(count, " ", noun, count == 1 ? "" : "s");
+}
+
+std::string ParameterContext(size_t index, const std::string& parameter,
+                             const std::string& function) {
+  if (parameter.empty()) {
+    return absl::StrCat("parameter ", index + 1, " of '", function, "'");
+  }
+  return absl::StrCat("parameter ", index + 1, " '", parameter, "' of '",
+                      function, "'");
+}
+
+// An array in parameter position is a pointer to its first element, as in C.
+v1::TypeDescriptor DecayArray(const v1::TypeDescriptor& descriptor) {
+  if (!descriptor.has_array()) return descriptor;
+  v1::TypeDescriptor pointer;
+  *pointer.mutable_pointer()->mutable_pointee() = descriptor.array().element();
+  return pointer;
+}
+
+const char* FfiStatusName(ffi_status status) {
+  switch (status) {
+    case FFI_OK:
+      return "FFI_OK";
+    case FFI_BAD_TYPEDEF:
+      return "FFI_BAD_TYPEDEF";
+    case FFI_BAD_ABI:
+      return "FFI_BAD_ABI";
+    case FFI_BAD_ARGTYPE:
+      return "FFI_BAD_ARGTYPE";
+  }
+  return "unknown ffi_status";
+}
+
+std::shared_ptr<const CType> BuiltinType(v1::ScalarKind kind) {
+  v1::TypeDescriptor descriptor;
+  descriptor.set_scalar(kind);
+  return *CType::Create(descriptor);
+}
+
+// C's default argument promotions, which a variadic callee expects: float
+// becomes double and integers narrower than int become int. Returns nullptr
+// when `type` is passed as it is.
+std::shared_ptr<const CType> PromotedType(const CType& type) {
+  static const std::shared_ptr<const CType>* const kInt =
+      new std::shared_ptr<const CType>(BuiltinType(v1::SCALAR_KIND_INT));
+  static const std::shared_ptr<const CType>* const kDouble =
+      new std::shared_ptr<const CType>(BuiltinType(v1::SCALAR_KIND_DOUBLE));
+  const ScalarInfo* info = type.scalar();
+  if (info == nullptr) return nullptr;
+  if (type.descriptor().has_scalar() &&
+      type.descriptor().scalar() == v1::SCALAR_KIND_FLOAT) {
+    return *kDouble;
+  }
+  const bool is_bool = type.descriptor().has_scalar() &&
+                       type.descriptor().scalar() == v1::SCALAR_KIND_BOOL;
+  if ((info->is_integer || is_bool) && info->size < sizeof(int)) return *kInt;
+  return nullptr;
+}
+
+int64_t LoadSmallInteger(const void* src, const ScalarInfo& info) {
+  switch (info.size) {
+    case 1: {
+      uint8_t v;
+      std::memcpy(&v, src, 1);
+      return info.is_signed ? static_cast<int8_t>(v) : v;
+    }
+    case 2: {
+      uint16_t v;
+      std::memcpy(&v, src, 2);
+      return info.is_signed ? static_cast<int16_t>(v) : v;
+    }
+    default: {
+      uint32_t v;
+      std::memcpy(&v, src, 4);
+      return info.is_signed ? static_cast<int32_t>(v) : v;
+    }
+  }
+}
+
+void Promote(const CType& from, const void* src, void* dest) {
+  if (from.scalar()->is_floating) {
+    float f;
+    std::memcpy(&f, src, sizeof(f));
+    double d = f;
+    std::memcpy(dest, &d, sizeof(d));
+    return;
+  }
+  int i = static_cast<int>(LoadSmallInteger(src, *from.scalar()));
+  std::memcpy(dest, &i, sizeof(i));
+}
+
+// libffi returns integers narrower than ffi_arg widened to a whole ffi_arg.
+bool IsWidenedReturn(const CType& type) {
+  const ScalarInfo* info = type.scalar();
+  if (info == nullptr || info->is_floating || type.is_void()) return false;
+  return info->size < sizeof(ffi_arg);
+}
+
+// Narrows a widened return value to the type's own width by value, not by
+// byte position, so it is right on either byte order.
+void NarrowReturn(const void* widened, size_t size, void* dest) {
+  ffi_arg raw;
+  std::memcpy(&raw, widened, sizeof(raw));
+  switch (size) {
+    case 1: {
+      uint8_t v = static_cast<uint8_t>(raw);
+      std::memcpy(dest, &v, 1);
+      break;
+    }
+    case 2: {
+      uint16_t v = static_cast<uint16_t>(raw);
+      std::memcpy(dest, &v, 2);
+      break;
+    }
+    case 4: {
+      uint32_t v = static_cast<uint32_t>(raw);
+      std::memcpy(dest, &v, 4);
+      break;
+    }
+    default:
+      std::memcpy(dest, &raw, size);
+      break;
+  }
+}
+
+// Room for a value of `type` that libffi may also read or write as a whole
+// ffi_arg.
+void* ArgumentSlot(const CType& type, CallArena& arena) {
+  return arena.Allocate(std::max(type.size(), sizeof(ffi_arg)),
+                        std::max<size_t>(type.alignment(), alignof(ffi_arg)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<PreparedFunction>> PreparedFunction::Create(
+    std::string name, const v1::FunctionType& type, void (*address)()) {
+  if (address == nullptr) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        absl::StrCat("function '", name, "' has a NULL address"));
+  }
+  auto function = absl::WrapUnique(new PreparedFunction());
+  function->name_ = std::move(name);
+  function->type_ = type;
+  function->address_ = address;
+  const std::string& fn = function->name_;
+
+  v1::TypeDescriptor return_descriptor;
+  if (type.has_return_type()) {
+    return_descriptor = type.return_type();
+  } else {
+    return_descriptor.set_scalar(v1::SCALAR_KIND_VOID);
+  }
+  const std::string return_context =
+      absl::StrCat("the return type of '", fn, "'");
+  if (return_descriptor.has_array()) {
+    return Mismatch(absl::StrCat(return_context, " is the array '",
+                                 TypeName(return_descriptor),
+                                 "'; C functions cannot return arrays"));
+  }
+  ASSIGN_OR_RETURN(function->return_type_,
+                   CType::Create(return_descriptor, return_context));
+  RETURN_IF_ERROR(
+      WithContext(function->return_type_->by_value_status(), return_context));
+  if (type.has_return_type()) {
+    *function->type_.mutable_return_type() =
+        function->return_type_->descriptor();
+  }
+
+  for (int i = 0; i < type.parameters_size(); ++i) {
+    const v1::Parameter& parameter = type.parameters(i);
+    const std::string context = ParameterContext(i, parameter.name(), fn);
+    if (!parameter.has_type()) {
+      return Mismatch(absl::StrCat(context, ": the parameter has no type"));
+    }
+    ASSIGN_OR_RETURN(std::shared_ptr<const CType> parameter_type,
+                     CType::Create(DecayArray(parameter.type()), context));
+    if (parameter_type->is_void()) {
+      return Mismatch(absl::StrCat(
+          context,
+          ": a parameter cannot have type void (a function without "
+          "parameters has an empty parameter list)"));
+    }
+    RETURN_IF_ERROR(
+        WithContext(parameter_type->by_value_status(), context));
+    *function->type_.mutable_parameters(i)->mutable_type() =
+        parameter_type->descriptor();
+    function->ffi_parameter_types_.push_back(parameter_type->ffi());
+    function->parameter_types_.push_back(std::move(parameter_type));
+  }
+
+  const unsigned int count =
+      static_cast<unsigned int>(function->ffi_parameter_types_.size());
+  ffi_status status =
+      type.variadic()
+          ? ffi_prep_cif_var(&function->cif_, FFI_DEFAULT_ABI, count, count,
+                             function->return_type_->ffi(),
+                             function->ffi_parameter_types_.data())
+          : ffi_prep_cif(&function->cif_, FFI_DEFAULT_ABI, count,
+                         function->return_type_->ffi(),
+                         function->ffi_parameter_types_.data());
+  if (status != FFI_OK) {
+    return Unsupported(absl::StrCat("libffi cannot prepare a call to '",
+                                    FunctionTypeName(type, fn), "' (",
+                                    FfiStatusName(status), ")"));
+  }
+  return function;
+}
+
+PreparedFunction::~PreparedFunction() = default;
+
+absl::StatusOr<CallResult> PreparedFunction::Call(
+    absl::Span<const v1::Value> arguments,
+    absl::Span<const v1::TypeDescriptor> variadic_types,
+    PointerResolver& resolver, const CallOptions& options) const {
+  const size_t fixed = parameter_types_.size();
+  if (!type_.variadic()) {
+    if (!variadic_types.empty()) {
+      return ArgumentCount(absl::StrCat(
+          "'", name_, "' is not variadic, but ",
+          Plural(variadic_types.size(), "variadic argument type"),
+          variadic_types.size() == 1 ? " was" : " were", " given"));
+    }
+    if (arguments.size() != fixed) {
+      return ArgumentCount(absl::StrCat("'", name_, "' takes ",
+                                        Plural(fixed, "argument"), ", got ",
+                                        arguments.size()));
+    }
+  } else {
+    if (arguments.size() < fixed) {
+      return ArgumentCount(absl::StrCat("'", name_, "' takes at least ",
+                                        Plural(fixed, "argument"), ", got ",
+                                        arguments.size()));
+    }
+    if (arguments.size() - fixed != variadic_types.size()) {
+      return ArgumentCount(absl::StrCat(
+          "'", name_, "' got ",
+          Plural(arguments.size() - fixed, "variadic argument"), " but ",
+          Plural(variadic_types.size(), "variadic argument type"),
+          "; give one type per variadic argument"));
+    }
+  }
+
+  CallArena arena;
+  std::vector<void*> values(arguments.size());
+  struct OutParameter {
+    uint32_t index;
+    const CType* type;
+    void* address;
+  };
+  std::vector<OutParameter> outs;
+  for (size_t i = 0; i < fixed; ++i) {
+    const CType& type = *parameter_types_[i];
+    void* slot = ArgumentSlot(type, arena);
+    RETURN_IF_ERROR(
+        EncodeValue(type, arguments[i], slot, resolver, arena,
+                    ParameterContext(i, type_.parameters(i).name(), name_)));
+    values[i] = slot;
+    const v1::TypeDescriptor& d = type.descriptor();
+    const v1::Value::KindCase kind = arguments[i].kind_case();
+    // Only a temporary ffid made for the call has a value to report; a NULL
+    // or the caller's own pointer is the caller's business.
+    if (type.pointee() != nullptr &&
+        (d.pointer().direction() == v1::POINTER_DIRECTION_OUT ||
+         d.pointer().direction() == v1::POINTER_DIRECTION_INOUT) &&
+        kind != v1::Value::kNullValue && kind != v1::Value::kPointerValue) {
+      void* address;
+      std::memcpy(&address, slot, sizeof(address));
+      outs.push_back({static_cast<uint32_t>(i), type.pointee(), address});
+    }
+  }
+
+  ffi_cif variadic_cif;
+  ffi_cif* cif = const_cast<ffi_cif*>(&cif_);
+  std::vector<std::shared_ptr<const CType>> variadic_ctypes;
+  std::vector<ffi_type*> all_types;
+  if (type_.variadic()) {
+    all_types = ffi_parameter_types_;
+    for (size_t j = 0; j < variadic_types.size(); ++j) {
+      const size_t index = fixed + j;
+      const std::string context =
+          absl::StrCat("argument ", index + 1, " (variadic) of '", name_, "'");
+      ASSIGN_OR_RETURN(std::shared_ptr<const CType> type,
+                       CType::Create(DecayArray(variadic_types[j]), context));
+      if (type->is_void()) {
+        return Mismatch(
+            absl::StrCat(context, ": a variadic argument cannot be void"));
+      }
+      RETURN_IF_ERROR(WithContext(type->by_value_status(), context));
+      void* slot = ArgumentSlot(*type, arena);
+      RETURN_IF_ERROR(
+          EncodeValue(*type, arguments[index], slot, resolver, arena, context));
+      std::shared_ptr<const CType> promoted = PromotedType(*type);
+      if (promoted != nullptr) {
+        void* wide = ArgumentSlot(*promoted, arena);
+        Promote(*type, slot, wide);
+        slot = wide;
+        type = std::move(promoted);
+      }
+      values[index] = slot;
+      all_types.push_back(type->ffi());
+      variadic_ctypes.push_back(std::move(type));
+    }
+    ffi_status status = ffi_prep_cif_var(
+        &variadic_cif, FFI_DEFAULT_ABI, static_cast<unsigned int>(fixed),
+        static_cast<unsigned int>(all_types.size()), return_type_->ffi(),
+        all_types.data());
+    if (status != FFI_OK) {
+      return Unsupported(absl::StrCat("libffi cannot prepare this call to '",
+                                      name_, "' (", FfiStatusName(status),
+                                      ")"));
+    }
+    cif = &variadic_cif;
+  }
+
+  void* return_value = ArgumentSlot(*return_type_, arena);
+  CallResult result;
+  if (options.capture_errno) errno = 0;
+  ffi_call(cif, address_, return_value, values.data());
+  if (options.capture_errno) result.errno_value = errno;
+
+  if (!return_type_->is_void()) {
+    result.has_result = true;
+    const void* source = return_value;
+    unsigned char narrow[sizeof(ffi_arg)];
+    if (IsWidenedReturn(*return_type_)) {
+      NarrowReturn(return_value, return_type_->size(), narrow);
+      source = narrow;
+    }
+    ASSIGN_OR_RETURN(result.result,
+                     DecodeValue(*return_type_, source, resolver));
+  }
+  for (const OutParameter& out : outs) {
+    ASSIGN_OR_RETURN(result.out_values[out.index],
+                     DecodeValue(*out.type, out.address, resolver));
+  }
+  return result;
+}
+
+}  // namespace ffid::ffi

@@ -1,0 +1,124 @@
+// Tells ThreadSanitizer about absl::Mutex, for tsan builds only.
+//
+// Debian's abseil is not built with -fsanitize=thread, so TSAN cannot see
+// the happens-before edges that absl::Mutex and absl::CondVar create and
+// reports every hand-off through them as a data race, even in a trivially
+// correct program. The tsan build links these wrappers with
+// `-Wl,--wrap=<symbol>` (server/CMakeLists.txt): each call from our code to a
+// locking function goes through a wrapper that calls the real one and adds
+// the matching __tsan_acquire/__tsan_release on the mutex's address. Readers
+// are modelled like writers, which is stricter than needed and never hides a
+// race between two writers.
+#include <sanitizer/tsan_interface.h>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+using absl::CondVar;
+using absl::Condition;
+using absl::Duration;
+using absl::Mutex;
+using absl::Time;
+
+extern "C" {
+
+// absl::Mutex::Lock()
+void __real__ZN4absl7debian35Mutex4LockEv(Mutex* mu);
+void __wrap__ZN4absl7debian35Mutex4LockEv(Mutex* mu) {
+  __real__ZN4absl7debian35Mutex4LockEv(mu);
+  __tsan_acquire(mu);
+}
+
+// absl::Mutex::Unlock()
+void __real__ZN4absl7debian35Mutex6UnlockEv(Mutex* mu);
+void __wrap__ZN4absl7debian35Mutex6UnlockEv(Mutex* mu) {
+  __tsan_release(mu);
+  __real__ZN4absl7debian35Mutex6UnlockEv(mu);
+}
+
+// absl::Mutex::TryLock()
+bool __real__ZN4absl7debian35Mutex7TryLockEv(Mutex* mu);
+bool __wrap__ZN4absl7debian35Mutex7TryLockEv(Mutex* mu) {
+  bool locked = __real__ZN4absl7debian35Mutex7TryLockEv(mu);
+  if (locked) __tsan_acquire(mu);
+  return locked;
+}
+
+// absl::Mutex::ReaderLock()
+void __real__ZN4absl7debian35Mutex10ReaderLockEv(Mutex* mu);
+void __wrap__ZN4absl7debian35Mutex10ReaderLockEv(Mutex* mu) {
+  __real__ZN4absl7debian35Mutex10ReaderLockEv(mu);
+  __tsan_acquire(mu);
+}
+
+// absl::Mutex::ReaderUnlock()
+void __real__ZN4absl7debian35Mutex12ReaderUnlockEv(Mutex* mu);
+void __wrap__ZN4absl7debian35Mutex12ReaderUnlockEv(Mutex* mu) {
+  __tsan_release(mu);
+  __real__ZN4absl7debian35Mutex12ReaderUnlockEv(mu);
+}
+
+// absl::Mutex::LockWhen(const Condition&)
+void __real__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(
+    Mutex* mu, const Condition& condition);
+void __wrap__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(
+    Mutex* mu, const Condition& condition) {
+  __real__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(mu, condition);
+  __tsan_acquire(mu);
+}
+
+// absl::Mutex::Await(const Condition&): releases and reacquires the lock.
+void __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
+    Mutex* mu, const Condition& condition);
+void __wrap__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
+    Mutex* mu, const Condition& condition) {
+  __tsan_release(mu);
+  __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(mu, condition);
+  __tsan_acquire(mu);
+}
+
+// absl::CondVar::Wait(Mutex*)
+void __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv, Mutex* mu);
+void __wrap__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv,
+                                                       Mutex* mu) {
+  __tsan_release(mu);
+  __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu);
+  __tsan_acquire(mu);
+}
+
+// absl::CondVar::WaitWithTimeout(Mutex*, Duration)
+bool __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
+    CondVar* cv, Mutex* mu, Duration timeout);
+bool __wrap__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
+    CondVar* cv, Mutex* mu, Duration timeout) {
+  __tsan_release(mu);
+  bool timed_out =
+      __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
+          cv, mu, timeout);
+  __tsan_acquire(mu);
+  return timed_out;
+}
+
+// absl::CondVar::WaitWithDeadline(Mutex*, Time)
+bool __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
+    CondVar* cv, Mutex* mu, Time deadline);
+bool __wrap__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
+    CondVar* cv, Mutex* mu, Time deadline) {
+  __tsan_release(mu);
+  bool timed_out =
+      __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
+          cv, mu, deadline);
+  __tsan_acquire(mu);
+  return timed_out;
+}
+
+}  // extern "C"
+
+// Abseil's own internals (the deadlock-detection graph behind every nested
+// lock, its event tables) are guarded by abseil's internal spin locks,
+// which TSAN cannot see either; only the libc calls they make (memmove) are
+// intercepted and then misreported. Ignore those calls from inside abseil.
+extern "C" const char* __tsan_default_suppressions() {
+  return "called_from_lib:libabsl_graphcycles_internal.so\n"
+         "called_from_lib:libabsl_synchronization.so\n";
+}

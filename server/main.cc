@@ -1,0 +1,262 @@
+// ffid: the daemon. Parses the flags (server/options.h), prepares the
+// listening socket, serves ffid.v1.Ffi plus gRPC health checking and server
+// reflection, and on SIGTERM or SIGINT kills every worker and stops.
+//
+// Exit status: 0 after a clean shutdown or --help, 2 for a usage error, 1
+// when it cannot start (socket in use, worker missing, bind failure).
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/options.h"
+#include "server/service.h"
+#include "server/session.h"
+#include "server/worker/channel.h"
+
+namespace ffid::server {
+namespace {
+
+// How long RPCs still running at shutdown get before they are cancelled
+// (their workers are already dead by then, so they end quickly).
+constexpr absl::Duration kShutdownGrace = absl::Seconds(1);
+
+absl::Status StartupError(absl::string_view message) {
+  return absl::FailedPreconditionError(message);
+}
+
+// Creates the socket's directory (and missing parents) with mode 0700. For
+// the default location, which is predictable, the directory must belong to
+// us and be closed to others: someone else could have created it first.
+absl::Status PrepareSocketDirectory(const std::string& socket_path,
+                                    bool must_be_private) {
+  size_t slash = socket_path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return absl::OkStatus();
+  std::string dir = socket_path.substr(0, slash);
+  for (size_t i = 1; i <= dir.size(); ++i) {
+    if (i != dir.size() && dir[i] != '/') continue;
+    std::string prefix = dir.substr(0, i);
+    if (mkdir(prefix.c_str(), 0700) != 0 && errno != EEXIST) {
+      return StartupError(absl::StrCat("cannot create directory '", prefix,
+                                       "': ", strerror(errno)));
+    }
+  }
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return StartupError(
+        absl::StrCat("'", dir, "' is not a directory; choose another --listen "
+                           "path"));
+  }
+  if (must_be_private) {
+    if (st.st_uid != geteuid()) {
+      return StartupError(absl::StrCat(
+          "directory '", dir, "' belongs to uid ", st.st_uid,
+          ", not to this user; remove it or choose another --listen path"));
+    }
+    if ((st.st_mode & 077) != 0 && chmod(dir.c_str(), 0700) != 0) {
+      return StartupError(absl::StrCat("cannot make '", dir,
+                                       "' private: ", strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Removes a socket file left behind by an ffid that did not exit cleanly;
+// refuses if something still listens on it or if it is not a socket.
+absl::Status RemoveStaleSocket(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return StartupError(
+        absl::StrCat("cannot inspect '", path, "': ", strerror(errno)));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return StartupError(absl::StrCat(
+        "'", path,
+        "' exists and is not a socket; remove it or choose another --listen "
+        "path"));
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return StartupError(absl::StrCat("socket: ", strerror(errno)));
+  }
+  sockaddr_un address = {};
+  address.sun_family = AF_UNIX;
+  memcpy(address.sun_path, path.data(), path.size());
+  int rc = connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  int error = errno;
+  close(fd);
+  if (rc == 0) {
+    return StartupError(absl::StrCat(
+        "another process is already listening on unix:", path,
+        " (another ffid?); stop it or choose another --listen path"));
+  }
+  if (error != ECONNREFUSED) {
+    return StartupError(absl::StrCat("cannot check whether '", path,
+                                     "' is in use: ", strerror(error)));
+  }
+  if (unlink(path.c_str()) != 0) {
+    return StartupError(absl::StrCat("cannot remove the stale socket '", path,
+                                     "': ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckWorker(const std::string& worker_path) {
+  struct stat st;
+  if (stat(worker_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      access(worker_path.c_str(), X_OK) != 0) {
+    return StartupError(absl::StrCat(
+        "the worker executable '", worker_path,
+        "' is missing or not executable; build it (target ffid_worker_main) "
+        "or pass --worker-path"));
+  }
+  return absl::OkStatus();
+}
+
+int Fail(const absl::Status& status, int exit_code) {
+  fprintf(stderr, "ffid: error: %s\n", std::string(status.message()).c_str());
+  return exit_code;
+}
+
+int Run(int argc, char** argv) {
+  absl::StatusOr<Options> parsed =
+      ParseOptions(std::vector<std::string>(argv, argv + argc));
+  if (!parsed.ok()) return Fail(parsed.status(), 2);
+  const Options& options = *parsed;
+  if (options.help) {
+    fputs(HelpText().c_str(), stdout);
+    return 0;
+  }
+
+  // Before any thread exists, so that every thread inherits the mask and
+  // only the sigwait() thread below sees these signals. Workers get a clean
+  // mask from posix_spawn.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A client or worker that goes away must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
+
+  if (absl::Status status = CheckWorker(options.worker_path); !status.ok()) {
+    return Fail(status, 1);
+  }
+
+  std::string address = options.listen;
+  std::string socket_path;
+  if (absl::StartsWith(address, "unix:")) {
+    socket_path = address.substr(5);
+    if (absl::StartsWith(socket_path, "//")) socket_path.erase(0, 2);
+    if (socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+                      "socket path '", socket_path, "' is longer than ",
+                      sizeof(sockaddr_un{}.sun_path) - 1,
+                      " bytes; choose a shorter --listen path")),
+                  2);
+    }
+    absl::Status status = PrepareSocketDirectory(
+        socket_path, address == DefaultListenAddress());
+    if (status.ok()) status = RemoveStaleSocket(socket_path);
+    if (!status.ok()) return Fail(status, 1);
+    address = absl::StrCat("unix:", socket_path);
+  } else if (!absl::StartsWith(address, "unix-abstract:")) {
+    if (!options.insecure) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+                      "--listen ", address,
+                      " is a TCP address, and TLS is not supported yet; pass "
+                      "--insecure to listen without encryption or "
+                      "authentication, or use a unix socket")),
+                  2);
+    }
+    fprintf(stderr,
+            "ffid: warning: listening on TCP %s without TLS or "
+            "authentication (--insecure): anyone who can reach it can call "
+            "the allowed libraries\n",
+            address.c_str());
+  }
+
+  SessionManagerOptions session_options;
+  session_options.worker_path = options.worker_path;
+  session_options.default_idle_timeout = options.idle_timeout;
+  SessionManager sessions(std::move(session_options));
+  ServiceOptions service_options;
+  service_options.allow_library = options.allow_library;
+  FfiService service(sessions, std::move(service_options));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int selected_port = 0;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+                           &selected_port);
+  builder.RegisterService(&service);
+  // Read/Write move up to a worker frame's worth of bytes in one message.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(worker::kMaxFrameBytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(worker::kMaxFrameBytes));
+  // The socket must never be reachable by others, not even between bind()
+  // and chmod().
+  mode_t old_umask = umask(077);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  umask(old_umask);
+  const bool is_tcp = socket_path.empty() &&
+                      !absl::StartsWith(address, "unix-abstract:");
+  if (server == nullptr || (is_tcp && selected_port == 0)) {
+    sessions.Shutdown();
+    return Fail(absl::UnavailableError(absl::StrCat(
+                    "cannot listen on ", address,
+                    " (address in use, or not a valid address?)")),
+                1);
+  }
+  std::string shown = address;
+  if (!socket_path.empty()) {
+    if (chmod(socket_path.c_str(), 0600) != 0) {
+      fprintf(stderr, "ffid: warning: cannot chmod 0600 '%s': %s\n",
+              socket_path.c_str(), strerror(errno));
+    }
+  } else if (is_tcp) {
+    shown = absl::StrCat(address.substr(0, address.rfind(':')), ":",
+                         selected_port);
+  }
+  fprintf(stderr, "ffid: listening on %s\n", shown.c_str());
+
+  std::thread signal_thread([&] {
+    int signal_number = 0;
+    while (sigwait(&stop_signals, &signal_number) != 0) {
+    }
+    fprintf(stderr, "ffid: %s received, shutting down\n",
+            SignalName(signal_number).c_str());
+    // Workers first: a call blocked in a worker ends as soon as it dies.
+    sessions.Shutdown();
+    server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
+  });
+  server->Wait();
+  signal_thread.join();
+  sessions.Shutdown();
+  if (!socket_path.empty()) unlink(socket_path.c_str());
+  fprintf(stderr, "ffid: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace ffid::server
+
+int main(int argc, char** argv) { return ffid::server::Run(argc, argv); }

@@ -1,0 +1,225 @@
+#include "server/options.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "ffi/errors.h"
+
+namespace ffid::server {
+namespace {
+
+absl::Status UsageError(absl::string_view message) {
+  return InvalidArgumentError(
+      v1::ERROR_REASON_INVALID_REQUEST,
+      absl::StrCat(message, " (run 'ffid --help' for the usage)"));
+}
+
+bool TakesValue(absl::string_view name) {
+  return name == "listen" || name == "allow-library" ||
+         name == "worker-path" || name == "idle-timeout";
+}
+
+bool IsSwitch(absl::string_view name) {
+  return name == "insecure" || name == "help";
+}
+
+absl::Status CheckListenAddress(absl::string_view address) {
+  if (absl::StartsWith(address, "unix:")) {
+    absl::string_view path = address.substr(5);
+    if (path.empty()) {
+      return UsageError(absl::StrCat("--listen '", address,
+                                     "' has no socket path after 'unix:'"));
+    }
+    return absl::OkStatus();
+  }
+  if (absl::StartsWith(address, "unix-abstract:")) {
+    return absl::OkStatus();
+  }
+  // host:port, [v6]:port
+  size_t colon = address.rfind(':');
+  if (colon == absl::string_view::npos || colon + 1 == address.size()) {
+    return UsageError(absl::StrCat(
+        "--listen '", address,
+        "' is neither 'unix:/path/to/socket' nor 'host:port'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Apply(Options& options, absl::string_view name,
+                   const std::string& value) {
+  if (name == "listen") {
+    RETURN_IF_ERROR(CheckListenAddress(value));
+    options.listen = value;
+  } else if (name == "allow-library") {
+    if (value[0] != '/') {
+      return UsageError(absl::StrCat(
+          "--allow-library '", value,
+          "' must be an absolute path or glob such as '/opt/vendor/lib/*'"));
+    }
+    options.allow_library.push_back(value);
+  } else if (name == "worker-path") {
+    options.worker_path = value;
+  } else if (name == "idle-timeout") {
+    absl::Duration timeout;
+    if (!absl::ParseDuration(value, &timeout)) {
+      return UsageError(absl::StrCat("--idle-timeout '", value,
+                                     "' is not a duration such as '300s' "
+                                     "or '5m'"));
+    }
+    if (timeout <= absl::ZeroDuration()) {
+      return UsageError(
+          absl::StrCat("--idle-timeout '", value, "' must be positive"));
+    }
+    options.idle_timeout = timeout;
+  }
+  return absl::OkStatus();
+}
+
+bool IsWritableDirectory(const char* path) {
+  struct stat st;
+  return path[0] == '/' && stat(path, &st) == 0 && S_ISDIR(st.st_mode) &&
+         access(path, W_OK | X_OK) == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
+  Options options;
+  for (size_t i = 1; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (arg == "-h") arg = "--help";
+    if (!absl::StartsWith(arg, "--") || arg.size() == 2) {
+      return UsageError(absl::StrCat("unexpected argument '", arg,
+                                     "'; ffid takes only --flags"));
+    }
+    absl::string_view body = arg.substr(2);
+    size_t equals = body.find('=');
+    absl::string_view name = body.substr(0, equals);
+    bool inline_value = equals != absl::string_view::npos;
+    if (IsSwitch(name)) {
+      if (inline_value) {
+        return UsageError(
+            absl::StrCat("flag --", name, " takes no value (got '", arg, "')"));
+      }
+      if (name == "help") {
+        options.help = true;
+        return options;
+      }
+      options.insecure = true;
+      continue;
+    }
+    if (!TakesValue(name)) {
+      return UsageError(absl::StrCat(
+          "unknown flag '--", name,
+          "'; known flags: --listen, --allow-library, --worker-path, "
+          "--idle-timeout, --insecure, --help"));
+    }
+    std::string value;
+    if (inline_value) {
+      value = std::string(body.substr(equals + 1));
+    } else if (i + 1 < args.size() && !absl::StartsWith(args[i + 1], "--")) {
+      value = args[++i];
+    } else {
+      return UsageError(absl::StrCat("flag --", name,
+                                     " needs a value, as in --", name,
+                                     "=VALUE or --", name, " VALUE"));
+    }
+    if (value.empty()) {
+      return UsageError(
+          absl::StrCat("flag --", name, " needs a non-empty value"));
+    }
+    RETURN_IF_ERROR(Apply(options, name, value));
+  }
+  if (options.listen.empty()) options.listen = DefaultListenAddress();
+  if (options.allow_library.empty()) {
+    options.allow_library = DefaultAllowedLibraries();
+  }
+  if (options.worker_path.empty()) options.worker_path = DefaultWorkerPath();
+  return options;
+}
+
+std::string DefaultListenAddress() {
+  const char* runtime_dir = getenv("XDG_RUNTIME_DIR");
+  if (runtime_dir != nullptr && IsWritableDirectory(runtime_dir)) {
+    std::string dir(runtime_dir);
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return absl::StrCat("unix:", dir, "/ffid/ffid.sock");
+  }
+  return absl::StrCat("unix:/tmp/ffid-", getuid(), "/ffid.sock");
+}
+
+std::vector<std::string> DefaultAllowedLibraries() {
+  return {"/lib/*", "/lib64/*", "/usr/lib/*", "/usr/lib64/*",
+          "/usr/local/lib/*"};
+}
+
+std::string DefaultWorkerPath() {
+  char buffer[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
+  if (n <= 0) return "ffid-worker";
+  std::string self(buffer, static_cast<size_t>(n));
+  size_t slash = self.rfind('/');
+  if (slash == std::string::npos) return "ffid-worker";
+  return absl::StrCat(self.substr(0, slash + 1), "ffid-worker");
+}
+
+std::string HelpText() {
+  return absl::StrCat(
+      "Usage: ffid [FLAGS]\n"
+      "\n"
+      "The ffid daemon: calls functions of native C libraries out of process,\n"
+      "one sandboxed worker process per session, over gRPC (service "
+      "ffid.v1.Ffi).\n"
+      "\n"
+      "Flags (each as --flag VALUE or --flag=VALUE):\n"
+      "  --listen ADDRESS       where to listen: unix:/path/to/socket or "
+      "host:port.\n"
+      "                         Default here: ",
+      DefaultListenAddress(),
+      "\n"
+      "                         ($XDG_RUNTIME_DIR/ffid/ffid.sock, else\n"
+      "                         /tmp/ffid-$UID/ffid.sock). The socket's "
+      "directory is\n"
+      "                         created with mode 0700, the socket gets mode "
+      "0600.\n"
+      "  --allow-library GLOB   allow loading libraries whose real path "
+      "(symlinks\n"
+      "                         resolved) matches GLOB; '*' also matches '/'. "
+      "Repeatable.\n"
+      "                         Default: /lib/* /lib64/* /usr/lib/* "
+      "/usr/lib64/*\n"
+      "                         /usr/local/lib/*\n"
+      "  --worker-path PATH     the ffid-worker executable. Default: "
+      "ffid-worker beside\n"
+      "                         this ffid.\n"
+      "  --idle-timeout DURATION\n"
+      "                         delete a session after this long without "
+      "requests\n"
+      "                         while no Connect stream is attached, unless "
+      "it asks\n"
+      "                         for its own (e.g. 90s, 5m). Default: 5m.\n"
+      "  --insecure             allow a TCP listener (host:port) without TLS "
+      "or\n"
+      "                         authentication. Anyone who can reach the port "
+      "can run\n"
+      "                         code in allowed libraries.\n"
+      "  --help                 print this help and exit.\n"
+      "\n"
+      "Libraries named by soname (libm.so.6) are found as the dynamic loader "
+      "would:\n"
+      "the directories of /etc/ld.so.conf, then the system default "
+      "directories;\n"
+      "LD_LIBRARY_PATH is not used.\n"
+      "Stop with SIGTERM or SIGINT: every worker is killed and the socket "
+      "removed.\n");
+}
+
+}  // namespace ffid::server

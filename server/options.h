@@ -1,0 +1,71 @@
+// The daemon's command line.
+//
+// A small hand-written parser rather than absl flags: `--allow-library` is
+// repeatable and appends, and every flag takes both `--flag value` and
+// `--flag=value`, which absl flags cannot do together. ParseOptions returns
+// a value the caller owns; every function here is thread-compatible (reads
+// the environment, nothing else shared).
+//
+// Flags:
+//   --listen ADDRESS        unix:/path or host:port (TCP needs --insecure).
+//                           Default: DefaultListenAddress().
+//   --allow-library GLOB    repeatable; fnmatch glob on a library's real path
+//                           ('*' crosses '/').
+//                           Default: DefaultAllowedLibraries().
+//   --worker-path PATH      the ffid-worker executable. Default: ffid-worker
+//                           beside the running ffid (/proc/self/exe).
+//   --idle-timeout DURATION default idle timeout of a session ("300s", "5m").
+//   --insecure              allow a TCP listener without TLS.
+//   --help                  print the usage and exit 0.
+#ifndef FFID_SERVER_OPTIONS_H_
+#define FFID_SERVER_OPTIONS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace ffid::server {
+
+// The default idle timeout of a session without an attached Connect stream.
+inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(300);
+
+struct Options {
+  // Where to listen: "unix:/path" or "host:port".
+  std::string listen;
+  // Globs matched against the real path of every library before it loads.
+  std::vector<std::string> allow_library;
+  // The worker executable.
+  std::string worker_path;
+  // Whether a TCP listener without TLS is allowed.
+  bool insecure = false;
+  // The idle timeout of sessions that do not ask for one.
+  absl::Duration idle_timeout = kDefaultIdleTimeout;
+  // --help was given: print HelpText() and exit 0; nothing else is parsed.
+  bool help = false;
+};
+
+// Parses argv (argv[0] is the program name and skipped). Unset options get
+// their defaults. Unknown flags, missing or malformed values and stray
+// positional arguments are INVALID_ARGUMENT with a message naming the flag.
+absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args);
+
+// "unix:$XDG_RUNTIME_DIR/ffid/ffid.sock" when XDG_RUNTIME_DIR is set to an
+// absolute, writable directory, else "unix:/tmp/ffid-$UID/ffid.sock". The
+// C++ client (clients/cpp) keeps its own copy of this rule; change both.
+std::string DefaultListenAddress();
+
+// The system library directories: /lib/*, /lib64/*, /usr/lib/*,
+// /usr/lib64/*, /usr/local/lib/*.
+std::vector<std::string> DefaultAllowedLibraries();
+
+// "ffid-worker" in the directory of /proc/self/exe.
+std::string DefaultWorkerPath();
+
+// The --help text.
+std::string HelpText();
+
+}  // namespace ffid::server
+
+#endif  // FFID_SERVER_OPTIONS_H_

@@ -1,0 +1,474 @@
+#include "server/service.h"
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "ffi/declaration_parser.h"
+#include "ffi/errors.h"
+#include "server/status_grpc.h"
+#include "server/worker/protocol.pb.h"
+
+namespace ffid::server {
+namespace {
+
+using ::ffid::worker::WorkerRequest;
+using ::ffid::worker::WorkerResponse;
+
+absl::Status Required(const std::string& value, absl::string_view field,
+                      absl::string_view what) {
+  if (!value.empty()) return absl::OkStatus();
+  return InvalidArgumentError(
+      v1::ERROR_REASON_INVALID_REQUEST,
+      absl::StrCat("field '", field, "' is required: ", what));
+}
+
+// The worker deadline: the gRPC deadline of the call, if any.
+absl::Time DeadlineOf(const grpc::ServerContext& context) {
+  std::chrono::system_clock::time_point deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+// Sends one request to the session's worker. Cancellation of the RPC by the
+// client kills the worker just like an expired deadline: the native call
+// cannot be stopped any other way.
+absl::StatusOr<WorkerResponse> Forward(grpc::ServerContext& context,
+                                       Session& session,
+                                       WorkerRequest request,
+                                       std::string description,
+                                       std::string function = "") {
+  return session.worker().Execute(
+      std::move(request), DeadlineOf(context), std::move(description),
+      std::move(function), [&context] { return context.IsCancelled(); });
+}
+
+// The worker's result must be the one asked for (or unset, for the empty
+// response messages).
+absl::Status CheckResult(const WorkerResponse& response,
+                         WorkerResponse::ResultCase expected,
+                         absl::string_view operation) {
+  if (response.result_case() == expected ||
+      response.result_case() == WorkerResponse::RESULT_NOT_SET) {
+    return absl::OkStatus();
+  }
+  return MakeError(absl::StatusCode::kInternal, v1::ERROR_REASON_INTERNAL,
+                   absl::StrCat("the worker answered ", operation,
+                                " with the wrong kind of result (case ",
+                                static_cast<int>(response.result_case()),
+                                ")"));
+}
+
+// Prefixes a status's message, keeping its code and payloads.
+absl::Status WithContext(const absl::Status& status, absl::string_view prefix) {
+  absl::Status result(status.code(), absl::StrCat(prefix, status.message()));
+  status.ForEachPayload(
+      [&result](absl::string_view type_url, const absl::Cord& value) {
+        result.SetPayload(type_url, value);
+      });
+  return result;
+}
+
+std::string CallDescription(const Session& session,
+                            const std::string& function_handle,
+                            std::string* symbol) {
+  *symbol = session.FunctionSymbol(function_handle);
+  if (symbol->empty()) {
+    return absl::StrCat("calling function '", function_handle, "'");
+  }
+  return absl::StrCat("calling '", *symbol, "'");
+}
+
+std::string PointerDescription(const v1::PointerValue& pointer) {
+  if (!pointer.handle().empty()) {
+    return pointer.offset() == 0
+               ? absl::StrCat("'", pointer.handle(), "'")
+               : absl::StrCat("'", pointer.handle(), "'+", pointer.offset());
+  }
+  return absl::StrCat("address 0x", absl::Hex(pointer.address()));
+}
+
+}  // namespace
+
+FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
+    : sessions_(sessions),
+      options_(std::move(options)),
+      allowlist_(options_.allow_library) {}
+
+// ---------------------------------------------------------------- sessions
+
+grpc::Status FfiService::CreateSession(grpc::ServerContext* context,
+                                       const v1::CreateSessionRequest* request,
+                                       v1::CreateSessionResponse* response) {
+  return ToGrpcStatus(DoCreateSession(*request, response));
+}
+
+absl::Status FfiService::DoCreateSession(
+    const v1::CreateSessionRequest& request,
+    v1::CreateSessionResponse* response) {
+  absl::Duration idle_timeout = absl::ZeroDuration();
+  if (request.has_idle_timeout()) {
+    const auto& duration = request.idle_timeout();
+    if (duration.seconds() < 0 || duration.nanos() < 0 ||
+        duration.nanos() >= 1000000000 ||
+        (duration.seconds() == 0 && duration.nanos() == 0)) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          absl::StrCat("field 'idle_timeout' must be a positive duration "
+                       "(got ",
+                       duration.seconds(), "s ", duration.nanos(),
+                       "ns); leave it unset for the server's default"));
+    }
+    idle_timeout = absl::Seconds(duration.seconds()) +
+                   absl::Nanoseconds(duration.nanos());
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                   sessions_.Create(idle_timeout));
+  *response->mutable_session() = session->ToProto();
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::GetSession(grpc::ServerContext* context,
+                                    const v1::GetSessionRequest* request,
+                                    v1::GetSessionResponse* response) {
+  absl::StatusOr<SessionLease> session = sessions_.Use(request->session());
+  if (!session.ok()) return ToGrpcStatus(session.status());
+  *response->mutable_session() = (*session)->ToProto();
+  return grpc::Status::OK;
+}
+
+grpc::Status FfiService::DeleteSession(
+    grpc::ServerContext* context, const v1::DeleteSessionRequest* request,
+    v1::DeleteSessionResponse* response) {
+  return ToGrpcStatus(sessions_.Delete(request->session()));
+}
+
+grpc::Status FfiService::Connect(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
+        stream) {
+  return ToGrpcStatus(DoConnect(*context, stream));
+}
+
+absl::Status FfiService::DoConnect(
+    grpc::ServerContext& context,
+    grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
+        stream) {
+  v1::ConnectRequest message;
+  if (!stream->Read(&message)) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        "the Connect stream ended before its first message, which must be "
+        "'attach'");
+  }
+  if (!message.has_attach()) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        "the first message on a Connect stream must be 'attach' naming the "
+        "session");
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                   sessions_.Attach(message.attach().session()));
+  // When the session is deleted (DeleteSession, shutdown), the stream ends:
+  // the blocked Read() below returns and the client sees CANCELLED.
+  int listener =
+      session->AddEndListener([&context] { context.TryCancel(); });
+  absl::Status result = absl::OkStatus();
+  v1::ConnectResponse attached;
+  *attached.mutable_attached()->mutable_session() = session->ToProto();
+  if (stream->Write(attached)) {
+    // The session stays attached until the client half-closes the stream or
+    // the stream breaks (client gone, cancelled, daemon shutting down).
+    while (stream->Read(&message)) {
+      if (message.has_attach()) {
+        result = InvalidArgumentError(
+            v1::ERROR_REASON_INVALID_REQUEST,
+            "this Connect stream is already attached to a session; open "
+            "another stream for another session");
+        break;
+      }
+      // Unknown kinds (from newer clients) are ignored.
+    }
+  }
+  session->RemoveEndListener(listener);
+  sessions_.Detach(session);
+  return result;
+}
+
+// ---------------------------------------------------------------- libraries
+
+grpc::Status FfiService::LoadLibrary(grpc::ServerContext* context,
+                                     const v1::LoadLibraryRequest* request,
+                                     v1::LoadLibraryResponse* response) {
+  return ToGrpcStatus(DoLoadLibrary(*context, *request, response));
+}
+
+absl::Status FfiService::DoLoadLibrary(grpc::ServerContext& context,
+                                       const v1::LoadLibraryRequest& request,
+                                       v1::LoadLibraryResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.name(), "name",
+                           "a library path or soname such as 'libm.so.6'"));
+  absl::StatusOr<std::string> real_path =
+      options_.library_search_dirs.empty()
+          ? ResolveLibrary(request.name())
+          : ResolveLibrary(request.name(), options_.library_search_dirs);
+  if (!real_path.ok()) return real_path.status();
+  RETURN_IF_ERROR(allowlist_.Check(*real_path, request.name()));
+
+  WorkerRequest forward;
+  v1::LoadLibraryRequest* load = forward.mutable_load_library();
+  load->set_name(*real_path);
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("loading library '", *real_path, "'")));
+  RETURN_IF_ERROR(
+      CheckResult(answer, WorkerResponse::kLoadLibrary, "LoadLibrary"));
+  *response = std::move(*answer.mutable_load_library());
+  if (response->path().empty()) response->set_path(*real_path);
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::UnloadLibrary(grpc::ServerContext* context,
+                                       const v1::UnloadLibraryRequest* request,
+                                       v1::UnloadLibraryResponse* response) {
+  return ToGrpcStatus(DoUnloadLibrary(*context, *request));
+}
+
+absl::Status FfiService::DoUnloadLibrary(
+    grpc::ServerContext& context, const v1::UnloadLibraryRequest& request) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.library(), "library",
+                           "the handle returned by LoadLibrary"));
+  WorkerRequest forward;
+  *forward.mutable_unload_library() = request;
+  forward.mutable_unload_library()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("unloading library '", request.library(), "'")));
+  RETURN_IF_ERROR(
+      CheckResult(answer, WorkerResponse::kUnloadLibrary, "UnloadLibrary"));
+  session->ForgetLibrary(request.library());
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------- declarations
+
+grpc::Status FfiService::ParseDeclarations(
+    grpc::ServerContext* context, const v1::ParseDeclarationsRequest* request,
+    v1::ParseDeclarationsResponse* response) {
+  return ToGrpcStatus(DoParseDeclarations(*request, response));
+}
+
+absl::Status FfiService::DoParseDeclarations(
+    const v1::ParseDeclarationsRequest& request,
+    v1::ParseDeclarationsResponse* response) {
+  // The session is optional; named types declared in a session come later.
+  std::optional<SessionLease> session;
+  if (!request.session().empty()) {
+    ASSIGN_OR_RETURN(session, sessions_.Use(request.session()));
+  }
+  ASSIGN_OR_RETURN(ffi::Declarations declarations,
+                   ffi::ParseDeclarations(request.source()));
+  for (v1::FunctionDeclaration& function : declarations.functions) {
+    *response->add_functions() = std::move(function);
+  }
+  for (v1::TypeDeclaration& type : declarations.types) {
+    *response->add_types() = std::move(type);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- functions
+
+grpc::Status FfiService::ResolveFunction(
+    grpc::ServerContext* context, const v1::ResolveFunctionRequest* request,
+    v1::ResolveFunctionResponse* response) {
+  return ToGrpcStatus(DoResolveFunction(*context, *request, response));
+}
+
+absl::Status FfiService::DoResolveFunction(
+    grpc::ServerContext& context, const v1::ResolveFunctionRequest& request,
+    v1::ResolveFunctionResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.library(), "library",
+                           "the handle returned by LoadLibrary"));
+  WorkerRequest forward;
+  v1::ResolveFunctionRequest* resolve = forward.mutable_resolve_function();
+  resolve->set_library(request.library());
+  std::string symbol = request.symbol();
+  switch (request.signature_case()) {
+    case v1::ResolveFunctionRequest::kDeclaration: {
+      absl::StatusOr<v1::FunctionDeclaration> declaration =
+          ffi::ParseFunctionDeclaration(request.declaration());
+      if (!declaration.ok()) {
+        return WithContext(declaration.status(),
+                           absl::StrCat("declaration '",
+                                        request.declaration(), "': "));
+      }
+      if (symbol.empty()) symbol = declaration->name();
+      *resolve->mutable_type() = std::move(*declaration->mutable_type());
+      break;
+    }
+    case v1::ResolveFunctionRequest::kType:
+      *resolve->mutable_type() = request.type();
+      break;
+    case v1::ResolveFunctionRequest::SIGNATURE_NOT_SET:
+      return InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          "one of the fields 'declaration' (a C prototype such as "
+          "'double cos(double)') or 'type' is required");
+  }
+  RETURN_IF_ERROR(Required(symbol, "symbol",
+                           "the name of the function to look up (or give a "
+                           "'declaration' that names it)"));
+  resolve->set_symbol(symbol);
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           absl::StrCat("resolving '", symbol, "'")));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kResolveFunction,
+                              "ResolveFunction"));
+  *response = std::move(*answer.mutable_resolve_function());
+  if (response->symbol().empty()) response->set_symbol(symbol);
+  if (!response->has_type()) *response->mutable_type() = resolve->type();
+  if (!response->function().empty()) {
+    session->RememberFunction(response->function(), response->symbol(),
+                              request.library());
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::Call(grpc::ServerContext* context,
+                              const v1::CallRequest* request,
+                              v1::CallResponse* response) {
+  return ToGrpcStatus(DoCall(*context, *request, response));
+}
+
+absl::Status FfiService::DoCall(grpc::ServerContext& context,
+                                const v1::CallRequest& request,
+                                v1::CallResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.function(), "function",
+                           "the handle returned by ResolveFunction"));
+  std::string symbol;
+  std::string description = CallDescription(*session, request.function(),
+                                            &symbol);
+  WorkerRequest forward;
+  *forward.mutable_call() = request;
+  forward.mutable_call()->clear_session();
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           std::move(description), symbol));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kCall, "Call"));
+  *response = std::move(*answer.mutable_call());
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------- memory
+
+grpc::Status FfiService::Allocate(grpc::ServerContext* context,
+                                  const v1::AllocateRequest* request,
+                                  v1::AllocateResponse* response) {
+  return ToGrpcStatus(DoAllocate(*context, *request, response));
+}
+
+absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
+                                    const v1::AllocateRequest& request,
+                                    v1::AllocateResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  WorkerRequest forward;
+  *forward.mutable_allocate() = request;
+  forward.mutable_allocate()->clear_session();
+  std::string description =
+      request.has_type()
+          ? absl::StrCat("allocating ", std::max<uint64_t>(request.size(), 1),
+                         " typed element(s)")
+          : absl::StrCat("allocating ", request.size(), " bytes");
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           std::move(description)));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kAllocate, "Allocate"));
+  *response = std::move(*answer.mutable_allocate());
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::Read(grpc::ServerContext* context,
+                              const v1::ReadRequest* request,
+                              v1::ReadResponse* response) {
+  return ToGrpcStatus(DoRead(*context, *request, response));
+}
+
+absl::Status FfiService::DoRead(grpc::ServerContext& context,
+                                const v1::ReadRequest& request,
+                                v1::ReadResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  if (!request.has_pointer()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'pointer' is required: a memory "
+                                "handle (plus offset) or an address");
+  }
+  WorkerRequest forward;
+  *forward.mutable_read() = request;
+  forward.mutable_read()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("reading ", PointerDescription(request.pointer()))));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
+  *response = std::move(*answer.mutable_read());
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::Write(grpc::ServerContext* context,
+                               const v1::WriteRequest* request,
+                               v1::WriteResponse* response) {
+  return ToGrpcStatus(DoWrite(*context, *request));
+}
+
+absl::Status FfiService::DoWrite(grpc::ServerContext& context,
+                                 const v1::WriteRequest& request) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  if (!request.has_pointer()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'pointer' is required: a memory "
+                                "handle (plus offset) or an address");
+  }
+  WorkerRequest forward;
+  *forward.mutable_write() = request;
+  forward.mutable_write()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("writing ", PointerDescription(request.pointer()))));
+  return CheckResult(answer, WorkerResponse::kWrite, "Write");
+}
+
+grpc::Status FfiService::Free(grpc::ServerContext* context,
+                              const v1::FreeRequest* request,
+                              v1::FreeResponse* response) {
+  return ToGrpcStatus(DoFree(*context, *request));
+}
+
+absl::Status FfiService::DoFree(grpc::ServerContext& context,
+                                const v1::FreeRequest& request) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.memory(), "memory",
+                           "the handle returned by Allocate"));
+  WorkerRequest forward;
+  *forward.mutable_free() = request;
+  forward.mutable_free()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("freeing '", request.memory(), "'")));
+  return CheckResult(answer, WorkerResponse::kFree, "Free");
+}
+
+}  // namespace ffid::server

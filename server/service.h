@@ -1,0 +1,125 @@
+// FfiService: the gRPC service ffid.v1.Ffi.
+//
+// The daemon itself does the parts that need no native code: sessions,
+// library resolution and the allowlist (LoadLibrary), C declaration parsing
+// (ParseDeclarations, and ResolveFunction's `declaration`), request
+// validation. Everything else is forwarded to the session's worker. Every
+// method returns through ToGrpcStatus (server/status_grpc.h), so every
+// failure carries an ErrorInfo reason.
+//
+// Synchronous gRPC API: it is the simplest to get right, gRPC runs each
+// in-flight RPC on its own thread, and a forwarded request blocks that
+// thread on the worker anyway (the worker runs one request at a time). The
+// callback API would only pay off with many thousands of concurrent idle
+// RPCs, which a per-session worker cannot serve in parallel either.
+//
+// The gRPC deadline of each call is the worker deadline: a native call that
+// outlives it gets its worker killed (see WorkerProcess). The service
+// borrows the SessionManager, which must outlive it. Thread-safe.
+#ifndef FFID_SERVER_SERVICE_H_
+#define FFID_SERVER_SERVICE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ffid/v1/ffid.grpc.pb.h"
+#include "server/library_resolver.h"
+#include "server/session.h"
+
+namespace ffid::server {
+
+struct ServiceOptions {
+  // Globs a library's real path must match.
+  std::vector<std::string> allow_library;
+  // Where bare sonames are searched; empty means LibrarySearchDirectories()
+  // at each LoadLibrary (tests point this at a temporary directory).
+  std::vector<std::string> library_search_dirs;
+};
+
+class FfiService final : public v1::Ffi::Service {
+ public:
+  FfiService(SessionManager& sessions, ServiceOptions options);
+
+  grpc::Status CreateSession(grpc::ServerContext* context,
+                             const v1::CreateSessionRequest* request,
+                             v1::CreateSessionResponse* response) override;
+  grpc::Status GetSession(grpc::ServerContext* context,
+                          const v1::GetSessionRequest* request,
+                          v1::GetSessionResponse* response) override;
+  grpc::Status DeleteSession(grpc::ServerContext* context,
+                             const v1::DeleteSessionRequest* request,
+                             v1::DeleteSessionResponse* response) override;
+  grpc::Status Connect(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
+          stream) override;
+  grpc::Status LoadLibrary(grpc::ServerContext* context,
+                           const v1::LoadLibraryRequest* request,
+                           v1::LoadLibraryResponse* response) override;
+  grpc::Status UnloadLibrary(grpc::ServerContext* context,
+                             const v1::UnloadLibraryRequest* request,
+                             v1::UnloadLibraryResponse* response) override;
+  grpc::Status ParseDeclarations(grpc::ServerContext* context,
+                                 const v1::ParseDeclarationsRequest* request,
+                                 v1::ParseDeclarationsResponse* response)
+      override;
+  grpc::Status ResolveFunction(grpc::ServerContext* context,
+                               const v1::ResolveFunctionRequest* request,
+                               v1::ResolveFunctionResponse* response) override;
+  grpc::Status Call(grpc::ServerContext* context,
+                    const v1::CallRequest* request,
+                    v1::CallResponse* response) override;
+  grpc::Status Allocate(grpc::ServerContext* context,
+                        const v1::AllocateRequest* request,
+                        v1::AllocateResponse* response) override;
+  grpc::Status Read(grpc::ServerContext* context,
+                    const v1::ReadRequest* request,
+                    v1::ReadResponse* response) override;
+  grpc::Status Write(grpc::ServerContext* context,
+                     const v1::WriteRequest* request,
+                     v1::WriteResponse* response) override;
+  grpc::Status Free(grpc::ServerContext* context,
+                    const v1::FreeRequest* request,
+                    v1::FreeResponse* response) override;
+
+ private:
+  absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
+                               v1::CreateSessionResponse* response);
+  absl::Status DoConnect(
+      grpc::ServerContext& context,
+      grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
+          stream);
+  absl::Status DoLoadLibrary(grpc::ServerContext& context,
+                             const v1::LoadLibraryRequest& request,
+                             v1::LoadLibraryResponse* response);
+  absl::Status DoUnloadLibrary(grpc::ServerContext& context,
+                               const v1::UnloadLibraryRequest& request);
+  absl::Status DoParseDeclarations(const v1::ParseDeclarationsRequest& request,
+                                   v1::ParseDeclarationsResponse* response);
+  absl::Status DoResolveFunction(grpc::ServerContext& context,
+                                 const v1::ResolveFunctionRequest& request,
+                                 v1::ResolveFunctionResponse* response);
+  absl::Status DoCall(grpc::ServerContext& context,
+                      const v1::CallRequest& request,
+                      v1::CallResponse* response);
+  absl::Status DoAllocate(grpc::ServerContext& context,
+                          const v1::AllocateRequest& request,
+                          v1::AllocateResponse* response);
+  absl::Status DoRead(grpc::ServerContext& context,
+                      const v1::ReadRequest& request,
+                      v1::ReadResponse* response);
+  absl::Status DoWrite(grpc::ServerContext& context,
+                       const v1::WriteRequest& request);
+  absl::Status DoFree(grpc::ServerContext& context,
+                      const v1::FreeRequest& request);
+
+  SessionManager& sessions_;
+  const ServiceOptions options_;
+  const Allowlist allowlist_;
+};
+
+}  // namespace ffid::server
+
+#endif  // FFID_SERVER_SERVICE_H_

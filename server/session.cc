@@ -1,0 +1,331 @@
+#include "server/session.h"
+
+#include <sys/random.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "ffi/errors.h"
+#include "google/protobuf/duration.pb.h"
+
+namespace ffid::server {
+namespace {
+
+// How many ended sessions are remembered to explain a later NOT_FOUND.
+constexpr size_t kEndedSessionsKept = 1024;
+
+}  // namespace
+
+std::string NewSessionId() {
+  unsigned char bytes[16];
+  size_t filled = 0;
+  while (filled < sizeof(bytes)) {
+    ssize_t n = getrandom(bytes + filled, sizeof(bytes) - filled, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // getrandom() cannot fail on Linux >= 3.17 with these arguments; an
+      // id that might be guessable is worse than stopping.
+      abort();
+    }
+    filled += static_cast<size_t>(n);
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+Session::Session(std::string id, std::unique_ptr<WorkerProcess> worker,
+                 absl::Duration idle_timeout)
+    : id_(std::move(id)),
+      worker_(std::move(worker)),
+      idle_timeout_(idle_timeout),
+      last_used_(absl::Now()) {}
+
+v1::SessionState Session::state() const {
+  return worker_->crash_report().has_value() ? v1::SESSION_STATE_CRASHED
+                                             : v1::SESSION_STATE_ACTIVE;
+}
+
+v1::Session Session::ToProto() const {
+  v1::Session proto;
+  proto.set_id(id_);
+  proto.set_worker_pid(worker_->pid());
+  std::optional<v1::CrashReport> crash = worker_->crash_report();
+  proto.set_state(crash.has_value() ? v1::SESSION_STATE_CRASHED
+                                    : v1::SESSION_STATE_ACTIVE);
+  if (crash.has_value()) *proto.mutable_crash() = *crash;
+  int64_t nanos = absl::ToInt64Nanoseconds(idle_timeout_);
+  proto.mutable_idle_timeout()->set_seconds(nanos / 1000000000);
+  proto.mutable_idle_timeout()->set_nanos(
+      static_cast<int32_t>(nanos % 1000000000));
+  return proto;
+}
+
+void Session::RememberFunction(const std::string& function_handle,
+                               const std::string& symbol,
+                               const std::string& library_handle) {
+  absl::MutexLock lock(&mu_);
+  functions_[function_handle] = Function{symbol, library_handle};
+}
+
+std::string Session::FunctionSymbol(const std::string& function_handle) const {
+  absl::MutexLock lock(&mu_);
+  auto it = functions_.find(function_handle);
+  return it == functions_.end() ? "" : it->second.symbol;
+}
+
+void Session::ForgetLibrary(const std::string& library_handle) {
+  absl::MutexLock lock(&mu_);
+  absl::erase_if(functions_, [&library_handle](const auto& entry) {
+    return entry.second.library == library_handle;
+  });
+}
+
+int Session::AddEndListener(std::function<void()> on_end) {
+  absl::MutexLock lock(&mu_);
+  if (ended_) {
+    on_end();
+    return -1;
+  }
+  int token = next_listener_++;
+  end_listeners_.emplace(token, std::move(on_end));
+  return token;
+}
+
+void Session::RemoveEndListener(int token) {
+  absl::MutexLock lock(&mu_);
+  end_listeners_.erase(token);
+}
+
+SessionLease::SessionLease(std::shared_ptr<Session> session)
+    : session_(std::move(session)) {
+  absl::MutexLock lock(&session_->mu_);
+  ++session_->in_flight_;
+  session_->last_used_ = absl::Now();
+}
+
+SessionLease::~SessionLease() { Release(); }
+
+SessionLease& SessionLease::operator=(SessionLease&& other) noexcept {
+  if (this != &other) {
+    Release();
+    session_ = std::move(other.session_);
+  }
+  return *this;
+}
+
+void SessionLease::Release() {
+  if (session_ == nullptr) return;
+  {
+    absl::MutexLock lock(&session_->mu_);
+    --session_->in_flight_;
+    session_->last_used_ = absl::Now();
+  }
+  session_.reset();
+}
+
+SessionManager::SessionManager(SessionManagerOptions options)
+    : options_(std::move(options)) {
+  reaper_ = std::thread(&SessionManager::ReaperLoop, this);
+}
+
+SessionManager::~SessionManager() { Shutdown(); }
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
+    absl::Duration idle_timeout) {
+  if (idle_timeout <= absl::ZeroDuration()) {
+    idle_timeout = options_.default_idle_timeout;
+  }
+  std::string id = NewSessionId();
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return MakeError(absl::StatusCode::kUnavailable,
+                       v1::ERROR_REASON_INTERNAL, "ffid is shutting down");
+    }
+  }
+  // Spawning takes milliseconds; no lock is held meanwhile.
+  ASSIGN_OR_RETURN(std::unique_ptr<WorkerProcess> worker,
+                   WorkerProcess::Start(options_.worker_path, id.substr(0, 8)));
+  auto session =
+      std::make_shared<Session>(id, std::move(worker), idle_timeout);
+  absl::MutexLock lock(&mu_);
+  if (shutting_down_) {
+    Stop(*session, WorkerProcess::StopCause::kServerShutdown);
+    return MakeError(absl::StatusCode::kUnavailable,
+                     v1::ERROR_REASON_INTERNAL, "ffid is shutting down");
+  }
+  sessions_.emplace(id, session);
+  return session;
+}
+
+absl::Status SessionManager::NotFoundLocked(absl::string_view id) const {
+  if (id.empty()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'session' is required: the id "
+                                "returned by CreateSession");
+  }
+  for (auto it = ended_.rbegin(); it != ended_.rend(); ++it) {
+    if (it->first == id) {
+      return NotFoundError(
+          v1::ERROR_REASON_SESSION_NOT_FOUND,
+          absl::StrCat("session '", id, "' does not exist any more: ",
+                       it->second, "; create a new session"));
+    }
+  }
+  return NotFoundError(
+      v1::ERROR_REASON_SESSION_NOT_FOUND,
+      absl::StrCat("session '", id,
+                   "' does not exist (it may have been deleted or timed "
+                   "out); create a new session"));
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Get(
+    absl::string_view id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return NotFoundLocked(id);
+  return it->second;
+}
+
+absl::StatusOr<SessionLease> SessionManager::Use(absl::string_view id) {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return NotFoundLocked(id);
+  // Taken under mu_ so the reaper cannot pick the session in between.
+  return SessionLease(it->second);
+}
+
+void SessionManager::RecordEndLocked(const std::string& id, std::string why) {
+  ended_.emplace_back(id, std::move(why));
+  if (ended_.size() > kEndedSessionsKept) ended_.pop_front();
+}
+
+std::shared_ptr<Session> SessionManager::RemoveLocked(absl::string_view id,
+                                                      std::string why) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return nullptr;
+  std::shared_ptr<Session> session = std::move(it->second);
+  sessions_.erase(it);
+  RecordEndLocked(session->id(), std::move(why));
+  return session;
+}
+
+absl::Status SessionManager::Delete(absl::string_view id) {
+  std::shared_ptr<Session> session;
+  {
+    absl::MutexLock lock(&mu_);
+    session = RemoveLocked(id, "it was deleted by DeleteSession");
+    if (session == nullptr) return NotFoundLocked(id);
+  }
+  Stop(*session, WorkerProcess::StopCause::kSessionDeleted);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Session>> SessionManager::Attach(
+    absl::string_view id) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return NotFoundLocked(id);
+  absl::MutexLock session_lock(&it->second->mu_);
+  ++it->second->attached_streams_;
+  it->second->last_used_ = absl::Now();
+  return it->second;
+}
+
+void SessionManager::Detach(const std::shared_ptr<Session>& session) {
+  std::shared_ptr<Session> removed;
+  {
+    absl::MutexLock lock(&mu_);
+    bool last;
+    {
+      absl::MutexLock session_lock(&session->mu_);
+      last = --session->attached_streams_ == 0;
+      session->last_used_ = absl::Now();
+    }
+    auto it = sessions_.find(session->id());
+    if (last && it != sessions_.end() && it->second == session) {
+      removed = RemoveLocked(session->id(),
+                             "its last Connect stream closed, so it was "
+                             "deleted");
+    }
+  }
+  if (removed != nullptr) {
+    Stop(*removed, WorkerProcess::StopCause::kSessionDeleted);
+  }
+}
+
+void SessionManager::Stop(Session& session, WorkerProcess::StopCause cause) {
+  {
+    absl::MutexLock lock(&session.mu_);
+    session.ended_ = true;
+    for (auto& [token, on_end] : session.end_listeners_) on_end();
+    session.end_listeners_.clear();
+  }
+  session.worker().Shutdown(cause);
+}
+
+void SessionManager::ReaperLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!shutting_down_) {
+    reaper_wake_.WaitWithTimeout(&mu_, options_.reap_interval);
+    if (shutting_down_) break;
+    const absl::Time now = absl::Now();
+    std::vector<std::shared_ptr<Session>> expired;
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      Session& session = *it->second;
+      bool idle;
+      {
+        absl::MutexLock session_lock(&session.mu_);
+        idle = session.in_flight_ == 0 && session.attached_streams_ == 0 &&
+               now - session.last_used_ >= session.idle_timeout_;
+      }
+      if (idle) {
+        RecordEndLocked(
+            it->first,
+            absl::StrCat("it was deleted after ",
+                         absl::FormatDuration(session.idle_timeout_),
+                         " without requests (its idle timeout)"));
+        expired.push_back(std::move(it->second));
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (expired.empty()) continue;
+    // Stopping workers takes a little while; do it without the lock.
+    mu_.Unlock();
+    for (const auto& session : expired) {
+      Stop(*session, WorkerProcess::StopCause::kSessionDeleted);
+    }
+    expired.clear();
+    mu_.Lock();
+  }
+}
+
+void SessionManager::Shutdown() {
+  std::map<std::string, std::shared_ptr<Session>, std::less<>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    shutting_down_ = true;
+    reaper_wake_.SignalAll();
+    sessions.swap(sessions_);
+    for (const auto& [id, session] : sessions) {
+      RecordEndLocked(id, "ffid shut down");
+    }
+  }
+  if (reaper_.joinable()) reaper_.join();
+  for (const auto& [id, session] : sessions) {
+    Stop(*session, WorkerProcess::StopCause::kServerShutdown);
+  }
+}
+
+size_t SessionManager::size() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return sessions_.size();
+}
+
+}  // namespace ffid::server

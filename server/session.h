@@ -1,0 +1,196 @@
+// Sessions: one worker process each, kept in a table keyed by an
+// unguessable id, deleted explicitly, when their last Connect stream closes,
+// or after their idle timeout.
+//
+// A Session is shared (std::shared_ptr) between the SessionManager's table
+// and the RPCs using it, so deleting a session while a call is in flight is
+// safe: the worker is stopped, the call fails, and the object goes away with
+// its last user. Session and SessionManager are thread-safe. Lock order:
+// SessionManager::mu_ before Session::mu_; neither is held while talking to
+// a worker.
+#ifndef FFID_SERVER_SESSION_H_
+#define FFID_SERVER_SESSION_H_
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ffid/v1/ffid.pb.h"
+#include "server/worker_process.h"
+
+namespace ffid::server {
+
+class Session {
+ public:
+  Session(std::string id, std::unique_ptr<WorkerProcess> worker,
+          absl::Duration idle_timeout);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // 32 lowercase hex characters from getrandom().
+  const std::string& id() const { return id_; }
+  // The first 8 characters of the id; embedded in the worker's handles.
+  std::string tag() const { return id_.substr(0, 8); }
+  WorkerProcess& worker() { return *worker_; }
+  absl::Duration idle_timeout() const { return idle_timeout_; }
+
+  // ACTIVE while the worker runs, CRASHED once it died on its own or was
+  // killed for a deadline.
+  v1::SessionState state() const;
+  // The public view: id, state, worker pid, crash report, idle timeout.
+  v1::Session ToProto() const;
+
+  // Function handle -> symbol, so that call and crash messages can say
+  // "calling 'cos'" rather than quoting a handle.
+  void RememberFunction(const std::string& function_handle,
+                        const std::string& symbol,
+                        const std::string& library_handle);
+  // The symbol of a function handle, or "" if unknown.
+  std::string FunctionSymbol(const std::string& function_handle) const;
+  // Forgets the functions of an unloaded library.
+  void ForgetLibrary(const std::string& library_handle);
+
+  // Registers `on_end`, called once when the session is deleted (by
+  // DeleteSession, its idle timeout or the daemon's shutdown), e.g. to end
+  // an attached Connect stream. Called at once if the session has already
+  // ended. Returns a token for RemoveEndListener. `on_end` runs with the
+  // session's lock held: it must be quick and must not call back into the
+  // session.
+  int AddEndListener(std::function<void()> on_end);
+  void RemoveEndListener(int token);
+
+ private:
+  friend class SessionManager;
+  friend class SessionLease;
+
+  struct Function {
+    std::string symbol;
+    std::string library;
+  };
+
+  const std::string id_;
+  const std::unique_ptr<WorkerProcess> worker_;
+  const absl::Duration idle_timeout_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, Function> functions_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::function<void()>> end_listeners_ ABSL_GUARDED_BY(mu_);
+  int next_listener_ ABSL_GUARDED_BY(mu_) = 0;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  // Idle bookkeeping, read by the reaper.
+  absl::Time last_used_ ABSL_GUARDED_BY(mu_);
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int attached_streams_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Marks a session busy for the lifetime of one request: the reaper never
+// deletes a session with a request in flight, and the idle clock restarts
+// when the request ends. Movable, not copyable.
+class SessionLease {
+ public:
+  explicit SessionLease(std::shared_ptr<Session> session);
+  ~SessionLease();
+  SessionLease(SessionLease&& other) noexcept = default;
+  SessionLease& operator=(SessionLease&& other) noexcept;
+  SessionLease(const SessionLease&) = delete;
+  SessionLease& operator=(const SessionLease&) = delete;
+
+  Session* operator->() const { return session_.get(); }
+  Session& operator*() const { return *session_; }
+  const std::shared_ptr<Session>& get() const { return session_; }
+
+ private:
+  void Release();
+  std::shared_ptr<Session> session_;
+};
+
+struct SessionManagerOptions {
+  // The ffid-worker executable.
+  std::string worker_path;
+  // The idle timeout of sessions that do not ask for one.
+  absl::Duration default_idle_timeout = absl::Seconds(300);
+  // How often the reaper looks for idle sessions.
+  absl::Duration reap_interval = absl::Seconds(1);
+};
+
+class SessionManager {
+ public:
+  explicit SessionManager(SessionManagerOptions options);
+  // Calls Shutdown().
+  ~SessionManager();
+  SessionManager(const SessionManager&) = delete;
+  SessionManager& operator=(const SessionManager&) = delete;
+
+  // Starts a session and its worker. A zero `idle_timeout` means the
+  // default. UNAVAILABLE + WORKER_START_FAILED if the worker cannot start;
+  // UNAVAILABLE + INTERNAL once Shutdown() has begun.
+  absl::StatusOr<std::shared_ptr<Session>> Create(absl::Duration idle_timeout);
+
+  // Looks a session up without marking it used. NOT_FOUND +
+  // SESSION_NOT_FOUND "session 'x' does not exist (...)" if unknown,
+  // INVALID_ARGUMENT + INVALID_REQUEST if `id` is empty.
+  absl::StatusOr<std::shared_ptr<Session>> Get(absl::string_view id) const;
+
+  // Looks a session up and marks it busy until the lease is dropped.
+  absl::StatusOr<SessionLease> Use(absl::string_view id);
+
+  // Removes the session and stops its worker (SIGKILL after closing the
+  // channel; calls in flight fail). Errors as Get().
+  [[nodiscard]] absl::Status Delete(absl::string_view id);
+
+  // Attaches a Connect stream: the session is not deleted for idleness
+  // while a stream is attached. Errors as Get().
+  absl::StatusOr<std::shared_ptr<Session>> Attach(absl::string_view id);
+  // Detaches a stream; when the last one goes, the session is deleted (the
+  // client has gone for good). No-op if the session is already gone.
+  void Detach(const std::shared_ptr<Session>& session);
+
+  // Stops the reaper and every worker; later Create()s fail. Idempotent.
+  void Shutdown();
+
+  // The number of live sessions.
+  size_t size() const;
+
+ private:
+  // Why a recently ended session ended, to explain a later NOT_FOUND.
+  void RecordEndLocked(const std::string& id, std::string why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status NotFoundLocked(absl::string_view id) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Removes and returns the session, or null.
+  std::shared_ptr<Session> RemoveLocked(absl::string_view id, std::string why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReaperLoop();
+  // Tells the session's listeners and stops its worker. Called without mu_.
+  static void Stop(Session& session, WorkerProcess::StopCause cause);
+
+  const SessionManagerOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Session>, std::less<>> sessions_
+      ABSL_GUARDED_BY(mu_);
+  // The most recent ended sessions (bounded), oldest first.
+  std::deque<std::pair<std::string, std::string>> ended_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::CondVar reaper_wake_;
+  std::thread reaper_;
+};
+
+// 32 lowercase hex characters from getrandom().
+std::string NewSessionId();
+
+}  // namespace ffid::server
+
+#endif  // FFID_SERVER_SESSION_H_

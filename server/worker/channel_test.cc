@@ -1,0 +1,266 @@
+#include "server/worker/channel.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "ffi/errors.h"
+#include "gtest/gtest.h"
+#include "server/worker/protocol.pb.h"
+
+namespace ffid::worker {
+namespace {
+
+struct Pair {
+  int a = -1;
+  int b = -1;
+};
+
+Pair MakeSocketPair() {
+  int fds[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  return {fds[0], fds[1]};
+}
+
+void WriteRaw(int fd, const std::string& bytes) {
+  ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(bytes.size()));
+}
+
+std::string LittleEndian(uint32_t n) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return s;
+}
+
+WorkerRequest WriteRequestOf(uint64_t id, std::string data) {
+  WorkerRequest request;
+  request.set_id(id);
+  request.mutable_write()->mutable_pointer()->set_handle("mem_x");
+  request.mutable_write()->set_data(std::move(data));
+  return request;
+}
+
+TEST(FrameChannelTest, RoundTripsMessagesInOrder) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  FrameChannel right(pair.b);
+  for (uint64_t id = 1; id <= 5; ++id) {
+    ASSERT_TRUE(left.Send(WriteRequestOf(id, absl::StrCat("data", id))).ok());
+  }
+  for (uint64_t id = 1; id <= 5; ++id) {
+    WorkerRequest received;
+    ASSERT_TRUE(right.Receive(&received).ok());
+    EXPECT_EQ(received.id(), id);
+    EXPECT_EQ(received.write().data(), absl::StrCat("data", id));
+  }
+  // And the other direction.
+  WorkerResponse response;
+  response.set_id(42);
+  response.mutable_status()->set_code(3);
+  ASSERT_TRUE(right.Send(response).ok());
+  WorkerResponse got;
+  ASSERT_TRUE(left.Receive(&got).ok());
+  EXPECT_EQ(got.id(), 42u);
+  EXPECT_EQ(got.status().code(), 3);
+}
+
+TEST(FrameChannelTest, EmptyMessageIsAZeroLengthFrame) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  ASSERT_TRUE(left.Send(WorkerRequest()).ok());
+  char header[4];
+  ASSERT_EQ(::read(pair.b, header, 4), 4);
+  EXPECT_EQ(std::string(header, 4), LittleEndian(0));
+  WriteRaw(pair.b, LittleEndian(0));
+  WorkerRequest received;
+  received.set_id(9);
+  ASSERT_TRUE(left.Receive(&received).ok());
+  EXPECT_EQ(received.id(), 0u);
+  ::close(pair.b);
+}
+
+TEST(FrameChannelTest, FrameHeaderIsLittleEndianLength) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  WorkerRequest request = WriteRequestOf(7, "abc");
+  ASSERT_TRUE(left.Send(request).ok());
+  const std::string payload = request.SerializeAsString();
+  std::string got(4 + payload.size(), '\0');
+  ASSERT_EQ(::recv(pair.b, got.data(), got.size(), MSG_WAITALL),
+            static_cast<ssize_t>(got.size()));
+  EXPECT_EQ(got, LittleEndian(payload.size()) + payload);
+  ::close(pair.b);
+}
+
+TEST(FrameChannelTest, LargeFrameRoundTrips) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  FrameChannel right(pair.b);
+  std::string data(64u << 20, '\0');
+  for (size_t i = 0; i < data.size(); ++i) {
+    data[i] = static_cast<char>((i * 131) >> 7);
+  }
+  absl::Status sent;
+  std::thread sender([&] { sent = left.Send(WriteRequestOf(1, data)); });
+  WorkerRequest received;
+  absl::Status status = right.Receive(&received);
+  sender.join();
+  ASSERT_TRUE(sent.ok()) << sent;
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(received.write().data().size(), data.size());
+  EXPECT_TRUE(received.write().data() == data);
+}
+
+TEST(FrameChannelTest, PeerCloseBetweenFramesIsUnavailable) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  {
+    FrameChannel left(pair.a);
+    ASSERT_TRUE(left.Send(WriteRequestOf(1, "last")).ok());
+  }
+  WorkerRequest received;
+  ASSERT_TRUE(right.Receive(&received).ok());
+  absl::Status status = right.Receive(&received);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_EQ(status.message(), "peer closed the channel");
+}
+
+TEST(FrameChannelTest, TruncatedPayloadIsDataLoss) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  WriteRaw(pair.a, LittleEndian(100) + std::string(10, 'x'));
+  ::close(pair.a);
+  WorkerRequest received;
+  absl::Status status = right.Receive(&received);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("10 of 100 bytes"), absl::string_view::npos)
+      << status;
+}
+
+TEST(FrameChannelTest, TruncatedHeaderIsDataLoss) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  WriteRaw(pair.a, std::string(2, '\x01'));
+  ::close(pair.a);
+  WorkerRequest received;
+  EXPECT_EQ(right.Receive(&received).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(FrameChannelTest, HeaderWithoutPayloadIsDataLoss) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  WriteRaw(pair.a, LittleEndian(5));
+  ::close(pair.a);
+  WorkerRequest received;
+  EXPECT_EQ(right.Receive(&received).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(FrameChannelTest, UnparsablePayloadIsDataLoss) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  // Field 1 as a length-delimited field that runs past the end.
+  WriteRaw(pair.a, LittleEndian(3) + std::string("\x0a\x7f\x01", 3));
+  WorkerRequest received;
+  absl::Status status = right.Receive(&received);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_NE(status.message().find("ffid.worker.WorkerRequest"),
+            absl::string_view::npos)
+      << status;
+  ::close(pair.a);
+}
+
+TEST(FrameChannelTest, OversizedLengthIsRefusedWithoutReading) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  WriteRaw(pair.a, LittleEndian(kMaxFrameBytes + 1));
+  WorkerRequest received;
+  absl::Status status = right.Receive(&received);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_RESOURCE_LIMIT);
+  EXPECT_NE(status.message().find("refused"), absl::string_view::npos);
+  ::close(pair.a);
+}
+
+TEST(FrameChannelTest, SendToClosedPeerIsUnavailableNotSigpipe) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  ::close(pair.b);
+  // Without MSG_NOSIGNAL this would kill the test with SIGPIPE.
+  absl::Status status = left.Send(WriteRequestOf(1, std::string(1 << 20, 'z')));
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+}
+
+TEST(FrameChannelTest, ShutdownWakesABlockedReceive) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  absl::Status status;
+  std::thread receiver([&] {
+    WorkerRequest received;
+    status = right.Receive(&received);
+  });
+  ::usleep(50 * 1000);
+  right.Shutdown();
+  receiver.join();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  ::close(pair.a);
+}
+
+TEST(FrameChannelTest, DestructorClosesTheFd) {
+  Pair pair = MakeSocketPair();
+  { FrameChannel left(pair.a); }
+  errno = 0;
+  EXPECT_EQ(::fcntl(pair.a, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
+  ::close(pair.b);
+}
+
+TEST(FrameChannelTest, ConcurrentSendersNeverInterleaveFrames) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  FrameChannel right(pair.b);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 300;
+  std::vector<std::thread> senders;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; ++t) {
+    senders.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        // Sizes vary so that frames span several socket writes.
+        const size_t size = 1 + (i * 7919 + t * 104729) % 200000;
+        std::string data(size, static_cast<char>('a' + t));
+        if (!left.Send(WriteRequestOf(t * 1000000 + i, std::move(data))).ok()) {
+          ++failures;
+        }
+      }
+    });
+  }
+  std::map<int, int> next_per_thread;
+  for (int n = 0; n < kThreads * kPerThread; ++n) {
+    WorkerRequest received;
+    absl::Status status = right.Receive(&received);
+    ASSERT_TRUE(status.ok()) << status;
+    const int t = static_cast<int>(received.id() / 1000000);
+    const int i = static_cast<int>(received.id() % 1000000);
+    ASSERT_GE(t, 0);
+    ASSERT_LT(t, kThreads);
+    EXPECT_EQ(i, next_per_thread[t]++) << "thread " << t << " out of order";
+    const std::string& data = received.write().data();
+    ASSERT_EQ(data.size(), 1 + (i * 7919 + t * 104729) % 200000);
+    EXPECT_EQ(data.find_first_not_of(static_cast<char>('a' + t)),
+              std::string::npos);
+  }
+  for (auto& sender : senders) sender.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+}  // namespace
+}  // namespace ffid::worker

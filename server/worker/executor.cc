@@ -1,0 +1,520 @@
+#include "server/worker/executor.h"
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "ffi/declaration_parser.h"
+#include "ffi/errors.h"
+#include "ffi/function.h"
+#include "ffi/types.h"
+
+namespace ffid::worker {
+namespace {
+
+std::string Hex(uintptr_t address) { return absl::StrFormat("0x%x", address); }
+
+absl::Status InvalidRequest(absl::string_view message) {
+  return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST, message);
+}
+
+absl::Status OutOfBounds(absl::string_view message) {
+  return MakeError(absl::StatusCode::kOutOfRange,
+                   v1::ERROR_REASON_OUT_OF_BOUNDS, message);
+}
+
+absl::Status BadAddress(absl::string_view message) {
+  return InvalidArgumentError(v1::ERROR_REASON_BAD_ADDRESS, message);
+}
+
+// Prefixes a lookup error with the parameter it came from, keeping its code
+// and reason.
+absl::Status WithContext(const absl::Status& status, absl::string_view param) {
+  if (param.empty()) return status;
+  return MakeError(status.code(), GetErrorReason(status),
+                   absl::StrCat(param, ": ", status.message()));
+}
+
+// Copies between this process's memory and `remote` (an address that may be
+// unmapped or protected) with process_vm_readv/writev on ourselves: the
+// kernel reports EFAULT instead of delivering SIGSEGV.
+absl::Status CopyUnchecked(bool write, void* local, uintptr_t remote,
+                           size_t length) {
+  const char* verb = write ? "write" : "read";
+  size_t done = 0;
+  while (done < length) {
+    iovec local_iov{static_cast<char*>(local) + done, length - done};
+    iovec remote_iov{reinterpret_cast<void*>(remote + done), length - done};
+    ssize_t n =
+        write ? ::process_vm_writev(::getpid(), &local_iov, 1, &remote_iov, 1,
+                                    0)
+              : ::process_vm_readv(::getpid(), &local_iov, 1, &remote_iov, 1,
+                                   0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EFAULT) {
+      return MakeError(
+          absl::StatusCode::kInternal, v1::ERROR_REASON_INTERNAL,
+          absl::StrCat("cannot ", verb, " ", length, " bytes at ",
+                       Hex(remote), ": process_vm_", write ? "writev" : "readv",
+                       " failed: ", std::strerror(errno)));
+    }
+    if (n <= 0) {
+      std::string partial;
+      if (done > 0) {
+        partial = absl::StrCat(" (only the first ", done, " bytes could be ",
+                               write ? "written" : "read", ")");
+      }
+      return BadAddress(absl::StrCat(
+          "cannot ", verb, " ", length, " bytes at ", Hex(remote),
+          ": the memory at ", Hex(remote + done), " is not ",
+          write ? "writable" : "readable", " in the worker", partial));
+    }
+    done += static_cast<size_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+// Where a Read or Write lands.
+struct Target {
+  char* address = nullptr;
+  // Owned memory: bounds are known and access is a plain memcpy.
+  bool owned = false;
+  // For owned memory: the allocation's size and the offset into it.
+  size_t size = 0;
+  uint64_t offset = 0;
+  std::string handle;
+};
+
+template <typename T>
+absl::Status Store(absl::StatusOr<T> result, T* out) {
+  if (!result.ok()) return result.status();
+  *out = std::move(result).value();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<void*> Executor::Resolver::Resolve(
+    const v1::PointerValue& pointer, absl::string_view param) {
+  if (pointer.handle().empty()) {
+    return reinterpret_cast<void*>(static_cast<uintptr_t>(pointer.address()));
+  }
+  absl::StatusOr<MemoryEntry*> entry = handles_.GetMemory(pointer.handle());
+  if (!entry.ok()) return WithContext(entry.status(), param);
+  const MemoryEntry& memory = **entry;
+  if (memory.owned && pointer.offset() > memory.size) {
+    return WithContext(
+        OutOfBounds(absl::StrCat("offset ", pointer.offset(),
+                                 " is past the end of the ", memory.size,
+                                 "-byte allocation ", pointer.handle())),
+        param);
+  }
+  const uintptr_t base = reinterpret_cast<uintptr_t>(memory.address);
+  if (pointer.offset() > UINTPTR_MAX - base) {
+    return WithContext(
+        BadAddress(absl::StrCat("offset ", pointer.offset(), " added to ",
+                                pointer.handle(), " at ", Hex(base),
+                                " overflows the address space")),
+        param);
+  }
+  return reinterpret_cast<void*>(base + pointer.offset());
+}
+
+v1::Value Executor::Resolver::Wrap(void* address) {
+  v1::Value value;
+  if (address == nullptr) {
+    value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+    return value;
+  }
+  v1::PointerValue* pointer = value.mutable_pointer_value();
+  pointer->set_handle(handles_.AddBorrowedMemory(address));
+  pointer->set_address(reinterpret_cast<uintptr_t>(address));
+  return value;
+}
+
+Executor::Executor(std::string session_tag)
+    : handles_(std::move(session_tag)), resolver_(handles_) {}
+
+Executor::~Executor() = default;
+
+WorkerResponse Executor::Execute(const WorkerRequest& request) {
+  WorkerResponse response;
+  response.set_id(request.id());
+  absl::Status status;
+  switch (request.op_case()) {
+    case WorkerRequest::kLoadLibrary:
+      status = Store(LoadLibrary(request.load_library()),
+                     response.mutable_load_library());
+      break;
+    case WorkerRequest::kUnloadLibrary:
+      status = Store(UnloadLibrary(request.unload_library()),
+                     response.mutable_unload_library());
+      break;
+    case WorkerRequest::kResolveFunction:
+      status = Store(ResolveFunction(request.resolve_function()),
+                     response.mutable_resolve_function());
+      break;
+    case WorkerRequest::kCall:
+      status = Store(Call(request.call()), response.mutable_call());
+      break;
+    case WorkerRequest::kAllocate:
+      status = Store(Allocate(request.allocate()), response.mutable_allocate());
+      break;
+    case WorkerRequest::kRead:
+      status = Store(Read(request.read()), response.mutable_read());
+      break;
+    case WorkerRequest::kWrite:
+      status = Store(Write(request.write()), response.mutable_write());
+      break;
+    case WorkerRequest::kFree:
+      status = Store(Free(request.free()), response.mutable_free());
+      break;
+    case WorkerRequest::OP_NOT_SET:
+      status = InvalidRequest(absl::StrCat(
+          "worker request ", request.id(),
+          " names no operation (is the daemon newer than the worker?)"));
+      break;
+  }
+  if (!status.ok()) response.clear_result();
+  *response.mutable_status() = StatusToProto(status);
+  return response;
+}
+
+absl::StatusOr<v1::LoadLibraryResponse> Executor::LoadLibrary(
+    const v1::LoadLibraryRequest& request) {
+  const std::string& path = request.name();
+  // The daemon resolved the name and checked it against the allowlist; a
+  // relative name here would let the loader search again and bypass that.
+  if (path.empty() || path[0] != '/') {
+    return InvalidRequest(absl::StrCat(
+        "the worker loads libraries by absolute path only, got '", path, "'"));
+  }
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 && (errno == ENOENT || errno == ENOTDIR)) {
+    return NotFoundError(v1::ERROR_REASON_LIBRARY_NOT_FOUND,
+                         absl::StrCat("library ", path, " does not exist"));
+  }
+  ::dlerror();
+  void* dl = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (dl == nullptr) {
+    const char* error = ::dlerror();
+    return FailedPreconditionError(
+        v1::ERROR_REASON_LIBRARY_LOAD_FAILED,
+        absl::StrCat("cannot load ", path, ": ",
+                     error != nullptr ? error : "dlopen failed"));
+  }
+  v1::LoadLibraryResponse response;
+  response.set_library(handles_.AddLibrary(dl, path));
+  response.set_path(path);
+  return response;
+}
+
+absl::StatusOr<v1::UnloadLibraryResponse> Executor::UnloadLibrary(
+    const v1::UnloadLibraryRequest& request) {
+  ASSIGN_OR_RETURN(LibraryEntry entry,
+                   handles_.RemoveLibrary(request.library()));
+  // The handle is gone either way; a dlclose error only means the loader
+  // keeps the object mapped, which is harmless.
+  ::dlclose(entry.dl_handle);
+  return v1::UnloadLibraryResponse();
+}
+
+absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
+    const v1::ResolveFunctionRequest& request) {
+  ASSIGN_OR_RETURN(const LibraryEntry* library,
+                   handles_.GetLibrary(request.library()));
+  std::string symbol = request.symbol();
+  v1::FunctionType type;
+  switch (request.signature_case()) {
+    case v1::ResolveFunctionRequest::kType:
+      type = request.type();
+      break;
+    case v1::ResolveFunctionRequest::kDeclaration: {
+      // The daemon normally parses; accepting a declaration keeps the worker
+      // usable on its own.
+      ASSIGN_OR_RETURN(v1::FunctionDeclaration declaration,
+                       ffi::ParseFunctionDeclaration(request.declaration()));
+      if (symbol.empty()) symbol = declaration.name();
+      type = std::move(*declaration.mutable_type());
+      break;
+    }
+    case v1::ResolveFunctionRequest::SIGNATURE_NOT_SET:
+      return InvalidRequest(
+          absl::StrCat("ResolveFunction of '", symbol,
+                       "' needs a signature: set `type` or `declaration`"));
+  }
+  if (symbol.empty()) {
+    return InvalidRequest("ResolveFunction needs a symbol name");
+  }
+  ::dlerror();
+  void* address = ::dlsym(library->dl_handle, symbol.c_str());
+  const char* error = ::dlerror();
+  if (address == nullptr) {
+    return NotFoundError(
+        v1::ERROR_REASON_SYMBOL_NOT_FOUND,
+        error != nullptr
+            ? absl::StrCat("symbol '", symbol, "' not found in ",
+                           library->path)
+            : absl::StrCat("symbol '", symbol, "' in ", library->path,
+                           " has address NULL and cannot be called"));
+  }
+  // Calling a data object would jump into data; refuse when the loader says
+  // that is what the symbol is.
+  Dl_info info;
+  void* extra = nullptr;
+  if (::dladdr1(address, &info, &extra, RTLD_DL_SYMENT) != 0 &&
+      extra != nullptr && info.dli_saddr == address) {
+    const auto* elf_symbol = static_cast<const ElfW(Sym)*>(extra);
+    // ELF32_ST_TYPE and ELF64_ST_TYPE are the same bit operation.
+    const int kind = ELF64_ST_TYPE(elf_symbol->st_info);
+    if (kind == STT_OBJECT || kind == STT_TLS) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_TYPE_MISMATCH,
+          absl::StrCat("symbol '", symbol, "' in ", library->path,
+                       " is a variable, not a function"));
+    }
+  }
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<ffi::PreparedFunction> function,
+      ffi::PreparedFunction::Create(symbol, type,
+                                    reinterpret_cast<void (*)()>(address)));
+  v1::ResolveFunctionResponse response;
+  *response.mutable_type() = function->type();
+  response.set_symbol(symbol);
+  response.set_address(reinterpret_cast<uintptr_t>(address));
+  response.set_function(
+      handles_.AddFunction(request.library(), std::move(function)));
+  return response;
+}
+
+absl::StatusOr<v1::CallResponse> Executor::Call(
+    const v1::CallRequest& request) {
+  ASSIGN_OR_RETURN(const FunctionEntry* entry,
+                   handles_.GetFunction(request.function()));
+  // PreparedFunction takes spans; repeated message fields are not
+  // contiguous, so copy them into vectors.
+  std::vector<v1::Value> arguments(request.arguments().begin(),
+                                   request.arguments().end());
+  std::vector<v1::TypeDescriptor> variadic_types(
+      request.variadic_types().begin(), request.variadic_types().end());
+  ffi::CallOptions options;
+  options.capture_errno = request.capture_errno();
+  ASSIGN_OR_RETURN(ffi::CallResult result,
+                   entry->function->Call(arguments, variadic_types, resolver_,
+                                         options));
+  v1::CallResponse response;
+  if (result.has_result) *response.mutable_result() = std::move(result.result);
+  response.set_errno_value(result.errno_value);
+  for (auto& [index, value] : result.out_values) {
+    (*response.mutable_out_values())[index] = std::move(value);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::AllocateResponse> Executor::Allocate(
+    const v1::AllocateRequest& request) {
+  uint64_t size = request.size();
+  std::shared_ptr<const ffi::CType> type;
+  if (request.has_type()) {
+    ASSIGN_OR_RETURN(type, ffi::CType::Create(request.type(), "allocate type"));
+    if (type->size() == 0) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_TYPE_MISMATCH,
+          absl::StrCat("cannot allocate memory for '",
+                       ffi::TypeName(request.type()),
+                       "': the type has size 0"));
+    }
+    const uint64_t count = size == 0 ? 1 : size;
+    if (count > kMaxAllocationBytes / type->size()) {
+      return MakeError(
+          absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_RESOURCE_LIMIT,
+          absl::StrCat("allocation of ", count, " x ", type->size(),
+                       " bytes exceeds the per-allocation limit of ",
+                       kMaxAllocationBytes, " bytes"));
+    }
+    size = count * type->size();
+  } else {
+    if (size == 0) {
+      return InvalidRequest(
+          "Allocate needs a size in bytes (or a type); size 0 was given");
+    }
+    if (request.has_initial_value()) {
+      return InvalidRequest(
+          "Allocate: initial_value needs a type to encode it as");
+    }
+  }
+  if (size > kMaxAllocationBytes) {
+    return MakeError(
+        absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_RESOURCE_LIMIT,
+        absl::StrCat("allocation of ", size,
+                     " bytes exceeds the per-allocation limit of ",
+                     kMaxAllocationBytes, " bytes"));
+  }
+  if (request.initial_bytes().size() > size) {
+    return InvalidArgumentError(v1::ERROR_REASON_OUT_OF_BOUNDS, absl::StrCat(
+        "initial_bytes holds ", request.initial_bytes().size(),
+        " bytes, more than the ", size, "-byte allocation"));
+  }
+  if (!request.initial_bytes().empty() && request.has_initial_value()) {
+    return InvalidRequest(
+        "Allocate takes initial_bytes or initial_value, not both");
+  }
+  void* memory = std::calloc(1, size);
+  if (memory == nullptr) {
+    return MakeError(absl::StatusCode::kResourceExhausted,
+                     v1::ERROR_REASON_RESOURCE_LIMIT,
+                     absl::StrCat("out of memory allocating ", size,
+                                  " bytes in the worker"));
+  }
+  std::shared_ptr<ffi::CallArena> arena;
+  if (!request.initial_bytes().empty()) {
+    std::memcpy(memory, request.initial_bytes().data(),
+                request.initial_bytes().size());
+  } else if (request.has_initial_value()) {
+    // Strings in the value are copied into the arena, which must live as
+    // long as the memory that points at them.
+    arena = std::make_shared<ffi::CallArena>();
+    absl::Status encoded = ffi::EncodeValue(*type, request.initial_value(),
+                                            memory, resolver_, *arena,
+                                            "initial_value");
+    if (!encoded.ok()) {
+      std::free(memory);
+      return encoded;
+    }
+  }
+  v1::AllocateResponse response;
+  response.set_memory(handles_.AddOwnedMemory(memory, size, std::move(arena)));
+  response.set_size(size);
+  response.set_address(reinterpret_cast<uintptr_t>(memory));
+  return response;
+}
+
+namespace {
+
+// Resolves a Read/Write pointer to a Target.
+absl::StatusOr<Target> Locate(HandleTable& handles,
+                              const v1::PointerValue& pointer) {
+  Target target;
+  if (pointer.handle().empty()) {
+    if (pointer.address() == 0) {
+      return BadAddress(
+          "no memory handle and address 0 (NULL) were given; name a memory "
+          "handle or a non-NULL address");
+    }
+    target.address =
+        reinterpret_cast<char*>(static_cast<uintptr_t>(pointer.address()));
+    return target;
+  }
+  ASSIGN_OR_RETURN(MemoryEntry * entry, handles.GetMemory(pointer.handle()));
+  target.handle = pointer.handle();
+  target.offset = pointer.offset();
+  target.owned = entry->owned;
+  target.size = entry->size;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(entry->address);
+  if (!entry->owned && pointer.offset() > UINTPTR_MAX - base) {
+    return BadAddress(absl::StrCat("offset ", pointer.offset(), " added to ",
+                                   pointer.handle(), " at ", Hex(base),
+                                   " overflows the address space"));
+  }
+  // For owned memory the bounds check comes first, so the sum is in range.
+  target.address = reinterpret_cast<char*>(base + pointer.offset());
+  return target;
+}
+
+// Bounds of an owned access: `length` bytes at target.offset.
+absl::Status CheckBounds(const Target& target, uint64_t length,
+                         absl::string_view verb) {
+  if (target.offset > target.size) {
+    return OutOfBounds(absl::StrCat(verb, " at offset ", target.offset,
+                                    " is past the end of the ", target.size,
+                                    "-byte allocation ", target.handle));
+  }
+  if (length > target.size - target.offset) {
+    return OutOfBounds(absl::StrCat(verb, " of ", length, " bytes at offset ",
+                                    target.offset, " exceeds the ",
+                                    target.size, "-byte allocation ",
+                                    target.handle));
+  }
+  return absl::OkStatus();
+}
+
+std::string Describe(const Target& target) {
+  if (target.handle.empty()) {
+    return absl::StrCat("address ",
+                        Hex(reinterpret_cast<uintptr_t>(target.address)));
+  }
+  return absl::StrCat("borrowed memory ", target.handle);
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ReadResponse> Executor::Read(
+    const v1::ReadRequest& request) {
+  ASSIGN_OR_RETURN(Target target, Locate(handles_, request.pointer()));
+  uint64_t length = request.length();
+  if (target.owned) {
+    if (length == 0 && target.offset <= target.size) {
+      length = target.size - target.offset;
+    }
+    RETURN_IF_ERROR(CheckBounds(target, length, "read"));
+  } else if (length == 0) {
+    return InvalidRequest(absl::StrCat(
+        "reading ", Describe(target),
+        " needs an explicit length: ffid does not know the size of memory it "
+        "did not allocate"));
+  }
+  if (length > kMaxReadBytes) {
+    return MakeError(
+        absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_RESOURCE_LIMIT,
+        absl::StrCat("read of ", length,
+                     " bytes exceeds the per-read limit of ", kMaxReadBytes,
+                     " bytes; read in smaller pieces"));
+  }
+  v1::ReadResponse response;
+  std::string* data = response.mutable_data();
+  data->resize(length);
+  if (target.owned) {
+    if (length > 0) std::memcpy(data->data(), target.address, length);
+  } else {
+    RETURN_IF_ERROR(CopyUnchecked(/*write=*/false, data->data(),
+                                  reinterpret_cast<uintptr_t>(target.address),
+                                  length));
+  }
+  return response;
+}
+
+absl::StatusOr<v1::WriteResponse> Executor::Write(
+    const v1::WriteRequest& request) {
+  ASSIGN_OR_RETURN(Target target, Locate(handles_, request.pointer()));
+  const std::string& data = request.data();
+  if (target.owned) {
+    RETURN_IF_ERROR(CheckBounds(target, data.size(), "write"));
+    if (!data.empty()) std::memcpy(target.address, data.data(), data.size());
+  } else if (!data.empty()) {
+    RETURN_IF_ERROR(CopyUnchecked(/*write=*/true,
+                                  const_cast<char*>(data.data()),
+                                  reinterpret_cast<uintptr_t>(target.address),
+                                  data.size()));
+  }
+  return v1::WriteResponse();
+}
+
+absl::StatusOr<v1::FreeResponse> Executor::Free(
+    const v1::FreeRequest& request) {
+  RETURN_IF_ERROR(handles_.FreeMemory(request.memory()));
+  return v1::FreeResponse();
+}
+
+}  // namespace ffid::worker

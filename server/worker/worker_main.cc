@@ -1,0 +1,249 @@
+// ffid-worker: one per session, started by the daemon with
+//
+//   ffid-worker --channel-fd=N --session-tag=TAG [--parent-pid=PID]
+//
+// N is the worker's end of a socketpair (inherited without FD_CLOEXEC), TAG
+// the session's lowercase hex tag embedded in every handle, PID (optional)
+// the daemon's pid: if the worker's parent is no longer that process by the
+// time it starts, it exits at once. The worker hardens itself, then answers
+// WorkerRequests one at a time until the daemon closes the channel (exit 0).
+// A crash in native code kills the process on purpose: the daemon sees EOF
+// on the channel and reports the signal from waitpid(). No handler here
+// swallows a signal.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/string_view.h"
+#include "ffi/errors.h"
+#include "server/worker/channel.h"
+#include "server/worker/executor.h"
+#include "server/worker/protocol.pb.h"
+
+namespace ffid::worker {
+namespace {
+
+constexpr int kExitUsage = 2;
+constexpr int kExitSetup = 3;
+constexpr int kExitChannel = 4;
+
+constexpr char kUsage[] =
+    "usage: ffid-worker --channel-fd=N --session-tag=TAG [--parent-pid=PID]\n"
+    "  Executes native calls for one ffid session. Started by the ffid\n"
+    "  daemon; not meant to be run by hand.\n"
+    "  --channel-fd=N     the inherited socketpair end to serve\n"
+    "  --session-tag=TAG  the session's tag (1-32 lowercase hex digits)\n"
+    "  --parent-pid=PID   exit at once unless the parent is still PID\n";
+
+struct Options {
+  int channel_fd = -1;
+  std::string session_tag;
+  pid_t parent_pid = 0;
+};
+
+[[noreturn]] void UsageError(const std::string& message) {
+  std::fprintf(stderr, "ffid-worker: %s\n%s", message.c_str(), kUsage);
+  std::exit(kExitUsage);
+}
+
+bool IsSessionTag(absl::string_view tag) {
+  if (tag.empty() || tag.size() > 32) return false;
+  for (char c : tag) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options options;
+  bool have_fd = false;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    absl::string_view name = arg;
+    std::string value;
+    const size_t eq = arg.find('=');
+    if (eq != absl::string_view::npos) {
+      name = arg.substr(0, eq);
+      value = std::string(arg.substr(eq + 1));
+    } else if (arg == "--channel-fd" || arg == "--session-tag" ||
+               arg == "--parent-pid") {
+      if (i + 1 >= argc) UsageError(std::string(arg) + " needs a value");
+      value = argv[++i];
+    }
+    if (name == "--channel-fd") {
+      if (!absl::SimpleAtoi(value, &options.channel_fd) ||
+          options.channel_fd < 0) {
+        UsageError("--channel-fd must be a file descriptor number, got '" +
+                   value + "'");
+      }
+      have_fd = true;
+    } else if (name == "--session-tag") {
+      if (!IsSessionTag(value)) {
+        UsageError("--session-tag must be 1-32 lowercase hex digits, got '" +
+                   value + "'");
+      }
+      options.session_tag = value;
+    } else if (name == "--parent-pid") {
+      if (!absl::SimpleAtoi(value, &options.parent_pid) ||
+          options.parent_pid <= 0) {
+        UsageError("--parent-pid must be a process id, got '" + value + "'");
+      }
+    } else {
+      UsageError("unknown argument '" + std::string(arg) + "'");
+    }
+  }
+  if (!have_fd) UsageError("--channel-fd is required");
+  if (options.session_tag.empty()) UsageError("--session-tag is required");
+  int type = 0;
+  socklen_t length = sizeof(type);
+  if (::fcntl(options.channel_fd, F_GETFD) < 0) {
+    UsageError("--channel-fd=" + std::to_string(options.channel_fd) +
+               " is not an open file descriptor");
+  }
+  if (::getsockopt(options.channel_fd, SOL_SOCKET, SO_TYPE, &type, &length) !=
+          0 ||
+      type != SOCK_STREAM) {
+    UsageError("--channel-fd=" + std::to_string(options.channel_fd) +
+               " is not a stream socket");
+  }
+  return options;
+}
+
+[[noreturn]] void SetupFailed(const char* what) {
+  std::fprintf(stderr, "ffid-worker: %s: %s\n", what, std::strerror(errno));
+  std::exit(kExitSetup);
+}
+
+// Closes every descriptor but stdin/out/err and `keep`, so nothing the
+// daemon had open (listening sockets, other sessions' channels) leaks into
+// code that runs here.
+void CloseOtherFds(int keep) {
+  bool ok = true;
+  if (keep < 3) {
+    ok = ::close_range(3, ~0u, 0) == 0;
+  } else {
+    if (keep > 3) ok = ::close_range(3, keep - 1, 0) == 0;
+    if (ok) ok = ::close_range(keep + 1, ~0u, 0) == 0;
+  }
+  if (ok) return;
+  // close_range needs Linux 5.9; otherwise walk /proc/self/fd.
+  std::vector<int> fds;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) SetupFailed("cannot list /proc/self/fd");
+  const int dir_fd = ::dirfd(dir);
+  while (dirent* entry = ::readdir(dir)) {
+    int fd;
+    if (absl::SimpleAtoi(entry->d_name, &fd) && fd > 2 && fd != keep &&
+        fd != dir_fd) {
+      fds.push_back(fd);
+    }
+  }
+  ::closedir(dir);
+  for (int fd : fds) ::close(fd);
+}
+
+// Signal state survives exec: undo whatever the daemon's threads had
+// blocked or ignored so native code sees a normal process.
+void ResetSignals() {
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int signal = 1; signal < NSIG; ++signal) {
+    if (signal == SIGKILL || signal == SIGSTOP) continue;
+    struct sigaction current;
+    if (::sigaction(signal, nullptr, &current) == 0 &&
+        current.sa_handler == SIG_IGN) {
+      ::signal(signal, SIG_DFL);
+    }
+  }
+}
+
+void Harden(const Options& options) {
+  // Die with the daemon. The signal is tied to the thread that forked us,
+  // so the daemon must fork from a thread that lives as long as it does.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    SetupFailed("prctl(PR_SET_PDEATHSIG)");
+  }
+  if (options.parent_pid != 0 && ::getppid() != options.parent_pid) {
+    // The daemon died before PDEATHSIG was armed.
+    std::exit(kExitSetup);
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    SetupFailed("prctl(PR_SET_NO_NEW_PRIVS)");
+  }
+  // A crash is reported by the daemon; a core file would only leak the
+  // session's memory to disk.
+  struct rlimit no_core = {0, 0};
+  if (::setrlimit(RLIMIT_CORE, &no_core) != 0) {
+    SetupFailed("setrlimit(RLIMIT_CORE)");
+  }
+  ResetSignals();
+  CloseOtherFds(options.channel_fd);
+}
+
+int Serve(const Options& options) {
+  FrameChannel channel(options.channel_fd);
+  Executor executor(options.session_tag);
+  while (true) {
+    WorkerRequest request;
+    absl::Status received = channel.Receive(&request);
+    if (!received.ok()) {
+      // UNAVAILABLE is the daemon closing the channel: the session is over.
+      if (received.code() == absl::StatusCode::kUnavailable) return 0;
+      std::fprintf(stderr, "ffid-worker: %s\n",
+                   std::string(received.message()).c_str());
+      return kExitChannel;
+    }
+    WorkerResponse response = executor.Execute(request);
+    absl::Status sent = channel.Send(response);
+    if (!sent.ok() &&
+        sent.code() == absl::StatusCode::kResourceExhausted) {
+      // The answer itself is too big for a frame: say so instead.
+      WorkerResponse too_big;
+      too_big.set_id(request.id());
+      *too_big.mutable_status() = StatusToProto(sent);
+      sent = channel.Send(too_big);
+    }
+    if (!sent.ok()) {
+      if (sent.code() == absl::StatusCode::kUnavailable) return 0;
+      std::fprintf(stderr, "ffid-worker: %s\n",
+                   std::string(sent.message()).c_str());
+      return kExitChannel;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ffid::worker
+
+#if defined(__SANITIZE_ADDRESS__)
+// Under AddressSanitizer the worker must still die of a native crash's own
+// signal: the daemon's crash report names that signal. ASan would otherwise
+// turn SIGSEGV/SIGBUS/SIGFPE/SIGILL into a report and exit(1).
+extern "C" const char* __asan_default_options() {
+  return "handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0:"
+         "handle_abort=0";
+}
+#endif
+
+int main(int argc, char** argv) {
+  const ffid::worker::Options options = ffid::worker::ParseArgs(argc, argv);
+  ffid::worker::Harden(options);
+  return ffid::worker::Serve(options);
+}

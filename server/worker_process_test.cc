@@ -1,0 +1,505 @@
+// Runs the real ffid-worker (FFID_WORKER_PATH) and calls into libc and libm.
+#include "server/worker_process.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "ffi/errors.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/library_resolver.h"
+
+// The sanitizers' own SEGV handlers make a worker built with them exit
+// instead of dying of the signal.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FFID_UNDER_SANITIZER 1
+#else
+#define FFID_UNDER_SANITIZER 0
+#endif
+
+namespace ffid::server {
+namespace {
+
+using ::ffid::worker::WorkerRequest;
+using ::ffid::worker::WorkerResponse;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr char kTag[] = "0123abcd";
+
+v1::TypeDescriptor Scalar(v1::ScalarKind kind) {
+  v1::TypeDescriptor type;
+  type.set_scalar(kind);
+  return type;
+}
+
+v1::TypeDescriptor String() {
+  v1::TypeDescriptor type;
+  type.mutable_string()->set_encoding(v1::STRING_ENCODING_UTF8);
+  type.mutable_string()->set_is_const(true);
+  return type;
+}
+
+v1::FunctionType Signature(v1::TypeDescriptor result,
+                           std::vector<v1::TypeDescriptor> parameters) {
+  v1::FunctionType signature;
+  *signature.mutable_return_type() = std::move(result);
+  for (auto& parameter : parameters) {
+    *signature.add_parameters()->mutable_type() = std::move(parameter);
+  }
+  return signature;
+}
+
+absl::Time Soon() { return absl::Now() + absl::Seconds(30); }
+
+class WorkerProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto worker = WorkerProcess::Start(FFID_WORKER_PATH, kTag);
+    ASSERT_TRUE(worker.ok()) << worker.status();
+    worker_ = std::move(*worker);
+  }
+
+  std::string Load(const std::string& soname) {
+    absl::StatusOr<std::string> path = ResolveLibrary(soname);
+    EXPECT_TRUE(path.ok()) << path.status();
+    WorkerRequest request;
+    request.mutable_load_library()->set_name(*path);
+    auto response = worker_->Execute(request, Soon(), "loading " + soname);
+    EXPECT_TRUE(response.ok()) << response.status();
+    if (!response.ok()) return "";
+    return response->load_library().library();
+  }
+
+  absl::StatusOr<std::string> Resolve(const std::string& library,
+                                      const std::string& symbol,
+                                      v1::FunctionType type) {
+    WorkerRequest request;
+    request.mutable_resolve_function()->set_library(library);
+    request.mutable_resolve_function()->set_symbol(symbol);
+    *request.mutable_resolve_function()->mutable_type() = std::move(type);
+    ASSIGN_OR_RETURN(WorkerResponse response,
+                     worker_->Execute(request, Soon(), "resolving " + symbol));
+    return response.resolve_function().function();
+  }
+
+  std::string MustResolve(const std::string& library, const std::string& symbol,
+                          v1::FunctionType type) {
+    auto function = Resolve(library, symbol, std::move(type));
+    EXPECT_TRUE(function.ok()) << function.status();
+    return function.ok() ? *function : "";
+  }
+
+  absl::StatusOr<WorkerResponse> Call(
+      const std::string& function, const std::string& symbol,
+      std::vector<v1::Value> arguments, absl::Time deadline = Soon(),
+      const std::function<bool()>& is_cancelled = nullptr) {
+    WorkerRequest request;
+    request.mutable_call()->set_function(function);
+    for (auto& argument : arguments) {
+      *request.mutable_call()->add_arguments() = std::move(argument);
+    }
+    return worker_->Execute(request, deadline,
+                            absl::StrCat("calling '", symbol, "'"), symbol,
+                            is_cancelled);
+  }
+
+  // A function that blocks in the worker: unsigned sleep(unsigned).
+  std::string ResolveSleep() {
+    std::string libc = Load("libc.so.6");
+    return MustResolve(libc, "sleep",
+                       Signature(Scalar(v1::SCALAR_KIND_UNSIGNED_INT),
+                                 {Scalar(v1::SCALAR_KIND_UNSIGNED_INT)}));
+  }
+
+  static v1::Value Uint(uint64_t value) {
+    v1::Value v;
+    v.set_uint_value(value);
+    return v;
+  }
+  static v1::Value Int(int64_t value) {
+    v1::Value v;
+    v.set_int_value(value);
+    return v;
+  }
+
+  void WaitUntilDead() {
+    absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (worker_->alive() && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    ASSERT_FALSE(worker_->alive());
+  }
+
+  void ExpectLaterCallsFail(const std::string& how) {
+    WorkerRequest request;
+    request.mutable_allocate()->set_size(8);
+    auto response = worker_->Execute(request, Soon(), "allocating 8 bytes");
+    ASSERT_FALSE(response.ok());
+    EXPECT_EQ(response.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(GetErrorReason(response.status()),
+              v1::ERROR_REASON_WORKER_CRASHED);
+    EXPECT_THAT(std::string(response.status().message()),
+                StartsWith(absl::StrCat("the session's worker died earlier: "
+                                        "worker ",
+                                        worker_->pid(), " ")));
+    EXPECT_THAT(response.status().message(), HasSubstr(how));
+    EXPECT_TRUE(GetCrashReport(response.status()).has_value());
+  }
+
+  std::unique_ptr<WorkerProcess> worker_;
+};
+
+TEST(WorkerProcessStartTest, MissingExecutableIsWorkerStartFailed) {
+  auto worker = WorkerProcess::Start("/nonexistent/ffid-worker", kTag);
+  ASSERT_FALSE(worker.ok());
+  EXPECT_EQ(worker.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorReason(worker.status()),
+            v1::ERROR_REASON_WORKER_START_FAILED);
+  EXPECT_THAT(worker.status().message(),
+              HasSubstr("cannot start worker '/nonexistent/ffid-worker'"));
+  EXPECT_THAT(worker.status().message(), HasSubstr("--worker-path"));
+}
+
+// The worker arms PR_SET_PDEATHSIG, which follows the spawning *thread*;
+// gRPC retires idle RPC threads, so the spawn must not happen on them.
+TEST(WorkerProcessStartTest, OutlivesTheThreadThatStartedIt) {
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> worker;
+  std::thread([&worker] {
+    worker = WorkerProcess::Start(FFID_WORKER_PATH, kTag);
+  }).join();
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_TRUE((*worker)->alive());
+  WorkerRequest request;
+  request.mutable_allocate()->set_size(8);
+  auto response = (*worker)->Execute(request, Soon(), "allocating 8 bytes");
+  EXPECT_TRUE(response.ok()) << response.status();
+}
+
+TEST(SignalNameTest, KnownAndUnknown) {
+  EXPECT_EQ(SignalName(SIGSEGV), "SIGSEGV");
+  EXPECT_EQ(SignalName(SIGKILL), "SIGKILL");
+  EXPECT_EQ(SignalName(SIGABRT), "SIGABRT");
+  EXPECT_EQ(SignalName(1000), "signal 1000");
+}
+
+TEST_F(WorkerProcessTest, RunsInItsOwnProcessGroup) {
+  EXPECT_GT(worker_->pid(), 0);
+  EXPECT_EQ(getpgid(worker_->pid()), worker_->pid());
+  EXPECT_TRUE(worker_->alive());
+  EXPECT_FALSE(worker_->crash_report().has_value());
+}
+
+TEST_F(WorkerProcessTest, CallsCos) {
+  std::string libm = Load("libm.so.6");
+  EXPECT_THAT(libm, StartsWith(absl::StrCat("lib_", kTag, "_")));
+  std::string cos = MustResolve(
+      libm, "cos",
+      Signature(Scalar(v1::SCALAR_KIND_DOUBLE),
+                {Scalar(v1::SCALAR_KIND_DOUBLE)}));
+  v1::Value half;
+  half.set_double_value(0.5);
+  auto response = Call(cos, "cos", {half});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->call().result().double_value(), std::cos(0.5));
+}
+
+TEST_F(WorkerProcessTest, WorkerErrorsKeepTheirReason) {
+  std::string libm = Load("libm.so.6");
+  auto function = Resolve(libm, "no_such_function_here",
+                          Signature(Scalar(v1::SCALAR_KIND_VOID), {}));
+  ASSERT_FALSE(function.ok());
+  EXPECT_EQ(GetErrorReason(function.status()),
+            v1::ERROR_REASON_SYMBOL_NOT_FOUND);
+  EXPECT_THAT(function.status().message(), HasSubstr("no_such_function_here"));
+  EXPECT_TRUE(worker_->alive());  // An error is not a crash.
+}
+
+TEST_F(WorkerProcessTest, ConcurrentRequestsGetTheirOwnAnswers) {
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 40;
+  absl::Mutex mu;
+  std::set<std::string> handles;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        WorkerRequest request;
+        uint64_t size = 1 + t * kPerThread + i;
+        request.mutable_allocate()->set_size(size);
+        auto response = worker_->Execute(request, Soon(), "allocating");
+        if (!response.ok() || response->allocate().size() != size) {
+          ++failures;
+          continue;
+        }
+        absl::MutexLock lock(&mu);
+        handles.insert(response->allocate().memory());
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(handles.size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+TEST_F(WorkerProcessTest, NullDereferenceIsReportedAsACrash) {
+  std::string libc = Load("libc.so.6");
+  std::string strlen_fn = MustResolve(
+      libc, "strlen", Signature(Scalar(v1::SCALAR_KIND_SIZE_T), {String()}));
+  v1::Value null;
+  null.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
+  auto response = Call(strlen_fn, "strlen", {null});
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorReason(response.status()), v1::ERROR_REASON_WORKER_CRASHED);
+  EXPECT_THAT(std::string(response.status().message()),
+              StartsWith(absl::StrCat("worker ", worker_->pid(), " ")));
+  EXPECT_THAT(response.status().message(),
+              HasSubstr("while calling 'strlen'"));
+  auto report = GetCrashReport(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->function(), "strlen");
+  EXPECT_EQ(report->pid(), worker_->pid());
+  if (!FFID_UNDER_SANITIZER) {
+    EXPECT_THAT(response.status().message(),
+                HasSubstr("was killed by SIGSEGV (Segmentation fault)"));
+    EXPECT_EQ(report->signal(), SIGSEGV);
+    EXPECT_EQ(report->signal_name(), "SIGSEGV");
+  }
+  ASSERT_TRUE(worker_->crash_report().has_value());
+  EXPECT_FALSE(worker_->alive());
+  ExpectLaterCallsFail("while calling 'strlen'");
+}
+
+TEST_F(WorkerProcessTest, AbortIsReportedWithItsSignal) {
+  std::string libc = Load("libc.so.6");
+  std::string abort_fn =
+      MustResolve(libc, "abort", Signature(Scalar(v1::SCALAR_KIND_VOID), {}));
+  auto response = Call(abort_fn, "abort", {});
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(response.status().message(),
+            absl::StrCat("worker ", worker_->pid(),
+                         " was killed by SIGABRT (Aborted) while calling "
+                         "'abort'"));
+  auto report = GetCrashReport(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->signal(), SIGABRT);
+  EXPECT_EQ(report->signal_name(), "SIGABRT");
+  ExpectLaterCallsFail("was killed by SIGABRT (Aborted) while calling 'abort'");
+}
+
+TEST_F(WorkerProcessTest, ExitIsReportedWithItsStatus) {
+  std::string libc = Load("libc.so.6");
+  std::string exit_fn = MustResolve(
+      libc, "_exit",
+      Signature(Scalar(v1::SCALAR_KIND_VOID), {Scalar(v1::SCALAR_KIND_INT)}));
+  auto response = Call(exit_fn, "_exit", {Int(3)});
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorReason(response.status()), v1::ERROR_REASON_WORKER_CRASHED);
+  EXPECT_EQ(response.status().message(),
+            absl::StrCat("worker ", worker_->pid(),
+                         " exited with status 3 while calling '_exit'"));
+  auto report = GetCrashReport(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->signal(), 0);
+  EXPECT_EQ(report->exit_code(), 3);
+  EXPECT_EQ(report->function(), "_exit");
+  ExpectLaterCallsFail("exited with status 3 while calling '_exit'");
+}
+
+TEST_F(WorkerProcessTest, DeadlineKillsTheWorker) {
+  std::string sleep_fn = ResolveSleep();
+  absl::Time start = absl::Now();
+  auto response = Call(sleep_fn, "sleep", {Uint(30)},
+                       absl::Now() + absl::Milliseconds(300));
+  absl::Duration took = absl::Now() - start;
+  ASSERT_FALSE(response.ok());
+  EXPECT_LT(took, absl::Seconds(5));
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(GetErrorReason(response.status()),
+            v1::ERROR_REASON_DEADLINE_EXCEEDED);
+  EXPECT_THAT(std::string(response.status().message()),
+              StartsWith("calling 'sleep' did not finish within its deadline"));
+  EXPECT_THAT(response.status().message(),
+              HasSubstr("cannot be interrupted safely"));
+  WaitUntilDead();
+  ASSERT_TRUE(worker_->crash_report().has_value());
+  EXPECT_EQ(worker_->crash_report()->signal(), SIGKILL);
+  ExpectLaterCallsFail(
+      "was killed by ffid (SIGKILL) because calling 'sleep' did not finish "
+      "within its deadline");
+}
+
+TEST_F(WorkerProcessTest, AnExpiredDeadlineIsNotSentAndKillsNothing) {
+  std::string sleep_fn = ResolveSleep();
+  auto response = Call(sleep_fn, "sleep", {Uint(30)},
+                       absl::Now() - absl::Milliseconds(1));
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(GetErrorReason(response.status()),
+            v1::ERROR_REASON_DEADLINE_EXCEEDED);
+  EXPECT_THAT(response.status().message(),
+              HasSubstr("had passed before it was sent"));
+  EXPECT_TRUE(worker_->alive());
+}
+
+TEST_F(WorkerProcessTest, CancellationKillsTheWorker) {
+  std::string sleep_fn = ResolveSleep();
+  absl::Time cancel_at = absl::Now() + absl::Milliseconds(200);
+  auto response = Call(sleep_fn, "sleep", {Uint(30)}, Soon(),
+                       [cancel_at] { return absl::Now() >= cancel_at; });
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(response.status().message(),
+              HasSubstr("the client cancelled calling 'sleep'"));
+  WaitUntilDead();
+}
+
+TEST_F(WorkerProcessTest, ExternalKillFailsTheCallInFlight) {
+  std::string sleep_fn = ResolveSleep();
+  std::thread killer([this] {
+    absl::SleepFor(absl::Milliseconds(200));
+    kill(worker_->pid(), SIGKILL);
+  });
+  auto response = Call(sleep_fn, "sleep", {Uint(30)});
+  killer.join();
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().message(),
+            absl::StrCat("worker ", worker_->pid(),
+                         " was killed by SIGKILL (Killed) while calling "
+                         "'sleep'"));
+  EXPECT_EQ(GetCrashReport(response.status())->function(), "sleep");
+}
+
+TEST_F(WorkerProcessTest, EveryCallInFlightFails) {
+  std::string sleep_fn = ResolveSleep();
+  std::vector<std::thread> callers;
+  std::atomic<int> crashed{0};
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] {
+      auto response = Call(sleep_fn, "sleep", {Uint(30)});
+      if (!response.ok() &&
+          GetErrorReason(response.status()) ==
+              v1::ERROR_REASON_WORKER_CRASHED &&
+          absl::StrContains(response.status().message(),
+                            "while calling 'sleep'")) {
+        ++crashed;
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  kill(worker_->pid(), SIGTERM);
+  for (auto& caller : callers) caller.join();
+  EXPECT_EQ(crashed.load(), 4);
+}
+
+TEST_F(WorkerProcessTest, DeathWhileIdleIsRememberedAndMaskIsClean) {
+  // The daemon blocks SIGTERM for its signal thread; the worker must not
+  // inherit that mask. Restart the worker with SIGTERM blocked here.
+  worker_.reset();
+  sigset_t term, old;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &term, &old);
+  auto worker = WorkerProcess::Start(FFID_WORKER_PATH, kTag);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  worker_ = std::move(*worker);
+
+  kill(worker_->pid(), SIGTERM);
+  WaitUntilDead();
+  auto report = worker_->crash_report();
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->signal(), SIGTERM);
+  EXPECT_EQ(report->function(), "");
+  ExpectLaterCallsFail("was killed by SIGTERM (Terminated)");
+}
+
+TEST_F(WorkerProcessTest, ShutdownFailsTheCallInFlight) {
+  std::string sleep_fn = ResolveSleep();
+  std::thread stopper([this] {
+    absl::SleepFor(absl::Milliseconds(200));
+    worker_->Shutdown();
+  });
+  absl::Time start = absl::Now();
+  auto response = Call(sleep_fn, "sleep", {Uint(30)});
+  stopper.join();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(GetErrorReason(response.status()),
+            v1::ERROR_REASON_SESSION_NOT_FOUND);
+  EXPECT_EQ(response.status().message(),
+            "the session was deleted while calling 'sleep'");
+  EXPECT_FALSE(worker_->crash_report().has_value());
+  EXPECT_FALSE(worker_->alive());
+  // The pid is reaped: nothing left to signal.
+  EXPECT_NE(kill(worker_->pid(), 0), 0);
+  worker_->Shutdown();  // Idempotent.
+
+  WorkerRequest request;
+  request.mutable_allocate()->set_size(8);
+  auto later = worker_->Execute(request, Soon(), "allocating 8 bytes");
+  EXPECT_EQ(later.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(GetErrorReason(later.status()), v1::ERROR_REASON_SESSION_NOT_FOUND);
+}
+
+TEST_F(WorkerProcessTest, ServerShutdownSaysSo) {
+  std::string sleep_fn = ResolveSleep();
+  std::thread stopper([this] {
+    absl::SleepFor(absl::Milliseconds(200));
+    worker_->Shutdown(WorkerProcess::StopCause::kServerShutdown);
+  });
+  auto response = Call(sleep_fn, "sleep", {Uint(30)});
+  stopper.join();
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(response.status().message(),
+            "ffid is shutting down: the session ended while calling 'sleep'");
+}
+
+TEST_F(WorkerProcessTest, EnvironmentHasNoLdLibraryPath) {
+  worker_.reset();
+  setenv("LD_LIBRARY_PATH", "/nonexistent/ld/path", 1);
+  setenv("FFID_WORKER_PROCESS_TEST", "inherited", 1);
+  auto worker = WorkerProcess::Start(FFID_WORKER_PATH, kTag);
+  unsetenv("LD_LIBRARY_PATH");
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  worker_ = std::move(*worker);
+
+  std::string libc = Load("libc.so.6");
+  std::string getenv_fn =
+      MustResolve(libc, "getenv", Signature(String(), {String()}));
+  v1::Value name;
+  name.set_string_value("LD_LIBRARY_PATH");
+  auto response = Call(getenv_fn, "getenv", {name});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_TRUE(response->call().result().has_null_value() ||
+              response->call().result().kind_case() ==
+                  v1::Value::KIND_NOT_SET)
+      << response->call().result().DebugString();
+
+  name.set_string_value("FFID_WORKER_PROCESS_TEST");
+  response = Call(getenv_fn, "getenv", {name});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->call().result().string_value(), "inherited");
+}
+
+}  // namespace
+}  // namespace ffid::server

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash deploy/install-deps.sh
 
 cmake --preset release -DFFID_BUILD_TESTS=OFF >/dev/null
-cmake --build --preset release --target ffid ffid-worker ffictl
+cmake --build --preset release --target ffid_server_main ffid_worker_main ffictl
 
 if [[ $(id -u) -eq 0 ]]; then prefix=/usr/local; else prefix="$HOME/.local"; fi
 cmake --install build/release --prefix "$prefix" >/dev/null

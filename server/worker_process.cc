@@ -163,7 +163,10 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
 
   std::vector<std::string> args = {
       worker_path, absl::StrCat("--channel-fd=", kWorkerChannelFd),
-      absl::StrCat("--session-tag=", session_tag)};
+      absl::StrCat("--session-tag=", session_tag),
+      // Lets the worker notice a daemon that died before its
+      // PR_SET_PDEATHSIG took effect.
+      absl::StrCat("--parent-pid=", getpid())};
   std::vector<std::string> env = WorkerEnvironment();
   std::vector<char*> argv = Pointers(args);
   std::vector<char*> envp = Pointers(env);

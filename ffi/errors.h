@@ -55,7 +55,7 @@ std::optional<v1::CrashReport> GetCrashReport(const absl::Status& status);
 // Converts to and from google.rpc.Status; payloads become `details` (Any)
 // and back. The round trip preserves code, message and every payload.
 google::rpc::Status StatusToProto(const absl::Status& status);
-absl::Status StatusFromProto(const google::rpc::Status& proto);
+[[nodiscard]] absl::Status StatusFromProto(const google::rpc::Status& proto);
 
 }  // namespace ffid
 

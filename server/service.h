@@ -85,34 +85,34 @@ class FfiService final : public v1::Ffi::Service {
                     v1::FreeResponse* response) override;
 
  private:
-  absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
+  [[nodiscard]] absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
                                v1::CreateSessionResponse* response);
-  absl::Status DoConnect(
+  [[nodiscard]] absl::Status DoConnect(
       grpc::ServerContext& context,
       grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
           stream);
-  absl::Status DoLoadLibrary(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoLoadLibrary(grpc::ServerContext& context,
                              const v1::LoadLibraryRequest& request,
                              v1::LoadLibraryResponse* response);
-  absl::Status DoUnloadLibrary(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoUnloadLibrary(grpc::ServerContext& context,
                                const v1::UnloadLibraryRequest& request);
-  absl::Status DoParseDeclarations(const v1::ParseDeclarationsRequest& request,
+  [[nodiscard]] absl::Status DoParseDeclarations(const v1::ParseDeclarationsRequest& request,
                                    v1::ParseDeclarationsResponse* response);
-  absl::Status DoResolveFunction(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoResolveFunction(grpc::ServerContext& context,
                                  const v1::ResolveFunctionRequest& request,
                                  v1::ResolveFunctionResponse* response);
-  absl::Status DoCall(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoCall(grpc::ServerContext& context,
                       const v1::CallRequest& request,
                       v1::CallResponse* response);
-  absl::Status DoAllocate(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoAllocate(grpc::ServerContext& context,
                           const v1::AllocateRequest& request,
                           v1::AllocateResponse* response);
-  absl::Status DoRead(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoRead(grpc::ServerContext& context,
                       const v1::ReadRequest& request,
                       v1::ReadResponse* response);
-  absl::Status DoWrite(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoWrite(grpc::ServerContext& context,
                        const v1::WriteRequest& request);
-  absl::Status DoFree(grpc::ServerContext& context,
+  [[nodiscard]] absl::Status DoFree(grpc::ServerContext& context,
                       const v1::FreeRequest& request);
 
   SessionManager& sessions_;

@@ -149,7 +149,10 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   }
   // Spawning takes milliseconds; no lock is held meanwhile.
   ASSIGN_OR_RETURN(std::unique_ptr<WorkerProcess> worker,
-                   WorkerProcess::Start(options_.worker_path, id.substr(0, 8)));
+                   WorkerProcess::Start(options_.worker_path,
+                                        // Its own random bits: a handle must
+                                        // not reveal part of the session id.
+                                        NewSessionId().substr(0, 8)));
   auto session =
       std::make_shared<Session>(id, std::move(worker), idle_timeout);
   absl::MutexLock lock(&mu_);

@@ -167,7 +167,7 @@ class SessionManager {
   // Why a recently ended session ended, to explain a later NOT_FOUND.
   void RecordEndLocked(const std::string& id, std::string why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status NotFoundLocked(absl::string_view id) const
+  [[nodiscard]] absl::Status NotFoundLocked(absl::string_view id) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Removes and returns the session, or null.
   std::shared_ptr<Session> RemoveLocked(absl::string_view id, std::string why)

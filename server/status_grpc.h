@@ -21,7 +21,7 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // gRPC -> absl, restoring the payloads from binary_error_details (for
 // clients and tests; the inverse of ToGrpcStatus).
-absl::Status FromGrpcStatus(const grpc::Status& status);
+[[nodiscard]] absl::Status FromGrpcStatus(const grpc::Status& status);
 
 }  // namespace ffid::server
 

@@ -132,6 +132,28 @@ TEST_F(ErrorsTest, SymbolNotFound) {
   EXPECT_THAT(MessageOf(function), HasSubstr("fx_does_not_exist"));
 }
 
+TEST_F(ErrorsTest, ThreadLocalVariableIsNotCalled) {
+  // dlsym of a TLS symbol returns this thread's copy, outside any object:
+  // calling it would jump into data.
+  absl::StatusOr<client::Library> libc = session_->LoadLibrary("libc.so.6");
+  ASSERT_TRUE(libc.ok()) << libc.status();
+  absl::StatusOr<client::Function> function =
+      session_->ResolveFunction(*libc, "int errno(void)");
+  EXPECT_THAT(function, HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(MessageOf(function), HasSubstr("thread-local variable"));
+}
+
+TEST_F(ErrorsTest, HugeInputStillGivesTheRealError) {
+  // The message quotes the declaration; it is cut so that it still fits in
+  // gRPC's headers and the client sees DECLARATION_INVALID.
+  const std::string declaration =
+      "int fx_add(int " + std::string(20000, '*') + ")";
+  absl::StatusOr<client::Function> function =
+      session_->ResolveFunction(fixture_, declaration);
+  EXPECT_THAT(function, HasReason("DECLARATION_INVALID"));
+  EXPECT_THAT(MessageOf(function), HasSubstr("more bytes cut"));
+}
+
 TEST_F(ErrorsTest, MalformedDeclarationsGiveTheColumn) {
   for (const char* declaration :
        {"int fx_add(int, ", "int fx_add(int int)", "double cos(double",

@@ -274,8 +274,16 @@ absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
   // that is what the symbol is.
   Dl_info info;
   void* extra = nullptr;
-  if (::dladdr1(address, &info, &extra, RTLD_DL_SYMENT) != 0 &&
-      extra != nullptr && info.dli_saddr == address) {
+  if (::dladdr1(address, &info, &extra, RTLD_DL_SYMENT) == 0) {
+    // dladdr finds no object containing the address: dlsym returned the
+    // address of a thread-local variable (in this thread's TLS block), not
+    // code in the library.
+    return InvalidArgumentError(
+        v1::ERROR_REASON_TYPE_MISMATCH,
+        absl::StrCat("symbol '", symbol, "' in ", library->path,
+                     " is a thread-local variable, not a function"));
+  }
+  if (extra != nullptr && info.dli_saddr == address) {
     const auto* elf_symbol = static_cast<const ElfW(Sym)*>(extra);
     // ELF32_ST_TYPE and ELF64_ST_TYPE are the same bit operation.
     const int kind = ELF64_ST_TYPE(elf_symbol->st_info);

@@ -113,9 +113,9 @@ class HandleTable {
  private:
   // Checks that `handle` is well formed, of this session and of `kind`;
   // otherwise explains why it is not (including retired handles).
-  absl::Status CheckHandle(absl::string_view handle, HandleKind kind) const;
+  [[nodiscard]] absl::Status CheckHandle(absl::string_view handle, HandleKind kind) const;
   // The error for a well-formed handle of this session that is not live.
-  absl::Status MissingHandle(absl::string_view handle, HandleKind kind) const;
+  [[nodiscard]] absl::Status MissingHandle(absl::string_view handle, HandleKind kind) const;
   void Retire(const std::string& handle, std::string why);
 
   const std::string session_tag_;

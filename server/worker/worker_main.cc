@@ -211,6 +211,9 @@ int Serve(const Options& options) {
       return kExitChannel;
     }
     WorkerResponse response = executor.Execute(request);
+    // A library's printf output sits in stdio buffers; the worker is usually
+    // SIGKILLed at the session's end, which would lose it.
+    fflush(nullptr);
     absl::Status sent = channel.Send(response);
     if (!sent.ok() &&
         sent.code() == absl::StatusCode::kResourceExhausted) {

@@ -95,7 +95,7 @@ class Daemon {
 
  private:
   Daemon() = default;
-  absl::Status Spawn();
+  [[nodiscard]] absl::Status Spawn();
   void ReadLog(int fd);
   void StopReader();
 

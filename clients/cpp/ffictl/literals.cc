@@ -110,6 +110,25 @@ absl::StatusOr<uint32_t> TakeUtf8(absl::string_view& in) {
   return code_point;
 }
 
+// A C string argument travels as string_value, which protobuf requires to be
+// UTF-8; other bytes (from "\xff" escapes or a non-UTF-8 shell) travel as
+// bytes_value and reach the function unchanged.
+void SetStringOrBytes(std::string text, v1::Value& value) {
+  absl::string_view rest = text;
+  bool valid = true;
+  while (!rest.empty()) {
+    if (!TakeUtf8(rest).ok()) {
+      valid = false;
+      break;
+    }
+  }
+  if (valid) {
+    value.set_string_value(std::move(text));
+  } else {
+    value.set_bytes_value(std::move(text));
+  }
+}
+
 // One decoded escape sequence: either a raw byte (\x41, \101) or a Unicode
 // code point (\u00e9, or a plain character).
 struct Escape {
@@ -463,7 +482,7 @@ absl::StatusOr<std::pair<v1::TypeDescriptor, v1::Value>> InferVariadic(
     absl::StatusOr<std::string> string = ParseStringLiteral(text);
     if (!string.ok()) return string.status();
     type.mutable_string()->set_is_const(true);
-    value.set_string_value(*string);
+    SetStringOrBytes(*std::move(string), value);
     return std::make_pair(type, value);
   }
   if (text == "true" || text == "false") {
@@ -480,7 +499,7 @@ absl::StatusOr<std::pair<v1::TypeDescriptor, v1::Value>> InferVariadic(
   }
   if (!LooksNumeric(text)) {
     type.mutable_string()->set_is_const(true);
-    value.set_string_value(std::string(text));
+    SetStringOrBytes(std::string(text), value);
     return std::make_pair(type, value);
   }
   absl::StatusOr<IntegerLiteral> integer = ParseIntegerLiteral(text);
@@ -638,9 +657,9 @@ absl::StatusOr<v1::Value> ParseLiteral(absl::string_view text,
       } else if (!text.empty() && text.front() == '"') {
         absl::StatusOr<std::string> string = ParseStringLiteral(text);
         if (!string.ok()) return string.status();
-        value.set_string_value(*std::move(string));
+        SetStringOrBytes(*std::move(string), value);
       } else {
-        value.set_string_value(std::string(text));
+        SetStringOrBytes(std::string(text), value);
       }
       return value;
     case v1::TypeDescriptor::kPointer: {

@@ -406,5 +406,17 @@ TEST(TypeNameTest, Spellings) {
   EXPECT_EQ(TypeName(callback), "double (*)(double)");
 }
 
+TEST(ParseLiteralTest, NonUtf8StringsTravelAsBytes) {
+  v1::TypeDescriptor type;
+  type.mutable_string()->set_is_const(true);
+  absl::StatusOr<v1::Value> utf8 = ParseLiteral("h\xc3\xa9llo", type);
+  ASSERT_TRUE(utf8.ok()) << utf8.status();
+  EXPECT_EQ(utf8->string_value(), "h\xc3\xa9llo");
+  absl::StatusOr<v1::Value> raw = ParseLiteral("\"a\\xff\"", type);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(raw->kind_case(), v1::Value::kBytesValue);
+  EXPECT_EQ(raw->bytes_value(), "a\xff");
+}
+
 }  // namespace
 }  // namespace ffid::ffictl

@@ -64,11 +64,11 @@ std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status);
 
 // Converts a gRPC status to an absl::Status with the same code and message;
 // every google.rpc.Status detail becomes a payload under its type URL.
-absl::Status StatusFromGrpc(const grpc::Status& status);
+[[nodiscard]] absl::Status StatusFromGrpc(const grpc::Status& status);
 
 // Builds an error that carries an ErrorInfo with `reason`, as the server's
 // errors do; for errors detected on the client's side.
-absl::Status ErrorWithReason(absl::StatusCode code, absl::string_view reason,
+[[nodiscard]] absl::Status ErrorWithReason(absl::StatusCode code, absl::string_view reason,
                              absl::string_view message);
 
 // A loaded library.
@@ -220,7 +220,7 @@ class Session {
   Session(std::shared_ptr<v1::Ffi::Stub> stub, const v1::Session& session);
 
   // Opens the Connect stream and waits for the daemon to confirm it.
-  absl::Status Attach();
+  [[nodiscard]] absl::Status Attach();
   void CloseStream();
 
   std::shared_ptr<v1::Ffi::Stub> stub_;

@@ -1,0 +1,423 @@
+// call_latency_bench: the latency of one ffid Call against baselines measured
+// in the same run (see bench/README.md and DESIGN.md "Performance targets").
+//
+// Figures, each timed per round trip (median and p99):
+//   echo  - a unary Echo RPC (16-byte payload) to an in-process sync gRPC
+//           server on a temporary unix socket: the floor a Call is held to.
+//   call  - Session::Call of `int fx_add(int, int)` on the real daemon (a
+//           child process on its own temporary unix socket) and its worker.
+//   ffi   - ffi_call of a local function with a prepared cif, in-process.
+// The daemon is stopped with SIGTERM at the end (and, should this process die
+// first, by PR_SET_PDEATHSIG); nothing is left behind.
+#include <ffi.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "bench/echo_service.grpc.pb.h"
+#include "bench/echo_service.pb.h"
+#include "benchmark/benchmark.h"
+#include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/values.h"
+#include "grpcpp/grpcpp.h"
+
+namespace ffid::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kWarmupRoundTrips = 200;
+constexpr int kRoundTrips = 3000;
+// ffi_call is too fast to time one by one: each sample is the mean of a batch.
+constexpr int kFfiBatch = 1000;
+constexpr int kFfiBatches = 2000;
+constexpr double kCallVsEchoTarget = 1.3;
+
+// Per-round-trip latencies in microseconds, by figure name.
+std::map<std::string, std::vector<double>>& Samples() {
+  static auto* samples = new std::map<std::string, std::vector<double>>();
+  return *samples;
+}
+
+double Percentile(std::vector<double> values, double fraction) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  const size_t index = std::min(
+      values.size() - 1, static_cast<size_t>(fraction * (values.size() - 1) + 0.5));
+  return values[index];
+}
+
+// Records one timed round trip with the framework and in our samples.
+void Record(benchmark::State& state, std::vector<double>& samples,
+            Clock::duration elapsed) {
+  const double seconds = std::chrono::duration<double>(elapsed).count();
+  state.SetIterationTime(seconds);
+  samples.push_back(seconds * 1e6);
+}
+
+void SetCounters(benchmark::State& state, const std::vector<double>& samples) {
+  state.counters["median_us"] = Percentile(samples, 0.5);
+  state.counters["p99_us"] = Percentile(samples, 0.99);
+}
+
+// ---------------------------------------------------------------- echo
+
+class EchoServiceImpl final : public EchoService::Service {
+  grpc::Status Echo(grpc::ServerContext*, const EchoRequest* request,
+                    EchoResponse* response) override {
+    response->set_payload(request->payload());
+    return grpc::Status::OK;
+  }
+};
+
+// The same channel settings as ffid::client::Client::Connect, so both figures
+// pay for the same transport.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub) {
+  EchoRequest request;
+  request.set_payload(std::string(16, 'x'));
+  EchoResponse response;
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    grpc::ClientContext context;
+    stub->Echo(&context, request, &response);
+  }
+  std::vector<double>& samples = Samples()["echo"];
+  for (auto _ : state) {
+    grpc::ClientContext context;
+    const Clock::time_point start = Clock::now();
+    const grpc::Status status = stub->Echo(&context, request, &response);
+    Record(state, samples, Clock::now() - start);
+    if (!status.ok() || response.payload().size() != 16) {
+      state.SkipWithError("Echo failed");
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
+// ---------------------------------------------------------------- ffid
+
+// The real daemon as a child process on a socket in a temporary directory.
+class DaemonProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
+      const std::string& temp_dir) {
+    const std::string fixture = FFID_BENCH_FIXTURE_PATH;
+    const std::string fixture_dir = fixture.substr(0, fixture.rfind('/'));
+    const std::string socket_path = temp_dir + "/ffid.sock";
+    const std::string log_path = temp_dir + "/ffid.log";
+    std::vector<std::string> args = {
+        FFID_BENCH_FFID_PATH, "--listen", "unix:" + socket_path,
+        "--allow-library", fixture_dir + "/*"};
+    // Naming one --allow-library replaces the defaults: name them again.
+    for (const char* glob : {"/lib/*", "/lib64/*", "/usr/lib/*",
+                             "/usr/lib64/*", "/usr/local/lib/*"}) {
+      args.push_back("--allow-library");
+      args.push_back(glob);
+    }
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) return absl::InternalError("fork failed");
+    if (pid == 0) {
+      // Never outlive the bench, even if it crashes.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(127);
+      FILE* log = std::fopen(log_path.c_str(), "w");
+      if (log != nullptr) dup2(fileno(log), STDERR_FILENO);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    auto daemon = std::unique_ptr<DaemonProcess>(
+        new DaemonProcess(pid, "unix:" + socket_path, log_path));
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    struct stat info;
+    while (stat(socket_path.c_str(), &info) != 0) {
+      int wstatus = 0;
+      if (waitpid(pid, &wstatus, WNOHANG) == pid) {
+        daemon->pid_ = 0;
+        return absl::UnavailableError(absl::StrCat(
+            "the daemon ", FFID_BENCH_FFID_PATH, " exited before listening; its log:\n",
+            daemon->Log()));
+      }
+      if (absl::Now() > deadline) {
+        return absl::DeadlineExceededError(absl::StrCat(
+            "the daemon did not create ", socket_path, " within 30s; its log:\n",
+            daemon->Log()));
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return daemon;
+  }
+
+  // Stops the daemon: SIGTERM, then SIGKILL after a grace period.
+  ~DaemonProcess() {
+    if (pid_ == 0) return;
+    kill(pid_, SIGTERM);
+    const absl::Time deadline = absl::Now() + absl::Seconds(5);
+    int wstatus = 0;
+    while (waitpid(pid_, &wstatus, WNOHANG) == 0) {
+      if (absl::Now() > deadline) {
+        std::fprintf(stderr, "ffid did not stop on SIGTERM; killing it\n");
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &wstatus, 0);
+        break;
+      }
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    std::remove(log_path_.c_str());
+  }
+
+  const std::string& address() const { return address_; }
+
+  std::string Log() const {
+    std::string text;
+    if (FILE* log = std::fopen(log_path_.c_str(), "r")) {
+      char buffer[4096];
+      size_t n;
+      while ((n = std::fread(buffer, 1, sizeof(buffer), log)) > 0) {
+        text.append(buffer, n);
+      }
+      std::fclose(log);
+    }
+    return text;
+  }
+
+ private:
+  DaemonProcess(pid_t pid, std::string address, std::string log_path)
+      : pid_(pid), address_(std::move(address)), log_path_(std::move(log_path)) {}
+
+  pid_t pid_;
+  std::string address_;
+  std::string log_path_;
+};
+
+struct FfidTarget {
+  client::Session* session;
+  client::Function function;
+};
+
+void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
+  const std::vector<v1::Value> arguments = {client::MakeInt(2),
+                                            client::MakeInt(40)};
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    (void)target->session->Call(target->function, arguments);
+  }
+  std::vector<double>& samples = Samples()["call"];
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<v1::CallResponse> response =
+        target->session->Call(target->function, arguments);
+    Record(state, samples, Clock::now() - start);
+    if (!response.ok()) {
+      state.SkipWithError(std::string(response.status().message()).c_str());
+      return;
+    }
+    if (response->result().int_value() != 42) {
+      state.SkipWithError("fx_add(2, 40) did not return 42");
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
+// ---------------------------------------------------------------- libffi
+
+extern "C" int LocalAdd(int a, int b) { return a + b; }
+
+void BM_FfiCall(benchmark::State& state) {
+  ffi_cif cif;
+  ffi_type* arg_types[] = {&ffi_type_sint, &ffi_type_sint};
+  if (ffi_prep_cif(&cif, FFI_DEFAULT_ABI, 2, &ffi_type_sint, arg_types) !=
+      FFI_OK) {
+    state.SkipWithError("ffi_prep_cif failed");
+    return;
+  }
+  int a = 2, b = 40;
+  void* values[] = {&a, &b};
+  ffi_arg result = 0;
+  std::vector<double>& samples = Samples()["ffi"];
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    for (int i = 0; i < kFfiBatch; ++i) {
+      ffi_call(&cif, FFI_FN(LocalAdd), &result, values);
+      benchmark::DoNotOptimize(result);
+    }
+    const Clock::duration elapsed = Clock::now() - start;
+    const double seconds = std::chrono::duration<double>(elapsed).count();
+    state.SetIterationTime(seconds / kFfiBatch);
+    samples.push_back(seconds * 1e6 / kFfiBatch);
+  }
+  if (static_cast<int>(result) != 42) state.SkipWithError("wrong result");
+  SetCounters(state, samples);
+}
+
+// ---------------------------------------------------------------- summary
+
+std::string Us(const std::vector<double>& samples, double fraction) {
+  if (samples.empty()) return "n/a";
+  const double value = Percentile(samples, fraction);
+  return value < 1 ? absl::StrFormat("%.4f us", value)
+                   : absl::StrFormat("%.1f us", value);
+}
+
+std::string Ratio(const std::vector<double>& numerator,
+                  const std::vector<double>& denominator, double fraction) {
+  if (numerator.empty() || denominator.empty()) return "n/a";
+  return absl::StrFormat("%.2fx", Percentile(numerator, fraction) /
+                                      Percentile(denominator, fraction));
+}
+
+void PrintSummary() {
+  const std::vector<double>& echo = Samples()["echo"];
+  const std::vector<double>& call = Samples()["call"];
+  const std::vector<double>& ffi = Samples()["ffi"];
+  const char* row = "%-28s | %-10s | %-10s | %-8s | %s\n";
+  std::printf("\n");
+  std::printf(row, "figure", "ffid", "baseline", "ratio", "target");
+  std::printf("%s\n", std::string(78, '-').c_str());
+  std::printf(row, "Call vs gRPC echo, median", Us(call, 0.5).c_str(),
+              Us(echo, 0.5).c_str(), Ratio(call, echo, 0.5).c_str(),
+              absl::StrFormat("<= %.1fx", kCallVsEchoTarget).c_str());
+  std::printf(row, "Call vs gRPC echo, p99", Us(call, 0.99).c_str(),
+              Us(echo, 0.99).c_str(), Ratio(call, echo, 0.99).c_str(),
+              absl::StrFormat("<= %.1fx", kCallVsEchoTarget).c_str());
+  std::printf(row, "Call vs in-process ffi_call", Us(call, 0.5).c_str(),
+              Us(ffi, 0.5).c_str(), Ratio(call, ffi, 0.5).c_str(),
+              "(reference)");
+  if (!call.empty() && !echo.empty()) {
+    const double ratio = Percentile(call, 0.5) / Percentile(echo, 0.5);
+    std::printf("\nCall vs echo (median): %.2fx, target <= %.1fx: %s\n", ratio,
+                kCallVsEchoTarget,
+                ratio <= kCallVsEchoTarget ? "MET" : "NOT MET");
+  }
+}
+
+int Main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+
+  char dir_template[] = "/tmp/ffid-bench-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string temp_dir = dir_template;
+  int exit_code = 0;
+  {
+    // The bare gRPC echo server, in this process.
+    const std::string echo_address = "unix:" + temp_dir + "/echo.sock";
+    EchoServiceImpl echo_service;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(echo_address, grpc::InsecureServerCredentials());
+    builder.RegisterService(&echo_service);
+    std::unique_ptr<grpc::Server> echo_server = builder.BuildAndStart();
+    if (echo_server == nullptr) {
+      std::fprintf(stderr, "cannot start the echo server on %s\n",
+                   echo_address.c_str());
+      rmdir(temp_dir.c_str());
+      return 1;
+    }
+    std::shared_ptr<grpc::Channel> echo_channel = MakeChannel(echo_address);
+    std::unique_ptr<EchoService::Stub> echo_stub =
+        EchoService::NewStub(echo_channel);
+
+    // The real daemon, a session, the fixture and fx_add.
+    absl::StatusOr<std::unique_ptr<DaemonProcess>> daemon =
+        DaemonProcess::Start(temp_dir);
+    std::unique_ptr<client::Client> ffid_client;
+    std::unique_ptr<client::Session> session;
+    FfidTarget target{};
+    absl::Status setup = daemon.status();
+    if (setup.ok()) {
+      absl::StatusOr<std::unique_ptr<client::Client>> connected =
+          client::Client::Connect((*daemon)->address());
+      setup = connected.status();
+      if (setup.ok()) ffid_client = *std::move(connected);
+    }
+    if (setup.ok()) {
+      absl::StatusOr<std::unique_ptr<client::Session>> created =
+          ffid_client->CreateSession();
+      setup = created.status();
+      if (setup.ok()) session = *std::move(created);
+    }
+    absl::StatusOr<client::Library> library;
+    if (setup.ok()) {
+      library = session->LoadLibrary(FFID_BENCH_FIXTURE_PATH);
+      setup = library.status();
+    }
+    if (setup.ok()) {
+      absl::StatusOr<client::Function> function =
+          session->ResolveFunction(*library, "int fx_add(int, int)");
+      setup = function.status();
+      if (setup.ok()) target = {session.get(), *std::move(function)};
+    }
+
+    if (!setup.ok()) {
+      std::fprintf(stderr, "cannot set up ffid: %s\n",
+                   setup.ToString().c_str());
+      exit_code = 1;
+    } else {
+      benchmark::RegisterBenchmark("grpc_echo_16B", BM_GrpcEcho, echo_stub.get())
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffid_call_fx_add", BM_FfidCall, &target)
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffi_call_in_process", BM_FfiCall)
+          ->Iterations(kFfiBatches)
+          ->UseManualTime()
+          ->Unit(benchmark::kNanosecond);
+      benchmark::RunSpecifiedBenchmarks();
+      PrintSummary();
+    }
+
+    // Tear down in order: session (its worker), client, daemon, echo.
+    session.reset();
+    ffid_client.reset();
+    if (daemon.ok()) daemon->reset();
+    echo_stub.reset();
+    echo_channel.reset();
+    echo_server->Shutdown();
+  }
+  benchmark::Shutdown();
+  std::remove((temp_dir + "/ffid.sock").c_str());
+  std::remove((temp_dir + "/echo.sock").c_str());
+  rmdir(temp_dir.c_str());
+  return exit_code;
+}
+
+}  // namespace
+}  // namespace ffid::bench
+
+int main(int argc, char** argv) { return ffid::bench::Main(argc, argv); }

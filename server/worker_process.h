@@ -45,7 +45,8 @@ namespace ffid::server {
 
 class WorkerProcess {
  public:
-  // Spawns `worker_path --channel-fd=3 --session-tag=TAG`. The worker gets
+  // Spawns `worker_path --channel-fd=3 --session-tag=TAG --parent-pid=PID`.
+  // The worker gets
   // the daemon's environment minus LD_LIBRARY_PATH and LD_PRELOAD (library
   // resolution is the daemon's business), default signal dispositions, an
   // empty signal mask and its own process group (so a Ctrl-C meant for the

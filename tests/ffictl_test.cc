@@ -268,6 +268,8 @@ TEST_F(FfictlTest, UnreachableDaemon) {
   EXPECT_EQ(result->exit_code, 1);
   EXPECT_THAT(result->err, StartsWith("error: UNAVAILABLE: "));
   EXPECT_THAT(result->err, HasSubstr("nobody-here.sock"));
+  // A missing socket file is reported at once, not after the connect timeout.
+  EXPECT_THAT(result->err, HasSubstr("does not exist: is the daemon running?"));
 }
 
 TEST_F(FfictlTest, UsageErrors) {

@@ -1,5 +1,7 @@
 #include "clients/cpp/ffid/client.h"
 
+#include <sys/stat.h>
+
 #include <unistd.h>
 
 #include <chrono>
@@ -7,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -88,6 +91,18 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
     std::string address, absl::Duration timeout) {
   if (address.empty()) {
     return absl::InvalidArgumentError("the daemon's address is empty");
+  }
+  if (absl::StartsWith(address, "unix:")) {
+    // No socket file means no daemon: say so now instead of waiting out
+    // the connect timeout.
+    const std::string path = address.substr(5);
+    struct stat info;
+    if (stat(path.c_str(), &info) != 0) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot connect to ffid at ", address, ": ", path,
+          " does not exist: is the daemon running? (start it with ffid, or "
+          "set --address or FFID_ADDRESS)"));
+    }
   }
   grpc::ChannelArguments args;
   // Read and Write move whole buffers in one message.

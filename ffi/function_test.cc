@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "ffi/declaration_parser.h"
 #include "ffi/errors.h"
+#include "ffi/internal/map_resolver.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -163,30 +164,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-class MapResolver : public PointerResolver {
- public:
-  absl::StatusOr<void*> Resolve(const v1::PointerValue& pointer,
-                                absl::string_view param) override {
-    if (pointer.handle().empty()) {
-      return reinterpret_cast<void*>(pointer.address());
-    }
-    auto it = handles.find(pointer.handle());
-    if (it == handles.end()) {
-      return InvalidArgumentError(
-          v1::ERROR_REASON_HANDLE_INVALID,
-          absl::StrCat(param, ": handle ", pointer.handle(),
-                       " does not exist in this session"));
-    }
-    return static_cast<char*>(it->second) + pointer.offset();
-  }
-  v1::Value Wrap(void* address) override {
-    v1::Value value;
-    value.mutable_pointer_value()->set_address(
-        reinterpret_cast<uintptr_t>(address));
-    return value;
-  }
-  std::map<std::string, void*> handles;
-};
+using internal::MapResolver;
 
 v1::Value Int(int64_t v) {
   v1::Value value;

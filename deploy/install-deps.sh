@@ -9,6 +9,7 @@ packages=(
   libffi-dev libabsl-dev libgtest-dev libgmock-dev libseccomp-dev libbenchmark-dev
   golang-github-gogo-googleapis-dev  # google/rpc/status.proto and error_details.proto
   git ca-certificates
+  python3 python3-venv python3-pip  # the Python client's tests (clients/python)
 )
 # buf (for `buf lint` on the API) comes from the npm registry; use the
 # machine's npm if there is one, else Debian's.

@@ -10,6 +10,9 @@ bash deploy/install-deps.sh
 
 cmake --preset "$preset"
 cmake --build --preset "$preset"
+# The Python client's tests (python_client_test in ctest) run in a virtual
+# environment with pinned packages from PyPI.
+bash clients/python/tests/make_venv.sh "build/$preset/python-venv"
 ctest --preset "$preset"
 
 # The public API: buf lint, and buf breaking against the previous commit.

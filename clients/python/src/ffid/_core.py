@@ -1,0 +1,363 @@
+"""What the sync and asyncio clients share: addresses, session options,
+pointers, and how a Python call becomes a CallRequest and its response a
+Python value. Nothing here performs I/O."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from google.protobuf import duration_pb2
+
+from ffid import _errors, _values
+from ffid.v1 import ffid_pb2, types_pb2
+
+# Arguments for every channel: Read/Write move whole buffers in one message,
+# and each client owns its connection (gRPC's shared subchannel pool would
+# otherwise hand a new client the broken connection of an earlier one to a
+# daemon that has since restarted).
+CHANNEL_OPTIONS: List[Tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+# How long closing a session waits for DeleteSession.
+DELETE_TIMEOUT = 10.0
+
+
+def default_address() -> str:
+    """$FFID_ADDRESS, else the daemon's default socket:
+    unix:$XDG_RUNTIME_DIR/ffid/ffid.sock, else unix:/tmp/ffid-$UID/ffid.sock."""
+    address = os.environ.get("FFID_ADDRESS")
+    if address:
+        return address
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return f"unix:{runtime_dir}/ffid/ffid.sock"
+    return f"unix:/tmp/ffid-{os.getuid()}/ffid.sock"
+
+
+def check_address(address: str) -> None:
+    """Fails at once, with a clear message, when a unix socket is missing."""
+    if not address:
+        raise _errors.Unavailable("the daemon's address is empty")
+    if address.startswith("unix:"):
+        path = address[len("unix:"):]
+        if path.startswith("//"):
+            path = path[2:]
+        if not os.path.exists(path):
+            raise _errors.Unavailable(
+                f"cannot connect to ffid at {address}: {path} does not exist: "
+                "is the daemon running? (start it with ffid, or pass an address "
+                "or set FFID_ADDRESS)")
+
+
+def unreachable(address: str, timeout: float) -> _errors.Unavailable:
+    return _errors.Unavailable(
+        f"cannot connect to ffid at {address} within {timeout:g}s: is the daemon "
+        "running? (pass an address or set FFID_ADDRESS)")
+
+
+def with_timeout(error: _errors.Error, timeout: Optional[float]) -> _errors.Error:
+    """Says what a timeout the client enforced means (gRPC only says
+    "Deadline Exceeded")."""
+    if isinstance(error, _errors.DeadlineExceeded) and timeout is not None and not error.metadata \
+            and error.message == "Deadline Exceeded":
+        error.message = (
+            f"the call did not finish within its timeout of {timeout:g}s; the daemon kills the "
+            "session's worker for it (a native call cannot be interrupted), so later calls on "
+            "this session raise WorkerCrashed: open a new session")
+        error.args = (error.message,)
+    return error
+
+
+def _duration(seconds: float, name: str) -> duration_pb2.Duration:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {seconds!r}")
+    duration = duration_pb2.Duration()
+    duration.seconds = int(seconds)
+    duration.nanos = int(round((seconds - int(seconds)) * 1e9))
+    return duration
+
+
+# Session options: keyword arguments of connect() -> CreateSessionRequest.
+SESSION_OPTIONS = ("idle_timeout",)
+
+
+def create_session_request(options: Dict[str, Any]) -> ffid_pb2.CreateSessionRequest:
+    """CreateSessionRequest from connect()'s session keyword arguments.
+
+    idle_timeout: seconds the daemon keeps the session without requests while
+      no Connect stream is attached (default: the server's, 5 minutes).
+    """
+    unknown = sorted(set(options) - set(SESSION_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"unknown session option(s) {', '.join(unknown)}; this client knows "
+            f"{', '.join(SESSION_OPTIONS)}")
+    request = ffid_pb2.CreateSessionRequest()
+    if options.get("idle_timeout") is not None:
+        request.idle_timeout.CopyFrom(_duration(options["idle_timeout"], "idle_timeout"))
+    return request
+
+
+class PointerBase:
+    """A native address in a session's worker: a memory handle (owned or
+    borrowed) plus a byte offset, or a bare address. `p + n` is the pointer n
+    bytes further; int(p) is the address."""
+
+    __slots__ = ("_session", "handle", "offset", "address", "__weakref__")
+
+    def __init__(self, session: Any, handle: str, offset: int, address: int) -> None:
+        self._session = session
+        self.handle = handle
+        self.offset = offset
+        self.address = address
+
+    def _pointer_value(self) -> types_pb2.PointerValue:
+        if self.handle:
+            return types_pb2.PointerValue(handle=self.handle, offset=self.offset)
+        return types_pb2.PointerValue(address=self.address + self.offset)
+
+    def __add__(self, delta: int) -> "PointerBase":
+        if not isinstance(delta, int):
+            return NotImplemented
+        return self._at(self.offset + delta)
+
+    def _at(self, offset: int) -> "PointerBase":
+        cls = self._session._pointer_class
+        return cls(self._session, self.handle, offset, self.address)
+
+    def __int__(self) -> int:
+        return self.address + self.offset
+
+    def __index__(self) -> int:
+        return self.address + self.offset
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PointerBase):
+            return NotImplemented
+        return int(self) == int(other) and self._session is other._session
+
+    def __hash__(self) -> int:
+        return hash((int(self), id(self._session)))
+
+    def __repr__(self) -> str:
+        where = f"{self.handle}+{self.offset}" if self.handle else "raw"
+        return f"<ffid.{type(self).__name__} 0x{int(self):x} ({where})>"
+
+
+def pointer_of(obj: Any) -> Optional[types_pb2.PointerValue]:
+    if isinstance(obj, PointerBase):
+        return obj._pointer_value()
+    return None
+
+
+def is_pointer(obj: Any) -> bool:
+    return isinstance(obj, PointerBase)
+
+
+def prototype_source(declaration: str) -> str:
+    """One C prototype as ParseDeclarations source (with its ';')."""
+    text = declaration.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text + ";"
+
+
+_TYPE_NAME = "__ffid_type"
+
+
+def type_source(type_text: str) -> str:
+    """A typedef that names the type written as `type_text` (an abstract C
+    type such as "struct point", "int[4]", "char *", "int (*)(int)"), so that
+    ParseDeclarations can parse it."""
+    text = type_text.strip()
+    # The declarator's name goes where an abstract declarator has its hole:
+    # after "(*" for function pointers, else before the first '['.
+    if "(*" in text:
+        at = text.index("(*") + 2
+        return f"typedef {text[:at]}{_TYPE_NAME}{text[at:]};"
+    if "[" in text:
+        at = text.index("[")
+        return f"typedef {text[:at]} {_TYPE_NAME}{text[at:]};"
+    return f"typedef {text} {_TYPE_NAME};"
+
+
+def type_from_parse(response: ffid_pb2.ParseDeclarationsResponse, type_text: str) -> types_pb2.TypeDescriptor:
+    for declaration in response.types:
+        if declaration.name == _TYPE_NAME:
+            return declaration.type
+    raise _errors.DeclarationInvalid(
+        f"'{type_text}' is not a C type", reason="DECLARATION_INVALID")
+
+
+ParamSelector = Union[int, str]
+
+
+class FunctionSpec:
+    """A resolved function: its handle and the signature (named types already
+    resolved) used to convert arguments and results. Immutable once built."""
+
+    def __init__(
+        self,
+        name: str,
+        handle: str,
+        function_type: types_pb2.FunctionType,
+        out: Sequence[ParamSelector] = (),
+        inout: Sequence[ParamSelector] = (),
+        use_errno: bool = False,
+    ) -> None:
+        self.name = name
+        self.handle = handle
+        self.type = types_pb2.FunctionType()
+        self.type.CopyFrom(function_type)
+        self.out = sorted(select_params(function_type, out, "out"))
+        self.inout = sorted(select_params(function_type, inout, "inout"))
+        self.use_errno = use_errno
+        self._returns_void = (
+            not self.type.HasField("return_type")
+            or (self.type.return_type.WhichOneof("kind") == "scalar"
+                and self.type.return_type.scalar == types_pb2.SCALAR_KIND_VOID))
+        params = self.type.parameters
+        # As the server names them: "parameter 1 ('x') of 'cos'".
+        self._param_names = [
+            f"parameter {i + 1}{f' ({p.name!r})' if p.name else ''} of '{name}'" for i, p in enumerate(params)]
+
+    def request(self, session_id: str, args: Sequence[Any], capture_errno: Optional[bool]) -> ffid_pb2.CallRequest:
+        params = self.type.parameters
+        request = ffid_pb2.CallRequest(session=session_id, function=self.handle)
+        given = list(args)
+        values: List[_values.Value] = []
+        for i, parameter in enumerate(params):
+            if i in self.out:
+                values.append(_values.Value())
+                continue
+            if not given:
+                expected = len(params) - len(self.out)
+                raise _errors.ArgumentCount(
+                    f"{self.name}() takes {expected} argument{'s' if expected != 1 else ''}"
+                    f"{' or more' if self.type.variadic else ''}, got {len(args)}",
+                    reason="ARGUMENT_COUNT")
+            # An INOUT parameter takes a value of its pointee type.
+            param_type = parameter.type.pointer.pointee if i in self.inout else parameter.type
+            values.append(_values.to_value(given.pop(0), param_type, self._param_names[i], pointer_of))
+        if given and not self.type.variadic:
+            expected = len(params) - len(self.out)
+            raise _errors.ArgumentCount(
+                f"{self.name}() takes {expected} argument{'s' if expected != 1 else ''}, got {len(args)}",
+                reason="ARGUMENT_COUNT")
+        for j, extra in enumerate(given):
+            request.variadic_types.append(_values.variadic_type(extra, is_pointer))
+            values.append(_values.to_value(
+                extra, None, f"parameter {len(params) + j + 1} (variadic) of '{self.name}'", pointer_of))
+        request.arguments.extend(values)
+        request.capture_errno = self.use_errno if capture_errno is None else capture_errno
+        return request
+
+    def result(self, response: ffid_pb2.CallResponse, make_pointer: Any) -> Any:
+        result = None
+        if response.HasField("result"):
+            result = _values.from_value(response.result, self.type.return_type, make_pointer)
+        indexes = sorted(set(self.out) | set(self.inout))
+        if not indexes:
+            return result
+        outs = []
+        for i in indexes:
+            pointee = self.type.parameters[i].type.pointer.pointee
+            value = response.out_values.get(i)
+            outs.append(None if value is None else _values.from_value(value, pointee, make_pointer))
+        if self._returns_void:
+            return outs[0] if len(outs) == 1 else tuple(outs)
+        return (result, *outs)
+
+
+def select_params(function_type: types_pb2.FunctionType, selectors: Sequence[ParamSelector], what: str) -> List[int]:
+    """Parameter indexes named by index or name."""
+    if isinstance(selectors, (str, int)):
+        selectors = [selectors]
+    indexes = []
+    names = [p.name for p in function_type.parameters]
+    for selector in selectors:
+        if isinstance(selector, int) and 0 <= selector < len(names):
+            index = selector
+        elif isinstance(selector, str) and selector in names:
+            index = names.index(selector)
+        else:
+            raise ValueError(f"{what}={selector!r} names no parameter of this function "
+                             f"(parameters: {', '.join(n or '?' for n in names)})")
+        if function_type.parameters[index].type.WhichOneof("kind") != "pointer":
+            raise ValueError(f"{what}={selector!r}: parameter {index} is not a pointer")
+        indexes.append(index)
+    return indexes
+
+
+def apply_directions(function_type: types_pb2.FunctionType, out: Sequence[ParamSelector],
+                     inout: Sequence[ParamSelector]) -> types_pb2.FunctionType:
+    """A copy of `function_type` with the OUT/INOUT parameters marked."""
+    result = types_pb2.FunctionType()
+    result.CopyFrom(function_type)
+    for index in select_params(result, out, "out"):
+        result.parameters[index].type.pointer.direction = types_pb2.POINTER_DIRECTION_OUT
+    for index in select_params(result, inout, "inout"):
+        result.parameters[index].type.pointer.direction = types_pb2.POINTER_DIRECTION_INOUT
+    return result
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_identifier(name: str) -> bool:
+    return bool(_IDENTIFIER.match(name))
+
+
+class Declarations:
+    """The functions and types a session's cdef()s declared. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.types = _values.TypeRegistry()
+        self._functions: Dict[str, types_pb2.FunctionType] = {}
+
+    def add(self, response: ffid_pb2.ParseDeclarationsResponse) -> None:
+        with self._lock:
+            for declaration in response.types:
+                self.types.add(declaration.name, declaration.type)
+            for function in response.functions:
+                self._functions[function.name] = function.type
+
+    def function(self, name: str) -> Optional[types_pb2.FunctionType]:
+        with self._lock:
+            found = self._functions.get(name)
+            if found is None:
+                return None
+            resolved = types_pb2.FunctionType()
+            resolved.CopyFrom(found)
+            self.types.resolve_function(resolved)
+            return resolved
+
+    def known_type(self, name: str) -> Optional[types_pb2.TypeDescriptor]:
+        """The resolved type a cdef() declared as `name` ("struct point",
+        "point_t"), or None."""
+        name = " ".join(name.split())
+        with self._lock:
+            found = self.types.get(name)
+            return None if found is None else self.types.resolve(found)
+
+    def resolve_type(self, descriptor: types_pb2.TypeDescriptor) -> types_pb2.TypeDescriptor:
+        with self._lock:
+            return self.types.resolve(descriptor)
+
+    def resolve_function(self, function_type: types_pb2.FunctionType) -> types_pb2.FunctionType:
+        with self._lock:
+            resolved = types_pb2.FunctionType()
+            resolved.CopyFrom(function_type)
+            self.types.resolve_function(resolved)
+            return resolved
+
+    def function_names(self) -> List[str]:
+        with self._lock:
+            return sorted(self._functions)

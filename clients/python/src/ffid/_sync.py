@@ -1,0 +1,444 @@
+"""The synchronous client: connect() -> Session -> Library -> Function, and
+native memory as Memory/Pointer objects."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import weakref
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import grpc
+
+from ffid import _core, _errors, _values
+from ffid._core import ParamSelector
+from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0, **session_options: Any) -> "Session":
+    """Connects to the ffid daemon and starts a session (one worker process).
+
+    address: "unix:/path/to/socket" or "host:port" (plaintext); default
+      $FFID_ADDRESS, else the daemon's default socket
+      ($XDG_RUNTIME_DIR/ffid/ffid.sock, else /tmp/ffid-$UID/ffid.sock).
+    connect_timeout: seconds to wait for the daemon.
+    session_options: options of the session, see ffid.SESSION_OPTIONS
+      (idle_timeout=seconds).
+
+    Use the session as a context manager, or call close(): the daemon ends the
+    session (and its worker) when it closes.
+    """
+    request = _core.create_session_request(session_options)
+    address = address or _core.default_address()
+    _core.check_address(address)
+    channel = grpc.insecure_channel(address, options=_core.CHANNEL_OPTIONS)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=connect_timeout)
+    except grpc.FutureTimeoutError:
+        channel.close()
+        raise _core.unreachable(address, connect_timeout) from None
+    stub = ffid_pb2_grpc.FfiStub(channel)
+    try:
+        try:
+            response = stub.CreateSession(request)
+        except grpc.RpcError as error:
+            raise _errors.from_rpc_error(error) from None
+        return Session(address, channel, stub, response.session)
+    except BaseException:
+        channel.close()
+        raise
+
+
+class _Stream:
+    """The session's Connect stream: attached on creation, held open until
+    close(). The daemon deletes the session when the stream closes."""
+
+    def __init__(self, stub: ffid_pb2_grpc.FfiStub, session_id: str) -> None:
+        self._requests: "queue.Queue[Optional[ffid_pb2.ConnectRequest]]" = queue.Queue()
+        self._requests.put(ffid_pb2.ConnectRequest(attach=ffid_pb2.AttachSession(session=session_id)))
+        self._call = stub.Connect(self._messages())
+        try:
+            first = next(self._call)
+        except grpc.RpcError as error:
+            raise _errors.from_rpc_error(error) from None
+        except StopIteration:
+            raise _errors.Unavailable(
+                f"the daemon closed the Connect stream of session {session_id} before confirming it") from None
+        if not first.HasField("attached"):
+            self.close()
+            raise _errors.Internal(
+                f"the daemon answered the attachment of session {session_id} with an unexpected message",
+                reason="INTERNAL")
+
+    def _messages(self) -> Iterator[ffid_pb2.ConnectRequest]:
+        while True:
+            message = self._requests.get()
+            if message is None:
+                return
+            yield message
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._call.cancel()
+
+
+def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream, channel: grpc.Channel) -> None:
+    try:
+        stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=session_id), timeout=_core.DELETE_TIMEOUT)
+    except grpc.RpcError:
+        pass  # closing the stream below makes the daemon delete it anyway
+    except ValueError:
+        pass  # the channel is already closed
+    stream.close()
+    channel.close()
+
+
+class Session:
+    """One ffid session: a worker process on the daemon's side, the libraries
+    it loaded, the functions it resolved and the memory it owns.
+
+    Thread-safe: every method may be called from several threads at once.
+    """
+
+    _pointer_class: type
+
+    def __init__(self, address: str, channel: grpc.Channel, stub: ffid_pb2_grpc.FfiStub,
+                 session: ffid_pb2.Session) -> None:
+        self._pointer_class = Pointer
+        self.address = address
+        self.id: str = session.id
+        self.worker_pid: int = session.worker_pid
+        self._channel = channel
+        self._stub = stub
+        self._declarations = _core.Declarations()
+        self._lock = threading.Lock()
+        self._pending_free: List[str] = []
+        self._closed = False
+        self._errno = threading.local()
+        self._stream: Optional[_Stream] = None
+        try:
+            self._stream = _Stream(stub, self.id)
+        except BaseException:
+            try:
+                stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=self.id), timeout=_core.DELETE_TIMEOUT)
+            except grpc.RpcError:
+                pass
+            raise
+        self._finalizer = weakref.finalize(self, _close_session, stub, self.id, self._stream, channel)
+
+    # -- lifetime
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Ends the session: the daemon stops its worker, which releases
+        everything the session held. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<ffid.Session {self.id} at {self.address}{' (closed)' if self._closed else ''}>"
+
+    # -- plumbing
+
+    def _call(self, method: Any, request: Any, timeout: Optional[float] = None) -> Any:
+        if self._closed:
+            raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
+        self._flush_frees()
+        try:
+            return method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise _core.with_timeout(_errors.from_rpc_error(error), timeout) from None
+
+    def _defer_free(self, handle: str) -> None:
+        # Called by the garbage collector: no RPC here, the next call sends it.
+        self._pending_free.append(handle)
+
+    def _flush_frees(self) -> None:
+        while self._pending_free:
+            try:
+                handle = self._pending_free.pop()
+            except IndexError:
+                return
+            try:
+                self._stub.Free(ffid_pb2.FreeRequest(session=self.id, memory=handle),
+                                timeout=_core.DELETE_TIMEOUT)
+            except grpc.RpcError:
+                pass  # the session's end releases it anyway
+
+    def _make_pointer(self, value: types_pb2.PointerValue) -> "Pointer":
+        return Pointer(self, value.handle, value.offset if value.handle else 0, value.address)
+
+    # -- session
+
+    def info(self) -> ffid_pb2.Session:
+        """The session as the daemon sees it (state, worker pid, crash report)."""
+        return self._call(self._stub.GetSession, ffid_pb2.GetSessionRequest(session=self.id)).session
+
+    @property
+    def errno(self) -> int:
+        """errno after this thread's last call that captured it (errno=True on
+        the call, or use_errno=True on the function or library)."""
+        return getattr(self._errno, "value", 0)
+
+    # -- declarations and libraries
+
+    def cdef(self, source: str) -> None:
+        """Declares C functions and types (prototypes, struct, union, enum,
+        typedef) for this session's libraries, as cffi's cdef does."""
+        response = self._call(self._stub.ParseDeclarations,
+                              ffid_pb2.ParseDeclarationsRequest(session=self.id, source=source))
+        self._declarations.add(response)
+
+    def typeof(self, ctype: str) -> types_pb2.TypeDescriptor:
+        """The type descriptor of a C type ("struct point", "int[4]"), with the
+        types declared by cdef() resolved."""
+        known = self._declarations.known_type(ctype)
+        if known is not None:
+            return known
+        response = self._call(self._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
+            session=self.id, source=_core.type_source(ctype)))
+        return self._declarations.resolve_type(_core.type_from_parse(response, ctype))
+
+    def load(self, name: str, *, use_errno: bool = False) -> "Library":
+        """Loads a shared library by path or soname ("libm.so.6"); the daemon
+        checks it against its allowlist. use_errno=True captures errno after
+        every call of its functions (read it as session.errno)."""
+        response = self._call(self._stub.LoadLibrary, ffid_pb2.LoadLibraryRequest(session=self.id, name=name))
+        return Library(self, response.library, response.path, use_errno)
+
+    # -- memory
+
+    def alloc(self, size: Union[int, BytesLike], init: BytesLike = b"") -> "Memory":
+        """Allocates zero-filled native memory owned by the session:
+        alloc(64), alloc(64, b"initial"), or alloc(b"data") for exactly the
+        bytes given. Freed by free(), when the object is garbage-collected or
+        when the session ends."""
+        if isinstance(size, (bytes, bytearray, memoryview)):
+            init, size = bytes(size), len(size)
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"alloc needs a positive size in bytes, got {size!r}")
+        response = self._call(self._stub.Allocate, ffid_pb2.AllocateRequest(
+            session=self.id, size=size, initial_bytes=bytes(init)))
+        return Memory(self, response.memory, response.size, response.address, None)
+
+    def new(self, ctype: str, value: Any = None, *, count: int = 0) -> "Memory":
+        """Allocates memory for a C type, optionally initialized:
+        new("struct point", {"x": 1, "y": 2}), new("int[4]", [1, 2, 3, 4]),
+        new("double", count=8) for 8 doubles. Types declared by cdef() may be
+        used. memory.value reads it back as a Python value."""
+        descriptor = self.typeof(ctype)
+        request = ffid_pb2.AllocateRequest(session=self.id, size=count, type=descriptor)
+        if value is not None:
+            request.initial_value.CopyFrom(_values.to_value(value, descriptor, "initial value", _core.pointer_of))
+        response = self._call(self._stub.Allocate, request)
+        return Memory(self, response.memory, response.size, response.address, descriptor)
+
+    def read(self, pointer: "Pointer", length: int) -> bytes:
+        """Reads `length` bytes at any pointer (a bad address raises BadAddress)."""
+        return pointer.read(length)
+
+    def write(self, pointer: "Pointer", data: BytesLike) -> None:
+        """Writes bytes at any pointer."""
+        pointer.write(data)
+
+    def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
+        return self._call(self._stub.Read, ffid_pb2.ReadRequest(
+            session=self.id, pointer=pointer, length=length)).data
+
+    def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
+        self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
+
+
+class Library:
+    """A library loaded into a session's worker. Functions declared by
+    cdef() are its attributes (lib.cos(0.5)); function() resolves one from
+    its prototype."""
+
+    def __init__(self, session: Session, handle: str, path: str, use_errno: bool) -> None:
+        self._session = session
+        self.handle = handle
+        self.path = path
+        self._use_errno = use_errno
+        self._functions: Dict[str, Function] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<ffid.Library {self.path}>"
+
+    def cdef(self, source: str) -> "Library":
+        """Declares C functions and types, as Session.cdef(); returns self."""
+        self._session.cdef(source)
+        return self
+
+    def function(self, declaration: str, *, out: Sequence[ParamSelector] = (),
+                 inout: Sequence[ParamSelector] = (), use_errno: Optional[bool] = None) -> "Function":
+        """Resolves the function one C prototype names, e.g.
+        function("double pow(double, double)"). Pointer parameters listed in
+        out (by index or name) are filled by the call and returned after the
+        result; inout ones are passed as values and returned likewise."""
+        session = self._session
+        response = session._call(session._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
+            session=session.id, source=_core.prototype_source(declaration)))
+        if len(response.functions) != 1:
+            raise _errors.DeclarationInvalid(
+                f"expected one function prototype, got {len(response.functions)}: {declaration!r}",
+                reason="DECLARATION_INVALID")
+        session._declarations.add(ffid_pb2.ParseDeclarationsResponse(types=response.types))
+        parsed = response.functions[0]
+        return self._resolve(parsed.name, parsed.type, out, inout, use_errno)
+
+    def _resolve(self, name: str, function_type: types_pb2.FunctionType, out: Sequence[ParamSelector],
+                 inout: Sequence[ParamSelector], use_errno: Optional[bool]) -> "Function":
+        session = self._session
+        typed = session._declarations.resolve_function(_core.apply_directions(function_type, out, inout))
+        response = session._call(session._stub.ResolveFunction, ffid_pb2.ResolveFunctionRequest(
+            session=session.id, library=self.handle, symbol=name, type=typed))
+        spec = _core.FunctionSpec(name, response.function, typed, out, inout,
+                                  self._use_errno if use_errno is None else use_errno)
+        return Function(session, spec, response.address)
+
+    def __getattr__(self, name: str) -> "Function":
+        if name.startswith("__") or not _core.is_identifier(name):
+            raise AttributeError(name)
+        with self._lock:
+            found = self._functions.get(name)
+        if found is not None:
+            return found
+        function_type = self._session._declarations.function(name)
+        if function_type is None:
+            raise AttributeError(
+                f"'{name}' is not declared: declare it first with cdef(\"... {name}(...);\") "
+                f"or resolve it with function(\"<prototype>\")")
+        function = self._resolve(name, function_type, (), (), None)
+        with self._lock:
+            return self._functions.setdefault(name, function)
+
+    def __dir__(self) -> List[str]:
+        return sorted(set(super().__dir__()) | set(self._session._declarations.function_names()))
+
+    def unload(self) -> None:
+        """Unloads the library; its functions become invalid."""
+        self._session._call(self._session._stub.UnloadLibrary, ffid_pb2.UnloadLibraryRequest(
+            session=self._session.id, library=self.handle))
+        with self._lock:
+            self._functions.clear()
+
+
+class Function:
+    """A resolved native function. Call it with Python values; keyword
+    arguments: timeout (seconds; the worker is killed when it passes,
+    raising DeadlineExceeded) and errno (capture errno: session.errno)."""
+
+    def __init__(self, session: Session, spec: _core.FunctionSpec, address: int) -> None:
+        self._session = session
+        self._spec = spec
+        self.address = address
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def handle(self) -> str:
+        return self._spec.handle
+
+    @property
+    def type(self) -> types_pb2.FunctionType:
+        return self._spec.type
+
+    def __repr__(self) -> str:
+        return f"<ffid.Function {self._spec.name} at 0x{self.address:x}>"
+
+    def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
+        session = self._session
+        request = self._spec.request(session.id, args, errno)
+        response = session._call(session._stub.Call, request, timeout)
+        if request.capture_errno:
+            session._errno.value = response.errno_value
+        return self._spec.result(response, session._make_pointer)
+
+
+class Pointer(_core.PointerBase):
+    """A pointer into the worker: one a call returned (borrowed: ffid never
+    frees it), or an offset into a Memory. read() needs an explicit length;
+    a bad address raises BadAddress instead of crashing."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, session: Session, handle: str, offset: int, address: int) -> None:
+        super().__init__(session, handle, offset, address)
+        self._owner: Any = None
+
+    def _at(self, offset: int) -> "Pointer":
+        pointer = Pointer(self._session, self.handle, offset, self.address)
+        pointer._owner = self._owner if self._owner is not None else self
+        return pointer
+
+    def read(self, length: int, offset: int = 0) -> bytes:
+        """Reads `length` bytes at this pointer + offset."""
+        if length < 0 or offset < 0:
+            raise ValueError("length and offset must not be negative")
+        return self._session._read((self + offset)._pointer_value(), length)
+
+    def write(self, data: BytesLike, offset: int = 0) -> None:
+        """Writes bytes at this pointer + offset."""
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        self._session._write((self + offset)._pointer_value(), data)
+
+
+class Memory(Pointer):
+    """Native memory owned by the session (alloc(), new()). len() is its
+    size; read() and write() are bounds-checked (OutOfBounds). Released by
+    free(), when this object is garbage-collected, or when the session ends."""
+
+    __slots__ = ("size", "ctype", "_finalizer")
+
+    def __init__(self, session: Session, handle: str, size: int, address: int,
+                 ctype: Optional[types_pb2.TypeDescriptor]) -> None:
+        super().__init__(session, handle, 0, address)
+        self.size = size
+        self.ctype = ctype
+        self._finalizer = weakref.finalize(self, session._defer_free, handle)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return True
+
+    def read(self, length: Optional[int] = None, offset: int = 0) -> bytes:
+        """Reads `length` bytes at `offset` (default: to the end)."""
+        if length is None:
+            length = self.size - offset
+            if length <= 0:
+                return b""
+        return super().read(length, offset)
+
+    def free(self) -> None:
+        """Releases the memory now; later use raises HandleInvalid."""
+        self._finalizer.detach()
+        self._session._call(self._session._stub.Free,
+                            ffid_pb2.FreeRequest(session=self._session.id, memory=self.handle))
+
+    @property
+    def value(self) -> Any:
+        """The memory's contents as a Python value of its C type (for memory
+        from new())."""
+        raise _errors.Unsupported(
+            "reading a typed value needs a typed Read, which this server does not offer yet; "
+            "use read() for the bytes", reason="UNSUPPORTED")

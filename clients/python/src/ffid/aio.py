@@ -1,0 +1,390 @@
+"""The asyncio client: the same API as ffid's, on grpc.aio, with every
+method that talks to the daemon a coroutine.
+
+    import ffid.aio
+
+    async with ffid.aio.connect() as s:
+        libm = await s.load("libm.so.6")
+        await libm.cdef("double cos(double);")
+        await libm.cos(0.5)          # 0.8775825618903728
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any, Dict, Generator, List, Optional, Sequence, Union
+
+import grpc
+import grpc.aio
+
+from ffid import _core, _errors, _values
+from ffid._core import ParamSelector
+from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
+
+BytesLike = Union[bytes, bytearray, memoryview]
+
+
+class _Connecting:
+    """What connect() returns: await it for a Session, or use it directly
+    as an async context manager."""
+
+    def __init__(self, address: Optional[str], connect_timeout: float, options: Dict[str, Any]) -> None:
+        self._address = address
+        self._timeout = connect_timeout
+        self._options = options
+        self._session: Optional[Session] = None
+
+    def __await__(self) -> Generator[Any, None, "Session"]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> "Session":
+        self._session = await self._connect()
+        return self._session
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _connect(self) -> "Session":
+        request = _core.create_session_request(self._options)
+        address = self._address or _core.default_address()
+        _core.check_address(address)
+        channel = grpc.aio.insecure_channel(address, options=_core.CHANNEL_OPTIONS)
+        try:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), self._timeout)
+            except asyncio.TimeoutError:
+                raise _core.unreachable(address, self._timeout) from None
+            stub = ffid_pb2_grpc.FfiStub(channel)
+            try:
+                response = await stub.CreateSession(request)
+            except grpc.RpcError as error:
+                raise _errors.from_rpc_error(error) from None
+            session = Session(address, channel, stub, response.session)
+            await session._attach()
+            return session
+        except BaseException:
+            await channel.close()
+            raise
+
+
+def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0, **session_options: Any) -> _Connecting:
+    """Connects to the ffid daemon and starts a session; see ffid.connect().
+    `await ffid.aio.connect()` or `async with ffid.aio.connect() as s:`."""
+    return _Connecting(address, connect_timeout, session_options)
+
+
+def _cancel_stream(call: Any) -> None:
+    call.cancel()
+
+
+class Session:
+    """One ffid session (asyncio). Methods that talk to the daemon are
+    coroutines; see ffid.Session for what each does."""
+
+    _pointer_class: type
+
+    def __init__(self, address: str, channel: grpc.aio.Channel, stub: ffid_pb2_grpc.FfiStub,
+                 session: ffid_pb2.Session) -> None:
+        self._pointer_class = Pointer
+        self.address = address
+        self.id: str = session.id
+        self.worker_pid: int = session.worker_pid
+        self._channel = channel
+        self._stub = stub
+        self._declarations = _core.Declarations()
+        self._pending_free: List[str] = []
+        self._closed = False
+        self._errno = threading.local()
+        self._stream: Any = None
+        self._finalizer: "Optional[weakref.finalize[Any, Any]]" = None
+
+    async def _attach(self) -> None:
+        call = self._stub.Connect()
+        try:
+            await call.write(ffid_pb2.ConnectRequest(attach=ffid_pb2.AttachSession(session=self.id)))
+            first = await call.read()
+        except grpc.RpcError as error:
+            await self._delete()
+            raise _errors.from_rpc_error(error) from None
+        if first is grpc.aio.EOF or not first.HasField("attached"):
+            call.cancel()
+            await self._delete()
+            raise _errors.Unavailable(
+                f"the daemon did not confirm the Connect stream of session {self.id}")
+        self._stream = call
+        # Dropped without close(): closing the stream ends the session.
+        self._finalizer = weakref.finalize(self, _cancel_stream, call)
+
+    async def _delete(self) -> None:
+        try:
+            await self._stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=self.id),
+                                           timeout=_core.DELETE_TIMEOUT)
+        except grpc.RpcError:
+            pass  # closing the stream makes the daemon delete it anyway
+
+    async def __aenter__(self) -> "Session":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Ends the session and closes its channel. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._delete()
+        if self._finalizer is not None:
+            self._finalizer()
+        await self._channel.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<ffid.aio.Session {self.id} at {self.address}{' (closed)' if self._closed else ''}>"
+
+    async def _call(self, method: Any, request: Any, timeout: Optional[float] = None) -> Any:
+        if self._closed:
+            raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
+        while self._pending_free:
+            handle = self._pending_free.pop()
+            try:
+                await self._stub.Free(ffid_pb2.FreeRequest(session=self.id, memory=handle),
+                                      timeout=_core.DELETE_TIMEOUT)
+            except grpc.RpcError:
+                pass  # the session's end releases it anyway
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise _core.with_timeout(_errors.from_rpc_error(error), timeout) from None
+
+    def _defer_free(self, handle: str) -> None:
+        self._pending_free.append(handle)
+
+    def _make_pointer(self, value: types_pb2.PointerValue) -> "Pointer":
+        return Pointer(self, value.handle, value.offset if value.handle else 0, value.address)
+
+    async def info(self) -> ffid_pb2.Session:
+        return (await self._call(self._stub.GetSession, ffid_pb2.GetSessionRequest(session=self.id))).session
+
+    @property
+    def errno(self) -> int:
+        return getattr(self._errno, "value", 0)
+
+    async def cdef(self, source: str) -> None:
+        response = await self._call(self._stub.ParseDeclarations,
+                                    ffid_pb2.ParseDeclarationsRequest(session=self.id, source=source))
+        self._declarations.add(response)
+
+    async def typeof(self, ctype: str) -> types_pb2.TypeDescriptor:
+        known = self._declarations.known_type(ctype)
+        if known is not None:
+            return known
+        response = await self._call(self._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
+            session=self.id, source=_core.type_source(ctype)))
+        return self._declarations.resolve_type(_core.type_from_parse(response, ctype))
+
+    async def load(self, name: str, *, use_errno: bool = False) -> "Library":
+        response = await self._call(self._stub.LoadLibrary, ffid_pb2.LoadLibraryRequest(session=self.id, name=name))
+        return Library(self, response.library, response.path, use_errno)
+
+    async def alloc(self, size: Union[int, BytesLike], init: BytesLike = b"") -> "Memory":
+        if isinstance(size, (bytes, bytearray, memoryview)):
+            init, size = bytes(size), len(size)
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"alloc needs a positive size in bytes, got {size!r}")
+        response = await self._call(self._stub.Allocate, ffid_pb2.AllocateRequest(
+            session=self.id, size=size, initial_bytes=bytes(init)))
+        return Memory(self, response.memory, response.size, response.address, None)
+
+    async def new(self, ctype: str, value: Any = None, *, count: int = 0) -> "Memory":
+        descriptor = await self.typeof(ctype)
+        request = ffid_pb2.AllocateRequest(session=self.id, size=count, type=descriptor)
+        if value is not None:
+            request.initial_value.CopyFrom(_values.to_value(value, descriptor, "initial value", _core.pointer_of))
+        response = await self._call(self._stub.Allocate, request)
+        return Memory(self, response.memory, response.size, response.address, descriptor)
+
+    async def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
+        return (await self._call(self._stub.Read, ffid_pb2.ReadRequest(
+            session=self.id, pointer=pointer, length=length))).data
+
+    async def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
+        await self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
+
+
+class Library:
+    """A loaded library (asyncio). `await lib.cos(0.5)` calls a function
+    declared by cdef(); it is resolved on its first call."""
+
+    def __init__(self, session: Session, handle: str, path: str, use_errno: bool) -> None:
+        self._session = session
+        self.handle = handle
+        self.path = path
+        self._use_errno = use_errno
+        self._functions: Dict[str, Function] = {}
+
+    def __repr__(self) -> str:
+        return f"<ffid.aio.Library {self.path}>"
+
+    async def cdef(self, source: str) -> "Library":
+        await self._session.cdef(source)
+        return self
+
+    async def function(self, declaration: str, *, out: Sequence[ParamSelector] = (),
+                       inout: Sequence[ParamSelector] = (), use_errno: Optional[bool] = None) -> "Function":
+        session = self._session
+        response = await session._call(session._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
+            session=session.id, source=_core.prototype_source(declaration)))
+        if len(response.functions) != 1:
+            raise _errors.DeclarationInvalid(
+                f"expected one function prototype, got {len(response.functions)}: {declaration!r}",
+                reason="DECLARATION_INVALID")
+        session._declarations.add(ffid_pb2.ParseDeclarationsResponse(types=response.types))
+        parsed = response.functions[0]
+        return await self._resolve(parsed.name, parsed.type, out, inout, use_errno)
+
+    async def _resolve(self, name: str, function_type: types_pb2.FunctionType, out: Sequence[ParamSelector],
+                       inout: Sequence[ParamSelector], use_errno: Optional[bool]) -> "Function":
+        session = self._session
+        typed = session._declarations.resolve_function(_core.apply_directions(function_type, out, inout))
+        response = await session._call(session._stub.ResolveFunction, ffid_pb2.ResolveFunctionRequest(
+            session=session.id, library=self.handle, symbol=name, type=typed))
+        spec = _core.FunctionSpec(name, response.function, typed, out, inout,
+                                  self._use_errno if use_errno is None else use_errno)
+        return Function(session, spec, response.address)
+
+    async def resolve(self, name: str) -> "Function":
+        """Resolves a function declared by cdef() now (calling it does so on
+        first use)."""
+        found = self._functions.get(name)
+        if found is None:
+            function_type = self._session._declarations.function(name)
+            if function_type is None:
+                raise AttributeError(
+                    f"'{name}' is not declared: declare it first with cdef(\"... {name}(...);\") "
+                    f"or resolve it with function(\"<prototype>\")")
+            found = self._functions.setdefault(name, await self._resolve(name, function_type, (), (), None))
+        return found
+
+    def __getattr__(self, name: str) -> "_Declared":
+        if name.startswith("__") or not _core.is_identifier(name):
+            raise AttributeError(name)
+        if self._session._declarations.function(name) is None:
+            raise AttributeError(
+                f"'{name}' is not declared: declare it first with cdef(\"... {name}(...);\") "
+                f"or resolve it with function(\"<prototype>\")")
+        return _Declared(self, name)
+
+    def __dir__(self) -> List[str]:
+        return sorted(set(super().__dir__()) | set(self._session._declarations.function_names()))
+
+    async def unload(self) -> None:
+        await self._session._call(self._session._stub.UnloadLibrary, ffid_pb2.UnloadLibraryRequest(
+            session=self._session.id, library=self.handle))
+        self._functions.clear()
+
+
+class _Declared:
+    """lib.name for a cdef()'d function: awaiting a call resolves it first."""
+
+    def __init__(self, library: Library, name: str) -> None:
+        self._library = library
+        self.name = name
+
+    async def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
+        function = await self._library.resolve(self.name)
+        return await function(*args, timeout=timeout, errno=errno)
+
+
+class Function:
+    """A resolved native function (asyncio): `await f(args...)`."""
+
+    def __init__(self, session: Session, spec: _core.FunctionSpec, address: int) -> None:
+        self._session = session
+        self._spec = spec
+        self.address = address
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def handle(self) -> str:
+        return self._spec.handle
+
+    @property
+    def type(self) -> types_pb2.FunctionType:
+        return self._spec.type
+
+    def __repr__(self) -> str:
+        return f"<ffid.aio.Function {self._spec.name} at 0x{self.address:x}>"
+
+    async def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
+        session = self._session
+        request = self._spec.request(session.id, args, errno)
+        response = await session._call(session._stub.Call, request, timeout)
+        if request.capture_errno:
+            session._errno.value = response.errno_value
+        return self._spec.result(response, session._make_pointer)
+
+
+class Pointer(_core.PointerBase):
+    """A pointer into the worker (asyncio); see ffid.Pointer."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, session: Session, handle: str, offset: int, address: int) -> None:
+        super().__init__(session, handle, offset, address)
+        self._owner: Any = None
+
+    def _at(self, offset: int) -> "Pointer":
+        pointer = Pointer(self._session, self.handle, offset, self.address)
+        pointer._owner = self._owner if self._owner is not None else self
+        return pointer
+
+    async def read(self, length: int, offset: int = 0) -> bytes:
+        if length < 0 or offset < 0:
+            raise ValueError("length and offset must not be negative")
+        return await self._session._read((self + offset)._pointer_value(), length)
+
+    async def write(self, data: BytesLike, offset: int = 0) -> None:
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        await self._session._write((self + offset)._pointer_value(), data)
+
+
+class Memory(Pointer):
+    """Native memory owned by the session (asyncio); see ffid.Memory."""
+
+    __slots__ = ("size", "ctype", "_finalizer")
+
+    def __init__(self, session: Session, handle: str, size: int, address: int,
+                 ctype: Optional[types_pb2.TypeDescriptor]) -> None:
+        super().__init__(session, handle, 0, address)
+        self.size = size
+        self.ctype = ctype
+        self._finalizer = weakref.finalize(self, session._defer_free, handle)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bool__(self) -> bool:
+        return True
+
+    async def read(self, length: Optional[int] = None, offset: int = 0) -> bytes:
+        if length is None:
+            length = self.size - offset
+            if length <= 0:
+                return b""
+        return await super().read(length, offset)
+
+    async def free(self) -> None:
+        self._finalizer.detach()
+        await self._session._call(self._session._stub.Free,
+                                  ffid_pb2.FreeRequest(session=self._session.id, memory=self.handle))

@@ -1,0 +1,91 @@
+"""ffid.aio: the same API on asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import struct
+
+import pytest
+
+import ffid
+import ffid.aio
+
+from conftest import FIXTURE
+
+
+@pytest.mark.asyncio
+async def test_first_call(daemon) -> None:
+    async with ffid.aio.connect(daemon.address) as s:
+        libm = await s.load("libm.so.6")
+        await libm.cdef("double cos(double);")
+        assert await libm.cos(0.5) == 0.8775825618903728
+        f = await libm.function("double pow(double, double)")
+        assert await f(2.0, 10.0) == 1024.0
+        frexp = await libm.function("double frexp(double, int *)", out=[1])
+        assert await frexp(8.0) == (0.5, 4)
+    assert s.closed
+
+
+@pytest.mark.asyncio
+async def test_concurrent_calls_on_one_session(daemon) -> None:
+    s = await ffid.aio.connect(daemon.address, idle_timeout=60)
+    try:
+        lib = await s.load(str(FIXTURE))
+        add = await lib.function("int fx_add(int, int)")
+        results = await asyncio.gather(*(add(i, i) for i in range(20)))
+        assert results == [2 * i for i in range(20)]
+        assert (await s.info()).idle_timeout.seconds == 60
+    finally:
+        await s.close()
+
+
+@pytest.mark.asyncio
+async def test_memory(daemon) -> None:
+    async with ffid.aio.connect(daemon.address) as s:
+        buf = await s.alloc(16)
+        assert len(buf) == 16
+        await buf.write(b"hello\0")
+        assert await buf.read(5) == b"hello"
+        with pytest.raises(ffid.OutOfBounds):
+            await buf.read(17)
+        await s.cdef("struct point { int x, y; };")
+        pt = await s.new("struct point", {"x": 1, "y": 2})
+        assert struct.unpack("<2i", await pt.read()) == (1, 2)
+        await buf.free()
+        with pytest.raises(ffid.HandleInvalid):
+            await buf.free()
+        other = await s.alloc(4)
+        stale = ffid.aio.Pointer(s, other.handle, 0, other.address)
+        del other
+        gc.collect()
+        with pytest.raises(ffid.HandleInvalid, match="freed"):
+            await stale.read(1)
+
+
+@pytest.mark.asyncio
+async def test_errors_crash_and_timeout(daemon) -> None:
+    async with ffid.aio.connect(daemon.address) as s:
+        lib = await s.load(str(FIXTURE))
+        with pytest.raises(ffid.SymbolNotFound):
+            await lib.function("int ffid_nope(void)")
+        sleep = await lib.function("void fx_sleep_ms(int)")
+        with pytest.raises(ffid.DeadlineExceeded):
+            await sleep(10_000, timeout=0.3)
+    async with ffid.aio.connect(daemon.address) as s:
+        lib = await s.load(str(FIXTURE))
+        await lib.cdef("void fx_crash_null(void); int fx_set_errno(int);")
+        assert await lib.fx_set_errno(5, errno=True) == -1
+        assert s.errno == 5
+        with pytest.raises(ffid.WorkerCrashed) as caught:
+            await lib.fx_crash_null()
+        assert caught.value.crash_report.signal_name == "SIGSEGV"
+    async with ffid.aio.connect(daemon.address) as s:
+        lib = await s.load(str(FIXTURE))
+        assert await (await lib.function("int fx_add(int, int)"))(1, 2) == 3
+
+
+@pytest.mark.asyncio
+async def test_unavailable(tmp_path) -> None:
+    with pytest.raises(ffid.Unavailable):
+        await ffid.aio.connect(f"unix:{tmp_path}/none.sock")

@@ -1,10 +1,15 @@
 #include "server/service.h"
 
 #include <chrono>
+#include <deque>
+#include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "ffi/declaration_parser.h"
@@ -93,6 +98,214 @@ std::string PointerDescription(const v1::PointerValue& pointer) {
   return absl::StrCat("address 0x", absl::Hex(pointer.address()));
 }
 
+
+// A RegisterCallbackRequest with its declaration parsed into `type` (the
+// daemon parses, as for ResolveFunction) and a name.
+absl::StatusOr<v1::RegisterCallbackRequest> ParsedRegistration(
+    const v1::RegisterCallbackRequest& request) {
+  v1::RegisterCallbackRequest parsed = request;
+  parsed.clear_session();
+  switch (request.signature_case()) {
+    case v1::RegisterCallbackRequest::kDeclaration: {
+      absl::StatusOr<v1::FunctionDeclaration> declaration =
+          ffi::ParseFunctionDeclaration(request.declaration());
+      if (!declaration.ok()) {
+        return WithContext(declaration.status(),
+                           absl::StrCat("declaration '",
+                                        request.declaration(), "': "));
+      }
+      if (parsed.name().empty()) parsed.set_name(declaration->name());
+      *parsed.mutable_type() = std::move(*declaration->mutable_type());
+      break;
+    }
+    case v1::RegisterCallbackRequest::kType:
+      break;
+    case v1::RegisterCallbackRequest::SIGNATURE_NOT_SET:
+      return InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          "one of the fields 'declaration' (a C prototype such as 'int "
+          "compare(const void *, const void *)') or 'type' is required");
+  }
+  if (parsed.name().empty()) parsed.set_name("callback");
+  return parsed;
+}
+
+// The sending side of one Connect stream: a queue drained by a writer
+// thread, so that whoever produces a message (the worker's reader thread,
+// a completion) never waits for the client's flow control.
+class ConnectStreamWriter : public StreamSink {
+ public:
+  explicit ConnectStreamWriter(
+      grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
+          stream)
+      : stream_(stream), thread_([this] { Loop(); }) {}
+  ~ConnectStreamWriter() override { Close(); }
+
+  void Push(v1::ConnectResponse message) override {
+    absl::MutexLock lock(&mu_);
+    if (closed_) return;
+    queue_.push_back(std::move(message));
+    wake_.Signal();
+  }
+
+  // Writes what is queued, then stops; later Push()es are dropped. The
+  // stream must not be used by anyone after this returns.
+  void Close() {
+    {
+      absl::MutexLock lock(&mu_);
+      closing_ = true;
+      wake_.Signal();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    absl::MutexLock lock(&mu_);
+    for (;;) {
+      while (queue_.empty() && !closing_) wake_.Wait(&mu_);
+      if (queue_.empty()) break;
+      v1::ConnectResponse message = std::move(queue_.front());
+      queue_.pop_front();
+      mu_.Unlock();
+      const bool written = stream_->Write(message);
+      mu_.Lock();
+      if (!written) break;  // The client has gone.
+    }
+    closed_ = true;
+    queue_.clear();
+  }
+
+  grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>* const
+      stream_;
+  absl::Mutex mu_;
+  absl::CondVar wake_;
+  std::deque<v1::ConnectResponse> queue_ ABSL_GUARDED_BY(mu_);
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+// A StreamCall turned into a worker request.
+struct StreamRequest {
+  WorkerRequest request;
+  std::string description;
+  std::string symbol;
+};
+
+absl::StatusOr<StreamRequest> PrepareStreamCall(const Session& session,
+                                                const v1::StreamCall& call) {
+  StreamRequest prepared;
+  WorkerRequest& forward = prepared.request;
+  forward.set_invocation(call.invocation());
+  switch (call.request_case()) {
+    case v1::StreamCall::kCall:
+      RETURN_IF_ERROR(Required(call.call().function(), "call.function",
+                               "the handle returned by ResolveFunction"));
+      prepared.description =
+          CallDescription(session, call.call().function(), &prepared.symbol);
+      *forward.mutable_call() = call.call();
+      forward.mutable_call()->clear_session();
+      break;
+    case v1::StreamCall::kRead:
+      if (!call.read().has_pointer()) {
+        return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                    "field 'read.pointer' is required");
+      }
+      prepared.description =
+          absl::StrCat("reading ", PointerDescription(call.read().pointer()));
+      *forward.mutable_read() = call.read();
+      forward.mutable_read()->clear_session();
+      break;
+    case v1::StreamCall::kWrite:
+      if (!call.write().has_pointer()) {
+        return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                    "field 'write.pointer' is required");
+      }
+      prepared.description = absl::StrCat(
+          "writing ", PointerDescription(call.write().pointer()));
+      *forward.mutable_write() = call.write();
+      forward.mutable_write()->clear_session();
+      break;
+    case v1::StreamCall::kAllocate:
+      prepared.description = "allocating memory";
+      *forward.mutable_allocate() = call.allocate();
+      forward.mutable_allocate()->clear_session();
+      break;
+    case v1::StreamCall::kFree:
+      RETURN_IF_ERROR(Required(call.free().memory(), "free.memory",
+                               "the handle returned by Allocate"));
+      prepared.description =
+          absl::StrCat("freeing '", call.free().memory(), "'");
+      *forward.mutable_free() = call.free();
+      forward.mutable_free()->clear_session();
+      break;
+    case v1::StreamCall::kRegisterCallback: {
+      ASSIGN_OR_RETURN(v1::RegisterCallbackRequest request,
+                       ParsedRegistration(call.register_callback()));
+      prepared.description =
+          absl::StrCat("registering callback '", request.name(), "'");
+      *forward.mutable_register_callback() = std::move(request);
+      break;
+    }
+    case v1::StreamCall::kReleaseCallback:
+      RETURN_IF_ERROR(Required(call.release_callback().callback(),
+                               "release_callback.callback",
+                               "the handle returned by RegisterCallback"));
+      prepared.description = absl::StrCat(
+          "releasing callback '", call.release_callback().callback(), "'");
+      *forward.mutable_release_callback() = call.release_callback();
+      forward.mutable_release_callback()->clear_session();
+      break;
+    case v1::StreamCall::REQUEST_NOT_SET:
+      return InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          absl::StrCat("stream call ", call.tag(),
+                       " names no request (call, read, write, allocate, "
+                       "free, register_callback or release_callback)"));
+  }
+  return prepared;
+}
+
+// Moves the worker's answer into the StreamResult field of the same kind.
+void FillStreamResult(WorkerResponse& answer, v1::StreamResult& result) {
+  switch (answer.result_case()) {
+    case WorkerResponse::kCall:
+      *result.mutable_call() = std::move(*answer.mutable_call());
+      break;
+    case WorkerResponse::kRead:
+      *result.mutable_read() = std::move(*answer.mutable_read());
+      break;
+    case WorkerResponse::kWrite:
+      *result.mutable_write() = std::move(*answer.mutable_write());
+      break;
+    case WorkerResponse::kAllocate:
+      *result.mutable_allocate() = std::move(*answer.mutable_allocate());
+      break;
+    case WorkerResponse::kFree:
+      *result.mutable_free() = std::move(*answer.mutable_free());
+      break;
+    case WorkerResponse::kRegisterCallback:
+      *result.mutable_register_callback() =
+          std::move(*answer.mutable_register_callback());
+      break;
+    case WorkerResponse::kReleaseCallback:
+      *result.mutable_release_callback() =
+          std::move(*answer.mutable_release_callback());
+      break;
+    default:
+      break;
+  }
+}
+
+v1::ConnectResponse StreamError(uint64_t tag, const absl::Status& status) {
+  v1::ConnectResponse message;
+  message.mutable_result()->set_tag(tag);
+  message.mutable_result()->set_error_status(
+      StatusToProto(status).SerializeAsString());
+  return message;
+}
+
 }  // namespace
 
 FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
@@ -178,26 +391,66 @@ absl::Status FfiService::DoConnect(
   // the blocked Read() below returns and the client sees CANCELLED.
   int listener =
       session->AddEndListener([&context] { context.TryCancel(); });
+  auto writer = std::make_shared<ConnectStreamWriter>(stream);
+  const uint64_t stream_id = session->AddStream(writer);
   absl::Status result = absl::OkStatus();
   v1::ConnectResponse attached;
   *attached.mutable_attached()->mutable_session() = session->ToProto();
-  if (stream->Write(attached)) {
-    // The session stays attached until the client half-closes the stream or
-    // the stream breaks (client gone, cancelled, daemon shutting down).
-    while (stream->Read(&message)) {
-      if (message.has_attach()) {
+  writer->Push(std::move(attached));
+  // The session stays attached until the client half-closes the stream or
+  // the stream breaks (client gone, cancelled, daemon shutting down).
+  while (stream->Read(&message)) {
+    switch (message.kind_case()) {
+      case v1::ConnectRequest::kAttach:
         result = InvalidArgumentError(
             v1::ERROR_REASON_INVALID_REQUEST,
             "this Connect stream is already attached to a session; open "
             "another stream for another session");
         break;
-      }
-      // Unknown kinds (from newer clients) are ignored.
+      case v1::ConnectRequest::kCall:
+        StartStreamCall(session, stream_id, writer, message.call());
+        continue;
+      case v1::ConnectRequest::kCallbackResult:
+        session->AnswerInvocation(message.callback_result());
+        continue;
+      default:
+        // Unknown kinds (from newer clients) are ignored.
+        continue;
     }
+    break;
   }
+  // Invocations this client did not answer fail now: their native threads
+  // get the callbacks' default results instead of waiting.
+  session->RemoveStream(stream_id);
+  writer->Close();
   session->RemoveEndListener(listener);
   sessions_.Detach(session);
   return result;
+}
+
+void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
+                                 uint64_t stream_id,
+                                 const std::shared_ptr<StreamSink>& writer,
+                                 const v1::StreamCall& call) {
+  absl::StatusOr<StreamRequest> prepared = PrepareStreamCall(*session, call);
+  if (!prepared.ok()) {
+    writer->Push(StreamError(call.tag(), prepared.status()));
+    return;
+  }
+  const uint64_t tag = call.tag();
+  session->worker().ExecuteAsync(
+      std::move(prepared->request), std::move(prepared->description),
+      std::move(prepared->symbol), Route{stream_id, tag},
+      [writer, tag](absl::StatusOr<WorkerResponse> answer) {
+        if (!answer.ok()) {
+          writer->Push(StreamError(tag, answer.status()));
+          return;
+        }
+        v1::ConnectResponse message;
+        message.mutable_result()->set_tag(tag);
+        FillStreamResult(*answer, *message.mutable_result());
+        writer->Push(std::move(message));
+      });
 }
 
 // ---------------------------------------------------------------- libraries
@@ -469,6 +722,55 @@ absl::Status FfiService::DoFree(grpc::ServerContext& context,
       Forward(context, *session, std::move(forward),
               absl::StrCat("freeing '", request.memory(), "'")));
   return CheckResult(answer, WorkerResponse::kFree, "Free");
+}
+
+// ---------------------------------------------------------------- callbacks
+
+grpc::Status FfiService::RegisterCallback(
+    grpc::ServerContext* context, const v1::RegisterCallbackRequest* request,
+    v1::RegisterCallbackResponse* response) {
+  return ToGrpcStatus(DoRegisterCallback(*context, *request, response));
+}
+
+absl::Status FfiService::DoRegisterCallback(
+    grpc::ServerContext& context, const v1::RegisterCallbackRequest& request,
+    v1::RegisterCallbackResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(v1::RegisterCallbackRequest parsed,
+                   ParsedRegistration(request));
+  WorkerRequest forward;
+  const std::string description =
+      absl::StrCat("registering callback '", parsed.name(), "'");
+  *forward.mutable_register_callback() = std::move(parsed);
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           description));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRegisterCallback,
+                              "RegisterCallback"));
+  *response = std::move(*answer.mutable_register_callback());
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::ReleaseCallback(
+    grpc::ServerContext* context, const v1::ReleaseCallbackRequest* request,
+    v1::ReleaseCallbackResponse* response) {
+  return ToGrpcStatus(DoReleaseCallback(*context, *request));
+}
+
+absl::Status FfiService::DoReleaseCallback(
+    grpc::ServerContext& context, const v1::ReleaseCallbackRequest& request) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.callback(), "callback",
+                           "the handle returned by RegisterCallback"));
+  WorkerRequest forward;
+  *forward.mutable_release_callback() = request;
+  forward.mutable_release_callback()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("releasing callback '", request.callback(), "'")));
+  return CheckResult(answer, WorkerResponse::kReleaseCallback,
+                     "ReleaseCallback");
 }
 
 }  // namespace ffid::server

@@ -7,6 +7,13 @@
 // method returns through ToGrpcStatus (server/status_grpc.h), so every
 // failure carries an ErrorInfo reason.
 //
+// Connect streams carry pipelined requests (StreamCall): each is sent to
+// the worker at once (WorkerProcess::ExecuteAsync) and its StreamResult is
+// queued for the stream's writer thread when the worker answers, so many
+// can be in flight without a thread each. Callback invocations from the
+// worker reach the client through the same writer (Session routes them);
+// the client's CallbackResults go back through Session::AnswerInvocation.
+//
 // Synchronous gRPC API: it is the simplest to get right, gRPC runs each
 // in-flight RPC on its own thread, and a forwarded request blocks that
 // thread on the worker anyway (the worker runs one request at a time). The
@@ -19,6 +26,8 @@
 #ifndef FFID_SERVER_SERVICE_H_
 #define FFID_SERVER_SERVICE_H_
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -83,6 +92,13 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status Free(grpc::ServerContext* context,
                     const v1::FreeRequest* request,
                     v1::FreeResponse* response) override;
+  grpc::Status RegisterCallback(grpc::ServerContext* context,
+                                const v1::RegisterCallbackRequest* request,
+                                v1::RegisterCallbackResponse* response)
+      override;
+  grpc::Status ReleaseCallback(grpc::ServerContext* context,
+                               const v1::ReleaseCallbackRequest* request,
+                               v1::ReleaseCallbackResponse* response) override;
 
  private:
   [[nodiscard]] absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
@@ -114,6 +130,17 @@ class FfiService final : public v1::Ffi::Service {
                        const v1::WriteRequest& request);
   [[nodiscard]] absl::Status DoFree(grpc::ServerContext& context,
                       const v1::FreeRequest& request);
+  [[nodiscard]] absl::Status DoRegisterCallback(
+      grpc::ServerContext& context, const v1::RegisterCallbackRequest& request,
+      v1::RegisterCallbackResponse* response);
+  [[nodiscard]] absl::Status DoReleaseCallback(
+      grpc::ServerContext& context, const v1::ReleaseCallbackRequest& request);
+  // Sends a StreamCall to the worker without waiting; its StreamResult is
+  // pushed to `writer` when the worker answers.
+  void StartStreamCall(const std::shared_ptr<Session>& session,
+                       uint64_t stream_id,
+                       const std::shared_ptr<StreamSink>& writer,
+                       const v1::StreamCall& call);
 
   SessionManager& sessions_;
   const ServiceOptions options_;

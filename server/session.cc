@@ -42,7 +42,99 @@ Session::Session(std::string id, std::unique_ptr<WorkerProcess> worker,
     : id_(std::move(id)),
       worker_(std::move(worker)),
       idle_timeout_(idle_timeout),
-      last_used_(absl::Now()) {}
+      last_used_(absl::Now()) {
+  if (worker_ != nullptr) {
+    worker_->SetInvocationHandler(
+        [this](const Route& route, worker::CallbackInvocation invocation) {
+          OnInvocation(route, std::move(invocation));
+        });
+  }
+}
+
+Session::~Session() {
+  if (worker_ != nullptr) worker_->Shutdown();
+}
+
+uint64_t Session::AddStream(std::shared_ptr<StreamSink> sink) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t id = next_stream_++;
+  streams_.emplace(id, std::move(sink));
+  return id;
+}
+
+void Session::RemoveStream(uint64_t stream) {
+  std::vector<uint64_t> orphaned;
+  {
+    absl::MutexLock lock(&mu_);
+    streams_.erase(stream);
+    for (auto it = invocations_.begin(); it != invocations_.end();) {
+      if (it->second == stream) {
+        orphaned.push_back(it->first);
+        invocations_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (uint64_t id : orphaned) {
+    FailInvocation(id, MakeError(absl::StatusCode::kUnavailable,
+                                 v1::ERROR_REASON_CALLBACK_FAILED,
+                                 "the client disconnected (its Connect "
+                                 "stream closed) before it answered"));
+  }
+}
+
+void Session::AnswerInvocation(const v1::CallbackResult& result) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (invocations_.erase(result.invocation()) == 0) return;
+  }
+  worker::WorkerRequest reply;
+  worker::CallbackReply* answer = reply.mutable_callback_reply();
+  answer->set_invocation(result.invocation());
+  if (result.has_error()) {
+    *answer->mutable_status() = StatusToProto(MakeError(
+        absl::StatusCode::kAborted, v1::ERROR_REASON_CALLBACK_FAILED,
+        absl::StrCat("the client's callback failed: ",
+                     result.error().message())));
+  } else if (result.has_result()) {
+    *answer->mutable_result() = result.result();
+  }
+  worker_->Post(reply);
+}
+
+void Session::FailInvocation(uint64_t id, const absl::Status& why) {
+  worker::WorkerRequest reply;
+  reply.mutable_callback_reply()->set_invocation(id);
+  *reply.mutable_callback_reply()->mutable_status() = StatusToProto(why);
+  worker_->Post(reply);
+}
+
+void Session::OnInvocation(const Route& route,
+                           worker::CallbackInvocation invocation) {
+  const uint64_t id = invocation.invocation().invocation();
+  {
+    absl::MutexLock lock(&mu_);
+    auto stream = streams_.find(route.stream);
+    const bool own_stream = stream != streams_.end();
+    if (!own_stream) stream = streams_.begin();
+    if (stream != streams_.end()) {
+      invocations_[id] = stream->first;
+      v1::ConnectResponse message;
+      *message.mutable_invocation() =
+          std::move(*invocation.mutable_invocation());
+      if (own_stream) message.mutable_invocation()->set_call_tag(route.tag);
+      stream->second->Push(std::move(message));
+      return;
+    }
+  }
+  FailInvocation(
+      id, MakeError(absl::StatusCode::kFailedPrecondition,
+                    v1::ERROR_REASON_CALLBACK_FAILED,
+                    "no Connect stream is attached to the session to deliver "
+                    "the invocation to; a client that registers callbacks "
+                    "must keep a Connect stream open"));
+}
 
 v1::SessionState Session::state() const {
   return worker_->crash_report().has_value() ? v1::SESSION_STATE_CRASHED

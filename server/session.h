@@ -32,10 +32,21 @@
 
 namespace ffid::server {
 
+// The sending side of a Connect stream: where stream results and callback
+// invocations for the client go. Implemented by the service over the gRPC
+// stream. Push() queues and never blocks; it may be called from any thread.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  virtual void Push(v1::ConnectResponse message) = 0;
+};
+
 class Session {
  public:
   Session(std::string id, std::unique_ptr<WorkerProcess> worker,
           absl::Duration idle_timeout);
+  // Stops the worker first: its reader thread calls into the session.
+  ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -71,6 +82,18 @@ class Session {
   int AddEndListener(std::function<void()> on_end);
   void RemoveEndListener(int token);
 
+  // Callback invocations. The worker's invocations go to the stream that
+  // sent the request the native thread was executing, else (unary calls,
+  // threads the library created) to the session's oldest attached stream;
+  // with no stream attached, the invocation fails at once. AddStream
+  // returns the stream's id (Route::stream); RemoveStream fails the
+  // invocations that stream has not answered ("the client disconnected").
+  uint64_t AddStream(std::shared_ptr<StreamSink> sink);
+  void RemoveStream(uint64_t stream);
+  // Passes a client's CallbackResult to the worker. Results for unknown
+  // invocations (answered already, timed out) are dropped.
+  void AnswerInvocation(const v1::CallbackResult& result);
+
  private:
   friend class SessionManager;
   friend class SessionLease;
@@ -79,6 +102,11 @@ class Session {
     std::string symbol;
     std::string library;
   };
+
+  // From the worker's reader thread.
+  void OnInvocation(const Route& route, worker::CallbackInvocation invocation);
+  // Answers invocation `id` with a failure on the client's behalf.
+  void FailInvocation(uint64_t id, const absl::Status& why);
 
   const std::string id_;
   const std::unique_ptr<WorkerProcess> worker_;
@@ -93,6 +121,12 @@ class Session {
   absl::Time last_used_ ABSL_GUARDED_BY(mu_);
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   int attached_streams_ ABSL_GUARDED_BY(mu_) = 0;
+  // Connect streams by id (ascending = oldest first).
+  std::map<uint64_t, std::shared_ptr<StreamSink>> streams_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_stream_ ABSL_GUARDED_BY(mu_) = 1;
+  // Invocations sent to a client and not answered: invocation -> stream.
+  absl::flat_hash_map<uint64_t, uint64_t> invocations_ ABSL_GUARDED_BY(mu_);
 };
 
 // Marks a session busy for the lifetime of one request: the reaper never

@@ -201,11 +201,12 @@ WorkerProcess::~WorkerProcess() { Shutdown(); }
 absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     worker::WorkerRequest request, absl::Time deadline,
     std::string description, std::string function,
-    const std::function<bool()>& is_cancelled) {
+    const std::function<bool()>& is_cancelled, const Route& route) {
   const absl::Time start = absl::Now();
   Pending pending;
   pending.description = std::move(description);
   pending.function = std::move(function);
+  pending.route = route;
   uint64_t id;
   {
     absl::MutexLock lock(&mu_);
@@ -270,6 +271,109 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
   return std::move(pending.result);
 }
 
+void WorkerProcess::ExecuteAsync(worker::WorkerRequest request,
+                                 std::string description,
+                                 std::string function, const Route& route,
+                                 Completion done) {
+  auto* pending = new Pending();
+  pending->description = std::move(description);
+  pending->function = std::move(function);
+  pending->route = route;
+  pending->completion = std::move(done);
+  uint64_t id = 0;
+  absl::Status dead;
+  {
+    absl::MutexLock lock(&mu_);
+    dead = dead_status_;
+    if (dead.ok()) {
+      id = next_id_++;
+      pending_[id] = pending;
+    }
+  }
+  if (!dead.ok()) {
+    pending->completion(std::move(dead));
+    delete pending;
+    return;
+  }
+  request.set_id(id);
+  absl::Status sent = channel_.Send(request);
+  if (sent.ok()) return;
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) return;  // Already failed with the worker.
+    if (sent.code() == absl::StatusCode::kResourceExhausted) {
+      // Refused before anything was written: the channel is still in sync.
+      pending_.erase(it);
+      CompleteLocked(pending, sent, deferred);
+    } else {
+      // The reader completes it once the worker is gone.
+      KillLocked(absl::StrCat("sending ", pending->description,
+                              " to it failed: ", sent.message()));
+    }
+  }
+  RunDeferred(deferred);
+}
+
+void WorkerProcess::Post(const worker::WorkerRequest& message) {
+  absl::Status sent = channel_.Send(message);
+  if (!sent.ok() && sent.code() != absl::StatusCode::kUnavailable) {
+    absl::MutexLock lock(&mu_);
+    KillLocked(absl::StrCat("sending a message to it failed: ",
+                            sent.message()));
+  }
+}
+
+void WorkerProcess::SetInvocationHandler(InvocationHandler handler) {
+  absl::MutexLock lock(&mu_);
+  invocation_handler_ = std::move(handler);
+}
+
+void WorkerProcess::CompleteLocked(
+    Pending* pending, absl::StatusOr<worker::WorkerResponse> result,
+    Deferred& deferred) {
+  if (pending->completion) {
+    deferred.emplace_back(pending, std::move(result));
+    return;
+  }
+  pending->result = std::move(result);
+  pending->done = true;
+  changed_.SignalAll();
+}
+
+void WorkerProcess::RunDeferred(Deferred& deferred) {
+  for (auto& [pending, result] : deferred) {
+    pending->completion(std::move(result));
+    delete pending;
+  }
+  deferred.clear();
+}
+
+void WorkerProcess::OnInvocation(worker::CallbackInvocation invocation) {
+  InvocationHandler handler;
+  Route route;
+  {
+    absl::MutexLock lock(&mu_);
+    handler = invocation_handler_;
+    auto it = pending_.find(invocation.request_id());
+    if (it != pending_.end()) route = it->second->route;
+  }
+  if (handler) {
+    handler(route, std::move(invocation));
+    return;
+  }
+  worker::WorkerRequest reply;
+  reply.mutable_callback_reply()->set_invocation(
+      invocation.invocation().invocation());
+  *reply.mutable_callback_reply()->mutable_status() =
+      StatusToProto(MakeError(absl::StatusCode::kUnavailable,
+                              v1::ERROR_REASON_CALLBACK_FAILED,
+                              "nobody receives callback invocations for this "
+                              "worker"));
+  Post(reply);
+}
+
 void WorkerProcess::KillLocked(std::string reason) {
   if (reaped_) return;
   if (kill_reason_.empty()) kill_reason_ = std::move(reason);
@@ -286,24 +390,31 @@ void WorkerProcess::ReaderLoop() {
       OnChannelClosed(received);
       return;
     }
-    absl::MutexLock lock(&mu_);
-    auto it = pending_.find(response.id());
-    if (it == pending_.end()) {
-      // Requests are only abandoned together with the worker, so an
-      // unknown id means the worker is confused; it cannot be trusted.
-      KillLocked(absl::StrCat("it answered request ", response.id(),
-                              ", which was never sent or already answered"));
+    if (response.has_invocation()) {
+      OnInvocation(std::move(*response.mutable_invocation()));
       continue;
     }
-    Pending* pending = it->second;
-    pending_.erase(it);
-    if (response.status().code() != 0) {
-      pending->result = StatusFromProto(response.status());
-    } else {
-      pending->result = std::move(response);
+    Deferred deferred;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = pending_.find(response.id());
+      if (it == pending_.end()) {
+        // Requests are only abandoned together with the worker, so an
+        // unknown id means the worker is confused; it cannot be trusted.
+        KillLocked(absl::StrCat("it answered request ", response.id(),
+                                ", which was never sent or already "
+                                "answered"));
+        continue;
+      }
+      Pending* pending = it->second;
+      pending_.erase(it);
+      if (response.status().code() != 0) {
+        CompleteLocked(pending, StatusFromProto(response.status()), deferred);
+      } else {
+        CompleteLocked(pending, std::move(response), deferred);
+      }
     }
-    pending->done = true;
-    changed_.SignalAll();
+    RunDeferred(deferred);
   }
 }
 
@@ -333,6 +444,7 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
     nap = std::min(nap * 2, absl::Milliseconds(20));
   }
 
+  Deferred deferred;
   absl::MutexLock lock(&mu_);
   int wait_status = 0;
   pid_t reaped;
@@ -344,7 +456,8 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
   if (shutting_down_) {
     const bool server_stops = stop_cause_ == StopCause::kServerShutdown;
     for (auto& [id, pending] : pending_) {
-      pending->result =
+      CompleteLocked(
+          pending,
           server_stops
               ? MakeError(absl::StatusCode::kUnavailable,
                           v1::ERROR_REASON_SESSION_NOT_FOUND,
@@ -354,8 +467,8 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
               : MakeError(absl::StatusCode::kCancelled,
                           v1::ERROR_REASON_SESSION_NOT_FOUND,
                           absl::StrCat("the session was deleted while ",
-                                       pending->description));
-      pending->done = true;
+                                       pending->description)),
+          deferred);
     }
     pending_.clear();
     dead_status_ = FailedPreconditionError(
@@ -363,6 +476,9 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
         server_stops ? "ffid is shutting down: the session has ended"
                      : "the session was deleted; its worker has stopped");
     changed_.SignalAll();
+    mu_.Unlock();
+    RunDeferred(deferred);
+    mu_.Lock();
     return;
   }
 
@@ -405,8 +521,7 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
     absl::Status failed = MakeError(absl::StatusCode::kUnavailable,
                                     v1::ERROR_REASON_WORKER_CRASHED, message);
     SetCrashReport(failed, report);
-    pending->result = std::move(failed);
-    pending->done = true;
+    CompleteLocked(pending, std::move(failed), deferred);
   }
   pending_.clear();
   dead_status_ = FailedPreconditionError(
@@ -415,6 +530,9 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
                    "; delete the session and create a new one"));
   SetCrashReport(dead_status_, report);
   changed_.SignalAll();
+  mu_.Unlock();
+  RunDeferred(deferred);
+  mu_.Lock();
 }
 
 void WorkerProcess::Shutdown(StopCause cause) {

@@ -14,6 +14,14 @@
 // worker: native code cannot be interrupted safely, and the worker handles
 // requests in order, so nothing else could run in it anyway.
 //
+// Callbacks: the worker also sends CallbackInvocations (native code called a
+// client callback). The reader hands each to the invocation handler with
+// the Route of the request the calling native thread was executing, so the
+// session can deliver it to the client that made that request; Post()
+// carries the client's reply back. ExecuteAsync() sends a request without
+// blocking a thread (calls pipelined on a Connect stream) and reports the
+// answer through a callback.
+//
 // Only the reader thread reaps the worker (waitid(WNOWAIT), then waitpid
 // under the mutex), so kill() never hits a recycled pid. Each death is also
 // logged as one line on stderr. Thread-safe: Execute() may be called from
@@ -31,6 +39,8 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -43,8 +53,26 @@
 
 namespace ffid::server {
 
+// Where the answer to a request, and the callback invocations it causes, go:
+// a Connect stream of the session and the client's tag on it. The zero
+// Route is "no stream" (a unary RPC).
+struct Route {
+  uint64_t stream = 0;
+  uint64_t tag = 0;
+};
+
 class WorkerProcess {
  public:
+  // Receives the invocations the worker sends, with the route of the
+  // request they came from. Runs on the reader thread: it must not block
+  // (queue the invocation) and must not call Execute().
+  using InvocationHandler =
+      std::function<void(const Route& route, worker::CallbackInvocation)>;
+  // Receives the outcome of an ExecuteAsync() request, on the reader thread
+  // or the thread that shuts the worker down; must not block.
+  using Completion =
+      std::function<void(absl::StatusOr<worker::WorkerResponse>)>;
+
   // Spawns `worker_path --channel-fd=3 --session-tag=TAG --parent-pid=PID`.
   // The worker gets
   // the daemon's environment minus LD_LIBRARY_PATH and LD_PRELOAD (library
@@ -71,7 +99,24 @@ class WorkerProcess {
   absl::StatusOr<worker::WorkerResponse> Execute(
       worker::WorkerRequest request, absl::Time deadline,
       std::string description, std::string function = "",
-      const std::function<bool()>& is_cancelled = nullptr);
+      const std::function<bool()>& is_cancelled = nullptr,
+      const Route& route = {});
+
+  // Sends `request` and returns at once; `done` gets the response (or the
+  // error, as Execute() would return it) exactly once. No deadline: the
+  // request ends with its answer or with the worker.
+  void ExecuteAsync(worker::WorkerRequest request, std::string description,
+                    std::string function, const Route& route,
+                    Completion done);
+
+  // Sends a message that is not answered (a callback reply). Errors are
+  // those of the channel; a dead worker is not an error here (its death is
+  // reported to every request in flight).
+  void Post(const worker::WorkerRequest& message);
+
+  // Installs the invocation handler; set it before requests that may call
+  // callbacks. Without one, every invocation is answered with an error.
+  void SetInvocationHandler(InvocationHandler handler);
 
   // Why a worker is being stopped, for the errors of requests in flight.
   enum class StopCause {
@@ -96,9 +141,25 @@ class WorkerProcess {
   struct Pending {
     std::string description;
     std::string function;
+    Route route;
     bool done = false;
     absl::StatusOr<worker::WorkerResponse> result;
+    // For ExecuteAsync: called with the result instead of setting it; the
+    // Pending is then heap-allocated and deleted after the call.
+    Completion completion;
   };
+  // Completions to run once mu_ is released.
+  using Deferred = std::vector<
+      std::pair<Pending*, absl::StatusOr<worker::WorkerResponse>>>;
+
+  // Finishes `pending` with `result`: wakes its Execute(), or queues its
+  // completion in `deferred`.
+  void CompleteLocked(Pending* pending,
+                      absl::StatusOr<worker::WorkerResponse> result,
+                      Deferred& deferred) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void RunDeferred(Deferred& deferred);
+  void OnInvocation(worker::CallbackInvocation invocation)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   WorkerProcess(pid_t pid, int channel_fd, std::string session_tag);
 
@@ -132,6 +193,8 @@ class WorkerProcess {
   std::optional<v1::CrashReport> crash_ ABSL_GUARDED_BY(mu_);
   // The error every later Execute() returns; OK while alive.
   absl::Status dead_status_ ABSL_GUARDED_BY(mu_);
+
+  InvocationHandler invocation_handler_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex shutdown_mu_;
   bool joined_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -111,7 +112,9 @@ absl::StatusOr<void*> Executor::Resolver::Resolve(
   if (pointer.handle().empty()) {
     return reinterpret_cast<void*>(static_cast<uintptr_t>(pointer.address()));
   }
-  absl::StatusOr<MemoryEntry*> entry = handles_.GetMemory(pointer.handle());
+  absl::MutexLock lock(&executor_.mu_);
+  absl::StatusOr<MemoryEntry*> entry =
+      executor_.handles_.GetMemory(pointer.handle());
   if (!entry.ok()) return WithContext(entry.status(), param);
   const MemoryEntry& memory = **entry;
   if (memory.owned && pointer.offset() > memory.size) {
@@ -139,15 +142,167 @@ v1::Value Executor::Resolver::Wrap(void* address) {
     return value;
   }
   v1::PointerValue* pointer = value.mutable_pointer_value();
-  pointer->set_handle(handles_.AddBorrowedMemory(address));
+  {
+    absl::MutexLock lock(&executor_.mu_);
+    pointer->set_handle(executor_.handles_.AddBorrowedMemory(address));
+  }
   pointer->set_address(reinterpret_cast<uintptr_t>(address));
   return value;
 }
 
+namespace {
+
+// `descriptor` without `const` and parameter names anywhere: what matters
+// for calling through a function pointer.
+void StripQualifiers(v1::TypeDescriptor& descriptor);
+
+void StripQualifiers(v1::FunctionType& function) {
+  if (function.has_return_type()) {
+    StripQualifiers(*function.mutable_return_type());
+  }
+  for (v1::Parameter& parameter : *function.mutable_parameters()) {
+    parameter.clear_name();
+    StripQualifiers(*parameter.mutable_type());
+  }
+}
+
+void StripQualifiers(v1::TypeDescriptor& descriptor) {
+  descriptor.set_is_const(false);
+  switch (descriptor.kind_case()) {
+    case v1::TypeDescriptor::kPointer:
+      if (descriptor.pointer().has_pointee()) {
+        StripQualifiers(*descriptor.mutable_pointer()->mutable_pointee());
+      }
+      break;
+    case v1::TypeDescriptor::kString:
+      descriptor.mutable_string()->set_is_const(false);
+      break;
+    case v1::TypeDescriptor::kArray:
+      StripQualifiers(*descriptor.mutable_array()->mutable_element());
+      break;
+    case v1::TypeDescriptor::kFunctionPointer:
+      StripQualifiers(*descriptor.mutable_function_pointer());
+      break;
+    default:
+      break;
+  }
+}
+
+std::string CallableSignature(v1::FunctionType function) {
+  StripQualifiers(function);
+  return ffi::FunctionTypeName(function, "");
+}
+
+}  // namespace
+
+absl::StatusOr<void*> Executor::Resolver::ResolveCallback(
+    absl::string_view handle, const v1::FunctionType& type,
+    absl::string_view param) {
+  absl::MutexLock lock(&executor_.mu_);
+  RETURN_IF_ERROR(WithContext(
+      executor_.handles_.CheckHandle(handle, HandleKind::kCallback), param));
+  auto it = executor_.callbacks_.find(handle);
+  if (it == executor_.callbacks_.end()) {
+    return WithContext(
+        InvalidArgumentError(
+            v1::ERROR_REASON_HANDLE_INVALID,
+            absl::StrCat("callback handle ", handle,
+                         " does not exist in this session")),
+        param);
+  }
+  const Callback& callback = *it->second;
+  if (callback.info.released) {
+    return WithContext(
+        InvalidArgumentError(v1::ERROR_REASON_HANDLE_INVALID,
+                             absl::StrCat("callback handle ", handle,
+                                          " was released")),
+        param);
+  }
+  const std::string expected = CallableSignature(type);
+  const std::string actual = CallableSignature(callback.closure->type());
+  if (expected != actual) {
+    return WithContext(
+        InvalidArgumentError(
+            v1::ERROR_REASON_TYPE_MISMATCH,
+            absl::StrCat("callback ", handle, " has the signature '", actual,
+                         "', but a function pointer of type '", expected,
+                         "' is expected")),
+        param);
+  }
+  return callback.closure->code();
+}
+
+// The callback failures of one native Call. Scopes nest on a thread (a
+// callback's nested call runs on the thread that waits for the callback).
+struct Executor::CallScope {
+  explicit CallScope(Executor& owner) : executor(owner), previous(current) {
+    current = this;
+    absl::MutexLock lock(&executor.failures_mu_);
+    if (executor.outermost_ == nullptr) {
+      executor.outermost_ = this;
+      outermost = true;
+    }
+  }
+  ~CallScope() {
+    absl::MutexLock lock(&executor.failures_mu_);
+    if (outermost) executor.outermost_ = nullptr;
+    current = previous;
+  }
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+
+  // The failures recorded so far, as one status (OK if none).
+  absl::Status Failure() {
+    absl::MutexLock lock(&executor.failures_mu_);
+    if (count <= 1) return first;
+    return MakeError(first.code(), GetErrorReason(first),
+                     absl::StrCat(first.message(), " (and ", count - 1,
+                                  " more callback failure",
+                                  count == 2 ? "" : "s", " in this call)"));
+  }
+
+  Executor& executor;
+  CallScope* const previous;
+  bool outermost = false;
+  absl::Status first;
+  int count = 0;
+
+  static thread_local CallScope* current;
+};
+
+thread_local Executor::CallScope* Executor::CallScope::current = nullptr;
+
 Executor::Executor(std::string session_tag)
-    : handles_(std::move(session_tag)), resolver_(handles_) {}
+    : handles_(std::move(session_tag)), resolver_(*this) {}
 
 Executor::~Executor() = default;
+
+absl::StatusOr<CallbackInfo> Executor::GetCallback(
+    const ffi::Closure& closure) {
+  absl::MutexLock lock(&mu_);
+  auto it = callbacks_by_tag_.find(closure.tag());
+  if (it == callbacks_by_tag_.end() || it->second->closure.get() != &closure) {
+    return MakeError(absl::StatusCode::kInternal, v1::ERROR_REASON_INTERNAL,
+                     absl::StrCat("native code called closure '",
+                                  closure.name(),
+                                  "', which this worker does not know"));
+  }
+  return it->second->info;
+}
+
+void Executor::RecordCallbackFailure(const absl::Status& failure) {
+  absl::MutexLock lock(&failures_mu_);
+  CallScope* scope = CallScope::current;
+  if (scope == nullptr || &scope->executor != this) scope = outermost_;
+  if (scope == nullptr) {
+    std::fprintf(stderr,
+                 "ffid-worker: %s (no native call was running to report it "
+                 "to)\n",
+                 std::string(failure.message()).c_str());
+    return;
+  }
+  if (scope->count++ == 0) scope->first = failure;
+}
 
 WorkerResponse Executor::Execute(const WorkerRequest& request) {
   WorkerResponse response;
@@ -180,6 +335,19 @@ WorkerResponse Executor::Execute(const WorkerRequest& request) {
       break;
     case WorkerRequest::kFree:
       status = Store(Free(request.free()), response.mutable_free());
+      break;
+    case WorkerRequest::kRegisterCallback:
+      status = Store(RegisterCallback(request.register_callback()),
+                     response.mutable_register_callback());
+      break;
+    case WorkerRequest::kReleaseCallback:
+      status = Store(ReleaseCallback(request.release_callback()),
+                     response.mutable_release_callback());
+      break;
+    case WorkerRequest::kCallbackReply:
+      status = InvalidRequest(absl::StrCat(
+          "worker request ", request.id(),
+          " is a callback reply, which only the dispatcher takes"));
       break;
     case WorkerRequest::OP_NOT_SET:
       status = InvalidRequest(absl::StrCat(
@@ -216,6 +384,7 @@ absl::StatusOr<v1::LoadLibraryResponse> Executor::LoadLibrary(
                      error != nullptr ? error : "dlopen failed"));
   }
   v1::LoadLibraryResponse response;
+  absl::MutexLock lock(&mu_);
   response.set_library(handles_.AddLibrary(dl, path));
   response.set_path(path);
   return response;
@@ -223,8 +392,11 @@ absl::StatusOr<v1::LoadLibraryResponse> Executor::LoadLibrary(
 
 absl::StatusOr<v1::UnloadLibraryResponse> Executor::UnloadLibrary(
     const v1::UnloadLibraryRequest& request) {
-  ASSIGN_OR_RETURN(LibraryEntry entry,
-                   handles_.RemoveLibrary(request.library()));
+  LibraryEntry entry;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(entry, handles_.RemoveLibrary(request.library()));
+  }
   // The handle is gone either way; a dlclose error only means the loader
   // keeps the object mapped, which is harmless.
   ::dlclose(entry.dl_handle);
@@ -233,8 +405,14 @@ absl::StatusOr<v1::UnloadLibraryResponse> Executor::UnloadLibrary(
 
 absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
     const v1::ResolveFunctionRequest& request) {
-  ASSIGN_OR_RETURN(const LibraryEntry* library,
-                   handles_.GetLibrary(request.library()));
+  LibraryEntry library_entry;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(const LibraryEntry* found,
+                     handles_.GetLibrary(request.library()));
+    library_entry = *found;
+  }
+  const LibraryEntry* library = &library_entry;
   std::string symbol = request.symbol();
   v1::FunctionType type;
   switch (request.signature_case()) {
@@ -302,6 +480,7 @@ absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
   *response.mutable_type() = function->type();
   response.set_symbol(symbol);
   response.set_address(reinterpret_cast<uintptr_t>(address));
+  absl::MutexLock lock(&mu_);
   response.set_function(
       handles_.AddFunction(request.library(), std::move(function)));
   return response;
@@ -309,8 +488,13 @@ absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
 
 absl::StatusOr<v1::CallResponse> Executor::Call(
     const v1::CallRequest& request) {
-  ASSIGN_OR_RETURN(const FunctionEntry* entry,
-                   handles_.GetFunction(request.function()));
+  const ffi::PreparedFunction* function;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(const FunctionEntry* entry,
+                     handles_.GetFunction(request.function()));
+    function = entry->function.get();
+  }
   // PreparedFunction takes spans; repeated message fields are not
   // contiguous, so copy them into vectors.
   std::vector<v1::Value> arguments(request.arguments().begin(),
@@ -319,9 +503,19 @@ absl::StatusOr<v1::CallResponse> Executor::Call(
       request.variadic_types().begin(), request.variadic_types().end());
   ffi::CallOptions options;
   options.capture_errno = request.capture_errno();
-  ASSIGN_OR_RETURN(ffi::CallResult result,
-                   entry->function->Call(arguments, variadic_types, resolver_,
-                                         options));
+  CallScope scope(*this);
+  absl::StatusOr<ffi::CallResult> called =
+      function->Call(arguments, variadic_types, resolver_, options);
+  // A failed callback makes the whole call fail: its result was computed
+  // with a made-up answer.
+  absl::Status failure = scope.Failure();
+  if (!failure.ok()) {
+    return MakeError(failure.code(), v1::ERROR_REASON_CALLBACK_FAILED,
+                     absl::StrCat("calling '", function->name(),
+                                  "': ", failure.message()));
+  }
+  if (!called.ok()) return called.status();
+  ffi::CallResult result = *std::move(called);
   v1::CallResponse response;
   if (result.has_result) *response.mutable_result() = std::move(result.result);
   response.set_errno_value(result.errno_value);
@@ -403,6 +597,7 @@ absl::StatusOr<v1::AllocateResponse> Executor::Allocate(
     }
   }
   v1::AllocateResponse response;
+  absl::MutexLock lock(&mu_);
   response.set_memory(handles_.AddOwnedMemory(memory, size, std::move(arena)));
   response.set_size(size);
   response.set_address(reinterpret_cast<uintptr_t>(memory));
@@ -470,7 +665,11 @@ std::string Describe(const Target& target) {
 
 absl::StatusOr<v1::ReadResponse> Executor::Read(
     const v1::ReadRequest& request) {
-  ASSIGN_OR_RETURN(Target target, Locate(handles_, request.pointer()));
+  Target target;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(target, Locate(handles_, request.pointer()));
+  }
   uint64_t length = request.length();
   if (target.owned) {
     if (length == 0 && target.offset <= target.size) {
@@ -505,7 +704,11 @@ absl::StatusOr<v1::ReadResponse> Executor::Read(
 
 absl::StatusOr<v1::WriteResponse> Executor::Write(
     const v1::WriteRequest& request) {
-  ASSIGN_OR_RETURN(Target target, Locate(handles_, request.pointer()));
+  Target target;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(target, Locate(handles_, request.pointer()));
+  }
   const std::string& data = request.data();
   if (target.owned) {
     RETURN_IF_ERROR(CheckBounds(target, data.size(), "write"));
@@ -521,8 +724,114 @@ absl::StatusOr<v1::WriteResponse> Executor::Write(
 
 absl::StatusOr<v1::FreeResponse> Executor::Free(
     const v1::FreeRequest& request) {
+  absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(handles_.FreeMemory(request.memory()));
   return v1::FreeResponse();
+}
+
+absl::StatusOr<v1::RegisterCallbackResponse> Executor::RegisterCallback(
+    const v1::RegisterCallbackRequest& request) {
+  if (handler_ == nullptr) {
+    return MakeError(absl::StatusCode::kUnimplemented,
+                     v1::ERROR_REASON_UNSUPPORTED,
+                     "this executor has no callback dispatcher");
+  }
+  v1::FunctionType type;
+  std::string name = request.name();
+  switch (request.signature_case()) {
+    case v1::RegisterCallbackRequest::kType:
+      type = request.type();
+      break;
+    case v1::RegisterCallbackRequest::kDeclaration: {
+      ASSIGN_OR_RETURN(v1::FunctionDeclaration declaration,
+                       ffi::ParseFunctionDeclaration(request.declaration()));
+      if (name.empty()) name = declaration.name();
+      type = std::move(*declaration.mutable_type());
+      break;
+    }
+    case v1::RegisterCallbackRequest::SIGNATURE_NOT_SET:
+      return InvalidRequest(
+          "RegisterCallback needs a signature: set `type` or `declaration`");
+  }
+  if (name.empty()) name = "callback";
+  CallbackInfo info;
+  switch (request.failure_policy()) {
+    case v1::CALLBACK_FAILURE_POLICY_UNSPECIFIED:
+    case v1::CALLBACK_FAILURE_POLICY_RETURN_DEFAULT:
+      info.policy = v1::CALLBACK_FAILURE_POLICY_RETURN_DEFAULT;
+      break;
+    case v1::CALLBACK_FAILURE_POLICY_TERMINATE_WORKER:
+      info.policy = v1::CALLBACK_FAILURE_POLICY_TERMINATE_WORKER;
+      break;
+    default:
+      return InvalidRequest(absl::StrCat("unknown failure_policy ",
+                                         request.failure_policy()));
+  }
+  if (request.has_timeout()) {
+    const auto& timeout = request.timeout();
+    if (timeout.seconds() < 0 || timeout.nanos() < 0 ||
+        timeout.nanos() >= 1000000000 ||
+        (timeout.seconds() == 0 && timeout.nanos() == 0)) {
+      return InvalidRequest(absl::StrCat(
+          "field 'timeout' must be a positive duration (got ",
+          timeout.seconds(), "s ", timeout.nanos(),
+          "ns); leave it unset for the default of ",
+          absl::FormatDuration(kDefaultCallbackTimeout)));
+    }
+    info.timeout =
+        absl::Seconds(timeout.seconds()) + absl::Nanoseconds(timeout.nanos());
+  }
+  uint64_t tag;
+  {
+    absl::MutexLock lock(&mu_);
+    tag = next_callback_tag_++;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ffi::Closure> closure,
+                   ffi::Closure::Create(name, type, *handler_, tag));
+  if (request.has_default_result()) {
+    absl::Status encoded = closure->EncodeResult(
+        request.default_result(), resolver_, &info.default_result);
+    if (!encoded.ok()) {
+      return WithContext(encoded, "default_result");
+    }
+  }
+  auto callback = std::make_unique<Callback>();
+  v1::RegisterCallbackResponse response;
+  *response.mutable_type() = closure->type();
+  response.set_address(reinterpret_cast<uintptr_t>(closure->code()));
+  callback->closure = std::move(closure);
+  absl::MutexLock lock(&mu_);
+  info.handle = handles_.NewHandle(HandleKind::kCallback);
+  callback->info = info;
+  response.set_callback(info.handle);
+  callbacks_by_tag_[tag] = callback.get();
+  callbacks_.emplace(info.handle, std::move(callback));
+  return response;
+}
+
+absl::StatusOr<v1::ReleaseCallbackResponse> Executor::ReleaseCallback(
+    const v1::ReleaseCallbackRequest& request) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(handles_.CheckHandle(request.callback(),
+                                       HandleKind::kCallback));
+  auto it = callbacks_.find(request.callback());
+  if (it == callbacks_.end()) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_HANDLE_INVALID,
+        absl::StrCat("callback handle ", request.callback(),
+                     " does not exist in this session"));
+  }
+  if (it->second->info.released) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_HANDLE_INVALID,
+        absl::StrCat("callback handle ", request.callback(),
+                     " was released"));
+  }
+  // The closure stays: native code may still hold the pointer, and a call
+  // through it must reach the dispatcher (which reports it), not freed
+  // memory.
+  it->second->info.released = true;
+  return v1::ReleaseCallbackResponse();
 }
 
 }  // namespace ffid::worker

@@ -10,19 +10,37 @@
 // process_vm_readv/process_vm_writev on this very process, so a bad address
 // is a BAD_ADDRESS error instead of a SIGSEGV.
 //
+// Callbacks: RegisterCallback makes an ffi::Closure whose calls go to the
+// ClosureHandler given to set_closure_handler() (the worker's Dispatcher).
+// A released callback keeps its closure until the executor is destroyed, so
+// native code that still calls it reaches the handler (which reports it)
+// instead of freed memory. While a native Call runs, failures of callbacks
+// it triggers are collected (RecordCallbackFailure) and the Call then fails
+// with CALLBACK_FAILED and the first failure's message.
+//
 // The executor owns everything it loads and allocates and releases it when
-// destroyed. Not thread-safe: one thread calls Execute(), one request at a
-// time.
+// destroyed. Thread-safe: Execute() may run on several threads at once (the
+// main thread, and native threads that run calls made from inside a
+// callback); the handle and callback tables are guarded by a mutex that is
+// never held while native code runs. Using a handle on one thread while
+// another frees or unloads it is the client's race, as it would be in C.
 #ifndef FFID_SERVER_WORKER_EXECUTOR_H_
 #define FFID_SERVER_WORKER_EXECUTOR_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ffi/closure.h"
 #include "ffi/marshal.h"
 #include "server/worker/handle_table.h"
 #include "server/worker/protocol.pb.h"
@@ -34,6 +52,20 @@ inline constexpr uint64_t kMaxAllocationBytes = uint64_t{1} << 30;
 // The largest Read (it has to fit in one channel frame with room to spare).
 inline constexpr uint64_t kMaxReadBytes =
     (uint64_t{1} << 30) - (uint64_t{1} << 20);
+// How long a native thread waits for a callback's answer when the
+// registration names no timeout.
+inline constexpr absl::Duration kDefaultCallbackTimeout = absl::Seconds(60);
+
+// What the Dispatcher needs to know about a callback when it is called.
+struct CallbackInfo {
+  std::string handle;
+  // The return value for failures under RETURN_DEFAULT, encoded; empty means
+  // all zeros.
+  std::string default_result;
+  v1::CallbackFailurePolicy policy = v1::CALLBACK_FAILURE_POLICY_RETURN_DEFAULT;
+  absl::Duration timeout = kDefaultCallbackTimeout;
+  bool released = false;
+};
 
 class Executor {
  public:
@@ -48,7 +80,24 @@ class Executor {
   ffid::worker::WorkerResponse Execute(
       const ffid::worker::WorkerRequest& request);
 
-  // For tests and diagnostics.
+  // Where calls of registered callbacks go; borrowed, must outlive the
+  // executor. Without one, RegisterCallback fails with UNSUPPORTED.
+  void set_closure_handler(ffi::ClosureHandler* handler) { handler_ = handler; }
+
+  // The callback `closure` belongs to (a closure this executor made).
+  absl::StatusOr<CallbackInfo> GetCallback(const ffi::Closure& closure);
+
+  // Attributes a callback failure to the native Call running on this
+  // thread, or if there is none (a thread the library created), to the
+  // outermost Call in progress. Dropped, with a line on stderr, when no Call
+  // is running at all.
+  void RecordCallbackFailure(const absl::Status& failure);
+
+  // The resolver over the handle table (thread-safe), for decoding callback
+  // arguments.
+  ffi::PointerResolver& resolver() { return resolver_; }
+
+  // For tests and diagnostics; not synchronized.
   HandleTable& handles() { return handles_; }
 
  private:
@@ -64,21 +113,52 @@ class Executor {
   absl::StatusOr<v1::ReadResponse> Read(const v1::ReadRequest& request);
   absl::StatusOr<v1::WriteResponse> Write(const v1::WriteRequest& request);
   absl::StatusOr<v1::FreeResponse> Free(const v1::FreeRequest& request);
+  absl::StatusOr<v1::RegisterCallbackResponse> RegisterCallback(
+      const v1::RegisterCallbackRequest& request);
+  absl::StatusOr<v1::ReleaseCallbackResponse> ReleaseCallback(
+      const v1::ReleaseCallbackRequest& request);
 
-  // Maps pointer values to addresses over the handle table.
+  // Maps pointer values to addresses over the handle table, and callback
+  // handles to their closures' code. Locks the executor's mutex.
   class Resolver : public ffi::PointerResolver {
    public:
-    explicit Resolver(HandleTable& handles) : handles_(handles) {}
+    explicit Resolver(Executor& executor) : executor_(executor) {}
     absl::StatusOr<void*> Resolve(const v1::PointerValue& pointer,
                                   absl::string_view param) override;
     v1::Value Wrap(void* address) override;
+    absl::StatusOr<void*> ResolveCallback(absl::string_view handle,
+                                          const v1::FunctionType& type,
+                                          absl::string_view param) override;
 
    private:
-    HandleTable& handles_;
+    Executor& executor_;
   };
 
-  HandleTable handles_;
+  struct Callback {
+    std::unique_ptr<ffi::Closure> closure;
+    CallbackInfo info;
+  };
+
+  // The callback failures of one native Call (see RecordCallbackFailure).
+  struct CallScope;
+  friend struct CallScope;
+
+  absl::Mutex mu_;
+  HandleTable handles_ ABSL_GUARDED_BY(mu_);
+  // By handle; entries stay after release (see the class comment).
+  absl::flat_hash_map<std::string, std::unique_ptr<Callback>> callbacks_
+      ABSL_GUARDED_BY(mu_);
+  // Closure tag -> callback.
+  absl::flat_hash_map<uint64_t, Callback*> callbacks_by_tag_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_callback_tag_ ABSL_GUARDED_BY(mu_) = 1;
+  ffi::ClosureHandler* handler_ = nullptr;
   Resolver resolver_;
+
+  absl::Mutex failures_mu_;
+  // The outermost Call in progress, which takes the failures of callbacks
+  // called from threads the library created.
+  CallScope* outermost_ ABSL_GUARDED_BY(failures_mu_) = nullptr;
 };
 
 }  // namespace ffid::worker

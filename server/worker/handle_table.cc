@@ -47,7 +47,8 @@ absl::Status HandleError(absl::string_view message) {
 
 bool ParseKind(absl::string_view prefix, HandleKind* kind) {
   for (HandleKind k :
-       {HandleKind::kLibrary, HandleKind::kFunction, HandleKind::kMemory}) {
+       {HandleKind::kLibrary, HandleKind::kFunction, HandleKind::kMemory,
+        HandleKind::kCallback}) {
     if (prefix == HandlePrefix(k)) {
       *kind = k;
       return true;
@@ -73,6 +74,8 @@ absl::string_view HandlePrefix(HandleKind kind) {
       return "fn";
     case HandleKind::kMemory:
       return "mem";
+    case HandleKind::kCallback:
+      return "cb";
   }
   return "?";
 }
@@ -85,6 +88,8 @@ absl::string_view HandleKindName(HandleKind kind) {
       return "function";
     case HandleKind::kMemory:
       return "memory";
+    case HandleKind::kCallback:
+      return "callback";
   }
   return "?";
 }

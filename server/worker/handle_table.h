@@ -33,11 +33,12 @@
 
 namespace ffid::worker {
 
-enum class HandleKind { kLibrary, kFunction, kMemory };
+// kCallback handles ("cb") are issued here but kept by the Executor.
+enum class HandleKind { kLibrary, kFunction, kMemory, kCallback };
 
-// "lib", "fn", "mem": the handle prefix.
+// "lib", "fn", "mem", "cb": the handle prefix.
 absl::string_view HandlePrefix(HandleKind kind);
-// "library", "function", "memory": for messages.
+// "library", "function", "memory", "callback": for messages.
 absl::string_view HandleKindName(HandleKind kind);
 
 struct LibraryEntry {
@@ -110,10 +111,13 @@ class HandleTable {
   size_t function_count() const { return functions_.size(); }
   size_t memory_count() const { return memory_.size(); }
 
- private:
+ public:
   // Checks that `handle` is well formed, of this session and of `kind`;
-  // otherwise explains why it is not (including retired handles).
+  // otherwise explains why it is not (including retired handles). Public
+  // for the kinds kept outside this table (callbacks).
   [[nodiscard]] absl::Status CheckHandle(absl::string_view handle, HandleKind kind) const;
+
+ private:
   // The error for a well-formed handle of this session that is not live.
   [[nodiscard]] absl::Status MissingHandle(absl::string_view handle, HandleKind kind) const;
   void Retire(const std::string& handle, std::string why);

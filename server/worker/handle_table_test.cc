@@ -106,12 +106,21 @@ TEST(HandleTableTest, MalformedAndEmptyHandles) {
                       "no memory handle was given");
   for (const char* bad :
        {"garbage", "mem_", "mem_0a1b2c3d_", "mem_0a1b2c3d_xyz",
-        "cb_0a1b2c3d_ffffffffffffffffffffffffffffffff",
+        "xx_0a1b2c3d_ffffffffffffffffffffffffffffffff",
         "mem_0a1b2c3d_FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF",
         "mem_ffffffffffffffffffffffffffffffff"}) {
     ExpectHandleInvalid(table.GetMemory(bad).status(),
                         "is not a valid memory handle");
   }
+}
+
+TEST(HandleTableTest, CallbackHandlesAreTheirOwnKind) {
+  HandleTable table(kTag);
+  const std::string callback = table.NewHandle(HandleKind::kCallback);
+  EXPECT_EQ(callback.substr(0, 3), "cb_");
+  EXPECT_TRUE(table.CheckHandle(callback, HandleKind::kCallback).ok());
+  ExpectHandleInvalid(table.GetMemory(callback).status(),
+                      "is a callback handle, not a memory handle");
 }
 
 TEST(HandleTableTest, BorrowedMemoryIsDedupedAndCannotBeFreed) {

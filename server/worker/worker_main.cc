@@ -6,7 +6,10 @@
 // the session's lowercase hex tag embedded in every handle, PID (optional)
 // the daemon's pid: if the worker's parent is no longer that process by the
 // time it starts, it exits at once. The worker hardens itself, then answers
-// WorkerRequests one at a time until the daemon closes the channel (exit 0).
+// WorkerRequests until the daemon closes the channel (exit 0): ordinary
+// ones one at a time on the main thread, calls made from inside a callback
+// on the native thread waiting for it (see dispatcher.h). Exit 5: a
+// callback's TERMINATE_WORKER failure policy ended it.
 // A crash in native code kills the process on purpose: the daemon sees EOF
 // on the channel and reports the signal from waitpid(). No handler here
 // swallows a signal.
@@ -29,6 +32,7 @@
 #include "absl/strings/string_view.h"
 #include "ffi/errors.h"
 #include "server/worker/channel.h"
+#include "server/worker/dispatcher.h"
 #include "server/worker/executor.h"
 #include "server/worker/protocol.pb.h"
 
@@ -200,36 +204,15 @@ void Harden(const Options& options) {
 int Serve(const Options& options) {
   FrameChannel channel(options.channel_fd);
   Executor executor(options.session_tag);
-  while (true) {
-    WorkerRequest request;
-    absl::Status received = channel.Receive(&request);
-    if (!received.ok()) {
-      // UNAVAILABLE is the daemon closing the channel: the session is over.
-      if (received.code() == absl::StatusCode::kUnavailable) return 0;
-      std::fprintf(stderr, "ffid-worker: %s\n",
-                   std::string(received.message()).c_str());
-      return kExitChannel;
-    }
-    WorkerResponse response = executor.Execute(request);
-    // A library's printf output sits in stdio buffers; the worker is usually
-    // SIGKILLed at the session's end, which would lose it.
-    fflush(nullptr);
-    absl::Status sent = channel.Send(response);
-    if (!sent.ok() &&
-        sent.code() == absl::StatusCode::kResourceExhausted) {
-      // The answer itself is too big for a frame: say so instead.
-      WorkerResponse too_big;
-      too_big.set_id(request.id());
-      *too_big.mutable_status() = StatusToProto(sent);
-      sent = channel.Send(too_big);
-    }
-    if (!sent.ok()) {
-      if (sent.code() == absl::StatusCode::kUnavailable) return 0;
-      std::fprintf(stderr, "ffid-worker: %s\n",
-                   std::string(sent.message()).c_str());
-      return kExitChannel;
-    }
-  }
+  // A reader thread routes the daemon's frames; this thread executes the
+  // ordinary requests in order; native threads waiting for callbacks run
+  // the calls made from inside them.
+  Dispatcher dispatcher(channel, executor);
+  absl::Status served = dispatcher.Run();
+  if (served.ok()) return 0;
+  std::fprintf(stderr, "ffid-worker: %s\n",
+               std::string(served.message()).c_str());
+  return kExitChannel;
 }
 
 }  // namespace

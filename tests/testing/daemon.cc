@@ -43,6 +43,7 @@ std::string FfidPath() { return FFID_TEST_FFID_PATH; }
 std::string WorkerPath() { return FFID_TEST_WORKER_PATH; }
 std::string FfictlPath() { return FFID_TEST_FFICTL_PATH; }
 std::string FixturePath() { return FFID_TEST_FIXTURE_PATH; }
+std::string CallbacksFixturePath() { return FFID_TEST_CALLBACKS_FIXTURE_PATH; }
 std::string FixtureDir() {
   const std::string path = FixturePath();
   return path.substr(0, path.rfind('/'));

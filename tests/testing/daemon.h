@@ -38,6 +38,8 @@ std::string FfictlPath();
 // libffid_fixture.so and the directory holding it.
 std::string FixturePath();
 std::string FixtureDir();
+// libffid_callbacks_fixture.so (in FixtureDir() too).
+std::string CallbacksFixturePath();
 
 struct DaemonOptions {
   // Extra --allow-library globs, besides the fixture directory, the

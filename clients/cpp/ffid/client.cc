@@ -56,16 +56,23 @@ std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status) {
 
 absl::Status StatusFromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
+  google::rpc::Status details;
+  if (status.error_details().empty() ||
+      !details.ParseFromString(status.error_details())) {
+    details.Clear();
+  }
   // grpc::StatusCode and absl::StatusCode share their numbering.
-  absl::Status result(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
-  if (!status.error_details().empty()) {
-    google::rpc::Status details;
-    if (details.ParseFromString(status.error_details())) {
-      for (const google::protobuf::Any& any : details.details()) {
-        result.SetPayload(any.type_url(), absl::Cord(any.value()));
-      }
-    }
+  details.set_code(static_cast<int>(status.error_code()));
+  details.set_message(status.error_message());
+  return StatusFromRpcStatus(details);
+}
+
+absl::Status StatusFromRpcStatus(const google::rpc::Status& status) {
+  if (status.code() == 0) return absl::OkStatus();
+  absl::Status result(static_cast<absl::StatusCode>(status.code()),
+                      status.message());
+  for (const google::protobuf::Any& any : status.details()) {
+    result.SetPayload(any.type_url(), absl::Cord(any.value()));
   }
   return result;
 }
@@ -194,19 +201,325 @@ absl::Status Session::Attach() {
         "the daemon answered the attachment of session ", id_,
         " with an unexpected message"));
   }
+  {
+    absl::MutexLock stream_lock(&stream_mu_);
+    stream_ended_ = false;
+  }
+  reader_ = std::thread([this] { ReadLoop(); });
   return absl::OkStatus();
 }
 
 void Session::CloseStream() {
   absl::MutexLock lock(&mu_);
   if (stream_ == nullptr) return;
-  stream_->WritesDone();
+  {
+    absl::MutexLock write_lock(&write_mu_);
+    stream_->WritesDone();
+  }
   // The daemon has nothing more to say; cancelling makes Finish return now
-  // instead of waiting for the server to end the stream.
+  // instead of waiting for the server to end the stream, and ends the
+  // reader's Read().
   stream_context_->TryCancel();
+  if (reader_.joinable()) reader_.join();
+  std::vector<std::thread> threads;
+  {
+    absl::MutexLock stream_lock(&stream_mu_);
+    stopping_ = true;
+    invocation_ready_.SignalAll();
+    threads.swap(callback_threads_);
+  }
+  for (std::thread& thread : threads) thread.join();
   (void)stream_->Finish();
   stream_.reset();
   stream_context_.reset();
+}
+
+bool Session::WriteToStream(const v1::ConnectRequest& request) {
+  absl::MutexLock lock(&write_mu_);
+  return stream_->Write(request);
+}
+
+void Session::ReadLoop() {
+  v1::ConnectResponse message;
+  while (stream_->Read(&message)) {
+    if (message.has_result()) {
+      absl::MutexLock lock(&stream_mu_);
+      auto it = in_flight_.find(message.result().tag());
+      if (it != in_flight_.end()) {
+        it->second.set_value(std::move(*message.mutable_result()));
+        in_flight_.erase(it);
+      }
+    } else if (message.has_invocation()) {
+      v1::CallbackInvocation& received = *message.mutable_invocation();
+      Invocation invocation;
+      invocation.id = received.invocation();
+      invocation.callback = received.callback();
+      invocation.arguments.assign(
+          std::make_move_iterator(received.mutable_arguments()->begin()),
+          std::make_move_iterator(received.mutable_arguments()->end()));
+      invocation.native_thread_id = received.native_thread_id();
+      Dispatch(std::move(invocation));
+    }
+  }
+  absl::MutexLock lock(&stream_mu_);
+  stream_ended_ = true;
+  for (auto& [tag, promise] : in_flight_) {
+    promise.set_value(absl::UnavailableError(absl::StrCat(
+        "the Connect stream of session ", id_,
+        " closed before the daemon answered")));
+  }
+  in_flight_.clear();
+}
+
+void Session::Dispatch(Invocation invocation) {
+  absl::MutexLock lock(&stream_mu_);
+  invocations_.push_back(std::move(invocation));
+  if (idle_callback_threads_ == 0) {
+    // Every callback thread is busy (possibly waiting inside a nested
+    // call for this very invocation): start another.
+    ++idle_callback_threads_;
+    callback_threads_.emplace_back([this] { CallbackThread(); });
+  }
+  invocation_ready_.Signal();
+}
+
+void Session::CallbackThread() {
+  absl::MutexLock lock(&stream_mu_);
+  for (;;) {
+    while (invocations_.empty() && !stopping_) {
+      invocation_ready_.Wait(&stream_mu_);
+    }
+    if (invocations_.empty()) break;
+    Invocation invocation = std::move(invocations_.front());
+    invocations_.pop_front();
+    --idle_callback_threads_;
+    stream_mu_.Unlock();
+    RunInvocation(std::move(invocation));
+    stream_mu_.Lock();
+    ++idle_callback_threads_;
+  }
+  --idle_callback_threads_;
+}
+
+void Session::RunInvocation(Invocation invocation) {
+  std::shared_ptr<CallbackFunction> function;
+  {
+    absl::MutexLock lock(&stream_mu_);
+    auto it = callbacks_.find(invocation.callback);
+    if (it != callbacks_.end()) function = it->second;
+  }
+  v1::ConnectRequest request;
+  v1::CallbackResult* answer = request.mutable_callback_result();
+  answer->set_invocation(invocation.id);
+  if (function == nullptr) {
+    answer->mutable_error()->set_message(absl::StrCat(
+        "this client has no function for callback ", invocation.callback,
+        " (it was released, or registered by another client)"));
+  } else {
+    CallbackContext context(*this, std::move(invocation));
+    absl::StatusOr<v1::Value> result = (*function)(context);
+    if (result.ok()) {
+      if (result->kind_case() != v1::Value::KIND_NOT_SET) {
+        *answer->mutable_result() = *std::move(result);
+      }
+    } else {
+      answer->mutable_error()->set_message(
+          std::string(result.status().message()));
+    }
+  }
+  // A closed stream fails the invocation on the daemon's side anyway.
+  (void)WriteToStream(request);
+}
+
+std::future<absl::StatusOr<v1::StreamResult>> Session::SendStreamCall(
+    v1::StreamCall call) {
+  std::promise<absl::StatusOr<v1::StreamResult>> promise;
+  std::future<absl::StatusOr<v1::StreamResult>> future = promise.get_future();
+  {
+    absl::MutexLock lock(&stream_mu_);
+    if (stream_ended_) {
+      promise.set_value(absl::FailedPreconditionError(absl::StrCat(
+          "session ", id_,
+          " has no Connect stream (it was created without one, or the "
+          "stream closed)")));
+      return future;
+    }
+    call.set_tag(next_tag_++);
+    in_flight_.emplace(call.tag(), std::move(promise));
+  }
+  v1::ConnectRequest request;
+  const uint64_t tag = call.tag();
+  *request.mutable_call() = std::move(call);
+  if (!WriteToStream(request)) {
+    absl::MutexLock lock(&stream_mu_);
+    auto it = in_flight_.find(tag);
+    if (it != in_flight_.end()) {
+      it->second.set_value(absl::UnavailableError(absl::StrCat(
+          "cannot send on the Connect stream of session ", id_,
+          ": it is closed")));
+      in_flight_.erase(it);
+    }
+  }
+  return future;
+}
+
+namespace {
+
+// The StreamResult's error, or OK.
+absl::Status StreamStatus(const v1::StreamResult& result) {
+  if (result.error_status().empty()) return absl::OkStatus();
+  google::rpc::Status status;
+  if (!status.ParseFromString(result.error_status())) {
+    return absl::InternalError(
+        "the daemon sent an unreadable error status on the Connect stream");
+  }
+  return StatusFromRpcStatus(status);
+}
+
+v1::CallRequest MakeCallRequest(const Function& function,
+                                std::vector<v1::Value> arguments,
+                                const CallOptions& options) {
+  v1::CallRequest request;
+  request.set_function(function.handle);
+  request.mutable_arguments()->Reserve(static_cast<int>(arguments.size()));
+  for (v1::Value& argument : arguments) {
+    *request.add_arguments() = std::move(argument);
+  }
+  for (const v1::TypeDescriptor& type : options.variadic_types) {
+    *request.add_variadic_types() = type;
+  }
+  request.set_capture_errno(options.capture_errno);
+  return request;
+}
+
+absl::StatusOr<v1::CallResponse> CallResult(
+    absl::StatusOr<v1::StreamResult> result) {
+  if (!result.ok()) return result.status();
+  absl::Status status = StreamStatus(*result);
+  if (!status.ok()) return status;
+  return std::move(*result->mutable_call());
+}
+
+}  // namespace
+
+std::future<absl::StatusOr<v1::CallResponse>> Session::CallAsync(
+    const Function& function, std::vector<v1::Value> arguments,
+    const CallOptions& options) {
+  v1::StreamCall call;
+  *call.mutable_call() =
+      MakeCallRequest(function, std::move(arguments), options);
+  std::shared_future<absl::StatusOr<v1::StreamResult>> sent =
+      SendStreamCall(std::move(call)).share();
+  // Deferred: the conversion runs in the caller's get(), not on a thread.
+  return std::async(std::launch::deferred,
+                    [sent] { return CallResult(sent.get()); });
+}
+
+absl::StatusOr<Callback> Session::RegisterCallback(
+    absl::string_view declaration, CallbackFunction function,
+    const CallbackOptions& options) {
+  v1::RegisterCallbackRequest request;
+  request.set_declaration(std::string(declaration));
+  return Register(std::move(request), std::move(function), options);
+}
+
+absl::StatusOr<Callback> Session::RegisterCallback(
+    const v1::FunctionType& type, CallbackFunction function,
+    const CallbackOptions& options) {
+  v1::RegisterCallbackRequest request;
+  *request.mutable_type() = type;
+  return Register(std::move(request), std::move(function), options);
+}
+
+absl::StatusOr<Callback> Session::Register(v1::RegisterCallbackRequest request,
+                                           CallbackFunction function,
+                                           const CallbackOptions& options) {
+  {
+    absl::MutexLock lock(&stream_mu_);
+    if (stream_ended_) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "session ", id_,
+          " has no Connect stream to receive callback invocations on; "
+          "create it with SessionOptions::attach_stream"));
+    }
+  }
+  request.set_session(id_);
+  request.set_name(options.name);
+  request.set_failure_policy(options.failure_policy);
+  if (options.default_result.has_value()) {
+    *request.mutable_default_result() = *options.default_result;
+  }
+  if (options.timeout > absl::ZeroDuration()) {
+    const int64_t nanos = absl::ToInt64Nanoseconds(options.timeout);
+    request.mutable_timeout()->set_seconds(nanos / 1000000000);
+    request.mutable_timeout()->set_nanos(
+        static_cast<int32_t>(nanos % 1000000000));
+  }
+  v1::RegisterCallbackResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub_->RegisterCallback(&context, request, &response));
+  if (!status.ok()) return status;
+  {
+    absl::MutexLock lock(&stream_mu_);
+    callbacks_[response.callback()] =
+        std::make_shared<CallbackFunction>(std::move(function));
+  }
+  return Callback{response.callback(), std::move(*response.mutable_type()),
+                  response.address()};
+}
+
+absl::Status Session::ReleaseCallback(const Callback& callback) {
+  v1::ReleaseCallbackRequest request;
+  request.set_session(id_);
+  request.set_callback(callback.handle);
+  v1::ReleaseCallbackResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub_->ReleaseCallback(&context, request, &response));
+  if (status.ok()) {
+    absl::MutexLock lock(&stream_mu_);
+    callbacks_.erase(callback.handle);
+  }
+  return status;
+}
+
+// ---------------------------------------------------------------- callbacks
+
+absl::StatusOr<v1::CallResponse> CallbackContext::Call(
+    const Function& function, std::vector<v1::Value> arguments,
+    const CallOptions& options) {
+  v1::StreamCall call;
+  call.set_invocation(invocation_.id);
+  *call.mutable_call() =
+      MakeCallRequest(function, std::move(arguments), options);
+  return CallResult(session_.SendStreamCall(std::move(call)).get());
+}
+
+absl::StatusOr<std::string> CallbackContext::Read(
+    const v1::PointerValue& pointer, uint64_t length) {
+  v1::StreamCall call;
+  call.set_invocation(invocation_.id);
+  *call.mutable_read()->mutable_pointer() = pointer;
+  call.mutable_read()->set_length(length);
+  absl::StatusOr<v1::StreamResult> result =
+      session_.SendStreamCall(std::move(call)).get();
+  if (!result.ok()) return result.status();
+  absl::Status status = StreamStatus(*result);
+  if (!status.ok()) return status;
+  return std::move(*result->mutable_read()->mutable_data());
+}
+
+absl::Status CallbackContext::Write(const v1::PointerValue& pointer,
+                                    absl::string_view data) {
+  v1::StreamCall call;
+  call.set_invocation(invocation_.id);
+  *call.mutable_write()->mutable_pointer() = pointer;
+  call.mutable_write()->set_data(std::string(data));
+  absl::StatusOr<v1::StreamResult> result =
+      session_.SendStreamCall(std::move(call)).get();
+  if (!result.ok()) return result.status();
+  return StreamStatus(*result);
 }
 
 absl::Status Session::Delete() {

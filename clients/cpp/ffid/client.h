@@ -12,6 +12,19 @@
 // within the Session that issued them and until the session ends (or, for
 // memory, until Free).
 //
+// Callbacks: Session::RegisterCallback turns a std::function into a callback
+// handle that native code can call (pass Callback::value() wherever a
+// function pointer is expected). Invocations arrive on the session's Connect
+// stream and run on the session's callback threads (one per invocation in
+// progress, so invocations from several native threads run concurrently).
+// Inside a callback, make calls through the CallbackContext: they run on the
+// native thread that waits for the callback, so a callback may call back
+// into the library, to any depth. (A plain Session::Call from inside a
+// callback would wait behind the call that is running the callback.)
+//
+// Pipelining: CallAsync sends a call on the Connect stream and returns at
+// once; many may be in flight. Call is the unary RPC.
+//
 // Thread-safety: Client and Session are thread-safe (every method may be
 // called concurrently from several threads) except that a Session must not be
 // destroyed while another thread uses it.
@@ -24,9 +37,14 @@
 #define FFID_CLIENTS_CPP_FFID_CLIENT_H_
 
 #include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -38,6 +56,7 @@
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "ffid/v1/ffid.pb.h"
 #include "ffid/v1/types.pb.h"
+#include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 
 namespace ffid::client {
@@ -65,6 +84,11 @@ std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status);
 // Converts a gRPC status to an absl::Status with the same code and message;
 // every google.rpc.Status detail becomes a payload under its type URL.
 [[nodiscard]] absl::Status StatusFromGrpc(const grpc::Status& status);
+
+// Converts a google.rpc.Status (as a failed StreamResult carries it) the same
+// way.
+[[nodiscard]] absl::Status StatusFromRpcStatus(
+    const google::rpc::Status& status);
 
 // Builds an error that carries an ErrorInfo with `reason`, as the server's
 // errors do; for errors detected on the client's side.
@@ -108,6 +132,85 @@ struct CallOptions {
   std::vector<v1::TypeDescriptor> variadic_types;
   // Deadline of the RPC, from when Call starts.
   absl::Duration timeout = absl::InfiniteDuration();
+};
+
+// A registered callback.
+struct Callback {
+  // The callback handle.
+  std::string handle;
+  // The signature it was prepared with.
+  v1::FunctionType type;
+  // The address of its native entry point in the worker (informational).
+  uint64_t address = 0;
+
+  // The argument value that passes this callback as a function pointer.
+  v1::Value value() const {
+    v1::Value result;
+    result.set_callback_handle(handle);
+    return result;
+  }
+};
+
+// One call of a callback by native code.
+struct Invocation {
+  // The invocation id (unique in the session).
+  uint64_t id = 0;
+  // The callback handle that was called.
+  std::string callback;
+  // The arguments; pointers are borrowed memory handles.
+  std::vector<v1::Value> arguments;
+  // The Linux thread id of the native thread that called.
+  int64_t native_thread_id = 0;
+};
+
+class Session;
+
+// What a running callback may do besides computing its result: make calls
+// that run inside it (on the native thread waiting for it). Valid only
+// while the callback runs; used from the callback's thread.
+class CallbackContext {
+ public:
+  const Invocation& invocation() const { return invocation_; }
+  const std::vector<v1::Value>& arguments() const {
+    return invocation_.arguments;
+  }
+
+  // As Session::Call, Read and Write, but run on the waiting native thread.
+  absl::StatusOr<v1::CallResponse> Call(const Function& function,
+                                        std::vector<v1::Value> arguments,
+                                        const CallOptions& options = {});
+  absl::StatusOr<std::string> Read(const v1::PointerValue& pointer,
+                                   uint64_t length);
+  [[nodiscard]] absl::Status Write(const v1::PointerValue& pointer,
+                                   absl::string_view data);
+
+ private:
+  friend class Session;
+  CallbackContext(Session& session, Invocation invocation)
+      : session_(session), invocation_(std::move(invocation)) {}
+
+  Session& session_;
+  const Invocation invocation_;
+};
+
+// A callback's body: returns the result (an unset Value for void) or an
+// error, whose message the native call then reports as CALLBACK_FAILED.
+using CallbackFunction =
+    std::function<absl::StatusOr<v1::Value>(CallbackContext& context)>;
+
+// Options of RegisterCallback.
+struct CallbackOptions {
+  // What happens when the callback fails (error, timeout, disconnect);
+  // unspecified means RETURN_DEFAULT.
+  v1::CallbackFailurePolicy failure_policy =
+      v1::CALLBACK_FAILURE_POLICY_UNSPECIFIED;
+  // What the native caller gets on failure; unset means zero.
+  std::optional<v1::Value> default_result;
+  // How long a native thread waits for one invocation's answer; zero means
+  // the server's default (60 s).
+  absl::Duration timeout = absl::ZeroDuration();
+  // A name for messages; defaults to the declaration's.
+  std::string name;
 };
 
 // Options of CreateSession.
@@ -215,13 +318,50 @@ class Session {
   // Releases owned memory.
   [[nodiscard]] absl::Status Free(absl::string_view memory) const;
 
+  // Registers `function` as a callback with the signature `declaration`
+  // (one C prototype, e.g. "int compare(const void *a, const void *b)").
+  // Needs the session's Connect stream (SessionOptions::attach_stream).
+  absl::StatusOr<Callback> RegisterCallback(absl::string_view declaration,
+                                            CallbackFunction function,
+                                            const CallbackOptions& options = {});
+  // As above, with the signature as a descriptor (e.g. from
+  // ParseDeclarations, for struct types declared there).
+  absl::StatusOr<Callback> RegisterCallback(const v1::FunctionType& type,
+                                            CallbackFunction function,
+                                            const CallbackOptions& options = {});
+  // Releases a callback; native calls of it after this fail (reported).
+  [[nodiscard]] absl::Status ReleaseCallback(const Callback& callback);
+
+  // Sends a call on the Connect stream and returns at once; the future
+  // gets the result. Many may be in flight; they run in the order sent.
+  // `options.timeout` does not apply (the call ends with its answer or the
+  // session).
+  std::future<absl::StatusOr<v1::CallResponse>> CallAsync(
+      const Function& function, std::vector<v1::Value> arguments,
+      const CallOptions& options = {});
+
  private:
   friend class Client;
+  friend class CallbackContext;
   Session(std::shared_ptr<v1::Ffi::Stub> stub, const v1::Session& session);
 
   // Opens the Connect stream and waits for the daemon to confirm it.
   [[nodiscard]] absl::Status Attach();
   void CloseStream();
+
+  absl::StatusOr<Callback> Register(v1::RegisterCallbackRequest request,
+                                    CallbackFunction function,
+                                    const CallbackOptions& options);
+  // Sends `call` (its tag is assigned here) on the stream; the future gets
+  // the StreamResult, or the error if the stream is gone.
+  std::future<absl::StatusOr<v1::StreamResult>> SendStreamCall(
+      v1::StreamCall call);
+  [[nodiscard]] bool WriteToStream(const v1::ConnectRequest& request);
+  void ReadLoop();
+  // Runs invocations on callback threads, starting one when all are busy.
+  void Dispatch(Invocation invocation);
+  void CallbackThread();
+  void RunInvocation(Invocation invocation);
 
   std::shared_ptr<v1::Ffi::Stub> stub_;
   const std::string id_;
@@ -233,7 +373,25 @@ class Session {
   std::unique_ptr<grpc::ClientContext> stream_context_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::ConnectRequest, v1::ConnectResponse>>
-      stream_ ABSL_GUARDED_BY(mu_);
+      stream_;
+  // Serializes writes on stream_.
+  absl::Mutex write_mu_;
+  std::thread reader_;
+
+  absl::Mutex stream_mu_;
+  // Set when the stream's reader has ended: stream calls fail at once.
+  bool stream_ended_ ABSL_GUARDED_BY(stream_mu_) = true;
+  uint64_t next_tag_ ABSL_GUARDED_BY(stream_mu_) = 1;
+  std::map<uint64_t, std::promise<absl::StatusOr<v1::StreamResult>>>
+      in_flight_ ABSL_GUARDED_BY(stream_mu_);
+  std::map<std::string, std::shared_ptr<CallbackFunction>, std::less<>>
+      callbacks_ ABSL_GUARDED_BY(stream_mu_);
+  // Callback threads and their work.
+  std::deque<Invocation> invocations_ ABSL_GUARDED_BY(stream_mu_);
+  std::vector<std::thread> callback_threads_ ABSL_GUARDED_BY(stream_mu_);
+  int idle_callback_threads_ ABSL_GUARDED_BY(stream_mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(stream_mu_) = false;
+  absl::CondVar invocation_ready_;
 };
 
 }  // namespace ffid::client

@@ -7,6 +7,13 @@
 //   call  - Session::Call of `int fx_add(int, int)` on the real daemon (a
 //           child process on its own temporary unix socket) and its worker.
 //   ffi   - ffi_call of a local function with a prepared cif, in-process.
+//   callback - a callback round trip as native code sees it: the callbacks
+//           fixture's fxc_time_calls calls a client callback (int echo(int),
+//           a C++ std::function) 3,000 times and times each call with
+//           CLOCK_MONOTONIC: worker -> daemon -> client's Connect stream ->
+//           client -> back to the waiting native thread.
+//   call_cb - Session::Call of fxc_call_once, which calls that callback
+//           once: a whole call with one callback inside.
 // The daemon is stopped with SIGTERM at the end (and, should this process die
 // first, by PR_SET_PDEATHSIG); nothing is left behind.
 #include <ffi.h>
@@ -20,6 +27,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -223,6 +231,10 @@ class DaemonProcess {
 struct FfidTarget {
   client::Session* session;
   client::Function function;
+  // For the callback figures.
+  client::Function time_calls;
+  client::Function call_once;
+  client::Callback echo;
 };
 
 void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
@@ -243,6 +255,65 @@ void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
     }
     if (response->result().int_value() != 42) {
       state.SkipWithError("fx_add(2, 40) did not return 42");
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
+void BM_CallbackRoundTrip(benchmark::State& state, FfidTarget* target) {
+  client::Session& session = *target->session;
+  absl::StatusOr<client::Memory> buffer =
+      session.Allocate(sizeof(int64_t) * kRoundTrips);
+  if (!buffer.ok()) {
+    state.SkipWithError(std::string(buffer.status().message()).c_str());
+    return;
+  }
+  std::vector<double>& samples = Samples()["callback"];
+  for (auto _ : state) {
+    // Warm-up, then the timed run; the native side times each call.
+    for (int count : {kWarmupRoundTrips, kRoundTrips}) {
+      absl::StatusOr<v1::CallResponse> response = session.Call(
+          target->time_calls, {target->echo.value(), client::MakeInt(count),
+                               client::MakePointer(buffer->handle)});
+      if (!response.ok()) {
+        state.SkipWithError(std::string(response.status().message()).c_str());
+        return;
+      }
+    }
+    absl::StatusOr<std::string> bytes =
+        session.Read(buffer->handle, 0, sizeof(int64_t) * kRoundTrips);
+    if (!bytes.ok()) {
+      state.SkipWithError(std::string(bytes.status().message()).c_str());
+      return;
+    }
+    double total = 0;
+    for (int i = 0; i < kRoundTrips; ++i) {
+      int64_t ns;
+      std::memcpy(&ns, bytes->data() + i * sizeof(ns), sizeof(ns));
+      samples.push_back(ns / 1e3);
+      total += ns / 1e9;
+    }
+    state.SetIterationTime(total / kRoundTrips);
+  }
+  (void)session.Free(buffer->handle);
+  SetCounters(state, samples);
+}
+
+void BM_CallWithCallback(benchmark::State& state, FfidTarget* target) {
+  const std::vector<v1::Value> arguments = {target->echo.value(),
+                                            client::MakeInt(42)};
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    (void)target->session->Call(target->call_once, arguments);
+  }
+  std::vector<double>& samples = Samples()["call_cb"];
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<v1::CallResponse> response =
+        target->session->Call(target->call_once, arguments);
+    Record(state, samples, Clock::now() - start);
+    if (!response.ok() || response->result().int_value() != 42) {
+      state.SkipWithError("fxc_call_once(echo, 42) failed");
       return;
     }
   }
@@ -300,6 +371,8 @@ void PrintSummary() {
   const std::vector<double>& echo = Samples()["echo"];
   const std::vector<double>& call = Samples()["call"];
   const std::vector<double>& ffi = Samples()["ffi"];
+  const std::vector<double>& callback = Samples()["callback"];
+  const std::vector<double>& call_cb = Samples()["call_cb"];
   const char* row = "%-28s | %-10s | %-10s | %-8s | %s\n";
   std::printf("\n");
   std::printf(row, "figure", "ffid", "baseline", "ratio", "target");
@@ -312,6 +385,15 @@ void PrintSummary() {
               absl::StrFormat("<= %.1fx", kCallVsEchoTarget).c_str());
   std::printf(row, "Call vs in-process ffi_call", Us(call, 0.5).c_str(),
               Us(ffi, 0.5).c_str(), Ratio(call, ffi, 0.5).c_str(),
+              "(reference)");
+  std::printf(row, "Callback round trip, median", Us(callback, 0.5).c_str(),
+              Us(echo, 0.5).c_str(), Ratio(callback, echo, 0.5).c_str(),
+              "(vs echo)");
+  std::printf(row, "Callback round trip, p99", Us(callback, 0.99).c_str(),
+              Us(echo, 0.99).c_str(), Ratio(callback, echo, 0.99).c_str(),
+              "(vs echo)");
+  std::printf(row, "Call + 1 callback vs Call", Us(call_cb, 0.5).c_str(),
+              Us(call, 0.5).c_str(), Ratio(call_cb, call, 0.5).c_str(),
               "(reference)");
   if (!call.empty() && !echo.empty()) {
     const double ratio = Percentile(call, 0.5) / Percentile(echo, 0.5);
@@ -378,7 +460,35 @@ int Main(int argc, char** argv) {
       absl::StatusOr<client::Function> function =
           session->ResolveFunction(*library, "int fx_add(int, int)");
       setup = function.status();
-      if (setup.ok()) target = {session.get(), *std::move(function)};
+      if (setup.ok()) {
+        target.session = session.get();
+        target.function = *std::move(function);
+      }
+    }
+    absl::StatusOr<client::Library> callbacks_library;
+    if (setup.ok()) {
+      callbacks_library = session->LoadLibrary(FFID_BENCH_CALLBACKS_FIXTURE_PATH);
+      setup = callbacks_library.status();
+    }
+    if (setup.ok()) {
+      absl::StatusOr<client::Function> time_calls = session->ResolveFunction(
+          *callbacks_library,
+          "long fxc_time_calls(int (*f)(int), int n, int64_t *ns)");
+      absl::StatusOr<client::Function> call_once = session->ResolveFunction(
+          *callbacks_library, "int fxc_call_once(int (*f)(int), int x)");
+      absl::StatusOr<client::Callback> echo = session->RegisterCallback(
+          "int echo(int)",
+          [](client::CallbackContext& context) -> absl::StatusOr<v1::Value> {
+            return context.arguments()[0];
+          });
+      setup = time_calls.ok() ? (call_once.ok() ? echo.status()
+                                                : call_once.status())
+                              : time_calls.status();
+      if (setup.ok()) {
+        target.time_calls = *std::move(time_calls);
+        target.call_once = *std::move(call_once);
+        target.echo = *std::move(echo);
+      }
     }
 
     if (!setup.ok()) {
@@ -391,6 +501,16 @@ int Main(int argc, char** argv) {
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark("ffid_call_fx_add", BM_FfidCall, &target)
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffid_callback_round_trip",
+                                   BM_CallbackRoundTrip, &target)
+          ->Iterations(1)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffid_call_with_one_callback",
+                                   BM_CallWithCallback, &target)
           ->Iterations(kRoundTrips)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <future>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -469,6 +470,43 @@ TEST_F(CallbacksTest, PipelinedCallsGetCallbacksToo) {
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_THAT(result->result(), IsInteger(2 * i));
   }
+}
+
+// The raw protocol: results carry their StreamCall's tag, errors a
+// serialized google.rpc.Status.
+TEST_F(CallbacksTest, StreamResultsCarryTheirTagsAndErrors) {
+  grpc::ClientContext context;
+  auto stream = client_->stub().Connect(&context);
+  v1::ConnectRequest request;
+  request.mutable_attach()->set_session(session_->id());
+  ASSERT_TRUE(stream->Write(request));
+  v1::ConnectResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_TRUE(response.has_attached());
+
+  // No request at all.
+  request.mutable_call()->set_tag(7);
+  ASSERT_TRUE(stream->Write(request));
+  // A call from inside an invocation that is not waiting.
+  request.mutable_call()->set_tag(8);
+  request.mutable_call()->set_invocation(424242);
+  request.mutable_call()->mutable_read()->mutable_pointer()->set_address(1);
+  request.mutable_call()->mutable_read()->set_length(1);
+  ASSERT_TRUE(stream->Write(request));
+  std::map<uint64_t, absl::Status> errors;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(stream->Read(&response));
+    ASSERT_TRUE(response.has_result()) << response.ShortDebugString();
+    google::rpc::Status status;
+    ASSERT_TRUE(status.ParseFromString(response.result().error_status()));
+    errors[response.result().tag()] = client::StatusFromRpcStatus(status);
+  }
+  EXPECT_THAT(errors[7], HasReason("INVALID_REQUEST"));
+  EXPECT_THAT(errors[8], HasCode(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(MessageOf(errors[8]), HasSubstr("not waiting"));
+  stream->WritesDone();
+  context.TryCancel();
+  (void)stream->Finish();
 }
 
 TEST_F(CallbacksTest, RegisteringNeedsAStream) {

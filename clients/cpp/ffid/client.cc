@@ -26,6 +26,12 @@ void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
 }
 
+void SetDuration(absl::Duration duration, google::protobuf::Duration& out) {
+  const int64_t nanos = absl::ToInt64Nanoseconds(duration);
+  out.set_seconds(nanos / 1000000000);
+  out.set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
+
 }  // namespace
 
 std::string DefaultAddress() {
@@ -134,10 +140,7 @@ absl::StatusOr<std::unique_ptr<Session>> Client::CreateSession(
     const SessionOptions& options) {
   v1::CreateSessionRequest request;
   if (options.idle_timeout > absl::ZeroDuration()) {
-    const int64_t nanos = absl::ToInt64Nanoseconds(options.idle_timeout);
-    request.mutable_idle_timeout()->set_seconds(nanos / 1000000000);
-    request.mutable_idle_timeout()->set_nanos(
-        static_cast<int32_t>(nanos % 1000000000));
+    SetDuration(options.idle_timeout, *request.mutable_idle_timeout());
   }
   v1::CreateSessionResponse response;
   grpc::ClientContext context;
@@ -450,10 +453,7 @@ absl::StatusOr<Callback> Session::Register(v1::RegisterCallbackRequest request,
     *request.mutable_default_result() = *options.default_result;
   }
   if (options.timeout > absl::ZeroDuration()) {
-    const int64_t nanos = absl::ToInt64Nanoseconds(options.timeout);
-    request.mutable_timeout()->set_seconds(nanos / 1000000000);
-    request.mutable_timeout()->set_nanos(
-        static_cast<int32_t>(nanos % 1000000000));
+    SetDuration(options.timeout, *request.mutable_timeout());
   }
   v1::RegisterCallbackResponse response;
   grpc::ClientContext context;

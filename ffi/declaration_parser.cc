@@ -492,6 +492,38 @@ class Parser {
     return absl::OkStatus();
   }
 
+  // A type name: specifiers and an abstract declarator ("int[16]",
+  // "struct point *", "unsigned long").
+  absl::StatusOr<v1::TypeDescriptor> ParseTypeName() {
+    Declarations scratch;
+    out_ = &scratch;
+    if (Peek().kind == TokenKind::kEnd) {
+      return ErrorAt(Peek(), "expected a type name such as 'int[16]', found "
+                             "end of input");
+    }
+    ASSIGN_OR_RETURN(Specifiers specifiers, ParseSpecifiers(/*top_level=*/false));
+    ASSIGN_OR_RETURN(Declarator declarator, ParseDeclarator(/*abstract=*/true));
+    if (declarator.has_name) {
+      return ErrorAt(declarator.name_token,
+                     absl::StrCat("expected a type name without a declared "
+                                  "name, found '",
+                                  declarator.name, "'"));
+    }
+    ASSIGN_OR_RETURN(ParsedType type, Apply(specifiers, declarator));
+    if (type.is_function) {
+      return ErrorAt(specifiers.first,
+                     "a function type is not a type of values; use a pointer "
+                     "to it");
+    }
+    if (type.unsized_array) {
+      return ErrorAt(specifiers.first, "an array type needs a length");
+    }
+    if (Peek().kind != TokenKind::kEnd) {
+      return Expected("end of input after the type name");
+    }
+    return type.descriptor;
+  }
+
   absl::StatusOr<v1::FunctionDeclaration> ParsePrototype() {
     Declarations scratch;
     out_ = &scratch;
@@ -640,11 +672,22 @@ class Parser {
         *function.mutable_type() = std::move(type.function);
         out_->functions.push_back(std::move(function));
       } else {
-        return UnsupportedAt(
-            declarator.name_token,
-            absl::StrCat("variable declarations are not supported yet ('",
-                         declarator.name, "' has type '",
-                         TypeName(type.descriptor), "')"));
+        if (single_prototype_) {
+          return ErrorAt(declarator.name_token,
+                         "expected a function prototype, found a variable");
+        }
+        if (IsIncomplete(type.descriptor) ||
+            (type.descriptor.has_scalar() &&
+             type.descriptor.scalar() == v1::SCALAR_KIND_VOID)) {
+          return ErrorAt(declarator.name_token,
+                         absl::StrCat("variable '", declarator.name,
+                                      "' has incomplete type '",
+                                      TypeName(type.descriptor), "'"));
+        }
+        v1::VariableDeclaration variable;
+        variable.set_name(declarator.name);
+        *variable.mutable_type() = std::move(type.descriptor);
+        out_->variables.push_back(std::move(variable));
       }
       if (Accept(",")) continue;
       if (Is(Peek(), "{")) {
@@ -1599,6 +1642,110 @@ absl::StatusOr<v1::FunctionDeclaration> ParseFunctionDeclaration(
 absl::StatusOr<v1::FunctionDeclaration> ParseFunctionDeclaration(
     absl::string_view source) {
   return ParseFunctionDeclaration(source, {});
+}
+
+absl::StatusOr<v1::TypeDescriptor> ParseTypeName(
+    absl::string_view source, const std::vector<v1::TypeDeclaration>& known) {
+  ASSIGN_OR_RETURN(std::vector<Token> tokens, Tokenizer(source).Run());
+  Parser parser(std::move(tokens), /*single_prototype=*/true);
+  RETURN_IF_ERROR(parser.AddKnown(known));
+  return parser.ParseTypeName();
+}
+
+namespace {
+
+absl::Status ResolveIn(v1::TypeDescriptor& d,
+                       const std::vector<v1::TypeDeclaration>& known,
+                       int depth);
+
+absl::Status ResolveFunctionIn(v1::FunctionType& function,
+                               const std::vector<v1::TypeDeclaration>& known,
+                               int depth) {
+  if (function.has_return_type()) {
+    RETURN_IF_ERROR(ResolveIn(*function.mutable_return_type(), known, depth));
+  }
+  for (v1::Parameter& parameter : *function.mutable_parameters()) {
+    RETURN_IF_ERROR(ResolveIn(*parameter.mutable_type(), known, depth));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ResolveIn(v1::TypeDescriptor& d,
+                       const std::vector<v1::TypeDeclaration>& known,
+                       int depth) {
+  if (depth > kMaxTypeDepth) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_TYPE_MISMATCH,
+        absl::StrCat("the type nests more than ", kMaxTypeDepth,
+                     " levels deep (does a type contain itself?)"));
+  }
+  switch (d.kind_case()) {
+    case v1::TypeDescriptor::kNamed: {
+      const std::string name = d.named();
+      const bool is_const = d.is_const();
+      const v1::TypeDeclaration* found = nullptr;
+      // The newest declaration of a name wins.
+      for (auto it = known.rbegin(); it != known.rend(); ++it) {
+        if (it->name() == name) {
+          found = &*it;
+          break;
+        }
+      }
+      if (found != nullptr) {
+        d = found->type();
+      } else {
+        absl::StatusOr<v1::TypeDescriptor> parsed = ParseTypeName(name, known);
+        if (!parsed.ok()) {
+          return InvalidArgumentError(
+              v1::ERROR_REASON_TYPE_MISMATCH,
+              absl::StrCat("unknown type '", name,
+                           "': declare it first with ParseDeclarations in "
+                           "this session (",
+                           parsed.status().message(), ")"));
+        }
+        if (parsed->has_named() && parsed->named() == name) {
+          return InvalidArgumentError(
+              v1::ERROR_REASON_TYPE_MISMATCH,
+              absl::StrCat("unknown type '", name,
+                           "': declare it first with ParseDeclarations in "
+                           "this session"));
+        }
+        d = *std::move(parsed);
+      }
+      if (is_const) d.set_is_const(true);
+      return ResolveIn(d, known, depth + 1);
+    }
+    case v1::TypeDescriptor::kPointer:
+      // A plain pointer never touches its pointee, which may stay opaque.
+      if (d.pointer().direction() != v1::POINTER_DIRECTION_UNSPECIFIED &&
+          d.pointer().has_pointee()) {
+        return ResolveIn(*d.mutable_pointer()->mutable_pointee(), known,
+                         depth + 1);
+      }
+      return absl::OkStatus();
+    case v1::TypeDescriptor::kArray:
+      return ResolveIn(*d.mutable_array()->mutable_element(), known,
+                       depth + 1);
+    case v1::TypeDescriptor::kRecord:
+      for (v1::Field& field : *d.mutable_record()->mutable_fields()) {
+        RETURN_IF_ERROR(ResolveIn(*field.mutable_type(), known, depth + 1));
+      }
+      return absl::OkStatus();
+    default:
+      return absl::OkStatus();
+  }
+}
+
+}  // namespace
+
+absl::Status ResolveNamedTypes(v1::TypeDescriptor& descriptor,
+                               const std::vector<v1::TypeDeclaration>& known) {
+  return ResolveIn(descriptor, known, 0);
+}
+
+absl::Status ResolveNamedTypes(v1::FunctionType& function,
+                               const std::vector<v1::TypeDeclaration>& known) {
+  return ResolveFunctionIn(function, known, 0);
 }
 
 }  // namespace ffid::ffi

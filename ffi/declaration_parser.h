@@ -10,8 +10,9 @@
 // struct not yet defined, refers to it by tag (`named: "struct node"`).
 // Nesting is bounded so hostile input cannot exhaust the stack. Stateless and
 // thread-safe. Syntax errors are DECLARATION_INVALID with "line L, column C:
-// expected X, found 'Y'"; valid C that ffid cannot represent yet (bitfields,
-// variables, flexible array members) is UNSUPPORTED, also with a position.
+// expected X, found 'Y'"; valid C that ffid cannot represent yet (flexible
+// array members, `static` declarations) is UNSUPPORTED, also with a position.
+// Variables (with or without `extern`) are declarations of globals.
 #ifndef FFID_FFI_DECLARATION_PARSER_H_
 #define FFID_FFI_DECLARATION_PARSER_H_
 
@@ -26,6 +27,7 @@ namespace ffid::ffi {
 struct Declarations {
   std::vector<v1::FunctionDeclaration> functions;
   std::vector<v1::TypeDeclaration> types;
+  std::vector<v1::VariableDeclaration> variables;
 };
 
 // Parses a sequence of declarations, each ending in ';'.
@@ -42,6 +44,22 @@ absl::StatusOr<Declarations> ParseDeclarations(
     absl::string_view source, const std::vector<v1::TypeDeclaration>& known);
 absl::StatusOr<v1::FunctionDeclaration> ParseFunctionDeclaration(
     absl::string_view source, const std::vector<v1::TypeDeclaration>& known);
+
+// Parses a C type name over `known` types: "int[16]", "struct point *",
+// "point_t". DECLARATION_INVALID with a position when it is not one.
+absl::StatusOr<v1::TypeDescriptor> ParseTypeName(
+    absl::string_view source, const std::vector<v1::TypeDeclaration>& known);
+
+// Replaces every `named` reference that needs its definition (by value, in
+// arrays and records, behind IN/OUT/INOUT pointers) by the newest of `known`
+// with that name, or else by the type the name spells as a C type name
+// ("int[4]"). Plain pointers keep their pointees as they are (opaque).
+// TYPE_MISMATCH naming the type when a name is unknown.
+[[nodiscard]] absl::Status ResolveNamedTypes(
+    v1::TypeDescriptor& descriptor,
+    const std::vector<v1::TypeDeclaration>& known);
+[[nodiscard]] absl::Status ResolveNamedTypes(
+    v1::FunctionType& function, const std::vector<v1::TypeDeclaration>& known);
 
 }  // namespace ffid::ffi
 

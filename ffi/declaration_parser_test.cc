@@ -485,14 +485,13 @@ TEST(ParseDeclarations, Errors) {
   status = error("struct q { struct p inner; };");
   EXPECT_EQ(std::string(status.message()),
             "line 1, column 21: member 'inner' has incomplete type 'struct p'");
-  status = error("int errno_value;");
-  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_UNSUPPORTED);
+  status = error("void nothing_here;");
   EXPECT_THAT(status.message(),
-              HasSubstr("line 1, column 5: variable declarations are not "
-                        "supported yet"));
-  status = error("struct bits { int a : 3; };");
-  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_UNSUPPORTED);
-  EXPECT_THAT(status.message(), HasSubstr("bitfields are not supported yet"));
+              HasSubstr("line 1, column 6: variable 'nothing_here' has "
+                        "incomplete type 'void'"));
+  status = error("struct bits { double a : 3; };");
+  EXPECT_THAT(status.message(),
+              HasSubstr("a bitfield must have an integer type"));
   status = error("enum e { A, A };");
   EXPECT_EQ(std::string(status.message()), "line 1, column 13: redefinition of enumerator 'A'");
   EXPECT_TRUE(ParseDeclarations("typedef int t; typedef int t;").ok());
@@ -556,6 +555,82 @@ TEST(ParseDeclarations, EmptySourceIsNothing) {
   ASSERT_TRUE(d.ok());
   EXPECT_TRUE(d->functions.empty());
   EXPECT_TRUE(d->types.empty());
+}
+
+}  // namespace
+}  // namespace ffid::ffi
+
+namespace ffid::ffi {
+namespace {
+
+TEST(ParseDeclarations, VariablesAndBitfields) {
+  absl::StatusOr<Declarations> parsed = ParseDeclarations(
+      "struct flags { unsigned a : 3; int b : 5; long long c : 40; };\n"
+      "extern int counter; extern struct flags settings, *current;\n"
+      "const char *names[4];");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->variables.size(), 4u);
+  EXPECT_EQ(parsed->variables[0].name(), "counter");
+  EXPECT_EQ(parsed->variables[0].type().scalar(), v1::SCALAR_KIND_INT);
+  EXPECT_EQ(parsed->variables[1].type().record().size(), 8u);
+  EXPECT_TRUE(parsed->variables[2].type().has_pointer());
+  EXPECT_EQ(parsed->variables[3].type().array().length(), 4u);
+  const v1::RecordType& flags = parsed->types[0].type().record();
+  EXPECT_EQ(flags.fields(0).bit_width(), 3u);
+  EXPECT_EQ(flags.fields(1).offset(), 0u);
+  EXPECT_EQ(flags.fields(1).bit_offset(), 3u);
+  // 40 bits do not fit after bit 8 of a long long unit? They do: 8 + 40 <= 64.
+  EXPECT_EQ(flags.fields(2).offset(), 0u);
+  EXPECT_EQ(flags.fields(2).bit_offset(), 8u);
+}
+
+TEST(ParseTypeName, NamesOverKnownTypes) {
+  absl::StatusOr<Declarations> parsed =
+      ParseDeclarations("struct point { int x, y; }; typedef struct point pt;");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  absl::StatusOr<v1::TypeDescriptor> type =
+      ParseTypeName("struct point[3]", parsed->types);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ(type->array().length(), 3u);
+  EXPECT_EQ(type->array().element().record().size(), 8u);
+  type = ParseTypeName("pt *", parsed->types);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_TRUE(type->has_pointer());
+  type = ParseTypeName("int[16]", {});
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ(type->array().length(), 16u);
+  EXPECT_FALSE(ParseTypeName("int x", {}).ok());
+}
+
+TEST(ResolveNamedTypes, ReplacesNamesByTheirDefinitions) {
+  absl::StatusOr<Declarations> parsed = ParseDeclarations(
+      "struct point { int x, y; }; typedef struct point pt; "
+      "enum color { RED, GREEN };");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  v1::TypeDescriptor d;
+  d.mutable_array()->mutable_element()->set_named("pt");
+  d.mutable_array()->set_length(2);
+  ASSERT_TRUE(ResolveNamedTypes(d, parsed->types).ok());
+  EXPECT_EQ(d.array().element().record().name(), "point");
+  v1::TypeDescriptor e;
+  e.set_named("enum color");
+  ASSERT_TRUE(ResolveNamedTypes(e, parsed->types).ok());
+  EXPECT_EQ(e.enum_type().constants_size(), 2);
+  v1::TypeDescriptor spelled;
+  spelled.set_named("unsigned long[2]");
+  ASSERT_TRUE(ResolveNamedTypes(spelled, {}).ok());
+  EXPECT_EQ(spelled.array().element().scalar(),
+            v1::SCALAR_KIND_UNSIGNED_LONG);
+  v1::TypeDescriptor unknown;
+  unknown.set_named("struct nowhere");
+  absl::Status status = ResolveNamedTypes(unknown, parsed->types);
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_TYPE_MISMATCH);
+  EXPECT_THAT(std::string(status.message()),
+              ::testing::HasSubstr("unknown type 'struct nowhere'"));
+  // A plain pointer's pointee stays opaque.
+  v1::TypeDescriptor pointer;
+  pointer.mutable_pointer()->mutable_pointee()->set_named("struct nowhere");
+  EXPECT_TRUE(ResolveNamedTypes(pointer, {}).ok());
 }
 
 }  // namespace

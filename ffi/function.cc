@@ -162,7 +162,10 @@ void NarrowReturn(const void* widened, size_t size, void* dest) {
 // Room for a value of `type` that libffi may also read or write as a whole
 // ffi_arg.
 void* ArgumentSlot(const CType& type, CallArena& arena) {
-  return arena.Allocate(std::max(type.size(), sizeof(ffi_arg)),
+  // Rounded up to whole eightbytes: libffi moves a register-passed
+  // aggregate 8 bytes at a time.
+  const size_t size = std::max(type.size(), sizeof(ffi_arg));
+  return arena.Allocate((size + 7) / 8 * 8,
                         std::max<size_t>(type.alignment(), alignof(ffi_arg)));
 }
 
@@ -362,6 +365,10 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
     if (IsWidenedReturn(*return_type_)) {
       NarrowReturn(return_value, return_type_->size(), narrow);
       source = narrow;
+    }
+    const v1::TypeDescriptor& returned = return_type_->descriptor();
+    if (returned.has_string() || returned.has_pointer()) {
+      std::memcpy(&result.result_address, source, sizeof(void*));
     }
     ASSIGN_OR_RETURN(result.result,
                      DecodeValue(*return_type_, source, resolver));

@@ -35,6 +35,8 @@ struct CallResult {
   int errno_value = 0;
   // Values of OUT/INOUT pointer parameters after the call, by index.
   std::map<uint32_t, v1::Value> out_values;
+  // For a pointer or string result: the pointer itself (NULL otherwise).
+  void* result_address = nullptr;
 };
 
 class PreparedFunction {

@@ -801,9 +801,9 @@ TEST_F(FunctionTest, InvalidSignatures) {
   v1::Field* i = record->add_fields();
   i->set_name("i");
   i->mutable_type()->set_scalar(v1::SCALAR_KIND_INT);
+  // Packed structs pass by value (described to libffi by ABI class).
   function = PreparedFunction::Create("k", packed, Fn(ffid_test_count));
-  EXPECT_EQ(GetErrorReason(function.status()), v1::ERROR_REASON_UNSUPPORTED);
-  EXPECT_EQ(function.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(function.ok()) << function.status();
 
   function = PreparedFunction::Create("null", v1::FunctionType(), nullptr);
   EXPECT_FALSE(function.ok());

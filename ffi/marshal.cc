@@ -607,6 +607,79 @@ const CTypeMember* FindMember(const CType& record, absl::string_view name,
   return nullptr;
 }
 
+using UInt128 = unsigned __int128;
+
+// The bytes that hold a bitfield: from its storage unit's first byte to the
+// byte holding its last bit (at most 9 bytes for a packed 64-bit field).
+size_t BitfieldBytes(const CTypeMember& member) {
+  return (member.bit_offset + member.bit_width + 7) / 8;
+}
+
+UInt128 LoadBits(const unsigned char* at, size_t bytes) {
+  UInt128 bits = 0;
+  for (size_t i = bytes; i > 0; --i) bits = (bits << 8) | at[i - 1];
+  return bits;
+}
+
+void StoreBits(unsigned char* at, size_t bytes, UInt128 bits) {
+  for (size_t i = 0; i < bytes; ++i) {
+    at[i] = static_cast<unsigned char>(bits & 0xff);
+    bits >>= 8;
+  }
+}
+
+// Encodes `value` into bitfield `member`, whose storage unit starts at
+// `at`. The value must fit the field's width, not just its type.
+absl::Status EncodeBitfield(const CTypeMember& member, const v1::Value& value,
+                            unsigned char* at, PointerResolver& resolver,
+                            CallArena& arena, absl::string_view param,
+                            absl::string_view record_name) {
+  const CType& type = *member.type;
+  unsigned char scratch[16] = {};
+  RETURN_IF_ERROR(EncodeValue(type, value, scratch, resolver, arena, param));
+  const ScalarInfo& info = *type.scalar();
+  const Int128 v = LoadInteger(scratch, info);
+  const uint32_t width = member.bit_width;
+  const bool is_signed = info.is_signed && info.is_integer;
+  const Int128 min = is_signed ? -(Int128{1} << (width - 1)) : 0;
+  const Int128 max = is_signed ? (Int128{1} << (width - 1)) - 1
+                               : (Int128{1} << width) - 1;
+  if (v < min || v > max) {
+    return OutOfRange(
+        param, absl::StrCat("bitfield '", member.name, "' of '", record_name,
+                            "' is ", width, " bit", width == 1 ? "" : "s",
+                            " wide: ", Int128ToString(v),
+                            " does not fit (range ", Int128ToString(min), "..",
+                            Int128ToString(max), ")"));
+  }
+  const size_t bytes = BitfieldBytes(member);
+  const UInt128 mask = ((UInt128{1} << width) - 1) << member.bit_offset;
+  UInt128 bits = LoadBits(at, bytes);
+  bits = (bits & ~mask) |
+         ((static_cast<UInt128>(v) << member.bit_offset) & mask);
+  StoreBits(at, bytes, bits);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Value> DecodeBitfield(const CTypeMember& member,
+                                         const unsigned char* at,
+                                         PointerResolver& resolver) {
+  const CType& type = *member.type;
+  const ScalarInfo& info = *type.scalar();
+  const uint32_t width = member.bit_width;
+  UInt128 bits = LoadBits(at, BitfieldBytes(member)) >> member.bit_offset;
+  bits &= (UInt128{1} << width) - 1;
+  Int128 v = static_cast<Int128>(bits);
+  if (info.is_signed && info.is_integer && width < 128 &&
+      (bits >> (width - 1)) != 0) {
+    v -= Int128{1} << width;
+  }
+  unsigned char scratch[16] = {};
+  const UInt128 stored = static_cast<UInt128>(v);
+  StoreBits(scratch, info.size, stored);
+  return DecodeValue(type, scratch, resolver);
+}
+
 absl::Status EncodeRecord(const CType& type, const v1::Value& value,
                           void* dest, PointerResolver& resolver,
                           CallArena& arena, absl::string_view param) {
@@ -643,10 +716,16 @@ absl::Status EncodeRecord(const CType& type, const v1::Value& value,
       return Mismatch(param, absl::StrCat("'", name, "' has no member '",
                                           field_name, "'"));
     }
-    RETURN_IF_ERROR(EncodeValue(
-        *member->type, fields.at(field_name), out + offset, resolver, arena,
-        absl::StrCat(param, param.empty() ? "" : ", ", "member '", field_name,
-                     "'")));
+    const std::string member_param = absl::StrCat(
+        param, param.empty() ? "" : ", ", "member '", field_name, "'");
+    if (member->bit_width != 0) {
+      RETURN_IF_ERROR(EncodeBitfield(*member, fields.at(field_name),
+                                     out + offset, resolver, arena,
+                                     member_param, name));
+      continue;
+    }
+    RETURN_IF_ERROR(EncodeValue(*member->type, fields.at(field_name),
+                                out + offset, resolver, arena, member_param));
   }
   return absl::OkStatus();
 }
@@ -767,6 +846,16 @@ absl::StatusOr<v1::Value> DecodeScalar(const CType& type,
   v1::Value value;
   if (info.is_integer) {
     Int128 v = LoadInteger(src, info);
+    if (type.descriptor().has_enum_type()) {
+      // Enums come back by name when the value is one of their constants.
+      for (const v1::EnumConstant& constant :
+           type.descriptor().enum_type().constants()) {
+        if (Int128{constant.value()} == v) {
+          value.set_enum_value(constant.name());
+          return value;
+        }
+      }
+    }
     if (info.is_signed) {
       value.set_int_value(static_cast<int64_t>(v));
     } else {
@@ -834,6 +923,12 @@ absl::Status DecodeRecordInto(const CType& type, const unsigned char* src,
         RETURN_IF_ERROR(
             DecodeRecordInto(*member.type, src + member.offset, resolver, out));
       }
+      continue;
+    }
+    if (member.bit_width != 0) {
+      ASSIGN_OR_RETURN(v1::Value field,
+                       DecodeBitfield(member, src + member.offset, resolver));
+      (*out.mutable_fields())[member.name] = std::move(field);
       continue;
     }
     ASSIGN_OR_RETURN(v1::Value field,

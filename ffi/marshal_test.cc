@@ -580,7 +580,10 @@ TEST_F(MarshalTest, Enums) {
   EXPECT_EQ(As<int>(), 5);
   ASSERT_TRUE(Encode(*type, Int(-1)).ok());
   EXPECT_EQ(As<int>(), -1);
-  EXPECT_EQ(Decode(*type)->int_value(), -1);
+  // A constant's value comes back by name, any other as a number.
+  EXPECT_EQ(Decode(*type)->enum_value(), "BLUE");
+  ASSERT_TRUE(Encode(*type, Int(7)).ok());
+  EXPECT_EQ(Decode(*type)->int_value(), 7);
   v1::Value purple;
   purple.set_enum_value("PURPLE");
   absl::Status status = Encode(*type, purple);
@@ -707,6 +710,124 @@ TEST(CallArena, AlignsAndZeroes) {
       for (size_t i = 0; i < size; ++i) EXPECT_EQ(p[i], 0);
     }
   }
+}
+
+}  // namespace
+}  // namespace ffid::ffi
+
+namespace ffid::ffi {
+namespace {
+
+// The compiler's bitfield layout, to check ffid's against.
+struct Bits {
+  unsigned a : 3;
+  int b : 5;
+  unsigned char c : 7;
+  long long d : 40;
+  bool e : 1;
+  short f : 9;
+};
+struct __attribute__((packed)) PackedBits {
+  char x;
+  unsigned y : 20;
+  long long z : 33;
+};
+
+v1::TypeDescriptor BitsType(bool packed) {
+  v1::TypeDescriptor d;
+  v1::RecordType* record = d.mutable_record();
+  record->set_name(packed ? "packed_bits" : "bits");
+  record->set_packed(packed);
+  auto add = [&](const char* name, v1::ScalarKind kind, uint32_t width) {
+    v1::Field* field = record->add_fields();
+    field->set_name(name);
+    field->mutable_type()->set_scalar(kind);
+    field->set_bit_width(width);
+  };
+  if (packed) {
+    add("x", v1::SCALAR_KIND_CHAR, 0);
+    add("y", v1::SCALAR_KIND_UNSIGNED_INT, 20);
+    add("z", v1::SCALAR_KIND_LONG_LONG, 33);
+  } else {
+    add("a", v1::SCALAR_KIND_UNSIGNED_INT, 3);
+    add("b", v1::SCALAR_KIND_INT, 5);
+    add("c", v1::SCALAR_KIND_UNSIGNED_CHAR, 7);
+    add("d", v1::SCALAR_KIND_LONG_LONG, 40);
+    add("e", v1::SCALAR_KIND_BOOL, 1);
+    add("f", v1::SCALAR_KIND_SHORT, 9);
+  }
+  return d;
+}
+
+v1::Value Fields(std::vector<std::pair<std::string, v1::Value>> fields) {
+  v1::Value value;
+  for (auto& [name, field] : fields) {
+    (*value.mutable_record_value()->mutable_fields())[name] = field;
+  }
+  return value;
+}
+
+TEST_F(MarshalTest, BitfieldsMatchTheCompilersLayout) {
+  auto type = Make(BitsType(false));
+  EXPECT_EQ(type->size(), sizeof(Bits));
+  EXPECT_EQ(type->alignment(), alignof(Bits));
+  Bits native{};
+  native.a = 5;
+  native.b = -9;
+  native.c = 100;
+  native.d = -123456789012LL;
+  native.e = 1;
+  native.f = -200;
+  std::memcpy(buffer_, &native, sizeof(native));
+  absl::StatusOr<v1::Value> decoded = Decode(*type);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  const auto& fields = decoded->record_value().fields();
+  EXPECT_EQ(fields.at("a").uint_value(), 5u);
+  EXPECT_EQ(fields.at("b").int_value(), -9);
+  EXPECT_EQ(fields.at("c").uint_value(), 100u);
+  EXPECT_EQ(fields.at("d").int_value(), -123456789012LL);
+  EXPECT_EQ(fields.at("e").bool_value(), true);
+  EXPECT_EQ(fields.at("f").int_value(), -200);
+
+  ASSERT_TRUE(Encode(*type, Fields({{"a", Uint(7)}, {"b", Int(15)},
+                                    {"c", Uint(1)}, {"d", Int(-1)},
+                                    {"e", Bool(false)}, {"f", Int(255)}}))
+                  .ok());
+  Bits back;
+  std::memcpy(&back, buffer_, sizeof(back));
+  EXPECT_EQ(back.a, 7u);
+  EXPECT_EQ(back.b, 15);
+  EXPECT_EQ(back.c, 1u);
+  EXPECT_EQ(back.d, -1);
+  EXPECT_EQ(back.e, 0);
+  EXPECT_EQ(back.f, 255);
+
+  auto packed = Make(BitsType(true));
+  EXPECT_EQ(packed->size(), sizeof(PackedBits));
+  EXPECT_EQ(packed->alignment(), alignof(PackedBits));
+  ASSERT_TRUE(Encode(*packed, Fields({{"x", Int(-3)}, {"y", Uint(0xfffff)},
+                                      {"z", Int(-4294967296LL)}}))
+                  .ok());
+  PackedBits p;
+  std::memcpy(&p, buffer_, sizeof(p));
+  EXPECT_EQ(p.x, -3);
+  EXPECT_EQ(p.y, 0xfffffu);
+  EXPECT_EQ(p.z, -4294967296LL);
+}
+
+TEST_F(MarshalTest, BitfieldOverflowIsASpecificError) {
+  auto type = Make(BitsType(false));
+  absl::Status status = Encode(*type, Fields({{"a", Uint(8)}}), "arg");
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_VALUE_OUT_OF_RANGE);
+  EXPECT_EQ(status.message(),
+            "arg, member 'a': bitfield 'a' of 'struct bits' is 3 bits wide: 8 "
+            "does not fit (range 0..7)");
+  status = Encode(*type, Fields({{"b", Int(-17)}}), "arg");
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_VALUE_OUT_OF_RANGE);
+  EXPECT_THAT(status.message(), HasSubstr("range -16..15"));
+  status = Encode(*type, Fields({{"nope", Int(1)}}), "arg");
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_TYPE_MISMATCH);
+  EXPECT_EQ(status.message(), "arg: 'struct bits' has no member 'nope'");
 }
 
 }  // namespace

@@ -29,6 +29,9 @@ struct CType::Storage {
   uint64_t length = 0;
   std::shared_ptr<const CType> pointee;
   absl::Status by_value;
+  // Whether libffi's own layout of `aggregate` is the C layout, so it can
+  // be an element of an enclosing struct libffi lays out.
+  bool native = true;
 };
 
 namespace {
@@ -109,47 +112,137 @@ absl::Status WithContext(const absl::Status& status,
 }
 
 // The x86-64 System V classes an eightbyte of an aggregate can have.
-enum class ArgClass { kNone, kInteger, kSse, kX87 };
+enum class ArgClass { kNone, kInteger, kSse, kX87, kX87Up, kMemory };
 
-// One scalar inside an aggregate, for classifying unions.
+// One scalar (or bitfield) inside an aggregate, for classifying it.
 struct Leaf {
-  size_t offset;
-  size_t size;
+  // In bits from the start of the aggregate.
+  uint64_t bit_offset;
+  uint64_t bit_size;
   ArgClass arg_class;
+  // Whether it sits at an offset its type's alignment allows; GCC passes
+  // aggregates with misaligned members in memory.
+  bool aligned;
 };
 
-void CollectLeaves(const CType& type, size_t base, std::vector<Leaf>& leaves) {
+ArgClass Merge(ArgClass a, ArgClass b) {
+  if (a == b) return a;
+  if (a == ArgClass::kNone) return b;
+  if (b == ArgClass::kNone) return a;
+  if (a == ArgClass::kMemory || b == ArgClass::kMemory) {
+    return ArgClass::kMemory;
+  }
+  if (a == ArgClass::kInteger || b == ArgClass::kInteger) {
+    return ArgClass::kInteger;
+  }
+  if (a == ArgClass::kX87 || a == ArgClass::kX87Up || b == ArgClass::kX87 ||
+      b == ArgClass::kX87Up) {
+    return ArgClass::kMemory;
+  }
+  return ArgClass::kSse;
+}
+
+void CollectLeaves(const CType& type, uint64_t base_bits,
+                   std::vector<Leaf>& leaves) {
   const v1::TypeDescriptor& d = type.descriptor();
   if (d.has_record()) {
     for (const CTypeMember& member : type.members()) {
-      CollectLeaves(*member.type, base + member.offset, leaves);
+      const uint64_t at = base_bits + member.offset * 8 + member.bit_offset;
+      if (member.bit_width != 0) {
+        // Bitfields are always INTEGER, over the bits they occupy.
+        leaves.push_back({at, member.bit_width, ArgClass::kInteger, true});
+        continue;
+      }
+      CollectLeaves(*member.type, at, leaves);
     }
     return;
   }
   if (d.has_array()) {
     const CType& element = *type.element();
     for (uint64_t i = 0; i < type.length(); ++i) {
-      CollectLeaves(element, base + i * element.size(), leaves);
+      CollectLeaves(element, base_bits + i * element.size() * 8, leaves);
     }
     return;
   }
-  ArgClass arg_class = ArgClass::kInteger;
+  const bool aligned = base_bits % (type.alignment() * 8) == 0;
   if (d.has_scalar()) {
     switch (d.scalar()) {
       case v1::SCALAR_KIND_FLOAT:
       case v1::SCALAR_KIND_DOUBLE:
+        leaves.push_back({base_bits, type.size() * 8, ArgClass::kSse, aligned});
+        return;
       case v1::SCALAR_KIND_COMPLEX_FLOAT:
-      case v1::SCALAR_KIND_COMPLEX_DOUBLE:
-        arg_class = ArgClass::kSse;
-        break;
+      case v1::SCALAR_KIND_COMPLEX_DOUBLE: {
+        const uint64_t half = type.size() * 4;
+        leaves.push_back({base_bits, half, ArgClass::kSse, aligned});
+        leaves.push_back({base_bits + half, half, ArgClass::kSse, aligned});
+        return;
+      }
       case v1::SCALAR_KIND_LONG_DOUBLE:
-        arg_class = ArgClass::kX87;
-        break;
+        leaves.push_back({base_bits, 64, ArgClass::kX87, aligned});
+        leaves.push_back({base_bits + 64, 64, ArgClass::kX87Up, aligned});
+        return;
       default:
         break;
     }
   }
-  leaves.push_back({base, type.size(), arg_class});
+  leaves.push_back({base_bits, type.size() * 8, ArgClass::kInteger, aligned});
+}
+
+// The classes of an aggregate's eightbytes as GCC assigns them on x86-64;
+// a single kMemory when it is passed and returned in memory.
+std::vector<ArgClass> ClassifyAggregate(const CType& type) {
+  const size_t size = type.size();
+  if (size > 16 || size == 0) return {ArgClass::kMemory};
+  std::vector<Leaf> leaves;
+  CollectLeaves(type, 0, leaves);
+  std::vector<ArgClass> classes((size + 7) / 8, ArgClass::kNone);
+  for (const Leaf& leaf : leaves) {
+    if (!leaf.aligned) return {ArgClass::kMemory};
+    if (leaf.bit_size == 0) continue;
+    for (uint64_t e = leaf.bit_offset / 64;
+         e <= (leaf.bit_offset + leaf.bit_size - 1) / 64 && e < classes.size();
+         ++e) {
+      classes[e] = Merge(leaf.arg_class, classes[e]);
+    }
+  }
+  for (size_t i = 0; i < classes.size(); ++i) {
+    if (classes[i] == ArgClass::kMemory) return {ArgClass::kMemory};
+    if (classes[i] == ArgClass::kX87Up &&
+        (i == 0 || classes[i - 1] != ArgClass::kX87)) {
+      return {ArgClass::kMemory};
+    }
+  }
+  return classes;
+}
+
+// Element types for libffi's classifier that stand for one class each.
+// A struct larger than 32 bytes makes libffi pass its container in memory;
+// an empty 8-byte struct is an eightbyte of class NO_CLASS.
+ffi_type* MemoryMarker() {
+  static ffi_type* const kMarker = [] {
+    static ffi_type* elements[] = {&ffi_type_uint8, nullptr};
+    auto* type = new ffi_type();
+    type->size = 64;
+    type->alignment = 1;
+    type->type = FFI_TYPE_STRUCT;
+    type->elements = elements;
+    return type;
+  }();
+  return kMarker;
+}
+
+ffi_type* PaddingEightbyte() {
+  static ffi_type* const kPadding = [] {
+    static ffi_type* elements[] = {nullptr};
+    auto* type = new ffi_type();
+    type->size = 8;
+    type->alignment = 1;
+    type->type = FFI_TYPE_STRUCT;
+    type->elements = elements;
+    return type;
+  }();
+  return kPadding;
 }
 
 }  // namespace
@@ -344,9 +437,10 @@ struct CTypeBuilder {
   static absl::Status BuildRecord(CType& type, const std::string& context);
   static absl::Status BuildArray(CType& type, const std::string& context);
   static absl::Status BuildPointer(CType& type, const std::string& context);
-  // Describes a union to libffi as a struct whose eightbytes have the
-  // classes the System V x86-64 ABI gives the union's.
-  static absl::Status EmulateUnion(CType& type);
+  // Describes a record to libffi as a struct whose eightbytes have the
+  // classes GCC gives the record's on x86-64 (unions, packed and
+  // over-aligned structs, bitfields: layouts libffi cannot express).
+  static absl::Status EmulateAggregate(CType& type);
   // Checks libffi's layout of the struct built for `type` against ours.
   static absl::Status CheckLibffiLayout(CType& type, bool check_offsets);
 };
@@ -479,6 +573,7 @@ absl::Status CTypeBuilder::BuildArray(CType& type, const std::string& context) {
   storage->aggregate.type = FFI_TYPE_STRUCT;
   storage->aggregate.elements = storage->elements.data();
   storage->by_value = element->by_value_status();
+  storage->native = element->native_layout();
   type.size_ = element->size() * array.length();
   type.alignment_ = element->alignment();
   storage->element = std::move(element);
@@ -502,8 +597,12 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
   }
   auto storage = std::make_unique<CType::Storage>();
   std::set<std::string> names;
-  size_t end = 0;
+  // The end of the members so far, in bits (the largest member's for a
+  // union).
+  uint64_t end_bits = 0;
   size_t alignment = 1;
+  bool has_bitfields = false;
+  bool native = true;
   absl::Status by_value;
   for (v1::Field& field : *record.mutable_fields()) {
     std::string member_context = Prefixed(
@@ -515,32 +614,76 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
       return Mismatch(context, absl::StrCat(record_name, " has two members named '",
                                             field.name(), "'"));
     }
-    if (field.bit_width() != 0) {
-      return Unsupported(member_context, "bitfields are not supported yet");
-    }
     ASSIGN_OR_RETURN(std::shared_ptr<const CType> member,
                      CType::Create(field.type(), member_context));
     if (member->is_void()) {
       return Mismatch(member_context, "a member cannot have type void");
     }
-    if (field.name().empty() && !member->descriptor().has_record()) {
-      return Mismatch(member_context,
-                      "only a struct or union member may be unnamed");
+    const size_t member_alignment = record.packed() ? 1 : member->alignment();
+    CTypeMember laid_out{field.name(), member, 0};
+    if (field.bit_width() != 0) {
+      const v1::TypeDescriptor& md = member->descriptor();
+      const bool is_bool =
+          md.has_scalar() && md.scalar() == v1::SCALAR_KIND_BOOL;
+      if (member->scalar() == nullptr ||
+          !(member->scalar()->is_integer || is_bool)) {
+        return Mismatch(member_context,
+                        absl::StrCat("a bitfield must have an integer type, "
+                                     "not '", TypeName(md), "'"));
+      }
+      const uint64_t width = field.bit_width();
+      const uint64_t unit_bits = member->size() * 8;
+      if (width > unit_bits) {
+        return Mismatch(member_context,
+                        absl::StrCat("the bitfield is ", width,
+                                     " bits wide, more than its type '",
+                                     TypeName(md), "' holds (", unit_bits,
+                                     ")"));
+      }
+      has_bitfields = true;
+      uint64_t start = is_union ? 0 : end_bits;
+      uint64_t offset_bytes = start / 8;
+      if (!record.packed()) {
+        // GCC on x86-64: a bitfield never straddles a storage unit of its
+        // type's size at its type's alignment; it moves to the next one.
+        const uint64_t align_bits = member->alignment() * 8;
+        uint64_t unit_start = start / align_bits * align_bits;
+        if (start + width > unit_start + unit_bits) {
+          start = RoundUp(start, align_bits);
+          unit_start = start;
+        }
+        offset_bytes = unit_start / 8;
+      }
+      laid_out.offset = offset_bytes;
+      laid_out.bit_offset = static_cast<uint32_t>(start - offset_bytes * 8);
+      laid_out.bit_width = static_cast<uint32_t>(width);
+      end_bits = std::max(end_bits, start + width);
+      // Unnamed bitfields do not affect the record's alignment.
+      if (!field.name().empty()) {
+        alignment = std::max(alignment, member_alignment);
+      }
+    } else {
+      if (field.name().empty() && !member->descriptor().has_record()) {
+        return Mismatch(member_context,
+                        "only a struct or union member may be unnamed");
+      }
+      const uint64_t offset =
+          is_union ? 0 : RoundUp((end_bits + 7) / 8, member_alignment);
+      laid_out.offset = offset;
+      end_bits = std::max(end_bits, (offset + member->size()) * 8);
+      alignment = std::max(alignment, member_alignment);
     }
-    size_t member_alignment = record.packed() ? 1 : member->alignment();
-    size_t offset = is_union ? 0 : RoundUp(end, member_alignment);
-    end = std::max(end, offset + member->size());
-    alignment = std::max(alignment, member_alignment);
     if (by_value.ok() && !member->by_value_status().ok()) {
       by_value = WithContext(member->by_value_status(), member_context);
     }
+    if (!member->native_layout()) native = false;
     *field.mutable_type() = member->descriptor();
-    field.set_offset(offset);
-    field.set_bit_offset(0);
-    storage->members.push_back({field.name(), std::move(member), offset});
+    field.set_offset(laid_out.offset);
+    field.set_bit_offset(laid_out.bit_offset);
+    storage->members.push_back(std::move(laid_out));
   }
   alignment = std::max<size_t>(alignment, record.alignment());
-  type.size_ = RoundUp(end, alignment);
+  type.size_ = RoundUp((end_bits + 7) / 8, alignment);
   type.alignment_ = alignment;
   record.set_size(type.size_);
   record.set_computed_alignment(static_cast<uint32_t>(alignment));
@@ -552,83 +695,73 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
     type.storage_->by_value = Unsupported(
         "", absl::StrCat(record_name,
                          " has no members and cannot be passed by value"));
+    type.storage_->native = false;
     type.storage_->elements.push_back(nullptr);
     type.storage_->aggregate.elements = type.storage_->elements.data();
     return absl::OkStatus();
   }
   if (!by_value.ok()) {
     type.storage_->by_value = by_value;
+    type.storage_->native = false;
     type.storage_->elements.push_back(nullptr);
     type.storage_->aggregate.elements = type.storage_->elements.data();
     return absl::OkStatus();
   }
-  if (is_union) {
-    type.storage_->by_value = EmulateUnion(type);
-    if (type.storage_->by_value.ok()) {
-      type.storage_->by_value =
-          CheckLibffiLayout(type, /*check_offsets=*/false);
+  if (!is_union && !has_bitfields && native) {
+    // An ordinary struct: libffi lays it out and classifies it itself, as
+    // long as its layout is the one libffi computes.
+    for (const CTypeMember& member : type.storage_->members) {
+      type.storage_->elements.push_back(member.type->ffi());
     }
-    return absl::OkStatus();
+    type.storage_->elements.push_back(nullptr);
+    type.storage_->aggregate.elements = type.storage_->elements.data();
+    if (CheckLibffiLayout(type, /*check_offsets=*/true).ok()) {
+      type.storage_->native = true;
+      return absl::OkStatus();
+    }
+    // Packed or over-aligned: fall through to the emulation. The layout
+    // check filled in libffi's idea of size and alignment; reset them.
+    type.storage_->elements.clear();
+    type.storage_->aggregate = ffi_type{};
+    type.storage_->aggregate.type = FFI_TYPE_STRUCT;
   }
-  for (const CTypeMember& member : type.storage_->members) {
-    type.storage_->elements.push_back(member.type->ffi());
-  }
-  type.storage_->elements.push_back(nullptr);
-  type.storage_->aggregate.elements = type.storage_->elements.data();
-  type.storage_->by_value = CheckLibffiLayout(type, /*check_offsets=*/true);
+  type.storage_->native = false;
+  type.storage_->by_value = EmulateAggregate(type);
   return absl::OkStatus();
 }
 
-absl::Status CTypeBuilder::EmulateUnion(CType& type) {
+absl::Status CTypeBuilder::EmulateAggregate(CType& type) {
   CType::Storage& storage = *type.storage_;
   storage.elements.clear();
-  const std::string name = TypeName(type.descriptor_);
 #if defined(__x86_64__)
-  // Only unions of up to two eightbytes travel in registers; larger ones go
-  // in memory, where size and alignment are all that matter.
-  std::vector<Leaf> leaves;
-  if (type.size_ <= 16) CollectLeaves(type, 0, leaves);
-  for (const Leaf& leaf : leaves) {
-    if (leaf.arg_class == ArgClass::kX87) {
-      storage.elements.push_back(nullptr);
-      storage.aggregate.elements = storage.elements.data();
-      return Unsupported("", absl::StrCat(name,
-                                          " contains a long double and cannot "
-                                          "be passed by value yet"));
-    }
-  }
-  const size_t unit = std::min<size_t>(type.alignment_, 8);
-  const size_t eightbytes = (type.size_ + 7) / 8;
-  std::vector<ArgClass> classes(eightbytes, ArgClass::kNone);
-  for (const Leaf& leaf : leaves) {
-    if (leaf.size == 0) continue;
-    for (size_t e = leaf.offset / 8; e <= (leaf.offset + leaf.size - 1) / 8;
-         ++e) {
-      if (classes[e] != ArgClass::kInteger) classes[e] = leaf.arg_class;
-    }
-  }
-  for (size_t offset = 0; offset < type.size_; offset += unit) {
-    bool sse = type.size_ <= 16 && classes[offset / 8] == ArgClass::kSse;
-    ffi_type* element = nullptr;
-    if (sse) {
-      element = unit == 8 ? &ffi_type_double : &ffi_type_float;
-    } else {
-      switch (unit) {
-        case 1:
-          element = &ffi_type_uint8;
+  const std::vector<ArgClass> classes = ClassifyAggregate(type);
+  storage.aggregate.type = FFI_TYPE_STRUCT;
+  storage.aggregate.size = type.size_;
+  storage.aggregate.alignment = static_cast<unsigned short>(type.alignment_);
+  if (classes.size() == 2 && classes[0] == ArgClass::kX87 &&
+      classes[1] == ArgClass::kX87Up) {
+    // Exactly a long double: passed in memory, returned in st(0), like the
+    // scalar itself.
+    storage.elements.push_back(&ffi_type_longdouble);
+  } else if (classes.size() == 1 && classes[0] == ArgClass::kMemory) {
+    storage.elements.push_back(MemoryMarker());
+  } else {
+    for (size_t i = 0; i < classes.size(); ++i) {
+      const size_t bytes = std::min<size_t>(8, type.size_ - i * 8);
+      switch (classes[i]) {
+        case ArgClass::kInteger:
+          storage.elements.push_back(&ffi_type_uint64);
           break;
-        case 2:
-          element = &ffi_type_uint16;
-          break;
-        case 4:
-          element = &ffi_type_uint32;
+        case ArgClass::kSse:
+          storage.elements.push_back(bytes <= 4 ? &ffi_type_float
+                                                : &ffi_type_double);
           break;
         default:
-          element = &ffi_type_uint64;
+          // NO_CLASS: nothing in this eightbyte needs a register.
+          storage.elements.push_back(PaddingEightbyte());
           break;
       }
     }
-    storage.elements.push_back(element);
   }
   storage.elements.push_back(nullptr);
   storage.aggregate.elements = storage.elements.data();
@@ -636,7 +769,7 @@ absl::Status CTypeBuilder::EmulateUnion(CType& type) {
 #else
   storage.elements.push_back(nullptr);
   storage.aggregate.elements = storage.elements.data();
-  return Unsupported("", absl::StrCat("passing ", name,
+  return Unsupported("", absl::StrCat("passing ", TypeName(type.descriptor_),
                                       " by value is not supported on this "
                                       "platform yet"));
 #endif
@@ -701,6 +834,10 @@ uint64_t CType::length() const {
 
 const CType* CType::pointee() const {
   return storage_ != nullptr ? storage_->pointee.get() : nullptr;
+}
+
+bool CType::native_layout() const {
+  return storage_ == nullptr || storage_->native;
 }
 
 const absl::Status& CType::by_value_status() const {

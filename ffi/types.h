@@ -45,7 +45,12 @@ class CType;
 struct CTypeMember {
   std::string name;
   std::shared_ptr<const CType> type;
+  // The byte offset; for a bitfield, of the storage unit that holds it.
   size_t offset = 0;
+  // For a bitfield: its width (0 for an ordinary member) and its first bit
+  // counted from the least significant bit of the byte at `offset`.
+  uint32_t bit_width = 0;
+  uint32_t bit_offset = 0;
 };
 
 class CType {
@@ -84,6 +89,9 @@ class CType {
   // OK if libffi can pass and return this type by value; else why not
   // (UNSUPPORTED), e.g. a packed struct whose layout libffi cannot express.
   const absl::Status& by_value_status() const;
+  // Whether libffi's own layout of ffi() equals the C layout (false for
+  // records ffid describes to libffi by their ABI classes instead).
+  bool native_layout() const;
 
  private:
   CType() = default;

@@ -523,13 +523,22 @@ grpc::Status FfiService::ParseDeclarations(
 absl::Status FfiService::DoParseDeclarations(
     const v1::ParseDeclarationsRequest& request,
     v1::ParseDeclarationsResponse* response) {
-  // The session is optional; named types declared in a session come later.
+  // Without a session the source stands alone; with one, it sees the
+  // session's earlier types and its declarations are remembered.
   std::optional<SessionLease> session;
+  std::vector<v1::TypeDeclaration> known;
   if (!request.session().empty()) {
     ASSIGN_OR_RETURN(session, sessions_.Use(request.session()));
+    known = (*session)->declarations().types();
   }
   ASSIGN_OR_RETURN(ffi::Declarations declarations,
-                   ffi::ParseDeclarations(request.source()));
+                   ffi::ParseDeclarations(request.source(), known));
+  if (session.has_value()) {
+    RETURN_IF_ERROR((*session)->declarations().Add(declarations));
+  }
+  for (v1::VariableDeclaration& variable : declarations.variables) {
+    *response->add_variables() = std::move(variable);
+  }
   for (v1::FunctionDeclaration& function : declarations.functions) {
     *response->add_functions() = std::move(function);
   }
@@ -560,7 +569,8 @@ absl::Status FfiService::DoResolveFunction(
   switch (request.signature_case()) {
     case v1::ResolveFunctionRequest::kDeclaration: {
       absl::StatusOr<v1::FunctionDeclaration> declaration =
-          ffi::ParseFunctionDeclaration(request.declaration());
+          ffi::ParseFunctionDeclaration(request.declaration(),
+                                        session->declarations().types());
       if (!declaration.ok()) {
         return WithContext(declaration.status(),
                            absl::StrCat("declaration '",
@@ -573,12 +583,23 @@ absl::Status FfiService::DoResolveFunction(
     case v1::ResolveFunctionRequest::kType:
       *resolve->mutable_type() = request.type();
       break;
-    case v1::ResolveFunctionRequest::SIGNATURE_NOT_SET:
-      return InvalidArgumentError(
-          v1::ERROR_REASON_INVALID_REQUEST,
-          "one of the fields 'declaration' (a C prototype such as "
-          "'double cos(double)') or 'type' is required");
+    case v1::ResolveFunctionRequest::SIGNATURE_NOT_SET: {
+      std::optional<v1::FunctionDeclaration> declared =
+          symbol.empty() ? std::nullopt
+                         : session->declarations().Function(symbol);
+      if (!declared.has_value()) {
+        return InvalidArgumentError(
+            v1::ERROR_REASON_INVALID_REQUEST,
+            "one of the fields 'declaration' (a C prototype such as "
+            "'double cos(double)') or 'type' is required, unless 'symbol' "
+            "names a function declared in the session with "
+            "ParseDeclarations");
+      }
+      *resolve->mutable_type() = std::move(*declared->mutable_type());
+      break;
+    }
   }
+  RETURN_IF_ERROR(session->declarations().Resolve(*resolve->mutable_type()));
   RETURN_IF_ERROR(Required(symbol, "symbol",
                            "the name of the function to look up (or give a "
                            "'declaration' that names it)"));
@@ -616,6 +637,14 @@ absl::Status FfiService::DoCall(grpc::ServerContext& context,
   WorkerRequest forward;
   *forward.mutable_call() = request;
   forward.mutable_call()->clear_session();
+  for (int i = 0; i < forward.call().variadic_types_size(); ++i) {
+    absl::Status resolved = session->declarations().Resolve(
+        *forward.mutable_call()->mutable_variadic_types(i));
+    if (!resolved.ok()) {
+      return WithContext(resolved,
+                         absl::StrCat("variadic type ", i + 1, ": "));
+    }
+  }
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
                            std::move(description), symbol));
@@ -639,6 +668,10 @@ absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
   WorkerRequest forward;
   *forward.mutable_allocate() = request;
   forward.mutable_allocate()->clear_session();
+  if (request.has_type()) {
+    RETURN_IF_ERROR(session->declarations().Resolve(
+        *forward.mutable_allocate()->mutable_type()));
+  }
   std::string description =
       request.has_type()
           ? absl::StrCat("allocating ", std::max<uint64_t>(request.size(), 1),
@@ -670,6 +703,10 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
   WorkerRequest forward;
   *forward.mutable_read() = request;
   forward.mutable_read()->clear_session();
+  if (request.has_type()) {
+    RETURN_IF_ERROR(session->declarations().Resolve(
+        *forward.mutable_read()->mutable_type()));
+  }
   ASSIGN_OR_RETURN(
       WorkerResponse answer,
       Forward(context, *session, std::move(forward),
@@ -696,6 +733,10 @@ absl::Status FfiService::DoWrite(grpc::ServerContext& context,
   WorkerRequest forward;
   *forward.mutable_write() = request;
   forward.mutable_write()->clear_session();
+  if (request.has_type()) {
+    RETURN_IF_ERROR(session->declarations().Resolve(
+        *forward.mutable_write()->mutable_type()));
+  }
   ASSIGN_OR_RETURN(
       WorkerResponse answer,
       Forward(context, *session, std::move(forward),
@@ -771,6 +812,101 @@ absl::Status FfiService::DoReleaseCallback(
               absl::StrCat("releasing callback '", request.callback(), "'")));
   return CheckResult(answer, WorkerResponse::kReleaseCallback,
                      "ReleaseCallback");
+}
+
+// ------------------------------------------------------------ ownership
+
+grpc::Status FfiService::Adopt(grpc::ServerContext* context,
+                               const v1::AdoptRequest* request,
+                               v1::AdoptResponse* response) {
+  return ToGrpcStatus(DoAdopt(*context, *request, response));
+}
+
+absl::Status FfiService::DoAdopt(grpc::ServerContext& context,
+                                 const v1::AdoptRequest& request,
+                                 v1::AdoptResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  if (!request.has_pointer()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'pointer' is required: the memory "
+                                "handle or address to adopt");
+  }
+  WorkerRequest forward;
+  *forward.mutable_adopt() = request;
+  forward.mutable_adopt()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("adopting ", PointerDescription(request.pointer()))));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kAdopt, "Adopt"));
+  *response = std::move(*answer.mutable_adopt());
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::ResolveVariable(
+    grpc::ServerContext* context, const v1::ResolveVariableRequest* request,
+    v1::ResolveVariableResponse* response) {
+  return ToGrpcStatus(DoResolveVariable(*context, *request, response));
+}
+
+absl::Status FfiService::DoResolveVariable(
+    grpc::ServerContext& context, const v1::ResolveVariableRequest& request,
+    v1::ResolveVariableResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  RETURN_IF_ERROR(Required(request.library(), "library",
+                           "the handle returned by LoadLibrary"));
+  WorkerRequest forward;
+  v1::ResolveVariableRequest* resolve = forward.mutable_resolve_variable();
+  resolve->set_library(request.library());
+  std::string symbol = request.symbol();
+  switch (request.variable_type_case()) {
+    case v1::ResolveVariableRequest::kDeclaration: {
+      absl::StatusOr<ffi::Declarations> parsed = ffi::ParseDeclarations(
+          request.declaration(), session->declarations().types());
+      if (!parsed.ok()) {
+        return WithContext(parsed.status(),
+                           absl::StrCat("declaration '", request.declaration(),
+                                        "': "));
+      }
+      if (parsed->variables.size() != 1 || !parsed->functions.empty()) {
+        return InvalidArgumentError(
+            v1::ERROR_REASON_DECLARATION_INVALID,
+            absl::StrCat("declaration '", request.declaration(),
+                         "' must declare exactly one variable, such as "
+                         "'extern int counter;'"));
+      }
+      if (symbol.empty()) symbol = parsed->variables[0].name();
+      *resolve->mutable_type() = parsed->variables[0].type();
+      break;
+    }
+    case v1::ResolveVariableRequest::kType:
+      *resolve->mutable_type() = request.type();
+      break;
+    case v1::ResolveVariableRequest::VARIABLE_TYPE_NOT_SET: {
+      std::optional<v1::VariableDeclaration> declared =
+          symbol.empty() ? std::nullopt
+                         : session->declarations().Variable(symbol);
+      if (!declared.has_value()) {
+        return InvalidArgumentError(
+            v1::ERROR_REASON_INVALID_REQUEST,
+            "one of the fields 'declaration' (such as 'extern int "
+            "counter;') or 'type' is required, unless 'symbol' names a "
+            "variable declared in the session with ParseDeclarations");
+      }
+      *resolve->mutable_type() = declared->type();
+      break;
+    }
+  }
+  RETURN_IF_ERROR(Required(symbol, "symbol", "the variable's symbol name"));
+  RETURN_IF_ERROR(session->declarations().Resolve(*resolve->mutable_type()));
+  resolve->set_symbol(symbol);
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           absl::StrCat("resolving variable '", symbol, "'")));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kResolveVariable,
+                              "ResolveVariable"));
+  *response = std::move(*answer.mutable_resolve_variable());
+  return absl::OkStatus();
 }
 
 }  // namespace ffid::server

@@ -99,6 +99,12 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status ReleaseCallback(grpc::ServerContext* context,
                                const v1::ReleaseCallbackRequest* request,
                                v1::ReleaseCallbackResponse* response) override;
+  grpc::Status Adopt(grpc::ServerContext* context,
+                     const v1::AdoptRequest* request,
+                     v1::AdoptResponse* response) override;
+  grpc::Status ResolveVariable(grpc::ServerContext* context,
+                               const v1::ResolveVariableRequest* request,
+                               v1::ResolveVariableResponse* response) override;
 
  private:
   [[nodiscard]] absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
@@ -141,6 +147,12 @@ class FfiService final : public v1::Ffi::Service {
                        uint64_t stream_id,
                        const std::shared_ptr<StreamSink>& writer,
                        const v1::StreamCall& call);
+  [[nodiscard]] absl::Status DoAdopt(grpc::ServerContext& context,
+                                     const v1::AdoptRequest& request,
+                                     v1::AdoptResponse* response);
+  [[nodiscard]] absl::Status DoResolveVariable(
+      grpc::ServerContext& context, const v1::ResolveVariableRequest& request,
+      v1::ResolveVariableResponse* response);
 
   SessionManager& sessions_;
   const ServiceOptions options_;

@@ -28,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "ffid/v1/ffid.pb.h"
+#include "server/declaration_scope.h"
 #include "server/worker_process.h"
 
 namespace ffid::server {
@@ -55,6 +56,8 @@ class Session {
   // The first 8 characters of the id; embedded in the worker's handles.
   std::string tag() const { return id_.substr(0, 8); }
   WorkerProcess& worker() { return *worker_; }
+  // The C declarations made in this session (types usable by name).
+  DeclarationScope& declarations() { return declarations_; }
   absl::Duration idle_timeout() const { return idle_timeout_; }
 
   // ACTIVE while the worker runs, CRASHED once it died on its own or was
@@ -111,6 +114,7 @@ class Session {
   const std::string id_;
   const std::unique_ptr<WorkerProcess> worker_;
   const absl::Duration idle_timeout_;
+  DeclarationScope declarations_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Function> functions_ ABSL_GUARDED_BY(mu_);

@@ -90,9 +90,10 @@ absl::Status CopyUnchecked(bool write, void* local, uintptr_t remote,
 // Where a Read or Write lands.
 struct Target {
   char* address = nullptr;
-  // Owned memory: bounds are known and access is a plain memcpy.
+  // Memory of known size (allocated by ffid, a variable): bounds are known
+  // and access is a plain memcpy.
   bool owned = false;
-  // For owned memory: the allocation's size and the offset into it.
+  // For such memory: its size and the offset into it.
   size_t size = 0;
   uint64_t offset = 0;
   std::string handle;
@@ -117,7 +118,7 @@ absl::StatusOr<void*> Executor::Resolver::Resolve(
       executor_.handles_.GetMemory(pointer.handle());
   if (!entry.ok()) return WithContext(entry.status(), param);
   const MemoryEntry& memory = **entry;
-  if (memory.owned && pointer.offset() > memory.size) {
+  if (memory.sized && pointer.offset() > memory.size) {
     return WithContext(
         OutOfBounds(absl::StrCat("offset ", pointer.offset(),
                                  " is past the end of the ", memory.size,
@@ -349,6 +350,13 @@ WorkerResponse Executor::Execute(const WorkerRequest& request) {
           "worker request ", request.id(),
           " is a callback reply, which only the dispatcher takes"));
       break;
+    case WorkerRequest::kAdopt:
+      status = Store(Adopt(request.adopt()), response.mutable_adopt());
+      break;
+    case WorkerRequest::kResolveVariable:
+      status = Store(ResolveVariable(request.resolve_variable()),
+                     response.mutable_resolve_variable());
+      break;
     case WorkerRequest::OP_NOT_SET:
       status = InvalidRequest(absl::StrCat(
           "worker request ", request.id(),
@@ -489,11 +497,13 @@ absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
 absl::StatusOr<v1::CallResponse> Executor::Call(
     const v1::CallRequest& request) {
   const ffi::PreparedFunction* function;
+  std::string library;
   {
     absl::MutexLock lock(&mu_);
     ASSIGN_OR_RETURN(const FunctionEntry* entry,
                      handles_.GetFunction(request.function()));
     function = entry->function.get();
+    library = entry->library;
   }
   // PreparedFunction takes spans; repeated message fields are not
   // contiguous, so copy them into vectors.
@@ -501,6 +511,18 @@ absl::StatusOr<v1::CallResponse> Executor::Call(
                                    request.arguments().end());
   std::vector<v1::TypeDescriptor> variadic_types(
       request.variadic_types().begin(), request.variadic_types().end());
+  if (request.result_ownership() == v1::RESULT_OWNERSHIP_ADOPT ||
+      request.result_ownership() == v1::RESULT_OWNERSHIP_RELEASE) {
+    const v1::TypeDescriptor& returned = function->type().return_type();
+    if (!returned.has_string() && !returned.has_pointer()) {
+      return InvalidRequest(absl::StrCat(
+          "result_ownership ADOPT/RELEASE needs a function that returns a "
+          "pointer or string; '", function->name(), "' returns '",
+          ffi::TypeName(returned), "'"));
+    }
+    RETURN_IF_ERROR(
+        FindDestructor(request.result_destructor(), library).status());
+  }
   ffi::CallOptions options;
   options.capture_errno = request.capture_errno();
   CallScope scope(*this);
@@ -518,6 +540,36 @@ absl::StatusOr<v1::CallResponse> Executor::Call(
   ffi::CallResult result = *std::move(called);
   v1::CallResponse response;
   if (result.has_result) *response.mutable_result() = std::move(result.result);
+  const v1::ResultOwnership ownership = request.result_ownership();
+  if (result.result_address != nullptr) {
+    const bool is_string = function->type().return_type().has_string();
+    if (ownership == v1::RESULT_OWNERSHIP_ADOPT ||
+        ownership == v1::RESULT_OWNERSHIP_RELEASE) {
+      // The destructor was checked before the call (below would be too
+      // late to refuse); a lookup failure here cannot happen.
+      ASSIGN_OR_RETURN(auto destructor,
+                       FindDestructor(request.result_destructor(), library));
+      if (ownership == v1::RESULT_OWNERSHIP_RELEASE) {
+        destructor(result.result_address);
+      } else {
+        absl::MutexLock lock(&mu_);
+        const std::string handle =
+            handles_.AddBorrowedMemory(result.result_address);
+        RETURN_IF_ERROR(handles_.Adopt(handle, destructor, 0));
+        v1::PointerValue* pointer = response.mutable_result_pointer();
+        pointer->set_handle(handle);
+        pointer->set_address(
+            reinterpret_cast<uintptr_t>(result.result_address));
+        if (!is_string) *response.mutable_result()->mutable_pointer_value() =
+            *pointer;
+      }
+    } else if (is_string) {
+      absl::MutexLock lock(&mu_);
+      v1::PointerValue* pointer = response.mutable_result_pointer();
+      pointer->set_handle(handles_.AddBorrowedMemory(result.result_address));
+      pointer->set_address(reinterpret_cast<uintptr_t>(result.result_address));
+    }
+  }
   response.set_errno_value(result.errno_value);
   for (auto& [index, value] : result.out_values) {
     (*response.mutable_out_values())[index] = std::move(value);
@@ -623,10 +675,10 @@ absl::StatusOr<Target> Locate(HandleTable& handles,
   ASSIGN_OR_RETURN(MemoryEntry * entry, handles.GetMemory(pointer.handle()));
   target.handle = pointer.handle();
   target.offset = pointer.offset();
-  target.owned = entry->owned;
+  target.owned = entry->sized;
   target.size = entry->size;
   const uintptr_t base = reinterpret_cast<uintptr_t>(entry->address);
-  if (!entry->owned && pointer.offset() > UINTPTR_MAX - base) {
+  if (!entry->sized && pointer.offset() > UINTPTR_MAX - base) {
     return BadAddress(absl::StrCat("offset ", pointer.offset(), " added to ",
                                    pointer.handle(), " at ", Hex(base),
                                    " overflows the address space"));
@@ -665,6 +717,7 @@ std::string Describe(const Target& target) {
 
 absl::StatusOr<v1::ReadResponse> Executor::Read(
     const v1::ReadRequest& request) {
+  if (request.has_type()) return ReadTyped(request);
   Target target;
   {
     absl::MutexLock lock(&mu_);
@@ -704,6 +757,10 @@ absl::StatusOr<v1::ReadResponse> Executor::Read(
 
 absl::StatusOr<v1::WriteResponse> Executor::Write(
     const v1::WriteRequest& request) {
+  if (request.has_type()) return WriteTyped(request);
+  if (request.has_value()) {
+    return InvalidRequest("Write: `value` needs a `type` to encode it as");
+  }
   Target target;
   {
     absl::MutexLock lock(&mu_);
@@ -720,6 +777,231 @@ absl::StatusOr<v1::WriteResponse> Executor::Write(
                                   data.size()));
   }
   return v1::WriteResponse();
+}
+
+namespace {
+
+// A typed access's type, laid out; `verb` is "read" or "write".
+absl::StatusOr<std::shared_ptr<const ffi::CType>> AccessType(
+    const v1::TypeDescriptor& descriptor, absl::string_view verb) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
+                   ffi::CType::Create(descriptor, absl::StrCat(verb, " type")));
+  if (type->size() == 0) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_TYPE_MISMATCH,
+        absl::StrCat("cannot ", verb, " a value of '",
+                     ffi::TypeName(descriptor), "': the type has size 0"));
+  }
+  return type;
+}
+
+absl::Status CheckAlignment(const Target& target, const ffi::CType& type,
+                            absl::string_view verb) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(target.address);
+  if (address % type.alignment() == 0) return absl::OkStatus();
+  return InvalidArgumentError(
+      v1::ERROR_REASON_MISALIGNED_ACCESS,
+      absl::StrCat("typed ", verb, " of '", ffi::TypeName(type.descriptor()),
+                   "' at ",
+                   target.handle.empty()
+                       ? Hex(address)
+                       : absl::StrCat(target.handle, "+", target.offset, " (",
+                                      Hex(address), ")"),
+                   ": the address is not a multiple of the type's alignment ",
+                   type.alignment()));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ReadResponse> Executor::ReadTyped(
+    const v1::ReadRequest& request) {
+  ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
+                   AccessType(request.type(), "read"));
+  Target target;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(target, Locate(handles_, request.pointer()));
+  }
+  if (target.owned) RETURN_IF_ERROR(CheckBounds(target, type->size(), "read"));
+  RETURN_IF_ERROR(CheckAlignment(target, *type, "read"));
+  v1::ReadResponse response;
+  std::string* data = response.mutable_data();
+  data->resize(type->size());
+  if (target.owned) {
+    std::memcpy(data->data(), target.address, type->size());
+  } else {
+    RETURN_IF_ERROR(CopyUnchecked(/*write=*/false, data->data(),
+                                  reinterpret_cast<uintptr_t>(target.address),
+                                  type->size()));
+  }
+  // Decoded from an aligned copy: a string member is followed in place.
+  ffi::CallArena scratch;
+  void* aligned = scratch.Allocate(type->size(), type->alignment());
+  std::memcpy(aligned, data->data(), type->size());
+  ASSIGN_OR_RETURN(*response.mutable_value(),
+                   ffi::DecodeValue(*type, aligned, resolver_));
+  return response;
+}
+
+absl::StatusOr<v1::WriteResponse> Executor::WriteTyped(
+    const v1::WriteRequest& request) {
+  if (!request.data().empty()) {
+    return InvalidRequest("Write takes `data` or `type` and `value`, not both");
+  }
+  if (!request.has_value()) {
+    return InvalidRequest("Write with a `type` needs a `value`");
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
+                   AccessType(request.type(), "write"));
+  Target target;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(target, Locate(handles_, request.pointer()));
+  }
+  if (target.owned) {
+    RETURN_IF_ERROR(CheckBounds(target, type->size(), "write"));
+  }
+  RETURN_IF_ERROR(CheckAlignment(target, *type, "write"));
+  auto arena = std::make_shared<ffi::CallArena>();
+  void* encoded = arena->Allocate(type->size(), type->alignment());
+  if (type->descriptor().has_record()) {
+    // Members the value leaves out keep what the memory holds.
+    if (target.owned) {
+      std::memcpy(encoded, target.address, type->size());
+    } else {
+      RETURN_IF_ERROR(CopyUnchecked(
+          /*write=*/false, encoded,
+          reinterpret_cast<uintptr_t>(target.address), type->size()));
+    }
+  }
+  RETURN_IF_ERROR(ffi::EncodeValue(*type, request.value(), encoded, resolver_,
+                                   *arena, "value"));
+  if (target.owned) {
+    std::memcpy(target.address, encoded, type->size());
+  } else {
+    RETURN_IF_ERROR(CopyUnchecked(/*write=*/true, encoded,
+                                  reinterpret_cast<uintptr_t>(target.address),
+                                  type->size()));
+  }
+  // Strings the value holds were copied into the arena; they live as long
+  // as the memory that now points at them.
+  if (!target.handle.empty()) {
+    absl::MutexLock lock(&mu_);
+    handles_.KeepAlive(target.handle, arena);
+  }
+  return v1::WriteResponse();
+}
+
+absl::StatusOr<void (*)(void*)> Executor::FindDestructor(
+    absl::string_view symbol, absl::string_view library) {
+  const std::string name = symbol.empty() ? "free" : std::string(symbol);
+  void* address = nullptr;
+  std::string where = "the worker's global scope";
+  if (!library.empty()) {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(const LibraryEntry* entry, handles_.GetLibrary(library));
+    ::dlerror();
+    address = ::dlsym(entry->dl_handle, name.c_str());
+    where = entry->path;
+  }
+  if (address == nullptr) {
+    ::dlerror();
+    address = ::dlsym(RTLD_DEFAULT, name.c_str());
+  }
+  if (address == nullptr) {
+    return NotFoundError(v1::ERROR_REASON_SYMBOL_NOT_FOUND,
+                         absl::StrCat("destructor '", name, "' not found in ",
+                                      where, " nor globally"));
+  }
+  return reinterpret_cast<void (*)(void*)>(address);
+}
+
+absl::StatusOr<v1::AdoptResponse> Executor::Adopt(
+    const v1::AdoptRequest& request) {
+  const v1::PointerValue& pointer = request.pointer();
+  if (pointer.handle().empty() && pointer.address() == 0) {
+    return InvalidRequest(
+        "Adopt needs a memory handle or a non-NULL address to adopt");
+  }
+  if (!pointer.handle().empty() && pointer.offset() != 0) {
+    return InvalidRequest(
+        "Adopt takes the start of a block (offset 0): a destructor releases "
+        "what an allocation returned");
+  }
+  if (request.size() > kMaxAllocationBytes) {
+    return InvalidRequest(absl::StrCat("Adopt: size ", request.size(),
+                                       " is larger than any allocation"));
+  }
+  ASSIGN_OR_RETURN(auto destructor,
+                   FindDestructor(request.destructor(), request.library()));
+  absl::MutexLock lock(&mu_);
+  std::string handle = pointer.handle();
+  if (handle.empty()) {
+    handle = handles_.AddBorrowedMemory(
+        reinterpret_cast<void*>(static_cast<uintptr_t>(pointer.address())));
+  }
+  ASSIGN_OR_RETURN(MemoryEntry * entry, handles_.GetMemory(handle));
+  RETURN_IF_ERROR(handles_.Adopt(handle, destructor, request.size()));
+  v1::AdoptResponse response;
+  response.set_memory(handle);
+  response.set_address(reinterpret_cast<uintptr_t>(entry->address));
+  return response;
+}
+
+absl::StatusOr<v1::ResolveVariableResponse> Executor::ResolveVariable(
+    const v1::ResolveVariableRequest& request) {
+  if (request.symbol().empty()) {
+    return InvalidRequest("ResolveVariable needs a symbol name");
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(const LibraryEntry* library,
+                   handles_.GetLibrary(request.library()));
+  if (!request.has_type()) {
+    return InvalidRequest(absl::StrCat("ResolveVariable of '",
+                                       request.symbol(), "' needs a type"));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
+                   AccessType(request.type(), "variable"));
+  ::dlerror();
+  void* address = ::dlsym(library->dl_handle, request.symbol().c_str());
+  if (address == nullptr) {
+    return NotFoundError(v1::ERROR_REASON_SYMBOL_NOT_FOUND,
+                         absl::StrCat("symbol '", request.symbol(),
+                                      "' not found in ", library->path));
+  }
+  Dl_info info;
+  void* extra = nullptr;
+  if (::dladdr1(address, &info, &extra, RTLD_DL_SYMENT) == 0) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_TYPE_MISMATCH,
+        absl::StrCat("symbol '", request.symbol(), "' in ", library->path,
+                     " is a thread-local variable; only globals are "
+                     "supported"));
+  }
+  if (extra != nullptr && info.dli_saddr == address) {
+    const auto* elf_symbol = static_cast<const ElfW(Sym)*>(extra);
+    const int kind = ELF64_ST_TYPE(elf_symbol->st_info);
+    if (kind == STT_FUNC || kind == STT_GNU_IFUNC) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_TYPE_MISMATCH,
+          absl::StrCat("symbol '", request.symbol(), "' in ", library->path,
+                       " is a function, not a variable"));
+    }
+    if (elf_symbol->st_size != 0 && elf_symbol->st_size < type->size()) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_TYPE_MISMATCH,
+          absl::StrCat("variable '", request.symbol(), "' in ", library->path,
+                       " is ", elf_symbol->st_size, " bytes, smaller than '",
+                       ffi::TypeName(type->descriptor()), "' (",
+                       type->size(), " bytes)"));
+    }
+  }
+  v1::ResolveVariableResponse response;
+  response.set_memory(handles_.AddSizedBorrowedMemory(address, type->size()));
+  response.set_symbol(request.symbol());
+  *response.mutable_type() = type->descriptor();
+  response.set_address(reinterpret_cast<uintptr_t>(address));
+  return response;
 }
 
 absl::StatusOr<v1::FreeResponse> Executor::Free(

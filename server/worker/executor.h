@@ -117,6 +117,16 @@ class Executor {
       const v1::RegisterCallbackRequest& request);
   absl::StatusOr<v1::ReleaseCallbackResponse> ReleaseCallback(
       const v1::ReleaseCallbackRequest& request);
+  absl::StatusOr<v1::AdoptResponse> Adopt(const v1::AdoptRequest& request);
+  absl::StatusOr<v1::ResolveVariableResponse> ResolveVariable(
+      const v1::ResolveVariableRequest& request);
+  absl::StatusOr<v1::ReadResponse> ReadTyped(const v1::ReadRequest& request);
+  absl::StatusOr<v1::WriteResponse> WriteTyped(
+      const v1::WriteRequest& request);
+  // The release function `symbol` ("free" when empty), looked up in
+  // `library` (a handle; may be empty) and then globally.
+  absl::StatusOr<void (*)(void*)> FindDestructor(absl::string_view symbol,
+                                                 absl::string_view library);
 
   // Maps pointer values to addresses over the handle table, and callback
   // handles to their closures' code. Locks the executor's mutex.

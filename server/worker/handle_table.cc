@@ -102,7 +102,12 @@ HandleTable::~HandleTable() {
   // libraries themselves, newest first as a loader would unwind them.
   functions_.clear();
   for (auto& [handle, entry] : memory_) {
-    if (entry.owned) std::free(entry.address);
+    if (!entry.owned) continue;
+    if (entry.destructor != nullptr) {
+      entry.destructor(entry.address);
+    } else {
+      std::free(entry.address);
+    }
   }
   memory_.clear();
   for (auto it = library_order_.rbegin(); it != library_order_.rend(); ++it) {
@@ -238,7 +243,8 @@ std::string HandleTable::AddOwnedMemory(void* address, size_t size,
                                         std::shared_ptr<void> keep_alive) {
   std::string handle = NewHandle(HandleKind::kMemory);
   memory_.emplace(handle,
-                  MemoryEntry{address, size, true, std::move(keep_alive)});
+                  MemoryEntry{address, size, true, std::move(keep_alive),
+                              /*sized=*/true});
   if (address != nullptr) {
     memory_by_address_[reinterpret_cast<uintptr_t>(address)] = handle;
   }
@@ -284,11 +290,71 @@ absl::Status HandleTable::FreeMemory(absl::string_view handle) {
       by_address->second == it->first) {
     memory_by_address_.erase(by_address);
   }
-  std::free(it->second.address);
+  if (it->second.destructor != nullptr) {
+    it->second.destructor(it->second.address);
+  } else {
+    std::free(it->second.address);
+  }
   const std::string retired = it->first;
   memory_.erase(it);
   Retire(retired, "was freed");
   return absl::OkStatus();
+}
+
+
+std::string HandleTable::AddSizedBorrowedMemory(void* address, size_t size) {
+  const uintptr_t key = reinterpret_cast<uintptr_t>(address);
+  auto existing = memory_by_address_.find(key);
+  if (existing != memory_by_address_.end()) {
+    MemoryEntry& entry = memory_.at(existing->second);
+    if (!entry.owned) {
+      entry.sized = true;
+      entry.size = size;
+      return existing->second;
+    }
+  }
+  std::string handle = NewHandle(HandleKind::kMemory);
+  MemoryEntry entry;
+  entry.address = address;
+  entry.size = size;
+  entry.sized = true;
+  memory_.emplace(handle, std::move(entry));
+  if (existing == memory_by_address_.end()) {
+    memory_by_address_.emplace(key, handle);
+  }
+  return handle;
+}
+
+absl::Status HandleTable::Adopt(absl::string_view handle,
+                                void (*destructor)(void*), size_t size) {
+  ASSIGN_OR_RETURN(MemoryEntry * entry, GetMemory(handle));
+  if (entry->owned) {
+    return FailedPreconditionError(
+        v1::ERROR_REASON_HANDLE_INVALID,
+        absl::StrCat("memory handle ", handle,
+                     " is owned by the session already; adopting it again "
+                     "would release it twice"));
+  }
+  entry->owned = true;
+  entry->destructor = destructor;
+  if (size != 0) {
+    entry->sized = true;
+    entry->size = size;
+  }
+  // Owned entries win the address lookup over borrowed ones.
+  memory_by_address_[reinterpret_cast<uintptr_t>(entry->address)] =
+      std::string(handle);
+  return absl::OkStatus();
+}
+
+void HandleTable::KeepAlive(absl::string_view handle,
+                            std::shared_ptr<void> thing) {
+  auto it = memory_.find(handle);
+  if (it == memory_.end()) return;
+  auto both = std::make_shared<std::pair<std::shared_ptr<void>,
+                                         std::shared_ptr<void>>>(
+      std::move(it->second.keep_alive), std::move(thing));
+  it->second.keep_alive = std::move(both);
 }
 
 }  // namespace ffid::worker

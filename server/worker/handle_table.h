@@ -56,13 +56,20 @@ struct FunctionEntry {
 
 struct MemoryEntry {
   void* address = nullptr;
-  // Bytes; meaningful only when owned (borrowed memory has no known size).
+  // Bytes; meaningful only when `sized` (borrowed memory usually has no
+  // known size).
   size_t size = 0;
-  // Owned memory came from malloc/calloc and is released with free().
+  // Owned memory is released by the table: with `destructor` if set (an
+  // adopted pointer), else with free() (it came from malloc/calloc).
   bool owned = false;
   // Things that must live as long as the memory, e.g. the strings an
   // initial value points to.
   std::shared_ptr<void> keep_alive;
+  // Whether `size` is known, so accesses are bounds-checked: owned memory
+  // that ffid allocated, a variable of known type, an adoption with a size.
+  bool sized = false;
+  // For adopted memory: the library's release function.
+  void (*destructor)(void*) = nullptr;
 };
 
 class HandleTable {
@@ -103,6 +110,16 @@ class HandleTable {
   // existing handle if live memory (owned or borrowed) starts at `address`.
   std::string AddBorrowedMemory(void* address);
   absl::StatusOr<MemoryEntry*> GetMemory(absl::string_view handle);
+  // A borrowed handle of known size, e.g. a library's global variable.
+  std::string AddSizedBorrowedMemory(void* address, size_t size);
+  // Makes borrowed memory owned: released with `destructor` on FreeMemory
+  // and when the table is destroyed. `size` 0 keeps the size unknown.
+  // FAILED_PRECONDITION + HANDLE_INVALID if it is owned already.
+  [[nodiscard]] absl::Status Adopt(absl::string_view handle,
+                                   void (*destructor)(void*), size_t size);
+  // Keeps `thing` alive as long as the memory `handle` (strings a typed
+  // Write stored pointers to).
+  void KeepAlive(absl::string_view handle, std::shared_ptr<void> thing);
   // Releases owned memory. FAILED_PRECONDITION + HANDLE_INVALID for
   // borrowed memory; INVALID_ARGUMENT + HANDLE_INVALID for a bad handle.
   [[nodiscard]] absl::Status FreeMemory(absl::string_view handle);

@@ -864,16 +864,6 @@ absl::StatusOr<v1::WriteResponse> Executor::WriteTyped(
   RETURN_IF_ERROR(CheckAlignment(target, *type, "write"));
   auto arena = std::make_shared<ffi::CallArena>();
   void* encoded = arena->Allocate(type->size(), type->alignment());
-  if (type->descriptor().has_record()) {
-    // Members the value leaves out keep what the memory holds.
-    if (target.owned) {
-      std::memcpy(encoded, target.address, type->size());
-    } else {
-      RETURN_IF_ERROR(CopyUnchecked(
-          /*write=*/false, encoded,
-          reinterpret_cast<uintptr_t>(target.address), type->size()));
-    }
-  }
   RETURN_IF_ERROR(ffi::EncodeValue(*type, request.value(), encoded, resolver_,
                                    *arena, "value"));
   if (target.owned) {

@@ -1,0 +1,480 @@
+// The type system end to end: declarations remembered by the session, their
+// layout against the compiler's, every type kind by value through the real
+// daemon and worker, typed memory, variables, ownership, and the specific
+// error for each kind of bad input. Fixture: tests/fixtures/types_fixture.c.
+#include <cstdint>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/values.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ffid_test.h"
+
+namespace ffid::testing {
+namespace {
+
+using client::MakeDouble;
+using client::MakeInt;
+using client::MakeNull;
+using client::MakeString;
+using ::testing::HasSubstr;
+
+std::string FixtureHeader() {
+  std::ifstream in(FFID_TYPES_FIXTURE_HEADER);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+v1::Value Record(std::vector<std::pair<std::string, v1::Value>> fields) {
+  v1::Value value;
+  for (auto& [name, field] : fields) {
+    (*value.mutable_record_value()->mutable_fields())[name] = field;
+  }
+  return value;
+}
+
+v1::Value Enum(const std::string& name) {
+  v1::Value value;
+  value.set_enum_value(name);
+  return value;
+}
+
+v1::TypeDescriptor Named(const std::string& name) {
+  v1::TypeDescriptor type;
+  type.set_named(name);
+  return type;
+}
+
+const v1::Value& Field(const v1::Value& value, const std::string& name) {
+  static const v1::Value* const kMissing = new v1::Value();
+  auto it = value.record_value().fields().find(name);
+  return it == value.record_value().fields().end() ? *kMissing : it->second;
+}
+
+class TypesTest : public FfidTest {
+ protected:
+  void SetUp() override {
+    FfidTest::SetUp();
+    absl::StatusOr<v1::ParseDeclarationsResponse> parsed =
+        session_->ParseDeclarations(FixtureHeader());
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    declarations_ = *parsed;
+  }
+
+  v1::Ffi::Stub& stub() { return client_->stub(); }
+
+  // Resolves a function the session declared, by its symbol alone.
+  absl::StatusOr<std::string> ResolveDeclared(const std::string& symbol) {
+    v1::ResolveFunctionRequest request;
+    request.set_session(session_->id());
+    request.set_library(fixture_.handle);
+    request.set_symbol(symbol);
+    v1::ResolveFunctionResponse response;
+    grpc::ClientContext context;
+    absl::Status status = client::StatusFromGrpc(
+        stub().ResolveFunction(&context, request, &response));
+    if (!status.ok()) return status;
+    return response.function();
+  }
+
+  absl::StatusOr<v1::CallResponse> CallDeclared(
+      const std::string& symbol, std::vector<v1::Value> arguments,
+      v1::ResultOwnership ownership = v1::RESULT_OWNERSHIP_UNSPECIFIED,
+      const std::string& destructor = "") {
+    absl::StatusOr<std::string> function = ResolveDeclared(symbol);
+    if (!function.ok()) return function.status();
+    v1::CallRequest request;
+    request.set_session(session_->id());
+    request.set_function(*function);
+    for (v1::Value& argument : arguments) {
+      *request.add_arguments() = std::move(argument);
+    }
+    request.set_result_ownership(ownership);
+    request.set_result_destructor(destructor);
+    v1::CallResponse response;
+    grpc::ClientContext context;
+    absl::Status status =
+        client::StatusFromGrpc(stub().Call(&context, request, &response));
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  v1::Value CallValue(const std::string& symbol,
+                      std::vector<v1::Value> arguments) {
+    absl::StatusOr<v1::CallResponse> response =
+        CallDeclared(symbol, std::move(arguments));
+    EXPECT_TRUE(response.ok()) << symbol << ": " << response.status();
+    return response.ok() ? response->result() : v1::Value();
+  }
+
+  absl::StatusOr<v1::AllocateResponse> Allocate(
+      const std::string& type, uint64_t count = 0,
+      const v1::Value* initial = nullptr) {
+    v1::AllocateRequest request;
+    request.set_session(session_->id());
+    *request.mutable_type() = Named(type);
+    request.set_size(count);
+    if (initial != nullptr) *request.mutable_initial_value() = *initial;
+    v1::AllocateResponse response;
+    grpc::ClientContext context;
+    absl::Status status =
+        client::StatusFromGrpc(stub().Allocate(&context, request, &response));
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  absl::StatusOr<v1::Value> ReadTyped(const std::string& memory,
+                                      uint64_t offset,
+                                      const std::string& type) {
+    v1::ReadRequest request;
+    request.set_session(session_->id());
+    request.mutable_pointer()->set_handle(memory);
+    request.mutable_pointer()->set_offset(offset);
+    *request.mutable_type() = Named(type);
+    v1::ReadResponse response;
+    grpc::ClientContext context;
+    absl::Status status =
+        client::StatusFromGrpc(stub().Read(&context, request, &response));
+    if (!status.ok()) return status;
+    return response.value();
+  }
+
+  absl::Status WriteTyped(const std::string& memory, uint64_t offset,
+                          const std::string& type, const v1::Value& value) {
+    v1::WriteRequest request;
+    request.set_session(session_->id());
+    request.mutable_pointer()->set_handle(memory);
+    request.mutable_pointer()->set_offset(offset);
+    *request.mutable_type() = Named(type);
+    *request.mutable_value() = value;
+    v1::WriteResponse response;
+    grpc::ClientContext context;
+    return client::StatusFromGrpc(stub().Write(&context, request, &response));
+  }
+
+  absl::StatusOr<v1::ResolveVariableResponse> Variable(
+      const std::string& symbol) {
+    v1::ResolveVariableRequest request;
+    request.set_session(session_->id());
+    request.set_library(fixture_.handle);
+    request.set_symbol(symbol);
+    v1::ResolveVariableResponse response;
+    grpc::ClientContext context;
+    absl::Status status = client::StatusFromGrpc(
+        stub().ResolveVariable(&context, request, &response));
+    if (!status.ok()) return status;
+    return response;
+  }
+
+  int64_t Layout(const std::string& type, const std::string& member) {
+    v1::Value value = CallValue("fxt_layout",
+                                {MakeString(type), MakeString(member)});
+    return value.int_value();
+  }
+
+  v1::ParseDeclarationsResponse declarations_;
+};
+
+TEST_F(TypesTest, ReportedLayoutEqualsTheCompilers) {
+  int records = 0;
+  for (const v1::TypeDeclaration& declaration : declarations_.types()) {
+    if (!declaration.type().has_record() ||
+        absl::StartsWith(declaration.name(), "fxt_")) {
+      continue;  // typedef names repeat their struct
+    }
+    const v1::RecordType& record = declaration.type().record();
+    SCOPED_TRACE(declaration.name());
+    ++records;
+    EXPECT_EQ(static_cast<int64_t>(record.size()),
+              Layout(declaration.name(), ""));
+    EXPECT_EQ(static_cast<int64_t>(record.computed_alignment()),
+              Layout(declaration.name(), "#align"));
+    for (const v1::Field& field : record.fields()) {
+      if (field.bit_width() != 0) continue;  // offsetof cannot say
+      EXPECT_EQ(static_cast<int64_t>(field.offset()),
+                Layout(declaration.name(), field.name()))
+          << "member " << field.name();
+    }
+  }
+  EXPECT_EQ(records, 8);
+  EXPECT_EQ(declarations_.variables_size(), 3);
+}
+
+TEST_F(TypesTest, StructsByValueUseSessionTypesByName) {
+  v1::Value sum = CallValue(
+      "fxt_point_add", {Record({{"x", MakeInt(1)}, {"y", MakeInt(2)}}),
+                        Record({{"x", MakeInt(10)}, {"y", MakeInt(-20)}})});
+  EXPECT_THAT(Field(sum, "x"), IsInteger(11));
+  EXPECT_THAT(Field(sum, "y"), IsInteger(-18));
+  v1::Value scaled = CallValue(
+      "fxt_point_scale",
+      {Record({{"x", MakeInt(3)}, {"y", MakeInt(4)}}), MakeInt(5)});
+  EXPECT_THAT(Field(scaled, "y"), IsInteger(20));
+
+  v1::Value mixed = CallValue("fxt_mixed_make", {MakeInt(7), MakeDouble(0.5)});
+  EXPECT_THAT(Field(mixed, "c"), IsInteger(7));
+  EXPECT_EQ(Field(Field(mixed, "p"), "y").int_value(), 5);
+  EXPECT_EQ(Field(mixed, "s").array_value().elements_size(), 3);
+  EXPECT_DOUBLE_EQ(CallValue("fxt_mixed_sum", {mixed}).double_value(),
+                   7 + 0.5 + 1 + 2 + 3 + 4 + 5);
+}
+
+TEST_F(TypesTest, UnionsPackedAlignedAndNestedByValue) {
+  v1::Value number;
+  number.mutable_record_value()->mutable_fields()->insert(
+      {"d", MakeDouble(2.25)});
+  EXPECT_DOUBLE_EQ(
+      CallValue("fxt_number_as_double", {number, MakeInt(2)}).double_value(),
+      2.25);
+  v1::Value from_float =
+      CallValue("fxt_number_from_float", {MakeDouble(1.5)});
+  ASSERT_TRUE(from_float.has_bytes_value());
+  float f;
+  std::memcpy(&f, from_float.bytes_value().data(), sizeof(f));
+  EXPECT_EQ(f, 1.5f);
+
+  v1::Value packed =
+      CallValue("fxt_packed_make", {MakeInt(1), MakeInt(100000), MakeInt(-7)});
+  EXPECT_THAT(Field(packed, "i"), IsInteger(100000));
+  EXPECT_THAT(CallValue("fxt_packed_sum", {packed}), IsInteger(1 + 100000 - 7));
+  EXPECT_THAT(CallValue("fxt_aligned_twice", {Record({{"i", MakeInt(21)}})}),
+              IsInteger(42));
+
+  v1::Value nested = Record({{"inner", packed},
+                             {"f", MakeDouble(0.25)},
+                             {"n", number}});
+  EXPECT_DOUBLE_EQ(CallValue("fxt_nested_sum", {nested}).double_value(),
+                   1 + 100000 - 7 + 0.25 + 2.25);
+}
+
+TEST_F(TypesTest, BitfieldsByValue) {
+  v1::Value bits = CallValue(
+      "fxt_bits_bump", {Record({{"a", MakeInt(7)},
+                                {"b", MakeInt(-16)},
+                                {"c", MakeInt(0xfffffe)},
+                                {"d", MakeInt(-(int64_t{1} << 37))}})});
+  EXPECT_THAT(Field(bits, "a"), IsInteger(0));
+  EXPECT_THAT(Field(bits, "b"), IsInteger(-16));  // -(-16) wraps in 5 bits
+  EXPECT_THAT(Field(bits, "c"), IsInteger(0xffffff));
+  EXPECT_THAT(Field(bits, "d"), IsInteger(-(int64_t{1} << 38)));
+}
+
+TEST_F(TypesTest, EnumsByNameOrNumberAndReturnedByName) {
+  EXPECT_EQ(CallValue("fxt_color_next", {Enum("FXT_RED")}).enum_value(),
+            "FXT_GREEN");
+  EXPECT_EQ(CallValue("fxt_color_next", {MakeInt(2)}).enum_value(),
+            "FXT_BLUE");
+  // A value that is no constant comes back as a number.
+  v1::Value other = CallValue("fxt_color_next", {MakeInt(4)});
+  EXPECT_EQ(other.enum_value(), "FXT_RED");
+}
+
+TEST_F(TypesTest, FunctionPointersTakeNull) {
+  EXPECT_THAT(CallValue("fxt_apply", {MakeNull(), MakeInt(5)}), IsInteger(-5));
+  EXPECT_THAT(CallValue("fxt_holder_check",
+                        {Record({{"f", MakeNull()},
+                                 {"name", MakeString("abc")},
+                                 {"color", Enum("FXT_BLUE")}})}),
+              IsInteger(34));
+}
+
+TEST_F(TypesTest, LongDouble) {
+  v1::Value half = CallValue("fxt_long_double_half", {MakeDouble(5.0)});
+  EXPECT_DOUBLE_EQ(half.double_value(), 2.5);
+}
+
+TEST_F(TypesTest, AllocateByTypeAndTypedReadWrite) {
+  v1::Value origin = Record({{"x", MakeInt(5)}, {"y", MakeInt(6)}});
+  absl::StatusOr<v1::AllocateResponse> point =
+      Allocate("struct fxt_point", 0, &origin);
+  ASSERT_TRUE(point.ok()) << point.status();
+  EXPECT_EQ(point->size(), 8u);
+  absl::StatusOr<v1::Value> read =
+      ReadTyped(point->memory(), 0, "fxt_point_t");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_THAT(Field(*read, "y"), IsInteger(6));
+  ASSERT_TRUE(WriteTyped(point->memory(), 4, "int", MakeInt(-1)).ok());
+  read = ReadTyped(point->memory(), 0, "struct fxt_point");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_THAT(Field(*read, "y"), IsInteger(-1));
+  EXPECT_THAT(Field(*read, "x"), IsInteger(5));
+  // As in a C initializer, the members a record value leaves out are 0.
+  ASSERT_TRUE(WriteTyped(point->memory(), 0, "struct fxt_point",
+                         Record({{"x", MakeInt(9)}}))
+                  .ok());
+  read = ReadTyped(point->memory(), 0, "struct fxt_point");
+  EXPECT_THAT(Field(*read, "x"), IsInteger(9));
+  EXPECT_THAT(Field(*read, "y"), IsInteger(0));
+
+  absl::StatusOr<v1::AllocateResponse> ints = Allocate("int[16]");
+  ASSERT_TRUE(ints.ok()) << ints.status();
+  EXPECT_EQ(ints->size(), 64u);
+  ASSERT_TRUE(WriteTyped(ints->memory(), 60, "int", MakeInt(77)).ok());
+  absl::StatusOr<v1::Value> all = ReadTyped(ints->memory(), 0, "int[16]");
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_THAT(all->array_value().elements(15), IsInteger(77));
+
+  absl::StatusOr<v1::AllocateResponse> bits = Allocate("struct fxt_bits", 3);
+  ASSERT_TRUE(bits.ok()) << bits.status();
+  EXPECT_EQ(bits->size(), 3 * 16u);
+}
+
+TEST_F(TypesTest, ExternVariablesAreReadAndWrittenThroughAHandle) {
+  absl::StatusOr<v1::ResolveVariableResponse> counter = Variable("fxt_counter");
+  ASSERT_TRUE(counter.ok()) << counter.status();
+  absl::StatusOr<v1::Value> value = ReadTyped(counter->memory(), 0, "int");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_THAT(*value, IsInteger(7));
+  ASSERT_TRUE(WriteTyped(counter->memory(), 0, "int", MakeInt(42)).ok());
+  EXPECT_THAT(CallValue("fxt_counter_get", {}), IsInteger(42));
+
+  absl::StatusOr<v1::ResolveVariableResponse> origin = Variable("fxt_origin");
+  ASSERT_TRUE(origin.ok()) << origin.status();
+  value = ReadTyped(origin->memory(), 0, "struct fxt_point");
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_THAT(Field(*value, "y"), IsInteger(-4));
+  // The handle knows the variable's size.
+  EXPECT_THAT(ReadTyped(origin->memory(), 4, "struct fxt_point"),
+              HasReason("OUT_OF_BOUNDS"));
+  // And it is borrowed: not ffid's to free.
+  EXPECT_THAT(session_->Free(origin->memory()), HasReason("HANDLE_INVALID"));
+  EXPECT_THAT(Variable("fxt_point_add"), HasReason("INVALID_REQUEST"));
+}
+
+TEST_F(TypesTest, AdoptReleasesWithTheNamedDestructor) {
+  absl::StatusOr<v1::CallResponse> made =
+      CallDeclared("fxt_object_new", {MakeInt(9)});
+  ASSERT_TRUE(made.ok()) << made.status();
+  ASSERT_TRUE(made->result().has_pointer_value());
+  v1::AdoptRequest request;
+  request.set_session(session_->id());
+  *request.mutable_pointer() = made->result().pointer_value();
+  request.set_destructor("fxt_object_release");
+  request.set_library(fixture_.handle);
+  request.set_size(sizeof(int));
+  v1::AdoptResponse response;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(client::StatusFromGrpc(
+                    stub().Adopt(&context, request, &response))
+                    .ok());
+  }
+  absl::StatusOr<v1::Value> tag = ReadTyped(response.memory(), 0, "int");
+  ASSERT_TRUE(tag.ok()) << tag.status();
+  EXPECT_THAT(*tag, IsInteger(9));
+  absl::StatusOr<v1::ResolveVariableResponse> released =
+      Variable("fxt_released");
+  ASSERT_TRUE(released.ok());
+  EXPECT_THAT(*ReadTyped(released->memory(), 0, "int"), IsInteger(0));
+  ASSERT_TRUE(session_->Free(response.memory()).ok());
+  EXPECT_THAT(*ReadTyped(released->memory(), 0, "int"), IsInteger(1));
+  EXPECT_THAT(session_->Free(response.memory()), HasReason("HANDLE_INVALID"));
+
+  // A destructor that does not exist is refused before anything changes.
+  {
+    grpc::ClientContext context;
+    request.set_destructor("no_such_release");
+    EXPECT_THAT(client::StatusFromGrpc(
+                    stub().Adopt(&context, request, &response)),
+                HasReason("HANDLE_INVALID"));
+  }
+}
+
+TEST_F(TypesTest, ReturnedStringsAreBorrowedAdoptedOrReleased) {
+  absl::StatusOr<v1::CallResponse> borrowed =
+      CallDeclared("fxt_strdup", {MakeString("one")});
+  ASSERT_TRUE(borrowed.ok()) << borrowed.status();
+  EXPECT_EQ(borrowed->result().string_value(), "one");
+  EXPECT_FALSE(borrowed->result_pointer().handle().empty());
+  EXPECT_THAT(session_->Free(borrowed->result_pointer().handle()),
+              HasReason("HANDLE_INVALID"));
+
+  absl::StatusOr<v1::CallResponse> adopted = CallDeclared(
+      "fxt_strdup", {MakeString("two")}, v1::RESULT_OWNERSHIP_ADOPT, "free");
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_EQ(adopted->result().string_value(), "two");
+  EXPECT_TRUE(session_->Free(adopted->result_pointer().handle()).ok());
+
+  absl::StatusOr<v1::CallResponse> released = CallDeclared(
+      "fxt_strdup", {MakeString("three")}, v1::RESULT_OWNERSHIP_RELEASE);
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->result().string_value(), "three");
+  EXPECT_FALSE(released->has_result_pointer());
+
+  EXPECT_THAT(CallDeclared("fxt_strdup", {MakeString("x")},
+                           v1::RESULT_OWNERSHIP_ADOPT, "no_such_free"),
+              HasReason("SYMBOL_NOT_FOUND"));
+  EXPECT_THAT(CallDeclared("fxt_counter_get", {}, v1::RESULT_OWNERSHIP_ADOPT),
+              HasReason("INVALID_REQUEST"));
+}
+
+TEST_F(TypesTest, EachBadInputHasASpecificError) {
+  // Wrong field name.
+  absl::StatusOr<v1::CallResponse> response = CallDeclared(
+      "fxt_point_add", {Record({{"x", MakeInt(1)}, {"z", MakeInt(2)}}),
+                        Record({{"x", MakeInt(1)}})});
+  EXPECT_THAT(response, HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(MessageOf(response),
+              HasSubstr("'struct fxt_point' has no member 'z'"));
+  // Enum name not in the enum.
+  response = CallDeclared("fxt_color_next", {Enum("FXT_PURPLE")});
+  EXPECT_THAT(response, HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(MessageOf(response),
+              HasSubstr("'FXT_PURPLE' is not a constant of enum fxt_color "
+                        "(its constants: FXT_RED, FXT_GREEN, FXT_BLUE)"));
+  // Bitfield overflow.
+  response = CallDeclared("fxt_bits_bump", {Record({{"a", MakeInt(8)}})});
+  EXPECT_THAT(response, HasReason("VALUE_OUT_OF_RANGE"));
+  EXPECT_THAT(MessageOf(response),
+              HasSubstr("bitfield 'a' of 'struct fxt_bits' is 3 bits wide: 8 "
+                        "does not fit (range 0..7)"));
+  // Misaligned typed read and write.
+  absl::StatusOr<v1::AllocateResponse> ints = Allocate("int[4]");
+  ASSERT_TRUE(ints.ok());
+  absl::StatusOr<v1::Value> read = ReadTyped(ints->memory(), 2, "int");
+  EXPECT_THAT(read, HasReason("MISALIGNED_ACCESS"));
+  EXPECT_THAT(MessageOf(read), HasSubstr("not a multiple of the type's "
+                                         "alignment 4"));
+  EXPECT_THAT(WriteTyped(ints->memory(), 1, "short", MakeInt(1)),
+              HasReason("MISALIGNED_ACCESS"));
+  // Unknown type names.
+  EXPECT_THAT(Allocate("struct nowhere"), HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(MessageOf(Allocate("struct nowhere")),
+              HasSubstr("unknown type 'struct nowhere'"));
+  // A union value sets exactly one member.
+  response = CallDeclared("fxt_number_as_double",
+                          {Record({{"i", MakeInt(1)}, {"d", MakeDouble(2)}}),
+                           MakeInt(0)});
+  EXPECT_THAT(response, HasReason("TYPE_MISMATCH"));
+  // A typed read past the end of the allocation.
+  EXPECT_THAT(ReadTyped(ints->memory(), 16, "int"), HasReason("OUT_OF_BOUNDS"));
+}
+
+TEST_F(TypesTest, TypesAreScopedToTheirSession) {
+  std::unique_ptr<client::Session> other = NewSession();
+  ASSERT_NE(other, nullptr);
+  v1::AllocateRequest request;
+  request.set_session(other->id());
+  *request.mutable_type() = Named("struct fxt_point");
+  v1::AllocateResponse response;
+  grpc::ClientContext context;
+  EXPECT_THAT(
+      client::StatusFromGrpc(stub().Allocate(&context, request, &response)),
+      HasReason("TYPE_MISMATCH"));
+  // Later declarations see earlier ones.
+  absl::StatusOr<v1::ParseDeclarationsResponse> more =
+      session_->ParseDeclarations(
+          "struct fxt_line { struct fxt_point from, to; };");
+  ASSERT_TRUE(more.ok()) << more.status();
+  EXPECT_EQ(more->types(0).type().record().size(), 16u);
+}
+
+}  // namespace
+}  // namespace ffid::testing

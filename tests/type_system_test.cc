@@ -383,7 +383,7 @@ TEST_F(TypesTest, AdoptReleasesWithTheNamedDestructor) {
     request.set_destructor("no_such_release");
     EXPECT_THAT(client::StatusFromGrpc(
                     stub().Adopt(&context, request, &response)),
-                HasReason("HANDLE_INVALID"));
+                HasReason("SYMBOL_NOT_FOUND"));
   }
 }
 

@@ -132,6 +132,26 @@ TEST_F(CallbacksTest, LibcQsortCallsTheComparator) {
             IntBytes({0, 1, 2, 3, 4, 5, 6, 7}));
 }
 
+TEST_F(CallbacksTest, ACallbackWritesThroughItsPointerArgument) {
+  client::Callback fill = Register(
+      "void fill(int *out, int value)",
+      [](CallbackContext& context) -> absl::StatusOr<v1::Value> {
+        const int value =
+            static_cast<int>(context.arguments()[1].int_value()) * 3;
+        absl::Status written = context.Write(
+            context.arguments()[0].pointer_value(),
+            std::string(reinterpret_cast<const char*>(&value), sizeof(value)));
+        if (!written.ok()) return written;
+        return v1::Value();  // void
+      });
+  absl::StatusOr<v1::CallResponse> result = session_->Call(
+      ResolveIn(callbacks_,
+                "int fxc_fill(void (*fill)(int *out, int value), int value)"),
+      {fill.value(), MakeInt(14)});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_THAT(result->result(), IsInteger(42));
+}
+
 TEST_F(CallbacksTest, StructByValueAndFloats) {
   absl::StatusOr<v1::ParseDeclarationsResponse> parsed =
       session_->ParseDeclarations(
@@ -504,6 +524,27 @@ TEST_F(CallbacksTest, StreamResultsCarryTheirTagsAndErrors) {
   EXPECT_THAT(errors[7], HasReason("INVALID_REQUEST"));
   EXPECT_THAT(errors[8], HasCode(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(MessageOf(errors[8]), HasSubstr("not waiting"));
+
+  // Registering and releasing on the stream.
+  request.mutable_call()->Clear();
+  request.mutable_call()->set_tag(9);
+  request.mutable_call()->mutable_register_callback()->set_declaration(
+      "int f(int)");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_EQ(response.result().tag(), 9u);
+  ASSERT_TRUE(response.result().error_status().empty());
+  const std::string handle =
+      response.result().register_callback().callback();
+  EXPECT_EQ(handle.substr(0, 3), "cb_");
+  request.mutable_call()->Clear();
+  request.mutable_call()->set_tag(10);
+  request.mutable_call()->mutable_release_callback()->set_callback(handle);
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  EXPECT_EQ(response.result().tag(), 10u);
+  EXPECT_TRUE(response.result().has_release_callback());
+  EXPECT_TRUE(response.result().error_status().empty());
   stream->WritesDone();
   context.TryCancel();
   (void)stream->Finish();

@@ -100,15 +100,17 @@ std::string PointerDescription(const v1::PointerValue& pointer) {
 
 
 // A RegisterCallbackRequest with its declaration parsed into `type` (the
-// daemon parses, as for ResolveFunction) and a name.
+// daemon parses, as for ResolveFunction, with the session's declared types
+// in scope and named types resolved) and a name.
 absl::StatusOr<v1::RegisterCallbackRequest> ParsedRegistration(
-    const v1::RegisterCallbackRequest& request) {
+    Session& session, const v1::RegisterCallbackRequest& request) {
   v1::RegisterCallbackRequest parsed = request;
   parsed.clear_session();
   switch (request.signature_case()) {
     case v1::RegisterCallbackRequest::kDeclaration: {
       absl::StatusOr<v1::FunctionDeclaration> declaration =
-          ffi::ParseFunctionDeclaration(request.declaration());
+          ffi::ParseFunctionDeclaration(request.declaration(),
+                                        session.declarations().types());
       if (!declaration.ok()) {
         return WithContext(declaration.status(),
                            absl::StrCat("declaration '",
@@ -126,6 +128,7 @@ absl::StatusOr<v1::RegisterCallbackRequest> ParsedRegistration(
           "one of the fields 'declaration' (a C prototype such as 'int "
           "compare(const void *, const void *)') or 'type' is required");
   }
+  RETURN_IF_ERROR(session.declarations().Resolve(*parsed.mutable_type()));
   if (parsed.name().empty()) parsed.set_name("callback");
   return parsed;
 }
@@ -193,44 +196,103 @@ struct StreamRequest {
   std::string symbol;
 };
 
-absl::StatusOr<StreamRequest> PrepareStreamCall(const Session& session,
+// Builds the worker request of a Call, Read, Write or Allocate (from a unary
+// RPC or a StreamCall): required fields, the session's named types resolved,
+// a description for messages.
+absl::Status PrepareCall(Session& session, const v1::CallRequest& request,
+                         WorkerRequest& forward, std::string* description,
+                         std::string* symbol) {
+  RETURN_IF_ERROR(Required(request.function(), "function",
+                           "the handle returned by ResolveFunction"));
+  *description = CallDescription(session, request.function(), symbol);
+  *forward.mutable_call() = request;
+  forward.mutable_call()->clear_session();
+  for (int i = 0; i < forward.call().variadic_types_size(); ++i) {
+    absl::Status resolved = session.declarations().Resolve(
+        *forward.mutable_call()->mutable_variadic_types(i));
+    if (!resolved.ok()) {
+      return WithContext(resolved,
+                         absl::StrCat("variadic type ", i + 1, ": "));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PrepareAllocate(Session& session,
+                             const v1::AllocateRequest& request,
+                             WorkerRequest& forward,
+                             std::string* description) {
+  *forward.mutable_allocate() = request;
+  forward.mutable_allocate()->clear_session();
+  if (request.has_type()) {
+    RETURN_IF_ERROR(session.declarations().Resolve(
+        *forward.mutable_allocate()->mutable_type()));
+  }
+  *description =
+      request.has_type()
+          ? absl::StrCat("allocating ", std::max<uint64_t>(request.size(), 1),
+                         " typed element(s)")
+          : absl::StrCat("allocating ", request.size(), " bytes");
+  return absl::OkStatus();
+}
+
+absl::Status PrepareRead(Session& session, const v1::ReadRequest& request,
+                         WorkerRequest& forward, std::string* description) {
+  if (!request.has_pointer()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'pointer' is required: a memory "
+                                "handle (plus offset) or an address");
+  }
+  *forward.mutable_read() = request;
+  forward.mutable_read()->clear_session();
+  if (request.has_type()) {
+    RETURN_IF_ERROR(session.declarations().Resolve(
+        *forward.mutable_read()->mutable_type()));
+  }
+  *description =
+      absl::StrCat("reading ", PointerDescription(request.pointer()));
+  return absl::OkStatus();
+}
+
+absl::Status PrepareWrite(Session& session, const v1::WriteRequest& request,
+                          WorkerRequest& forward, std::string* description) {
+  if (!request.has_pointer()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'pointer' is required: a memory "
+                                "handle (plus offset) or an address");
+  }
+  *forward.mutable_write() = request;
+  forward.mutable_write()->clear_session();
+  if (request.has_type()) {
+    RETURN_IF_ERROR(session.declarations().Resolve(
+        *forward.mutable_write()->mutable_type()));
+  }
+  *description =
+      absl::StrCat("writing ", PointerDescription(request.pointer()));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StreamRequest> PrepareStreamCall(Session& session,
                                                 const v1::StreamCall& call) {
   StreamRequest prepared;
   WorkerRequest& forward = prepared.request;
   forward.set_invocation(call.invocation());
   switch (call.request_case()) {
     case v1::StreamCall::kCall:
-      RETURN_IF_ERROR(Required(call.call().function(), "call.function",
-                               "the handle returned by ResolveFunction"));
-      prepared.description =
-          CallDescription(session, call.call().function(), &prepared.symbol);
-      *forward.mutable_call() = call.call();
-      forward.mutable_call()->clear_session();
+      RETURN_IF_ERROR(PrepareCall(session, call.call(), forward,
+                                  &prepared.description, &prepared.symbol));
       break;
     case v1::StreamCall::kRead:
-      if (!call.read().has_pointer()) {
-        return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
-                                    "field 'read.pointer' is required");
-      }
-      prepared.description =
-          absl::StrCat("reading ", PointerDescription(call.read().pointer()));
-      *forward.mutable_read() = call.read();
-      forward.mutable_read()->clear_session();
+      RETURN_IF_ERROR(
+          PrepareRead(session, call.read(), forward, &prepared.description));
       break;
     case v1::StreamCall::kWrite:
-      if (!call.write().has_pointer()) {
-        return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
-                                    "field 'write.pointer' is required");
-      }
-      prepared.description = absl::StrCat(
-          "writing ", PointerDescription(call.write().pointer()));
-      *forward.mutable_write() = call.write();
-      forward.mutable_write()->clear_session();
+      RETURN_IF_ERROR(
+          PrepareWrite(session, call.write(), forward, &prepared.description));
       break;
     case v1::StreamCall::kAllocate:
-      prepared.description = "allocating memory";
-      *forward.mutable_allocate() = call.allocate();
-      forward.mutable_allocate()->clear_session();
+      RETURN_IF_ERROR(PrepareAllocate(session, call.allocate(), forward,
+                                      &prepared.description));
       break;
     case v1::StreamCall::kFree:
       RETURN_IF_ERROR(Required(call.free().memory(), "free.memory",
@@ -242,7 +304,7 @@ absl::StatusOr<StreamRequest> PrepareStreamCall(const Session& session,
       break;
     case v1::StreamCall::kRegisterCallback: {
       ASSIGN_OR_RETURN(v1::RegisterCallbackRequest request,
-                       ParsedRegistration(call.register_callback()));
+                       ParsedRegistration(session, call.register_callback()));
       prepared.description =
           absl::StrCat("registering callback '", request.name(), "'");
       *forward.mutable_register_callback() = std::move(request);
@@ -629,22 +691,11 @@ absl::Status FfiService::DoCall(grpc::ServerContext& context,
                                 const v1::CallRequest& request,
                                 v1::CallResponse* response) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
-  RETURN_IF_ERROR(Required(request.function(), "function",
-                           "the handle returned by ResolveFunction"));
-  std::string symbol;
-  std::string description = CallDescription(*session, request.function(),
-                                            &symbol);
   WorkerRequest forward;
-  *forward.mutable_call() = request;
-  forward.mutable_call()->clear_session();
-  for (int i = 0; i < forward.call().variadic_types_size(); ++i) {
-    absl::Status resolved = session->declarations().Resolve(
-        *forward.mutable_call()->mutable_variadic_types(i));
-    if (!resolved.ok()) {
-      return WithContext(resolved,
-                         absl::StrCat("variadic type ", i + 1, ": "));
-    }
-  }
+  std::string description;
+  std::string symbol;
+  RETURN_IF_ERROR(
+      PrepareCall(*session, request, forward, &description, &symbol));
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
                            std::move(description), symbol));
@@ -666,17 +717,8 @@ absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
                                     v1::AllocateResponse* response) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
   WorkerRequest forward;
-  *forward.mutable_allocate() = request;
-  forward.mutable_allocate()->clear_session();
-  if (request.has_type()) {
-    RETURN_IF_ERROR(session->declarations().Resolve(
-        *forward.mutable_allocate()->mutable_type()));
-  }
-  std::string description =
-      request.has_type()
-          ? absl::StrCat("allocating ", std::max<uint64_t>(request.size(), 1),
-                         " typed element(s)")
-          : absl::StrCat("allocating ", request.size(), " bytes");
+  std::string description;
+  RETURN_IF_ERROR(PrepareAllocate(*session, request, forward, &description));
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
                            std::move(description)));
@@ -695,22 +737,12 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
                                 const v1::ReadRequest& request,
                                 v1::ReadResponse* response) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
-  if (!request.has_pointer()) {
-    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
-                                "field 'pointer' is required: a memory "
-                                "handle (plus offset) or an address");
-  }
   WorkerRequest forward;
-  *forward.mutable_read() = request;
-  forward.mutable_read()->clear_session();
-  if (request.has_type()) {
-    RETURN_IF_ERROR(session->declarations().Resolve(
-        *forward.mutable_read()->mutable_type()));
-  }
-  ASSIGN_OR_RETURN(
-      WorkerResponse answer,
-      Forward(context, *session, std::move(forward),
-              absl::StrCat("reading ", PointerDescription(request.pointer()))));
+  std::string description;
+  RETURN_IF_ERROR(PrepareRead(*session, request, forward, &description));
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           std::move(description)));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
   *response = std::move(*answer.mutable_read());
   return absl::OkStatus();
@@ -725,22 +757,12 @@ grpc::Status FfiService::Write(grpc::ServerContext* context,
 absl::Status FfiService::DoWrite(grpc::ServerContext& context,
                                  const v1::WriteRequest& request) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
-  if (!request.has_pointer()) {
-    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
-                                "field 'pointer' is required: a memory "
-                                "handle (plus offset) or an address");
-  }
   WorkerRequest forward;
-  *forward.mutable_write() = request;
-  forward.mutable_write()->clear_session();
-  if (request.has_type()) {
-    RETURN_IF_ERROR(session->declarations().Resolve(
-        *forward.mutable_write()->mutable_type()));
-  }
-  ASSIGN_OR_RETURN(
-      WorkerResponse answer,
-      Forward(context, *session, std::move(forward),
-              absl::StrCat("writing ", PointerDescription(request.pointer()))));
+  std::string description;
+  RETURN_IF_ERROR(PrepareWrite(*session, request, forward, &description));
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, *session, std::move(forward),
+                           std::move(description)));
   return CheckResult(answer, WorkerResponse::kWrite, "Write");
 }
 
@@ -778,7 +800,7 @@ absl::Status FfiService::DoRegisterCallback(
     v1::RegisterCallbackResponse* response) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
   ASSIGN_OR_RETURN(v1::RegisterCallbackRequest parsed,
-                   ParsedRegistration(request));
+                   ParsedRegistration(*session, request));
   WorkerRequest forward;
   const std::string description =
       absl::StrCat("registering callback '", parsed.name(), "'");

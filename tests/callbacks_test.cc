@@ -184,6 +184,22 @@ TEST_F(CallbacksTest, StructByValueAndFloats) {
   // 1.5 * 2 + 2.25 + 0.125 + 0.5, exact in binary floating point.
   EXPECT_EQ(result->result().double_value(), 5.875);
   EXPECT_EQ(calls.load(), 1);
+
+  // The struct is now declared in the session: a declaration string that
+  // names it registers the same callback.
+  absl::StatusOr<client::Callback> by_name = session_->RegisterCallback(
+      "double scale2(struct fxc_vec v, float factor, double offset)",
+      [&calls](CallbackContext& context) -> absl::StatusOr<v1::Value> {
+        ++calls;
+        return MakeDouble(
+            context.arguments()[0].record_value().fields().at("weight")
+                .double_value());
+      });
+  ASSERT_TRUE(by_name.ok()) << by_name.status();
+  result = session_->Call(*apply, {by_name->value(), MakeDouble(1),
+                                   MakeDouble(2), MakeDouble(0.25)});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->result().double_value(), 0.25);
 }
 
 TEST_F(CallbacksTest, FourLibraryThreadsCallAThousandTimesEach) {

@@ -191,3 +191,66 @@ def test_inout_parameter(session) -> None:
     fixture = session.load(str(__import__("conftest").FIXTURE))
     read_int = fixture.function("int fx_read_int(const int *p)", inout=["p"])
     assert read_int(41) == (41, 41)
+
+
+def test_long_double_and_complex(libm) -> None:
+    libm.cdef("long double sqrtl(long double); double _Complex csqrt(double _Complex);"
+              "double cabs(double _Complex);")
+    assert libm.sqrtl(2.0) == pytest.approx(math.sqrt(2.0), rel=1e-15)
+    assert libm.csqrt(-4 + 0j) == pytest.approx(2j)
+    assert libm.cabs(3 + 4j) == 5.0
+
+
+def test_enums_by_name_or_number(fixture_lib) -> None:
+    fixture_lib.cdef("enum color { RED, GREEN = 5, BLUE }; int fx_int_id(enum color);")
+    assert fixture_lib.fx_int_id("GREEN") == 5
+    assert fixture_lib.fx_int_id(6) == 6
+    with pytest.raises(ffid.TypeMismatch, match="PURPLE"):
+        fixture_lib.fx_int_id("PURPLE")
+
+
+def test_wide_strings(session) -> None:
+    libc = session.load("libc.so.6")
+    libc.cdef("size_t wcslen(const wchar_t *);")
+    assert libc.wcslen("h\u00e9llo \u2713") == 7
+
+
+def test_unload_library(session) -> None:
+    libm = session.load("libm.so.6")
+    cos = libm.function("double cos(double)")
+    libm.unload()
+    with pytest.raises(ffid.HandleInvalid):
+        cos(0.5)
+
+
+def test_calls_from_many_threads(fixture_lib) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    add = fixture_lib.function("int fx_add(int, int)")
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(lambda i: add(i, 1), range(64))) == [i + 1 for i in range(64)]
+
+
+def test_dropping_an_unclosed_session_ends_it(daemon) -> None:
+    import gc
+    import time
+
+    s = ffid.connect(daemon.address)
+    session_id = s.id
+    del s
+    gc.collect()
+    with ffid.connect(daemon.address) as other:
+        stub = other._stub
+        from ffid.v1 import ffid_pb2
+
+        # The daemon ends the session when its Connect stream closes; wait
+        # (bounded) for it to notice.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stub.GetSession(ffid_pb2.GetSessionRequest(session=session_id))
+            except Exception as error:  # grpc.RpcError
+                assert ffid._errors.from_rpc_error(error).reason == "SESSION_NOT_FOUND"
+                break
+            assert time.monotonic() < deadline, "the dropped session is still there"
+            time.sleep(0.02)

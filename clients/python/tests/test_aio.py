@@ -89,3 +89,26 @@ async def test_errors_crash_and_timeout(daemon) -> None:
 async def test_unavailable(tmp_path) -> None:
     with pytest.raises(ffid.Unavailable):
         await ffid.aio.connect(f"unix:{tmp_path}/none.sock")
+
+
+@pytest.mark.asyncio
+async def test_types_variables_and_ownership(daemon) -> None:
+    from conftest import REPO
+
+    async with ffid.aio.connect(daemon.address) as s:
+        lib = await s.load(str(FIXTURE))
+        await lib.cdef((REPO / "tests" / "fixtures" / "types_fixture.h").read_text())
+        assert await lib.fxt_point_add((1, 2), {"x": 3, "y": 4}) == {"x": 4, "y": 6}
+        pt = await s.new("struct fxt_point", {"x": 1, "y": 2})
+        assert await pt.read_value() == {"x": 1, "y": 2}
+        await pt.write_value((7, 8))
+        assert await pt.read_value() == {"x": 7, "y": 8}
+        counter = await lib.variable("fxt_counter")
+        await counter.write_value(11)
+        assert await lib.fxt_counter_get() == 11
+        strdup = await lib.function("char *fxt_strdup(const char *)", result="release")
+        assert await strdup("x") == "x"
+        new = await lib.function("void *fxt_object_new(int)")
+        owned = await s.adopt(await new(3), "fxt_object_release", library=lib, size=4)
+        assert await owned.read_value("int") == 3
+        await owned.free()

@@ -4,6 +4,7 @@ Python value. Nothing here performs I/O."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -169,27 +170,34 @@ def prototype_source(declaration: str) -> str:
 
 
 _TYPE_NAME = "__ffid_type"
+_type_names = itertools.count(1)
 
 
-def type_source(type_text: str) -> str:
+def type_source(type_text: str) -> Tuple[str, str]:
     """A typedef that names the type written as `type_text` (an abstract C
     type such as "struct point", "int[4]", "char *", "int (*)(int)"), so that
-    ParseDeclarations can parse it."""
-    text = type_text.strip()
+    ParseDeclarations can parse it, and that name. Each name is new: the
+    server remembers a session's typedefs."""
+    name = f"{_TYPE_NAME}_{next(_type_names)}"
+    return _typedef(type_text.strip(), name), name
+
+
+def _typedef(text: str, name: str) -> str:
     # The declarator's name goes where an abstract declarator has its hole:
     # after "(*" for function pointers, else before the first '['.
     if "(*" in text:
         at = text.index("(*") + 2
-        return f"typedef {text[:at]}{_TYPE_NAME}{text[at:]};"
+        return f"typedef {text[:at]}{name}{text[at:]};"
     if "[" in text:
         at = text.index("[")
-        return f"typedef {text[:at]} {_TYPE_NAME}{text[at:]};"
-    return f"typedef {text} {_TYPE_NAME};"
+        return f"typedef {text[:at]} {name}{text[at:]};"
+    return f"typedef {text} {name};"
 
 
-def type_from_parse(response: ffid_pb2.ParseDeclarationsResponse, type_text: str) -> types_pb2.TypeDescriptor:
+def type_from_parse(response: ffid_pb2.ParseDeclarationsResponse, type_text: str,
+                    name: str) -> types_pb2.TypeDescriptor:
     for declaration in response.types:
-        if declaration.name == _TYPE_NAME:
+        if declaration.name == name:
             return declaration.type
     raise _errors.DeclarationInvalid(
         f"'{type_text}' is not a C type", reason="DECLARATION_INVALID")
@@ -210,7 +218,13 @@ class FunctionSpec:
         out: Sequence[ParamSelector] = (),
         inout: Sequence[ParamSelector] = (),
         use_errno: bool = False,
+        result: str = "borrow",
+        destructor: str = "",
     ) -> None:
+        if result not in RESULT_OWNERSHIP:
+            raise ValueError(f"result={result!r}: expected one of {', '.join(RESULT_OWNERSHIP)}")
+        self.ownership = result
+        self.destructor = destructor
         self.name = name
         self.handle = handle
         self.type = types_pb2.FunctionType()
@@ -256,12 +270,19 @@ class FunctionSpec:
                 extra, None, f"parameter {len(params) + j + 1} (variadic) of '{self.name}'", pointer_of))
         request.arguments.extend(values)
         request.capture_errno = self.use_errno if capture_errno is None else capture_errno
+        request.result_ownership = RESULT_OWNERSHIP[self.ownership]
+        request.result_destructor = self.destructor
         return request
 
-    def result(self, response: ffid_pb2.CallResponse, make_pointer: Any) -> Any:
+    def result(self, response: ffid_pb2.CallResponse, make_pointer: Any, make_owned: Any) -> Any:
+        """The Python result; make_owned(PointerValue, text) wraps an adopted
+        result in the session's Memory type."""
         result = None
         if response.HasField("result"):
             result = _values.from_value(response.result, self.type.return_type, make_pointer)
+        if self.ownership == "adopt" and response.HasField("result_pointer"):
+            text = result if isinstance(result, (str, bytes)) else None
+            result = make_owned(response.result_pointer, text)
         indexes = sorted(set(self.out) | set(self.inout))
         if not indexes:
             return result
@@ -273,6 +294,14 @@ class FunctionSpec:
         if self._returns_void:
             return outs[0] if len(outs) == 1 else tuple(outs)
         return (result, *outs)
+
+
+# result= of Library.function(): what happens to a returned pointer/string.
+RESULT_OWNERSHIP = {
+    "borrow": ffid_pb2.RESULT_OWNERSHIP_BORROW,
+    "adopt": ffid_pb2.RESULT_OWNERSHIP_ADOPT,
+    "release": ffid_pb2.RESULT_OWNERSHIP_RELEASE,
+}
 
 
 def select_params(function_type: types_pb2.FunctionType, selectors: Sequence[ParamSelector], what: str) -> List[int]:
@@ -321,6 +350,7 @@ class Declarations:
         self._lock = threading.Lock()
         self.types = _values.TypeRegistry()
         self._functions: Dict[str, types_pb2.FunctionType] = {}
+        self._variables: Dict[str, types_pb2.TypeDescriptor] = {}
 
     def add(self, response: ffid_pb2.ParseDeclarationsResponse) -> None:
         with self._lock:
@@ -328,6 +358,13 @@ class Declarations:
                 self.types.add(declaration.name, declaration.type)
             for function in response.functions:
                 self._functions[function.name] = function.type
+            for variable in response.variables:
+                self._variables[variable.name] = variable.type
+
+    def variable(self, name: str) -> Optional[types_pb2.TypeDescriptor]:
+        with self._lock:
+            found = self._variables.get(name)
+            return None if found is None else self.types.resolve(found)
 
     def function(self, name: str) -> Optional[types_pb2.FunctionType]:
         with self._lock:
@@ -360,4 +397,11 @@ class Declarations:
 
     def function_names(self) -> List[str]:
         with self._lock:
-            return sorted(self._functions)
+            return sorted(set(self._functions) | set(self._variables))
+
+
+def array_of(descriptor: types_pb2.TypeDescriptor, count: int) -> types_pb2.TypeDescriptor:
+    """`descriptor[count]`, or `descriptor` itself for count <= 1."""
+    if count <= 1:
+        return descriptor
+    return types_pb2.TypeDescriptor(array=types_pb2.ArrayType(element=descriptor, length=count))

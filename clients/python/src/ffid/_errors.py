@@ -185,6 +185,12 @@ class Internal(Error):
     reason_name = "INTERNAL"
 
 
+class MisalignedAccess(Error):
+    """A typed read or write at an address not aligned for its type."""
+
+    reason_name = "MISALIGNED_ACCESS"
+
+
 class Unavailable(Error, ConnectionError):
     """The daemon cannot be reached (not running, wrong address, gone)."""
 
@@ -213,6 +219,7 @@ ERROR_CLASSES: Dict[str, Type[Error]] = {
         WorkerStartFailed,
         BadAddress,
         Internal,
+        MisalignedAccess,
     )
 }
 

@@ -182,6 +182,9 @@ class Session:
     def _make_pointer(self, value: types_pb2.PointerValue) -> "Pointer":
         return Pointer(self, value.handle, value.offset if value.handle else 0, value.address)
 
+    def _make_owned(self, value: types_pb2.PointerValue, text: Any = None) -> "Memory":
+        return Memory(self, value.handle, 0, value.address, None, text=text)
+
     # -- session
 
     def info(self) -> ffid_pb2.Session:
@@ -209,9 +212,10 @@ class Session:
         known = self._declarations.known_type(ctype)
         if known is not None:
             return known
+        source, name = _core.type_source(ctype)
         response = self._call(self._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
-            session=self.id, source=_core.type_source(ctype)))
-        return self._declarations.resolve_type(_core.type_from_parse(response, ctype))
+            session=self.id, source=source))
+        return self._declarations.resolve_type(_core.type_from_parse(response, ctype, name))
 
     def load(self, name: str, *, use_errno: bool = False) -> "Library":
         """Loads a shared library by path or soname ("libm.so.6"); the daemon
@@ -245,7 +249,19 @@ class Session:
         if value is not None:
             request.initial_value.CopyFrom(_values.to_value(value, descriptor, "initial value", _core.pointer_of))
         response = self._call(self._stub.Allocate, request)
-        return Memory(self, response.memory, response.size, response.address, descriptor)
+        return Memory(self, response.memory, response.size, response.address, _core.array_of(descriptor, count))
+
+    def adopt(self, pointer: "Pointer", destructor: str = "", *, library: Optional["Library"] = None,
+              size: int = 0) -> "Memory":
+        """Takes ownership of a pointer native code returned: the session
+        releases it with `destructor` (a `void f(void *)` symbol, default
+        `free`, looked up in `library` or globally) on free(), when the
+        Memory is garbage-collected, or when the session ends. With `size`,
+        reads and writes are bounds-checked."""
+        response = self._call(self._stub.Adopt, ffid_pb2.AdoptRequest(
+            session=self.id, pointer=pointer._pointer_value(), destructor=destructor,
+            library=library.handle if library is not None else "", size=size))
+        return Memory(self, response.memory, size, response.address, None)
 
     def read(self, pointer: "Pointer", length: int) -> bytes:
         """Reads `length` bytes at any pointer (a bad address raises BadAddress)."""
@@ -262,6 +278,15 @@ class Session:
     def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
         self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
 
+    def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor) -> Any:
+        response = self._call(self._stub.Read, ffid_pb2.ReadRequest(session=self.id, pointer=pointer, type=descriptor))
+        return _values.from_value(response.value, descriptor, self._make_pointer)
+
+    def _write_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor, value: Any) -> None:
+        self._call(self._stub.Write, ffid_pb2.WriteRequest(
+            session=self.id, pointer=pointer, type=descriptor,
+            value=_values.to_value(value, descriptor, "the value", _core.pointer_of)))
+
 
 class Library:
     """A library loaded into a session's worker. Functions declared by
@@ -274,6 +299,7 @@ class Library:
         self.path = path
         self._use_errno = use_errno
         self._functions: Dict[str, Function] = {}
+        self._variables: Dict[str, Memory] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -285,11 +311,19 @@ class Library:
         return self
 
     def function(self, declaration: str, *, out: Sequence[ParamSelector] = (),
-                 inout: Sequence[ParamSelector] = (), use_errno: Optional[bool] = None) -> "Function":
+                 inout: Sequence[ParamSelector] = (), use_errno: Optional[bool] = None,
+                 result: str = "borrow", destructor: str = "") -> "Function":
         """Resolves the function one C prototype names, e.g.
         function("double pow(double, double)"). Pointer parameters listed in
         out (by index or name) are filled by the call and returned after the
-        result; inout ones are passed as values and returned likewise."""
+        result; inout ones are passed as values and returned likewise.
+
+        For a function returning a pointer or string, result= says who owns
+        what it returns: "borrow" (the library; ffid never frees it),
+        "adopt" (the call returns an owned Memory that the session releases
+        with `destructor`, default free; for a string its text is
+        memory.text), "release" (released with `destructor` right after
+        the call, e.g. for `char *strdup(const char *)`)."""
         session = self._session
         response = session._call(session._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
             session=session.id, source=_core.prototype_source(declaration)))
@@ -299,25 +333,63 @@ class Library:
                 reason="DECLARATION_INVALID")
         session._declarations.add(ffid_pb2.ParseDeclarationsResponse(types=response.types))
         parsed = response.functions[0]
-        return self._resolve(parsed.name, parsed.type, out, inout, use_errno)
+        return self._resolve(parsed.name, parsed.type, out, inout, use_errno, result, destructor)
 
     def _resolve(self, name: str, function_type: types_pb2.FunctionType, out: Sequence[ParamSelector],
-                 inout: Sequence[ParamSelector], use_errno: Optional[bool]) -> "Function":
+                 inout: Sequence[ParamSelector], use_errno: Optional[bool], result: str = "borrow",
+                 destructor: str = "") -> "Function":
         session = self._session
         typed = session._declarations.resolve_function(_core.apply_directions(function_type, out, inout))
         response = session._call(session._stub.ResolveFunction, ffid_pb2.ResolveFunctionRequest(
             session=session.id, library=self.handle, symbol=name, type=typed))
         spec = _core.FunctionSpec(name, response.function, typed, out, inout,
-                                  self._use_errno if use_errno is None else use_errno)
+                                  self._use_errno if use_errno is None else use_errno, result, destructor)
         return Function(session, spec, response.address)
 
-    def __getattr__(self, name: str) -> "Function":
+    def variable(self, name: str, ctype: Optional[str] = None) -> "Memory":
+        """The global variable `name` of this library as Memory of its type
+        (borrowed: the library owns it); .value reads and assigns it. Its
+        type comes from an `extern` declaration passed to cdef(), or from
+        `ctype`."""
+        session = self._session
+        request = ffid_pb2.ResolveVariableRequest(session=session.id, library=self.handle, symbol=name)
+        declared = session._declarations.variable(name)
+        if ctype is not None:
+            request.type.CopyFrom(session.typeof(ctype))
+        elif declared is not None:
+            request.type.CopyFrom(declared)
+        else:
+            raise AttributeError(f"variable '{name}' is not declared: cdef(\"extern <type> {name};\") "
+                                 "or pass its type")
+        response = session._call(session._stub.ResolveVariable, request)
+        return Memory(session, response.memory, 0, response.address,
+                      session._declarations.resolve_type(response.type), owned=False)
+
+    def _variable_memory(self, name: str) -> "Memory":
+        with self._lock:
+            found = self._variables.get(name)
+        if found is None:
+            found = self.variable(name)
+            with self._lock:
+                found = self._variables.setdefault(name, found)
+        return found
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_") and "_session" in self.__dict__ \
+                and self._session._declarations.variable(name) is not None:
+            self._variable_memory(name).value = value
+        else:
+            super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or not _core.is_identifier(name):
             raise AttributeError(name)
         with self._lock:
             found = self._functions.get(name)
         if found is not None:
             return found
+        if self._session._declarations.variable(name) is not None:
+            return self._variable_memory(name).value
         function_type = self._session._declarations.function(name)
         if function_type is None:
             raise AttributeError(
@@ -369,7 +441,7 @@ class Function:
         response = session._call(session._stub.Call, request, timeout)
         if request.capture_errno:
             session._errno.value = response.errno_value
-        return self._spec.result(response, session._make_pointer)
+        return self._spec.result(response, session._make_pointer, session._make_owned)
 
 
 class Pointer(_core.PointerBase):
@@ -400,20 +472,41 @@ class Pointer(_core.PointerBase):
             raise ValueError("offset must not be negative")
         self._session._write((self + offset)._pointer_value(), data)
 
+    def _descriptor(self, ctype: Optional[str]) -> types_pb2.TypeDescriptor:
+        if ctype is not None:
+            return self._session.typeof(ctype)
+        own = getattr(self, "ctype", None)
+        if own is None:
+            raise TypeError("this pointer has no C type: pass one, e.g. read_value(\"int\")")
+        return own
+
+    def read_value(self, ctype: Optional[str] = None) -> Any:
+        """Reads one value of C type `ctype` ("int", "struct point",
+        "double[4]") here, as a Python value; for memory from new() or
+        variable() the type defaults to its own."""
+        return self._session._read_value(self._pointer_value(), self._descriptor(ctype))
+
+    def write_value(self, value: Any, ctype: Optional[str] = None) -> None:
+        """Writes a Python value here as C type `ctype` (default: the
+        memory's own type)."""
+        self._session._write_value(self._pointer_value(), self._descriptor(ctype), value)
+
 
 class Memory(Pointer):
     """Native memory owned by the session (alloc(), new()). len() is its
     size; read() and write() are bounds-checked (OutOfBounds). Released by
     free(), when this object is garbage-collected, or when the session ends."""
 
-    __slots__ = ("size", "ctype", "_finalizer")
+    __slots__ = ("size", "ctype", "text", "_finalizer")
 
     def __init__(self, session: Session, handle: str, size: int, address: int,
-                 ctype: Optional[types_pb2.TypeDescriptor]) -> None:
+                 ctype: Optional[types_pb2.TypeDescriptor], *, owned: bool = True, text: Any = None) -> None:
         super().__init__(session, handle, 0, address)
-        self.size = size
+        self.size = size  # 0 when unknown (adopted without a size, variables)
         self.ctype = ctype
-        self._finalizer = weakref.finalize(self, session._defer_free, handle)
+        self.text = text  # for an adopted string result: its text
+        self._finalizer: Optional[weakref.finalize[Any, Any]] = (
+            weakref.finalize(self, session._defer_free, handle) if owned else None)
 
     def __len__(self) -> int:
         return self.size
@@ -424,21 +517,27 @@ class Memory(Pointer):
     def read(self, length: Optional[int] = None, offset: int = 0) -> bytes:
         """Reads `length` bytes at `offset` (default: to the end)."""
         if length is None:
+            if self.size == 0:
+                raise ValueError("the size of this memory is unknown: give read() a length")
             length = self.size - offset
             if length <= 0:
                 return b""
         return super().read(length, offset)
 
     def free(self) -> None:
-        """Releases the memory now; later use raises HandleInvalid."""
-        self._finalizer.detach()
+        """Releases the memory now (an adopted pointer with its destructor);
+        later use raises HandleInvalid."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._session._call(self._session._stub.Free,
                             ffid_pb2.FreeRequest(session=self._session.id, memory=self.handle))
 
     @property
     def value(self) -> Any:
-        """The memory's contents as a Python value of its C type (for memory
-        from new())."""
-        raise _errors.Unsupported(
-            "reading a typed value needs a typed Read, which this server does not offer yet; "
-            "use read() for the bytes", reason="UNSUPPORTED")
+        """The memory's contents as a Python value of its C type (memory
+        from new() or variable()); assigning writes it."""
+        return self.read_value()
+
+    @value.setter
+    def value(self, value: Any) -> None:
+        self.write_value(value)

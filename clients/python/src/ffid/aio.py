@@ -169,6 +169,16 @@ class Session:
     def _make_pointer(self, value: types_pb2.PointerValue) -> "Pointer":
         return Pointer(self, value.handle, value.offset if value.handle else 0, value.address)
 
+    def _make_owned(self, value: types_pb2.PointerValue, text: Any = None) -> "Memory":
+        return Memory(self, value.handle, 0, value.address, None, text=text)
+
+    async def adopt(self, pointer: "Pointer", destructor: str = "", *, library: Optional["Library"] = None,
+                    size: int = 0) -> "Memory":
+        response = await self._call(self._stub.Adopt, ffid_pb2.AdoptRequest(
+            session=self.id, pointer=pointer._pointer_value(), destructor=destructor,
+            library=library.handle if library is not None else "", size=size))
+        return Memory(self, response.memory, size, response.address, None)
+
     async def info(self) -> ffid_pb2.Session:
         return (await self._call(self._stub.GetSession, ffid_pb2.GetSessionRequest(session=self.id))).session
 
@@ -185,9 +195,10 @@ class Session:
         known = self._declarations.known_type(ctype)
         if known is not None:
             return known
+        source, name = _core.type_source(ctype)
         response = await self._call(self._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
-            session=self.id, source=_core.type_source(ctype)))
-        return self._declarations.resolve_type(_core.type_from_parse(response, ctype))
+            session=self.id, source=source))
+        return self._declarations.resolve_type(_core.type_from_parse(response, ctype, name))
 
     async def load(self, name: str, *, use_errno: bool = False) -> "Library":
         response = await self._call(self._stub.LoadLibrary, ffid_pb2.LoadLibraryRequest(session=self.id, name=name))
@@ -208,7 +219,7 @@ class Session:
         if value is not None:
             request.initial_value.CopyFrom(_values.to_value(value, descriptor, "initial value", _core.pointer_of))
         response = await self._call(self._stub.Allocate, request)
-        return Memory(self, response.memory, response.size, response.address, descriptor)
+        return Memory(self, response.memory, response.size, response.address, _core.array_of(descriptor, count))
 
     async def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
         return (await self._call(self._stub.Read, ffid_pb2.ReadRequest(
@@ -216,6 +227,17 @@ class Session:
 
     async def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
         await self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
+
+    async def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor) -> Any:
+        response = await self._call(self._stub.Read, ffid_pb2.ReadRequest(
+            session=self.id, pointer=pointer, type=descriptor))
+        return _values.from_value(response.value, descriptor, self._make_pointer)
+
+    async def _write_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor,
+                           value: Any) -> None:
+        await self._call(self._stub.Write, ffid_pb2.WriteRequest(
+            session=self.id, pointer=pointer, type=descriptor,
+            value=_values.to_value(value, descriptor, "the value", _core.pointer_of)))
 
 
 class Library:
@@ -237,7 +259,8 @@ class Library:
         return self
 
     async def function(self, declaration: str, *, out: Sequence[ParamSelector] = (),
-                       inout: Sequence[ParamSelector] = (), use_errno: Optional[bool] = None) -> "Function":
+                       inout: Sequence[ParamSelector] = (), use_errno: Optional[bool] = None,
+                       result: str = "borrow", destructor: str = "") -> "Function":
         session = self._session
         response = await session._call(session._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
             session=session.id, source=_core.prototype_source(declaration)))
@@ -247,17 +270,35 @@ class Library:
                 reason="DECLARATION_INVALID")
         session._declarations.add(ffid_pb2.ParseDeclarationsResponse(types=response.types))
         parsed = response.functions[0]
-        return await self._resolve(parsed.name, parsed.type, out, inout, use_errno)
+        return await self._resolve(parsed.name, parsed.type, out, inout, use_errno, result, destructor)
 
     async def _resolve(self, name: str, function_type: types_pb2.FunctionType, out: Sequence[ParamSelector],
-                       inout: Sequence[ParamSelector], use_errno: Optional[bool]) -> "Function":
+                       inout: Sequence[ParamSelector], use_errno: Optional[bool], result: str = "borrow",
+                       destructor: str = "") -> "Function":
         session = self._session
         typed = session._declarations.resolve_function(_core.apply_directions(function_type, out, inout))
         response = await session._call(session._stub.ResolveFunction, ffid_pb2.ResolveFunctionRequest(
             session=session.id, library=self.handle, symbol=name, type=typed))
         spec = _core.FunctionSpec(name, response.function, typed, out, inout,
-                                  self._use_errno if use_errno is None else use_errno)
+                                  self._use_errno if use_errno is None else use_errno, result, destructor)
         return Function(session, spec, response.address)
+
+    async def variable(self, name: str, ctype: Optional[str] = None) -> "Memory":
+        """The global variable `name` as Memory of its type; see
+        ffid.Library.variable. `await mem.read_value()` reads it."""
+        session = self._session
+        request = ffid_pb2.ResolveVariableRequest(session=session.id, library=self.handle, symbol=name)
+        declared = session._declarations.variable(name)
+        if ctype is not None:
+            request.type.CopyFrom(await session.typeof(ctype))
+        elif declared is not None:
+            request.type.CopyFrom(declared)
+        else:
+            raise AttributeError(f"variable '{name}' is not declared: cdef(\"extern <type> {name};\") "
+                                 "or pass its type")
+        response = await session._call(session._stub.ResolveVariable, request)
+        return Memory(session, response.memory, 0, response.address,
+                      session._declarations.resolve_type(response.type), owned=False)
 
     async def resolve(self, name: str) -> "Function":
         """Resolves a function declared by cdef() now (calling it does so on
@@ -331,7 +372,7 @@ class Function:
         response = await session._call(session._stub.Call, request, timeout)
         if request.capture_errno:
             session._errno.value = response.errno_value
-        return self._spec.result(response, session._make_pointer)
+        return self._spec.result(response, session._make_pointer, session._make_owned)
 
 
 class Pointer(_core.PointerBase):
@@ -358,18 +399,36 @@ class Pointer(_core.PointerBase):
             raise ValueError("offset must not be negative")
         await self._session._write((self + offset)._pointer_value(), data)
 
+    async def _descriptor(self, ctype: Optional[str]) -> types_pb2.TypeDescriptor:
+        if ctype is not None:
+            return await self._session.typeof(ctype)
+        own = getattr(self, "ctype", None)
+        if own is None:
+            raise TypeError("this pointer has no C type: pass one, e.g. read_value(\"int\")")
+        return own
+
+    async def read_value(self, ctype: Optional[str] = None) -> Any:
+        """See ffid.Pointer.read_value."""
+        return await self._session._read_value(self._pointer_value(), await self._descriptor(ctype))
+
+    async def write_value(self, value: Any, ctype: Optional[str] = None) -> None:
+        """See ffid.Pointer.write_value."""
+        await self._session._write_value(self._pointer_value(), await self._descriptor(ctype), value)
+
 
 class Memory(Pointer):
     """Native memory owned by the session (asyncio); see ffid.Memory."""
 
-    __slots__ = ("size", "ctype", "_finalizer")
+    __slots__ = ("size", "ctype", "text", "_finalizer")
 
     def __init__(self, session: Session, handle: str, size: int, address: int,
-                 ctype: Optional[types_pb2.TypeDescriptor]) -> None:
+                 ctype: Optional[types_pb2.TypeDescriptor], *, owned: bool = True, text: Any = None) -> None:
         super().__init__(session, handle, 0, address)
         self.size = size
         self.ctype = ctype
-        self._finalizer = weakref.finalize(self, session._defer_free, handle)
+        self.text = text
+        self._finalizer: Optional[weakref.finalize[Any, Any]] = (
+            weakref.finalize(self, session._defer_free, handle) if owned else None)
 
     def __len__(self) -> int:
         return self.size
@@ -379,12 +438,15 @@ class Memory(Pointer):
 
     async def read(self, length: Optional[int] = None, offset: int = 0) -> bytes:
         if length is None:
+            if self.size == 0:
+                raise ValueError("the size of this memory is unknown: give read() a length")
             length = self.size - offset
             if length <= 0:
                 return b""
         return await super().read(length, offset)
 
     async def free(self) -> None:
-        self._finalizer.detach()
+        if self._finalizer is not None:
+            self._finalizer.detach()
         await self._session._call(self._session._stub.Free,
                                   ffid_pb2.FreeRequest(session=self._session.id, memory=self.handle))

@@ -1,0 +1,113 @@
+"""The type system through Python: structs, unions and enums by value,
+typed memory (new, .value, read_value), global variables, ownership of
+returned pointers (adopt, release). Uses the fixture's own header,
+tests/fixtures/types_fixture.h, as the cdef."""
+
+from __future__ import annotations
+
+import gc
+import struct
+
+import pytest
+
+import ffid
+
+from conftest import FIXTURE, REPO
+
+HEADER = (REPO / "tests" / "fixtures" / "types_fixture.h").read_text()
+
+
+@pytest.fixture
+def lib(session: ffid.Session) -> ffid.Library:
+    library = session.load(str(FIXTURE))
+    library.cdef(HEADER)
+    return library
+
+
+def test_structs_by_value(lib) -> None:
+    assert lib.fxt_point_add({"x": 1, "y": 2}, (10, 20)) == {"x": 11, "y": 22}
+    assert lib.fxt_point_scale((2, 3), 4) == {"x": 8, "y": 12}
+    made = lib.fxt_mixed_make("a", 2.5)
+    assert made["c"] == ord("a") and made["d"] == 2.5
+    assert made["p"] == {"x": 0, "y": 0} or isinstance(made["p"], dict)
+    assert lib.fxt_mixed_sum(made) == lib.fxt_mixed_sum(made)
+    assert lib.fxt_packed_sum(lib.fxt_packed_make("b", 1000, -3)) == ord("b") + 1000 - 3
+    assert lib.fxt_aligned_twice({"i": 21}) == 42
+
+
+def test_unions_and_enums(lib) -> None:
+    # A union result comes back as its bytes: only the caller knows which
+    # member is set.
+    number = lib.fxt_number_from_float(1.5)
+    assert struct.unpack_from("<f", number) == (1.5,)
+    assert lib.fxt_number_as_double({"d": 0.25}, 2) == 0.25
+    assert lib.fxt_color_next("FXT_RED") == "FXT_GREEN"  # constants by name
+    assert lib.fxt_color_next(2) == "FXT_BLUE"
+    assert lib.fxt_holder_check({"f": None, "name": "abc", "color": "FXT_BLUE"}) == 34
+
+
+def test_long_double(lib) -> None:
+    assert lib.fxt_long_double_half(3.0) == 1.5
+
+
+def test_typed_memory_value(session, lib) -> None:
+    pt = session.new("struct fxt_point", {"x": 1, "y": 2})
+    assert pt.value == {"x": 1, "y": 2}
+    pt.value = {"x": 5, "y": 6}
+    assert struct.unpack("<2i", pt.read()) == (5, 6)
+    ints = session.new("int[3]", [1, 2, 3])
+    assert ints.value == [1, 2, 3]
+    many = session.new("fxt_point_t", count=2)
+    assert many.value == [{"x": 0, "y": 0}, {"x": 0, "y": 0}]
+    raw = session.alloc(16)
+    raw.write_value(258, "int")
+    assert raw.read_value("int") == 258
+    assert (raw + 4).read_value("int") == 0
+    with pytest.raises(ffid.MisalignedAccess):
+        (raw + 1).read_value("int")
+    with pytest.raises(TypeError, match="no C type"):
+        raw.value
+
+
+def test_global_variables(session, lib) -> None:
+    assert lib.fxt_counter == 7
+    lib.fxt_counter = 42
+    assert lib.fxt_counter_get() == 42
+    assert lib.fxt_origin == {"x": 3, "y": -4}
+    origin = lib.variable("fxt_origin")
+    assert origin.value == {"x": 3, "y": -4}
+    assert lib.fxt_point_add(origin.value, (1, 1)) == {"x": 4, "y": -3}
+    assert lib.variable("fxt_counter", "int").value == 42
+
+
+def test_result_ownership(session, lib) -> None:
+    released = lib.function("char *fxt_strdup(const char *)", result="release")
+    assert released("copy me") == "copy me"
+    adopted = lib.function("char *fxt_strdup(const char *)", result="adopt")
+    memory = adopted("mine")
+    assert isinstance(memory, ffid.Memory)
+    assert memory.text == "mine"
+    assert memory.read(5) == b"mine\0"
+    memory.free()
+    new = lib.function("void *fxt_object_new(int)", result="adopt", destructor="fxt_object_release")
+    before = lib.fxt_released
+    obj = new(7)
+    assert obj.read_value("int") == 7
+    obj.free()
+    assert lib.fxt_released == before + 1
+    # Dropped adopted memory is released with its destructor too.
+    new(8)
+    gc.collect()
+    assert lib.fxt_counter_get() is not None  # a request, which sends the release
+    assert lib.fxt_released == before + 2
+
+
+def test_adopt_a_borrowed_pointer(session, lib) -> None:
+    borrowed = lib.function("void *fxt_object_new(int)")(9)
+    before = lib.fxt_released
+    owned = session.adopt(borrowed, "fxt_object_release", library=lib, size=4)
+    assert len(owned) == 4 and owned.read_value("int") == 9
+    with pytest.raises(ffid.OutOfBounds):
+        owned.read(8)
+    owned.free()
+    assert lib.fxt_released == before + 1

@@ -28,6 +28,8 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/options.h"
+#include "server/sandbox_probe.h"
+#include "server/session_policy.h"
 #include "server/service.h"
 #include "server/session.h"
 #include "server/worker/channel.h"
@@ -195,12 +197,29 @@ int Run(int argc, char** argv) {
             address.c_str());
   }
 
+  // Before any thread: the probe forks.
+  v1::SandboxStatus sandbox = ProbeSandbox();
+  if (options.sandbox) {
+    for (const std::string& line : DescribeSandbox(sandbox)) {
+      fprintf(stderr, "ffid: %s\n", line.c_str());
+    }
+  } else {
+    fprintf(stderr,
+            "ffid: warning: --no-sandbox: workers run without namespaces, "
+            "seccomp or Landlock\n");
+  }
+
   SessionManagerOptions session_options;
   session_options.worker_path = options.worker_path;
   session_options.default_idle_timeout = options.idle_timeout;
   SessionManager sessions(std::move(session_options));
   ServiceOptions service_options;
   service_options.allow_library = options.allow_library;
+  service_options.policy.max_limits = options.worker_limits;
+  service_options.policy.network_allowed = options.allow_network;
+  service_options.policy.sandbox = options.sandbox;
+  service_options.policy.available = sandbox;
+  service_options.policy.allow_library = options.allow_library;
   FfiService service(sessions, std::move(service_options));
 
   grpc::EnableDefaultHealthCheckService(true);

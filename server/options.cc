@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "ffi/errors.h"
@@ -24,11 +25,15 @@ absl::Status UsageError(absl::string_view message) {
 
 bool TakesValue(absl::string_view name) {
   return name == "listen" || name == "allow-library" ||
-         name == "worker-path" || name == "idle-timeout";
+         name == "worker-path" || name == "idle-timeout" ||
+         name == "address-space-limit" || name == "cpu-limit" ||
+         name == "open-files-limit" || name == "file-size-limit" ||
+         name == "max-call-duration";
 }
 
 bool IsSwitch(absl::string_view name) {
-  return name == "insecure" || name == "help";
+  return name == "insecure" || name == "help" || name == "allow-network" ||
+         name == "no-sandbox";
 }
 
 absl::Status CheckListenAddress(absl::string_view address) {
@@ -79,6 +84,41 @@ absl::Status Apply(Options& options, absl::string_view name,
           absl::StrCat("--idle-timeout '", value, "' must be positive"));
     }
     options.idle_timeout = timeout;
+  } else if (name == "address-space-limit" || name == "file-size-limit") {
+    uint64_t bytes = 0;
+    if (!ParseByteSize(value, &bytes)) {
+      return UsageError(absl::StrCat("--", name, " '", value,
+                                     "' is not a size such as '4G', '512M' "
+                                     "or '0' (no limit)"));
+    }
+    if (name == "address-space-limit") {
+      options.worker_limits.set_address_space_bytes(bytes);
+    } else {
+      options.worker_limits.set_file_size_bytes(bytes);
+    }
+  } else if (name == "cpu-limit" || name == "open-files-limit") {
+    uint64_t number = 0;
+    if (!absl::SimpleAtoi(value, &number)) {
+      return UsageError(absl::StrCat("--", name, " '", value,
+                                     "' is not a whole number"));
+    }
+    if (name == "cpu-limit") {
+      options.worker_limits.set_cpu_seconds(number);
+    } else {
+      options.worker_limits.set_open_files(number);
+    }
+  } else if (name == "max-call-duration") {
+    absl::Duration duration;
+    if (!absl::ParseDuration(value, &duration) ||
+        duration < absl::ZeroDuration()) {
+      return UsageError(absl::StrCat("--max-call-duration '", value,
+                                     "' is not a duration such as '30s'"));
+    }
+    const int64_t nanos = absl::ToInt64Nanoseconds(duration);
+    options.worker_limits.mutable_max_call_duration()->set_seconds(
+        nanos / 1000000000);
+    options.worker_limits.mutable_max_call_duration()->set_nanos(
+        static_cast<int32_t>(nanos % 1000000000));
   }
   return absl::OkStatus();
 }
@@ -113,14 +153,22 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
         options.help = true;
         return options;
       }
-      options.insecure = true;
+      if (name == "allow-network") {
+        options.allow_network = true;
+      } else if (name == "no-sandbox") {
+        options.sandbox = false;
+      } else {
+        options.insecure = true;
+      }
       continue;
     }
     if (!TakesValue(name)) {
       return UsageError(absl::StrCat(
           "unknown flag '--", name,
           "'; known flags: --listen, --allow-library, --worker-path, "
-          "--idle-timeout, --insecure, --help"));
+          "--idle-timeout, --address-space-limit, --cpu-limit, "
+          "--open-files-limit, --file-size-limit, --max-call-duration, "
+          "--allow-network, --no-sandbox, --insecure, --help"));
     }
     std::string value;
     if (inline_value) {
@@ -144,6 +192,32 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
   }
   if (options.worker_path.empty()) options.worker_path = DefaultWorkerPath();
   return options;
+}
+
+v1::ResourceLimits DefaultWorkerLimits() {
+  v1::ResourceLimits limits;
+  limits.set_address_space_bytes(uint64_t{8} << 30);
+  limits.set_open_files(1024);
+  limits.set_file_size_bytes(uint64_t{1} << 30);
+  return limits;
+}
+
+bool ParseByteSize(absl::string_view text, uint64_t* bytes) {
+  if (text.empty()) return false;
+  uint64_t multiplier = 1;
+  switch (text.back()) {
+    case 'k': case 'K': multiplier = uint64_t{1} << 10; break;
+    case 'm': case 'M': multiplier = uint64_t{1} << 20; break;
+    case 'g': case 'G': multiplier = uint64_t{1} << 30; break;
+    case 't': case 'T': multiplier = uint64_t{1} << 40; break;
+    default: break;
+  }
+  if (multiplier != 1) text.remove_suffix(1);
+  uint64_t number = 0;
+  if (!absl::SimpleAtoi(text, &number)) return false;
+  if (number > UINT64_MAX / multiplier) return false;
+  *bytes = number * multiplier;
+  return true;
 }
 
 std::string DefaultListenAddress() {
@@ -206,6 +280,26 @@ std::string HelpText() {
       "                         while no Connect stream is attached, unless "
       "it asks\n"
       "                         for its own (e.g. 90s, 5m). Default: 5m.\n"
+      "  --address-space-limit SIZE\n"
+      "                         RLIMIT_AS of every worker (e.g. 4G, 512M; 0: "
+      "none).\n"
+      "                         Default: 8G. Sessions may ask for less.\n"
+      "  --cpu-limit SECONDS    RLIMIT_CPU of every worker over its life; "
+      "0: none\n"
+      "                         (default). Sessions may ask for less.\n"
+      "  --open-files-limit N   RLIMIT_NOFILE of every worker. Default: "
+      "1024.\n"
+      "  --file-size-limit SIZE RLIMIT_FSIZE of every worker. Default: 1G.\n"
+      "  --max-call-duration DURATION\n"
+      "                         the longest one native call may run (e.g. "
+      "30s); past it\n"
+      "                         the worker is killed and the call fails with\n"
+      "                         DEADLINE_EXCEEDED. Default: 0 (none).\n"
+      "  --allow-network        let sessions ask for network access "
+      "(sandbox.allow_network).\n"
+      "  --no-sandbox           run workers without namespaces, seccomp or "
+      "Landlock\n"
+      "                         (rlimits stay). For debugging only.\n"
       "  --insecure             allow a TCP listener (host:port) without TLS "
       "or\n"
       "                         authentication. Anyone who can reach the port "

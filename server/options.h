@@ -15,21 +15,42 @@
 //   --worker-path PATH      the ffid-worker executable. Default: ffid-worker
 //                           beside the running ffid (/proc/self/exe).
 //   --idle-timeout DURATION default idle timeout of a session ("300s", "5m").
+//   --address-space-limit SIZE  RLIMIT_AS of workers (e.g. "4G"); 0: none.
+//   --cpu-limit SECONDS     RLIMIT_CPU of workers; 0: none.
+//   --open-files-limit N    RLIMIT_NOFILE of workers; 0: inherited.
+//   --file-size-limit SIZE  RLIMIT_FSIZE of workers; 0: none.
+//   --max-call-duration DURATION  the longest one call may run; 0: none.
+//                           Each of these five is the default and the
+//                           maximum: a session may ask for less.
+//   --allow-network         let sessions ask for network access.
+//   --no-sandbox            no namespaces, seccomp or Landlock (rlimits
+//                           stay); for debugging.
 //   --insecure              allow a TCP listener without TLS.
 //   --help                  print the usage and exit 0.
 #ifndef FFID_SERVER_OPTIONS_H_
 #define FFID_SERVER_OPTIONS_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
+#include "absl/strings/string_view.h"
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ffid/v1/ffid.pb.h"
 
 namespace ffid::server {
 
 // The default idle timeout of a session without an attached Connect stream.
 inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(300);
+
+// The worker limits without flags: 8 GiB of address space, 1024 open
+// files, 1 GiB files, no CPU or call-duration limit.
+v1::ResourceLimits DefaultWorkerLimits();
+
+// "4G", "512M", "64k", "1000" -> bytes. False if malformed.
+bool ParseByteSize(absl::string_view text, uint64_t* bytes);
 
 struct Options {
   // Where to listen: "unix:/path" or "host:port".
@@ -42,6 +63,12 @@ struct Options {
   bool insecure = false;
   // The idle timeout of sessions that do not ask for one.
   absl::Duration idle_timeout = kDefaultIdleTimeout;
+  // Worker limits: each the default and the maximum for sessions.
+  v1::ResourceLimits worker_limits = DefaultWorkerLimits();
+  // Sessions may ask for network access.
+  bool allow_network = false;
+  // Namespaces, seccomp and Landlock on (--no-sandbox turns them off).
+  bool sandbox = true;
   // --help was given: print HelpText() and exit 0; nothing else is parsed.
   bool help = false;
 };

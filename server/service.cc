@@ -48,8 +48,14 @@ absl::StatusOr<WorkerResponse> Forward(grpc::ServerContext& context,
                                        WorkerRequest request,
                                        std::string description,
                                        std::string function = "") {
+  // The session's maximum call duration caps the client's deadline.
+  absl::Time deadline = DeadlineOf(context);
+  const absl::Duration max_call = session.policy().max_call_duration;
+  if (max_call != absl::InfiniteDuration()) {
+    deadline = std::min(deadline, absl::Now() + max_call);
+  }
   return session.worker().Execute(
-      std::move(request), DeadlineOf(context), std::move(description),
+      std::move(request), deadline, std::move(description),
       std::move(function), [&context] { return context.IsCancelled(); });
 }
 
@@ -373,7 +379,28 @@ v1::ConnectResponse StreamError(uint64_t tag, const absl::Status& status) {
 FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
     : sessions_(sessions),
       options_(std::move(options)),
-      allowlist_(options_.allow_library) {}
+      allowlist_(options_.allow_library) {
+  if (options_.policy.allow_library.empty()) {
+    options_.policy.allow_library = options_.allow_library;
+  }
+}
+
+grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
+                                       const v1::GetServerInfoRequest* request,
+                                       v1::GetServerInfoResponse* response) {
+  const PolicyOptions& policy = options_.policy;
+  *response->mutable_sandbox() = policy.available;
+  if (!policy.sandbox) {
+    v1::SandboxStatus off;
+    off.set_rlimits(true);
+    off.add_disabled("everything but rlimits: ffid runs with --no-sandbox");
+    *response->mutable_sandbox() = off;
+  }
+  *response->mutable_default_limits() = DefaultLimits(policy);
+  *response->mutable_max_limits() = policy.max_limits;
+  response->set_network_allowed(policy.network_allowed);
+  return grpc::Status::OK;
+}
 
 // ---------------------------------------------------------------- sessions
 
@@ -402,8 +429,10 @@ absl::Status FfiService::DoCreateSession(
     idle_timeout = absl::Seconds(duration.seconds()) +
                    absl::Nanoseconds(duration.nanos());
   }
+  ASSIGN_OR_RETURN(SessionPolicy policy,
+                   ResolveSessionPolicy(options_.policy, request));
   ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
-                   sessions_.Create(idle_timeout));
+                   sessions_.Create(idle_timeout, std::move(policy)));
   *response->mutable_session() = session->ToProto();
   return absl::OkStatus();
 }

@@ -45,12 +45,19 @@ struct ServiceOptions {
   // Where bare sonames are searched; empty means LibrarySearchDirectories()
   // at each LoadLibrary (tests point this at a temporary directory).
   std::vector<std::string> library_search_dirs;
+  // Limits, sandbox layers and network permission for sessions
+  // (session_policy.h). Its allow_library is filled from the field above
+  // when empty.
+  PolicyOptions policy;
 };
 
 class FfiService final : public v1::Ffi::Service {
  public:
   FfiService(SessionManager& sessions, ServiceOptions options);
 
+  grpc::Status GetServerInfo(grpc::ServerContext* context,
+                             const v1::GetServerInfoRequest* request,
+                             v1::GetServerInfoResponse* response) override;
   grpc::Status CreateSession(grpc::ServerContext* context,
                              const v1::CreateSessionRequest* request,
                              v1::CreateSessionResponse* response) override;
@@ -155,7 +162,7 @@ class FfiService final : public v1::Ffi::Service {
       v1::ResolveVariableResponse* response);
 
   SessionManager& sessions_;
-  const ServiceOptions options_;
+  ServiceOptions options_;  // Set in the constructor, then read-only.
   const Allowlist allowlist_;
 };
 

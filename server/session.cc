@@ -38,10 +38,11 @@ std::string NewSessionId() {
 }
 
 Session::Session(std::string id, std::unique_ptr<WorkerProcess> worker,
-                 absl::Duration idle_timeout)
+                 absl::Duration idle_timeout, SessionPolicy policy)
     : id_(std::move(id)),
       worker_(std::move(worker)),
       idle_timeout_(idle_timeout),
+      policy_(std::move(policy)),
       last_used_(absl::Now()) {
   if (worker_ != nullptr) {
     worker_->SetInvocationHandler(
@@ -153,6 +154,10 @@ v1::Session Session::ToProto() const {
   proto.mutable_idle_timeout()->set_seconds(nanos / 1000000000);
   proto.mutable_idle_timeout()->set_nanos(
       static_cast<int32_t>(nanos % 1000000000));
+  *proto.mutable_limits() = policy_.limits;
+  *proto.mutable_sandbox() = policy_.sandbox;
+  proto.set_restart_policy(policy_.restart);
+  *proto.mutable_sandbox_status() = policy_.status;
   return proto;
 }
 
@@ -227,7 +232,7 @@ SessionManager::SessionManager(SessionManagerOptions options)
 SessionManager::~SessionManager() { Shutdown(); }
 
 absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
-    absl::Duration idle_timeout) {
+    absl::Duration idle_timeout, SessionPolicy policy) {
   if (idle_timeout <= absl::ZeroDuration()) {
     idle_timeout = options_.default_idle_timeout;
   }
@@ -244,9 +249,10 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
                    WorkerProcess::Start(options_.worker_path,
                                         // Its own random bits: a handle must
                                         // not reveal part of the session id.
-                                        NewSessionId().substr(0, 8)));
-  auto session =
-      std::make_shared<Session>(id, std::move(worker), idle_timeout);
+                                        NewSessionId().substr(0, 8),
+                                        policy.worker));
+  auto session = std::make_shared<Session>(id, std::move(worker),
+                                           idle_timeout, std::move(policy));
   absl::MutexLock lock(&mu_);
   if (shutting_down_) {
     Stop(*session, WorkerProcess::StopCause::kServerShutdown);

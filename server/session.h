@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "ffid/v1/ffid.pb.h"
 #include "server/declaration_scope.h"
+#include "server/session_policy.h"
 #include "server/worker_process.h"
 
 namespace ffid::server {
@@ -45,7 +46,7 @@ class StreamSink {
 class Session {
  public:
   Session(std::string id, std::unique_ptr<WorkerProcess> worker,
-          absl::Duration idle_timeout);
+          absl::Duration idle_timeout, SessionPolicy policy = {});
   // Stops the worker first: its reader thread calls into the session.
   ~Session();
   Session(const Session&) = delete;
@@ -59,6 +60,8 @@ class Session {
   // The C declarations made in this session (types usable by name).
   DeclarationScope& declarations() { return declarations_; }
   absl::Duration idle_timeout() const { return idle_timeout_; }
+  // The limits, sandbox and restart policy the session runs under.
+  const SessionPolicy& policy() const { return policy_; }
 
   // ACTIVE while the worker runs, CRASHED once it died on its own or was
   // killed for a deadline.
@@ -115,6 +118,7 @@ class Session {
   const std::unique_ptr<WorkerProcess> worker_;
   const absl::Duration idle_timeout_;
   DeclarationScope declarations_;
+  const SessionPolicy policy_;
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Function> functions_ ABSL_GUARDED_BY(mu_);
@@ -174,7 +178,9 @@ class SessionManager {
   // Starts a session and its worker. A zero `idle_timeout` means the
   // default. UNAVAILABLE + WORKER_START_FAILED if the worker cannot start;
   // UNAVAILABLE + INTERNAL once Shutdown() has begun.
-  absl::StatusOr<std::shared_ptr<Session>> Create(absl::Duration idle_timeout);
+  // `policy` is the session's resolved policy (session_policy.h).
+  absl::StatusOr<std::shared_ptr<Session>> Create(
+      absl::Duration idle_timeout, SessionPolicy policy = {});
 
   // Looks a session up without marking it used. NOT_FOUND +
   // SESSION_NOT_FOUND "session 'x' does not exist (...)" if unknown,

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,7 +20,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/escaping.h"
 #include "ffi/errors.h"
+#include "server/crash_report.h"
 
 extern char** environ;
 
@@ -28,6 +31,10 @@ namespace {
 
 // The fd number the worker finds its end of the channel on.
 constexpr int kWorkerChannelFd = 3;
+// ... and the write end of its crash-report pipe.
+constexpr int kWorkerCrashFd = 4;
+// The most of a crash record the daemon reads.
+constexpr size_t kMaxCrashRecordBytes = 64 * 1024;
 // How long a worker may keep running after closing its channel before the
 // daemon kills it.
 constexpr absl::Duration kExitGrace = absl::Seconds(2);
@@ -55,6 +62,20 @@ std::vector<char*> Pointers(std::vector<std::string>& strings) {
   for (std::string& s : strings) pointers.push_back(s.data());
   pointers.push_back(nullptr);
   return pointers;
+}
+
+// Reads what the worker's crash handler wrote, without blocking: a process
+// the worker left behind might still hold the pipe open.
+std::string ReadCrashRecord(int fd) {
+  std::string text;
+  char buffer[4096];
+  while (text.size() < kMaxCrashRecordBytes) {
+    ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  return text;
 }
 
 std::string SignalDescription(int signal) {
@@ -123,7 +144,8 @@ std::string SignalName(int signal) {
 }
 
 absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
-    const std::string& worker_path, const std::string& session_tag) {
+    const std::string& worker_path, const std::string& session_tag,
+    const worker::WorkerPolicy& policy) {
   auto start_failed = [&worker_path](absl::string_view why) {
     return MakeError(
         absl::StatusCode::kUnavailable, v1::ERROR_REASON_WORKER_START_FAILED,
@@ -138,13 +160,22 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
   }
   const int parent_fd = fds[0];
   const int child_fd = fds[1];
+  int crash_pipe[2];
+  if (pipe2(crash_pipe, O_CLOEXEC) != 0) {
+    close(parent_fd);
+    close(child_fd);
+    return start_failed(absl::StrCat("pipe2: ", strerror(errno)));
+  }
+  // The daemon's end never blocks (see ReadCrashRecord).
+  fcntl(crash_pipe[0], F_SETFL, O_NONBLOCK);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   // dup2 clears FD_CLOEXEC on the copy (glibc does so even when child_fd is
   // already 3); everything above it is closed for good measure.
   posix_spawn_file_actions_adddup2(&actions, child_fd, kWorkerChannelFd);
-  posix_spawn_file_actions_addclosefrom_np(&actions, kWorkerChannelFd + 1);
+  posix_spawn_file_actions_adddup2(&actions, crash_pipe[1], kWorkerCrashFd);
+  posix_spawn_file_actions_addclosefrom_np(&actions, kWorkerCrashFd + 1);
 
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
@@ -166,7 +197,16 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
       absl::StrCat("--session-tag=", session_tag),
       // Lets the worker notice a daemon that died before its
       // PR_SET_PDEATHSIG took effect.
-      absl::StrCat("--parent-pid=", getpid())};
+      absl::StrCat("--parent-pid=", getpid()),
+      absl::StrCat("--crash-fd=", kWorkerCrashFd)};
+  std::string serialized_policy;
+  if (!policy.SerializeToString(&serialized_policy)) {
+    return start_failed("cannot serialize the worker policy");
+  }
+  if (!serialized_policy.empty()) {
+    args.push_back(
+        absl::StrCat("--policy=", absl::BytesToHexString(serialized_policy)));
+  }
   std::vector<std::string> env = WorkerEnvironment();
   std::vector<char*> argv = Pointers(args);
   std::vector<char*> envp = Pointers(env);
@@ -182,21 +222,31 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   close(child_fd);
+  close(crash_pipe[1]);
   if (error != 0) {
     close(parent_fd);
+    close(crash_pipe[0]);
     return start_failed(strerror(error));
   }
-  std::unique_ptr<WorkerProcess> process(
-      new WorkerProcess(pid, parent_fd, session_tag));
+  std::unique_ptr<WorkerProcess> process(new WorkerProcess(
+      pid, parent_fd, session_tag, crash_pipe[0], policy));
   process->reader_ = std::thread(&WorkerProcess::ReaderLoop, process.get());
   return process;
 }
 
 WorkerProcess::WorkerProcess(pid_t pid, int channel_fd,
-                             std::string session_tag)
-    : pid_(pid), session_tag_(std::move(session_tag)), channel_(channel_fd) {}
+                             std::string session_tag, int crash_fd,
+                             worker::WorkerPolicy policy)
+    : pid_(pid),
+      session_tag_(std::move(session_tag)),
+      channel_(channel_fd),
+      crash_fd_(crash_fd),
+      policy_(std::move(policy)) {}
 
-WorkerProcess::~WorkerProcess() { Shutdown(); }
+WorkerProcess::~WorkerProcess() {
+  Shutdown();
+  close(crash_fd_);
+}
 
 absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     worker::WorkerRequest request, absl::Time deadline,
@@ -504,6 +554,11 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
   } else {
     how = absl::StrCat("disappeared (waitpid: ", strerror(errno), ")");
   }
+  v1::ErrorReason reason = v1::ERROR_REASON_WORKER_CRASHED;
+  if (kill_reason_.empty()) {
+    reason = ExplainDeath(ParseCrashRecord(ReadCrashRecord(crash_fd_)),
+                          policy_, report, how);
+  }
   std::string message = absl::StrCat("worker ", pid_, " ", how);
   if (!pending_.empty()) {
     // The worker runs requests in order: the oldest one was running.
@@ -518,8 +573,13 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
           message.c_str());
 
   for (auto& [id, pending] : pending_) {
-    absl::Status failed = MakeError(absl::StatusCode::kUnavailable,
-                                    v1::ERROR_REASON_WORKER_CRASHED, message);
+    absl::Status failed =
+        MakeError(reason == v1::ERROR_REASON_WORKER_CRASHED
+                      ? absl::StatusCode::kUnavailable
+                      : reason == v1::ERROR_REASON_SANDBOX_VIOLATION
+                            ? absl::StatusCode::kPermissionDenied
+                            : absl::StatusCode::kResourceExhausted,
+                  reason, message);
     SetCrashReport(failed, report);
     CompleteLocked(pending, std::move(failed), deferred);
   }

@@ -82,8 +82,14 @@ class WorkerProcess {
   // The spawn happens on one long-lived internal thread, because the worker
   // arms PR_SET_PDEATHSIG, which fires when the spawning *thread* exits.
   // UNAVAILABLE + WORKER_START_FAILED naming the path if it cannot run.
+  // `policy` is the sandbox the worker enters (server/worker/sandbox.h);
+  // the default policy applies none. A crash-report pipe is always set up:
+  // what the worker's crash handler writes lands in the CrashReport, and
+  // decides whether a death is WORKER_CRASHED, SANDBOX_VIOLATION or
+  // RESOURCE_LIMIT (server/crash_report.h).
   static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(
-      const std::string& worker_path, const std::string& session_tag);
+      const std::string& worker_path, const std::string& session_tag,
+      const worker::WorkerPolicy& policy = worker::WorkerPolicy());
 
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
@@ -161,7 +167,8 @@ class WorkerProcess {
   void OnInvocation(worker::CallbackInvocation invocation)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  WorkerProcess(pid_t pid, int channel_fd, std::string session_tag);
+  WorkerProcess(pid_t pid, int channel_fd, std::string session_tag,
+                int crash_fd, worker::WorkerPolicy policy);
 
   void ReaderLoop();
   // Kills the worker (if not reaped yet) and records why, for the crash
@@ -174,6 +181,10 @@ class WorkerProcess {
   const pid_t pid_;
   const std::string session_tag_;
   worker::FrameChannel channel_;
+  // The read end of the crash-report pipe (owned), and the policy the
+  // worker runs under (for the limits named in reports).
+  const int crash_fd_;
+  const worker::WorkerPolicy policy_;
   std::thread reader_;
 
   mutable absl::Mutex mu_;

@@ -1,17 +1,22 @@
 // ffid-worker: one per session, started by the daemon with
 //
 //   ffid-worker --channel-fd=N --session-tag=TAG [--parent-pid=PID]
+//               [--crash-fd=M] [--policy=HEX]
 //
 // N is the worker's end of a socketpair (inherited without FD_CLOEXEC), TAG
 // the session's lowercase hex tag embedded in every handle, PID (optional)
 // the daemon's pid: if the worker's parent is no longer that process by the
-// time it starts, it exits at once. The worker hardens itself, then answers
+// time it starts, it exits at once. M is the write end of the crash-report
+// pipe (server/worker/crash_handler.h), HEX a serialized WorkerPolicy: the
+// sandbox the worker enters (server/worker/sandbox.h) before it reads its
+// first request. The worker hardens itself, then answers
 // WorkerRequests until the daemon closes the channel (exit 0): ordinary
 // ones one at a time on the main thread, calls made from inside a callback
 // on the native thread waiting for it (see dispatcher.h). Exit 5: a
 // callback's TERMINATE_WORKER failure policy ended it.
 // A crash in native code kills the process on purpose: the daemon sees EOF
-// on the channel and reports the signal from waitpid(). No handler here
+// on the channel and reports the signal from waitpid(), plus what the crash
+// handler wrote (fault address, frames, refused system call). No handler
 // swallows a signal.
 #include <dirent.h>
 #include <fcntl.h>
@@ -32,8 +37,10 @@
 #include "absl/strings/string_view.h"
 #include "ffi/errors.h"
 #include "server/worker/channel.h"
+#include "server/worker/crash_handler.h"
 #include "server/worker/dispatcher.h"
 #include "server/worker/executor.h"
+#include "server/worker/sandbox.h"
 #include "server/worker/protocol.pb.h"
 
 namespace ffid::worker {
@@ -49,12 +56,16 @@ constexpr char kUsage[] =
     "  daemon; not meant to be run by hand.\n"
     "  --channel-fd=N     the inherited socketpair end to serve\n"
     "  --session-tag=TAG  the session's tag (1-32 lowercase hex digits)\n"
-    "  --parent-pid=PID   exit at once unless the parent is still PID\n";
+    "  --parent-pid=PID   exit at once unless the parent is still PID\n"
+    "  --crash-fd=M       write crash reports to this inherited pipe\n"
+    "  --policy=HEX       the sandbox to enter (a serialized WorkerPolicy)\n";
 
 struct Options {
   int channel_fd = -1;
   std::string session_tag;
   pid_t parent_pid = 0;
+  int crash_fd = -1;
+  WorkerPolicy policy;
 };
 
 [[noreturn]] void UsageError(const std::string& message) {
@@ -86,7 +97,8 @@ Options ParseArgs(int argc, char** argv) {
       name = arg.substr(0, eq);
       value = std::string(arg.substr(eq + 1));
     } else if (arg == "--channel-fd" || arg == "--session-tag" ||
-               arg == "--parent-pid") {
+               arg == "--parent-pid" || arg == "--crash-fd" ||
+               arg == "--policy") {
       if (i + 1 >= argc) UsageError(std::string(arg) + " needs a value");
       value = argv[++i];
     }
@@ -107,6 +119,16 @@ Options ParseArgs(int argc, char** argv) {
       if (!absl::SimpleAtoi(value, &options.parent_pid) ||
           options.parent_pid <= 0) {
         UsageError("--parent-pid must be a process id, got '" + value + "'");
+      }
+    } else if (name == "--crash-fd") {
+      if (!absl::SimpleAtoi(value, &options.crash_fd) ||
+          options.crash_fd < 0 || ::fcntl(options.crash_fd, F_GETFD) < 0) {
+        UsageError("--crash-fd must be an open file descriptor, got '" +
+                   value + "'");
+      }
+    } else if (name == "--policy") {
+      if (!DecodePolicy(value, &options.policy)) {
+        UsageError("--policy must be a hex-encoded WorkerPolicy");
       }
     } else {
       UsageError("unknown argument '" + std::string(arg) + "'");
@@ -137,13 +159,22 @@ Options ParseArgs(int argc, char** argv) {
 // Closes every descriptor but stdin/out/err and `keep`, so nothing the
 // daemon had open (listening sockets, other sessions' channels) leaks into
 // code that runs here.
-void CloseOtherFds(int keep) {
+void CloseOtherFds(int keep, int keep_too) {
+  if (keep_too >= 0 && keep_too != keep) {
+    // Move the second descriptor right after the first so one range
+    // covers both.
+    if (keep_too != keep + 1) {
+      if (::dup2(keep_too, keep + 1) < 0) SetupFailed("dup2 crash fd");
+    }
+    keep_too = keep + 1;
+  }
   bool ok = true;
   if (keep < 3) {
     ok = ::close_range(3, ~0u, 0) == 0;
   } else {
     if (keep > 3) ok = ::close_range(3, keep - 1, 0) == 0;
-    if (ok) ok = ::close_range(keep + 1, ~0u, 0) == 0;
+    const int last = keep_too >= 0 ? keep_too : keep;
+    if (ok) ok = ::close_range(last + 1, ~0u, 0) == 0;
   }
   if (ok) return;
   // close_range needs Linux 5.9; otherwise walk /proc/self/fd.
@@ -154,7 +185,7 @@ void CloseOtherFds(int keep) {
   while (dirent* entry = ::readdir(dir)) {
     int fd;
     if (absl::SimpleAtoi(entry->d_name, &fd) && fd > 2 && fd != keep &&
-        fd != dir_fd) {
+        fd != keep_too && fd != dir_fd) {
       fds.push_back(fd);
     }
   }
@@ -178,7 +209,7 @@ void ResetSignals() {
   }
 }
 
-void Harden(const Options& options) {
+void Harden(Options& options) {
   // Die with the daemon. The signal is tied to the thread that forked us,
   // so the daemon must fork from a thread that lives as long as it does.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
@@ -198,7 +229,21 @@ void Harden(const Options& options) {
     SetupFailed("setrlimit(RLIMIT_CORE)");
   }
   ResetSignals();
-  CloseOtherFds(options.channel_fd);
+  CloseOtherFds(options.channel_fd, options.crash_fd);
+  if (options.crash_fd >= 0) {
+    if (options.crash_fd != options.channel_fd + 1) {
+      options.crash_fd = options.channel_fd + 1;  // moved by CloseOtherFds
+    }
+    if (!InstallCrashHandler(options.crash_fd)) {
+      SetupFailed("installing the crash handler");
+    }
+  }
+  absl::Status sandboxed = EnterSandbox(options.policy);
+  if (!sandboxed.ok()) {
+    std::fprintf(stderr, "ffid-worker: %s\n",
+                 std::string(sandboxed.message()).c_str());
+    std::exit(kExitSetup);
+  }
 }
 
 int Serve(const Options& options) {
@@ -229,7 +274,7 @@ extern "C" const char* __asan_default_options() {
 #endif
 
 int main(int argc, char** argv) {
-  const ffid::worker::Options options = ffid::worker::ParseArgs(argc, argv);
+  ffid::worker::Options options = ffid::worker::ParseArgs(argc, argv);
   ffid::worker::Harden(options);
   return ffid::worker::Serve(options);
 }

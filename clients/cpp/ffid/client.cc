@@ -142,6 +142,9 @@ absl::StatusOr<std::unique_ptr<Session>> Client::CreateSession(
   if (options.idle_timeout > absl::ZeroDuration()) {
     SetDuration(options.idle_timeout, *request.mutable_idle_timeout());
   }
+  *request.mutable_limits() = options.limits;
+  *request.mutable_sandbox() = options.sandbox;
+  request.set_restart_policy(options.restart_policy);
   v1::CreateSessionResponse response;
   grpc::ClientContext context;
   absl::Status status =

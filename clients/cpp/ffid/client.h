@@ -221,6 +221,12 @@ struct SessionOptions {
   // Keep a Connect stream attached for the session's lifetime (the daemon
   // deletes the session when the stream closes).
   bool attach_stream = true;
+  // The worker's resource limits; zero fields take the server's defaults.
+  v1::ResourceLimits limits;
+  // The worker's sandbox policy (network access).
+  v1::SandboxPolicy sandbox;
+  // What happens when the worker dies; UNSPECIFIED means NEVER.
+  v1::RestartPolicy restart_policy = v1::RESTART_POLICY_UNSPECIFIED;
 };
 
 class Session;

@@ -1,0 +1,377 @@
+// Every fault kind of tests/fixtures/faults_fixture.c against a real daemon
+// and sandboxed workers: each ends in a specific error (WORKER_CRASHED with
+// a crash report, SANDBOX_VIOLATION naming the system call, RESOURCE_LIMIT
+// naming the limit, DEADLINE_EXCEEDED), the worker is gone, and the daemon
+// and other sessions keep serving. Also: what GetServerInfo and the session
+// say about the sandbox, and what the sandbox hides.
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/values.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ffid_test.h"
+
+namespace ffid::testing {
+namespace {
+
+using client::MakeInt;
+using client::MakeString;
+using client::MakeUint;
+using ::testing::AnyOf;
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class FaultsTest : public FfidTest {
+ protected:
+  // A fresh session (so every fault kills only its own worker) with the
+  // fixture loaded.
+  struct Victim {
+    std::unique_ptr<client::Session> session;
+    client::Library fixture;
+  };
+
+  Victim NewVictim(const client::SessionOptions& options = {}) {
+    Victim victim;
+    victim.session = NewSession(options);
+    if (victim.session == nullptr) return victim;
+    absl::StatusOr<client::Library> library =
+        victim.session->LoadLibrary(FixturePath());
+    EXPECT_TRUE(library.ok()) << library.status();
+    if (library.ok()) victim.fixture = *library;
+    return victim;
+  }
+
+  absl::StatusOr<v1::CallResponse> CallIn(
+      Victim& victim, const std::string& declaration,
+      std::vector<v1::Value> arguments = {},
+      const client::CallOptions& options = {}) {
+    if (victim.session == nullptr) return absl::InternalError("no session");
+    absl::StatusOr<client::Function> function =
+        victim.session->ResolveFunction(victim.fixture, declaration);
+    if (!function.ok()) return function.status();
+    return victim.session->Call(*function, std::move(arguments), options);
+  }
+
+  // After a fatal fault: the worker is gone, the daemon and the test's own
+  // session still serve.
+  void ExpectContained(Victim& victim) {
+    EXPECT_TRUE(WaitForProcessGone(victim.session->worker_pid(),
+                                   absl::Seconds(10)))
+        << "worker " << victim.session->worker_pid() << " is still there";
+    EXPECT_TRUE(daemon().IsRunning());
+    absl::StatusOr<v1::Session> state = victim.session->Get();
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_EQ(state->state(), v1::SESSION_STATE_CRASHED);
+    EXPECT_THAT(CallOk("int fx_add(int a, int b)", {MakeInt(2), MakeInt(3)}),
+                IsInteger(5));
+  }
+
+  v1::GetServerInfoResponse ServerInfo() {
+    grpc::ClientContext context;
+    v1::GetServerInfoResponse info;
+    grpc::Status status =
+        client_->stub().GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return info;
+  }
+
+  static std::string Frames(const v1::CrashReport& report) {
+    return absl::StrJoin(report.frames(), "\n");
+  }
+};
+
+TEST_F(FaultsTest, NullDereferenceReportsAddressFramesAndFunction) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "void ff_null_deref(void)");
+  EXPECT_THAT(response, HasReason("WORKER_CRASHED"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("SIGSEGV"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value()) << response.status();
+  EXPECT_EQ(report->signal(), SIGSEGV);
+  EXPECT_EQ(report->fault_address(), 0u);
+  EXPECT_EQ(report->function(), "ff_null_deref");
+  EXPECT_EQ(report->signal_code(), SEGV_MAPERR);
+  EXPECT_THAT(Frames(*report), HasSubstr("ff_null_deref"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, AbortIsReportedAsSigabrtWithFrames) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "void ff_abort(void)");
+  EXPECT_THAT(response, HasReason("WORKER_CRASHED"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  // Also when the worker is PID 1 of its namespace, where a re-raised
+  // SIGABRT is ignored: the handler's record names the signal.
+  EXPECT_EQ(report->signal(), SIGABRT);
+  EXPECT_EQ(report->signal_name(), "SIGABRT");
+  // abort() never returns, so the return address in ff_abort lies past its
+  // end and dladdr names no symbol for it; the library and abort do show.
+  EXPECT_THAT(Frames(*report), HasSubstr("(abort+"));
+  EXPECT_THAT(Frames(*report), HasSubstr("libffid_fixture.so"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, ExitIsReportedWithItsStatus) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "void ff_exit(int status)", {MakeInt(7)});
+  EXPECT_THAT(response, HasReason("WORKER_CRASHED"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("exited with status 7"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->signal(), 0);
+  EXPECT_EQ(report->exit_code(), 7);
+  EXPECT_EQ(report->function(), "ff_exit");
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, StackOverflowIsReportedFromTheAlternateStack) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_stack_overflow(int depth)", {MakeInt(0)});
+  EXPECT_THAT(response, HasReason("WORKER_CRASHED"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->signal(), SIGSEGV);
+  EXPECT_NE(report->fault_address(), 0u);
+  EXPECT_THAT(Frames(*report), HasSubstr("ff_stack_overflow"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, EndlessLoopIsKilledAtTheCallDeadline) {
+  Victim victim = NewVictim();
+  client::CallOptions options;
+  options.timeout = absl::Milliseconds(500);
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "void ff_endless_loop(void)", {}, options);
+  // The client's own deadline and the daemon's answer race: either way the
+  // code is DEADLINE_EXCEEDED, and the daemon kills the worker.
+  EXPECT_THAT(response, HasCode(absl::StatusCode::kDeadlineExceeded));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, EndlessLoopIsKilledAtTheSessionsMaximumCallDuration) {
+  client::SessionOptions session_options;
+  session_options.limits.mutable_max_call_duration()->set_nanos(300000000);
+  Victim victim = NewVictim(session_options);
+  // No client deadline: the session's maximum applies.
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "void ff_endless_loop(void)");
+  EXPECT_THAT(response, HasReason("DEADLINE_EXCEEDED"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("ff_endless_loop"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, CpuLimitIsReportedAsResourceLimit) {
+  client::SessionOptions session_options;
+  session_options.limits.set_cpu_seconds(1);
+  Victim victim = NewVictim(session_options);
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_burn_cpu(int seconds)", {MakeInt(30)});
+  EXPECT_THAT(response, HasReason("RESOURCE_LIMIT"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("CPU time limit of 1 s"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->limit(), "cpu_seconds");
+  EXPECT_EQ(report->signal(), SIGXCPU);
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, AllocationBeyondTheAddressSpaceLimitIsResourceLimit) {
+#if defined(__SANITIZE_ADDRESS__) || FFID_TEST_ASAN
+  GTEST_SKIP() << "RLIMIT_AS is not applied to AddressSanitizer workers";
+#endif
+  client::SessionOptions session_options;
+  session_options.limits.set_address_space_bytes(uint64_t{512} << 20);
+  Victim victim = NewVictim(session_options);
+  // Within the limit: fine.
+  absl::StatusOr<v1::CallResponse> small =
+      CallIn(victim, "int ff_alloc_touch(uint64_t bytes)",
+             {MakeUint(uint64_t{16} << 20)});
+  ASSERT_TRUE(small.ok()) << small.status();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_alloc_touch(uint64_t bytes)",
+             {MakeUint(uint64_t{2} << 30)});
+  EXPECT_THAT(response, HasReason("RESOURCE_LIMIT"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("address-space limit of 512 MiB"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->limit(), "address_space_bytes");
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, FileSizeLimitIsReportedAsResourceLimit) {
+  client::SessionOptions session_options;
+  session_options.limits.set_file_size_bytes(uint64_t{1} << 20);
+  Victim victim = NewVictim(session_options);
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_write_file(const char* path, uint64_t bytes)",
+             {MakeString("/tmp/ffid-faults-big"), MakeUint(uint64_t{4} << 20)});
+  EXPECT_THAT(response, HasReason("RESOURCE_LIMIT"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->limit(), "file_size_bytes");
+  EXPECT_EQ(report->signal(), SIGXFSZ);
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, OpenFilesLimitStopsOpensWithoutKilling) {
+  client::SessionOptions session_options;
+  session_options.limits.set_open_files(32);
+  Victim victim = NewVictim(session_options);
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_open_many(int n)", {MakeInt(200)});
+  ASSERT_TRUE(response.ok()) << response.status();
+  std::optional<Integer> opened = IntegerOf(response->result());
+  ASSERT_TRUE(opened.has_value());
+  EXPECT_GT(*opened, 0);
+  EXPECT_LT(*opened, 32);
+  absl::StatusOr<v1::Session> state = victim.session->Get();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->limits().open_files(), 32u);
+}
+
+TEST_F(FaultsTest, FilesOutsideTheViewCannotBeOpened) {
+  // A file the daemon's user can read, outside every allowed directory.
+  const std::string secret = daemon().temp_dir() + "/secret.txt";
+  std::ofstream(secret) << "not for workers";
+  ASSERT_EQ(access(secret.c_str(), R_OK), 0);
+  Victim victim = NewVictim();
+  for (const std::string& path : {secret, std::string("/etc/passwd"),
+                                  std::string("/root")}) {
+    absl::StatusOr<v1::CallResponse> response =
+        CallIn(victim, "int ff_open_file(const char* path)", {MakeString(path)});
+    ASSERT_TRUE(response.ok()) << response.status();
+    std::optional<Integer> result = IntegerOf(response->result());
+    ASSERT_TRUE(result.has_value());
+    EXPECT_LT(*result, 0) << path << " could be opened in the worker";
+  }
+  // What the view does hold: the fixture and /dev/null.
+  for (const std::string& path : {FixturePath(), std::string("/dev/null")}) {
+    absl::StatusOr<v1::CallResponse> response =
+        CallIn(victim, "int ff_open_file(const char* path)", {MakeString(path)});
+    ASSERT_TRUE(response.ok()) << response.status();
+    std::optional<Integer> result = IntegerOf(response->result());
+    ASSERT_TRUE(result.has_value());
+    EXPECT_GE(*result, 0) << path << " cannot be opened in the worker";
+  }
+}
+
+TEST_F(FaultsTest, OpeningASocketIsASandboxViolationNamingTheCall) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_open_socket(void)");
+  EXPECT_THAT(response, HasReason("SANDBOX_VIOLATION"));
+  EXPECT_THAT(response, HasCode(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(MessageOf(response), HasSubstr("'socket'"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->syscall_name(), "socket");
+  EXPECT_EQ(report->function(), "ff_open_socket");
+  EXPECT_THAT(Frames(*report), HasSubstr("ff_open_socket"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, NetworkAccessNeedsTheServersPermission) {
+  client::SessionOptions session_options;
+  session_options.sandbox.set_allow_network(true);
+  absl::StatusOr<std::unique_ptr<client::Session>> session =
+      client_->CreateSession(session_options);
+  EXPECT_THAT(session, HasReason("SANDBOX_VIOLATION"));
+  EXPECT_THAT(MessageOf(session), HasSubstr("--allow-network"));
+}
+
+TEST_F(FaultsTest, ForkBombIsASandboxViolation) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_fork_bomb(void)");
+  EXPECT_THAT(response, HasReason("SANDBOX_VIOLATION"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_THAT(report->syscall_name(), AnyOf("clone", "fork", "vfork"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, ClosingTheChannelEndsTheWorker) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_close_fd(int fd)", {MakeInt(3)});
+  EXPECT_THAT(response, HasReason("WORKER_CRASHED"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, GarbageOnTheChannelGetsTheWorkerKilled) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_write_garbage(int fd)", {MakeInt(3)});
+  EXPECT_THAT(response, HasReason("WORKER_CRASHED"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("channel"));
+  ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, ServerInfoAndSessionReportTheSandbox) {
+  v1::GetServerInfoResponse info = ServerInfo();
+  EXPECT_TRUE(info.sandbox().rlimits());
+  EXPECT_FALSE(info.network_allowed());
+  // Whatever is off on this kernel is named, never silently missing.
+  const v1::SandboxStatus& sandbox = info.sandbox();
+  const int off = !sandbox.user_namespace() + !sandbox.network_namespace() +
+                  !sandbox.mount_namespace() + !sandbox.pid_namespace() +
+                  !sandbox.ipc_namespace() + !sandbox.uts_namespace() +
+                  !sandbox.seccomp() + (sandbox.landlock_abi() == 0);
+  EXPECT_LE(off, sandbox.disabled_size())
+      << absl::StrJoin(sandbox.disabled(), "; ");
+  EXPECT_GT(info.max_limits().open_files(), 0u);
+  absl::StatusOr<v1::Session> state = session_->Get();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->sandbox_status().seccomp(), sandbox.seccomp());
+  EXPECT_EQ(state->sandbox_status().pid_namespace(),
+            sandbox.pid_namespace() && sandbox.mount_namespace());
+  EXPECT_EQ(state->restart_policy(), v1::RESTART_POLICY_NEVER);
+  EXPECT_EQ(state->limits().open_files(), info.max_limits().open_files());
+}
+
+TEST_F(FaultsTest, WorkerSeesItsOwnPidAndUtsNamespaces) {
+  v1::GetServerInfoResponse info = ServerInfo();
+  if (!info.sandbox().pid_namespace() || !info.sandbox().mount_namespace()) {
+    GTEST_SKIP() << "no PID namespace here: "
+                 << absl::StrJoin(info.sandbox().disabled(), "; ");
+  }
+  EXPECT_THAT(CallOk("int ff_getpid(void)"), IsInteger(1));
+}
+
+TEST_F(FaultsTest, LimitsAboveTheMaximumAreRefused) {
+  v1::GetServerInfoResponse info = ServerInfo();
+  ASSERT_GT(info.max_limits().open_files(), 0u);
+  client::SessionOptions session_options;
+  session_options.limits.set_open_files(info.max_limits().open_files() + 1);
+  absl::StatusOr<std::unique_ptr<client::Session>> session =
+      client_->CreateSession(session_options);
+  EXPECT_THAT(session, HasReason("RESOURCE_LIMIT"));
+  EXPECT_THAT(MessageOf(session), HasSubstr("open_files"));
+}
+
+}  // namespace
+}  // namespace ffid::testing

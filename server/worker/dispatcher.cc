@@ -136,12 +136,13 @@ void Dispatcher::Send(const WorkerResponse& response) {
     *too_big.mutable_status() = StatusToProto(sent);
     sent = channel_.Send(too_big);
   }
-  // A daemon that has gone is noticed by the reader; anything else is worth
-  // a line for whoever reads the daemon's log.
-  if (!sent.ok() && sent.code() != absl::StatusCode::kUnavailable) {
-    std::fprintf(stderr, "ffid-worker: %s\n",
-                 std::string(sent.message()).c_str());
-  }
+  if (sent.ok()) return;
+  std::fprintf(stderr, "ffid-worker: %s\n", std::string(sent.message()).c_str());
+  // The answer cannot reach the daemon: the channel is gone or broken (a
+  // library closed its descriptor, say). The reader may be blocked on it
+  // for ever, so end the worker here; the daemon sees EOF and reports it.
+  std::fflush(nullptr);
+  ::_exit(kExitChannelBroken);
 }
 
 uint64_t Dispatcher::CurrentRequest() const {

@@ -45,6 +45,9 @@ namespace ffid::worker {
 // The exit status of a worker terminated by a callback's TERMINATE_WORKER
 // failure policy.
 inline constexpr int kExitCallbackPolicy = 5;
+// The exit status of a worker whose channel broke while it sent an answer
+// (same as ffid-worker's own channel failures).
+inline constexpr int kExitChannelBroken = 4;
 
 class Dispatcher : public ffi::ClosureHandler {
  public:

@@ -1,5 +1,6 @@
 #include "server/worker/dispatcher.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -137,12 +138,16 @@ void Dispatcher::Send(const WorkerResponse& response) {
     sent = channel_.Send(too_big);
   }
   if (sent.ok()) return;
+  // A daemon that has gone is noticed by the reader (EOF); anything else is
+  // worth a line for whoever reads the daemon's log.
   std::fprintf(stderr, "ffid-worker: %s\n", std::string(sent.message()).c_str());
-  // The answer cannot reach the daemon: the channel is gone or broken (a
-  // library closed its descriptor, say). The reader may be blocked on it
-  // for ever, so end the worker here; the daemon sees EOF and reports it.
-  std::fflush(nullptr);
-  ::_exit(kExitChannelBroken);
+  if (::fcntl(channel_.fd(), F_GETFD) < 0 && errno == EBADF) {
+    // A library closed the channel's descriptor: the reader may be blocked
+    // on it for ever and no answer can reach the daemon, so end the worker
+    // here; the daemon sees EOF and reports it.
+    std::fflush(nullptr);
+    ::_exit(kExitChannelBroken);
+  }
 }
 
 uint64_t Dispatcher::CurrentRequest() const {

@@ -54,7 +54,7 @@ absl::StatusOr<WorkerResponse> Forward(grpc::ServerContext& context,
   if (max_call != absl::InfiniteDuration()) {
     deadline = std::min(deadline, absl::Now() + max_call);
   }
-  return session.worker().Execute(
+  return session.Execute(
       std::move(request), deadline, std::move(description),
       std::move(function), [&context] { return context.IsCancelled(); });
 }
@@ -529,6 +529,7 @@ void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
     return;
   }
   const uint64_t tag = call.tag();
+  session->TranslateHandles(prepared->request);
   session->worker().ExecuteAsync(
       std::move(prepared->request), std::move(prepared->description),
       std::move(prepared->symbol), Route{stream_id, tag},

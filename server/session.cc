@@ -2,13 +2,16 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "ffi/errors.h"
 #include "google/protobuf/duration.pb.h"
 
@@ -17,6 +20,16 @@ namespace {
 
 // How many ended sessions are remembered to explain a later NOT_FOUND.
 constexpr size_t kEndedSessionsKept = 1024;
+// A worker that dies sooner than this after its start counts towards a
+// crash loop; after kMaxQuickDeaths such deaths in a row the session stops
+// restarting. Restarts after the first quick death wait kFirstBackoff,
+// doubling up to kMaxBackoff.
+constexpr absl::Duration kQuickDeath = absl::Seconds(1);
+constexpr int kMaxQuickDeaths = 5;
+constexpr absl::Duration kFirstBackoff = absl::Milliseconds(10);
+constexpr absl::Duration kMaxBackoff = absl::Milliseconds(500);
+// How long reloading libraries and resolving functions may take.
+constexpr absl::Duration kReplayTimeout = absl::Seconds(30);
 
 }  // namespace
 
@@ -44,6 +57,7 @@ Session::Session(std::string id, std::unique_ptr<WorkerProcess> worker,
       idle_timeout_(idle_timeout),
       policy_(std::move(policy)),
       last_used_(absl::Now()) {
+  worker_started_ = absl::Now();
   if (worker_ != nullptr) {
     worker_->SetInvocationHandler(
         [this](const Route& route, worker::CallbackInvocation invocation) {
@@ -53,7 +67,249 @@ Session::Session(std::string id, std::unique_ptr<WorkerProcess> worker,
 }
 
 Session::~Session() {
-  if (worker_ != nullptr) worker_->Shutdown();
+  std::vector<WorkerProcess*> workers;
+  {
+    absl::MutexLock lock(&mu_);
+    if (worker_ != nullptr) workers.push_back(worker_.get());
+    for (const auto& old : retired_) workers.push_back(old.get());
+  }
+  for (WorkerProcess* worker : workers) worker->Shutdown();
+}
+
+WorkerProcess& Session::worker() {
+  absl::MutexLock lock(&mu_);
+  return *worker_;
+}
+
+WorkerProcess* Session::Current() const {
+  absl::MutexLock lock(&mu_);
+  return worker_.get();
+}
+
+int Session::restarts() const {
+  absl::MutexLock lock(&mu_);
+  return restarts_;
+}
+
+void Session::TranslateHandles(worker::WorkerRequest& request) const {
+  absl::MutexLock lock(&mu_);
+  if (aliases_.empty()) return;
+  auto translate = [this](std::string* handle) {
+    mu_.AssertHeld();
+    auto it = aliases_.find(*handle);
+    if (it != aliases_.end()) *handle = it->second;
+  };
+  switch (request.op_case()) {
+    case worker::WorkerRequest::kCall:
+      translate(request.mutable_call()->mutable_function());
+      break;
+    case worker::WorkerRequest::kResolveFunction:
+      translate(request.mutable_resolve_function()->mutable_library());
+      break;
+    case worker::WorkerRequest::kUnloadLibrary:
+      translate(request.mutable_unload_library()->mutable_library());
+      break;
+    default:
+      break;
+  }
+}
+
+void Session::Remember(const worker::WorkerRequest& original,
+                       const worker::WorkerResponse& response) {
+  if (policy_.restart != v1::RESTART_POLICY_RESTART) return;
+  absl::MutexLock lock(&mu_);
+  switch (original.op_case()) {
+    case worker::WorkerRequest::kLoadLibrary:
+      if (response.has_load_library()) {
+        libraries_.push_back({response.load_library().library(),
+                              original.load_library().name(), {}});
+      }
+      break;
+    case worker::WorkerRequest::kResolveFunction:
+      if (response.has_resolve_function()) {
+        resolved_.push_back(
+            {response.resolve_function().function(), "", original});
+      }
+      break;
+    case worker::WorkerRequest::kUnloadLibrary: {
+      const std::string& library = original.unload_library().library();
+      libraries_.erase(
+          std::remove_if(libraries_.begin(), libraries_.end(),
+                         [&library](const Loaded& loaded) {
+                           return loaded.handle == library;
+                         }),
+          libraries_.end());
+      resolved_.erase(
+          std::remove_if(resolved_.begin(), resolved_.end(),
+                         [&library](const Loaded& loaded) {
+                           return loaded.resolve.resolve_function().library() ==
+                                  library;
+                         }),
+          resolved_.end());
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+absl::StatusOr<worker::WorkerResponse> Session::Execute(
+    worker::WorkerRequest request, absl::Time deadline,
+    std::string description, std::string function,
+    const std::function<bool()>& is_cancelled) {
+  const bool restartable = policy_.restart == v1::RESTART_POLICY_RESTART;
+  WorkerProcess* worker;
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&mu_);
+    worker = worker_.get();
+    generation = generation_;
+  }
+  if (restartable && worker->doomed()) {
+    // Died outside a request (killed from outside, a pipelined call):
+    // replace it before going on.
+    Restart(generation, absl::UnavailableError("the worker had died"));
+    absl::MutexLock lock(&mu_);
+    worker = worker_.get();
+    generation = generation_;
+  }
+  worker::WorkerRequest original;
+  if (restartable) original = request;
+  TranslateHandles(request);
+  absl::StatusOr<worker::WorkerResponse> result =
+      worker->Execute(std::move(request), deadline, std::move(description),
+                      std::move(function), is_cancelled);
+  if (result.ok()) {
+    if (restartable) Remember(original, *result);
+    return result;
+  }
+  if (restartable && worker->doomed()) {
+    std::string note = Restart(generation, result.status());
+    // The worker's own message assumes the session is over; it is not.
+    std::string message = absl::StrReplaceAll(
+        result.status().message(),
+        {{", so this session can no longer be used: create a new one", ""},
+         {", so this session can no longer be used", ""}});
+    absl::Status status(result.status().code(), absl::StrCat(message, note));
+    result.status().ForEachPayload(
+        [&status](absl::string_view type_url, const absl::Cord& value) {
+          status.SetPayload(type_url, value);
+        });
+    return status;
+  }
+  if (restartable && GetErrorReason(result.status()) ==
+                         v1::ERROR_REASON_HANDLE_INVALID) {
+    absl::MutexLock lock(&mu_);
+    const std::string text = original.ShortDebugString();
+    for (const std::string& tag : retired_tags_) {
+      if (text.find(absl::StrCat("_", tag, "_")) != std::string::npos) {
+        return MakeError(
+            absl::StatusCode::kFailedPrecondition,
+            v1::ERROR_REASON_HANDLE_INVALID,
+            absl::StrCat("a handle in this request was issued by a worker "
+                         "of this session that died and was restarted; "
+                         "memory and callback handles do not survive a "
+                         "restart (library and function handles do): "
+                         "allocate or register again (",
+                         result.status().message(), ")"));
+      }
+    }
+  }
+  return result;
+}
+
+std::string Session::Restart(uint64_t generation, const absl::Status& death) {
+  absl::MutexLock restart_lock(&restart_mu_);
+  absl::Duration backoff = absl::ZeroDuration();
+  {
+    absl::MutexLock lock(&mu_);
+    if (generation_ != generation) {
+      return absl::StrCat("; the session's worker has been restarted (",
+                          restarts_, " restart(s) so far)");
+    }
+    if (!gave_up_.empty()) return absl::StrCat("; ", gave_up_);
+    if (spawner_ == nullptr) return "";
+    // A worker that dies soon after starting is a crash loop in the
+    // making: back off, then give up.
+    if (absl::Now() - worker_started_ < kQuickDeath) {
+      ++quick_deaths_;
+    } else {
+      quick_deaths_ = 0;
+    }
+    if (quick_deaths_ > kMaxQuickDeaths) {
+      gave_up_ = absl::StrCat(
+          "the session gave up restarting its worker after ", quick_deaths_,
+          " deaths in a row, each within ", absl::FormatDuration(kQuickDeath),
+          " of its start; delete the session and create a new one");
+      return absl::StrCat("; ", gave_up_);
+    }
+    if (quick_deaths_ > 1) {
+      backoff = std::min(kFirstBackoff * (1 << (quick_deaths_ - 2)),
+                         kMaxBackoff);
+    }
+  }
+  if (backoff > absl::ZeroDuration()) absl::SleepFor(backoff);
+
+  auto fail = [this](const std::string& why) {
+    absl::MutexLock lock(&mu_);
+    gave_up_ = absl::StrCat("restarting the worker failed: ", why,
+                            "; delete the session and create a new one");
+    return absl::StrCat("; ", gave_up_);
+  };
+  absl::StatusOr<std::unique_ptr<WorkerProcess>> fresh = spawner_();
+  if (!fresh.ok()) return fail(std::string(fresh.status().message()));
+  WorkerProcess& next = **fresh;
+  next.SetInvocationHandler(
+      [this](const Route& route, worker::CallbackInvocation invocation) {
+        OnInvocation(route, std::move(invocation));
+      });
+  std::vector<Loaded> libraries;
+  std::vector<Loaded> resolved;
+  {
+    absl::MutexLock lock(&mu_);
+    libraries = libraries_;
+    resolved = resolved_;
+  }
+  // Load again, under the handles the client knows.
+  absl::flat_hash_map<std::string, std::string> aliases;
+  const absl::Time replay_deadline = absl::Now() + kReplayTimeout;
+  for (const Loaded& library : libraries) {
+    worker::WorkerRequest load;
+    load.mutable_load_library()->set_name(library.path);
+    absl::StatusOr<worker::WorkerResponse> loaded =
+        next.Execute(std::move(load), replay_deadline,
+                     absl::StrCat("reloading '", library.path, "'"));
+    if (!loaded.ok()) return fail(std::string(loaded.status().message()));
+    aliases[library.handle] = loaded->load_library().library();
+  }
+  for (const Loaded& function : resolved) {
+    worker::WorkerRequest resolve = function.resolve;
+    std::string* library = resolve.mutable_resolve_function()->mutable_library();
+    auto alias = aliases.find(*library);
+    if (alias != aliases.end()) *library = alias->second;
+    absl::StatusOr<worker::WorkerResponse> answer = next.Execute(
+        std::move(resolve), replay_deadline,
+        absl::StrCat("resolving '", function.resolve.resolve_function().symbol(),
+                     "' again"));
+    if (!answer.ok()) return fail(std::string(answer.status().message()));
+    aliases[function.handle] = answer->resolve_function().function();
+  }
+  absl::MutexLock lock(&mu_);
+  retired_tags_.push_back(worker_->session_tag());
+  retired_.push_back(std::move(worker_));
+  worker_ = std::move(*fresh);
+  aliases_ = std::move(aliases);
+  ++generation_;
+  ++restarts_;
+  worker_started_ = absl::Now();
+  fprintf(stderr, "ffid: session %s...: worker restarted as %d (restart %d)\n",
+          id_.substr(0, 8).c_str(), worker_->pid(), restarts_);
+  return absl::StrCat(
+      "; the session's worker was restarted (restart policy RESTART, restart ",
+      restarts_, ", new worker ", worker_->pid(),
+      "): its libraries were loaded and its functions resolved again, so "
+      "library and function handles stay valid; memory and callback handles "
+      "of the old worker are gone");
 }
 
 uint64_t Session::AddStream(std::shared_ptr<StreamSink> sink) {
@@ -101,14 +357,14 @@ void Session::AnswerInvocation(const v1::CallbackResult& result) {
   } else if (result.has_result()) {
     *answer->mutable_result() = result.result();
   }
-  worker_->Post(reply);
+  worker().Post(reply);
 }
 
 void Session::FailInvocation(uint64_t id, const absl::Status& why) {
   worker::WorkerRequest reply;
   reply.mutable_callback_reply()->set_invocation(id);
   *reply.mutable_callback_reply()->mutable_status() = StatusToProto(why);
-  worker_->Post(reply);
+  worker().Post(reply);
 }
 
 void Session::OnInvocation(const Route& route,
@@ -138,15 +394,16 @@ void Session::OnInvocation(const Route& route,
 }
 
 v1::SessionState Session::state() const {
-  return worker_->crash_report().has_value() ? v1::SESSION_STATE_CRASHED
-                                             : v1::SESSION_STATE_ACTIVE;
+  return Current()->crash_report().has_value() ? v1::SESSION_STATE_CRASHED
+                                               : v1::SESSION_STATE_ACTIVE;
 }
 
 v1::Session Session::ToProto() const {
   v1::Session proto;
   proto.set_id(id_);
-  proto.set_worker_pid(worker_->pid());
-  std::optional<v1::CrashReport> crash = worker_->crash_report();
+  WorkerProcess* current = Current();
+  proto.set_worker_pid(current->pid());
+  std::optional<v1::CrashReport> crash = current->crash_report();
   proto.set_state(crash.has_value() ? v1::SESSION_STATE_CRASHED
                                     : v1::SESSION_STATE_ACTIVE);
   if (crash.has_value()) *proto.mutable_crash() = *crash;
@@ -158,6 +415,7 @@ v1::Session Session::ToProto() const {
   *proto.mutable_sandbox() = policy_.sandbox;
   proto.set_restart_policy(policy_.restart);
   *proto.mutable_sandbox_status() = policy_.status;
+  proto.set_restarts(restarts());
   return proto;
 }
 
@@ -251,8 +509,16 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
                                         // not reveal part of the session id.
                                         NewSessionId().substr(0, 8),
                                         policy.worker));
+  const worker::WorkerPolicy worker_policy = policy.worker;
+  const bool restartable = policy.restart == v1::RESTART_POLICY_RESTART;
   auto session = std::make_shared<Session>(id, std::move(worker),
                                            idle_timeout, std::move(policy));
+  if (restartable) {
+    session->set_spawner([path = options_.worker_path, worker_policy] {
+      return WorkerProcess::Start(path, NewSessionId().substr(0, 8),
+                                  worker_policy);
+    });
+  }
   absl::MutexLock lock(&mu_);
   if (shutting_down_) {
     Stop(*session, WorkerProcess::StopCause::kServerShutdown);

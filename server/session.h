@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -56,7 +57,36 @@ class Session {
   const std::string& id() const { return id_; }
   // The first 8 characters of the id; embedded in the worker's handles.
   std::string tag() const { return id_.substr(0, 8); }
-  WorkerProcess& worker() { return *worker_; }
+  // The current worker. After a restart (RESTART policy) this is the new
+  // one; the reference to an old one stays valid (dead) until the session
+  // is destroyed.
+  WorkerProcess& worker();
+
+  // Sends `request` to the current worker (WorkerProcess::Execute), with
+  // the restart policy around it: library and function handles issued
+  // before a restart are translated to the new worker's; when the worker
+  // died during the request (crash, limit, deadline), a RESTART session
+  // starts a new worker at once, loads its libraries and resolves its
+  // functions again, and the error says so; a memory handle of a dead
+  // worker fails with HANDLE_INVALID saying it did not survive the restart.
+  // A NEVER session, or one that gave up after a crash loop, just fails.
+  absl::StatusOr<worker::WorkerResponse> Execute(
+      worker::WorkerRequest request, absl::Time deadline,
+      std::string description, std::string function = "",
+      const std::function<bool()>& is_cancelled = nullptr);
+
+  // Rewrites library and function handles from before a restart to the
+  // current worker's (for requests that bypass Execute()).
+  void TranslateHandles(worker::WorkerRequest& request) const;
+
+  // How many times the worker was restarted.
+  int restarts() const;
+
+  // Starts a replacement worker for the RESTART policy; set by the
+  // SessionManager. Not thread-safe: call before the session is shared.
+  using Spawner =
+      std::function<absl::StatusOr<std::unique_ptr<WorkerProcess>>()>;
+  void set_spawner(Spawner spawner) { spawner_ = std::move(spawner); }
   // The C declarations made in this session (types usable by name).
   DeclarationScope& declarations() { return declarations_; }
   absl::Duration idle_timeout() const { return idle_timeout_; }
@@ -115,7 +145,44 @@ class Session {
   void FailInvocation(uint64_t id, const absl::Status& why);
 
   const std::string id_;
-  const std::unique_ptr<WorkerProcess> worker_;
+  // A library or function to load again after a restart, under the
+  // handle the client knows.
+  struct Loaded {
+    std::string handle;
+    // For a library: its real path. For a function: the request that
+    // resolved it (library handle as the client knows it).
+    std::string path;
+    worker::WorkerRequest resolve;
+  };
+
+  // Replaces a dead worker of generation `generation` (no-op if that was
+  // done already). Returns what to tell the client.
+  std::string Restart(uint64_t generation, const absl::Status& death)
+      ABSL_LOCKS_EXCLUDED(mu_, restart_mu_);
+  // The current worker, for const methods.
+  WorkerProcess* Current() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Records what a successful request loaded or unloaded.
+  void Remember(const worker::WorkerRequest& original,
+                const worker::WorkerResponse& response);
+
+  std::unique_ptr<WorkerProcess> worker_ ABSL_GUARDED_BY(mu_);
+  // Workers that died and were replaced; kept so references stay valid.
+  std::vector<std::unique_ptr<WorkerProcess>> retired_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> retired_tags_ ABSL_GUARDED_BY(mu_);
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
+  int restarts_ ABSL_GUARDED_BY(mu_) = 0;
+  // Deaths in a row that came soon after a (re)start; bounds a crash loop.
+  int quick_deaths_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Time worker_started_ ABSL_GUARDED_BY(mu_);
+  // Set when the session stopped restarting (crash loop, failed replay).
+  std::string gave_up_ ABSL_GUARDED_BY(mu_);
+  // Client-visible handle -> current worker's handle.
+  absl::flat_hash_map<std::string, std::string> aliases_ ABSL_GUARDED_BY(mu_);
+  std::vector<Loaded> libraries_ ABSL_GUARDED_BY(mu_);
+  std::vector<Loaded> resolved_ ABSL_GUARDED_BY(mu_);
+  // Serializes restarts.
+  absl::Mutex restart_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  Spawner spawner_;
   const absl::Duration idle_timeout_;
   DeclarationScope declarations_;
   const SessionPolicy policy_;

@@ -622,4 +622,9 @@ bool WorkerProcess::alive() const {
   return dead_status_.ok() && !shutting_down_;
 }
 
+bool WorkerProcess::doomed() const {
+  absl::MutexLock lock(&mu_);
+  return !dead_status_.ok() || shutting_down_ || !kill_reason_.empty();
+}
+
 }  // namespace ffid::server

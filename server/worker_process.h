@@ -138,10 +138,15 @@ class WorkerProcess {
   void Shutdown(StopCause cause = StopCause::kSessionDeleted);
 
   pid_t pid() const { return pid_; }
+  // The tag embedded in the handles this worker issues.
+  const std::string& session_tag() const { return session_tag_; }
   // How the worker died, once it has (not after a plain Shutdown()).
   std::optional<v1::CrashReport> crash_report() const;
   // Whether the worker can still take requests.
   bool alive() const;
+  // Whether it is dead or being killed (a deadline, a cancelled call), even
+  // if not reaped yet: it will answer nothing more.
+  bool doomed() const;
 
  private:
   struct Pending {

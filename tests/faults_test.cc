@@ -373,5 +373,112 @@ TEST_F(FaultsTest, LimitsAboveTheMaximumAreRefused) {
   EXPECT_THAT(MessageOf(session), HasSubstr("open_files"));
 }
 
+// ---------------------------------------------------------------- restarts
+
+class RestartTest : public FaultsTest {
+ protected:
+  client::SessionOptions Restarting() {
+    client::SessionOptions options;
+    options.restart_policy = v1::RESTART_POLICY_RESTART;
+    return options;
+  }
+};
+
+TEST_F(RestartTest, CrashRestartsTheWorkerAndKeepsLibraryAndFunctionHandles) {
+  Victim victim = NewVictim(Restarting());
+  absl::StatusOr<client::Function> add = victim.session->ResolveFunction(
+      victim.fixture, "int fx_add(int a, int b)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  absl::StatusOr<client::Memory> memory = victim.session->Allocate(16);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  const pid_t first_pid = victim.session->worker_pid();
+
+  absl::StatusOr<v1::CallResponse> crashed =
+      CallIn(victim, "void ff_null_deref(void)");
+  EXPECT_THAT(crashed, HasReason("WORKER_CRASHED"));
+  EXPECT_THAT(MessageOf(crashed), HasSubstr("was restarted"));
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(crashed.status());
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->signal(), SIGSEGV);
+
+  absl::StatusOr<v1::Session> state = victim.session->Get();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->state(), v1::SESSION_STATE_ACTIVE);
+  EXPECT_EQ(state->restarts(), 1);
+  EXPECT_NE(state->worker_pid(), first_pid);
+  EXPECT_TRUE(WaitForProcessGone(first_pid, absl::Seconds(10)));
+
+  // The function handle from before the crash works in the new worker.
+  absl::StatusOr<v1::CallResponse> sum =
+      victim.session->Call(*add, {MakeInt(40), MakeInt(2)});
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_THAT(sum->result(), IsInteger(42));
+  // Memory did not survive, and says so.
+  absl::StatusOr<std::string> read =
+      victim.session->Read(memory->handle, 0, 16);
+  EXPECT_THAT(read, HasReason("HANDLE_INVALID"));
+  EXPECT_THAT(MessageOf(read), HasSubstr("restart"));
+}
+
+TEST_F(RestartTest, DeadlineKillRestartsTheWorker) {
+  client::SessionOptions options = Restarting();
+  options.limits.mutable_max_call_duration()->set_nanos(300000000);
+  Victim victim = NewVictim(options);
+  absl::StatusOr<v1::CallResponse> looped =
+      CallIn(victim, "void ff_endless_loop(void)");
+  EXPECT_THAT(looped, HasReason("DEADLINE_EXCEEDED"));
+  EXPECT_THAT(MessageOf(looped), HasSubstr("was restarted"));
+  absl::StatusOr<v1::CallResponse> sum =
+      CallIn(victim, "int fx_add(int a, int b)", {MakeInt(1), MakeInt(2)});
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_THAT(sum->result(), IsInteger(3));
+}
+
+TEST_F(RestartTest, WorkerKilledFromOutsideIsReplacedOnTheNextRequest) {
+  Victim victim = NewVictim(Restarting());
+  absl::StatusOr<client::Function> add = victim.session->ResolveFunction(
+      victim.fixture, "int fx_add(int a, int b)");
+  ASSERT_TRUE(add.ok());
+  const pid_t pid = victim.session->worker_pid();
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  ASSERT_TRUE(WaitForProcessGone(pid, absl::Seconds(10)));
+  // The death may not have been noticed yet; the first request after it
+  // either restarts the worker or fails saying it did.
+  absl::StatusOr<v1::CallResponse> sum =
+      victim.session->Call(*add, {MakeInt(2), MakeInt(2)});
+  if (!sum.ok()) {
+    EXPECT_THAT(MessageOf(sum), HasSubstr("restarted"));
+    sum = victim.session->Call(*add, {MakeInt(2), MakeInt(2)});
+  }
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_THAT(sum->result(), IsInteger(4));
+  absl::StatusOr<v1::Session> state = victim.session->Get();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->restarts(), 1);
+}
+
+TEST_F(RestartTest, ACrashLoopIsBoundedAndThenTheSessionStaysDead) {
+  Victim victim = NewVictim(Restarting());
+  std::string last_message;
+  int attempts = 0;
+  for (; attempts < 20; ++attempts) {
+    absl::StatusOr<v1::CallResponse> crashed =
+        CallIn(victim, "void ff_abort(void)");
+    ASSERT_FALSE(crashed.ok());
+    last_message = MessageOf(crashed);
+    if (last_message.find("gave up") != std::string::npos) break;
+  }
+  EXPECT_LT(attempts, 20) << last_message;
+  EXPECT_THAT(last_message, HasSubstr("gave up restarting"));
+  absl::StatusOr<v1::CallResponse> after =
+      CallIn(victim, "int fx_add(int a, int b)", {MakeInt(1), MakeInt(1)});
+  EXPECT_THAT(after, HasReason("WORKER_CRASHED"));
+  absl::StatusOr<v1::Session> state = victim.session->Get();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->state(), v1::SESSION_STATE_CRASHED);
+  EXPECT_TRUE(daemon().IsRunning());
+}
+
 }  // namespace
 }  // namespace ffid::testing

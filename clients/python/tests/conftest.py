@@ -5,6 +5,7 @@ Paths come from the environment (ctest sets them), else the default build:
   FFID_BIN          the ffid daemon        (build/default/bin/ffid)
   FFID_WORKER_BIN   the ffid-worker binary (beside FFID_BIN)
   FFID_FIXTURE      libffid_fixture.so     (build/default/tests/fixtures/)
+  FFID_CALLBACKS_FIXTURE  libffid_callbacks_fixture.so (beside FFID_FIXTURE)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def _path(variable: str, default: Path) -> Path:
 FFID_BIN = _path("FFID_BIN", REPO / "build" / "default" / "bin" / "ffid")
 WORKER_BIN = _path("FFID_WORKER_BIN", FFID_BIN.parent / "ffid-worker")
 FIXTURE = _path("FFID_FIXTURE", REPO / "build" / "default" / "tests" / "fixtures" / "libffid_fixture.so")
+CALLBACKS_FIXTURE = _path("FFID_CALLBACKS_FIXTURE", FIXTURE.parent / "libffid_callbacks_fixture.so")
 
 
 class Daemon:
@@ -91,7 +93,7 @@ class Daemon:
 
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
-    for path in (FFID_BIN, WORKER_BIN, FIXTURE):
+    for path in (FFID_BIN, WORKER_BIN, FIXTURE, CALLBACKS_FIXTURE):
         if not path.exists():
             pytest.fail(f"{path} does not exist: build first (cmake --build --preset default)")
     root = Path(tempfile.mkdtemp(prefix="ffid-py-test-"))

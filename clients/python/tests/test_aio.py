@@ -112,3 +112,38 @@ async def test_types_variables_and_ownership(daemon) -> None:
         owned = await s.adopt(await new(3), "fxt_object_release", library=lib, size=4)
         assert await owned.read_value("int") == 3
         await owned.free()
+
+
+@pytest.mark.asyncio
+async def test_callbacks(daemon) -> None:
+    from conftest import CALLBACKS_FIXTURE
+
+    async with ffid.aio.connect(daemon.address) as s:
+        libc = await s.load("libc.so.6")
+        await libc.cdef("void qsort(void *, size_t, size_t, int (*)(const void *, const void *));")
+        arr = await s.alloc(struct.pack("<4i", 3, 1, 4, 2))
+
+        async def compare(a, b) -> int:
+            x, y = await a.read_value("int"), await b.read_value("int")
+            return (x > y) - (x < y)
+
+        await libc.qsort(arr, 4, 4, await s.callback("int(const void *, const void *)", compare))
+        assert struct.unpack("<4i", await arr.read()) == (1, 2, 3, 4)
+
+        lib = await s.load(str(CALLBACKS_FIXTURE))
+        await lib.cdef("int fxc_nest(int (*f)(int), int depth); int fxc_call_remember(int (*f)(int), int x);")
+
+        async def nest(depth: int) -> int:
+            return 100 if depth == 0 else await lib.fxc_nest(cb, depth - 1)
+
+        cb = await s.callback("int(int)", nest)
+        assert await lib.fxc_nest(cb, 2) == 103
+        plain = await s.callback("int(int)", lambda x: x * 2)  # a plain function works too
+        assert await lib.fxc_call_remember(plain, 21) == 42
+
+        def broken(x: int) -> int:
+            raise RuntimeError("boom")
+
+        with pytest.raises(ffid.CallbackFailed, match="boom") as caught:
+            await lib.fxc_call_remember(await s.callback("int(int)", broken), 1)
+        assert isinstance(caught.value.__cause__, RuntimeError)

@@ -39,13 +39,14 @@ from ffid._errors import (
     WorkerCrashed,
     WorkerStartFailed,
 )
-from ffid._sync import Function, Library, Memory, Pointer, Session, connect
+from ffid._sync import Callback, Function, Library, Memory, Pointer, Session, connect
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentCount",
     "BadAddress",
+    "Callback",
     "CallbackFailed",
     "DeadlineExceeded",
     "DeclarationInvalid",

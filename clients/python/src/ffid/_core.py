@@ -351,6 +351,7 @@ class Declarations:
         self.types = _values.TypeRegistry()
         self._functions: Dict[str, types_pb2.FunctionType] = {}
         self._variables: Dict[str, types_pb2.TypeDescriptor] = {}
+        self._parsed: Dict[str, types_pb2.TypeDescriptor] = {}
 
     def add(self, response: ffid_pb2.ParseDeclarationsResponse) -> None:
         with self._lock:
@@ -378,11 +379,18 @@ class Declarations:
 
     def known_type(self, name: str) -> Optional[types_pb2.TypeDescriptor]:
         """The resolved type a cdef() declared as `name` ("struct point",
-        "point_t"), or None."""
+        "point_t"), or one typeof() parsed before, or None."""
         name = " ".join(name.split())
         with self._lock:
-            found = self.types.get(name)
+            found = self.types.get(name) or self._parsed.get(name)
             return None if found is None else self.types.resolve(found)
+
+    def remember_type(self, text: str, descriptor: types_pb2.TypeDescriptor) -> types_pb2.TypeDescriptor:
+        """Keeps what a C type's text parsed to (C types cannot be
+        redefined, so it stays true) and returns it resolved."""
+        with self._lock:
+            self._parsed[" ".join(text.split())] = descriptor
+            return self.types.resolve(descriptor)
 
     def resolve_type(self, descriptor: types_pb2.TypeDescriptor) -> types_pb2.TypeDescriptor:
         with self._lock:

@@ -3,14 +3,16 @@ native memory as Memory/Pointer objects."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import queue
 import threading
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 import grpc
 
-from ffid import _core, _errors, _values
+from ffid import _callbacks, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -53,9 +55,17 @@ def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0, **s
 
 class _Stream:
     """The session's Connect stream: attached on creation, held open until
-    close(). The daemon deletes the session when the stream closes."""
+    close(). The daemon deletes the session when the stream closes. A reader
+    thread takes StreamResults (answers to requests made inside callbacks)
+    and CallbackInvocations, which it hands to `on_invocation`."""
 
-    def __init__(self, stub: ffid_pb2_grpc.FfiStub, session_id: str) -> None:
+    def __init__(self, stub: ffid_pb2_grpc.FfiStub, session_id: str,
+                 on_invocation: Callable[[ffid_pb2.CallbackInvocation], None]) -> None:
+        self._on_invocation = on_invocation
+        self._pending: Dict[int, "concurrent.futures.Future[ffid_pb2.StreamResult]"] = {}
+        self._tags = itertools.count(1)
+        self._lock = threading.Lock()
+        self._ended = False
         self._requests: "queue.Queue[Optional[ffid_pb2.ConnectRequest]]" = queue.Queue()
         self._requests.put(ffid_pb2.ConnectRequest(attach=ffid_pb2.AttachSession(session=session_id)))
         self._call = stub.Connect(self._messages())
@@ -71,6 +81,53 @@ class _Stream:
             raise _errors.Internal(
                 f"the daemon answered the attachment of session {session_id} with an unexpected message",
                 reason="INTERNAL")
+        self._reader = threading.Thread(target=self._read, name=f"ffid-stream-{session_id[:8]}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for message in self._call:
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    with self._lock:
+                        future = self._pending.pop(message.result.tag, None)
+                    if future is not None:
+                        future.set_result(message.result)
+                elif kind == "invocation":
+                    self._on_invocation(message.invocation)
+        except grpc.RpcError:
+            pass  # cancelled by close(), or the daemon went away
+        finally:
+            with self._lock:
+                self._ended = True
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                future.set_exception(_errors.Unavailable("the session's Connect stream closed"))
+
+    def send(self, message: ffid_pb2.ConnectRequest) -> None:
+        self._requests.put(message)
+
+    def request(self, invocation: int, field: str, request: Any, timeout: Optional[float]) -> Any:
+        """Sends `request` as a StreamCall made inside `invocation` and
+        returns its response."""
+        future: "concurrent.futures.Future[ffid_pb2.StreamResult]" = concurrent.futures.Future()
+        with self._lock:
+            if self._ended:
+                raise _errors.Unavailable("the session's Connect stream closed")
+            tag = next(self._tags)
+            self._pending[tag] = future
+        call = ffid_pb2.StreamCall(tag=tag, invocation=invocation)
+        getattr(call, field).CopyFrom(request)
+        self.send(ffid_pb2.ConnectRequest(call=call))
+        try:
+            result = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                self._pending.pop(tag, None)
+            raise _errors.DeadlineExceeded(f"no answer within {timeout:g}s", reason="DEADLINE_EXCEEDED") from None
+        if result.error_status:
+            raise _callbacks.stream_error(result)
+        return getattr(result, field)
 
     def _messages(self) -> Iterator[ffid_pb2.ConnectRequest]:
         while True:
@@ -82,6 +139,68 @@ class _Stream:
     def close(self) -> None:
         self._requests.put(None)
         self._call.cancel()
+
+
+class _Callbacks:
+    """A session's callbacks: the Python functions by handle, the threads
+    that run invocations, and which invocation the current thread is
+    inside. Holds the session weakly (the stream's reader thread holds
+    this)."""
+
+    def __init__(self, session: "Session") -> None:
+        self._session = weakref.ref(session)
+        self._lock = threading.Lock()
+        self._functions: Dict[str, Any] = {}
+        # Invocations run on their own threads so that the reader keeps
+        # reading (nested calls' answers, nested invocations).
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="ffid-callback")
+        self.current = threading.local()
+        self.last_failure: Optional[BaseException] = None
+
+    def add(self, handle: str, function: Callable[..., Any], function_type: types_pb2.FunctionType) -> None:
+        with self._lock:
+            self._functions[handle] = (function, function_type)
+
+    def remove(self, handle: str) -> None:
+        with self._lock:
+            self._functions.pop(handle, None)
+
+    def invocation(self) -> int:
+        return getattr(self.current, "invocation", 0)
+
+    def dispatch(self, invocation: ffid_pb2.CallbackInvocation) -> None:
+        try:
+            self._executor.submit(self._run, invocation)
+        except RuntimeError:
+            pass  # shutting down: the native side sees the stream close
+
+    def _run(self, invocation: ffid_pb2.CallbackInvocation) -> None:
+        session = self._session()
+        if session is None or session._stream is None:
+            return
+        with self._lock:
+            entry = self._functions.get(invocation.callback)
+        returned: Any = None
+        failure: Optional[BaseException] = None
+        function_type = types_pb2.FunctionType()
+        if entry is None:
+            failure = LookupError(f"no callback {invocation.callback} in this client")
+        else:
+            function, function_type = entry
+            outer = self.invocation()
+            self.current.invocation = invocation.invocation
+            try:
+                returned = function(*_callbacks.arguments(invocation, function_type, session._make_pointer))
+            except BaseException as error:  # reported to the native caller
+                failure = error
+            finally:
+                self.current.invocation = outer
+        if failure is not None:
+            self.last_failure = failure
+        session._stream.send(_callbacks.result_message(invocation, function_type, returned, failure))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
 
 
 def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream, channel: grpc.Channel) -> None:
@@ -118,8 +237,9 @@ class Session:
         self._closed = False
         self._errno = threading.local()
         self._stream: Optional[_Stream] = None
+        self._callbacks = _Callbacks(self)
         try:
-            self._stream = _Stream(stub, self.id)
+            self._stream = _Stream(stub, self.id, self._callbacks.dispatch)
         except BaseException:
             try:
                 stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=self.id), timeout=_core.DELETE_TIMEOUT)
@@ -144,6 +264,7 @@ class Session:
                 return
             self._closed = True
         self._finalizer()
+        self._callbacks.close()
 
     @property
     def closed(self) -> bool:
@@ -157,6 +278,13 @@ class Session:
     def _call(self, method: Any, request: Any, timeout: Optional[float] = None) -> Any:
         if self._closed:
             raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
+        invocation = self._callbacks.invocation()
+        if invocation and not isinstance(request, _callbacks.DAEMON_ONLY):
+            # Inside a callback: on the stream, run by the waiting native thread.
+            field = _callbacks.STREAM_FIELDS.get(type(request))
+            if field is None or self._stream is None:
+                raise _callbacks.not_in_callback(request)
+            return self._stream.request(invocation, field, request, timeout)
         self._flush_frees()
         try:
             return method(request, timeout=timeout)
@@ -215,7 +343,7 @@ class Session:
         source, name = _core.type_source(ctype)
         response = self._call(self._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
             session=self.id, source=source))
-        return self._declarations.resolve_type(_core.type_from_parse(response, ctype, name))
+        return self._declarations.remember_type(ctype, _core.type_from_parse(response, ctype, name))
 
     def load(self, name: str, *, use_errno: bool = False) -> "Library":
         """Loads a shared library by path or soname ("libm.so.6"); the daemon
@@ -223,6 +351,40 @@ class Session:
         every call of its functions (read it as session.errno)."""
         response = self._call(self._stub.LoadLibrary, ffid_pb2.LoadLibraryRequest(session=self.id, name=name))
         return Library(self, response.library, response.path, use_errno)
+
+    # -- callbacks
+
+    def callback(self, signature: str, function: Callable[..., Any], *, default: Any = None,
+                 on_error: str = "return_default", timeout: Optional[float] = None) -> "Callback":
+        """Makes a Python function callable from native code: pass the
+        returned Callback wherever a function pointer is expected.
+
+        signature: "int(const void *, const void *)" or a prototype.
+        default: what the native caller gets when `function` raises (or
+          does not answer within `timeout` seconds, default 60) under
+          on_error="return_default"; the native call then raises
+          CallbackFailed. on_error="terminate" kills the worker instead.
+
+        The callback runs on a thread of this client while the native
+        thread waits; inside it, calls, reads and writes through this
+        session run on that native thread (so a callback may call back into
+        the library). Released by release() or when the session ends.
+        """
+        sources = _callbacks.callback_sources(signature)
+        for i, source in enumerate(sources):
+            try:
+                response = self._call(self._stub.ParseDeclarations,
+                                      ffid_pb2.ParseDeclarationsRequest(session=self.id, source=source))
+                break
+            except _errors.DeclarationInvalid:
+                if i == len(sources) - 1:
+                    raise
+        function_type = self._declarations.resolve_function(_callbacks.pick_function(response, signature))
+        request = _callbacks.register_request(self.id, function_type, getattr(function, "__name__", ""),
+                                              default, on_error, timeout)
+        registered = self._call(self._stub.RegisterCallback, request)
+        self._callbacks.add(registered.callback, function, function_type)
+        return Callback(self, registered.callback, function, function_type, registered.address)
 
     # -- memory
 
@@ -438,10 +600,38 @@ class Function:
     def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
         session = self._session
         request = self._spec.request(session.id, args, errno)
-        response = session._call(session._stub.Call, request, timeout)
+        try:
+            response = session._call(session._stub.Call, request, timeout)
+        except _errors.CallbackFailed as error:
+            cause, session._callbacks.last_failure = session._callbacks.last_failure, None
+            raise error from cause
         if request.capture_errno:
             session._errno.value = response.errno_value
         return self._spec.result(response, session._make_pointer, session._make_owned)
+
+
+class Callback:
+    """A Python function registered with session.callback(): a function
+    pointer for native code."""
+
+    def __init__(self, session: Session, handle: str, function: Callable[..., Any],
+                 function_type: types_pb2.FunctionType, address: int) -> None:
+        self._session = session
+        self._ffid_callback_handle = handle
+        self.handle = handle
+        self.function = function
+        self.type = function_type
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"<ffid.Callback {getattr(self.function, '__name__', '?')} {self.handle}>"
+
+    def release(self) -> None:
+        """Releases the callback; native code that still calls it gets its
+        failure behaviour, never a crash."""
+        self._session._call(self._session._stub.ReleaseCallback, ffid_pb2.ReleaseCallbackRequest(
+            session=self._session.id, callback=self.handle))
+        self._session._callbacks.remove(self.handle)
 
 
 class Pointer(_core.PointerBase):

@@ -12,14 +12,17 @@ method that talks to the daemon a coroutine.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import inspect
+import itertools
 import threading
 import weakref
-from typing import Any, Dict, Generator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Union
 
 import grpc
 import grpc.aio
 
-from ffid import _core, _errors, _values
+from ffid import _callbacks, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -80,6 +83,10 @@ def _cancel_stream(call: Any) -> None:
     call.cancel()
 
 
+# The callback invocation the current task runs inside (0: none).
+_INVOCATION: "contextvars.ContextVar[int]" = contextvars.ContextVar("ffid_aio_invocation", default=0)
+
+
 class Session:
     """One ffid session (asyncio). Methods that talk to the daemon are
     coroutines; see ffid.Session for what each does."""
@@ -100,6 +107,12 @@ class Session:
         self._errno = threading.local()
         self._stream: Any = None
         self._finalizer: "Optional[weakref.finalize[Any, Any]]" = None
+        self._reader: "Optional[asyncio.Future[None]]" = None
+        self._write_lock = asyncio.Lock()
+        self._pending: "Dict[int, asyncio.Future[ffid_pb2.StreamResult]]" = {}
+        self._tags = itertools.count(1)
+        self._callback_functions: Dict[str, Any] = {}
+        self._last_callback_failure: Optional[BaseException] = None
 
     async def _attach(self) -> None:
         call = self._stub.Connect()
@@ -117,6 +130,94 @@ class Session:
         self._stream = call
         # Dropped without close(): closing the stream ends the session.
         self._finalizer = weakref.finalize(self, _cancel_stream, call)
+        self._reader = asyncio.ensure_future(self._read_stream(call))
+
+    async def _read_stream(self, call: Any) -> None:
+        """Takes StreamResults and CallbackInvocations off the stream."""
+        try:
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    break
+                kind = message.WhichOneof("kind")
+                if kind == "result":
+                    future = self._pending.pop(message.result.tag, None)
+                    if future is not None and not future.done():
+                        future.set_result(message.result)
+                elif kind == "invocation":
+                    asyncio.ensure_future(self._run_callback(message.invocation))
+        except (grpc.RpcError, asyncio.CancelledError):
+            pass  # closed, or the daemon went away
+        finally:
+            pending, self._pending = self._pending, {}
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(_errors.Unavailable("the session's Connect stream closed"))
+
+    async def _send(self, message: ffid_pb2.ConnectRequest) -> None:
+        async with self._write_lock:  # one write at a time on a stream
+            await self._stream.write(message)
+
+    async def _stream_request(self, invocation: int, field: str, request: Any, timeout: Optional[float]) -> Any:
+        future: "asyncio.Future[ffid_pb2.StreamResult]" = asyncio.get_running_loop().create_future()
+        tag = next(self._tags)
+        self._pending[tag] = future
+        call = ffid_pb2.StreamCall(tag=tag, invocation=invocation)
+        getattr(call, field).CopyFrom(request)
+        await self._send(ffid_pb2.ConnectRequest(call=call))
+        try:
+            result = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            self._pending.pop(tag, None)
+            raise _errors.DeadlineExceeded(f"no answer within {timeout:g}s", reason="DEADLINE_EXCEEDED") from None
+        if result.error_status:
+            raise _callbacks.stream_error(result)
+        return getattr(result, field)
+
+    async def _run_callback(self, invocation: ffid_pb2.CallbackInvocation) -> None:
+        entry = self._callback_functions.get(invocation.callback)
+        returned: Any = None
+        failure: Optional[BaseException] = None
+        function_type = types_pb2.FunctionType()
+        if entry is None:
+            failure = LookupError(f"no callback {invocation.callback} in this client")
+        else:
+            function, function_type = entry
+            token = _INVOCATION.set(invocation.invocation)
+            try:
+                returned = function(*_callbacks.arguments(invocation, function_type, self._make_pointer))
+                if inspect.isawaitable(returned):
+                    returned = await returned
+            except Exception as error:  # reported to the native caller
+                failure = error
+            finally:
+                _INVOCATION.reset(token)
+        if failure is not None:
+            self._last_callback_failure = failure
+        try:
+            await self._send(_callbacks.result_message(invocation, function_type, returned, failure))
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            pass  # the stream closed; the native side sees that
+
+    async def callback(self, signature: str, function: Callable[..., Any], *, default: Any = None,
+                       on_error: str = "return_default", timeout: Optional[float] = None) -> "Callback":
+        """See ffid.Session.callback. `function` may be a coroutine function;
+        inside it, await calls, reads and writes of this session as usual."""
+        sources = _callbacks.callback_sources(signature)
+        for i, source in enumerate(sources):
+            try:
+                response = await self._call(self._stub.ParseDeclarations,
+                                            ffid_pb2.ParseDeclarationsRequest(session=self.id, source=source))
+                break
+            except _errors.DeclarationInvalid:
+                if i == len(sources) - 1:
+                    raise
+        function_type = self._declarations.resolve_function(_callbacks.pick_function(response, signature))
+        request = _callbacks.register_request(self.id, function_type, getattr(function, "__name__", ""),
+                                              default, on_error, timeout)
+        registered = await self._call(self._stub.RegisterCallback, request)
+        self._callback_functions[registered.callback] = (function, function_type)
+        return Callback(self, registered.callback, function, function_type, registered.address)
 
     async def _delete(self) -> None:
         try:
@@ -139,6 +240,8 @@ class Session:
         await self._delete()
         if self._finalizer is not None:
             self._finalizer()
+        if self._reader is not None:
+            self._reader.cancel()
         await self._channel.close()
 
     @property
@@ -151,6 +254,13 @@ class Session:
     async def _call(self, method: Any, request: Any, timeout: Optional[float] = None) -> Any:
         if self._closed:
             raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
+        invocation = _INVOCATION.get()
+        if invocation and not isinstance(request, _callbacks.DAEMON_ONLY):
+            # Inside a callback: on the stream, run by the waiting native thread.
+            field = _callbacks.STREAM_FIELDS.get(type(request))
+            if field is None:
+                raise _callbacks.not_in_callback(request)
+            return await self._stream_request(invocation, field, request, timeout)
         while self._pending_free:
             handle = self._pending_free.pop()
             try:
@@ -198,7 +308,7 @@ class Session:
         source, name = _core.type_source(ctype)
         response = await self._call(self._stub.ParseDeclarations, ffid_pb2.ParseDeclarationsRequest(
             session=self.id, source=source))
-        return self._declarations.resolve_type(_core.type_from_parse(response, ctype, name))
+        return self._declarations.remember_type(ctype, _core.type_from_parse(response, ctype, name))
 
     async def load(self, name: str, *, use_errno: bool = False) -> "Library":
         response = await self._call(self._stub.LoadLibrary, ffid_pb2.LoadLibraryRequest(session=self.id, name=name))
@@ -369,10 +479,35 @@ class Function:
     async def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
         session = self._session
         request = self._spec.request(session.id, args, errno)
-        response = await session._call(session._stub.Call, request, timeout)
+        try:
+            response = await session._call(session._stub.Call, request, timeout)
+        except _errors.CallbackFailed as error:
+            cause, session._last_callback_failure = session._last_callback_failure, None
+            raise error from cause
         if request.capture_errno:
             session._errno.value = response.errno_value
         return self._spec.result(response, session._make_pointer, session._make_owned)
+
+
+class Callback:
+    """A Python function registered with `await session.callback(...)`."""
+
+    def __init__(self, session: Session, handle: str, function: Callable[..., Any],
+                 function_type: types_pb2.FunctionType, address: int) -> None:
+        self._session = session
+        self._ffid_callback_handle = handle
+        self.handle = handle
+        self.function = function
+        self.type = function_type
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"<ffid.aio.Callback {getattr(self.function, '__name__', '?')} {self.handle}>"
+
+    async def release(self) -> None:
+        await self._session._call(self._session._stub.ReleaseCallback, ffid_pb2.ReleaseCallbackRequest(
+            session=self._session.id, callback=self.handle))
+        self._session._callback_functions.pop(self.handle, None)
 
 
 class Pointer(_core.PointerBase):

@@ -85,7 +85,12 @@ def _duration(seconds: float, name: str) -> duration_pb2.Duration:
 
 
 # Session options: keyword arguments of connect() -> CreateSessionRequest.
-SESSION_OPTIONS = ("idle_timeout",)
+_LIMITS = ("address_space_bytes", "cpu_seconds", "open_files", "file_size_bytes")
+_RESTART_POLICIES = {
+    "never": ffid_pb2.RESTART_POLICY_NEVER,
+    "restart": ffid_pb2.RESTART_POLICY_RESTART,
+}
+SESSION_OPTIONS = ("idle_timeout", *_LIMITS, "max_call_duration", "allow_network", "restart_policy")
 
 
 def create_session_request(options: Dict[str, Any]) -> ffid_pb2.CreateSessionRequest:
@@ -93,6 +98,14 @@ def create_session_request(options: Dict[str, Any]) -> ffid_pb2.CreateSessionReq
 
     idle_timeout: seconds the daemon keeps the session without requests while
       no Connect stream is attached (default: the server's, 5 minutes).
+    address_space_bytes, cpu_seconds, open_files, file_size_bytes: the
+      worker's rlimits (default: the server's; above its maximum is refused
+      with ResourceLimit).
+    max_call_duration: seconds any one call may run, whatever its timeout.
+    allow_network: let the worker use the network (the server must allow it).
+    restart_policy: "never" (default: a crashed session stays dead) or
+      "restart" (a new worker reloads the libraries and functions under the
+      same handles; memory handles of the old worker become invalid).
     """
     unknown = sorted(set(options) - set(SESSION_OPTIONS))
     if unknown:
@@ -102,6 +115,21 @@ def create_session_request(options: Dict[str, Any]) -> ffid_pb2.CreateSessionReq
     request = ffid_pb2.CreateSessionRequest()
     if options.get("idle_timeout") is not None:
         request.idle_timeout.CopyFrom(_duration(options["idle_timeout"], "idle_timeout"))
+    for name in _LIMITS:
+        value = options.get(name)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            setattr(request.limits, name, value)
+    if options.get("max_call_duration") is not None:
+        request.limits.max_call_duration.CopyFrom(_duration(options["max_call_duration"], "max_call_duration"))
+    if options.get("allow_network") is not None:
+        request.sandbox.allow_network = bool(options["allow_network"])
+    policy = options.get("restart_policy")
+    if policy is not None:
+        if policy not in _RESTART_POLICIES:
+            raise ValueError(f"restart_policy={policy!r}: expected one of {', '.join(_RESTART_POLICIES)}")
+        request.restart_policy = _RESTART_POLICIES[policy]
     return request
 
 

@@ -319,6 +319,11 @@ class Session:
         """The session as the daemon sees it (state, worker pid, crash report)."""
         return self._call(self._stub.GetSession, ffid_pb2.GetSessionRequest(session=self.id)).session
 
+    def server_info(self) -> ffid_pb2.GetServerInfoResponse:
+        """What the server offers: the sandbox layers this kernel supports,
+        default and maximum limits, whether network access may be asked for."""
+        return self._call(self._stub.GetServerInfo, ffid_pb2.GetServerInfoRequest())
+
     @property
     def errno(self) -> int:
         """errno after this thread's last call that captured it (errno=True on

@@ -292,6 +292,10 @@ class Session:
     async def info(self) -> ffid_pb2.Session:
         return (await self._call(self._stub.GetSession, ffid_pb2.GetSessionRequest(session=self.id))).session
 
+    async def server_info(self) -> ffid_pb2.GetServerInfoResponse:
+        """See ffid.Session.server_info."""
+        return await self._call(self._stub.GetServerInfo, ffid_pb2.GetServerInfoRequest())
+
     @property
     def errno(self) -> int:
         return getattr(self._errno, "value", 0)

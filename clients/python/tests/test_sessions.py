@@ -45,6 +45,23 @@ def test_max_call_duration_ends_a_call(daemon) -> None:
             sleep(10_000)
 
 
+def test_restart_policy_brings_the_session_back(daemon) -> None:
+    with ffid.connect(daemon.address, restart_policy="restart") as s:
+        lib = s.load(str(FIXTURE))
+        add = lib.function("int fx_add(int, int)")
+        crash = lib.function("void fx_crash_null(void)")
+        buf = s.alloc(8)
+        with pytest.raises(ffid.WorkerCrashed) as caught:
+            crash()
+        assert caught.value.crash_report.signal_name == "SIGSEGV"
+        # The same function handles work on the new worker; memory of the
+        # dead one does not.
+        assert add(1, 2) == 3
+        assert s.info().restarts == 1
+        with pytest.raises(ffid.HandleInvalid):
+            buf.read(1)
+
+
 @pytest.mark.asyncio
 async def test_aio_session_options(daemon) -> None:
     async with ffid.aio.connect(daemon.address, open_files=32) as s:

@@ -104,8 +104,8 @@ def create_session_request(options: Dict[str, Any]) -> ffid_pb2.CreateSessionReq
     max_call_duration: seconds any one call may run, whatever its timeout.
     allow_network: let the worker use the network (the server must allow it).
     restart_policy: "never" (default: a crashed session stays dead) or
-      "restart" (the proto's RESTART_POLICY_RESTART: a new worker under the
-      same library and function handles, once the daemon implements it).
+      "restart" (a new worker at once, under the same library and function
+      handles; memory handles of the dead worker become invalid).
     """
     unknown = sorted(set(options) - set(SESSION_OPTIONS))
     if unknown:

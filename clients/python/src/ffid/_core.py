@@ -441,3 +441,52 @@ def array_of(descriptor: types_pb2.TypeDescriptor, count: int) -> types_pb2.Type
     if count <= 1:
         return descriptor
     return types_pb2.TypeDescriptor(array=types_pb2.ArrayType(element=descriptor, length=count))
+
+
+class FunctionBase:
+    """What a resolved function is, for both clients: its session, its
+    FunctionSpec and its address in the worker."""
+
+    _label = "ffid.Function"
+
+    def __init__(self, session: Any, spec: FunctionSpec, address: int) -> None:
+        self._session = session
+        self._spec = spec
+        self.address = address
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def handle(self) -> str:
+        return self._spec.handle
+
+    @property
+    def type(self) -> types_pb2.FunctionType:
+        return self._spec.type
+
+    def __repr__(self) -> str:
+        return f"<{self._label} {self._spec.name} at 0x{self.address:x}>"
+
+
+class CallbackBase:
+    """What a registered callback is, for both clients: a function pointer
+    value (its handle) and the Python function behind it."""
+
+    _label = "ffid.Callback"
+
+    def __init__(self, session: Any, handle: str, function: Any,
+                 function_type: types_pb2.FunctionType, address: int) -> None:
+        self._session = session
+        self._ffid_callback_handle = handle
+        self.handle = handle
+        self.function = function
+        self.type = function_type
+        self.address = address
+
+    def __repr__(self) -> str:
+        return f"<{self._label} {getattr(self.function, '__name__', '?')} {self.handle}>"
+
+    def _release_request(self) -> ffid_pb2.ReleaseCallbackRequest:
+        return ffid_pb2.ReleaseCallbackRequest(session=self._session.id, callback=self.handle)

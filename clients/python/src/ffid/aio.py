@@ -457,28 +457,10 @@ class _Declared:
         return await function(*args, timeout=timeout, errno=errno)
 
 
-class Function:
+class Function(_core.FunctionBase):
     """A resolved native function (asyncio): `await f(args...)`."""
 
-    def __init__(self, session: Session, spec: _core.FunctionSpec, address: int) -> None:
-        self._session = session
-        self._spec = spec
-        self.address = address
-
-    @property
-    def name(self) -> str:
-        return self._spec.name
-
-    @property
-    def handle(self) -> str:
-        return self._spec.handle
-
-    @property
-    def type(self) -> types_pb2.FunctionType:
-        return self._spec.type
-
-    def __repr__(self) -> str:
-        return f"<ffid.aio.Function {self._spec.name} at 0x{self.address:x}>"
+    _label = "ffid.aio.Function"
 
     async def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
         session = self._session
@@ -493,24 +475,13 @@ class Function:
         return self._spec.result(response, session._make_pointer, session._make_owned)
 
 
-class Callback:
+class Callback(_core.CallbackBase):
     """A Python function registered with `await session.callback(...)`."""
 
-    def __init__(self, session: Session, handle: str, function: Callable[..., Any],
-                 function_type: types_pb2.FunctionType, address: int) -> None:
-        self._session = session
-        self._ffid_callback_handle = handle
-        self.handle = handle
-        self.function = function
-        self.type = function_type
-        self.address = address
-
-    def __repr__(self) -> str:
-        return f"<ffid.aio.Callback {getattr(self.function, '__name__', '?')} {self.handle}>"
+    _label = "ffid.aio.Callback"
 
     async def release(self) -> None:
-        await self._session._call(self._session._stub.ReleaseCallback, ffid_pb2.ReleaseCallbackRequest(
-            session=self._session.id, callback=self.handle))
+        await self._session._call(self._session._stub.ReleaseCallback, self._release_request())
         self._session._callback_functions.pop(self.handle, None)
 
 

@@ -28,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -38,6 +39,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "bench/echo_service.grpc.pb.h"
 #include "bench/echo_service.pb.h"
@@ -51,12 +54,28 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr int kWarmupRoundTrips = 200;
-constexpr int kRoundTrips = 3000;
+// Sizes of the run; --quick (the smoke run CI makes) shrinks them.
+int kWarmupRoundTrips = 200;
+int kRoundTrips = 3000;
 // ffi_call is too fast to time one by one: each sample is the mean of a batch.
 constexpr int kFfiBatch = 1000;
-constexpr int kFfiBatches = 2000;
+int kFfiBatches = 2000;
+// Calls in flight at once on the Connect stream, and how many in all.
+int kPipelinedCalls = 20000;
+// Bytes moved by Write + Read and by the gRPC streams they are compared to.
+uint64_t kBulkBytes = uint64_t{64} << 20;
+constexpr uint64_t kStreamChunk = uint64_t{1} << 20;
+int kBulkRepeats = 3;
+int kSessionCreates = 20;
+// Calls in one Batch.
+int kBatchCalls = 10000;
 constexpr double kCallVsEchoTarget = 1.3;
+
+// Scalar figures for bench/run (--figures_json), by key.
+std::map<std::string, double>& Figures() {
+  static auto* figures = new std::map<std::string, double>();
+  return *figures;
+}
 
 // Per-round-trip latencies in microseconds, by figure name.
 std::map<std::string, std::vector<double>>& Samples() {
@@ -91,6 +110,26 @@ class EchoServiceImpl final : public EchoService::Service {
   grpc::Status Echo(grpc::ServerContext*, const EchoRequest* request,
                     EchoResponse* response) override {
     response->set_payload(request->payload());
+    return grpc::Status::OK;
+  }
+  grpc::Status Upload(grpc::ServerContext*,
+                      grpc::ServerReader<EchoRequest>* reader,
+                      EchoResponse* response) override {
+    EchoRequest chunk;
+    uint64_t received = 0;
+    while (reader->Read(&chunk)) received += chunk.payload().size();
+    response->set_received(received);
+    return grpc::Status::OK;
+  }
+  grpc::Status Download(grpc::ServerContext*, const DownloadRequest* request,
+                        grpc::ServerWriter<EchoResponse>* writer) override {
+    EchoResponse chunk;
+    const uint64_t step = std::max<uint64_t>(1, request->chunk());
+    const std::string block(step, 'd');
+    for (uint64_t sent = 0; sent < request->size(); sent += step) {
+      chunk.set_payload(block.data(), std::min(step, request->size() - sent));
+      if (!writer->Write(chunk)) break;
+    }
     return grpc::Status::OK;
   }
 };
@@ -205,6 +244,7 @@ class DaemonProcess {
   }
 
   const std::string& address() const { return address_; }
+  pid_t pid() const { return pid_; }
 
   std::string Log() const {
     std::string text;
@@ -320,6 +360,181 @@ void BM_CallWithCallback(benchmark::State& state, FfidTarget* target) {
   SetCounters(state, samples);
 }
 
+// Bytes per second of `bytes` moved in `elapsed`, in GB/s (10^9).
+double GigabytesPerSecond(uint64_t bytes, Clock::duration elapsed) {
+  return bytes / std::chrono::duration<double>(elapsed).count() / 1e9;
+}
+
+// gRPC streaming of kBulkBytes up (client stream) and down (server stream)
+// in 1 MiB messages: the baseline of Write + Read of as many bytes.
+void BM_GrpcStream(benchmark::State& state, EchoService::Stub* stub) {
+  const std::string block(kStreamChunk, 'u');
+  std::vector<double> rates;
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    {
+      grpc::ClientContext context;
+      EchoResponse response;
+      std::unique_ptr<grpc::ClientWriter<EchoRequest>> writer =
+          stub->Upload(&context, &response);
+      EchoRequest chunk;
+      for (uint64_t sent = 0; sent < kBulkBytes; sent += kStreamChunk) {
+        chunk.set_payload(block);
+        if (!writer->Write(chunk)) break;
+      }
+      writer->WritesDone();
+      if (!writer->Finish().ok() || response.received() != kBulkBytes) {
+        state.SkipWithError("Upload failed");
+        return;
+      }
+    }
+    {
+      grpc::ClientContext context;
+      DownloadRequest request;
+      request.set_size(kBulkBytes);
+      request.set_chunk(kStreamChunk);
+      std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
+          stub->Download(&context, request);
+      EchoResponse chunk;
+      uint64_t received = 0;
+      while (reader->Read(&chunk)) received += chunk.payload().size();
+      if (!reader->Finish().ok() || received != kBulkBytes) {
+        state.SkipWithError("Download failed");
+        return;
+      }
+    }
+    const Clock::duration elapsed = Clock::now() - start;
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(GigabytesPerSecond(2 * kBulkBytes, elapsed));
+  }
+  const double rate = Percentile(rates, 0.5);
+  state.counters["GB_per_s"] = rate;
+  Figures()["grpc_stream_gb_per_s"] = rate;
+}
+
+// Session::Write of kBulkBytes into an allocation, then Session::Read of
+// them back: the bytes travel client -> daemon -> worker and back.
+void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target) {
+  client::Session& session = *target->session;
+  absl::StatusOr<client::Memory> memory = session.Allocate(kBulkBytes);
+  if (!memory.ok()) {
+    state.SkipWithError(std::string(memory.status().message()).c_str());
+    return;
+  }
+  const std::string data(kBulkBytes, 'w');
+  std::vector<double> rates;
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    const absl::Status written = session.Write(memory->handle, 0, data);
+    absl::StatusOr<std::string> read = session.Read(memory->handle, 0, 0);
+    const Clock::duration elapsed = Clock::now() - start;
+    if (!written.ok() || !read.ok() || read->size() != kBulkBytes) {
+      state.SkipWithError("Write or Read of the bulk block failed");
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(GigabytesPerSecond(2 * kBulkBytes, elapsed));
+  }
+  (void)session.Free(memory->handle);
+  const double rate = Percentile(rates, 0.5);
+  state.counters["GB_per_s"] = rate;
+  Figures()["rw_gb_per_s"] = rate;
+}
+
+// kPipelinedCalls calls of fx_add sent with CallAsync on the Connect stream
+// without waiting, then every answer collected.
+void BM_Pipelined(benchmark::State& state, FfidTarget* target) {
+  std::vector<double> rates;
+  for (auto _ : state) {
+    std::vector<std::future<absl::StatusOr<v1::CallResponse>>> futures;
+    futures.reserve(kPipelinedCalls);
+    const Clock::time_point start = Clock::now();
+    for (int i = 0; i < kPipelinedCalls; ++i) {
+      futures.push_back(target->session->CallAsync(
+          target->function, {client::MakeInt(i), client::MakeInt(1)}));
+    }
+    for (int i = 0; i < kPipelinedCalls; ++i) {
+      absl::StatusOr<v1::CallResponse> response = futures[i].get();
+      if (!response.ok() || response->result().int_value() != i + 1) {
+        state.SkipWithError("a pipelined fx_add failed");
+        return;
+      }
+    }
+    const Clock::duration elapsed = Clock::now() - start;
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(kPipelinedCalls /
+                    std::chrono::duration<double>(elapsed).count());
+  }
+  const double rate = Percentile(rates, 0.5);
+  state.counters["calls_per_s"] = rate;
+  Figures()["pipelined_calls_per_s"] = rate;
+}
+
+// One Batch of kBatchCalls calls of fx_add, every result returned; timed
+// from Session::Batch (which copies the steps into the request) to its
+// return.
+void BM_Batch(benchmark::State& state, FfidTarget* target) {
+  std::vector<v1::BatchStep> steps(kBatchCalls);
+  for (int i = 0; i < kBatchCalls; ++i) {
+    v1::CallRequest* call = steps[i].mutable_call();
+    call->set_function(target->function.handle);
+    *call->add_arguments() = client::MakeInt(i);
+    *call->add_arguments() = client::MakeInt(1);
+  }
+  std::vector<double> rates;
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<v1::BatchResponse> response = target->session->Batch(steps);
+    const Clock::duration elapsed = Clock::now() - start;
+    if (!response.ok() || response->results_size() != kBatchCalls ||
+        response->results(kBatchCalls - 1).call().result().int_value() !=
+            kBatchCalls) {
+      state.SkipWithError("the Batch of fx_add failed");
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(kBatchCalls /
+                    std::chrono::duration<double>(elapsed).count());
+  }
+  const double rate = Percentile(rates, 0.5);
+  state.counters["calls_per_s"] = rate;
+  Figures()["batch_calls_per_s"] = rate;
+}
+
+// CreateSession (which starts a worker and attaches the Connect stream),
+// timed until it returns; the session is then deleted, untimed.
+void BM_SessionCreate(benchmark::State& state, client::Client* ffid_client) {
+  std::vector<double> samples;
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<std::unique_ptr<client::Session>> session =
+        ffid_client->CreateSession();
+    const Clock::duration elapsed = Clock::now() - start;
+    if (!session.ok()) {
+      state.SkipWithError(std::string(session.status().message()).c_str());
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    samples.push_back(std::chrono::duration<double, std::milli>(elapsed).count());
+  }
+  const double median = Percentile(samples, 0.5);
+  state.counters["median_ms"] = median;
+  Figures()["session_create_ms"] = median;
+}
+
+// VmRSS of a process in MiB, or -1 if it cannot be read.
+double ResidentMiB(pid_t pid) {
+  FILE* status = std::fopen(absl::StrCat("/proc/", pid, "/status").c_str(), "r");
+  if (status == nullptr) return -1;
+  char line[256];
+  double kib = -1;
+  while (std::fgets(line, sizeof(line), status) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lf kB", &kib) == 1) break;
+  }
+  std::fclose(status);
+  return kib < 0 ? -1 : kib / 1024;
+}
+
 // ---------------------------------------------------------------- libffi
 
 extern "C" int LocalAdd(int a, int b) { return a + b; }
@@ -403,7 +618,48 @@ void PrintSummary() {
   }
 }
 
+// Writes Figures() and the latency percentiles as one JSON object.
+bool WriteFigures(const std::string& path) {
+  std::map<std::string, double> figures = Figures();
+  for (const auto& [name, samples] : Samples()) {
+    if (samples.empty()) continue;
+    figures[name + "_us_median"] = Percentile(samples, 0.5);
+    figures[name + "_us_p99"] = Percentile(samples, 0.99);
+  }
+  FILE* out = std::fopen(path.c_str(), "w");
+  if (out == nullptr) return false;
+  std::fprintf(out, "{");
+  const char* separator = "\n";
+  for (const auto& [key, value] : figures) {
+    std::fprintf(out, "%s  \"%s\": %.9g", separator, key.c_str(), value);
+    separator = ",\n";
+  }
+  std::fprintf(out, "\n}\n");
+  return std::fclose(out) == 0;
+}
+
 int Main(int argc, char** argv) {
+  // Our own flags, taken out before Google Benchmark sees the rest.
+  std::string figures_path;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const absl::string_view arg = argv[i];
+    if (arg == "--quick") {
+      kWarmupRoundTrips = 20;
+      kRoundTrips = 200;
+      kFfiBatches = 200;
+      kPipelinedCalls = 1000;
+      kBulkBytes = uint64_t{4} << 20;
+      kBulkRepeats = 1;
+      kSessionCreates = 2;
+      kBatchCalls = 1000;
+    } else if (absl::StartsWith(arg, "--figures_json=")) {
+      figures_path = std::string(arg.substr(std::strlen("--figures_json=")));
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
 
@@ -518,8 +774,42 @@ int Main(int argc, char** argv) {
           ->Iterations(kFfiBatches)
           ->UseManualTime()
           ->Unit(benchmark::kNanosecond);
+      benchmark::RegisterBenchmark("ffid_pipelined_calls", BM_Pipelined,
+                                   &target)
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("ffid_batch", BM_Batch, &target)
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("grpc_stream_up_down", BM_GrpcStream,
+                                   echo_stub.get())
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("ffid_write_read", BM_FfidReadWrite,
+                                   &target)
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("ffid_create_session", BM_SessionCreate,
+                                   ffid_client.get())
+          ->Iterations(kSessionCreates)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      // Idle resident sizes, before the benchmarks grow any buffers: the
+      // daemon with one session, and that session's worker with the two
+      // fixture libraries loaded.
+      absl::SleepFor(absl::Milliseconds(200));
+      Figures()["daemon_idle_rss_mib"] = ResidentMiB((*daemon)->pid());
+      Figures()["worker_idle_rss_mib"] = ResidentMiB(session->worker_pid());
       benchmark::RunSpecifiedBenchmarks();
       PrintSummary();
+      if (!figures_path.empty() && !WriteFigures(figures_path)) {
+        std::fprintf(stderr, "cannot write %s\n", figures_path.c_str());
+        exit_code = 1;
+      }
     }
 
     // Tear down in order: session (its worker), client, daemon, echo.

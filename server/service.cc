@@ -734,6 +734,30 @@ absl::Status FfiService::DoCall(grpc::ServerContext& context,
   return absl::OkStatus();
 }
 
+grpc::Status FfiService::Batch(grpc::ServerContext* context,
+                               const v1::BatchRequest* request,
+                               v1::BatchResponse* response) {
+  return ToGrpcStatus(DoBatch(*context, *request, response));
+}
+
+absl::Status FfiService::DoBatch(grpc::ServerContext& context,
+                                 const v1::BatchRequest& request,
+                                 v1::BatchResponse* response) {
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  WorkerRequest forward;
+  *forward.mutable_batch() = request;
+  forward.mutable_batch()->clear_session();
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      Forward(context, *session, std::move(forward),
+              absl::StrCat("running a batch of ", request.steps_size(),
+                           " steps"),
+              ""));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kBatch, "Batch"));
+  *response = std::move(*answer.mutable_batch());
+  return absl::OkStatus();
+}
+
 // ------------------------------------------------------------------- memory
 
 grpc::Status FfiService::Allocate(grpc::ServerContext* context,

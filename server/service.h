@@ -112,6 +112,9 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status ResolveVariable(grpc::ServerContext* context,
                                const v1::ResolveVariableRequest* request,
                                v1::ResolveVariableResponse* response) override;
+  grpc::Status Batch(grpc::ServerContext* context,
+                     const v1::BatchRequest* request,
+                     v1::BatchResponse* response) override;
 
  private:
   [[nodiscard]] absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
@@ -133,6 +136,9 @@ class FfiService final : public v1::Ffi::Service {
   [[nodiscard]] absl::Status DoCall(grpc::ServerContext& context,
                       const v1::CallRequest& request,
                       v1::CallResponse* response);
+  [[nodiscard]] absl::Status DoBatch(grpc::ServerContext& context,
+                                     const v1::BatchRequest& request,
+                                     v1::BatchResponse* response);
   [[nodiscard]] absl::Status DoAllocate(grpc::ServerContext& context,
                           const v1::AllocateRequest& request,
                           v1::AllocateResponse* response);

@@ -10,13 +10,17 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "google/rpc/error_details.pb.h"
 #include "ffi/declaration_parser.h"
 #include "ffi/errors.h"
 #include "ffi/function.h"
@@ -104,6 +108,50 @@ absl::Status Store(absl::StatusOr<T> result, T* out) {
   if (!result.ok()) return result.status();
   *out = std::move(result).value();
   return absl::OkStatus();
+}
+
+// `status` as the failure of batch step `index`: the same code, reason and
+// payloads, the message prefixed with the step, and "batch_step" in the
+// ErrorInfo metadata.
+absl::Status BatchStepFailure(const absl::Status& status, int index,
+                              absl::string_view what) {
+  absl::Status failure(status.code(),
+                       absl::StrCat("batch step ", index, " (", what,
+                                    "): ", status.message()));
+  status.ForEachPayload(
+      [&](absl::string_view type_url, const absl::Cord& payload) {
+        failure.SetPayload(type_url, payload);
+      });
+  google::rpc::ErrorInfo info;
+  if (auto payload = failure.GetPayload(kErrorInfoTypeUrl);
+      payload.has_value()) {
+    info.ParseFromString(std::string(*payload));
+  } else {
+    info.set_domain(std::string(kErrorDomain));
+    info.set_reason("INTERNAL");
+  }
+  (*info.mutable_metadata())["batch_step"] = absl::StrCat(index);
+  failure.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
+  return failure;
+}
+
+// What a batch step does, for messages.
+std::string DescribeStep(const v1::BatchStep& step) {
+  switch (step.request_case()) {
+    case v1::BatchStep::kCall:
+      return absl::StrCat("call of ", step.call().function());
+    case v1::BatchStep::kAllocate:
+      return "allocate";
+    case v1::BatchStep::kRead:
+      return "read";
+    case v1::BatchStep::kWrite:
+      return "write";
+    case v1::BatchStep::kFree:
+      return "free";
+    case v1::BatchStep::REQUEST_NOT_SET:
+      break;
+  }
+  return "empty step";
 }
 
 }  // namespace
@@ -344,6 +392,9 @@ WorkerResponse Executor::Execute(const WorkerRequest& request) {
     case WorkerRequest::kReleaseCallback:
       status = Store(ReleaseCallback(request.release_callback()),
                      response.mutable_release_callback());
+      break;
+    case WorkerRequest::kBatch:
+      status = Store(Batch(request.batch()), response.mutable_batch());
       break;
     case WorkerRequest::kCallbackReply:
       status = InvalidRequest(absl::StrCat(
@@ -1104,6 +1155,210 @@ absl::StatusOr<v1::ReleaseCallbackResponse> Executor::ReleaseCallback(
   // memory.
   it->second->info.released = true;
   return v1::ReleaseCallbackResponse();
+}
+
+}  // namespace ffid::worker
+
+namespace ffid::worker {
+
+absl::StatusOr<v1::BatchResponse> Executor::Batch(
+    const v1::BatchRequest& request) {
+  v1::BatchResponse response;
+  std::vector<v1::Value> values;
+  values.reserve(request.steps_size());
+  response.mutable_results()->Reserve(request.steps_size());
+  for (int i = 0; i < request.steps_size(); ++i) {
+    const v1::BatchStep& step = request.steps(i);
+    v1::BatchStepResult* result = response.add_results();
+    absl::Status status = RunBatchStep(step, values, result);
+    if (!status.ok()) return BatchStepFailure(status, i, DescribeStep(step));
+    if (step.discard_result()) result->clear_response();
+  }
+  return response;
+}
+
+absl::Status Executor::RunBatchStep(const v1::BatchStep& step,
+                                    std::vector<v1::Value>& values,
+                                    v1::BatchStepResult* result) {
+  v1::Value& value = values.emplace_back();
+  if (step.request_case() != v1::BatchStep::kCall &&
+      step.references_size() > 1) {
+    return InvalidRequest(
+        "only a call step takes more than one reference");
+  }
+  switch (step.request_case()) {
+    case v1::BatchStep::kCall: {
+      absl::StatusOr<v1::CallResponse> called;
+      if (step.references().empty()) {
+        called = Call(step.call());
+      } else {
+        v1::CallRequest call = step.call();
+        for (const v1::BatchReference& reference : step.references()) {
+          if (reference.argument() >=
+              static_cast<uint32_t>(call.arguments_size())) {
+            return InvalidRequest(absl::StrCat(
+                "a reference fills argument ", reference.argument(),
+                " but the call has ", call.arguments_size(),
+                " arguments; put a placeholder Value there"));
+          }
+          ASSIGN_OR_RETURN(*call.mutable_arguments(reference.argument()),
+                           ResolveReference(reference, values));
+        }
+        called = Call(call);
+      }
+      RETURN_IF_ERROR(called.status());
+      if (called->has_result()) value = called->result();
+      *result->mutable_call() = *std::move(called);
+      return absl::OkStatus();
+    }
+    case v1::BatchStep::kAllocate: {
+      ASSIGN_OR_RETURN(v1::AllocateResponse allocated,
+                       Allocate(step.allocate()));
+      v1::PointerValue* pointer = value.mutable_pointer_value();
+      pointer->set_handle(allocated.memory());
+      pointer->set_address(allocated.address());
+      *result->mutable_allocate() = std::move(allocated);
+      return absl::OkStatus();
+    }
+    case v1::BatchStep::kRead: {
+      absl::StatusOr<v1::ReadResponse> read;
+      if (step.references().empty()) {
+        read = Read(step.read());
+      } else {
+        v1::ReadRequest request = step.read();
+        ASSIGN_OR_RETURN(v1::Value pointer,
+                         ResolveReference(step.references(0), values));
+        if (!pointer.has_pointer_value()) {
+          return InvalidRequest("the reference of a read must be a pointer");
+        }
+        *request.mutable_pointer() = pointer.pointer_value();
+        read = Read(request);
+      }
+      RETURN_IF_ERROR(read.status());
+      value.set_bytes_value(read->data());
+      *result->mutable_read() = *std::move(read);
+      return absl::OkStatus();
+    }
+    case v1::BatchStep::kWrite: {
+      absl::StatusOr<v1::WriteResponse> written;
+      if (step.references().empty()) {
+        written = Write(step.write());
+      } else {
+        v1::WriteRequest request = step.write();
+        ASSIGN_OR_RETURN(v1::Value pointer,
+                         ResolveReference(step.references(0), values));
+        if (!pointer.has_pointer_value()) {
+          return InvalidRequest("the reference of a write must be a pointer");
+        }
+        *request.mutable_pointer() = pointer.pointer_value();
+        written = Write(request);
+      }
+      RETURN_IF_ERROR(written.status());
+      *result->mutable_write() = *std::move(written);
+      return absl::OkStatus();
+    }
+    case v1::BatchStep::kFree: {
+      absl::StatusOr<v1::FreeResponse> freed;
+      if (step.references().empty()) {
+        freed = Free(step.free());
+      } else {
+        v1::FreeRequest request = step.free();
+        ASSIGN_OR_RETURN(v1::Value pointer,
+                         ResolveReference(step.references(0), values));
+        if (!pointer.has_pointer_value() ||
+            pointer.pointer_value().handle().empty() ||
+            pointer.pointer_value().offset() != 0) {
+          return InvalidRequest(
+              "the reference of a free must be a pointer to the start of "
+              "memory the session owns (the result of an allocate step)");
+        }
+        request.set_memory(pointer.pointer_value().handle());
+        freed = Free(request);
+      }
+      RETURN_IF_ERROR(freed.status());
+      *result->mutable_free() = *std::move(freed);
+      return absl::OkStatus();
+    }
+    case v1::BatchStep::REQUEST_NOT_SET:
+      break;
+  }
+  return InvalidRequest(
+      "a batch step names no request (call, allocate, read, write or free)");
+}
+
+absl::StatusOr<v1::Value> Executor::ResolveReference(
+    const v1::BatchReference& reference,
+    const std::vector<v1::Value>& values) {
+  // `values` holds the steps before this one, and this step's own slot.
+  const size_t current = values.size() - 1;
+  if (reference.step() >= current) {
+    return InvalidRequest(absl::StrCat(
+        "a reference names step ", reference.step(),
+        ", which does not run before this step (", current, ")"));
+  }
+  const v1::Value* value = &values[reference.step()];
+  if (value->kind_case() == v1::Value::KIND_NOT_SET) {
+    return InvalidRequest(absl::StrCat(
+        "step ", reference.step(),
+        " has no result to refer to (a void call, a write or a free)"));
+  }
+  std::string path = absl::StrCat("step ", reference.step(), "'s result");
+  for (const std::string& field : reference.field_path()) {
+    if (value->has_record_value()) {
+      auto it = value->record_value().fields().find(field);
+      if (it == value->record_value().fields().end()) {
+        return InvalidRequest(
+            absl::StrCat(path, " has no member '", field, "'"));
+      }
+      value = &it->second;
+    } else if (value->has_array_value()) {
+      int index = 0;
+      if (!absl::SimpleAtoi(field, &index) || index < 0 ||
+          index >= value->array_value().elements_size()) {
+        return InvalidRequest(absl::StrCat(
+            path, " is an array of ", value->array_value().elements_size(),
+            " elements; '", field, "' is not an index of it"));
+      }
+      value = &value->array_value().elements(index);
+    } else {
+      return InvalidRequest(absl::StrCat(
+          path, " is not a struct, union or array; cannot take '", field,
+          "' of it"));
+    }
+    absl::StrAppend(&path, ".", field);
+  }
+  v1::Value out = *value;
+  if (reference.offset() == 0 && !reference.has_load_type()) return out;
+  if (!out.has_pointer_value()) {
+    return InvalidRequest(absl::StrCat(
+        path, " is not a pointer; an offset or load_type needs one"));
+  }
+  v1::PointerValue* pointer = out.mutable_pointer_value();
+  const int64_t offset = reference.offset();
+  if (!pointer->handle().empty()) {
+    if (offset < 0 && static_cast<uint64_t>(-offset) > pointer->offset()) {
+      return OutOfBounds(absl::StrCat(
+          "offset ", offset, " from ", path, " points before its memory"));
+    }
+    pointer->set_offset(pointer->offset() + offset);
+  }
+  pointer->set_address(pointer->address() + offset);
+  if (!reference.has_load_type()) return out;
+  ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
+                   ffi::CType::Create(reference.load_type(), "load_type"));
+  if (type->size() == 0) {
+    return InvalidRequest("load_type has size 0; nothing to load");
+  }
+  v1::ReadRequest read;
+  *read.mutable_pointer() = *pointer;
+  read.set_length(type->size());
+  ASSIGN_OR_RETURN(v1::ReadResponse bytes, Read(read));
+  // Copy into aligned storage before decoding.
+  std::vector<std::max_align_t> aligned(
+      (type->size() + sizeof(std::max_align_t) - 1) /
+          sizeof(std::max_align_t) + 1);
+  std::memcpy(aligned.data(), bytes.data().data(), bytes.data().size());
+  return ffi::DecodeValue(*type, aligned.data(), resolver_);
 }
 
 }  // namespace ffid::worker

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -127,6 +128,18 @@ class Executor {
   // `library` (a handle; may be empty) and then globally.
   absl::StatusOr<void (*)(void*)> FindDestructor(absl::string_view symbol,
                                                  absl::string_view library);
+  // Runs the steps in order; the first failure stops the batch and is
+  // returned with the step's index (see ffid.v1.Batch).
+  absl::StatusOr<v1::BatchResponse> Batch(const v1::BatchRequest& request);
+  // Runs one step; `values` holds the referable results of the steps before
+  // it, and gets this step's.
+  [[nodiscard]] absl::Status RunBatchStep(const v1::BatchStep& step,
+                                          std::vector<v1::Value>& values,
+                                          v1::BatchStepResult* result);
+  // The value a reference names, from the results of earlier steps.
+  absl::StatusOr<v1::Value> ResolveReference(
+      const v1::BatchReference& reference,
+      const std::vector<v1::Value>& values);
 
   // Maps pointer values to addresses over the handle table, and callback
   // handles to their closures' code. Locks the executor's mutex.

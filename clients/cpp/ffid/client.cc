@@ -10,6 +10,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
@@ -50,6 +51,19 @@ std::string ErrorReason(const absl::Status& status) {
   google::rpc::ErrorInfo info;
   if (!info.ParseFromString(std::string(*payload))) return "";
   return info.reason();
+}
+
+int BatchFailedStep(const absl::Status& status) {
+  auto payload = status.GetPayload(kErrorInfoTypeUrl);
+  if (!payload.has_value()) return -1;
+  google::rpc::ErrorInfo info;
+  if (!info.ParseFromString(std::string(*payload))) return -1;
+  auto it = info.metadata().find("batch_step");
+  int step = -1;
+  if (it == info.metadata().end() || !absl::SimpleAtoi(it->second, &step)) {
+    return -1;
+  }
+  return step;
 }
 
 std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status) {
@@ -639,6 +653,21 @@ absl::StatusOr<v1::CallResponse> Session::Call(
   SetDeadline(context, options.timeout);
   absl::Status status =
       StatusFromGrpc(stub_->Call(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::BatchResponse> Session::Batch(
+    std::vector<v1::BatchStep> steps, absl::Duration timeout) const {
+  v1::BatchRequest request;
+  request.set_session(id_);
+  request.mutable_steps()->Reserve(static_cast<int>(steps.size()));
+  for (v1::BatchStep& step : steps) *request.add_steps() = std::move(step);
+  v1::BatchResponse response;
+  grpc::ClientContext context;
+  SetDeadline(context, timeout);
+  absl::Status status =
+      StatusFromGrpc(stub_->Batch(&context, request, &response));
   if (!status.ok()) return status;
   return response;
 }

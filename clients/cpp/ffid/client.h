@@ -95,6 +95,10 @@ std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status);
 [[nodiscard]] absl::Status ErrorWithReason(absl::StatusCode code, absl::string_view reason,
                              absl::string_view message);
 
+// The index of the batch step that `status` (a failed Session::Batch)
+// reports, or -1 if it is not a batch step's failure.
+int BatchFailedStep(const absl::Status& status);
+
 // A loaded library.
 struct Library {
   // The library handle.
@@ -337,6 +341,14 @@ class Session {
                                             const CallbackOptions& options = {});
   // Releases a callback; native calls of it after this fail (reported).
   [[nodiscard]] absl::Status ReleaseCallback(const Callback& callback);
+
+  // Runs `steps` in one round trip, in order, in the session's worker (see
+  // ffid.v1.Batch): a step may take arguments from earlier steps' results
+  // (BatchStep.references). A failed step fails the whole call with that
+  // step's error; BatchFailedStep(status) says which step it was.
+  absl::StatusOr<v1::BatchResponse> Batch(std::vector<v1::BatchStep> steps,
+                                          absl::Duration timeout =
+                                              absl::InfiniteDuration()) const;
 
   // Sends a call on the Connect stream and returns at once; the future
   // gets the result. Many may be in flight; they run in the order sent.

@@ -1,0 +1,237 @@
+// Batch through the real daemon and worker: steps run in order in one round
+// trip, later steps take arguments from earlier results (promise
+// pipelining: the result itself, a field of it, or memory it points to),
+// and the first failing step stops the batch and is named.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/values.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/ffid_test.h"
+
+namespace ffid::testing {
+namespace {
+
+using client::MakeInt;
+using client::MakePointer;
+using client::MakeString;
+using ::testing::HasSubstr;
+
+class BatchTest : public FfidTest {
+ protected:
+  // A call step of `function` with `arguments`.
+  static v1::BatchStep CallStep(const client::Function& function,
+                                std::vector<v1::Value> arguments) {
+    v1::BatchStep step;
+    step.mutable_call()->set_function(function.handle);
+    for (v1::Value& argument : arguments) {
+      *step.mutable_call()->add_arguments() = std::move(argument);
+    }
+    return step;
+  }
+
+  // Adds a reference: argument `argument` of `step` is the result of step
+  // `from`.
+  static v1::BatchReference* Refer(v1::BatchStep& step, uint32_t argument,
+                                   uint32_t from) {
+    v1::BatchReference* reference = step.add_references();
+    reference->set_argument(argument);
+    reference->set_step(from);
+    return reference;
+  }
+
+  client::Function ResolveOk(const std::string& declaration) {
+    absl::StatusOr<client::Function> function = Resolve(declaration);
+    EXPECT_TRUE(function.ok()) << declaration << ": " << function.status();
+    return function.ok() ? *function : client::Function{};
+  }
+};
+
+// p = malloc(64); memset(p, 1, 64); fx_sum_ints(p, 16); free(p): one request.
+TEST_F(BatchTest, PromisePipeliningMallocMemsetUseFree) {
+  absl::StatusOr<client::Library> libc = session_->LoadLibrary("libc.so.6");
+  ASSERT_TRUE(libc.ok()) << libc.status();
+  absl::StatusOr<client::Function> malloc_fn =
+      session_->ResolveFunction(*libc, "void *malloc(size_t size)");
+  absl::StatusOr<client::Function> memset_fn = session_->ResolveFunction(
+      *libc, "void *memset(void *s, int c, size_t n)");
+  absl::StatusOr<client::Function> free_fn =
+      session_->ResolveFunction(*libc, "void free(void *p)");
+  ASSERT_TRUE(malloc_fn.ok() && memset_fn.ok() && free_fn.ok());
+  const client::Function sum =
+      ResolveOk("int fx_sum_ints(const int *values, size_t count)");
+
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(*malloc_fn, {MakeInt(64)}));
+  steps.push_back(CallStep(*memset_fn, {v1::Value(), MakeInt(1), MakeInt(64)}));
+  Refer(steps.back(), 0, 0);
+  steps.back().set_discard_result(true);
+  steps.push_back(CallStep(sum, {v1::Value(), MakeInt(16)}));
+  Refer(steps.back(), 0, 0);
+  steps.push_back(CallStep(*free_fn, {v1::Value()}));
+  Refer(steps.back(), 0, 0);
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 4);
+  EXPECT_TRUE(response->results(0).call().result().has_pointer_value());
+  EXPECT_NE(response->results(0).call().result().pointer_value().address(), 0u);
+  // discard_result: no response for the memset step.
+  EXPECT_FALSE(response->results(1).has_call());
+  // Sixteen ints, each of four 0x01 bytes.
+  EXPECT_EQ(response->results(2).call().result().int_value(), 16 * 0x01010101);
+  EXPECT_TRUE(response->results(3).has_call());
+}
+
+// Allocate, write through the allocation, use it, read it back, free it.
+TEST_F(BatchTest, MemoryStepsTakeReferencesToAnAllocation) {
+  const client::Function sum =
+      ResolveOk("int fx_sum_ints(const int *values, size_t count)");
+  const int values[4] = {1, 2, 3, 4};
+  std::vector<v1::BatchStep> steps(5);
+  steps[0].mutable_allocate()->set_size(sizeof(values));
+  steps[1].mutable_write()->set_data(
+      std::string(reinterpret_cast<const char*>(values), sizeof(values)));
+  Refer(steps[1], 0, 0);
+  steps[2] = CallStep(sum, {v1::Value(), MakeInt(4)});
+  Refer(steps[2], 0, 0);
+  steps[3].mutable_read()->set_length(sizeof(int));
+  Refer(steps[3], 0, 0)->set_offset(sizeof(int) * 3);
+  Refer(steps[4], 0, 0);
+  steps[4].mutable_free();
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 5);
+  const std::string memory = response->results(0).allocate().memory();
+  EXPECT_FALSE(memory.empty());
+  EXPECT_EQ(response->results(2).call().result().int_value(), 10);
+  int last = 0;
+  ASSERT_EQ(response->results(3).read().data().size(), sizeof(last));
+  std::memcpy(&last, response->results(3).read().data().data(), sizeof(last));
+  EXPECT_EQ(last, 4);
+  // The last step freed it.
+  EXPECT_THAT(session_->Free(memory), HasReason("HANDLE_INVALID"));
+}
+
+// load_type: the argument is the int stored where an earlier result points.
+TEST_F(BatchTest, ReferenceLoadsTheValueAPointerPointsTo) {
+  const client::Function statics = ResolveOk("int *fx_static_ints(void)");
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(statics, {}));
+  steps.push_back(CallStep(add, {v1::Value(), MakeInt(2)}));
+  v1::BatchReference* third = Refer(steps.back(), 0, 0);
+  third->set_offset(2 * sizeof(int));
+  third->mutable_load_type()->set_scalar(v1::SCALAR_KIND_INT);
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  // fx_static_ints() is {10, 20, 30, 40}: 30 + 2.
+  EXPECT_EQ(response->results(1).call().result().int_value(), 32);
+}
+
+// field_path: an argument taken from a member of a struct result.
+TEST_F(BatchTest, ReferenceTakesAFieldOfAStructResult) {
+  absl::StatusOr<client::Library> libc = session_->LoadLibrary("libc.so.6");
+  ASSERT_TRUE(libc.ok()) << libc.status();
+  absl::StatusOr<v1::ParseDeclarationsResponse> parsed =
+      session_->ParseDeclarations(
+          "typedef struct { int quot; int rem; } div_t;"
+          "div_t div(int numerator, int denominator);");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->functions_size(), 1);
+  absl::StatusOr<client::Function> div = session_->ResolveFunction(
+      *libc, "div", parsed->functions(0).type());
+  ASSERT_TRUE(div.ok()) << div.status();
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(*div, {MakeInt(17), MakeInt(5)}));
+  steps.push_back(CallStep(add, {v1::Value(), v1::Value()}));
+  Refer(steps.back(), 0, 0)->add_field_path("quot");
+  Refer(steps.back(), 1, 0)->add_field_path("rem");
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  // 17 / 5 = 3 remainder 2.
+  EXPECT_EQ(response->results(1).call().result().int_value(), 5);
+}
+
+// A failing step stops the batch: the steps after it do not run.
+TEST_F(BatchTest, FailedStepStopsTheBatchAndIsNamed) {
+  const client::Function counter = ResolveOk("int fx_counter(void)");
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(counter, {}));
+  steps.push_back(CallStep(add, {MakeString("not an int"), MakeInt(1)}));
+  steps.push_back(CallStep(counter, {}));
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client::BatchFailedStep(response.status()), 1);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("batch step 1"));
+  // Step 0 ran once, step 2 never did.
+  EXPECT_EQ(CallOk("int fx_counter(void)").int_value(), 2);
+}
+
+TEST_F(BatchTest, ReferenceToALaterStepIsRefused) {
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(add, {v1::Value(), MakeInt(1)}));
+  Refer(steps.back(), 0, 0);
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  EXPECT_THAT(response, HasReason("INVALID_REQUEST"));
+  EXPECT_EQ(client::BatchFailedStep(response.status()), 0);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("does not run before"));
+}
+
+TEST_F(BatchTest, ReferenceToAVoidResultIsRefused) {
+  const client::Function noop = ResolveOk("void fx_noop(void)");
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(noop, {}));
+  steps.push_back(CallStep(add, {v1::Value(), MakeInt(1)}));
+  Refer(steps.back(), 0, 0);
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  EXPECT_THAT(response, HasReason("INVALID_REQUEST"));
+  EXPECT_EQ(client::BatchFailedStep(response.status()), 1);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("no result"));
+}
+
+TEST_F(BatchTest, ManyStepsRunInOrder) {
+  const client::Function counter = ResolveOk("int fx_counter(void)");
+  std::vector<v1::BatchStep> steps(1000, CallStep(counter, {}));
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 1000);
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_EQ(response->results(i).call().result().int_value(), i + 1);
+  }
+}
+
+TEST_F(BatchTest, EmptyBatchSucceeds) {
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch({});
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->results_size(), 0);
+}
+
+TEST_F(BatchTest, UnknownSessionFails) {
+  v1::BatchRequest request;
+  request.set_session("no-such-session");
+  v1::BatchResponse response;
+  grpc::ClientContext context;
+  const absl::Status status = client::StatusFromGrpc(
+      client_->stub().Batch(&context, request, &response));
+  EXPECT_THAT(status, HasReason("SESSION_NOT_FOUND"));
+}
+
+}  // namespace
+}  // namespace ffid::testing

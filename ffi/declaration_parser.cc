@@ -1694,7 +1694,12 @@ absl::Status ResolveIn(v1::TypeDescriptor& d,
       if (found != nullptr) {
         d = found->type();
       } else {
-        absl::StatusOr<v1::TypeDescriptor> parsed = ParseTypeName(name, known);
+        // Builtin spellings ("double", "int[4]") need none of the session's
+        // types, whose copying would dominate.
+        absl::StatusOr<v1::TypeDescriptor> parsed = ParseTypeName(name, {});
+        if (!parsed.ok() || parsed->has_named()) {
+          parsed = ParseTypeName(name, known);
+        }
         if (!parsed.ok()) {
           return InvalidArgumentError(
               v1::ERROR_REASON_TYPE_MISMATCH,

@@ -352,10 +352,79 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
     cif = &variadic_cif;
   }
 
+  // libffi 3.4 copies a register-passed struct whose first eightbyte is
+  // INTEGER with one memcpy of its whole size; when that eightbyte gets the
+  // last general register (r9) the copy runs into the first SSE register's
+  // slot and overwrites an argument already there. Such an argument is
+  // passed as its eightbytes instead, which the ABI treats identically as
+  // long as all of them get registers (they do: that is why it was r9).
+  std::vector<ffi_type*> split_types;
+  std::vector<void*> split_values;
+  size_t split_fixed = 0;
+  bool split = false;
+  {
+    std::vector<const CType*> types;
+    for (const auto& t : parameter_types_) types.push_back(t.get());
+    for (const auto& t : variadic_ctypes) types.push_back(t.get());
+    int gpr = 0, sse = 0;
+    if (return_type_->ffi()->type == FFI_TYPE_STRUCT &&
+        EightbyteClasses(*return_type_).empty()) {
+      gpr = 1;  // the hidden pointer to the result
+    }
+    for (size_t i = 0; i < types.size(); ++i) {
+      const CType& t = *types[i];
+      const std::string classes = EightbyteClasses(t);
+      const int ngpr = static_cast<int>(
+          std::count(classes.begin(), classes.end(), 'I'));
+      const int nsse = static_cast<int>(
+          std::count(classes.begin(), classes.end(), 'S'));
+      const bool in_registers =
+          !classes.empty() && gpr + ngpr <= 6 && sse + nsse <= 8;
+      ffi_type* ffi = i < fixed ? ffi_parameter_types_[i] : t.ffi();
+      if (in_registers && t.descriptor().has_record() && classes[0] == 'I' &&
+          t.size() > 8 && gpr == 5) {
+        split = true;
+        split_types.push_back(&ffi_type_uint64);
+        split_values.push_back(values[i]);
+        if (classes.size() > 1 && classes[1] == 'S') {
+          split_types.push_back(t.size() - 8 <= 4 ? &ffi_type_float
+                                                  : &ffi_type_double);
+          split_values.push_back(static_cast<char*>(values[i]) + 8);
+        }
+      } else {
+        split_types.push_back(ffi);
+        split_values.push_back(values[i]);
+      }
+      if (i + 1 == fixed) split_fixed = split_types.size();
+      if (in_registers) {
+        gpr += ngpr;
+        sse += nsse;
+      }
+    }
+  }
+  ffi_cif split_cif;
+  if (split) {
+    const auto total = static_cast<unsigned int>(split_types.size());
+    ffi_status status =
+        type_.variadic()
+            ? ffi_prep_cif_var(&split_cif, FFI_DEFAULT_ABI,
+                               static_cast<unsigned int>(split_fixed), total,
+                               return_type_->ffi(), split_types.data())
+            : ffi_prep_cif(&split_cif, FFI_DEFAULT_ABI, total,
+                           return_type_->ffi(), split_types.data());
+    if (status != FFI_OK) {
+      return Unsupported(absl::StrCat("libffi cannot prepare this call to '",
+                                      name_, "' (", FfiStatusName(status),
+                                      ")"));
+    }
+    cif = &split_cif;
+  }
+
   void* return_value = ArgumentSlot(*return_type_, arena);
   CallResult result;
   if (options.capture_errno) errno = 0;
-  ffi_call(cif, address_, return_value, values.data());
+  ffi_call(cif, address_, return_value,
+           split ? split_values.data() : values.data());
   if (options.capture_errno) result.errno_value = errno;
 
   if (!return_type_->is_void()) {

@@ -707,7 +707,17 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
     type.storage_->aggregate.elements = type.storage_->elements.data();
     return absl::OkStatus();
   }
-  if (!is_union && !has_bitfields && native) {
+  // libffi returns a struct holding a lone long double in rax:rdx rather
+  // than st(0); records with long doubles take the ABI-class description.
+  bool has_long_double = false;
+  {
+    std::vector<Leaf> leaves;
+    CollectLeaves(type, 0, leaves);
+    for (const Leaf& leaf : leaves) {
+      if (leaf.arg_class == ArgClass::kX87) has_long_double = true;
+    }
+  }
+  if (!is_union && !has_bitfields && native && !has_long_double) {
     // An ordinary struct: libffi lays it out and classifies it itself, as
     // long as its layout is the one libffi computes.
     for (const CTypeMember& member : type.storage_->members) {
@@ -741,8 +751,13 @@ absl::Status CTypeBuilder::EmulateAggregate(CType& type) {
   if (classes.size() == 2 && classes[0] == ArgClass::kX87 &&
       classes[1] == ArgClass::kX87Up) {
     // Exactly a long double: passed in memory, returned in st(0), like the
-    // scalar itself.
-    storage.elements.push_back(&ffi_type_longdouble);
+    // scalar itself, which is what libffi is given.
+    // At the record's own alignment: a packed one sits on an 8-byte stack
+    // slot, not a 16-byte one.
+    storage.elements.push_back(nullptr);
+    storage.aggregate.type = FFI_TYPE_LONGDOUBLE;
+    storage.aggregate.elements = nullptr;
+    return absl::OkStatus();
   } else if (classes.size() == 1 && classes[0] == ArgClass::kMemory) {
     storage.elements.push_back(MemoryMarker());
   } else {
@@ -948,6 +963,49 @@ std::string FunctionTypeName(const v1::FunctionType& function,
   std::string declarator = absl::StrCat(name, FunctionParameters(function));
   if (!function.has_return_type()) return Join("void", declarator);
   return Spell(function.return_type(), declarator);
+}
+
+std::string EightbyteClasses(const CType& type) {
+#if defined(__x86_64__)
+  const v1::TypeDescriptor& d = type.descriptor();
+  if (d.has_record()) {
+    if (type.ffi()->type == FFI_TYPE_LONGDOUBLE) return "";
+    std::string classes;
+    for (ArgClass c : ClassifyAggregate(type)) {
+      switch (c) {
+        case ArgClass::kInteger:
+          classes += 'I';
+          break;
+        case ArgClass::kSse:
+          classes += 'S';
+          break;
+        case ArgClass::kNone:
+          classes += 'N';
+          break;
+        default:
+          return "";
+      }
+    }
+    return classes;
+  }
+  if (d.has_scalar()) {
+    switch (d.scalar()) {
+      case v1::SCALAR_KIND_FLOAT:
+      case v1::SCALAR_KIND_DOUBLE:
+      case v1::SCALAR_KIND_COMPLEX_FLOAT:
+        return "S";
+      case v1::SCALAR_KIND_COMPLEX_DOUBLE:
+        return "SS";
+      case v1::SCALAR_KIND_LONG_DOUBLE:
+        return "";
+      default:
+        return "I";
+    }
+  }
+  return "I";
+#else
+  return "";
+#endif
 }
 
 }  // namespace ffid::ffi

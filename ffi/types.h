@@ -108,6 +108,11 @@ class CType {
   friend struct CTypeBuilder;
 };
 
+// How an argument of `type` travels on x86-64 System V, one letter per
+// eightbyte: 'I' a general register, 'S' an SSE register, 'N' nothing;
+// empty when it is passed in memory (or on other platforms).
+std::string EightbyteClasses(const CType& type);
+
 // The C spelling of a type, for messages: "unsigned long", "const char *",
 // "double (*)(double)".
 std::string TypeName(const v1::TypeDescriptor& descriptor);

@@ -387,8 +387,9 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
         split_types.push_back(&ffi_type_uint64);
         split_values.push_back(values[i]);
         if (classes.size() > 1 && classes[1] == 'S') {
-          split_types.push_back(t.size() - 8 <= 4 ? &ffi_type_float
-                                                  : &ffi_type_double);
+          // Always a double: libffi refuses float as a variadic argument,
+          // and the slot is whole eightbytes, so reading 8 bytes is safe.
+          split_types.push_back(&ffi_type_double);
           split_values.push_back(static_cast<char*>(values[i]) + 8);
         }
       } else {

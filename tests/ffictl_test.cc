@@ -293,5 +293,72 @@ TEST_F(FfictlTest, UsageErrors) {
   EXPECT_THAT(help.out, HasSubstr("--json"));
 }
 
+
+// C initializer syntax for structs, unions, arrays and enums, against the
+// type-system fixture (tests/fixtures/types_fixture.h, given with --cdef).
+TEST_F(FfictlTest, InitializersInAndDesignatorsOut) {
+  const std::vector<std::string> cdef = {"--cdef", FFID_TYPES_FIXTURE_HEADER};
+  EXPECT_EQ(CallFixture("struct fxt_point fxt_point_add(struct fxt_point, "
+                        "struct fxt_point)",
+                        {"{1, 2}", "{.y = 20, .x = 10}"}, cdef),
+            "{.x = 11, .y = 22}\n");
+  EXPECT_EQ(CallFixture("double fxt_mixed_sum(struct fxt_mixed)",
+                        {"{'a', 0.5, {1, 2, 3}, {.x = 4, .y = 5}}"}, cdef),
+            "112.5\n");
+  EXPECT_EQ(CallFixture("enum fxt_color fxt_color_next(enum fxt_color)",
+                        {"FXT_GREEN"}, cdef),
+            "FXT_BLUE\n");
+  EXPECT_EQ(CallFixture("int fxt_holder_check(struct fxt_holder)",
+                        {"{NULL, \"abcd\", FXT_RED}"}, cdef),
+            "41\n");
+  EXPECT_EQ(CallFixture("struct fxt_bits fxt_bits_bump(struct fxt_bits)",
+                        {"{.a = 1, .b = -3, .c = 7, .d = 5}"}, cdef),
+            "{.a = 2, .b = 3, .c = 8, .d = 10}\n");
+  // Types declared in DECLARATION itself; the last function is called.
+  EXPECT_EQ(CallFixture("struct q { int x, y; }; "
+                        "struct q fxt_point_scale(struct q p, int k)",
+                        {"{3, 4}", "2"}),
+            "{.x = 6, .y = 8}\n");
+  EXPECT_EQ(CallFixture("struct fxt_point fxt_point_add(struct fxt_point, "
+                        "struct fxt_point)",
+                        {"{1, 2}", "{3, 4}"}, {"--json", "--cdef",
+                                                FFID_TYPES_FIXTURE_HEADER}),
+            "{\"result\": {\"x\": 4, \"y\": 6}}\n");
+}
+
+TEST_F(FfictlTest, CastsFixVariadicTypes) {
+  ProcessResult result = Ffictl({"call", "libc.so.6",
+                                 "int snprintf(char *, size_t, const char *, ...)",
+                                 "NULL", "0", "\"%.1f %ld %c\"", "(float)1.5",
+                                 "(long)7", "(char)'x'"});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(result.out, "7\n");
+}
+
+TEST_F(FfictlTest, InitializerErrorsAreSpecific) {
+  const std::vector<std::string> cdef = {"--cdef", FFID_TYPES_FIXTURE_HEADER};
+  auto fails = [&](const std::string& declaration, const std::string& arg) {
+    std::vector<std::string> argv = cdef;
+    argv.insert(argv.end(), {"call", FixturePath(), declaration, arg});
+    ProcessResult result = Ffictl(argv);
+    EXPECT_EQ(result.exit_code, 1) << result.out;
+    return result.err;
+  };
+  EXPECT_THAT(fails("int fxt_aligned_twice(struct fxt_aligned)", "{1, 2}"),
+              ::testing::HasSubstr("too many initializers for 'struct "
+                                   "fxt_aligned': 2 given, it has 1 member"));
+  EXPECT_THAT(fails("int fxt_aligned_twice(struct fxt_aligned)", "{.z = 1}"),
+              ::testing::HasSubstr("TYPE_MISMATCH"));
+  EXPECT_THAT(fails("int fxt_aligned_twice(struct fxt_aligned)", "{.z = 1}"),
+              ::testing::HasSubstr("'struct fxt_aligned' has no member 'z'"));
+  EXPECT_THAT(fails("enum fxt_color fxt_color_next(enum fxt_color)",
+                    "FXT_PURPLE"),
+              ::testing::HasSubstr("'FXT_PURPLE' is not a constant of enum "
+                                   "fxt_color"));
+  EXPECT_THAT(fails("struct fxt_bits fxt_bits_bump(struct fxt_bits)",
+                    "{.a = 9}"),
+              ::testing::HasSubstr("VALUE_OUT_OF_RANGE"));
+}
+
 }  // namespace
 }  // namespace ffid::testing

@@ -8,7 +8,8 @@
 // freed" can be told apart from "does not exist".
 //
 // Ownership: the table owns every PreparedFunction, every owned memory block
-// (released with free() by FreeMemory() and by the destructor) and every
+// (released by FreeMemory() and by the destructor: with free(), or with its
+// destructor for memory adopted from a library) and every
 // library's dlopen handle (dlclose()d by the destructor, newest first, after
 // the functions and memory are gone). Borrowed memory is never released.
 // Pointers returned by the getters stay valid until the entry is removed.

@@ -152,11 +152,60 @@ std::string FormatValueText(const v1::Value& value,
       return value.callback_handle();
     case v1::Value::kRecordValue:
     case v1::Value::kArrayValue:
-      return FormatValueJson(value, type);
+      return FormatInitializer(value, type);
     case v1::Value::KIND_NOT_SET:
       break;
   }
   return "";
+}
+
+std::string FormatInitializer(const v1::Value& value,
+                              const v1::TypeDescriptor& type) {
+  switch (value.kind_case()) {
+    case v1::Value::kRecordValue: {
+      // Members in declaration order, with designators.
+      std::vector<std::string> parts;
+      const auto& fields = value.record_value().fields();
+      std::vector<std::pair<std::string, v1::TypeDescriptor>> order;
+      if (type.has_record()) {
+        for (const v1::Field& field : type.record().fields()) {
+          if (fields.count(field.name()) > 0) {
+            order.emplace_back(field.name(), field.type());
+          }
+        }
+      }
+      if (order.size() != fields.size()) {
+        order.clear();
+        std::vector<std::string> names;
+        for (const auto& [name, unused] : fields) names.push_back(name);
+        std::sort(names.begin(), names.end());
+        for (const std::string& name : names) {
+          order.emplace_back(name, v1::TypeDescriptor());
+        }
+      }
+      for (const auto& [name, member_type] : order) {
+        parts.push_back(absl::StrCat(
+            ".", name, " = ", FormatInitializer(fields.at(name), member_type)));
+      }
+      return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+    }
+    case v1::Value::kArrayValue: {
+      std::vector<std::string> parts;
+      const v1::TypeDescriptor element =
+          type.has_array() ? type.array().element() : v1::TypeDescriptor();
+      for (const v1::Value& item : value.array_value().elements()) {
+        parts.push_back(FormatInitializer(item, element));
+      }
+      return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
+    }
+    case v1::Value::kStringValue:
+    case v1::Value::kBytesValue:
+      // Inside an initializer a string is a C string literal.
+      return JsonQuote(value.has_string_value() ? value.string_value()
+                                                : value.bytes_value());
+    default:
+      return FormatValueText(value, type);
+  }
 }
 
 std::string FormatValueJson(const v1::Value& value,

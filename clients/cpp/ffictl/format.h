@@ -32,6 +32,11 @@ std::string FormatValueText(const v1::Value& value,
 std::string FormatValueJson(const v1::Value& value,
                             const v1::TypeDescriptor& type);
 
+// A struct, union or array value as a C initializer with designators:
+// {.x = 1, .inner = {.a = 2.5}, .name = "text"}, {1, 2, 3}.
+std::string FormatInitializer(const v1::Value& value,
+                              const v1::TypeDescriptor& type);
+
 // The whole output of a call, newline-terminated (empty for a void result
 // without errno). `return_type` may be unset for void.
 std::string FormatCallText(const v1::CallResponse& response,

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <optional>
 #include <system_error>
 #include <utility>
 
@@ -14,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "clients/cpp/ffid/client.h"
 
 namespace ffid::ffictl {
@@ -469,10 +472,78 @@ absl::StatusOr<v1::Value> ParseScalar(absl::string_view text,
 }
 
 // Infers the promoted C type of a variadic argument from its literal.
+// The type a cast names: "(float)", "(unsigned long)", "(const char *)".
+std::optional<v1::TypeDescriptor> CastType(absl::string_view name) {
+  static const auto* const kScalars =
+      new std::map<std::string, v1::ScalarKind, std::less<>>{
+          {"bool", v1::SCALAR_KIND_BOOL},
+          {"_Bool", v1::SCALAR_KIND_BOOL},
+          {"char", v1::SCALAR_KIND_CHAR},
+          {"signed char", v1::SCALAR_KIND_SIGNED_CHAR},
+          {"unsigned char", v1::SCALAR_KIND_UNSIGNED_CHAR},
+          {"short", v1::SCALAR_KIND_SHORT},
+          {"unsigned short", v1::SCALAR_KIND_UNSIGNED_SHORT},
+          {"int", v1::SCALAR_KIND_INT},
+          {"unsigned", v1::SCALAR_KIND_UNSIGNED_INT},
+          {"unsigned int", v1::SCALAR_KIND_UNSIGNED_INT},
+          {"long", v1::SCALAR_KIND_LONG},
+          {"unsigned long", v1::SCALAR_KIND_UNSIGNED_LONG},
+          {"long long", v1::SCALAR_KIND_LONG_LONG},
+          {"unsigned long long", v1::SCALAR_KIND_UNSIGNED_LONG_LONG},
+          {"int8_t", v1::SCALAR_KIND_INT8},
+          {"uint8_t", v1::SCALAR_KIND_UINT8},
+          {"int16_t", v1::SCALAR_KIND_INT16},
+          {"uint16_t", v1::SCALAR_KIND_UINT16},
+          {"int32_t", v1::SCALAR_KIND_INT32},
+          {"uint32_t", v1::SCALAR_KIND_UINT32},
+          {"int64_t", v1::SCALAR_KIND_INT64},
+          {"uint64_t", v1::SCALAR_KIND_UINT64},
+          {"size_t", v1::SCALAR_KIND_SIZE_T},
+          {"ssize_t", v1::SCALAR_KIND_SSIZE_T},
+          {"float", v1::SCALAR_KIND_FLOAT},
+          {"double", v1::SCALAR_KIND_DOUBLE},
+          {"long double", v1::SCALAR_KIND_LONG_DOUBLE},
+      };
+  const std::string spelled = absl::StrJoin(
+      absl::StrSplit(name, ' ', absl::SkipWhitespace()), " ");
+  v1::TypeDescriptor type;
+  auto it = kScalars->find(spelled);
+  if (it != kScalars->end()) {
+    type.set_scalar(it->second);
+    return type;
+  }
+  if (spelled == "char *" || spelled == "const char *" || spelled == "char*" ||
+      spelled == "const char*") {
+    type.mutable_string()->set_is_const(true);
+    return type;
+  }
+  if (spelled == "void *" || spelled == "void*") {
+    type.mutable_pointer();
+    return type;
+  }
+  return std::nullopt;
+}
+
 absl::StatusOr<std::pair<v1::TypeDescriptor, v1::Value>> InferVariadic(
     absl::string_view text) {
   v1::TypeDescriptor type;
   v1::Value value;
+  if (!text.empty() && text.front() == '(') {
+    const size_t close = text.find(')');
+    if (close != absl::string_view::npos) {
+      std::optional<v1::TypeDescriptor> cast =
+          CastType(text.substr(1, close - 1));
+      if (!cast.has_value()) {
+        return Mismatch(absl::StrCat("unknown type in the cast ",
+                                     text.substr(0, close + 1)));
+      }
+      absl::StatusOr<v1::Value> cast_value =
+          ParseLiteral(absl::StripAsciiWhitespace(text.substr(close + 1)),
+                       *cast);
+      if (!cast_value.ok()) return cast_value.status();
+      return std::make_pair(*cast, *std::move(cast_value));
+    }
+  }
   if (IsNullWord(text)) {
     type.mutable_pointer();
     value.set_null_value(v1::NULL_VALUE_UNSPECIFIED);
@@ -645,6 +716,169 @@ absl::StatusOr<std::string> ParseStringLiteral(absl::string_view text) {
   return out;
 }
 
+namespace {
+
+// The items of a brace initializer "{a, {b, c}, "d,e"}": split at the
+// commas outside nested braces, parentheses and quotes; a trailing comma is
+// allowed. TYPE_MISMATCH if `text` is not in braces or does not balance.
+absl::StatusOr<std::vector<std::string>> SplitInitializer(
+    absl::string_view text) {
+  text = absl::StripAsciiWhitespace(text);
+  if (text.size() < 2 || text.front() != '{' || text.back() != '}') {
+    return Mismatch(absl::StrCat(text, " is not an initializer in braces "
+                                       "such as {1, 2} or {.x = 1}"));
+  }
+  const absl::string_view inside = text.substr(1, text.size() - 2);
+  std::vector<std::string> items;
+  int depth = 0;
+  char quote = 0;
+  size_t start = 0;
+  for (size_t i = 0; i < inside.size(); ++i) {
+    const char c = inside[i];
+    if (quote != 0) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == quote) {
+        quote = 0;
+      }
+      continue;
+    }
+    if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '{' || c == '(') {
+      ++depth;
+    } else if (c == '}' || c == ')') {
+      if (--depth < 0) return Mismatch(absl::StrCat(text, ": unbalanced '", std::string(1, c), "'"));
+    } else if (c == ',' && depth == 0) {
+      items.emplace_back(absl::StripAsciiWhitespace(inside.substr(start, i - start)));
+      start = i + 1;
+    }
+  }
+  if (quote != 0 || depth != 0) {
+    return Mismatch(absl::StrCat(text, ": unbalanced braces or quotes"));
+  }
+  std::string last(absl::StripAsciiWhitespace(inside.substr(start)));
+  if (!last.empty()) {
+    items.push_back(std::move(last));
+  } else if (!items.empty()) {
+    // "{1, 2,}": C allows one trailing comma, not an empty item.
+  }
+  for (const std::string& item : items) {
+    if (item.empty()) {
+      return Mismatch(absl::StrCat(text, ": an empty initializer item"));
+    }
+  }
+  return items;
+}
+
+absl::StatusOr<v1::Value> ParseRecordInitializer(
+    absl::string_view text, const v1::TypeDescriptor& type) {
+  absl::StatusOr<std::vector<std::string>> split = SplitInitializer(text);
+  if (!split.ok()) return split.status();
+  const std::vector<std::string>& items = *split;
+  const v1::RecordType& record = type.record();
+  const bool is_union = record.kind() == v1::RECORD_KIND_UNION;
+  const std::string name = TypeName(type);
+  std::vector<const v1::Field*> named;
+  for (const v1::Field& field : record.fields()) {
+    if (!field.name().empty()) named.push_back(&field);
+  }
+  v1::Value value;
+  auto* fields = value.mutable_record_value()->mutable_fields();
+  size_t next = 0;
+  for (const std::string& item : items) {
+    const v1::Field* field = nullptr;
+    absl::string_view initializer = item;
+    if (!item.empty() && item.front() == '.') {
+      const size_t equals = item.find('=');
+      if (equals == std::string::npos) {
+        return Mismatch(absl::StrCat("'", item, "': a designator needs '= value'"));
+      }
+      const std::string member(absl::StripAsciiWhitespace(
+          absl::string_view(item).substr(1, equals - 1)));
+      for (size_t i = 0; i < named.size(); ++i) {
+        if (named[i]->name() == member) {
+          field = named[i];
+          next = i + 1;
+        }
+      }
+      if (field == nullptr) {
+        std::vector<std::string> names;
+        for (const v1::Field* f : named) names.push_back(f->name());
+        return Mismatch(absl::StrCat("'", name, "' has no member '", member,
+                                     "' (its members: ",
+                                     absl::StrJoin(names, ", "), ")"));
+      }
+      initializer = absl::StripAsciiWhitespace(
+          absl::string_view(item).substr(equals + 1));
+    } else {
+      if (next >= named.size() || (is_union && next >= 1)) {
+        return Mismatch(absl::StrCat(
+            "too many initializers for '", name, "': ", items.size(),
+            " given, ", is_union ? "a union takes 1" :
+            absl::StrCat("it has ", named.size(), " member",
+                         named.size() == 1 ? "" : "s")));
+      }
+      field = named[next++];
+    }
+    absl::StatusOr<v1::Value> member = ParseLiteral(initializer, field->type());
+    if (!member.ok()) {
+      return Prefixed(member.status(),
+                      absl::StrCat("member '", field->name(), "': "));
+    }
+    (*fields)[field->name()] = *std::move(member);
+  }
+  if (is_union && fields->size() > 1) {
+    return Mismatch(absl::StrCat("a value of '", name,
+                                 "' sets exactly one member, got ",
+                                 fields->size()));
+  }
+  return value;
+}
+
+absl::StatusOr<v1::Value> ParseArrayInitializer(
+    absl::string_view text, const v1::TypeDescriptor& type) {
+  const v1::TypeDescriptor& element = type.array().element();
+  text = absl::StripAsciiWhitespace(text);
+  v1::Value value;
+  if (!text.empty() && text.front() == '"' && element.has_scalar() &&
+      (element.scalar() == v1::SCALAR_KIND_CHAR ||
+       element.scalar() == v1::SCALAR_KIND_SIGNED_CHAR ||
+       element.scalar() == v1::SCALAR_KIND_UNSIGNED_CHAR)) {
+    absl::StatusOr<std::string> parsed = ParseStringLiteral(text);
+    if (!parsed.ok()) return parsed.status();
+    std::string bytes = *std::move(parsed);
+    if (bytes.size() > type.array().length()) {
+      return Mismatch(absl::StrCat("too many initializers for '",
+                                   TypeName(type), "': the string has ",
+                                   bytes.size(), " bytes"));
+    }
+    bytes.resize(type.array().length(), '\0');
+    value.set_bytes_value(std::move(bytes));
+    return value;
+  }
+  absl::StatusOr<std::vector<std::string>> split = SplitInitializer(text);
+  if (!split.ok()) return split.status();
+  const std::vector<std::string>& items = *split;
+  if (items.size() > type.array().length()) {
+    return Mismatch(absl::StrCat("too many initializers for '",
+                                 TypeName(type), "': ", items.size(),
+                                 " given"));
+  }
+  for (size_t i = 0; i < type.array().length(); ++i) {
+    absl::StatusOr<v1::Value> item =
+        i < items.size() ? ParseLiteral(items[i], element)
+                         : ParseLiteral("0", element);
+    if (!item.ok()) {
+      return Prefixed(item.status(), absl::StrCat("element ", i, ": "));
+    }
+    *value.mutable_array_value()->add_elements() = *std::move(item);
+  }
+  return value;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::Value> ParseLiteral(absl::string_view text,
                                        const v1::TypeDescriptor& type) {
   v1::Value value;
@@ -717,10 +951,13 @@ absl::StatusOr<v1::Value> ParseLiteral(absl::string_view text,
       return value;
     }
     case v1::TypeDescriptor::kArray:
+      return ParseArrayInitializer(text, type);
     case v1::TypeDescriptor::kRecord:
+      return ParseRecordInitializer(text, type);
     case v1::TypeDescriptor::kNamed:
-      return Unsupported(absl::StrCat("ffictl cannot pass a ", TypeName(type),
-                                      " argument yet"));
+      return Unsupported(absl::StrCat("ffictl cannot pass a value of the "
+                                      "incomplete type '", TypeName(type),
+                                      "'"));
     case v1::TypeDescriptor::KIND_NOT_SET:
       break;
   }

@@ -289,13 +289,55 @@ TEST(ParseLiteralTest, Pointers) {
   EXPECT_FALSE(ParseLiteral("-1", VoidPointer()).ok());
 }
 
-TEST(ParseLiteralTest, UnsupportedTypes) {
+TEST(ParseLiteralTest, Initializers) {
   v1::TypeDescriptor record;
   record.mutable_record()->set_name("point");
+  for (const char* name : {"x", "y"}) {
+    v1::Field* field = record.mutable_record()->add_fields();
+    field->set_name(name);
+    field->mutable_type()->set_scalar(v1::SCALAR_KIND_INT);
+  }
   absl::StatusOr<v1::Value> value = ParseLiteral("1", record);
   ASSERT_FALSE(value.ok());
-  EXPECT_EQ(Reason(value.status()), "UNSUPPORTED");
-  EXPECT_THAT(value.status().message(), HasSubstr("struct point"));
+  EXPECT_EQ(Reason(value.status()), "TYPE_MISMATCH");
+  EXPECT_THAT(value.status().message(), HasSubstr("not an initializer"));
+
+  value = ParseLiteral("{ 1, -2 }", record);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(value->record_value().fields().at("y").int_value(), -2);
+  value = ParseLiteral("{.y = 5}", record);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(value->record_value().fields().count("x"), 0u);
+  value = ParseLiteral("{1, 2, 3}", record);
+  EXPECT_EQ(Reason(value.status()), "TYPE_MISMATCH");
+  EXPECT_THAT(value.status().message(),
+              HasSubstr("too many initializers for 'struct point': 3 given, "
+                        "it has 2 members"));
+  value = ParseLiteral("{.z = 1}", record);
+  EXPECT_THAT(value.status().message(),
+              HasSubstr("'struct point' has no member 'z' (its members: x, "
+                        "y)"));
+
+  v1::TypeDescriptor array;
+  array.mutable_array()->mutable_element()->set_scalar(v1::SCALAR_KIND_SHORT);
+  array.mutable_array()->set_length(3);
+  value = ParseLiteral("{7, 8}", array);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(value->array_value().elements_size(), 3);
+  EXPECT_EQ(value->array_value().elements(2).int_value(), 0);
+  EXPECT_THAT(ParseLiteral("{1, 2, 3, 4}", array).status().message(),
+              HasSubstr("too many initializers"));
+  v1::TypeDescriptor nested;
+  v1::Field* inner = nested.mutable_record()->add_fields();
+  inner->set_name("p");
+  *inner->mutable_type() = record;
+  v1::Field* label = nested.mutable_record()->add_fields();
+  label->set_name("label");
+  label->mutable_type()->mutable_string();
+  value = ParseLiteral("{{1, 2}, \"a, b\"}", nested);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_EQ(value->record_value().fields().at("label").string_value(),
+            "a, b");
 }
 
 v1::FunctionType Signature(std::vector<std::pair<std::string, v1::TypeDescriptor>>

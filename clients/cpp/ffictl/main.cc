@@ -1,6 +1,6 @@
 // ffictl: calls one function of a native library through the ffid daemon.
 //
-//   ffictl [--address ADDR] [--json] [--errno] [--repeat N]
+//   ffictl [--address ADDR] [--json] [--errno] [--repeat N] [--cdef FILE]
 //          call LIBRARY 'DECLARATION' [ARG...]
 //
 // Connects, creates a session, loads LIBRARY, resolves DECLARATION, converts
@@ -9,11 +9,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "clients/cpp/ffictl/format.h"
@@ -71,8 +74,41 @@ int Run(const Options& options) {
   absl::StatusOr<client::Library> library =
       (*session)->LoadLibrary(options.library);
   if (!library.ok()) return Fail(library.status());
+  if (!options.cdef_file.empty()) {
+    std::ifstream in(options.cdef_file);
+    if (!in) {
+      std::fprintf(stderr, "error: USAGE: cannot read --cdef file %s\n",
+                   options.cdef_file.c_str());
+      return kExitUsage;
+    }
+    std::stringstream cdef;
+    cdef << in.rdbuf();
+    absl::StatusOr<v1::ParseDeclarationsResponse> parsed =
+        (*session)->ParseDeclarations(cdef.str());
+    if (!parsed.ok()) {
+      return Fail(absl::Status(parsed.status().code(),
+                               absl::StrCat(options.cdef_file, ": ",
+                                            parsed.status().message())));
+    }
+  }
+  // DECLARATION may define types before its prototype; the last function
+  // it declares is the one called.
+  std::string source(absl::StripAsciiWhitespace(options.declaration));
+  if (!source.empty() && source.back() != ';') source += ';';
+  absl::StatusOr<v1::ParseDeclarationsResponse> declared =
+      (*session)->ParseDeclarations(source);
+  if (!declared.ok()) return Fail(declared.status());
+  if (declared->functions().empty()) {
+    return Fail(client::ErrorWithReason(
+        absl::StatusCode::kInvalidArgument, "DECLARATION_INVALID",
+        absl::StrCat("'", options.declaration,
+                     "' declares no function; end it with a prototype such "
+                     "as 'double cos(double)'")));
+  }
+  const v1::FunctionDeclaration& last =
+      declared->functions(declared->functions_size() - 1);
   absl::StatusOr<client::Function> function =
-      (*session)->ResolveFunction(*library, options.declaration);
+      (*session)->ResolveFunction(*library, last.name(), last.type());
   if (!function.ok()) return Fail(function.status());
   absl::StatusOr<ConvertedArguments> arguments =
       ConvertArguments(function->symbol, function->type, options.arguments);

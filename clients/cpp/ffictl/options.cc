@@ -59,6 +59,13 @@ absl::StatusOr<Options> ParseCommandLine(const std::vector<std::string>& args) {
             "--repeat needs a count from 1 to ", kMaxRepeat, ", not '", *value,
             "'"));
       }
+    } else if (is_option(word, "--cdef")) {
+      absl::StatusOr<std::string> value = take_value("--cdef", word);
+      if (!value.ok()) return value.status();
+      if (value->empty()) {
+        return absl::InvalidArgumentError("--cdef needs a file name");
+      }
+      options.cdef_file = *value;
     } else if (word == "--") {
       ++i;
       break;
@@ -110,14 +117,24 @@ Options (before the command):
   --errno         capture errno right after the call and print it
   --repeat N      call N times; print the result once and the round-trip
                   latency (median, p99, mean) on stderr
+  --cdef FILE     C declarations (structs, unions, enums, typedefs) to parse
+                  into the session first
   --help          this text
+
+DECLARATION may itself hold declarations before the function's prototype,
+e.g. 'struct p { int x, y; }; int norm(struct p)'; the last function it
+declares is the one called.
 
 Arguments are C literals, converted to each parameter's type: integers
 (42, -7, 0x2a, 052, 0b101010, 10u, 9000000000ll, 'a'), floating point (1.5,
 1e-3, 0x1.8p1, inf, nan, -0.0), strings (a bare word, or "quoted" with C
 escapes such as \t, \x41, \u00e9), bool (true, false), and NULL (or 0) for
-pointers. Everything after 'call' is an argument, so negative numbers need
-no escaping.
+pointers. Structs, unions and arrays take C initializers: {1, 2.5},
+{.x = 1, .y = 2.5}, nested braces; enums a constant's name or a number. A
+cast fixes a variadic argument's type: (float)1.5, (long)3, (char)'a'.
+Results print as initializers with designators ({.x = 1, .y = 2}).
+Everything after 'call' is an argument, so negative numbers need no
+escaping.
 
 Exit status: 0 on success, 1 on failure (stderr: "error: REASON: message"),
 2 on a usage error.

@@ -15,7 +15,7 @@ namespace ffid::ffictl {
 
 inline constexpr char kUsage[] =
     "usage: ffictl [--address ADDR] [--json] [--errno] [--repeat N] "
-    "call LIBRARY 'DECLARATION' [ARG...]";
+    "[--cdef FILE] call LIBRARY 'DECLARATION' [ARG...]";
 
 struct Options {
   // The daemon's address; empty means the default (FFID_ADDRESS, then the
@@ -27,6 +27,9 @@ struct Options {
   // once.
   int64_t repeat = 1;
   bool help = false;
+  // --cdef: a file of C declarations (structs, typedefs, ...) parsed into
+  // the session before DECLARATION.
+  std::string cdef_file;
   // The `call` subcommand's operands.
   std::string library;
   std::string declaration;

@@ -256,6 +256,38 @@ TEST_F(DispatcherTest, ClientErrorIsTheCallsMessage) {
       << response.status().message();
 }
 
+TEST_F(DispatcherTest, RegistrationChecksItsOptions) {
+  WorkerRequest request;
+  v1::RegisterCallbackRequest& registration =
+      *request.mutable_register_callback();
+  registration.set_declaration("int f(int)");
+  registration.mutable_default_result()->set_string_value("not an int");
+  WorkerResponse response = Roundtrip(request);
+  EXPECT_EQ(GetErrorReason(StatusFromProto(response.status())),
+            v1::ERROR_REASON_TYPE_MISMATCH);
+  EXPECT_NE(response.status().message().find("default_result"),
+            std::string::npos)
+      << response.status().message();
+
+  registration.clear_default_result();
+  registration.mutable_timeout()->set_seconds(-1);
+  response = Roundtrip(request);
+  EXPECT_EQ(GetErrorReason(StatusFromProto(response.status())),
+            v1::ERROR_REASON_INVALID_REQUEST);
+
+  registration.clear_timeout();
+  registration.set_declaration("int f(int, ...)");
+  response = Roundtrip(request);
+  EXPECT_EQ(GetErrorReason(StatusFromProto(response.status())),
+            v1::ERROR_REASON_UNSUPPORTED);
+
+  WorkerRequest release;
+  release.mutable_release_callback()->set_callback("cb_0a1b2c3d_nope");
+  response = Roundtrip(release);
+  EXPECT_EQ(GetErrorReason(StatusFromProto(response.status())),
+            v1::ERROR_REASON_HANDLE_INVALID);
+}
+
 TEST_F(DispatcherTest, ADaemonThatGoesAwayReleasesWaitingThreads) {
   const std::string function =
       Resolve("long fxc_threads_call(int (*f)(int, int), int, int)");

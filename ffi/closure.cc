@@ -20,20 +20,6 @@ absl::Status Unsupported(absl::string_view message) {
                    v1::ERROR_REASON_UNSUPPORTED, message);
 }
 
-absl::Status Prefixed(const absl::Status& status, absl::string_view context) {
-  if (status.ok()) return status;
-  return MakeError(status.code(), GetErrorReason(status),
-                   absl::StrCat(context, ": ", status.message()));
-}
-
-// An array parameter is a pointer to its first element, as in C.
-v1::TypeDescriptor Decayed(const v1::TypeDescriptor& descriptor) {
-  if (!descriptor.has_array()) return descriptor;
-  v1::TypeDescriptor pointer;
-  *pointer.mutable_pointer()->mutable_pointee() = descriptor.array().element();
-  return pointer;
-}
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Closure>> Closure::Create(
@@ -72,7 +58,7 @@ absl::StatusOr<std::unique_ptr<Closure>> Closure::Create(
   ASSIGN_OR_RETURN(closure->return_type_,
                    CType::Create(return_descriptor, return_context));
   RETURN_IF_ERROR(
-      Prefixed(closure->return_type_->by_value_status(), return_context));
+      WithContext(closure->return_type_->by_value_status(), return_context));
   if (type.has_return_type()) {
     *closure->type_.mutable_return_type() =
         closure->return_type_->descriptor();
@@ -88,12 +74,12 @@ absl::StatusOr<std::unique_ptr<Closure>> Closure::Create(
       return Mismatch(absl::StrCat(context, ": the parameter has no type"));
     }
     ASSIGN_OR_RETURN(std::shared_ptr<const CType> parameter_type,
-                     CType::Create(Decayed(parameter.type()), context));
+                     CType::Create(DecayArray(parameter.type()), context));
     if (parameter_type->is_void()) {
       return Mismatch(
           absl::StrCat(context, ": a parameter cannot have type void"));
     }
-    RETURN_IF_ERROR(Prefixed(parameter_type->by_value_status(), context));
+    RETURN_IF_ERROR(WithContext(parameter_type->by_value_status(), context));
     *closure->type_.mutable_parameters(i)->mutable_type() =
         parameter_type->descriptor();
     closure->ffi_parameter_types_.push_back(parameter_type->ffi());
@@ -143,7 +129,7 @@ absl::StatusOr<std::vector<v1::Value>> Closure::DecodeArguments(
     absl::StatusOr<v1::Value> value =
         DecodeValue(*parameter_types_[i], arguments[i], resolver);
     if (!value.ok()) {
-      return Prefixed(value.status(), absl::StrCat("argument ", i + 1,
+      return WithContext(value.status(), absl::StrCat("argument ", i + 1,
                                                    " of callback '", name_,
                                                    "'"));
     }

@@ -19,6 +19,13 @@ absl::Status MakeError(absl::StatusCode code, v1::ErrorReason reason,
   return status;
 }
 
+absl::Status WithContext(const absl::Status& status,
+                         absl::string_view context) {
+  if (status.ok() || context.empty()) return status;
+  return MakeError(status.code(), GetErrorReason(status),
+                   absl::StrCat(context, ": ", status.message()));
+}
+
 absl::Status InvalidArgumentError(v1::ErrorReason reason,
                                   absl::string_view message) {
   return MakeError(absl::StatusCode::kInvalidArgument, reason, message);

@@ -41,6 +41,12 @@ inline constexpr absl::string_view kCrashReportTypeUrl =
 [[nodiscard]] absl::Status FailedPreconditionError(v1::ErrorReason reason,
                                                    absl::string_view message);
 
+// `status` restated in `context` ("parameter 2 'x' of 'f': ..."): the same
+// code and reason, the message prefixed with "<context>: ". OK statuses and an
+// empty context pass through unchanged.
+[[nodiscard]] absl::Status WithContext(const absl::Status& status,
+                                       absl::string_view context);
+
 // The reason string without the "ERROR_REASON_" prefix ("SYMBOL_NOT_FOUND").
 std::string ReasonName(v1::ErrorReason reason);
 

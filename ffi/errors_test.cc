@@ -39,6 +39,22 @@ TEST(MakeError, Shorthands) {
   EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_WORKER_CRASHED);
 }
 
+TEST(WithContext, PrefixesTheMessageKeepingCodeAndReason) {
+  const absl::Status status = WithContext(
+      InvalidArgumentError(v1::ERROR_REASON_VALUE_OUT_OF_RANGE, "too big"),
+      "parameter 1 'x' of 'f'");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_VALUE_OUT_OF_RANGE);
+  EXPECT_EQ(status.message(), "parameter 1 'x' of 'f': too big");
+}
+
+TEST(WithContext, OkAndEmptyContextPassThrough) {
+  EXPECT_TRUE(WithContext(absl::OkStatus(), "parameter 1").ok());
+  const absl::Status error =
+      NotFoundError(v1::ERROR_REASON_HANDLE_INVALID, "no such handle");
+  EXPECT_EQ(WithContext(error, ""), error);
+}
+
 TEST(ReasonName, DropsThePrefix) {
   EXPECT_EQ(ReasonName(v1::ERROR_REASON_LIBRARY_NOT_ALLOWED),
             "LIBRARY_NOT_ALLOWED");

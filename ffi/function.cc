@@ -25,13 +25,6 @@ absl::Status ArgumentCount(absl::string_view message) {
   return InvalidArgumentError(v1::ERROR_REASON_ARGUMENT_COUNT, message);
 }
 
-absl::Status WithContext(const absl::Status& status,
-                         absl::string_view context) {
-  if (status.ok()) return status;
-  return MakeError(status.code(), GetErrorReason(status),
-                   absl::StrCat(context, ": ", status.message()));
-}
-
 std::string Plural(size_t count, absl::string_view noun) {
   return absl::StrCat(count, " ", noun, count == 1 ? "" : "s");
 }
@@ -43,14 +36,6 @@ std::string ParameterContext(size_t index, const std::string& parameter,
   }
   return absl::StrCat("parameter ", index + 1, " '", parameter, "' of '",
                       function, "'");
-}
-
-// An array in parameter position is a pointer to its first element, as in C.
-v1::TypeDescriptor DecayArray(const v1::TypeDescriptor& descriptor) {
-  if (!descriptor.has_array()) return descriptor;
-  v1::TypeDescriptor pointer;
-  *pointer.mutable_pointer()->mutable_pointee() = descriptor.array().element();
-  return pointer;
 }
 
 const char* FfiStatusName(ffi_status status) {

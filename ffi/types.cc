@@ -103,14 +103,6 @@ bool IsPowerOfTwo(uint64_t value) {
   return value != 0 && (value & (value - 1)) == 0;
 }
 
-// The status of a part, restated in the context of its enclosing type.
-absl::Status WithContext(const absl::Status& status,
-                         absl::string_view context) {
-  if (status.ok() || context.empty()) return status;
-  return MakeError(status.code(), GetErrorReason(status),
-                   Prefixed(context, status.message()));
-}
-
 // The x86-64 System V classes an eightbyte of an aggregate can have.
 enum class ArgClass { kNone, kInteger, kSse, kX87, kX87Up, kMemory };
 
@@ -953,6 +945,13 @@ std::string Spell(const v1::TypeDescriptor& d, const std::string& declarator) {
 }
 
 }  // namespace
+
+v1::TypeDescriptor DecayArray(const v1::TypeDescriptor& descriptor) {
+  if (!descriptor.has_array()) return descriptor;
+  v1::TypeDescriptor pointer;
+  *pointer.mutable_pointer()->mutable_pointee() = descriptor.array().element();
+  return pointer;
+}
 
 std::string TypeName(const v1::TypeDescriptor& descriptor) {
   return Spell(descriptor, "");

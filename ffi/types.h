@@ -117,6 +117,10 @@ std::string EightbyteClasses(const CType& type);
 // "double (*)(double)".
 std::string TypeName(const v1::TypeDescriptor& descriptor);
 
+// The type a parameter declared with `descriptor` really has: an array is a
+// pointer to its first element, as in C; anything else is itself.
+v1::TypeDescriptor DecayArray(const v1::TypeDescriptor& descriptor);
+
 // The C spelling of a function's prototype: "double cos(double)".
 std::string FunctionTypeName(const v1::FunctionType& function,
                              absl::string_view name);

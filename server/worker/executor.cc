@@ -44,14 +44,6 @@ absl::Status BadAddress(absl::string_view message) {
   return InvalidArgumentError(v1::ERROR_REASON_BAD_ADDRESS, message);
 }
 
-// Prefixes a lookup error with the parameter it came from, keeping its code
-// and reason.
-absl::Status WithContext(const absl::Status& status, absl::string_view param) {
-  if (param.empty()) return status;
-  return MakeError(status.code(), GetErrorReason(status),
-                   absl::StrCat(param, ": ", status.message()));
-}
-
 // Copies between this process's memory and `remote` (an address that may be
 // unmapped or protected) with process_vm_readv/writev on ourselves: the
 // kernel reports EFAULT instead of delivering SIGSEGV.

@@ -9,6 +9,8 @@ packages=(
   libffi-dev libabsl-dev libgtest-dev libgmock-dev libseccomp-dev libbenchmark-dev
   golang-github-gogo-googleapis-dev  # google/rpc/status.proto and error_details.proto
   git ca-certificates
+  clang libclang-rt-dev  # libFuzzer targets (tests/fuzz)
+  openssl libssl-dev     # SHA-256 for tokens and library pins; test certificates
   python3 python3-venv python3-pip  # the Python client's tests (clients/python)
 )
 # buf (for `buf lint` on the API) comes from the npm registry; use the

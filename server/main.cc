@@ -30,6 +30,7 @@
 #include "server/options.h"
 #include "server/sandbox_probe.h"
 #include "server/session_policy.h"
+#include "server/tls.h"
 #include "server/service.h"
 #include "server/session.h"
 #include "server/worker/channel.h"
@@ -165,6 +166,8 @@ int Run(int argc, char** argv) {
   }
 
   std::string address = options.listen;
+  std::shared_ptr<grpc::ServerCredentials> credentials =
+      grpc::InsecureServerCredentials();
   std::string socket_path;
   if (absl::StartsWith(address, "unix:")) {
     socket_path = address.substr(5);
@@ -182,19 +185,31 @@ int Run(int argc, char** argv) {
     if (!status.ok()) return Fail(status, 1);
     address = absl::StrCat("unix:", socket_path);
   } else if (!absl::StartsWith(address, "unix-abstract:")) {
-    if (!options.insecure) {
+    if (!options.tls_cert.empty()) {
+      absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tls =
+          MakeTlsCredentials({options.tls_cert, options.tls_key,
+                              options.tls_client_ca});
+      if (!tls.ok()) return Fail(tls.status(), 1);
+      credentials = *std::move(tls);
+      fprintf(stderr, "ffid: TCP %s with TLS%s\n", address.c_str(),
+              options.tls_client_ca.empty()
+                  ? ""
+                  : " and client certificates (mutual TLS)");
+    } else if (!options.insecure) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
                       "--listen ", address,
-                      " is a TCP address, and TLS is not supported yet; pass "
-                      "--insecure to listen without encryption or "
-                      "authentication, or use a unix socket")),
+                      " is a TCP address: give --tls-cert and --tls-key (and "
+                      "--tls-client-ca for mutual TLS), or pass --insecure to "
+                      "listen without encryption or authentication, or use a "
+                      "unix socket")),
                   2);
+    } else {
+      fprintf(stderr,
+              "ffid: warning: listening on TCP %s without TLS or "
+              "authentication (--insecure): anyone who can reach it can call "
+              "the allowed libraries\n",
+              address.c_str());
     }
-    fprintf(stderr,
-            "ffid: warning: listening on TCP %s without TLS or "
-            "authentication (--insecure): anyone who can reach it can call "
-            "the allowed libraries\n",
-            address.c_str());
   }
 
   // Before any thread: the probe forks.
@@ -226,7 +241,7 @@ int Run(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(),
+  builder.AddListeningPort(address, credentials,
                            &selected_port);
   builder.RegisterService(&service);
   // Read/Write move up to a worker frame's worth of bytes in one message.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "ffi/errors.h"
+#include "server/config.h"
 
 namespace ffid::server {
 namespace {
@@ -28,12 +30,15 @@ bool TakesValue(absl::string_view name) {
          name == "worker-path" || name == "idle-timeout" ||
          name == "address-space-limit" || name == "cpu-limit" ||
          name == "open-files-limit" || name == "file-size-limit" ||
-         name == "max-call-duration";
+         name == "max-call-duration" || name == "config" ||
+         name == "tls-cert" || name == "tls-key" || name == "tls-client-ca" ||
+         name == "token-file";
 }
 
 bool IsSwitch(absl::string_view name) {
   return name == "insecure" || name == "help" || name == "allow-network" ||
-         name == "no-sandbox";
+         name == "no-sandbox" || name == "audit-calls" ||
+         name == "require-authentication";
 }
 
 absl::Status CheckListenAddress(absl::string_view address) {
@@ -63,6 +68,16 @@ absl::Status Apply(Options& options, absl::string_view name,
   if (name == "listen") {
     RETURN_IF_ERROR(CheckListenAddress(value));
     options.listen = value;
+  } else if (name == "config") {
+    options.config_path = value;
+  } else if (name == "tls-cert") {
+    options.tls_cert = value;
+  } else if (name == "tls-key") {
+    options.tls_key = value;
+  } else if (name == "tls-client-ca") {
+    options.tls_client_ca = value;
+  } else if (name == "token-file") {
+    options.token_file = value;
   } else if (name == "allow-library") {
     if (value[0] != '/') {
       return UsageError(absl::StrCat(
@@ -129,10 +144,49 @@ bool IsWritableDirectory(const char* path) {
          access(path, W_OK | X_OK) == 0;
 }
 
+// The settings of a config file, applied before the flags.
+void ApplyConfig(const config::v1::Config& config, Options& options) {
+  if (!config.listen().empty()) options.listen = config.listen();
+  options.allow_library.assign(config.allow_library().begin(),
+                               config.allow_library().end());
+  if (!config.worker_path().empty()) options.worker_path = config.worker_path();
+  if (config.has_idle_timeout()) {
+    options.idle_timeout = absl::Seconds(config.idle_timeout().seconds()) +
+                           absl::Nanoseconds(config.idle_timeout().nanos());
+  }
+  if (config.has_worker_limits()) {
+    const v1::ResourceLimits& limits = config.worker_limits();
+    v1::ResourceLimits& merged = options.worker_limits;
+    if (limits.address_space_bytes() != 0) {
+      merged.set_address_space_bytes(limits.address_space_bytes());
+    }
+    if (limits.cpu_seconds() != 0) merged.set_cpu_seconds(limits.cpu_seconds());
+    if (limits.open_files() != 0) merged.set_open_files(limits.open_files());
+    if (limits.file_size_bytes() != 0) {
+      merged.set_file_size_bytes(limits.file_size_bytes());
+    }
+    if (limits.has_max_call_duration()) {
+      *merged.mutable_max_call_duration() = limits.max_call_duration();
+    }
+  }
+  options.allow_network = config.allow_network();
+  options.sandbox = !config.no_sandbox();
+  options.insecure = config.insecure();
+  options.tls_cert = config.tls().cert_file();
+  options.tls_key = config.tls().key_file();
+  options.tls_client_ca = config.tls().client_ca_file();
+  options.token_file = config.token_file();
+  options.audit_calls = config.audit().calls();
+  options.require_authentication = config.require_authentication();
+}
+
 }  // namespace
 
 absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
   Options options;
+  // First pass: collect the flags; the config file is read before they are
+  // applied.
+  std::vector<std::pair<std::string, std::string>> flags;
   for (size_t i = 1; i < args.size(); ++i) {
     absl::string_view arg = args[i];
     if (arg == "-h") arg = "--help";
@@ -153,13 +207,7 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
         options.help = true;
         return options;
       }
-      if (name == "allow-network") {
-        options.allow_network = true;
-      } else if (name == "no-sandbox") {
-        options.sandbox = false;
-      } else {
-        options.insecure = true;
-      }
+      flags.emplace_back(std::string(name), "");
       continue;
     }
     if (!TakesValue(name)) {
@@ -168,7 +216,9 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
           "'; known flags: --listen, --allow-library, --worker-path, "
           "--idle-timeout, --address-space-limit, --cpu-limit, "
           "--open-files-limit, --file-size-limit, --max-call-duration, "
-          "--allow-network, --no-sandbox, --insecure, --help"));
+          "--allow-network, --no-sandbox, --insecure, --config, --tls-cert, "
+          "--tls-key, --tls-client-ca, --token-file, --audit-calls, "
+          "--require-authentication, --help"));
     }
     std::string value;
     if (inline_value) {
@@ -184,7 +234,39 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
       return UsageError(
           absl::StrCat("flag --", name, " needs a non-empty value"));
     }
-    RETURN_IF_ERROR(Apply(options, name, value));
+    if (name == "config") options.config_path = value;
+    flags.emplace_back(std::string(name), std::move(value));
+  }
+  if (!options.config_path.empty()) {
+    ASSIGN_OR_RETURN(options.config, LoadConfigFile(options.config_path));
+    ApplyConfig(options.config, options);
+  }
+  bool allow_library_from_flags = false;
+  for (const auto& [name, value] : flags) {
+    if (name == "allow-network") {
+      options.allow_network = true;
+    } else if (name == "no-sandbox") {
+      options.sandbox = false;
+    } else if (name == "insecure") {
+      options.insecure = true;
+    } else if (name == "audit-calls") {
+      options.audit_calls = true;
+    } else if (name == "require-authentication") {
+      options.require_authentication = true;
+    } else {
+      if (name == "allow-library" && !allow_library_from_flags) {
+        options.allow_library.clear();
+        allow_library_from_flags = true;
+      }
+      RETURN_IF_ERROR(Apply(options, name, value));
+    }
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return UsageError("--tls-cert and --tls-key must be given together");
+  }
+  if (!options.tls_client_ca.empty() && options.tls_cert.empty()) {
+    return UsageError(
+        "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key too");
   }
   if (options.listen.empty()) options.listen = DefaultListenAddress();
   if (options.allow_library.empty()) {
@@ -305,6 +387,30 @@ std::string HelpText() {
       "                         authentication. Anyone who can reach the port "
       "can run\n"
       "                         code in allowed libraries.\n"
+      "  --config FILE          read settings from FILE (protobuf text format, "
+      "schema\n"
+      "                         ffid.config.v1.Config); flags win over it. "
+      "SIGHUP\n"
+      "                         re-reads its policies, tokens, pins and "
+      "allowlist.\n"
+      "  --tls-cert FILE --tls-key FILE\n"
+      "                         serve TLS on a TCP listener with this PEM "
+      "certificate\n"
+      "                         chain and key.\n"
+      "  --tls-client-ca FILE   require client certificates signed by these "
+      "CAs\n"
+      "                         (mutual TLS); the principal is x509:<common "
+      "name>.\n"
+      "  --token-file FILE      accept bearer tokens (metadata "
+      "'authorization: Bearer T')\n"
+      "                         listed by SHA-256 in FILE, one 'HEX NAME' a "
+      "line;\n"
+      "                         the principal is token:NAME.\n"
+      "  --audit-calls          write an audit line per Call too.\n"
+      "  --require-authentication\n"
+      "                         refuse clients with no identity (no token, "
+      "certificate\n"
+      "                         or unix peer) with UNAUTHENTICATED.\n"
       "  --help                 print this help and exit.\n"
       "\n"
       "Libraries named by soname (libm.so.6) are found as the dynamic loader "

@@ -26,6 +26,14 @@
 //   --no-sandbox            no namespaces, seccomp or Landlock (rlimits
 //                           stay); for debugging.
 //   --insecure              allow a TCP listener without TLS.
+//   --config FILE           a config file (config::v1::Config in protobuf
+//                           text format, server/config.h); flags given on
+//                           the command line win over it.
+//   --tls-cert FILE, --tls-key FILE  TLS on a TCP listener.
+//   --tls-client-ca FILE    require client certificates signed by these CAs.
+//   --token-file FILE       bearer tokens, hashed (server/auth.h).
+//   --audit-calls           an audit line per Call too.
+//   --require-authentication  refuse clients without an identity.
 //   --help                  print the usage and exit 0.
 #ifndef FFID_SERVER_OPTIONS_H_
 #define FFID_SERVER_OPTIONS_H_
@@ -38,6 +46,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ffid/config/v1/config.pb.h"
 #include "ffid/v1/ffid.pb.h"
 
 namespace ffid::server {
@@ -69,12 +78,31 @@ struct Options {
   bool allow_network = false;
   // Namespaces, seccomp and Landlock on (--no-sandbox turns them off).
   bool sandbox = true;
+  // The --config file, empty if none.
+  std::string config_path;
+  // The file's contents as parsed (policies, pins, audit): empty without a
+  // file. The fields above already include what the file sets.
+  config::v1::Config config;
+  // TLS for a TCP listener: PEM files; empty when off.
+  std::string tls_cert;
+  std::string tls_key;
+  // Client certificate authorities (mutual TLS); empty when off.
+  std::string tls_client_ca;
+  // The bearer token file; empty when tokens are off.
+  std::string token_file;
+  // An audit line per Call.
+  bool audit_calls = false;
+  // Clients without an identity get UNAUTHENTICATED.
+  bool require_authentication = false;
   // --help was given: print HelpText() and exit 0; nothing else is parsed.
   bool help = false;
 };
 
-// Parses argv (argv[0] is the program name and skipped). Unset options get
-// their defaults. Unknown flags, missing or malformed values and stray
+// Parses argv (argv[0] is the program name and skipped). With --config,
+// the file is read first and the flags then override it (a repeatable flag
+// given on the command line replaces the file's list). Unset options get
+// their defaults. Errors in the file are INVALID_ARGUMENT with its name,
+// line and field. Unknown flags, missing or malformed values and stray
 // positional arguments are INVALID_ARGUMENT with a message naming the flag.
 absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args);
 

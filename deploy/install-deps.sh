@@ -13,8 +13,10 @@ packages=(
   openssl libssl-dev     # SHA-256 for tokens and library pins; test certificates
   python3 python3-venv python3-pip  # the Python client's tests (clients/python)
 )
-# buf (for `buf lint` on the API) comes from the npm registry; use the
-# machine's npm if there is one, else Debian's.
+# buf (for `buf lint` on the API) and the Node client's dependencies
+# (clients/node) come from the npm registry; use the machine's node and npm
+# if there are any (Node 18 or later), else Debian's.
+if ! command -v node >/dev/null 2>&1; then packages+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 
 missing=()

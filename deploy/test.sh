@@ -13,6 +13,9 @@ cmake --build --preset "$preset"
 # The Python client's tests (python_client_test in ctest) run in a virtual
 # environment with pinned packages from PyPI.
 bash clients/python/tests/make_venv.sh "build/$preset/python-venv"
+# The Node client's tests (node_client_test) need its npm dependencies,
+# pinned by clients/node/package-lock.json.
+npm ci --prefix clients/node --no-audit --no-fund --silent
 ctest --preset "$preset"
 
 # The public API: buf lint, and buf breaking against the previous commit.

@@ -1,0 +1,84 @@
+// Runs the real ffid daemon (the built binary) on a temporary unix socket
+// for a test file, with the repository's fixture libraries allowed.
+//
+// Paths come from the environment (ctest sets them through run.sh), else
+// the default build:
+//   FFID_BIN                the ffid daemon   (build/default/bin/ffid)
+//   FFID_WORKER_BIN         ffid-worker       (beside FFID_BIN)
+//   FFID_FIXTURE            libffid_fixture.so (build/default/tests/fixtures/)
+//   FFID_CALLBACKS_FIXTURE  libffid_callbacks_fixture.so (beside FFID_FIXTURE)
+'use strict';
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const REPO = path.resolve(__dirname, '..', '..', '..');
+const FFID_BIN = process.env.FFID_BIN || path.join(REPO, 'build', 'default', 'bin', 'ffid');
+const WORKER_BIN = process.env.FFID_WORKER_BIN || path.join(path.dirname(FFID_BIN), 'ffid-worker');
+const FIXTURE = process.env.FFID_FIXTURE ||
+  path.join(REPO, 'build', 'default', 'tests', 'fixtures', 'libffid_fixture.so');
+const CALLBACKS_FIXTURE = process.env.FFID_CALLBACKS_FIXTURE ||
+  path.join(path.dirname(FIXTURE), 'libffid_callbacks_fixture.so');
+const SYSTEM_LIBRARY_GLOBS = ['/lib/*', '/lib64/*', '/usr/lib/*', '/usr/lib64/*', '/usr/local/lib/*'];
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Starts ffid; resolves to { address, root, notAllowedDir, log(), stop() }.
+ * stop() ends it with SIGTERM and asserts it exited cleanly.
+ */
+async function startDaemon() {
+  for (const file of [FFID_BIN, WORKER_BIN, FIXTURE, CALLBACKS_FIXTURE]) {
+    assert.ok(fs.existsSync(file), `${file} does not exist: build first (cmake --build --preset default)`);
+  }
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ffid-node-test-'));
+  const socket = path.join(root, 'ffid.sock');
+  const logPath = path.join(root, 'ffid.log');
+  const notAllowedDir = path.join(root, 'not-allowed');
+  fs.mkdirSync(notAllowedDir);
+  const argv = ['--listen', `unix:${socket}`, '--worker-path', WORKER_BIN];
+  for (const glob of [`${path.dirname(FIXTURE)}/*`, ...SYSTEM_LIBRARY_GLOBS]) argv.push('--allow-library', glob);
+  // Sanitized builds: a native crash kills the worker with its real signal,
+  // and no LeakSanitizer (a worker's seccomp policy refuses its tracer).
+  const asan = process.env.ASAN_OPTIONS;
+  const env = {
+    ...process.env,
+    ASAN_OPTIONS: `${asan ? `${asan}:` : ''}handle_segv=0:handle_sigbus=0:handle_sigfpe=0:detect_leaks=0`,
+  };
+  const logFd = fs.openSync(logPath, 'w');
+  const child = spawn(FFID_BIN, argv, { stdio: ['ignore', logFd, logFd], env });
+  fs.closeSync(logFd);
+  let exited = null;
+  const exit = new Promise((resolve) => child.on('exit', (code, signal) => {
+    exited = { code, signal };
+    resolve(exited);
+  }));
+  const log = () => fs.readFileSync(logPath, 'utf8');
+  const deadline = Date.now() + 30000;
+  while (!(fs.existsSync(socket) && log().includes('ffid: listening on '))) {
+    if (exited || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`ffid did not start (${FFID_BIN} ${argv.join(' ')}); its log:\n${log()}`);
+    }
+    await sleep(10);
+  }
+  return {
+    address: `unix:${socket}`,
+    root,
+    notAllowedDir,
+    log,
+    async stop() {
+      if (!exited) child.kill('SIGTERM');
+      const status = await exit;
+      const text = log();
+      fs.rmSync(root, { recursive: true, force: true });
+      assert.deepEqual(status, { code: 0, signal: null }, `ffid did not exit cleanly; its log:\n${text}`);
+    },
+  };
+}
+
+module.exports = { startDaemon, FIXTURE, CALLBACKS_FIXTURE };

@@ -32,6 +32,7 @@ export type {
   FunctionOptions,
   CallbackOptions,
   CallbackFunction,
+  InvocationInfo,
   DeclaredFunctions,
   NativeFunction,
 } from './session';

@@ -94,6 +94,16 @@ export interface CallbackOptions {
   timeout?: number;
 }
 
+/** What Session.currentInvocation() says about the callback invocation running. */
+export interface InvocationInfo {
+  /** The invocation's id, unique within the session. */
+  id: string;
+  /** The callback handle that native code called. */
+  callback: string;
+  /** The Linux thread id of the native thread that called it (and waits). */
+  nativeThreadId: number;
+}
+
 /** A JavaScript function native code may call. Its arguments are converted from C. */
 export type CallbackFunction = (...args: any[]) => unknown;
 
@@ -290,7 +300,7 @@ export class Session {
   private readonly pending = new Map<string, PendingResult>();
   private nextTag = 1n;
   private readonly callbacks = new Map<string, { fn: CallbackFunction; type: FunctionType }>();
-  private readonly invocation = new AsyncLocalStorage<string>();
+  private readonly invocation = new AsyncLocalStorage<InvocationInfo>();
   private readonly pendingFree: string[] = [];
   private readonly finalizer = new FinalizationRegistry<string>((handle) => this.pendingFree.push(handle));
   private isClosed = false;
@@ -368,7 +378,12 @@ export class Session {
       try {
         const params = entry.type.parameters ?? [];
         const args = invocation.arguments.map((v, i) => fromValue(v, params[i]?.type, this._codec));
-        returned = await this.invocation.run(invocation.invocation, async () => entry.fn(...args));
+        const info: InvocationInfo = {
+          id: invocation.invocation,
+          callback: invocation.callback,
+          nativeThreadId: Number(invocation.native_thread_id),
+        };
+        returned = await this.invocation.run(info, async () => entry.fn(...args));
         if (!returnsVoid(entry.type)) {
           result.result = toValue(returned, entry.type.return_type ?? undefined, "the callback's result", this._codec);
         }
@@ -429,7 +444,7 @@ export class Session {
             'before the call',
         );
       }
-      return this.streamRequest(invocation, field, request, timeout);
+      return this.streamRequest(invocation.id, field, request, timeout);
     }
     while (this.pendingFree.length) {
       const handle = this.pendingFree.pop()!;
@@ -453,6 +468,14 @@ export class Session {
       }
       throw error;
     }
+  }
+
+  /**
+   * The callback invocation the calling code runs inside (in a callback's
+   * function, and in what it awaits), or undefined outside callbacks.
+   */
+  currentInvocation(): InvocationInfo | undefined {
+    return this.invocation.getStore();
   }
 
   /** Registers an owned handle for release when its object is garbage-collected. @internal */

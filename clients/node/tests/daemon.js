@@ -28,20 +28,28 @@ function sleep(ms) {
 }
 
 /**
- * Starts ffid; resolves to { address, root, notAllowedDir, log(), stop() }.
+ * Starts ffid; resolves to { address, root, allowedDir, notAllowedDir,
+ * log(), stop() }. allowedDir is on the allowlist, notAllowedDir is not.
+ * `allowLibrary(dirs)` may return the allowlist's globs (default: the
+ * fixtures' directory, allowedDir and the system library directories).
  * stop() ends it with SIGTERM and asserts it exited cleanly.
  */
-async function startDaemon() {
+async function startDaemon({ allowLibrary } = {}) {
   for (const file of [FFID_BIN, WORKER_BIN, FIXTURE, CALLBACKS_FIXTURE]) {
     assert.ok(fs.existsSync(file), `${file} does not exist: build first (cmake --build --preset default)`);
   }
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ffid-node-test-'));
   const socket = path.join(root, 'ffid.sock');
   const logPath = path.join(root, 'ffid.log');
+  const allowedDir = path.join(root, 'allowed');
   const notAllowedDir = path.join(root, 'not-allowed');
+  fs.mkdirSync(allowedDir);
   fs.mkdirSync(notAllowedDir);
+  const globs = allowLibrary
+    ? allowLibrary({ fixtureDir: path.dirname(FIXTURE), allowedDir, notAllowedDir })
+    : [`${path.dirname(FIXTURE)}/*`, `${allowedDir}/*`, ...SYSTEM_LIBRARY_GLOBS];
   const argv = ['--listen', `unix:${socket}`, '--worker-path', WORKER_BIN];
-  for (const glob of [`${path.dirname(FIXTURE)}/*`, ...SYSTEM_LIBRARY_GLOBS]) argv.push('--allow-library', glob);
+  for (const glob of globs) argv.push('--allow-library', glob);
   // Sanitized builds: a native crash kills the worker with its real signal,
   // and no LeakSanitizer (a worker's seccomp policy refuses its tracer).
   const asan = process.env.ASAN_OPTIONS;
@@ -69,6 +77,7 @@ async function startDaemon() {
   return {
     address: `unix:${socket}`,
     root,
+    allowedDir,
     notAllowedDir,
     log,
     async stop() {
@@ -81,4 +90,4 @@ async function startDaemon() {
   };
 }
 
-module.exports = { startDaemon, FIXTURE, CALLBACKS_FIXTURE };
+module.exports = { startDaemon, FIXTURE, CALLBACKS_FIXTURE, REPO };

@@ -44,13 +44,17 @@ test('structs and floats by value; a plain (not async) function', async () => {
 
 test('callbacks from threads the library started', async () => {
   const seen = new Set();
+  const native = new Set();
   const f = await s.callback('int(int thread, int i)', (thread, i) => {
     seen.add(thread);
+    native.add(s.currentInvocation().nativeThreadId);
     return thread * 100 + i;
   });
   // 4 threads x 5 calls: sum of thread*100 + i.
   assert.equal(await cb.fxc_threads_call(f, 4, 5), (0 + 1 + 2 + 3) * 100 * 5 + 4 * (0 + 1 + 2 + 3 + 4));
   assert.deepEqual([...seen].sort(), [0, 1, 2, 3]);
+  assert.equal(native.size, 4);
+  assert.equal(s.currentInvocation(), undefined);
 });
 
 test('nesting: a callback calls back into the library', async () => {

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, List, Optional
 
 import pytest
 
@@ -42,7 +42,7 @@ class Daemon:
     """A running ffid: its address, its log, and a directory outside its
     allowlist."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, allow_library: Optional[Callable[["Daemon"], List[str]]] = None) -> None:
         self.root = root
         self.socket = root / "ffid.sock"
         self.address = f"unix:{self.socket}"
@@ -54,7 +54,10 @@ class Daemon:
         self.not_allowed_dir = root / "not-allowed"
         self.not_allowed_dir.mkdir()
         argv = [str(FFID_BIN), "--listen", self.address, "--worker-path", str(WORKER_BIN)]
-        for glob in [f"{FIXTURE.parent}/*", f"{self.allowed_dir}/*", *SYSTEM_LIBRARY_GLOBS]:
+        # allow_library(self) may give the allowlist's globs instead.
+        globs = allow_library(self) if allow_library else [
+            f"{FIXTURE.parent}/*", f"{self.allowed_dir}/*", *SYSTEM_LIBRARY_GLOBS]
+        for glob in globs:
             argv += ["--allow-library", glob]
         env = dict(os.environ)
         # Sanitized builds: let a native crash kill the worker with its real

@@ -72,6 +72,19 @@ def test_callbacks_from_threads_the_library_created(lib, session) -> None:
     assert lib.fxc_threads_call(cb, 4, 5) == expected
 
 
+def test_current_invocation_names_the_native_thread(lib, session) -> None:
+    seen = set()
+
+    def f(thread: int, i: int) -> int:
+        invocation = session.current_invocation()
+        seen.add(invocation.native_thread_id)
+        return 0
+
+    assert session.current_invocation() is None
+    assert lib.fxc_threads_call(session.callback("int(int, int)", f), 3, 2) == 0
+    assert len(seen) == 3 and all(tid > 0 for tid in seen)
+
+
 def test_nested_calls_back_into_the_library(lib, session) -> None:
     def nest(depth: int) -> int:
         if depth == 0:

@@ -50,6 +50,13 @@ class Error(Exception):
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}" if self.reason else self.message
 
+    @property
+    def crash_report(self) -> Optional[errors_pb2.CrashReport]:
+        """How the worker died, when this failure ended it (WorkerCrashed,
+        and ResourceLimit, SandboxViolation or DeadlineExceeded raised by a
+        worker's death); None otherwise."""
+        return self._crash_report
+
 
 class LibraryNotFound(Error):
     """The library file does not exist or the loader cannot find the soname."""
@@ -121,7 +128,7 @@ class WorkerCrashed(Error):
     reason_name = "WORKER_CRASHED"
 
     @property
-    def crash_report(self) -> errors_pb2.CrashReport:
+    def crash_report(self) -> errors_pb2.CrashReport:  # type: ignore[override]
         return self._crash_report or errors_pb2.CrashReport()
 
 

@@ -168,6 +168,9 @@ class _Callbacks:
     def invocation(self) -> int:
         return getattr(self.current, "invocation", 0)
 
+    def message(self) -> Optional[ffid_pb2.CallbackInvocation]:
+        return getattr(self.current, "message", None)
+
     def dispatch(self, invocation: ffid_pb2.CallbackInvocation) -> None:
         try:
             self._executor.submit(self._run, invocation)
@@ -187,14 +190,14 @@ class _Callbacks:
             failure = LookupError(f"no callback {invocation.callback} in this client")
         else:
             function, function_type = entry
-            outer = self.invocation()
-            self.current.invocation = invocation.invocation
+            outer, outer_message = self.invocation(), self.message()
+            self.current.invocation, self.current.message = invocation.invocation, invocation
             try:
                 returned = function(*_callbacks.arguments(invocation, function_type, session._make_pointer))
             except BaseException as error:  # reported to the native caller
                 failure = error
             finally:
-                self.current.invocation = outer
+                self.current.invocation, self.current.message = outer, outer_message
         if failure is not None:
             self.last_failure = failure
         session._stream.send(_callbacks.result_message(invocation, function_type, returned, failure))
@@ -323,6 +326,12 @@ class Session:
         """What the server offers: the sandbox layers this kernel supports,
         default and maximum limits, whether network access may be asked for."""
         return self._call(self._stub.GetServerInfo, ffid_pb2.GetServerInfoRequest())
+
+    def current_invocation(self) -> Optional[ffid_pb2.CallbackInvocation]:
+        """The callback invocation this thread runs inside (its id,
+        callback handle and the native_thread_id of the native thread that
+        waits for it), or None outside callbacks."""
+        return self._callbacks.message()
 
     @property
     def errno(self) -> int:

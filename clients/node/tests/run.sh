@@ -7,6 +7,13 @@
 # missing: `npm ci` in clients/node (deploy/test.sh does it) installs them.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# Paths given relative to the caller's directory stay valid after the cd.
+args=()
+for arg in "$@"; do
+  if [[ "$arg" != --* && "$arg" != /* && -e "$arg" ]]; then arg="$PWD/$arg"; fi
+  args+=("$arg")
+done
+set -- "${args[@]}"
 cd "$here"
 if ! command -v node >/dev/null 2>&1 || [[ ! -x node_modules/.bin/tsc ]]; then
   # node_client_build succeeds with nothing to do (a skipped fixture set-up
@@ -17,7 +24,8 @@ if ! command -v node >/dev/null 2>&1 || [[ ! -x node_modules/.bin/tsc ]]; then
   exit 77
 fi
 if [[ "${1:-}" == "--build" ]]; then
-  exec npm run --silent build
+  npm run --silent build
+  exec npm run --silent typecheck
 fi
 export FFID_BIN="$1" FFID_WORKER_BIN="$2" FFID_FIXTURE="$3" FFID_CALLBACKS_FIXTURE="$4"
 shift 4

@@ -2,16 +2,14 @@
 // pointers, invoked over the session's Connect stream.
 'use strict';
 const assert = require('node:assert/strict');
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const ffid = require('..');
-const { startDaemon, CALLBACKS_FIXTURE } = require('./daemon');
+const { sessionForFile, CALLBACKS_FIXTURE } = require('./daemon');
 
-let daemon;
 let s;
 let cb;
-before(async () => {
-  daemon = await startDaemon();
-  s = await ffid.connect(daemon.address);
+sessionForFile(async (session) => {
+  s = session;
   cb = await s.load(CALLBACKS_FIXTURE);
   await s.cdef(`
     struct fxc_vec { float x; float y; double weight; };
@@ -21,10 +19,6 @@ before(async () => {
     int fxc_nest(int (*f)(int), int depth);
     int fxc_fill(void (*fill)(int *out, int value), int value);
     int fxc_call_once(int (*f)(int), int x);`);
-});
-after(async () => {
-  if (s) await s.close();
-  if (daemon) await daemon.stop();
 });
 
 test('qsort-style sort with a comparator that reads the native array', async () => {

@@ -2,21 +2,15 @@
 // enums, variadic functions, out-parameters, errno.
 'use strict';
 const assert = require('node:assert/strict');
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const ffid = require('..');
-const { startDaemon, FIXTURE } = require('./daemon');
+const { sessionForFile, FIXTURE } = require('./daemon');
 
-let daemon;
 let s;
 let fx;
-before(async () => {
-  daemon = await startDaemon();
-  s = await ffid.connect(daemon.address);
+sessionForFile(async (session) => {
+  s = session;
   fx = await s.load(FIXTURE);
-});
-after(async () => {
-  if (s) await s.close();
-  if (daemon) await daemon.stop();
 });
 
 test('the first call: cos in libm', async () => {

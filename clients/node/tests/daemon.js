@@ -90,4 +90,24 @@ async function startDaemon({ allowLibrary } = {}) {
   };
 }
 
-module.exports = { startDaemon, FIXTURE, CALLBACKS_FIXTURE, REPO };
+/**
+ * For a test file: one daemon and one session for all its tests, started
+ * before them (then `ready(session, daemon)` runs) and ended after them.
+ */
+function sessionForFile(ready) {
+  const { before, after } = require('node:test');
+  const ffid = require('..');
+  let daemon;
+  let session;
+  before(async () => {
+    daemon = await startDaemon();
+    session = await ffid.connect(daemon.address);
+    await ready(session, daemon);
+  });
+  after(async () => {
+    if (session) await session.close();
+    if (daemon) await daemon.stop();
+  });
+}
+
+module.exports = { startDaemon, sessionForFile, FIXTURE, CALLBACKS_FIXTURE, REPO };

@@ -2,16 +2,14 @@
 // pointers, bounds checks, adoption, ownership of results, globals.
 'use strict';
 const assert = require('node:assert/strict');
-const { test, before, after } = require('node:test');
+const { test } = require('node:test');
 const ffid = require('..');
-const { startDaemon, FIXTURE } = require('./daemon');
+const { sessionForFile, FIXTURE } = require('./daemon');
 
-let daemon;
 let s;
 let fx;
-before(async () => {
-  daemon = await startDaemon();
-  s = await ffid.connect(daemon.address);
+sessionForFile(async (session) => {
+  s = session;
   fx = await s.load(FIXTURE);
   await s.cdef(`
     struct fxt_point { int x; int y; };
@@ -20,10 +18,6 @@ before(async () => {
     int *fx_static_ints(void);
     int fx_read_int(const int *p);
     extern struct fxt_point fxt_origin;`);
-});
-after(async () => {
-  if (s) await s.close();
-  if (daemon) await daemon.stop();
 });
 
 test('alloc, write, read, and native code writing into it', async () => {

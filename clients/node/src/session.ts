@@ -512,6 +512,11 @@ export class Session {
     this._client.close();
   }
 
+  /** `await using s = await ffid.connect()` (TypeScript 5.2+) closes the session at the block's end. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
   /** Whether close() was called. */
   get closed(): boolean {
     return this.isClosed;

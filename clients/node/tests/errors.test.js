@@ -125,6 +125,9 @@ test('a closed session, an unreachable daemon, unknown options', async () => {
   await assert.rejects(ffid.connect(`unix:${daemon.root}/no.sock`), (e) =>
     e instanceof ffid.Unavailable && /does not exist/.test(e.message));
   await assert.rejects(ffid.connect(daemon.address, { noSuchOption: 1 }), TypeError);
+  const disposed = await ffid.connect(daemon.address);
+  await disposed[Symbol.asyncDispose](); // what `await using` calls
+  assert.ok(disposed.closed);
 });
 
 test('info and serverInfo describe the session and the server', () =>

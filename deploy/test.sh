@@ -16,6 +16,9 @@ bash clients/python/tests/make_venv.sh "build/$preset/python-venv"
 # The Node client's tests (node_client_test) need its npm dependencies,
 # pinned by clients/node/package-lock.json.
 npm ci --prefix clients/node --no-audit --no-fund --silent
+# The Go client's tests (go_client_test) run offline against the module
+# cache that `go mod download` fills here (versions pinned by go.sum).
+bash clients/go/tests/run.sh --download
 ctest --preset "$preset"
 
 # The public API: buf lint, and buf breaking against the previous commit.

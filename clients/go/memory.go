@@ -1,0 +1,228 @@
+package ffid
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ffid/ffid/clients/go/ffidpb"
+	"google.golang.org/grpc/codes"
+)
+
+// Pointer is an address in a session's worker: an offset into a memory
+// handle (owned memory, or a borrowed pointer a call returned), or a raw
+// address. Reading or writing a borrowed pointer needs an explicit length;
+// a bad address fails with ErrBadAddress, it crashes nothing. The zero
+// Pointer is NULL.
+type Pointer struct {
+	session *Session
+	handle  string
+	offset  uint64
+	address uint64
+}
+
+func pointerFrom(s *Session, p *ffidpb.PointerValue) Pointer {
+	return Pointer{session: s, handle: p.GetHandle(), offset: p.GetOffset(), address: p.GetAddress()}
+}
+
+func (p Pointer) proto() *ffidpb.PointerValue {
+	if p.handle != "" {
+		return &ffidpb.PointerValue{Handle: p.handle, Offset: p.offset}
+	}
+	return &ffidpb.PointerValue{Address: p.address + p.offset}
+}
+
+// Address returns the address in the worker (informational; 0 for NULL).
+func (p Pointer) Address() uint64 { return p.address + p.offset }
+
+// IsNull reports whether the pointer is NULL.
+func (p Pointer) IsNull() bool { return p.handle == "" && p.Address() == 0 }
+
+// Add returns the pointer n bytes further.
+func (p Pointer) Add(n uint64) Pointer {
+	p.offset += n
+	return p
+}
+
+// String describes the pointer.
+func (p Pointer) String() string {
+	if p.handle != "" {
+		return fmt.Sprintf("%s+%d (0x%x)", p.handle, p.offset, p.Address())
+	}
+	return fmt.Sprintf("0x%x", p.Address())
+}
+
+func (p Pointer) usable() error {
+	if p.session == nil {
+		return clientError(ReasonInvalidRequest, codes.InvalidArgument,
+			"the pointer belongs to no session (a NULL or zero Pointer)")
+	}
+	return nil
+}
+
+// Read reads n bytes at the pointer (n = 0 reads owned memory to its end).
+func (p Pointer) Read(ctx context.Context, n int) ([]byte, error) {
+	if err := p.usable(); err != nil {
+		return nil, err
+	}
+	response, err := p.session.read(ctx, &ffidpb.ReadRequest{Pointer: p.proto(), Length: uint64(n)})
+	if err != nil {
+		return nil, err
+	}
+	return response.GetData(), nil
+}
+
+// Write writes data at the pointer.
+func (p Pointer) Write(ctx context.Context, data []byte) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.session.write(ctx, &ffidpb.WriteRequest{Pointer: p.proto(), Data: data})
+}
+
+// ReadValue reads one value of the C type cType ("int", "struct point",
+// "double[3]") at the pointer, which must be aligned for it
+// (ErrMisalignedAccess otherwise). Values are as Function.Call returns
+// them.
+func (p Pointer) ReadValue(ctx context.Context, cType string) (any, error) {
+	if err := p.usable(); err != nil {
+		return nil, err
+	}
+	response, err := p.session.read(ctx, &ffidpb.ReadRequest{Pointer: p.proto(),
+		Type: &ffidpb.TypeDescriptor{Kind: &ffidpb.TypeDescriptor_Named{Named: cType}}})
+	if err != nil {
+		return nil, err
+	}
+	return fromValue(response.GetValue(), p.session), nil
+}
+
+// WriteValue writes value as the C type cType at the pointer.
+func (p Pointer) WriteValue(ctx context.Context, cType string, value any) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	d, err := p.session.resolveTypeName(ctx, cType)
+	if err != nil {
+		return err
+	}
+	v, err := toValue(value, d, p.session.lookupType, cType)
+	if err != nil {
+		return err
+	}
+	return p.session.write(ctx, &ffidpb.WriteRequest{Pointer: p.proto(),
+		Type: &ffidpb.TypeDescriptor{Kind: &ffidpb.TypeDescriptor_Named{Named: cType}}, Value: v})
+}
+
+// Memory is native memory owned by the session: zero-filled at first,
+// bounds-checked on every access (ErrOutOfBounds), released by Free or at
+// the session's end. Pass it (or its Pointer, or Pointer().Add(n)) where
+// a pointer is expected.
+type Memory struct {
+	Pointer
+	size uint64
+}
+
+// Size returns the size in bytes.
+func (m *Memory) Size() uint64 { return m.size }
+
+// Bytes reads the whole block.
+func (m *Memory) Bytes(ctx context.Context) ([]byte, error) { return m.Read(ctx, 0) }
+
+// Value reads the block as one value of cType (ReadValue at its start).
+func (m *Memory) Value(ctx context.Context, cType string) (any, error) {
+	return m.ReadValue(ctx, cType)
+}
+
+// Free releases the memory. Using it afterwards fails with
+// ErrHandleInvalid.
+func (m *Memory) Free(ctx context.Context) error {
+	s := m.session
+	request := &ffidpb.FreeRequest{Session: s.id, Memory: m.handle}
+	if s.inCallback(ctx) {
+		_, err := s.streamCall(ctx, &ffidpb.StreamCall{Request: &ffidpb.StreamCall_Free{Free: request}})
+		return err
+	}
+	if err := s.check(); err != nil {
+		return err
+	}
+	_, err := s.client.rpc.Free(ctx, request)
+	return fromRPC(err)
+}
+
+// Alloc allocates size bytes of zero-filled native memory.
+func (s *Session) Alloc(ctx context.Context, size uint64) (*Memory, error) {
+	return s.allocate(ctx, &ffidpb.AllocateRequest{Session: s.id, Size: size})
+}
+
+// New allocates memory for a value of the C type cType ("struct point",
+// "int[4]") and initializes it to value (nil: zero). With count > 1 (an
+// optional last argument) it allocates that many elements.
+func (s *Session) New(ctx context.Context, cType string, value any, count ...uint64) (*Memory, error) {
+	request := &ffidpb.AllocateRequest{Session: s.id,
+		Type: &ffidpb.TypeDescriptor{Kind: &ffidpb.TypeDescriptor_Named{Named: cType}}}
+	if len(count) > 0 {
+		request.Size = count[0]
+	}
+	if value != nil {
+		d, err := s.resolveTypeName(ctx, cType)
+		if err != nil {
+			return nil, err
+		}
+		v, err := toValue(value, d, s.lookupType, cType)
+		if err != nil {
+			return nil, err
+		}
+		request.InitialValue = v
+	}
+	return s.allocate(ctx, request)
+}
+
+func (s *Session) allocate(ctx context.Context, request *ffidpb.AllocateRequest) (*Memory, error) {
+	var response *ffidpb.AllocateResponse
+	if s.inCallback(ctx) {
+		result, err := s.streamCall(ctx, &ffidpb.StreamCall{Request: &ffidpb.StreamCall_Allocate{Allocate: request}})
+		if err != nil {
+			return nil, err
+		}
+		response = result.GetAllocate()
+	} else {
+		if err := s.check(); err != nil {
+			return nil, err
+		}
+		var err error
+		response, err = s.client.rpc.Allocate(ctx, request)
+		if err != nil {
+			return nil, fromRPC(err)
+		}
+	}
+	return &Memory{Pointer: Pointer{session: s, handle: response.GetMemory(), address: response.GetAddress()},
+		size: response.GetSize()}, nil
+}
+
+func (s *Session) read(ctx context.Context, request *ffidpb.ReadRequest) (*ffidpb.ReadResponse, error) {
+	request.Session = s.id
+	if s.inCallback(ctx) {
+		result, err := s.streamCall(ctx, &ffidpb.StreamCall{Request: &ffidpb.StreamCall_Read{Read: request}})
+		if err != nil {
+			return nil, err
+		}
+		return result.GetRead(), nil
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	response, err := s.client.rpc.Read(ctx, request)
+	return response, fromRPC(err)
+}
+
+func (s *Session) write(ctx context.Context, request *ffidpb.WriteRequest) error {
+	request.Session = s.id
+	if s.inCallback(ctx) {
+		_, err := s.streamCall(ctx, &ffidpb.StreamCall{Request: &ffidpb.StreamCall_Write{Write: request}})
+		return err
+	}
+	if err := s.check(); err != nil {
+		return err
+	}
+	_, err := s.client.rpc.Write(ctx, request)
+	return fromRPC(err)
+}

@@ -16,7 +16,8 @@ sessionForFile(async (session) => {
 test('the first call: cos in libm', async () => {
   const libm = await s.load('libm.so.6');
   await libm.cdef('double cos(double);');
-  assert.equal(await libm.cos(0.5), Math.cos(0.5));
+  // libm's result (V8's Math.cos may differ from it in the last bit).
+  assert.equal(await libm.cos(0.5), 0.8775825618903728);
   assert.match(libm.path, /libm/);
 });
 

@@ -484,6 +484,15 @@ void SessionLease::Release() {
 
 SessionManager::SessionManager(SessionManagerOptions options)
     : options_(std::move(options)) {
+  // Start the zygote now, so the first session does not wait for it.
+  if (!options_.worker_path.empty()) {
+    absl::StatusOr<std::shared_ptr<Zygote>> zygote =
+        Zygote::Get(options_.worker_path);
+    if (!zygote.ok()) {
+      fprintf(stderr, "ffid: %s\n",
+              std::string(zygote.status().message()).c_str());
+    }
+  }
   reaper_ = std::thread(&SessionManager::ReaperLoop, this);
 }
 

@@ -1,7 +1,7 @@
 #include "server/worker_process.h"
 
 #include <signal.h>
-#include <spawn.h>
+#include <sys/syscall.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -23,16 +23,11 @@
 #include "absl/strings/escaping.h"
 #include "ffi/errors.h"
 #include "server/crash_report.h"
-
-extern char** environ;
+#include "server/zygote.h"
 
 namespace ffid::server {
 namespace {
 
-// The fd number the worker finds its end of the channel on.
-constexpr int kWorkerChannelFd = 3;
-// ... and the write end of its crash-report pipe.
-constexpr int kWorkerCrashFd = 4;
 // The most of a crash record the daemon reads.
 constexpr size_t kMaxCrashRecordBytes = 64 * 1024;
 // How long a worker may keep running after closing its channel before the
@@ -40,39 +35,6 @@ constexpr size_t kMaxCrashRecordBytes = 64 * 1024;
 constexpr absl::Duration kExitGrace = absl::Seconds(2);
 // How often a wait with an is_cancelled callback polls it.
 constexpr absl::Duration kCancelPollInterval = absl::Milliseconds(100);
-
-// The worker's environment: ours, minus what would let the dynamic loader
-// load something other than the path the daemon resolved and allowed.
-std::vector<std::string> WorkerEnvironment() {
-  std::vector<std::string> env;
-  for (char** entry = environ; entry != nullptr && *entry != nullptr;
-       ++entry) {
-    absl::string_view variable(*entry);
-    if (absl::StartsWith(variable, "LD_LIBRARY_PATH=") ||
-        absl::StartsWith(variable, "LD_PRELOAD=")) {
-      continue;
-    }
-#if defined(__SANITIZE_ADDRESS__)
-    // LeakSanitizer's exit-time check clones a tracer, which the worker's
-    // seccomp policy refuses: the worker would die of SIGSYS instead of
-    // exiting. An ASAN_OPTIONS asking for it (as the asan preset's does)
-    // would override the worker's own default, so turn it off here.
-    if (absl::StartsWith(variable, "ASAN_OPTIONS=")) {
-      env.push_back(absl::StrCat(variable, ":detect_leaks=0"));
-      continue;
-    }
-#endif
-    env.emplace_back(variable);
-  }
-  return env;
-}
-
-std::vector<char*> Pointers(std::vector<std::string>& strings) {
-  std::vector<char*> pointers;
-  for (std::string& s : strings) pointers.push_back(s.data());
-  pointers.push_back(nullptr);
-  return pointers;
-}
 
 // Reads what the worker's crash handler wrote, without blocking: a process
 // the worker left behind might still hold the pipe open.
@@ -96,54 +58,6 @@ std::string SignalDescription(int signal) {
 std::string RoundedDuration(absl::Duration d) {
   return absl::FormatDuration(absl::Trunc(d, absl::Milliseconds(1)));
 }
-
-// Runs every worker spawn on one thread that lives as long as the daemon.
-// The worker arms PR_SET_PDEATHSIG, which fires when the *thread* that
-// spawned it exits, not the process; gRPC's sync server retires idle
-// threads, so spawning from an RPC thread would get healthy workers killed.
-class SpawnThread {
- public:
-  static SpawnThread& Get() {
-    // Never destroyed: the thread must outlive every worker.
-    static SpawnThread* const instance = new SpawnThread();
-    return *instance;
-  }
-
-  // Runs `job` on the spawn thread and waits for it.
-  void Run(const std::function<void()>& job) {
-    Job item{&job};
-    absl::MutexLock lock(&mu_);
-    queue_.push_back(&item);
-    changed_.SignalAll();
-    while (!item.done) changed_.Wait(&mu_);
-  }
-
- private:
-  struct Job {
-    const std::function<void()>* run;
-    bool done = false;
-  };
-
-  SpawnThread() { std::thread([this] { Loop(); }).detach(); }
-
-  void Loop() {
-    absl::MutexLock lock(&mu_);
-    for (;;) {
-      while (queue_.empty()) changed_.Wait(&mu_);
-      Job* job = queue_.front();
-      queue_.pop_front();
-      mu_.Unlock();
-      (*job->run)();
-      mu_.Lock();
-      job->done = true;
-      changed_.SignalAll();
-    }
-  }
-
-  absl::Mutex mu_;
-  absl::CondVar changed_;
-  std::deque<Job*> queue_ ABSL_GUARDED_BY(mu_);
-};
 
 }  // namespace
 
@@ -179,75 +93,34 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
   // The daemon's end never blocks (see ReadCrashRecord).
   fcntl(crash_pipe[0], F_SETFL, O_NONBLOCK);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  // dup2 clears FD_CLOEXEC on the copy (glibc does so even when child_fd is
-  // already 3); everything above it is closed for good measure.
-  posix_spawn_file_actions_adddup2(&actions, child_fd, kWorkerChannelFd);
-  posix_spawn_file_actions_adddup2(&actions, crash_pipe[1], kWorkerCrashFd);
-  posix_spawn_file_actions_addclosefrom_np(&actions, kWorkerCrashFd + 1);
-
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t empty;
-  sigemptyset(&empty);
-  sigset_t all;
-  sigfillset(&all);
-  // The daemon ignores SIGPIPE and blocks SIGTERM/SIGINT for its signal
-  // thread; neither must leak into the worker.
-  posix_spawnattr_setsigmask(&attr, &empty);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK |
-                                      POSIX_SPAWN_SETSIGDEF |
-                                      POSIX_SPAWN_SETPGROUP);
-
-  std::vector<std::string> args = {
-      worker_path, absl::StrCat("--channel-fd=", kWorkerChannelFd),
-      absl::StrCat("--session-tag=", session_tag),
-      // Lets the worker notice a daemon that died before its
-      // PR_SET_PDEATHSIG took effect.
-      absl::StrCat("--parent-pid=", getpid()),
-      absl::StrCat("--crash-fd=", kWorkerCrashFd)};
-  std::string serialized_policy;
-  if (!policy.SerializeToString(&serialized_policy)) {
-    return start_failed("cannot serialize the worker policy");
-  }
-  if (!serialized_policy.empty()) {
-    args.push_back(
-        absl::StrCat("--policy=", absl::BytesToHexString(serialized_policy)));
-  }
-  std::vector<std::string> env = WorkerEnvironment();
-  std::vector<char*> argv = Pointers(args);
-  std::vector<char*> envp = Pointers(env);
-
-  pid_t pid = -1;
-  int error = 0;
-  // posix_spawn (vfork + exec in glibc) is safe in a threaded process and
-  // reports exec failures as its return value.
-  SpawnThread::Get().Run([&] {
-    error = posix_spawn(&pid, worker_path.c_str(), &actions, &attr,
-                        argv.data(), envp.data());
-  });
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
+  // The zygote places them on the worker's fds 3 (channel) and 4 (crash
+  // pipe).
+  absl::StatusOr<std::shared_ptr<Zygote>> zygote = Zygote::Get(worker_path);
+  absl::StatusOr<Zygote::Child> child =
+      zygote.ok() ? (*zygote)->Spawn(session_tag, policy,
+                                     {child_fd, crash_pipe[1]})
+                  : absl::StatusOr<Zygote::Child>(zygote.status());
   close(child_fd);
   close(crash_pipe[1]);
-  if (error != 0) {
+  if (!child.ok()) {
     close(parent_fd);
     close(crash_pipe[0]);
-    return start_failed(strerror(error));
+    return child.status();
   }
-  std::unique_ptr<WorkerProcess> process(new WorkerProcess(
-      pid, parent_fd, session_tag, crash_pipe[0], policy));
+  std::unique_ptr<WorkerProcess> process(
+      new WorkerProcess(child->pid, child->pidfd, std::move(*zygote),
+                        parent_fd, session_tag, crash_pipe[0], policy));
   process->reader_ = std::thread(&WorkerProcess::ReaderLoop, process.get());
   return process;
 }
 
-WorkerProcess::WorkerProcess(pid_t pid, int channel_fd,
+WorkerProcess::WorkerProcess(pid_t pid, int pidfd,
+                             std::shared_ptr<Zygote> zygote, int channel_fd,
                              std::string session_tag, int crash_fd,
                              worker::WorkerPolicy policy)
     : pid_(pid),
+      pidfd_(pidfd),
+      zygote_(std::move(zygote)),
       session_tag_(std::move(session_tag)),
       channel_(channel_fd),
       crash_fd_(crash_fd),
@@ -256,6 +129,7 @@ WorkerProcess::WorkerProcess(pid_t pid, int channel_fd,
 WorkerProcess::~WorkerProcess() {
   Shutdown();
   close(crash_fd_);
+  if (pidfd_ >= 0) close(pidfd_);
 }
 
 absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
@@ -437,9 +311,20 @@ void WorkerProcess::OnInvocation(worker::CallbackInvocation invocation) {
 void WorkerProcess::KillLocked(std::string reason) {
   if (reaped_) return;
   if (kill_reason_.empty()) kill_reason_ = std::move(reason);
-  // The worker leads its own process group: take anything it spawned too.
-  kill(-pid_, SIGKILL);
-  kill(pid_, SIGKILL);
+  // The zygote, not this process, reaps the worker, so its pid could be
+  // recycled by the time it is signalled: the pidfd says whether it is
+  // still the worker. The worker leads its own process group: take
+  // anything it spawned too (a group outlives its leader's pid only while
+  // a member lives).
+  if (pidfd_ < 0) {
+    kill(-pid_, SIGKILL);
+    kill(pid_, SIGKILL);
+    return;
+  }
+  if (syscall(SYS_pidfd_send_signal, pidfd_, 0, nullptr, 0) == 0) {
+    kill(-pid_, SIGKILL);
+  }
+  syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
 }
 
 void WorkerProcess::ReaderLoop() {
@@ -485,32 +370,30 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
     absl::MutexLock lock(&mu_);
     KillLocked(absl::StrCat("its channel failed: ", why.message()));
   }
-  // Wait for the exit without reaping, so that kill() stays safe until the
-  // reap below happens under the mutex.
-  const absl::Time give_up = absl::Now() + kExitGrace;
-  absl::Duration nap = absl::Microseconds(50);
+  // The zygote reaps the worker and reports how it ended.
+  absl::Time give_up = absl::Now() + kExitGrace;
+  std::optional<int> exit_status;
+  std::string lost;
   for (;;) {
-    siginfo_t info;
-    memset(&info, 0, sizeof(info));
-    int rc = waitid(P_PID, static_cast<id_t>(pid_), &info,
-                    WEXITED | WNOWAIT | WNOHANG);
-    if (rc == 0 && info.si_pid == pid_) break;
-    if (rc != 0 && errno != EINTR) break;  // ECHILD: nothing to wait for.
-    if (absl::Now() > give_up) {
-      absl::MutexLock lock(&mu_);
-      KillLocked("it closed its channel but did not exit");
+    absl::StatusOr<std::optional<int>> waited =
+        zygote_->WaitExit(pid_, give_up);
+    if (!waited.ok()) {
+      lost = std::string(waited.status().message());
+      break;
     }
-    absl::SleepFor(nap);
-    nap = std::min(nap * 2, absl::Milliseconds(20));
+    if (waited->has_value()) {
+      exit_status = **waited;
+      break;
+    }
+    absl::MutexLock lock(&mu_);
+    KillLocked("it closed its channel but did not exit");
+    give_up = absl::InfiniteFuture();
   }
 
   Deferred deferred;
   absl::MutexLock lock(&mu_);
-  int wait_status = 0;
-  pid_t reaped;
-  do {
-    reaped = waitpid(pid_, &wait_status, 0);
-  } while (reaped < 0 && errno == EINTR);
+  const int wait_status = exit_status.value_or(0);
+  const bool reaped = exit_status.has_value();
   reaped_ = true;
 
   if (shutting_down_) {
@@ -545,7 +428,7 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
   v1::CrashReport report;
   report.set_pid(pid_);
   std::string how;
-  if (reaped == pid_ && WIFSIGNALED(wait_status)) {
+  if (reaped && WIFSIGNALED(wait_status)) {
     int signal = WTERMSIG(wait_status);
     report.set_signal(signal);
     report.set_signal_name(SignalName(signal));
@@ -558,11 +441,11 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
                          description.empty() ? "" : " (", description,
                          description.empty() ? "" : ")");
     }
-  } else if (reaped == pid_ && WIFEXITED(wait_status)) {
+  } else if (reaped && WIFEXITED(wait_status)) {
     report.set_exit_code(WEXITSTATUS(wait_status));
     how = absl::StrCat("exited with status ", WEXITSTATUS(wait_status));
   } else {
-    how = absl::StrCat("disappeared (waitpid: ", strerror(errno), ")");
+    how = absl::StrCat("disappeared (", lost, ")");
   }
   v1::ErrorReason reason = v1::ERROR_REASON_WORKER_CRASHED;
   if (kill_reason_.empty()) {

@@ -22,8 +22,8 @@
 // blocking a thread (calls pipelined on a Connect stream) and reports the
 // answer through a callback.
 //
-// Only the reader thread reaps the worker (waitid(WNOWAIT), then waitpid
-// under the mutex), so kill() never hits a recycled pid. Each death is also
+// The zygote reaps the worker and reports its wait status; the daemon
+// signals it through a pidfd, so a kill never hits a recycled pid. Each death is also
 // logged as one line on stderr. Thread-safe: Execute() may be called from
 // many threads at once; Shutdown() from any thread, once or more. The
 // destructor calls Shutdown().
@@ -49,6 +49,7 @@
 #include "absl/time/time.h"
 #include "ffid/v1/errors.pb.h"
 #include "server/worker/channel.h"
+#include "server/zygote.h"
 #include "server/worker/protocol.pb.h"
 
 namespace ffid::server {
@@ -73,20 +74,14 @@ class WorkerProcess {
   using Completion =
       std::function<void(absl::StatusOr<worker::WorkerResponse>)>;
 
-  // Spawns `worker_path --channel-fd=3 --session-tag=TAG --parent-pid=PID`.
-  // The worker gets
-  // the daemon's environment minus LD_LIBRARY_PATH and LD_PRELOAD (library
-  // resolution is the daemon's business), default signal dispositions, an
-  // empty signal mask and its own process group (so a Ctrl-C meant for the
-  // daemon does not kill workers before the daemon can stop them).
-  // The spawn happens on one long-lived internal thread, because the worker
-  // arms PR_SET_PDEATHSIG, which fires when the spawning *thread* exits.
-  // UNAVAILABLE + WORKER_START_FAILED naming the path if it cannot run.
-  // `policy` is the sandbox the worker enters (server/worker/sandbox.h);
-  // the default policy applies none. A crash-report pipe is always set up:
-  // what the worker's crash handler writes lands in the CrashReport, and
+  // Starts a worker: the zygote of `worker_path` (server/zygote.h, started
+  // on first use) forks it with one end of a socketpair on its fd 3 and the
+  // write end of a crash-report pipe on fd 4. The worker enters `policy`'s
+  // sandbox (server/worker/sandbox.h; the default policy applies none).
+  // What its crash handler writes to the pipe lands in the CrashReport and
   // decides whether a death is WORKER_CRASHED, SANDBOX_VIOLATION or
   // RESOURCE_LIMIT (server/crash_report.h).
+  // UNAVAILABLE + WORKER_START_FAILED naming the path if it cannot run.
   static absl::StatusOr<std::unique_ptr<WorkerProcess>> Start(
       const std::string& worker_path, const std::string& session_tag,
       const worker::WorkerPolicy& policy = worker::WorkerPolicy());
@@ -172,8 +167,9 @@ class WorkerProcess {
   void OnInvocation(worker::CallbackInvocation invocation)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  WorkerProcess(pid_t pid, int channel_fd, std::string session_tag,
-                int crash_fd, worker::WorkerPolicy policy);
+  WorkerProcess(pid_t pid, int pidfd, std::shared_ptr<Zygote> zygote,
+                int channel_fd, std::string session_tag, int crash_fd,
+                worker::WorkerPolicy policy);
 
   void ReaderLoop();
   // Kills the worker (if not reaped yet) and records why, for the crash
@@ -184,6 +180,10 @@ class WorkerProcess {
   void OnChannelClosed(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);
 
   const pid_t pid_;
+  // A pidfd of the worker (owned; -1 if the kernel has none), and the
+  // zygote that forked it and reports its end.
+  const int pidfd_;
+  const std::shared_ptr<Zygote> zygote_;
   const std::string session_tag_;
   worker::FrameChannel channel_;
   // The read end of the crash-report pipe (owned), and the policy the

@@ -32,6 +32,14 @@
 namespace ffid::server {
 namespace {
 
+// Set before any worker starts the zygote, whose environment every worker
+// inherits (EnvironmentHasNoLdLibraryPath).
+const bool kEnvironmentSet = [] {
+  setenv("LD_LIBRARY_PATH", "/nonexistent/ld/path", 1);
+  setenv("FFID_WORKER_PROCESS_TEST", "inherited", 1);
+  return true;
+}();
+
 using ::ffid::worker::WorkerRequest;
 using ::ffid::worker::WorkerResponse;
 using ::testing::HasSubstr;
@@ -475,13 +483,9 @@ TEST_F(WorkerProcessTest, ServerShutdownSaysSo) {
 }
 
 TEST_F(WorkerProcessTest, EnvironmentHasNoLdLibraryPath) {
-  worker_.reset();
-  setenv("LD_LIBRARY_PATH", "/nonexistent/ld/path", 1);
-  setenv("FFID_WORKER_PROCESS_TEST", "inherited", 1);
-  auto worker = WorkerProcess::Start(FFID_WORKER_PATH, kTag);
-  unsetenv("LD_LIBRARY_PATH");
-  ASSERT_TRUE(worker.ok()) << worker.status();
-  worker_ = std::move(*worker);
+  // The environment set before the first worker started the zygote
+  // (kEnvironmentSet) is what every worker inherits.
+  ASSERT_TRUE(kEnvironmentSet);
 
   std::string libc = Load("libc.so.6");
   std::string getenv_fn =

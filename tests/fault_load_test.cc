@@ -56,9 +56,9 @@ int CallsPerClient() {
 #endif
 }
 
-// The pids of live processes started as ffid-worker by daemon `daemon`
-// (its children, and PID-namespace workers below them): every process whose
-// command line names the worker and --parent-pid=<daemon>.
+// The pids of live workers of daemon `daemon`: every process whose
+// command line names ffid-worker and --parent-pid=<daemon>, except the
+// zygote itself (its workers show "--worker" where it says "--zygote").
 std::vector<pid_t> WorkersOf(pid_t daemon) {
   std::vector<pid_t> pids;
   const std::string parent = absl::StrCat("--parent-pid=", daemon);
@@ -80,6 +80,7 @@ std::vector<pid_t> WorkersOf(pid_t daemon) {
     }
     close(fd);
     if (cmdline.find("ffid-worker") == std::string::npos) continue;
+    if (cmdline.find("--zygote") != std::string::npos) continue;
     for (absl::string_view arg : absl::StrSplit(cmdline, '\0')) {
       if (arg == parent) pids.push_back(pid);
     }

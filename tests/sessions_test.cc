@@ -35,7 +35,7 @@ using ::testing::HasSubstr;
 
 class SessionsTest : public FfidTest {};
 
-// The process ids of the daemon's children (its workers).
+// The process ids of a process's children.
 std::set<pid_t> ChildrenOf(pid_t pid) {
   std::set<pid_t> children;
   const std::string tasks = absl::StrCat("/proc/", pid, "/task");
@@ -49,6 +49,15 @@ std::set<pid_t> ChildrenOf(pid_t pid) {
   }
   closedir(dir);
   return children;
+}
+
+// The daemon's workers: the children of its zygote, its only child.
+std::set<pid_t> WorkersOf(pid_t daemon) {
+  std::set<pid_t> workers;
+  for (pid_t zygote : ChildrenOf(daemon)) {
+    for (pid_t worker : ChildrenOf(zygote)) workers.insert(worker);
+  }
+  return workers;
 }
 
 // Polls `session` until the daemon no longer knows it.
@@ -157,8 +166,8 @@ TEST_F(SessionsTest, DeleteSessionEndsTheWorker) {
   const pid_t worker = session->worker_pid();
   ASSERT_GT(worker, 0);
   EXPECT_EQ(kill(worker, 0), 0) << "the worker is not running";
-  EXPECT_TRUE(ChildrenOf(daemon().pid()).count(worker) > 0)
-      << "worker " << worker << " is not a child of the daemon";
+  EXPECT_TRUE(WorkersOf(daemon().pid()).count(worker) > 0)
+      << "worker " << worker << " is not a child of the daemon's zygote";
   ASSERT_TRUE(session->Delete().ok());
   EXPECT_TRUE(WaitForProcessGone(worker, absl::Seconds(10)))
       << "worker " << worker << " outlived its session";
@@ -205,7 +214,7 @@ TEST_F(SessionsTest, ClientThatDisconnectsLosesItsSession) {
 }
 
 TEST_F(SessionsTest, ClientProcessKilledMidCallLosesItsSession) {
-  const std::set<pid_t> before = ChildrenOf(daemon().pid());
+  const std::set<pid_t> before = WorkersOf(daemon().pid());
   std::vector<std::string> argv = {
       FfictlPath(), "--address", daemon().address(), "call", FixturePath(),
       "void fx_sleep_ms(int ms)", "30000"};
@@ -224,7 +233,7 @@ TEST_F(SessionsTest, ClientProcessKilledMidCallLosesItsSession) {
   pid_t worker = 0;
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (worker == 0 && absl::Now() < deadline) {
-    for (pid_t child : ChildrenOf(daemon().pid())) {
+    for (pid_t child : WorkersOf(daemon().pid())) {
       if (before.count(child) == 0) worker = child;
     }
     absl::SleepFor(absl::Milliseconds(10));

@@ -49,7 +49,7 @@ absl::Status WriteFile(const std::string& path, const std::string& text) {
 
 // ------------------------------------------------------------ namespaces
 
-absl::Status Unshare(const WorkerPolicy& policy) {
+absl::Status Unshare(const WorkerPolicy& policy, int entered) {
   int flags = 0;
   if (policy.user_namespace()) flags |= CLONE_NEWUSER;
   if (policy.network_namespace()) flags |= CLONE_NEWNET;
@@ -58,14 +58,23 @@ absl::Status Unshare(const WorkerPolicy& policy) {
   if (policy.ipc_namespace()) flags |= CLONE_NEWIPC;
   if (policy.uts_namespace()) flags |= CLONE_NEWUTS;
   if (flags == 0) return absl::OkStatus();
-  const uid_t uid = geteuid();
-  const gid_t gid = getegid();
+  // Inside a new user namespace that has no mapping yet, the ids read as
+  // the overflow id; the mapping wants the ids outside, which are the
+  // same as the parent's: ask /proc for those of the parent's namespace.
+  uid_t uid = geteuid();
+  gid_t gid = getegid();
+  if ((entered & CLONE_NEWUSER) != 0) {
+    uid = static_cast<uid_t>(policy.outer_uid());
+    gid = static_cast<gid_t>(policy.outer_gid());
+  }
   if (policy.user_namespace()) {
     // Writing uid_map needs a dumpable process (it is not after a uid
     // change).
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
   }
-  if (unshare(flags) != 0) return Failed("unshare");
+  if ((flags & ~entered) != 0 && unshare(flags & ~entered) != 0) {
+    return Failed("unshare");
+  }
   if (policy.user_namespace()) {
     // The same ids inside; the worker keeps full capabilities in its own
     // namespace (for the mounts below) and none outside it.
@@ -388,9 +397,9 @@ bool DecodePolicy(const std::string& hex, WorkerPolicy* policy) {
   return policy->ParseFromString(absl::HexStringToBytes(hex));
 }
 
-absl::Status EnterSandbox(const WorkerPolicy& policy) {
-  RETURN_IF_ERROR(Unshare(policy));
-  if (policy.pid_namespace()) {
+absl::Status EnterSandbox(const WorkerPolicy& policy, int entered) {
+  RETURN_IF_ERROR(Unshare(policy, entered));
+  if (policy.pid_namespace() && (entered & CLONE_NEWPID) == 0) {
     pid_t child = fork();
     if (child < 0) return Failed("fork into the PID namespace");
     if (child > 0) MirrorChild(child);

@@ -15,6 +15,13 @@
 // whose child the waiter is, sees the worker's real fate in waitpid(). The
 // waiter never returns.
 //
+// A worker the zygote cloned straight into its namespaces passes them as
+// `entered` (CLONE_NEW* flags): those are not unshared again, and with
+// CLONE_NEWPID the worker is PID 1 already, so there is no fork and no
+// waiter (the zygote, its parent, sees how it died). The uid/gid maps are
+// still written from here, with the ids outside taken from the policy's
+// outer_uid/outer_gid.
+//
 // Returns an error naming the step that failed; the worker then exits and
 // the daemon reports WORKER_START_FAILED. Call once, single-threaded.
 #ifndef FFID_SERVER_WORKER_SANDBOX_H_
@@ -25,7 +32,8 @@
 
 namespace ffid::worker {
 
-[[nodiscard]] absl::Status EnterSandbox(const WorkerPolicy& policy);
+[[nodiscard]] absl::Status EnterSandbox(const WorkerPolicy& policy,
+                                        int entered = 0);
 
 // Parses --policy's value (hex of a serialized WorkerPolicy).
 [[nodiscard]] bool DecodePolicy(const std::string& hex, WorkerPolicy* policy);

@@ -19,10 +19,13 @@
 // handler wrote (fault address, frames, refused system call). No handler
 // swallows a signal.
 #include <dirent.h>
+#include <execinfo.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -40,8 +43,9 @@
 #include "server/worker/crash_handler.h"
 #include "server/worker/dispatcher.h"
 #include "server/worker/executor.h"
-#include "server/worker/sandbox.h"
 #include "server/worker/protocol.pb.h"
+#include "server/worker/sandbox.h"
+#include "server/worker/zygote.h"
 
 namespace ffid::worker {
 namespace {
@@ -58,7 +62,9 @@ constexpr char kUsage[] =
     "  --session-tag=TAG  the session's tag (1-32 lowercase hex digits)\n"
     "  --parent-pid=PID   exit at once unless the parent is still PID\n"
     "  --crash-fd=M       write crash reports to this inherited pipe\n"
-    "  --policy=HEX       the sandbox to enter (a serialized WorkerPolicy)\n";
+    "  --policy=HEX       the sandbox to enter (a serialized WorkerPolicy)\n"
+    "  --zygote           serve the SOCK_SEQPACKET socket --control-fd=N as\n"
+    "                     the daemon's zygote: fork a worker per request\n";
 
 struct Options {
   int channel_fd = -1;
@@ -66,6 +72,9 @@ struct Options {
   pid_t parent_pid = 0;
   int crash_fd = -1;
   WorkerPolicy policy;
+  // --zygote: control_fd is the daemon's socket, no channel.
+  bool zygote = false;
+  int control_fd = -1;
 };
 
 [[noreturn]] void UsageError(const std::string& message) {
@@ -90,6 +99,10 @@ Options ParseArgs(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       std::exit(0);
     }
+    if (arg == "--zygote") {
+      options.zygote = true;
+      continue;
+    }
     absl::string_view name = arg;
     std::string value;
     const size_t eq = arg.find('=');
@@ -98,7 +111,7 @@ Options ParseArgs(int argc, char** argv) {
       value = std::string(arg.substr(eq + 1));
     } else if (arg == "--channel-fd" || arg == "--session-tag" ||
                arg == "--parent-pid" || arg == "--crash-fd" ||
-               arg == "--policy") {
+               arg == "--policy" || arg == "--control-fd") {
       if (i + 1 >= argc) UsageError(std::string(arg) + " needs a value");
       value = argv[++i];
     }
@@ -109,6 +122,12 @@ Options ParseArgs(int argc, char** argv) {
                    value + "'");
       }
       have_fd = true;
+    } else if (name == "--control-fd") {
+      if (!absl::SimpleAtoi(value, &options.control_fd) ||
+          options.control_fd < 0 || ::fcntl(options.control_fd, F_GETFD) < 0) {
+        UsageError("--control-fd must be an open file descriptor, got '" +
+                   value + "'");
+      }
     } else if (name == "--session-tag") {
       if (!IsSessionTag(value)) {
         UsageError("--session-tag must be 1-32 lowercase hex digits, got '" +
@@ -133,6 +152,10 @@ Options ParseArgs(int argc, char** argv) {
     } else {
       UsageError("unknown argument '" + std::string(arg) + "'");
     }
+  }
+  if (options.zygote) {
+    if (options.control_fd < 0) UsageError("--zygote needs --control-fd");
+    return options;
   }
   if (!have_fd) UsageError("--channel-fd is required");
   if (options.session_tag.empty()) UsageError("--session-tag is required");
@@ -209,16 +232,31 @@ void ResetSignals() {
   }
 }
 
-void Harden(Options& options) {
-  // Die with the daemon. The signal is tied to the thread that forked us,
-  // so the daemon must fork from a thread that lives as long as it does.
+// Dies with the parent: the daemon for an exec'd worker and the zygote,
+// the zygote for the workers it forks (which dies with the daemon). The
+// signal is tied to the *thread* that forked us, so the daemon spawns from
+// a thread that lives as long as it does. `parent_pidfd` (when >= 0) names
+// the parent to check instead of --parent-pid: inside a PID namespace
+// getppid() says 0.
+void DieWithParent(pid_t parent_pid, int parent_pidfd) {
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
     SetupFailed("prctl(PR_SET_PDEATHSIG)");
   }
-  if (options.parent_pid != 0 && ::getppid() != options.parent_pid) {
+  if (parent_pidfd >= 0) {
+    // Still there after arming, or it died before and we would be orphaned.
+    // (A pidfd polls readable once its process has exited; signalling it
+    // is not allowed from inside a new PID namespace.)
+    pollfd parent = {parent_pidfd, POLLIN, 0};
+    if (::poll(&parent, 1, 0) != 0) std::exit(kExitSetup);
+    ::close(parent_pidfd);
+  } else if (parent_pid != 0 && ::getppid() != parent_pid) {
     // The daemon died before PDEATHSIG was armed.
     std::exit(kExitSetup);
   }
+}
+
+// What every ffid-worker process does first, zygote or not.
+void HardenProcess() {
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     SetupFailed("prctl(PR_SET_NO_NEW_PRIVS)");
   }
@@ -229,21 +267,31 @@ void Harden(Options& options) {
     SetupFailed("setrlimit(RLIMIT_CORE)");
   }
   ResetSignals();
-  CloseOtherFds(options.channel_fd, options.crash_fd);
+}
+
+// The crash handler, then the sandbox (`entered` namespaces exist already).
+void EnterWorkerSandbox(Options& options, int entered) {
   if (options.crash_fd >= 0) {
-    if (options.crash_fd != options.channel_fd + 1) {
-      options.crash_fd = options.channel_fd + 1;  // moved by CloseOtherFds
-    }
     if (!InstallCrashHandler(options.crash_fd)) {
       SetupFailed("installing the crash handler");
     }
   }
-  absl::Status sandboxed = EnterSandbox(options.policy);
+  absl::Status sandboxed = EnterSandbox(options.policy, entered);
   if (!sandboxed.ok()) {
     std::fprintf(stderr, "ffid-worker: %s\n",
                  std::string(sandboxed.message()).c_str());
     std::exit(kExitSetup);
   }
+}
+
+void Harden(Options& options) {
+  DieWithParent(options.parent_pid, -1);
+  HardenProcess();
+  CloseOtherFds(options.channel_fd, options.crash_fd);
+  if (options.crash_fd >= 0 && options.crash_fd != options.channel_fd + 1) {
+    options.crash_fd = options.channel_fd + 1;  // moved by CloseOtherFds
+  }
+  EnterWorkerSandbox(options, 0);
 }
 
 int Serve(const Options& options) {
@@ -258,6 +306,45 @@ int Serve(const Options& options) {
   std::fprintf(stderr, "ffid-worker: %s\n",
                std::string(served.message()).c_str());
   return kExitChannel;
+}
+
+// Loads and initializes now, once, what each worker would otherwise do on
+// its own: the unwinder the crash handler uses, protobuf's message tables.
+void Warm() {
+  void* frames[2];
+  ::backtrace(frames, 2);
+  WorkerRequest request;
+  WorkerResponse response;
+  (void)request.ParseFromString(request.SerializeAsString());
+  (void)response.ParseFromString(response.SerializeAsString());
+}
+
+// --zygote: harden this process, warm up, then fork workers on request.
+int RunAsZygote(Options& options, int argc, char** argv) {
+  DieWithParent(options.parent_pid, -1);
+  HardenProcess();
+  CloseOtherFds(options.control_fd, -1);
+  Warm();
+  return RunZygote(options.control_fd, [&](const ZygoteChild& child) {
+    // `ps` tells workers from the zygote: rewrite "--zygote" in place.
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--zygote") == 0) {
+        std::memcpy(argv[i], "--worker", 8);
+      }
+    }
+    Options worker;
+    worker.channel_fd = 3;
+    worker.crash_fd = child.fd_count >= 2 ? 4 : -1;
+    worker.session_tag = child.session_tag;
+    worker.policy = child.policy;
+    // Its own process group, as an exec'd worker's: the daemon kills the
+    // group, taking anything the worker started.
+    ::setpgid(0, 0);
+    DieWithParent(0, child.zygote_pidfd);
+    HardenProcess();
+    EnterWorkerSandbox(worker, child.namespaces);
+    return Serve(worker);
+  });
 }
 
 }  // namespace
@@ -277,6 +364,7 @@ extern "C" const char* __asan_default_options() {
 
 int main(int argc, char** argv) {
   ffid::worker::Options options = ffid::worker::ParseArgs(argc, argv);
+  if (options.zygote) return ffid::worker::RunAsZygote(options, argc, argv);
   ffid::worker::Harden(options);
   return ffid::worker::Serve(options);
 }

@@ -67,6 +67,12 @@ export class FfidError extends Error {
       Object.defineProperty(this, 'cause', { value: options.cause, enumerable: false, writable: true });
     }
   }
+
+  /** For a batch that failed: the index of the step that failed. */
+  get batchStep(): number | undefined {
+    const step = this.metadata['batch_step'];
+    return step === undefined ? undefined : Number(step);
+  }
 }
 
 /** The library file does not exist or the loader cannot find the soname. */

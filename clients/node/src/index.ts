@@ -37,6 +37,7 @@ export type {
   NativeFunction,
 } from './session';
 export { Cast } from './values';
+export { Batch, BatchResult } from './batch';
 export type { TypeDescriptor, FunctionType, Value, SessionInfo, ServerInfo } from './proto';
 export {
   FfidError,

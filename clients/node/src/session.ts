@@ -16,6 +16,7 @@ import {
   errorFromServiceError,
   errorFromStatusBytes,
 } from './errors';
+import { Batch } from './batch';
 import {
   CallResponse,
   FunctionType,
@@ -29,6 +30,8 @@ import {
 } from './proto';
 import {
   Cast,
+  Deferred,
+  isDeferred,
   PointerCodec,
   TypeRegistry,
   clone,
@@ -478,6 +481,15 @@ export class Session {
     return this.invocation.getStore();
   }
 
+  /**
+   * Sends a request on the Connect stream now (inside a callback: tagged
+   * with its invocation) and resolves with its response. @internal
+   */
+  _pipelined(method: string, request: Record<string, unknown>): Promise<any> {
+    if (this.isClosed) return Promise.reject(new SessionNotFound(`session ${this.id} was closed`));
+    return this.streamRequest(this.invocation.getStore()?.id ?? '0', STREAM_FIELDS[method]!, request);
+  }
+
   /** Registers an owned handle for release when its object is garbage-collected. @internal */
   _track(memory: Memory): void {
     this.finalizer.register(memory, memory.handle, memory);
@@ -515,6 +527,11 @@ export class Session {
   /** `await using s = await ffid.connect()` (TypeScript 5.2+) closes the session at the block's end. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /** How console.log and util.inspect show it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `Session(${this.id} at ${this.address}${this.isClosed ? ', closed' : ''})`;
   }
 
   /** Whether close() was called. */
@@ -614,6 +631,20 @@ export class Session {
       size: String(options.size ?? 0),
     });
     return this.ownedMemory(response.memory, options.size ?? 0, BigInt(response.address), undefined);
+  }
+
+  /** Memory a batch step allocated; tracked for the garbage collector unless the batch freed it. @internal */
+  _memory(handle: string, size: number, address: bigint, tracked: boolean): Memory {
+    return tracked ? this.ownedMemory(handle, size, address, undefined) : new Memory(this, handle, size, address, undefined, false);
+  }
+
+  /**
+   * A batch: steps added with b.call(fn, ...args), b.alloc, b.read,
+   * b.write, b.free, run in one round trip by `await b.run()`; a step may
+   * take an earlier step's result (a BatchResult) before it exists.
+   */
+  batch(): Batch {
+    return new Batch(this);
   }
 
   /** @internal */
@@ -829,7 +860,7 @@ const OWNERSHIP: Record<string, string> = {
 };
 
 /** A resolved function's handle and signature. Immutable. */
-class FunctionSpec {
+export class FunctionSpec {
   private readonly paramNames: string[];
 
   constructor(
@@ -848,7 +879,13 @@ class FunctionSpec {
     );
   }
 
-  request(args: unknown[], errno: boolean | undefined, codec: PointerCodec): Record<string, unknown> {
+  /**
+   * The CallRequest for a call with `args`. With `refs` (a batch step),
+   * arguments that are BatchResults of earlier steps become placeholders,
+   * listed in `refs` with their argument index.
+   */
+  request(args: unknown[], errno: boolean | undefined, codec: PointerCodec,
+          refs?: [number, Deferred][]): Record<string, unknown> {
     const params = this.type.parameters;
     const given = [...args];
     const values: Value[] = [];
@@ -857,6 +894,13 @@ class FunctionSpec {
       new ArgumentCount(
         `${this.name}() takes ${expected} argument${expected === 1 ? '' : 's'}${more ? ' or more' : ''}, got ${args.length}`,
       );
+    const convert = (arg: unknown, type: TypeDescriptor | undefined, name: string): Value => {
+      const inner = arg instanceof Cast ? arg.value : arg;
+      if (!isDeferred(inner)) return toValue(arg, type, name, codec);
+      if (!refs) throw new TypeError(`${name}: a BatchResult is an argument only in a step of its batch`);
+      refs.push([values.length, inner]);
+      return {};
+    };
     params.forEach((p, i) => {
       if (this.out.includes(i)) {
         values.push({});
@@ -864,12 +908,13 @@ class FunctionSpec {
       }
       if (!given.length) throw countError(this.type.variadic);
       const type = this.inout.includes(i) ? p.type.pointer!.pointee ?? undefined : p.type;
-      values.push(toValue(given.shift(), type, this.paramNames[i]!, codec));
+      values.push(convert(given.shift(), type, this.paramNames[i]!));
     });
     if (given.length && !this.type.variadic) throw countError(false);
-    const variadicTypes = given.map((extra) => variadicType(extra, codec));
+    // After `...` a BatchResult is a pointer unless a cast names its type.
+    const variadicTypes = given.map((extra) => (isDeferred(extra) ? { pointer: {} } : variadicType(extra, codec)));
     given.forEach((extra, j) => {
-      values.push(toValue(extra, undefined, `parameter ${params.length + j + 1} (variadic) of '${this.name}'`, codec));
+      values.push(convert(extra, undefined, `parameter ${params.length + j + 1} (variadic) of '${this.name}'`));
     });
     return {
       function: this.handle,
@@ -906,6 +951,12 @@ export interface NativeFunction {
   (...args: unknown[]): Promise<any>;
   /** Calls with options: `await f.invoke([0.5], { timeout: 2, errno: true })`. */
   invoke(args: unknown[], options?: CallOptions): Promise<any>;
+  /**
+   * Sends the call on the session's Connect stream at once (before this
+   * returns) and resolves with its result: many calls can be in flight, and
+   * they run in the order sent.
+   */
+  callAsync(...args: unknown[]): Promise<any>;
   /** The symbol. */
   readonly symbol: string;
   /** The function handle. */
@@ -917,28 +968,49 @@ export interface NativeFunction {
 }
 
 function makeFunction(session: Session, spec: FunctionSpec, address: bigint): NativeFunction {
+  // A CallbackFailed gets the callback's exception as its cause.
+  const withCause = (error: unknown): unknown => {
+    if (error instanceof CallbackFailed && session._lastCallbackFailure !== undefined) {
+      const cause = session._lastCallbackFailure;
+      session._lastCallbackFailure = undefined;
+      return new CallbackFailed(error.detail, {
+        reason: error.reason, code: error.code, metadata: error.metadata, crashReport: error.crashReport, cause,
+      });
+    }
+    return error;
+  };
+  const finish = (request: Record<string, unknown>, response: CallResponse): unknown => {
+    if (request.capture_errno) session.errno = response.errno_value;
+    return spec.result(response, session);
+  };
   const invoke = async (args: unknown[], options: CallOptions = {}): Promise<any> => {
     const request = spec.request(args, options.errno, session._codec);
     let response: CallResponse;
     try {
       response = await session._call<CallResponse>('Call', request, options.timeout);
     } catch (error) {
-      if (error instanceof CallbackFailed && session._lastCallbackFailure !== undefined) {
-        const cause = session._lastCallbackFailure;
-        session._lastCallbackFailure = undefined;
-        throw new CallbackFailed(error.detail, {
-          reason: error.reason, code: error.code, metadata: error.metadata, crashReport: error.crashReport, cause,
-        });
-      }
-      throw error;
+      throw withCause(error);
     }
-    if (request.capture_errno) session.errno = response.errno_value;
-    return spec.result(response, session);
+    return finish(request, response);
+  };
+  const callAsync = (...args: unknown[]): Promise<any> => {
+    let request: Record<string, unknown>;
+    try {
+      request = spec.request(args, undefined, session._codec);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return session._pipelined('Call', request).then(
+      (response: CallResponse) => finish(request, response),
+      (error: unknown) => Promise.reject(withCause(error)),
+    );
   };
   const fn = ((...args: unknown[]) => invoke(args)) as NativeFunction;
   Object.defineProperty(fn, 'name', { value: spec.name });
   Object.defineProperties(fn, {
     invoke: { value: invoke },
+    callAsync: { value: callAsync },
+    _spec: { value: spec },
     symbol: { value: spec.name, enumerable: true },
     handle: { value: spec.handle, enumerable: true },
     type: { value: spec.type, enumerable: true },
@@ -1029,7 +1101,13 @@ export class Pointer {
   }
 
   toString(): string {
-    return `Pointer(0x${this.address.toString(16)}${this.handle ? ` ${this.handle}+${this.offset}` : ''})`;
+    const kind = this.constructor.name;
+    return `${kind}(0x${this.address.toString(16)}${this.handle ? ` ${this.handle}+${this.offset}` : ''})`;
+  }
+
+  /** How console.log and util.inspect show it. */
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return this.toString();
   }
 }
 

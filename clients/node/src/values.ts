@@ -143,6 +143,17 @@ export interface PointerCodec {
   makePointer(value: PointerValue): unknown;
 }
 
+/** A value known only later: the result of an earlier step of a batch. */
+export interface Deferred {
+  /** The BatchReference that puts this value at `argument`. */
+  _reference(argument: number): Record<string, unknown>;
+}
+
+/** Whether `obj` is a Deferred (a BatchResult). */
+export function isDeferred(obj: unknown): obj is Deferred {
+  return typeof obj === 'object' && obj !== null && typeof (obj as Deferred)._reference === 'function';
+}
+
 /** A value with an explicit C type, for variadic arguments: ffid.cast("double", 2). */
 export class Cast {
   constructor(

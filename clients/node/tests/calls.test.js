@@ -125,3 +125,15 @@ test('argument count and undeclared functions are refused before any native code
   assert.equal(add.symbol, 'fx_add');
   assert.equal(typeof add.address, 'bigint');
 });
+
+test('callAsync: many calls in flight on the Connect stream, run in the order sent', async () => {
+  const add = await fx.function('int fx_add(int, int)');
+  const counter = await fx.function('int fx_counter(void)');
+  const sums = await Promise.all(Array.from({ length: 100 }, (_, i) => add.callAsync(i, 1)));
+  assert.deepEqual(sums, Array.from({ length: 100 }, (_, i) => i + 1));
+  const counts = await Promise.all(Array.from({ length: 20 }, () => counter.callAsync()));
+  counts.forEach((count, i) => assert.equal(count, counts[0] + i));
+  await assert.rejects(add.callAsync(1), ffid.ArgumentCount);
+  // Refused by the daemon: the error comes back in the StreamResult.
+  await assert.rejects(add.callAsync('x', 1), (e) => e instanceof ffid.TypeMismatch && /parameter 1/.test(e.message));
+});

@@ -18,8 +18,13 @@ export async function firstCall(address?: string): Promise<number> {
     const cb: ffid.Callback = await s.callback('int(int)', (x: number) => x + 1, { default: -1, timeout: 2 });
     const invocation: ffid.InvocationInfo | undefined = s.currentInvocation();
     await cb.release();
+    const b: ffid.Batch = s.batch();
+    const r: ffid.BatchResult = b.call(pow, 2, 3).discard();
+    b.call(pow, r.field('x').add(8), 1);
+    const values: unknown[] = await b.run();
+    const pipelined: number = await pow.callAsync(2, values.length);
     const info: ffid.SessionInfo = await s.info();
-    return cosine + Number(address) + info.restarts + (invocation ? invocation.nativeThreadId : 0);
+    return cosine + pipelined + Number(address) + info.restarts + (invocation ? invocation.nativeThreadId : 0);
   } catch (error) {
     if (error instanceof ffid.WorkerCrashed) {
       const report: ffid.CrashReport | undefined = error.crashReport;

@@ -370,11 +370,28 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
     absl::MutexLock lock(&mu_);
     KillLocked(absl::StrCat("its channel failed: ", why.message()));
   }
+  // What the crash handler wrote is complete once the channel is closed:
+  // the worker only closes it by exiting. A record means the worker is
+  // dying of the signal it names, so its wait status adds nothing and need
+  // not wait for the teardown of its namespaces: answer now.
+  const std::string record_text = ReadCrashRecord(crash_fd_);
+  CrashRecord record = ParseCrashRecord(record_text);
+  bool early = false;
+  if (record.present) {
+    absl::MutexLock lock(&mu_);
+    early = !shutting_down_ && kill_reason_.empty();
+  }
   // The zygote reaps the worker and reports how it ended.
   absl::Time give_up = absl::Now() + kExitGrace;
   std::optional<int> exit_status;
   std::string lost;
-  for (;;) {
+  if (early) {
+    zygote_->Forget(pid_);
+    // Its status is not awaited: make sure nothing of it lingers.
+    if (pidfd_ >= 0) syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    exit_status = record.signal;  // W_EXITCODE(0, signal): killed by it.
+  }
+  while (!early) {
     absl::StatusOr<std::optional<int>> waited =
         zygote_->WaitExit(pid_, give_up);
     if (!waited.ok()) {
@@ -449,8 +466,7 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
   }
   v1::ErrorReason reason = v1::ERROR_REASON_WORKER_CRASHED;
   if (kill_reason_.empty()) {
-    reason = ExplainDeath(ParseCrashRecord(ReadCrashRecord(crash_fd_)),
-                          policy_, report, how);
+    reason = ExplainDeath(record, policy_, report, how);
   }
   std::string message = absl::StrCat("worker ", pid_, " ", how);
   if (!pending_.empty()) {

@@ -249,6 +249,11 @@ absl::StatusOr<std::optional<int>> Zygote::WaitExit(pid_t pid,
   }
 }
 
+void Zygote::Forget(pid_t pid) {
+  absl::MutexLock lock(&mu_);
+  if (exits_.erase(pid) == 0) forgotten_.insert(pid);
+}
+
 void Zygote::ReaderLoop() {
   for (;;) {
     worker::ZygoteEvent event;
@@ -259,7 +264,9 @@ void Zygote::ReaderLoop() {
     if (!received.ok()) break;
     absl::MutexLock lock(&mu_);
     if (event.has_exited()) {
-      exits_[event.exited().pid()] = event.exited().wait_status();
+      if (forgotten_.erase(event.exited().pid()) == 0) {
+        exits_[event.exited().pid()] = event.exited().wait_status();
+      }
       changed_.SignalAll();
       for (int fd : fds) close(fd);
       continue;
@@ -298,6 +305,7 @@ void Zygote::ReaderLoop() {
           pid_);
   absl::MutexLock lock(&mu_);
   dead_ = true;
+  forgotten_.clear();
   for (auto& [id, pending] : spawns_) {
     pending->result = MakeError(absl::StatusCode::kUnavailable,
                                 v1::ERROR_REASON_WORKER_START_FAILED,

@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -76,6 +77,10 @@ class Zygote {
   // unknown). A status is returned once; later calls wait again.
   absl::StatusOr<std::optional<int>> WaitExit(pid_t pid, absl::Time deadline);
 
+  // Drops `pid`'s exit status, now or when it arrives: nobody will wait
+  // for it.
+  void Forget(pid_t pid);
+
   // The zygote's own pid.
   pid_t pid() const { return pid_; }
   bool alive() const;
@@ -98,6 +103,8 @@ class Zygote {
   std::map<uint64_t, PendingSpawn*> spawns_ ABSL_GUARDED_BY(mu_);
   // Exit statuses reported and not yet collected, by pid.
   std::map<pid_t, int> exits_ ABSL_GUARDED_BY(mu_);
+  // Pids whose status is to be dropped when it arrives.
+  std::set<pid_t> forgotten_ ABSL_GUARDED_BY(mu_);
   bool dead_ ABSL_GUARDED_BY(mu_) = false;
 };
 

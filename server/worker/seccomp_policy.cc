@@ -6,6 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -85,8 +90,13 @@ const std::vector<std::string>& SeccompNetworkCalls() {
   return *names;
 }
 
-absl::Status InstallSeccompPolicy(bool allow_network) {
-  std::unique_ptr<void, ContextDeleter> context(seccomp_init(SCMP_ACT_TRAP));
+namespace {
+
+using Context = std::unique_ptr<void, ContextDeleter>;
+
+// The policy for a process whose pid (as it sees it) is `self`.
+absl::StatusOr<Context> BuildPolicy(bool allow_network, pid_t self_pid) {
+  Context context(seccomp_init(SCMP_ACT_TRAP));
   if (context == nullptr) return SeccompError("seccomp_init", -ENOMEM);
   int rc = seccomp_attr_set(context.get(), SCMP_FLTATR_CTL_TSYNC, 1);
   if (rc != 0) return SeccompError("TSYNC", rc);
@@ -106,7 +116,7 @@ absl::Status InstallSeccompPolicy(bool allow_network) {
   }
   // Calls that name a process: only this one (the worker reads its own
   // memory with process_vm_readv; raise() and abort() signal themselves).
-  const scmp_datum_t self = static_cast<scmp_datum_t>(getpid());
+  const scmp_datum_t self = static_cast<scmp_datum_t>(self_pid);
   for (int number : {SCMP_SYS(kill), SCMP_SYS(tgkill), SCMP_SYS(rt_sigqueueinfo),
                      SCMP_SYS(rt_tgsigqueueinfo), SCMP_SYS(process_vm_readv),
                      SCMP_SYS(process_vm_writev), SCMP_SYS(sched_setaffinity),
@@ -133,7 +143,67 @@ absl::Status InstallSeccompPolicy(bool allow_network) {
   rc = seccomp_rule_add(context.get(), SCMP_ACT_ERRNO(ENOSYS),
                         SCMP_SYS(clone3), 0);
   if (rc != 0 && rc != -EDOM) return SeccompError("clone3", rc);
-  rc = seccomp_load(context.get());
+  return context;
+}
+
+// Compiled programs, by (allow_network, self pid). Filled before the
+// zygote forks (PrepareSeccompPolicy), read in single-threaded workers.
+struct Compiled {
+  bool allow_network;
+  pid_t self;
+  std::vector<sock_filter> program;
+};
+std::vector<Compiled>& CompiledPolicies() {
+  static auto* const compiled = new std::vector<Compiled>();
+  return *compiled;
+}
+
+}  // namespace
+
+absl::Status PrepareSeccompPolicy(bool allow_network, pid_t self_pid) {
+  for (const Compiled& compiled : CompiledPolicies()) {
+    if (compiled.allow_network == allow_network && compiled.self == self_pid) {
+      return absl::OkStatus();
+    }
+  }
+  ASSIGN_OR_RETURN(Context context, BuildPolicy(allow_network, self_pid));
+  const int fd = memfd_create("ffid-seccomp", MFD_CLOEXEC);
+  if (fd < 0) return SeccompError("memfd_create", -errno);
+  int rc = seccomp_export_bpf(context.get(), fd);
+  std::vector<sock_filter> program;
+  if (rc == 0) {
+    const off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0 || size % sizeof(sock_filter) != 0) {
+      rc = -EINVAL;
+    } else {
+      program.resize(static_cast<size_t>(size) / sizeof(sock_filter));
+      if (pread(fd, program.data(), static_cast<size_t>(size), 0) != size) {
+        rc = -EIO;
+      }
+    }
+  }
+  close(fd);
+  if (rc != 0) return SeccompError("seccomp_export_bpf", rc);
+  CompiledPolicies().push_back({allow_network, self_pid, std::move(program)});
+  return absl::OkStatus();
+}
+
+absl::Status InstallSeccompPolicy(bool allow_network) {
+  const pid_t self = getpid();
+  for (Compiled& compiled : CompiledPolicies()) {
+    if (compiled.allow_network != allow_network || compiled.self != self) {
+      continue;
+    }
+    sock_fprog program = {static_cast<unsigned short>(compiled.program.size()),
+                          compiled.program.data()};
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                SECCOMP_FILTER_FLAG_TSYNC, &program) != 0) {
+      return SeccompError("seccomp(SECCOMP_SET_MODE_FILTER)", -errno);
+    }
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(Context context, BuildPolicy(allow_network, self));
+  int rc = seccomp_load(context.get());
   if (rc != 0) return SeccompError("seccomp_load", rc);
   return absl::OkStatus();
 }

@@ -13,6 +13,8 @@
 #ifndef FFID_SERVER_WORKER_SECCOMP_POLICY_H_
 #define FFID_SERVER_WORKER_SECCOMP_POLICY_H_
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -27,8 +29,17 @@ const std::vector<std::string>& SeccompAllowlist();
 // The extra calls `allow_network` permits.
 const std::vector<std::string>& SeccompNetworkCalls();
 
-// Installs the policy on the calling process.
+// Installs the policy on the calling process: a program compiled ahead by
+// PrepareSeccompPolicy() for this process's pid, or one built now.
 [[nodiscard]] absl::Status InstallSeccompPolicy(bool allow_network);
+
+// Compiles the policy for a future process whose pid (as it will see it)
+// is `self_pid` and keeps the BPF program, so that InstallSeccompPolicy()
+// in a forked child only loads it (building with libseccomp takes about a
+// millisecond). The zygote does this for PID-namespaced workers (pid 1)
+// before it forks. Not thread-safe: call before forking, single-threaded.
+[[nodiscard]] absl::Status PrepareSeccompPolicy(bool allow_network,
+                                                pid_t self_pid);
 
 }  // namespace ffid::worker
 

@@ -45,6 +45,7 @@
 #include "server/worker/executor.h"
 #include "server/worker/protocol.pb.h"
 #include "server/worker/sandbox.h"
+#include "server/worker/seccomp_policy.h"
 #include "server/worker/zygote.h"
 
 namespace ffid::worker {
@@ -317,6 +318,11 @@ void Warm() {
   WorkerResponse response;
   (void)request.ParseFromString(request.SerializeAsString());
   (void)response.ParseFromString(response.SerializeAsString());
+  // Workers in a PID namespace are pid 1: their seccomp programs can be
+  // compiled once, here.
+  for (bool allow_network : {false, true}) {
+    (void)PrepareSeccompPolicy(allow_network, 1);
+  }
 }
 
 // --zygote: harden this process, warm up, then fork workers on request.

@@ -560,3 +560,94 @@ func TestReadmeSnippets(t *testing.T) {
 		t.Errorf("qsort: %v, %v", v, err)
 	}
 }
+
+func TestOwnershipAndVariables(t *testing.T) {
+	ctx := context.Background()
+	s := dial(t)
+	lib := load(t, s, fixture, "")
+	strdup, err := lib.Function(ctx, "char *fxt_strdup(const char *)", ffid.ReleaseResult(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := strdup.Call(ctx, "text"); err != nil || v != "text" {
+		t.Errorf("strdup released: %v, %v", v, err)
+	}
+	adopting, err := lib.Function(ctx, "char *fxt_strdup(const char *)", ffid.AdoptResult(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := adopting.Invoke(ctx, "kept")
+	if err != nil || r.Value != "kept" || r.Owned == nil {
+		t.Fatalf("strdup adopted: %v, %v", r, err)
+	}
+	if text, err := r.Owned.Read(ctx, 5); err != nil || string(text) != "kept\x00" {
+		t.Errorf("the adopted string: %q, %v", text, err)
+	}
+	if err := r.Owned.Free(ctx); err != nil {
+		t.Error(err)
+	}
+
+	released, err := lib.Variable(ctx, "extern int fxt_released;")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newObject, err := lib.Function(ctx, "void *fxt_object_new(int)", ffid.AdoptResult("fxt_object_release"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	object, err := newObject.Call(ctx, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := object.(*ffid.Memory)
+	if !ok {
+		t.Fatalf("an adopted result is %T", object)
+	}
+	if v, err := m.ReadValue(ctx, "int"); err != nil || v != int64(7) {
+		t.Errorf("the object: %v, %v", v, err)
+	}
+	if err := m.Free(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := released.Value(ctx, "int"); err != nil || v != int64(1) {
+		t.Errorf("fxt_released after Free: %v, %v", v, err)
+	}
+
+	// Adopted later, with a size: reads are bounds-checked.
+	borrowed, err := lib.Function(ctx, "void *fxt_object_new(int)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := borrowed.Call(ctx, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owned, err := s.Adopt(ctx, p.(ffid.Pointer), "fxt_object_release", lib, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owned.Read(ctx, 8); !errors.Is(err, ffid.ErrOutOfBounds) {
+		t.Errorf("reading past an adopted size: %v", err)
+	}
+	if err := owned.Free(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := released.Value(ctx, "int"); err != nil || v != int64(2) {
+		t.Errorf("fxt_released after the second Free: %v, %v", v, err)
+	}
+
+	counter, err := lib.Variable(ctx, "extern int fxt_counter;")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := counter.WriteValue(ctx, "int", 42); err != nil {
+		t.Fatal(err)
+	}
+	get, err := lib.Function(ctx, "int fxt_counter_get(void)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := get.Call(ctx); err != nil || v != int64(42) {
+		t.Errorf("fxt_counter_get after a write: %v, %v", v, err)
+	}
+}

@@ -97,6 +97,9 @@ type Function struct {
 	out       []string
 	inout     []string
 	errno     bool
+	// What happens to a returned pointer (ReleaseResult, AdoptResult).
+	ownership  ffidpb.ResultOwnership
+	destructor string
 
 	mu     sync.Mutex
 	handle string
@@ -112,6 +115,9 @@ type Result struct {
 	Out map[string]any
 	// Errno is errno right after the call, with WithErrno.
 	Errno int
+	// Owned is, with AdoptResult on a function returning a string, the
+	// adopted pointer (Value is the string copied out); nil otherwise.
+	Owned *Memory
 }
 
 // Resolve looks the function up and prepares its call interface now; Call
@@ -248,6 +254,13 @@ func (f *Function) Invoke(ctx context.Context, args ...any) (*Result, error) {
 		}
 	}
 	result := &Result{Value: fromValue(response.GetResult(), s), Errno: int(response.GetErrnoValue())}
+	if f.ownership == ffidpb.ResultOwnership_RESULT_OWNERSHIP_ADOPT {
+		if p, ok := result.Value.(Pointer); ok {
+			result.Value = &Memory{Pointer: p}
+		} else if response.GetResultPointer() != nil {
+			result.Owned = &Memory{Pointer: pointerFrom(s, response.GetResultPointer())}
+		}
+	}
 	if len(response.GetOutValues()) > 0 {
 		result.Out = map[string]any{}
 		for index, value := range response.GetOutValues() {
@@ -264,7 +277,8 @@ func (f *Function) Invoke(ctx context.Context, args ...any) (*Result, error) {
 // request converts the arguments; out-parameters take none.
 func (f *Function) request(args []any) (*ffidpb.CallRequest, error) {
 	s := f.library.session
-	request := &ffidpb.CallRequest{Session: s.id, Function: f.handle, CaptureErrno: f.errno}
+	request := &ffidpb.CallRequest{Session: s.id, Function: f.handle, CaptureErrno: f.errno,
+		ResultOwnership: f.ownership, ResultDestructor: f.destructor}
 	next := 0
 	for i, parameter := range f.typ.GetParameters() {
 		what := fmt.Sprintf("parameter %d of '%s'", i+1, f.symbol)
@@ -314,4 +328,45 @@ func (f *Function) countError(given int) error {
 	}
 	return clientError(ReasonArgumentCount, codes.InvalidArgument,
 		"%s takes %d argument(s)%s, got %d", f.symbol, expected, more, given)
+}
+
+// ReleaseResult makes a function returning a pointer or string release it
+// with destructor (a symbol of the library or the global scope; "" means
+// free) right after the call, once a string result is copied out: for
+// `char *strdup(const char *)`.
+func ReleaseResult(destructor string) FuncOption {
+	return func(f *Function) {
+		f.ownership = ffidpb.ResultOwnership_RESULT_OWNERSHIP_RELEASE
+		f.destructor = destructor
+	}
+}
+
+// AdoptResult makes the session own the pointer a function returns: the
+// result is a *Memory (for a string function, Result.Value is the string
+// and Result.Owned the pointer) that the session releases with destructor
+// ("" means free) on Free or at its end.
+func AdoptResult(destructor string) FuncOption {
+	return func(f *Function) {
+		f.ownership = ffidpb.ResultOwnership_RESULT_OWNERSHIP_ADOPT
+		f.destructor = destructor
+	}
+}
+
+// Variable looks up a global variable of the library, declared as a C
+// declaration ("extern int counter;", over the session's types): memory of
+// the variable's size that the library owns (Free refuses it), read and
+// written with Value/WriteValue and its type.
+func (l *Library) Variable(ctx context.Context, declaration string) (*Memory, error) {
+	s := l.session
+	if err := s.unaryAllowed(ctx, "resolving a variable"); err != nil {
+		return nil, err
+	}
+	response, err := s.client.rpc.ResolveVariable(ctx, &ffidpb.ResolveVariableRequest{
+		Session: s.id, Library: l.handle,
+		VariableType: &ffidpb.ResolveVariableRequest_Declaration{Declaration: declaration}})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return &Memory{Pointer: Pointer{session: s, handle: response.GetMemory(), address: response.GetAddress()},
+		size: 0}, nil
 }

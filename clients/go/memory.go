@@ -121,7 +121,8 @@ type Memory struct {
 	size uint64
 }
 
-// Size returns the size in bytes.
+// Size returns the size in bytes; 0 when unknown (a variable, an adopted
+// pointer of unknown size).
 func (m *Memory) Size() uint64 { return m.size }
 
 // Bytes reads the whole block.
@@ -225,4 +226,25 @@ func (s *Session) write(ctx context.Context, request *ffidpb.WriteRequest) error
 	}
 	_, err := s.client.rpc.Write(ctx, request)
 	return fromRPC(err)
+}
+
+// Adopt makes the session own a pointer that native code returned: it is
+// released with destructor ("" means free), looked up in library (nil:
+// the global scope), on Free or at the session's end. size, if not 0,
+// bounds-checks later reads and writes.
+func (s *Session) Adopt(ctx context.Context, p Pointer, destructor string, library *Library,
+	size uint64) (*Memory, error) {
+	if err := s.unaryAllowed(ctx, "Adopt"); err != nil {
+		return nil, err
+	}
+	request := &ffidpb.AdoptRequest{Session: s.id, Pointer: p.proto(), Destructor: destructor, Size: size}
+	if library != nil {
+		request.Library = library.handle
+	}
+	response, err := s.client.rpc.Adopt(ctx, request)
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	return &Memory{Pointer: Pointer{session: s, handle: response.GetMemory(), address: response.GetAddress()},
+		size: size}, nil
 }

@@ -137,3 +137,15 @@ test('callAsync: many calls in flight on the Connect stream, run in the order se
   // Refused by the daemon: the error comes back in the StreamResult.
   await assert.rejects(add.callAsync('x', 1), (e) => e instanceof ffid.TypeMismatch && /parameter 1/.test(e.message));
 });
+
+test('unions by value: an object with one member in, the bytes out (and back in)', async () => {
+  await s.cdef(`
+    union fxt_number { int i; float f; double d; };
+    union fxt_number fxt_number_from_float(float f);
+    double fxt_number_as_double(union fxt_number n, int which);`);
+  const bytes = await fx.fxt_number_from_float(1.5);
+  assert.ok(Buffer.isBuffer(bytes));
+  assert.equal(bytes.readFloatLE(0), 1.5);
+  assert.equal(await fx.fxt_number_as_double(bytes, 1), 1.5);
+  assert.equal(await fx.fxt_number_as_double({ d: 0.25 }, 2), 0.25);
+});

@@ -39,7 +39,8 @@ fi
 # (on PATH, /usr/local/go/bin or /usr/local/bin); else Debian's golang-go
 # fetches the Go toolchain from the Go module proxy as the module
 # golang.org/toolchain (what newer go commands do for GOTOOLCHAIN), and
-# /usr/local/bin/go links to it.
+# /usr/local/bin/go links to it. FFID_WITHOUT_GO=1 skips this: building and
+# running the daemon (deploy/start.sh, the Dockerfile) needs no Go.
 go_toolchain=go1.26.8
 go_is_recent() {
   "$1" env GOVERSION 2>/dev/null | awk -F'[go.]' '{ exit !($3 > 1 || ($3 == 1 && $4 >= 26)) }'
@@ -69,12 +70,16 @@ bootstrap_go() {
   chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/* || return 1
   "${sudo_cmd[@]}" ln -sf "$dir/bin/go" /usr/local/bin/go
 }
-if ! find_go >/dev/null; then
+if [[ "${FFID_WITHOUT_GO:-0}" == 1 ]]; then
+  :
+elif ! find_go >/dev/null; then
   echo "install-deps: no Go 1.26 or later; fetching ${go_toolchain} from the Go module proxy with Debian's golang-go"
   sudo_cmd=()
   if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
   if ! dpkg-query -W -f='${Status}' golang-go 2>/dev/null | grep -q "ok installed"; then
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends golang-go
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -q
+    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends golang-go
   fi
   if ! bootstrap_go /usr/bin/go || ! find_go >/dev/null; then
     echo "install-deps: error: the Go client (clients/go) needs Go 1.26 or later, and it could" >&2
@@ -83,4 +88,6 @@ if ! find_go >/dev/null; then
     exit 1
   fi
 fi
-echo "install-deps: Go: $("$(find_go)" version)"
+if [[ "${FFID_WITHOUT_GO:-0}" != 1 ]]; then
+  echo "install-deps: Go: $("$(find_go)" version)"
+fi

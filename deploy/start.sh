@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash deploy/install-deps.sh
+FFID_WITHOUT_GO=1 bash deploy/install-deps.sh  # the daemon needs no Go
 
 cmake --preset release -DFFID_BUILD_TESTS=OFF >/dev/null
 cmake --build --preset release --target ffid_server_main ffid_worker_main ffictl

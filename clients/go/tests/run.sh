@@ -14,7 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 export PATH="$PATH:/usr/local/go/bin"
-export GOTOOLCHAIN=local GOWORK=off GOFLAGS=-mod=readonly
+export GOTOOLCHAIN=local GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false"
 if [[ -z "${HOME:-}" && -z "${GOCACHE:-}" ]]; then export GOCACHE="$here/.gocache"; fi
 
 if ! command -v go >/dev/null 2>&1; then

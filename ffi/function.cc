@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/memory/memory.h"
 #include "absl/strings/str_cat.h"
 #include "ffi/errors.h"
@@ -154,6 +155,68 @@ void* ArgumentSlot(const CType& type, CallArena& arena) {
                         std::max<size_t>(type.alignment(), alignof(ffi_arg)));
 }
 
+// libffi 3.4 copies a register-passed struct whose first eightbyte is
+// INTEGER with one memcpy of its whole size; when that eightbyte gets the
+// last general register (r9) the copy runs into the first SSE register's
+// slot and overwrites an argument already there. Such an argument is
+// passed as its eightbytes instead, which the ABI treats identically as
+// long as all of them get registers (they do: that is why it was r9).
+struct SplitPlan {
+  bool split = false;
+  // The arguments libffi is given, and where each comes from: (argument
+  // index, byte offset into that argument's slot).
+  std::vector<ffi_type*> types;
+  std::vector<std::pair<size_t, size_t>> sources;
+  // How many of `types` are fixed (for ffi_prep_cif_var).
+  size_t fixed = 0;
+};
+
+// `types` are all arguments' types; the first `fixed_ffi.size()` are the
+// fixed parameters, passed to libffi as `fixed_ffi` says.
+SplitPlan PlanSplit(const CType& return_type,
+                    const std::vector<const CType*>& types,
+                    const std::vector<ffi_type*>& fixed_ffi) {
+  SplitPlan plan;
+  const size_t fixed = fixed_ffi.size();
+  int gpr = 0, sse = 0;
+  if (return_type.ffi()->type == FFI_TYPE_STRUCT &&
+      EightbyteClasses(return_type).empty()) {
+    gpr = 1;  // the hidden pointer to the result
+  }
+  for (size_t i = 0; i < types.size(); ++i) {
+    const CType& t = *types[i];
+    const std::string classes = EightbyteClasses(t);
+    const int ngpr =
+        static_cast<int>(std::count(classes.begin(), classes.end(), 'I'));
+    const int nsse =
+        static_cast<int>(std::count(classes.begin(), classes.end(), 'S'));
+    const bool in_registers =
+        !classes.empty() && gpr + ngpr <= 6 && sse + nsse <= 8;
+    ffi_type* ffi = i < fixed ? fixed_ffi[i] : t.ffi();
+    if (in_registers && t.descriptor().has_record() && classes[0] == 'I' &&
+        t.size() > 8 && gpr == 5) {
+      plan.split = true;
+      plan.types.push_back(&ffi_type_uint64);
+      plan.sources.emplace_back(i, 0);
+      if (classes.size() > 1 && classes[1] == 'S') {
+        // Always a double: libffi refuses float as a variadic argument,
+        // and the slot is whole eightbytes, so reading 8 bytes is safe.
+        plan.types.push_back(&ffi_type_double);
+        plan.sources.emplace_back(i, 8);
+      }
+    } else {
+      plan.types.push_back(ffi);
+      plan.sources.emplace_back(i, 0);
+    }
+    if (i + 1 == fixed) plan.fixed = plan.types.size();
+    if (in_registers) {
+      gpr += ngpr;
+      sse += nsse;
+    }
+  }
+  return plan;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PreparedFunction>> PreparedFunction::Create(
@@ -209,6 +272,7 @@ absl::StatusOr<std::unique_ptr<PreparedFunction>> PreparedFunction::Create(
         WithContext(parameter_type->by_value_status(), context));
     *function->type_.mutable_parameters(i)->mutable_type() =
         parameter_type->descriptor();
+    function->parameter_contexts_.push_back(context);
     function->ffi_parameter_types_.push_back(parameter_type->ffi());
     function->parameter_types_.push_back(std::move(parameter_type));
   }
@@ -228,6 +292,26 @@ absl::StatusOr<std::unique_ptr<PreparedFunction>> PreparedFunction::Create(
                                     FunctionTypeName(type, fn), "' (",
                                     FfiStatusName(status), ")"));
   }
+  if (!type.variadic()) {
+    std::vector<const CType*> types;
+    for (const auto& t : function->parameter_types_) types.push_back(t.get());
+    SplitPlan plan = PlanSplit(*function->return_type_, types,
+                               function->ffi_parameter_types_);
+    if (plan.split) {
+      function->split_ = true;
+      function->split_types_ = std::move(plan.types);
+      function->split_sources_ = std::move(plan.sources);
+      status = ffi_prep_cif(
+          &function->split_cif_, FFI_DEFAULT_ABI,
+          static_cast<unsigned int>(function->split_types_.size()),
+          function->return_type_->ffi(), function->split_types_.data());
+      if (status != FFI_OK) {
+        return Unsupported(absl::StrCat("libffi cannot prepare a call to '",
+                                        FunctionTypeName(type, fn), "' (",
+                                        FfiStatusName(status), ")"));
+      }
+    }
+  }
   return function;
 }
 
@@ -237,51 +321,68 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
     absl::Span<const v1::Value> arguments,
     absl::Span<const v1::TypeDescriptor> variadic_types,
     PointerResolver& resolver, const CallOptions& options) const {
+  return CallWith(arguments, variadic_types, resolver, options);
+}
+
+absl::StatusOr<CallResult> PreparedFunction::Call(
+    const google::protobuf::RepeatedPtrField<v1::Value>& arguments,
+    const google::protobuf::RepeatedPtrField<v1::TypeDescriptor>&
+        variadic_types,
+    PointerResolver& resolver, const CallOptions& options) const {
+  return CallWith(arguments, variadic_types, resolver, options);
+}
+
+template <typename Arguments, typename Types>
+absl::StatusOr<CallResult> PreparedFunction::CallWith(
+    const Arguments& arguments, const Types& variadic_types,
+    PointerResolver& resolver, const CallOptions& options) const {
   const size_t fixed = parameter_types_.size();
+  const size_t argument_count = static_cast<size_t>(arguments.size());
+  const size_t variadic_count = static_cast<size_t>(variadic_types.size());
   if (!type_.variadic()) {
     if (!variadic_types.empty()) {
       return ArgumentCount(absl::StrCat(
           "'", name_, "' is not variadic, but ",
-          Plural(variadic_types.size(), "variadic argument type"),
-          variadic_types.size() == 1 ? " was" : " were", " given"));
+          Plural(variadic_count, "variadic argument type"),
+          variadic_count == 1 ? " was" : " were", " given"));
     }
-    if (arguments.size() != fixed) {
+    if (argument_count != fixed) {
       return ArgumentCount(absl::StrCat("'", name_, "' takes ",
                                         Plural(fixed, "argument"), ", got ",
-                                        arguments.size()));
+                                        argument_count));
     }
   } else {
-    if (arguments.size() < fixed) {
+    if (argument_count < fixed) {
       return ArgumentCount(absl::StrCat("'", name_, "' takes at least ",
                                         Plural(fixed, "argument"), ", got ",
-                                        arguments.size()));
+                                        argument_count));
     }
-    if (arguments.size() - fixed != variadic_types.size()) {
+    if (argument_count - fixed != variadic_count) {
       return ArgumentCount(absl::StrCat(
           "'", name_, "' got ",
-          Plural(arguments.size() - fixed, "variadic argument"), " but ",
-          Plural(variadic_types.size(), "variadic argument type"),
+          Plural(argument_count - fixed, "variadic argument"), " but ",
+          Plural(variadic_count, "variadic argument type"),
           "; give one type per variadic argument"));
     }
   }
 
   CallArena arena;
-  std::vector<void*> values(arguments.size());
+  absl::InlinedVector<void*, 8> values(argument_count);
   struct OutParameter {
     uint32_t index;
     const CType* type;
     void* address;
   };
-  std::vector<OutParameter> outs;
+  absl::InlinedVector<OutParameter, 2> outs;
   for (size_t i = 0; i < fixed; ++i) {
     const CType& type = *parameter_types_[i];
     void* slot = ArgumentSlot(type, arena);
-    RETURN_IF_ERROR(
-        EncodeValue(type, arguments[i], slot, resolver, arena,
-                    ParameterContext(i, type_.parameters(i).name(), name_)));
+    const v1::Value& argument = arguments[static_cast<int>(i)];
+    RETURN_IF_ERROR(EncodeValue(type, argument, slot, resolver, arena,
+                                parameter_contexts_[i]));
     values[i] = slot;
     const v1::TypeDescriptor& d = type.descriptor();
-    const v1::Value::KindCase kind = arguments[i].kind_case();
+    const v1::Value::KindCase kind = argument.kind_case();
     // Only a temporary ffid made for the call has a value to report; a NULL
     // or the caller's own pointer is the caller's business.
     if (type.pointee() != nullptr &&
@@ -300,20 +401,22 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
   std::vector<ffi_type*> all_types;
   if (type_.variadic()) {
     all_types = ffi_parameter_types_;
-    for (size_t j = 0; j < variadic_types.size(); ++j) {
+    for (size_t j = 0; j < variadic_count; ++j) {
       const size_t index = fixed + j;
       const std::string context =
           absl::StrCat("argument ", index + 1, " (variadic) of '", name_, "'");
-      ASSIGN_OR_RETURN(std::shared_ptr<const CType> type,
-                       CType::Create(DecayArray(variadic_types[j]), context));
+      ASSIGN_OR_RETURN(
+          std::shared_ptr<const CType> type,
+          CType::Create(DecayArray(variadic_types[static_cast<int>(j)]),
+                        context));
       if (type->is_void()) {
         return Mismatch(
             absl::StrCat(context, ": a variadic argument cannot be void"));
       }
       RETURN_IF_ERROR(WithContext(type->by_value_status(), context));
       void* slot = ArgumentSlot(*type, arena);
-      RETURN_IF_ERROR(
-          EncodeValue(*type, arguments[index], slot, resolver, arena, context));
+      RETURN_IF_ERROR(EncodeValue(*type, arguments[static_cast<int>(index)],
+                                  slot, resolver, arena, context));
       std::shared_ptr<const CType> promoted = PromotedType(*type);
       if (promoted != nullptr) {
         void* wide = ArgumentSlot(*promoted, arena);
@@ -337,80 +440,45 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
     cif = &variadic_cif;
   }
 
-  // libffi 3.4 copies a register-passed struct whose first eightbyte is
-  // INTEGER with one memcpy of its whole size; when that eightbyte gets the
-  // last general register (r9) the copy runs into the first SSE register's
-  // slot and overwrites an argument already there. Such an argument is
-  // passed as its eightbytes instead, which the ABI treats identically as
-  // long as all of them get registers (they do: that is why it was r9).
-  std::vector<ffi_type*> split_types;
-  std::vector<void*> split_values;
-  size_t split_fixed = 0;
-  bool split = false;
-  {
+  // See PlanSplit: prepared once for a fixed signature, per call for a
+  // variadic one.
+  absl::InlinedVector<void*, 8> split_values;
+  ffi_cif split_cif;
+  SplitPlan plan;
+  const std::vector<std::pair<size_t, size_t>>* sources = nullptr;
+  if (split_) {
+    sources = &split_sources_;
+    cif = const_cast<ffi_cif*>(&split_cif_);
+  } else if (type_.variadic()) {
     std::vector<const CType*> types;
     for (const auto& t : parameter_types_) types.push_back(t.get());
     for (const auto& t : variadic_ctypes) types.push_back(t.get());
-    int gpr = 0, sse = 0;
-    if (return_type_->ffi()->type == FFI_TYPE_STRUCT &&
-        EightbyteClasses(*return_type_).empty()) {
-      gpr = 1;  // the hidden pointer to the result
-    }
-    for (size_t i = 0; i < types.size(); ++i) {
-      const CType& t = *types[i];
-      const std::string classes = EightbyteClasses(t);
-      const int ngpr = static_cast<int>(
-          std::count(classes.begin(), classes.end(), 'I'));
-      const int nsse = static_cast<int>(
-          std::count(classes.begin(), classes.end(), 'S'));
-      const bool in_registers =
-          !classes.empty() && gpr + ngpr <= 6 && sse + nsse <= 8;
-      ffi_type* ffi = i < fixed ? ffi_parameter_types_[i] : t.ffi();
-      if (in_registers && t.descriptor().has_record() && classes[0] == 'I' &&
-          t.size() > 8 && gpr == 5) {
-        split = true;
-        split_types.push_back(&ffi_type_uint64);
-        split_values.push_back(values[i]);
-        if (classes.size() > 1 && classes[1] == 'S') {
-          // Always a double: libffi refuses float as a variadic argument,
-          // and the slot is whole eightbytes, so reading 8 bytes is safe.
-          split_types.push_back(&ffi_type_double);
-          split_values.push_back(static_cast<char*>(values[i]) + 8);
-        }
-      } else {
-        split_types.push_back(ffi);
-        split_values.push_back(values[i]);
+    plan = PlanSplit(*return_type_, types, ffi_parameter_types_);
+    if (plan.split) {
+      const auto total = static_cast<unsigned int>(plan.types.size());
+      ffi_status status = ffi_prep_cif_var(
+          &split_cif, FFI_DEFAULT_ABI, static_cast<unsigned int>(plan.fixed),
+          total, return_type_->ffi(), plan.types.data());
+      if (status != FFI_OK) {
+        return Unsupported(absl::StrCat("libffi cannot prepare this call to '",
+                                        name_, "' (", FfiStatusName(status),
+                                        ")"));
       }
-      if (i + 1 == fixed) split_fixed = split_types.size();
-      if (in_registers) {
-        gpr += ngpr;
-        sse += nsse;
-      }
+      cif = &split_cif;
+      sources = &plan.sources;
     }
   }
-  ffi_cif split_cif;
-  if (split) {
-    const auto total = static_cast<unsigned int>(split_types.size());
-    ffi_status status =
-        type_.variadic()
-            ? ffi_prep_cif_var(&split_cif, FFI_DEFAULT_ABI,
-                               static_cast<unsigned int>(split_fixed), total,
-                               return_type_->ffi(), split_types.data())
-            : ffi_prep_cif(&split_cif, FFI_DEFAULT_ABI, total,
-                           return_type_->ffi(), split_types.data());
-    if (status != FFI_OK) {
-      return Unsupported(absl::StrCat("libffi cannot prepare this call to '",
-                                      name_, "' (", FfiStatusName(status),
-                                      ")"));
+  if (sources != nullptr) {
+    for (const auto& [index, offset] : *sources) {
+      split_values.push_back(static_cast<char*>(values[index]) + offset);
     }
-    cif = &split_cif;
   }
 
   void* return_value = ArgumentSlot(*return_type_, arena);
   CallResult result;
   if (options.capture_errno) errno = 0;
   ffi_call(cif, address_, return_value,
-           split ? split_values.data() : values.data());
+           sources != nullptr ? split_values.data() : values.data());
   if (options.capture_errno) result.errno_value = errno;
 
   if (!return_type_->is_void()) {

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -20,6 +21,7 @@
 #include "ffi/marshal.h"
 #include "ffi/types.h"
 #include "ffid/v1/types.pb.h"
+#include "google/protobuf/repeated_field.h"
 
 namespace ffid::ffi {
 
@@ -58,6 +60,13 @@ class PreparedFunction {
       absl::Span<const v1::Value> arguments,
       absl::Span<const v1::TypeDescriptor> variadic_types,
       PointerResolver& resolver, const CallOptions& options = {}) const;
+  // The same for arguments in protobuf repeated fields, without copying
+  // them (the worker's hot path).
+  absl::StatusOr<CallResult> Call(
+      const google::protobuf::RepeatedPtrField<v1::Value>& arguments,
+      const google::protobuf::RepeatedPtrField<v1::TypeDescriptor>&
+          variadic_types,
+      PointerResolver& resolver, const CallOptions& options = {}) const;
 
   const std::string& name() const { return name_; }
   const v1::FunctionType& type() const { return type_; }
@@ -66,6 +75,12 @@ class PreparedFunction {
  private:
   PreparedFunction() = default;
 
+  template <typename Arguments, typename Types>
+  absl::StatusOr<CallResult> CallWith(const Arguments& arguments,
+                                      const Types& variadic_types,
+                                      PointerResolver& resolver,
+                                      const CallOptions& options) const;
+
   std::string name_;
   v1::FunctionType type_;
   void (*address_)() = nullptr;
@@ -73,6 +88,16 @@ class PreparedFunction {
   std::vector<std::shared_ptr<const CType>> parameter_types_;
   std::vector<ffi_type*> ffi_parameter_types_;
   ffi_cif cif_{};
+  // "parameter 2 'x' of 'f'", for messages; made once.
+  std::vector<std::string> parameter_contexts_;
+  // For a non-variadic function whose arguments hit libffi's r9 struct
+  // copy bug (see Call): the cif with such arguments split into eightbytes,
+  // and for each of its arguments, the parameter and byte offset it comes
+  // from. Prepared once.
+  bool split_ = false;
+  std::vector<ffi_type*> split_types_;
+  std::vector<std::pair<size_t, size_t>> split_sources_;
+  ffi_cif split_cif_{};
 };
 
 }  // namespace ffid::ffi

@@ -950,6 +950,13 @@ absl::StatusOr<void*> PointerResolver::ResolveCallback(
 void* CallArena::Allocate(size_t size, size_t alignment) {
   if (alignment == 0) alignment = 1;
   if (size == 0) size = 1;
+  const size_t offset =
+      (inline_used_ + alignment - 1) & ~(size_t{alignment} - 1);
+  if (alignment <= 16 && offset + size <= sizeof(inline_)) {
+    inline_used_ = offset + size;
+    std::memset(inline_ + offset, 0, size);
+    return inline_ + offset;
+  }
   auto block = std::make_unique<unsigned char[]>(size + alignment - 1);
   uintptr_t start = reinterpret_cast<uintptr_t>(block.get());
   uintptr_t aligned = (start + alignment - 1) & ~(uintptr_t{alignment} - 1);

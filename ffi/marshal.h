@@ -47,9 +47,13 @@ class CallArena {
   CallArena(const CallArena&) = delete;
   CallArena& operator=(const CallArena&) = delete;
   // Zero-filled, aligned to `alignment` (a power of two, at most 16).
+  // The first few hundred bytes come from storage inside the arena, so a
+  // call with small arguments allocates nothing.
   void* Allocate(size_t size, size_t alignment);
 
  private:
+  alignas(16) unsigned char inline_[256];
+  size_t inline_used_ = 0;
   std::vector<std::unique_ptr<unsigned char[]>> blocks_;
 };
 

@@ -176,8 +176,12 @@ class ConnectStreamWriter : public StreamSink {
       if (queue_.empty()) break;
       v1::ConnectResponse message = std::move(queue_.front());
       queue_.pop_front();
+      // More queued behind it: let gRPC hold this message and send it
+      // with the next in one write (the last of a burst flushes).
+      grpc::WriteOptions options;
+      if (!queue_.empty()) options.set_buffer_hint();
       mu_.Unlock();
-      const bool written = stream_->Write(message);
+      const bool written = stream_->Write(message, options);
       mu_.Lock();
       if (!written) break;  // The client has gone.
     }
@@ -325,12 +329,19 @@ absl::StatusOr<StreamRequest> PrepareStreamCall(Session& session,
       *forward.mutable_release_callback() = call.release_callback();
       forward.mutable_release_callback()->clear_session();
       break;
+    case v1::StreamCall::kBatch:
+      prepared.description = absl::StrCat(
+          "running a batch of ", call.batch().steps_size(), " steps");
+      *forward.mutable_batch() = call.batch();
+      forward.mutable_batch()->clear_session();
+      break;
     case v1::StreamCall::REQUEST_NOT_SET:
       return InvalidArgumentError(
           v1::ERROR_REASON_INVALID_REQUEST,
           absl::StrCat("stream call ", call.tag(),
                        " names no request (call, read, write, allocate, "
-                       "free, register_callback or release_callback)"));
+                       "free, register_callback, release_callback or "
+                       "batch)"));
   }
   return prepared;
 }
@@ -360,6 +371,9 @@ void FillStreamResult(WorkerResponse& answer, v1::StreamResult& result) {
     case WorkerResponse::kReleaseCallback:
       *result.mutable_release_callback() =
           std::move(*answer.mutable_release_callback());
+      break;
+    case WorkerResponse::kBatch:
+      *result.mutable_batch() = std::move(*answer.mutable_batch());
       break;
     default:
       break;

@@ -217,6 +217,55 @@ TEST_F(BatchTest, ManyStepsRunInOrder) {
   }
 }
 
+// The same batch on the Connect stream (StreamCall.batch), pipelined with
+// calls: everything runs in the order sent.
+TEST_F(BatchTest, BatchOnTheConnectStreamRunsInOrderWithCalls) {
+  const client::Function counter = ResolveOk("int fx_counter(void)");
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  auto first = session_->CallAsync(counter, {});
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(counter, {}));
+  steps.push_back(CallStep(add, {v1::Value(), MakeInt(10)}));
+  Refer(steps.back(), 0, 0);
+  steps.push_back(CallStep(counter, {}));
+  auto batch = session_->BatchAsync(steps);
+  auto last = session_->CallAsync(counter, {});
+
+  absl::StatusOr<v1::CallResponse> before = first.get();
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->result().int_value(), 1);
+  absl::StatusOr<v1::BatchResponse> response = batch.get();
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 3);
+  EXPECT_EQ(response->results(0).call().result().int_value(), 2);
+  EXPECT_EQ(response->results(1).call().result().int_value(), 12);
+  EXPECT_EQ(response->results(2).call().result().int_value(), 3);
+  absl::StatusOr<v1::CallResponse> after = last.get();
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->result().int_value(), 4);
+}
+
+// A failing step on the stream: the stream result carries the step's error
+// with its index, and the stream goes on working.
+TEST_F(BatchTest, FailedStepOnTheConnectStreamIsNamed) {
+  const client::Function counter = ResolveOk("int fx_counter(void)");
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  std::vector<v1::BatchStep> steps;
+  steps.push_back(CallStep(counter, {}));
+  steps.push_back(CallStep(add, {MakeString("not an int"), MakeInt(1)}));
+  steps.push_back(CallStep(counter, {}));
+  absl::StatusOr<v1::BatchResponse> response =
+      session_->BatchAsync(steps).get();
+  ASSERT_FALSE(response.ok());
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client::BatchFailedStep(response.status()), 1);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("batch step 1"));
+  absl::StatusOr<v1::CallResponse> next = session_->CallAsync(counter, {}).get();
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->result().int_value(), 2);
+}
+
 TEST_F(BatchTest, EmptyBatchSucceeds) {
   absl::StatusOr<v1::BatchResponse> response = session_->Batch({});
   ASSERT_TRUE(response.ok()) << response.status();

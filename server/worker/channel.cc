@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -67,39 +68,9 @@ absl::Status WriteAll(int fd, const char* data, size_t size) {
   return absl::OkStatus();
 }
 
-// Reads exactly `size` bytes. Sets *eof_at_start when the peer closed before
-// the first byte, which is a clean end between frames.
-absl::Status ReadAll(int fd, char* data, size_t size, bool* eof_at_start) {
-  *eof_at_start = false;
-  size_t done = 0;
-  while (done < size) {
-    ssize_t n = ::read(fd, data + done, size - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == ECONNRESET) {
-        if (done == 0) {
-          *eof_at_start = true;
-          return absl::OkStatus();
-        }
-        n = 0;  // Treated as a truncated read below.
-      } else {
-        return IoError("receive", errno);
-      }
-    }
-    if (n == 0) {
-      if (done == 0) {
-        *eof_at_start = true;
-        return absl::OkStatus();
-      }
-      return ffid::MakeError(
-          absl::StatusCode::kDataLoss, v1::ERROR_REASON_INTERNAL,
-          absl::StrCat("channel truncated: peer closed after ", done, " of ",
-                       size, " bytes"));
-    }
-    done += static_cast<size_t>(n);
-  }
-  return absl::OkStatus();
-}
+// The read-ahead buffer's usual size; a bigger frame grows it for as long
+// as it is being received.
+constexpr size_t kReadChunk = 64 * 1024;
 
 }  // namespace
 
@@ -117,24 +88,60 @@ absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
         absl::StrCat("message of ", size, " bytes exceeds the channel's ",
                      kMaxFrameBytes, "-byte frame limit"));
   }
-  // One buffer, one write: the header and payload go out together so a small
-  // frame costs a single syscall.
-  std::string frame;
-  frame.resize(kHeaderBytes + size);
-  EncodeLength(static_cast<uint32_t>(size), frame.data());
-  message.SerializeWithCachedSizesToArray(
-      reinterpret_cast<uint8_t*>(frame.data() + kHeaderBytes));
   absl::MutexLock lock(&send_mu_);
-  return WriteAll(fd_, frame.data(), frame.size());
+  // One buffer, one write: the header and payload go out together so a small
+  // frame costs a single syscall. The buffer is reused: no allocation per
+  // frame once it has grown to the usual size.
+  out_.resize(kHeaderBytes + size);
+  EncodeLength(static_cast<uint32_t>(size), out_.data());
+  message.SerializeWithCachedSizesToArray(
+      reinterpret_cast<uint8_t*>(out_.data() + kHeaderBytes));
+  absl::Status written = WriteAll(fd_, out_.data(), out_.size());
+  if (out_.capacity() > 4 * kReadChunk) {
+    out_.clear();
+    out_.shrink_to_fit();
+  }
+  return written;
+}
+
+absl::Status FrameChannel::Fill(size_t need, size_t* have) {
+  // Move what is left of the buffer to its front, then make room.
+  if (in_start_ > 0) {
+    const size_t left = in_end_ - in_start_;
+    if (left > 0) std::memmove(in_.data(), in_.data() + in_start_, left);
+    in_start_ = 0;
+    in_end_ = left;
+  }
+  if (in_.size() < need) in_.resize(std::max(need, kReadChunk));
+  while (in_end_ < need) {
+    ssize_t n = ::read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != ECONNRESET) return IoError("receive", errno);
+      n = 0;  // A reset is an end like EOF.
+    }
+    if (n == 0) break;
+    in_end_ += static_cast<size_t>(n);
+  }
+  *have = in_end_;
+  return absl::OkStatus();
 }
 
 absl::Status FrameChannel::Receive(google::protobuf::MessageLite* message) {
-  unsigned char header[kHeaderBytes];
-  bool eof = false;
-  RETURN_IF_ERROR(
-      ReadAll(fd_, reinterpret_cast<char*>(header), kHeaderBytes, &eof));
-  if (eof) return PeerGone("");
-  const uint32_t size = DecodeLength(header);
+  absl::MutexLock lock(&receive_mu_);
+  size_t have = in_end_ - in_start_;
+  if (have < kHeaderBytes) {
+    RETURN_IF_ERROR(Fill(kHeaderBytes, &have));
+    if (have == 0) return PeerGone("");
+    if (have < kHeaderBytes) {
+      return ffid::MakeError(
+          absl::StatusCode::kDataLoss, v1::ERROR_REASON_INTERNAL,
+          absl::StrCat("channel truncated: peer closed after ", have, " of ",
+                       kHeaderBytes, " header bytes"));
+    }
+  }
+  const uint32_t size = DecodeLength(
+      reinterpret_cast<const unsigned char*>(in_.data() + in_start_));
   if (size > kMaxFrameBytes) {
     // The stream cannot be resynchronized after this; the caller must drop
     // the channel.
@@ -143,18 +150,28 @@ absl::Status FrameChannel::Receive(google::protobuf::MessageLite* message) {
         absl::StrCat("refused a frame of ", size, " bytes: the limit is ",
                      kMaxFrameBytes, " bytes"));
   }
-  std::string payload;
-  payload.resize(size);
-  if (size > 0) {
-    RETURN_IF_ERROR(ReadAll(fd_, payload.data(), size, &eof));
-    if (eof) {
+  const size_t frame = kHeaderBytes + size;
+  if (have < frame) {
+    RETURN_IF_ERROR(Fill(frame, &have));
+    if (have < frame) {
       return ffid::MakeError(
           absl::StatusCode::kDataLoss, v1::ERROR_REASON_INTERNAL,
-          absl::StrCat("channel truncated: peer closed after the header of a ",
-                       size, "-byte frame"));
+          absl::StrCat("channel truncated: peer closed after ",
+                       have - kHeaderBytes, " of ", size, " bytes"));
     }
   }
-  if (!message->ParseFromString(payload)) {
+  const char* payload = in_.data() + in_start_ + kHeaderBytes;
+  in_start_ += frame;
+  const bool parsed = message->ParseFromArray(payload, static_cast<int>(size));
+  if (in_start_ == in_end_) {
+    in_start_ = in_end_ = 0;
+    // A big frame's buffer is not kept.
+    if (in_.size() > 4 * kReadChunk) {
+      in_.clear();
+      in_.shrink_to_fit();
+    }
+  }
+  if (!parsed) {
     return ffid::MakeError(
         absl::StatusCode::kDataLoss, v1::ERROR_REASON_INTERNAL,
         absl::StrCat("could not parse a ", size, "-byte frame as ",

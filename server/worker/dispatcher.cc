@@ -49,73 +49,99 @@ Dispatcher::~Dispatcher() { executor_.set_closure_handler(nullptr); }
 
 absl::Status Dispatcher::Run() {
   std::thread reader([this] { ReaderLoop(); });
-  for (;;) {
-    WorkerRequest request;
-    {
-      absl::MutexLock lock(&mu_);
-      while (main_queue_.empty() && !closed_) main_wake_.Wait(&mu_);
-      if (closed_) break;
-      request = std::move(main_queue_.front());
-      main_queue_.pop_front();
-    }
-    main_request_ = request.id();
-    ExecuteAndAnswer(request);
-    main_request_ = 0;
-  }
-  reader.join();
   absl::MutexLock lock(&mu_);
+  for (;;) {
+    if (!main_queue_.empty()) {
+      WorkerRequest request = std::move(main_queue_.front());
+      main_queue_.pop_front();
+      mu_.Unlock();
+      main_request_ = request.id();
+      ExecuteAndAnswer(request);
+      main_request_ = 0;
+      mu_.Lock();
+      continue;
+    }
+    if (closed_) break;
+    if (reading_) {
+      // The reader thread holds the channel; it signals when it lets go.
+      main_wake_.Wait(&mu_);
+      continue;
+    }
+    // Idle, and nobody reads: read here, so that a request wakes this
+    // thread directly instead of the reader thread, which would have to
+    // wake this one (a second cross-core wake-up per request).
+    ReadOneLocked();
+  }
+  reader_wake_.SignalAll();
+  mu_.Unlock();
+  reader.join();
+  mu_.Lock();
   return end_;
 }
 
 void Dispatcher::ReaderLoop() {
+  absl::MutexLock lock(&mu_);
   for (;;) {
-    WorkerRequest request;
-    absl::Status received = channel_.Receive(&request);
-    if (!received.ok()) {
-      absl::MutexLock lock(&mu_);
-      closed_ = true;
-      // UNAVAILABLE is the daemon closing the channel: the session is over.
-      if (received.code() != absl::StatusCode::kUnavailable) end_ = received;
-      main_wake_.Signal();
-      for (auto& [id, waiter] : waiters_) waiter->wake.Signal();
-      return;
+    // Read only while a native thread waits for a callback's reply and
+    // nobody else reads: then the main thread may be busy in native code.
+    while (!closed_ && (reading_ || waiters_.empty())) {
+      reader_wake_.Wait(&mu_);
     }
-    if (request.has_callback_reply()) {
-      absl::MutexLock lock(&mu_);
-      auto it = waiters_.find(request.callback_reply().invocation());
-      // A reply for an invocation that stopped waiting (timed out) is late
-      // and has nobody to go to.
-      if (it != waiters_.end()) {
-        it->second->reply = std::move(*request.mutable_callback_reply());
-        it->second->wake.Signal();
-      }
-      continue;
+    if (closed_) return;
+    ReadOneLocked();
+    // The main thread may have a request now, or want to read.
+    main_wake_.Signal();
+  }
+}
+
+void Dispatcher::ReadOneLocked() {
+  reading_ = true;
+  mu_.Unlock();
+  WorkerRequest request;
+  absl::Status received = channel_.Receive(&request);
+  std::optional<WorkerResponse> refused;
+  mu_.Lock();
+  reading_ = false;
+  if (!received.ok()) {
+    closed_ = true;
+    // UNAVAILABLE is the daemon closing the channel: the session is over.
+    if (received.code() != absl::StatusCode::kUnavailable) end_ = received;
+    main_wake_.Signal();
+    reader_wake_.SignalAll();
+    for (auto& [id, waiter] : waiters_) waiter->wake.Signal();
+    return;
+  }
+  if (request.has_callback_reply()) {
+    auto it = waiters_.find(request.callback_reply().invocation());
+    // A reply for an invocation that stopped waiting (timed out) is late
+    // and has nobody to go to.
+    if (it != waiters_.end()) {
+      it->second->reply = std::move(*request.mutable_callback_reply());
+      it->second->wake.Signal();
     }
-    if (request.invocation() != 0) {
-      {
-        absl::MutexLock lock(&mu_);
-        auto it = waiters_.find(request.invocation());
-        if (it != waiters_.end()) {
-          it->second->nested.push_back(std::move(request));
-          it->second->wake.Signal();
-          continue;
-        }
-      }
-      WorkerResponse refused;
-      refused.set_id(request.id());
-      *refused.mutable_status() = StatusToProto(FailedPreconditionError(
+  } else if (request.invocation() != 0) {
+    auto it = waiters_.find(request.invocation());
+    if (it != waiters_.end()) {
+      it->second->nested.push_back(std::move(request));
+      it->second->wake.Signal();
+    } else {
+      refused.emplace();
+      refused->set_id(request.id());
+      *refused->mutable_status() = StatusToProto(FailedPreconditionError(
           v1::ERROR_REASON_INVALID_REQUEST,
           absl::StrCat("callback invocation ", request.invocation(),
                        " is not waiting for its result any more (it was "
                        "answered, timed out or never existed); a call made "
                        "from inside a callback must be made before the "
                        "callback returns")));
-      Send(refused);
-      continue;
     }
-    absl::MutexLock lock(&mu_);
+  } else {
     main_queue_.push_back(std::move(request));
-    main_wake_.Signal();
+  }
+  if (refused.has_value()) {
+    mu_.Unlock();
+    Send(*refused);
+    mu_.Lock();
   }
 }
 
@@ -198,6 +224,9 @@ void Dispatcher::OnCall(const ffi::Closure& closure, void* result,
     const uint64_t id = next_invocation_++;
     waiters_[id] = &waiter;
     invocation->mutable_invocation()->set_invocation(id);
+    // Someone must read the reply: the main thread may be the one waiting
+    // here, or busy in the native call that led here.
+    reader_wake_.Signal();
   }
   const uint64_t id = invocation->invocation().invocation();
   invocation->mutable_invocation()->set_callback(info->handle);

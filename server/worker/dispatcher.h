@@ -1,6 +1,10 @@
 // Dispatcher: the worker's threads, and callbacks across the channel.
 //
-// A reader thread receives every frame from the daemon and routes it:
+// Frames from the daemon are read by the main thread while it is idle (so
+// that a request wakes the thread that executes it, with no hand-off), and
+// by a reader thread while a native thread waits for a callback's reply
+// (the main thread may be the one waiting, or busy in native code); one
+// reads at a time. Each frame is routed:
 //   - an ordinary request (invocation 0) goes to the main thread's queue;
 //     the main thread (Run()) executes them one at a time, in order;
 //   - a request tagged with an invocation (a call the client makes from
@@ -74,6 +78,9 @@ class Dispatcher : public ffi::ClosureHandler {
   };
 
   void ReaderLoop();
+  // Receives one frame (mu_ released meanwhile) and routes it; on the
+  // channel's end, closes.
+  void ReadOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Executes `request` on this thread and sends the response.
   void ExecuteAndAnswer(const WorkerRequest& request);
   void Send(const WorkerResponse& response);
@@ -90,6 +97,10 @@ class Dispatcher : public ffi::ClosureHandler {
 
   absl::Mutex mu_;
   absl::CondVar main_wake_;
+  // Wakes the reader thread: a waiter appeared, or the channel closed.
+  absl::CondVar reader_wake_;
+  // Someone is in channel_.Receive().
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<WorkerRequest> main_queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Waiter*> waiters_ ABSL_GUARDED_BY(mu_);
   uint64_t next_invocation_ ABSL_GUARDED_BY(mu_) = 1;

@@ -540,22 +540,19 @@ absl::StatusOr<v1::ResolveFunctionResponse> Executor::ResolveFunction(
 absl::StatusOr<v1::CallResponse> Executor::Call(
     const v1::CallRequest& request) {
   const ffi::PreparedFunction* function;
+  // Only needed to find a result destructor.
   std::string library;
+  const bool owns_result =
+      request.result_ownership() == v1::RESULT_OWNERSHIP_ADOPT ||
+      request.result_ownership() == v1::RESULT_OWNERSHIP_RELEASE;
   {
     absl::MutexLock lock(&mu_);
     ASSIGN_OR_RETURN(const FunctionEntry* entry,
                      handles_.GetFunction(request.function()));
     function = entry->function.get();
-    library = entry->library;
+    if (owns_result) library = entry->library;
   }
-  // PreparedFunction takes spans; repeated message fields are not
-  // contiguous, so copy them into vectors.
-  std::vector<v1::Value> arguments(request.arguments().begin(),
-                                   request.arguments().end());
-  std::vector<v1::TypeDescriptor> variadic_types(
-      request.variadic_types().begin(), request.variadic_types().end());
-  if (request.result_ownership() == v1::RESULT_OWNERSHIP_ADOPT ||
-      request.result_ownership() == v1::RESULT_OWNERSHIP_RELEASE) {
+  if (owns_result) {
     const v1::TypeDescriptor& returned = function->type().return_type();
     if (!returned.has_string() && !returned.has_pointer()) {
       return InvalidRequest(absl::StrCat(
@@ -570,7 +567,8 @@ absl::StatusOr<v1::CallResponse> Executor::Call(
   options.capture_errno = request.capture_errno();
   CallScope scope(*this);
   absl::StatusOr<ffi::CallResult> called =
-      function->Call(arguments, variadic_types, resolver_, options);
+      function->Call(request.arguments(), request.variadic_types(),
+                     resolver_, options);
   // A failed callback makes the whole call fail: its result was computed
   // with a made-up answer.
   absl::Status failure = scope.Failure();

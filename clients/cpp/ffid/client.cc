@@ -435,6 +435,25 @@ std::future<absl::StatusOr<v1::CallResponse>> Session::CallAsync(
                     [sent] { return CallResult(sent.get()); });
 }
 
+std::future<absl::StatusOr<v1::BatchResponse>> Session::BatchAsync(
+    std::vector<v1::BatchStep> steps) {
+  v1::StreamCall call;
+  v1::BatchRequest* batch = call.mutable_batch();
+  batch->mutable_steps()->Reserve(static_cast<int>(steps.size()));
+  for (v1::BatchStep& step : steps) *batch->add_steps() = std::move(step);
+  // Deferred: the conversion runs in the caller's get(), not on a thread.
+  return std::async(
+      std::launch::deferred,
+      [sent = SendStreamCall(std::move(call))]() mutable
+      -> absl::StatusOr<v1::BatchResponse> {
+        absl::StatusOr<v1::StreamResult> result = sent.get();
+        if (!result.ok()) return result.status();
+        absl::Status status = StreamStatus(*result);
+        if (!status.ok()) return status;
+        return std::move(*result->mutable_batch());
+      });
+}
+
 absl::StatusOr<Callback> Session::RegisterCallback(
     absl::string_view declaration, CallbackFunction function,
     const CallbackOptions& options) {

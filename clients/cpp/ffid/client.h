@@ -358,6 +358,13 @@ class Session {
       const Function& function, std::vector<v1::Value> arguments,
       const CallOptions& options = {});
 
+  // Batch() sent on the Connect stream (StreamCall.batch) and returning at
+  // once: the batch runs in order with the stream's other calls, without a
+  // unary round trip of its own. The future gets the response, or the
+  // failing step's error (BatchFailedStep works on it).
+  std::future<absl::StatusOr<v1::BatchResponse>> BatchAsync(
+      std::vector<v1::BatchStep> steps);
+
  private:
   friend class Client;
   friend class CallbackContext;

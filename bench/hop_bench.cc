@@ -291,13 +291,17 @@ void BenchWorkerExecute(const std::string& worker_path,
 // another line awaited. Between the two lines the daemon and its worker do
 // exactly `calls` Calls, so an instruction count (callgrind_control -z at
 // READY, -d at DONE) divided by it is the cost of one.
+// With --timed: no pauses; prints the median and p99 of the calls instead.
+// With --no-stream: the session has no Connect stream attached.
 int RunClient(const std::string& address, const std::string& fixture,
-              int calls) {
+              int calls, bool timed, bool stream) {
   absl::StatusOr<std::unique_ptr<client::Client>> connected =
       client::Client::Connect(address);
   if (!connected.ok()) Die("connecting", connected.status());
+  client::SessionOptions options;
+  options.attach_stream = stream;
   absl::StatusOr<std::unique_ptr<client::Session>> session =
-      (*connected)->CreateSession();
+      (*connected)->CreateSession(options);
   if (!session.ok()) Die("creating a session", session.status());
   absl::StatusOr<client::Library> library = (*session)->LoadLibrary(fixture);
   if (!library.ok()) Die("loading the fixture", library.status());
@@ -310,6 +314,16 @@ int RunClient(const std::string& address, const std::string& fixture,
     if (!response.ok()) Die("calling fx_add", response.status());
   };
   for (int i = 0; i < 100; ++i) call();
+  if (timed) {
+    std::vector<double> samples;
+    for (int i = 0; i < calls; ++i) {
+      const Clock::time_point start = Clock::now();
+      call();
+      samples.push_back(Micros(Clock::now() - start));
+    }
+    Report(stream ? "call_stream" : "call_no_stream", samples);
+    return 0;
+  }
   char line[64];
   std::printf("READY\n");
   std::fflush(stdout);
@@ -331,6 +345,8 @@ int main(int argc, char** argv) {
   std::string json_path;
   std::string client_address;
   int calls = 1000;
+  bool timed = false;
+  bool stream = true;
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];
     if (arg == "--quick") {
@@ -342,6 +358,10 @@ int main(int argc, char** argv) {
       json_path = std::string(arg.substr(std::strlen("--figures_json=")));
     } else if (absl::StartsWith(arg, "--client=")) {
       client_address = std::string(arg.substr(std::strlen("--client=")));
+    } else if (arg == "--timed") {
+      timed = true;
+    } else if (arg == "--no-stream") {
+      stream = false;
     } else if (absl::StartsWith(arg, "--calls=")) {
       calls = std::atoi(argv[i] + std::strlen("--calls="));
     } else if (absl::StartsWith(arg, "--worker=")) {
@@ -350,11 +370,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "usage: hop_bench [--quick] [--figures_json=FILE] "
                    "[--worker=PATH]\n"
-                   "       hop_bench --client=ADDRESS [--calls=N]\n");
+                   "       hop_bench --client=ADDRESS [--calls=N] [--timed] "
+                   "[--no-stream]\n");
       return 2;
     }
   }
-  if (!client_address.empty()) return RunClient(client_address, fixture, calls);
+  if (!client_address.empty()) {
+    return RunClient(client_address, fixture, calls, timed, stream);
+  }
   std::printf("%-16s | %10s | %10s\n", "hop", "median_us", "p99_us");
   // Fork before any thread exists.
   BenchChannelEcho();

@@ -212,6 +212,20 @@ absl::Status EncodeIntegerValue(Int128 value, const ScalarInfo& info,
 absl::Status EncodeInteger(const CType& type, const ScalarInfo& info,
                            const v1::Value& value, void* dest,
                            absl::string_view param) {
+  // The common case first, without building the type's name (only
+  // messages need it).
+  if (value.kind_case() == v1::Value::kIntValue ||
+      value.kind_case() == v1::Value::kUintValue) {
+    const Int128 v = value.kind_case() == v1::Value::kIntValue
+                         ? Int128{value.int_value()}
+                         : Int128{value.uint_value()};
+    Int128 min, max;
+    IntegerRange(info, &min, &max);
+    if (v >= min && v <= max) {
+      StoreInteger(dest, info, v);
+      return absl::OkStatus();
+    }
+  }
   const std::string name = TypeName(type.descriptor());
   const bool char_like =
       type.descriptor().has_scalar() && IsCharLike(type.descriptor().scalar());

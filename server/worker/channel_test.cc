@@ -73,6 +73,42 @@ TEST(FrameChannelTest, RoundTripsMessagesInOrder) {
   EXPECT_EQ(got.status().code(), 3);
 }
 
+// Receive() reads ahead: several frames arriving in one write, and a frame
+// split across writes at every byte, come out whole and in order.
+TEST(FrameChannelTest, FramesInOneWriteAndFramesSplitAcrossWrites) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  std::string burst;
+  for (uint64_t id = 1; id <= 3; ++id) {
+    const std::string payload =
+        WriteRequestOf(id, absl::StrCat("burst", id)).SerializeAsString();
+    burst += LittleEndian(static_cast<uint32_t>(payload.size())) + payload;
+  }
+  WriteRaw(pair.a, burst);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    WorkerRequest received;
+    ASSERT_TRUE(right.Receive(&received).ok());
+    EXPECT_EQ(received.id(), id);
+    EXPECT_EQ(received.write().data(), absl::StrCat("burst", id));
+  }
+  const std::string payload =
+      WriteRequestOf(9, std::string(100000, 'q')).SerializeAsString();
+  const std::string frame =
+      LittleEndian(static_cast<uint32_t>(payload.size())) + payload;
+  std::thread writer([&] {
+    // One byte, then the rest of the header and some payload, then the rest.
+    WriteRaw(pair.a, frame.substr(0, 1));
+    WriteRaw(pair.a, frame.substr(1, 10));
+    WriteRaw(pair.a, frame.substr(11));
+  });
+  WorkerRequest received;
+  ASSERT_TRUE(right.Receive(&received).ok());
+  writer.join();
+  EXPECT_EQ(received.id(), 9u);
+  EXPECT_EQ(received.write().data(), std::string(100000, 'q'));
+  ::close(pair.a);
+}
+
 TEST(FrameChannelTest, EmptyMessageIsAZeroLengthFrame) {
   Pair pair = MakeSocketPair();
   FrameChannel left(pair.a);

@@ -51,6 +51,8 @@ absl::Status Dispatcher::Run() {
   std::thread reader([this] { ReaderLoop(); });
   absl::MutexLock lock(&mu_);
   for (;;) {
+    // A closed channel ends the session: what is queued is not run.
+    if (closed_) break;
     if (!main_queue_.empty()) {
       WorkerRequest request = std::move(main_queue_.front());
       main_queue_.pop_front();
@@ -61,7 +63,6 @@ absl::Status Dispatcher::Run() {
       mu_.Lock();
       continue;
     }
-    if (closed_) break;
     if (reading_) {
       // The reader thread holds the channel; it signals when it lets go.
       main_wake_.Wait(&mu_);

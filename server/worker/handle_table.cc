@@ -231,12 +231,12 @@ std::string HandleTable::AddFunction(
 
 absl::StatusOr<const FunctionEntry*> HandleTable::GetFunction(
     absl::string_view handle) {
-  RETURN_IF_ERROR(CheckHandle(handle, HandleKind::kFunction));
+  // Found: it is a well-formed function handle of this session (every key
+  // was made by NewHandle). Checked only otherwise, to say what is wrong.
   auto it = functions_.find(handle);
-  if (it == functions_.end()) {
-    return MissingHandle(handle, HandleKind::kFunction);
-  }
-  return &it->second;
+  if (it != functions_.end()) return &it->second;
+  RETURN_IF_ERROR(CheckHandle(handle, HandleKind::kFunction));
+  return MissingHandle(handle, HandleKind::kFunction);
 }
 
 std::string HandleTable::AddOwnedMemory(void* address, size_t size,

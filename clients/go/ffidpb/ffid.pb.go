@@ -1064,6 +1064,7 @@ type StreamCall struct {
 	//	*StreamCall_Free
 	//	*StreamCall_RegisterCallback
 	//	*StreamCall_ReleaseCallback
+	//	*StreamCall_Batch
 	Request       isStreamCall_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1183,6 +1184,15 @@ func (x *StreamCall) GetReleaseCallback() *ReleaseCallbackRequest {
 	return nil
 }
 
+func (x *StreamCall) GetBatch() *BatchRequest {
+	if x != nil {
+		if x, ok := x.Request.(*StreamCall_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isStreamCall_Request interface {
 	isStreamCall_Request()
 }
@@ -1222,6 +1232,12 @@ type StreamCall_ReleaseCallback struct {
 	ReleaseCallback *ReleaseCallbackRequest `protobuf:"bytes,9,opt,name=release_callback,json=releaseCallback,proto3,oneof"`
 }
 
+type StreamCall_Batch struct {
+	// Runs a batch of steps in order, as the Batch RPC does (promise
+	// pipelining, first failing step named in the error).
+	Batch *BatchRequest `protobuf:"bytes,10,opt,name=batch,proto3,oneof"`
+}
+
 func (*StreamCall_Call) isStreamCall_Request() {}
 
 func (*StreamCall_Read) isStreamCall_Request() {}
@@ -1235,6 +1251,8 @@ func (*StreamCall_Free) isStreamCall_Request() {}
 func (*StreamCall_RegisterCallback) isStreamCall_Request() {}
 
 func (*StreamCall_ReleaseCallback) isStreamCall_Request() {}
+
+func (*StreamCall_Batch) isStreamCall_Request() {}
 
 // The answer to a StreamCall.
 type StreamResult struct {
@@ -1256,6 +1274,7 @@ type StreamResult struct {
 	//	*StreamResult_Free
 	//	*StreamResult_RegisterCallback
 	//	*StreamResult_ReleaseCallback
+	//	*StreamResult_Batch
 	Response      isStreamResult_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1375,6 +1394,15 @@ func (x *StreamResult) GetReleaseCallback() *ReleaseCallbackResponse {
 	return nil
 }
 
+func (x *StreamResult) GetBatch() *BatchResponse {
+	if x != nil {
+		if x, ok := x.Response.(*StreamResult_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isStreamResult_Response interface {
 	isStreamResult_Response()
 }
@@ -1414,6 +1442,11 @@ type StreamResult_ReleaseCallback struct {
 	ReleaseCallback *ReleaseCallbackResponse `protobuf:"bytes,9,opt,name=release_callback,json=releaseCallback,proto3,oneof"`
 }
 
+type StreamResult_Batch struct {
+	// For batch.
+	Batch *BatchResponse `protobuf:"bytes,10,opt,name=batch,proto3,oneof"`
+}
+
 func (*StreamResult_Call) isStreamResult_Response() {}
 
 func (*StreamResult_Read) isStreamResult_Response() {}
@@ -1427,6 +1460,8 @@ func (*StreamResult_Free) isStreamResult_Response() {}
 func (*StreamResult_RegisterCallback) isStreamResult_Response() {}
 
 func (*StreamResult_ReleaseCallback) isStreamResult_Response() {}
+
+func (*StreamResult_Batch) isStreamResult_Response() {}
 
 // Native code called a client callback. The native thread waits until the
 // client sends a CallbackResult for it, the callback's timeout passes, or
@@ -4290,7 +4325,7 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x06attach\x18\x01 \x01(\v2\x16.ffid.v1.AttachSessionH\x00R\x06attach\x12)\n" +
 	"\x04call\x18\x02 \x01(\v2\x13.ffid.v1.StreamCallH\x00R\x04call\x12B\n" +
 	"\x0fcallback_result\x18\x03 \x01(\v2\x17.ffid.v1.CallbackResultH\x00R\x0ecallbackResultB\x06\n" +
-	"\x04kind\"\xd3\x03\n" +
+	"\x04kind\"\x82\x04\n" +
 	"\n" +
 	"StreamCall\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12\x1e\n" +
@@ -4303,8 +4338,10 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\ballocate\x18\x06 \x01(\v2\x18.ffid.v1.AllocateRequestH\x00R\ballocate\x12*\n" +
 	"\x04free\x18\a \x01(\v2\x14.ffid.v1.FreeRequestH\x00R\x04free\x12O\n" +
 	"\x11register_callback\x18\b \x01(\v2 .ffid.v1.RegisterCallbackRequestH\x00R\x10registerCallback\x12L\n" +
-	"\x10release_callback\x18\t \x01(\v2\x1f.ffid.v1.ReleaseCallbackRequestH\x00R\x0freleaseCallbackB\t\n" +
-	"\arequest\"\xe0\x03\n" +
+	"\x10release_callback\x18\t \x01(\v2\x1f.ffid.v1.ReleaseCallbackRequestH\x00R\x0freleaseCallback\x12-\n" +
+	"\x05batch\x18\n" +
+	" \x01(\v2\x15.ffid.v1.BatchRequestH\x00R\x05batchB\t\n" +
+	"\arequest\"\x90\x04\n" +
 	"\fStreamResult\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12!\n" +
 	"\ferror_status\x18\x02 \x01(\fR\verrorStatus\x12+\n" +
@@ -4314,7 +4351,9 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\ballocate\x18\x06 \x01(\v2\x19.ffid.v1.AllocateResponseH\x00R\ballocate\x12+\n" +
 	"\x04free\x18\a \x01(\v2\x15.ffid.v1.FreeResponseH\x00R\x04free\x12P\n" +
 	"\x11register_callback\x18\b \x01(\v2!.ffid.v1.RegisterCallbackResponseH\x00R\x10registerCallback\x12M\n" +
-	"\x10release_callback\x18\t \x01(\v2 .ffid.v1.ReleaseCallbackResponseH\x00R\x0freleaseCallbackB\n" +
+	"\x10release_callback\x18\t \x01(\v2 .ffid.v1.ReleaseCallbackResponseH\x00R\x0freleaseCallback\x12.\n" +
+	"\x05batch\x18\n" +
+	" \x01(\v2\x16.ffid.v1.BatchResponseH\x00R\x05batchB\n" +
 	"\n" +
 	"\bresponse\"\xc3\x01\n" +
 	"\x12CallbackInvocation\x12\x1e\n" +
@@ -4646,108 +4685,110 @@ var file_ffid_v1_ffid_proto_depIdxs = []int32{
 	39,  // 21: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
 	41,  // 22: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
 	43,  // 23: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
-	32,  // 24: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
-	36,  // 25: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
-	38,  // 26: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
-	34,  // 27: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
-	40,  // 28: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
-	42,  // 29: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
-	44,  // 30: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
-	59,  // 31: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
-	59,  // 32: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
-	19,  // 33: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
-	22,  // 34: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
-	16,  // 35: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
-	17,  // 36: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
-	7,   // 37: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
-	60,  // 38: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
-	61,  // 39: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
-	62,  // 40: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
-	63,  // 41: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
-	63,  // 42: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
-	59,  // 43: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
-	64,  // 44: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
-	0,   // 45: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
-	59,  // 46: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
-	56,  // 47: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
-	65,  // 48: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
-	64,  // 49: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 50: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
-	65,  // 51: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
-	64,  // 52: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 53: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
-	65,  // 54: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
-	64,  // 55: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 56: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
-	63,  // 57: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
-	59,  // 58: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
-	3,   // 59: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
-	57,  // 60: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
-	63,  // 61: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
-	65,  // 62: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
-	64,  // 63: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
-	64,  // 64: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
-	6,   // 65: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
-	4,   // 66: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
-	4,   // 67: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
-	52,  // 68: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
-	31,  // 69: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
-	33,  // 70: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
-	35,  // 71: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
-	37,  // 72: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
-	39,  // 73: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
-	53,  // 74: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
-	64,  // 75: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
-	55,  // 76: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
-	32,  // 77: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
-	34,  // 78: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
-	36,  // 79: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
-	38,  // 80: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
-	40,  // 81: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
-	59,  // 82: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
-	8,   // 83: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
-	10,  // 84: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
-	12,  // 85: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
-	14,  // 86: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
-	23,  // 87: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
-	25,  // 88: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
-	27,  // 89: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
-	29,  // 90: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
-	31,  // 91: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
-	33,  // 92: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
-	35,  // 93: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
-	37,  // 94: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
-	39,  // 95: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
-	41,  // 96: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
-	43,  // 97: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
-	45,  // 98: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
-	47,  // 99: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
-	49,  // 100: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
-	51,  // 101: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
-	9,   // 102: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
-	11,  // 103: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
-	13,  // 104: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
-	21,  // 105: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
-	24,  // 106: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
-	26,  // 107: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
-	28,  // 108: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
-	30,  // 109: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
-	32,  // 110: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
-	34,  // 111: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
-	36,  // 112: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
-	38,  // 113: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
-	40,  // 114: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
-	42,  // 115: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
-	44,  // 116: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
-	46,  // 117: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
-	48,  // 118: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
-	50,  // 119: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
-	54,  // 120: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
-	102, // [102:121] is the sub-list for method output_type
-	83,  // [83:102] is the sub-list for method input_type
-	83,  // [83:83] is the sub-list for extension type_name
-	83,  // [83:83] is the sub-list for extension extendee
-	0,   // [0:83] is the sub-list for field type_name
+	51,  // 24: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
+	32,  // 25: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
+	36,  // 26: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
+	38,  // 27: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
+	34,  // 28: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
+	40,  // 29: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
+	42,  // 30: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
+	44,  // 31: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
+	54,  // 32: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
+	59,  // 33: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
+	59,  // 34: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
+	19,  // 35: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
+	22,  // 36: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
+	16,  // 37: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
+	17,  // 38: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
+	7,   // 39: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
+	60,  // 40: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
+	61,  // 41: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
+	62,  // 42: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
+	63,  // 43: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
+	63,  // 44: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
+	59,  // 45: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
+	64,  // 46: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
+	0,   // 47: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
+	59,  // 48: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
+	56,  // 49: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
+	65,  // 50: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
+	64,  // 51: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
+	59,  // 52: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
+	65,  // 53: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
+	64,  // 54: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
+	59,  // 55: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
+	65,  // 56: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
+	64,  // 57: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
+	59,  // 58: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
+	63,  // 59: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
+	59,  // 60: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
+	3,   // 61: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
+	57,  // 62: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
+	63,  // 63: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
+	65,  // 64: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
+	64,  // 65: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
+	64,  // 66: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
+	6,   // 67: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
+	4,   // 68: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
+	4,   // 69: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
+	52,  // 70: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
+	31,  // 71: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
+	33,  // 72: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
+	35,  // 73: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
+	37,  // 74: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
+	39,  // 75: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
+	53,  // 76: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
+	64,  // 77: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
+	55,  // 78: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
+	32,  // 79: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
+	34,  // 80: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
+	36,  // 81: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
+	38,  // 82: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
+	40,  // 83: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
+	59,  // 84: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
+	8,   // 85: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
+	10,  // 86: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
+	12,  // 87: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
+	14,  // 88: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
+	23,  // 89: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
+	25,  // 90: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
+	27,  // 91: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
+	29,  // 92: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
+	31,  // 93: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
+	33,  // 94: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
+	35,  // 95: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
+	37,  // 96: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
+	39,  // 97: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
+	41,  // 98: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
+	43,  // 99: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
+	45,  // 100: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
+	47,  // 101: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
+	49,  // 102: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
+	51,  // 103: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
+	9,   // 104: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
+	11,  // 105: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
+	13,  // 106: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
+	21,  // 107: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
+	24,  // 108: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
+	26,  // 109: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
+	28,  // 110: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
+	30,  // 111: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
+	32,  // 112: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
+	34,  // 113: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
+	36,  // 114: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
+	38,  // 115: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
+	40,  // 116: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
+	42,  // 117: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
+	44,  // 118: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
+	46,  // 119: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
+	48,  // 120: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
+	50,  // 121: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
+	54,  // 122: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
+	104, // [104:123] is the sub-list for method output_type
+	85,  // [85:104] is the sub-list for method input_type
+	85,  // [85:85] is the sub-list for extension type_name
+	85,  // [85:85] is the sub-list for extension extendee
+	0,   // [0:85] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_ffid_proto_init() }
@@ -4770,6 +4811,7 @@ func file_ffid_v1_ffid_proto_init() {
 		(*StreamCall_Free)(nil),
 		(*StreamCall_RegisterCallback)(nil),
 		(*StreamCall_ReleaseCallback)(nil),
+		(*StreamCall_Batch)(nil),
 	}
 	file_ffid_v1_ffid_proto_msgTypes[12].OneofWrappers = []any{
 		(*StreamResult_Call)(nil),
@@ -4779,6 +4821,7 @@ func file_ffid_v1_ffid_proto_init() {
 		(*StreamResult_Free)(nil),
 		(*StreamResult_RegisterCallback)(nil),
 		(*StreamResult_ReleaseCallback)(nil),
+		(*StreamResult_Batch)(nil),
 	}
 	file_ffid_v1_ffid_proto_msgTypes[17].OneofWrappers = []any{
 		(*ConnectResponse_Attached)(nil),

@@ -1,6 +1,9 @@
 // ffid: the daemon. Parses the flags (server/options.h), prepares the
 // listening socket, serves ffid.v1.Ffi plus gRPC health checking and server
-// reflection, and on SIGTERM or SIGINT kills every worker and stops.
+// reflection (and Prometheus metrics with --metrics-listen), and on SIGTERM
+// or SIGINT drains: health turns NOT_SERVING, no new RPCs are accepted,
+// running ones get --shutdown-grace to finish, then every worker is killed
+// and the daemon stops.
 //
 // Exit status: 0 after a clean shutdown or --help, 2 for a usage error, 1
 // when it cannot start (socket in use, worker missing, bind failure).
@@ -22,12 +25,16 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/log.h"
+#include "server/metrics.h"
 #include "server/options.h"
+#include "server/rpc_observer.h"
 #include "server/sandbox_probe.h"
 #include "server/session_policy.h"
 #include "server/tls.h"
@@ -37,10 +44,6 @@
 
 namespace ffid::server {
 namespace {
-
-// How long RPCs still running at shutdown get before they are cancelled
-// (their workers are already dead by then, so they end quickly).
-constexpr absl::Duration kShutdownGrace = absl::Seconds(1);
 
 absl::Status StartupError(absl::string_view message) {
   return absl::FailedPreconditionError(message);
@@ -136,7 +139,7 @@ absl::Status CheckWorker(const std::string& worker_path) {
 }
 
 int Fail(const absl::Status& status, int exit_code) {
-  fprintf(stderr, "ffid: error: %s\n", std::string(status.message()).c_str());
+  Log(LogLevel::kError, status.message());
   return exit_code;
 }
 
@@ -149,6 +152,8 @@ int Run(int argc, char** argv) {
     fputs(HelpText().c_str(), stdout);
     return 0;
   }
+  SetLogFormat(options.log_format);
+  SetLogLevel(options.log_level);
 
   // Before any thread exists, so that every thread inherits the mask and
   // only the sigwait() thread below sees these signals. Workers get a clean
@@ -191,10 +196,11 @@ int Run(int argc, char** argv) {
                               options.tls_client_ca});
       if (!tls.ok()) return Fail(tls.status(), 1);
       credentials = *std::move(tls);
-      fprintf(stderr, "ffid: TCP %s with TLS%s\n", address.c_str(),
-              options.tls_client_ca.empty()
-                  ? ""
-                  : " and client certificates (mutual TLS)");
+      Log(LogLevel::kInfo,
+          absl::StrCat("TCP ", address, " with TLS",
+                       options.tls_client_ca.empty()
+                           ? ""
+                           : " and client certificates (mutual TLS)"));
     } else if (!options.insecure) {
       return Fail(absl::InvalidArgumentError(absl::StrCat(
                       "--listen ", address,
@@ -204,11 +210,10 @@ int Run(int argc, char** argv) {
                       "unix socket")),
                   2);
     } else {
-      fprintf(stderr,
-              "ffid: warning: listening on TCP %s without TLS or "
-              "authentication (--insecure): anyone who can reach it can call "
-              "the allowed libraries\n",
-              address.c_str());
+      Log(LogLevel::kWarning,
+          absl::StrCat("listening on TCP ", address,
+                       " without TLS or authentication (--insecure): anyone "
+                       "who can reach it can call the allowed libraries"));
     }
   }
 
@@ -216,12 +221,25 @@ int Run(int argc, char** argv) {
   v1::SandboxStatus sandbox = ProbeSandbox();
   if (options.sandbox) {
     for (const std::string& line : DescribeSandbox(sandbox)) {
-      fprintf(stderr, "ffid: %s\n", line.c_str());
+      Log(LogLevel::kInfo, line);
     }
   } else {
-    fprintf(stderr,
-            "ffid: warning: --no-sandbox: workers run without namespaces, "
-            "seccomp or Landlock\n");
+    Log(LogLevel::kWarning,
+        "--no-sandbox: workers run without namespaces, seccomp or Landlock");
+  }
+
+  // Before the gRPC listener: a metrics address in use is a start-up error.
+  std::unique_ptr<MetricsEndpoint> metrics_endpoint;
+  if (!options.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> endpoint =
+        MetricsEndpoint::Start(options.metrics_listen);
+    if (!endpoint.ok()) return Fail(endpoint.status(), 1);
+    metrics_endpoint = std::move(*endpoint);
+    std::string host =
+        options.metrics_listen.substr(0, options.metrics_listen.rfind(':'));
+    Log(LogLevel::kInfo,
+        absl::StrCat("metrics on http://", host.empty() ? "0.0.0.0" : host,
+                     ":", metrics_endpoint->port(), "/metrics"));
   }
 
   SessionManagerOptions session_options;
@@ -244,6 +262,11 @@ int Run(int argc, char** argv) {
   builder.AddListeningPort(address, credentials,
                            &selected_port);
   builder.RegisterService(&service);
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(MakeRpcObserverFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Read/Write move up to a worker frame's worth of bytes in one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(worker::kMaxFrameBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(worker::kMaxFrameBytes));
@@ -264,30 +287,52 @@ int Run(int argc, char** argv) {
   std::string shown = address;
   if (!socket_path.empty()) {
     if (chmod(socket_path.c_str(), 0600) != 0) {
-      fprintf(stderr, "ffid: warning: cannot chmod 0600 '%s': %s\n",
-              socket_path.c_str(), strerror(errno));
+      Log(LogLevel::kWarning, absl::StrCat("cannot chmod 0600 '", socket_path,
+                                           "': ", strerror(errno)));
     }
   } else if (is_tcp) {
     shown = absl::StrCat(address.substr(0, address.rfind(':')), ":",
                          selected_port);
   }
-  fprintf(stderr, "ffid: listening on %s\n", shown.c_str());
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(v1::Ffi::service_full_name(), true);
+  }
+  Log(LogLevel::kInfo, absl::StrCat("listening on ", shown));
 
   std::thread signal_thread([&] {
     int signal_number = 0;
     while (sigwait(&stop_signals, &signal_number) != 0) {
     }
-    fprintf(stderr, "ffid: %s received, shutting down\n",
-            SignalName(signal_number).c_str());
-    // Workers first: a call blocked in a worker ends as soon as it dies.
-    sessions.Shutdown();
-    server->Shutdown(absl::ToChronoTime(absl::Now() + kShutdownGrace));
+    Log(LogLevel::kInfo,
+        absl::StrCat(SignalName(signal_number),
+                     " received, draining: health NOT_SERVING, new RPCs "
+                     "refused, running RPCs may finish within ",
+                     absl::FormatDuration(options.shutdown_grace)));
+    Metrics::Get().SetDraining(true);
+    if (health != nullptr) health->SetServingStatus(false);
+    // gRPC cancels what still runs at the deadline; a call blocked in
+    // native code ends when its worker dies, so the workers die then too.
+    absl::Notification drained;
+    std::thread backstop([&] {
+      if (!drained.WaitForNotificationWithTimeout(options.shutdown_grace)) {
+        Log(LogLevel::kWarning,
+            "grace period over: cancelling the RPCs still running and "
+            "killing every worker");
+        sessions.Shutdown();
+      }
+    });
+    server->Shutdown(
+        absl::ToChronoTime(absl::Now() + options.shutdown_grace));
+    drained.Notify();
+    backstop.join();
   });
   server->Wait();
   signal_thread.join();
+  // Every worker ends here at the latest (idle sessions' workers included).
   sessions.Shutdown();
   if (!socket_path.empty()) unlink(socket_path.c_str());
-  fprintf(stderr, "ffid: stopped\n");
+  Log(LogLevel::kInfo, "stopped");
   return 0;
 }
 

@@ -32,7 +32,9 @@ bool TakesValue(absl::string_view name) {
          name == "open-files-limit" || name == "file-size-limit" ||
          name == "max-call-duration" || name == "config" ||
          name == "tls-cert" || name == "tls-key" || name == "tls-client-ca" ||
-         name == "token-file";
+         name == "token-file" || name == "metrics-listen" ||
+         name == "log-format" || name == "log-level" ||
+         name == "shutdown-grace";
 }
 
 bool IsSwitch(absl::string_view name) {
@@ -122,6 +124,36 @@ absl::Status Apply(Options& options, absl::string_view name,
     } else {
       options.worker_limits.set_open_files(number);
     }
+  } else if (name == "metrics-listen") {
+    size_t colon = value.rfind(':');
+    uint32_t port = 0;
+    if (colon == std::string::npos ||
+        !absl::SimpleAtoi(absl::string_view(value).substr(colon + 1),
+                          &port) ||
+        port > 65535) {
+      return UsageError(absl::StrCat("--metrics-listen '", value,
+                                     "' is not host:port such as "
+                                     "'127.0.0.1:9464' or ':9464'"));
+    }
+    options.metrics_listen = value;
+  } else if (name == "log-format") {
+    if (!ParseLogFormat(value, &options.log_format)) {
+      return UsageError(absl::StrCat("--log-format '", value,
+                                     "' is neither 'text' nor 'json'"));
+    }
+  } else if (name == "log-level") {
+    if (!ParseLogLevel(value, &options.log_level)) {
+      return UsageError(absl::StrCat(
+          "--log-level '", value,
+          "' is not one of debug, info, warning, error"));
+    }
+  } else if (name == "shutdown-grace") {
+    absl::Duration grace;
+    if (!absl::ParseDuration(value, &grace) || grace < absl::ZeroDuration()) {
+      return UsageError(absl::StrCat("--shutdown-grace '", value,
+                                     "' is not a duration such as '10s'"));
+    }
+    options.shutdown_grace = grace;
   } else if (name == "max-call-duration") {
     absl::Duration duration;
     if (!absl::ParseDuration(value, &duration) ||
@@ -216,6 +248,7 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
           "'; known flags: --listen, --allow-library, --worker-path, "
           "--idle-timeout, --address-space-limit, --cpu-limit, "
           "--open-files-limit, --file-size-limit, --max-call-duration, "
+          "--metrics-listen, --log-format, --log-level, --shutdown-grace, "
           "--allow-network, --no-sandbox, --insecure, --config, --tls-cert, "
           "--tls-key, --tls-client-ca, --token-file, --audit-calls, "
           "--require-authentication, --help"));
@@ -377,6 +410,26 @@ std::string HelpText() {
       "30s); past it\n"
       "                         the worker is killed and the call fails with\n"
       "                         DEADLINE_EXCEEDED. Default: 0 (none).\n"
+      "  --metrics-listen HOST:PORT\n"
+      "                         serve Prometheus metrics (plain HTTP) on\n"
+      "                         http://HOST:PORT/metrics, e.g. 127.0.0.1:9464; "
+      "port 0\n"
+      "                         picks a free one. Default: no metrics "
+      "listener.\n"
+      "  --log-format text|json one line per event on stderr, as text or as "
+      "a JSON\n"
+      "                         object (ts, level, msg, fields). Default: "
+      "text.\n"
+      "  --log-level LEVEL      debug (one line per RPC, with its trace id), "
+      "info,\n"
+      "                         warning or error. Default: info.\n"
+      "  --shutdown-grace DURATION\n"
+      "                         after SIGTERM: health turns NOT_SERVING, new "
+      "RPCs are\n"
+      "                         refused, running ones get this long to "
+      "finish, then\n"
+      "                         they are cancelled and every worker killed. "
+      "Default: 10s.\n"
       "  --allow-network        let sessions ask for network access "
       "(sandbox.allow_network).\n"
       "  --no-sandbox           run workers without namespaces, seccomp or "
@@ -418,8 +471,8 @@ std::string HelpText() {
       "the directories of /etc/ld.so.conf, then the system default "
       "directories;\n"
       "LD_LIBRARY_PATH is not used.\n"
-      "Stop with SIGTERM or SIGINT: every worker is killed and the socket "
-      "removed.\n");
+      "Stop with SIGTERM or SIGINT: the daemon drains (see --shutdown-grace), "
+      "kills\nevery worker and removes the socket.\n");
 }
 
 }  // namespace ffid::server

@@ -22,6 +22,13 @@
 //   --max-call-duration DURATION  the longest one call may run; 0: none.
 //                           Each of these five is the default and the
 //                           maximum: a session may ask for less.
+//   --metrics-listen HOST:PORT  serve Prometheus metrics on /metrics there
+//                           (plain HTTP; port 0 picks one). Default: off.
+//   --log-format text|json  the log's line format. Default: text.
+//   --log-level LEVEL       debug, info, warning or error. Default: info.
+//   --shutdown-grace DURATION  after SIGTERM, how long running RPCs may
+//                           still finish before they are cancelled and the
+//                           workers killed. Default: kDefaultShutdownGrace.
 //   --allow-network         let sessions ask for network access.
 //   --no-sandbox            no namespaces, seccomp or Landlock (rlimits
 //                           stay); for debugging.
@@ -48,11 +55,15 @@
 #include "absl/time/time.h"
 #include "ffid/config/v1/config.pb.h"
 #include "ffid/v1/ffid.pb.h"
+#include "server/log.h"
 
 namespace ffid::server {
 
 // The default idle timeout of a session without an attached Connect stream.
 inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(300);
+
+// How long RPCs may run on after SIGTERM before they are cancelled.
+inline constexpr absl::Duration kDefaultShutdownGrace = absl::Seconds(10);
 
 // The worker limits without flags: 8 GiB of address space, 1024 open
 // files, 1 GiB files, no CPU or call-duration limit.
@@ -94,6 +105,13 @@ struct Options {
   bool audit_calls = false;
   // Clients without an identity get UNAUTHENTICATED.
   bool require_authentication = false;
+  // Where to serve /metrics ("host:port"); empty: nowhere.
+  std::string metrics_listen;
+  // The log's format and lowest level.
+  LogFormat log_format = LogFormat::kText;
+  LogLevel log_level = LogLevel::kInfo;
+  // How long RPCs may finish after SIGTERM.
+  absl::Duration shutdown_grace = kDefaultShutdownGrace;
   // --help was given: print HelpText() and exit 0; nothing else is parsed.
   bool help = false;
 };

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "ffi/declaration_parser.h"
 #include "ffi/errors.h"
+#include "server/metrics.h"
 #include "server/status_grpc.h"
 #include "server/worker/protocol.pb.h"
 
@@ -413,6 +414,7 @@ grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
   *response->mutable_default_limits() = DefaultLimits(policy);
   *response->mutable_max_limits() = policy.max_limits;
   response->set_network_allowed(policy.network_allowed);
+  response->set_version(FFID_VERSION);
   return grpc::Status::OK;
 }
 
@@ -544,10 +546,15 @@ void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
   }
   const uint64_t tag = call.tag();
   session->TranslateHandles(prepared->request);
+  const absl::Time started = absl::Now();
   session->worker().ExecuteAsync(
       std::move(prepared->request), std::move(prepared->description),
       std::move(prepared->symbol), Route{stream_id, tag},
-      [writer, tag](absl::StatusOr<WorkerResponse> answer) {
+      [writer, tag, started](absl::StatusOr<WorkerResponse> answer) {
+        Metrics::Get().RecordCall(
+            "stream",
+            answer.ok() ? "OK" : ReasonName(GetErrorReason(answer.status())),
+            absl::Now() - started);
         if (!answer.ok()) {
           writer->Push(StreamError(tag, answer.status()));
           return;
@@ -813,6 +820,7 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
                            std::move(description)));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
   *response = std::move(*answer.mutable_read());
+  Metrics::Get().BytesRead(response->data().size());
   return absl::OkStatus();
 }
 
@@ -831,7 +839,9 @@ absl::Status FfiService::DoWrite(grpc::ServerContext& context,
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
                            std::move(description)));
-  return CheckResult(answer, WorkerResponse::kWrite, "Write");
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kWrite, "Write"));
+  Metrics::Get().BytesWritten(request.data().size());
+  return absl::OkStatus();
 }
 
 grpc::Status FfiService::Free(grpc::ServerContext* context,

@@ -11,6 +11,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/log.h"
+#include "server/metrics.h"
 #include "absl/strings/str_replace.h"
 #include "ffi/errors.h"
 #include "google/protobuf/duration.pb.h"
@@ -302,8 +304,11 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
   ++generation_;
   ++restarts_;
   worker_started_ = absl::Now();
-  fprintf(stderr, "ffid: session %s...: worker restarted as %d (restart %d)\n",
-          id_.substr(0, 8).c_str(), worker_->pid(), restarts_);
+  Metrics::Get().WorkerRestarted();
+  Log(LogLevel::kInfo, "worker restarted",
+      {{"session", id_.substr(0, 8)},
+       {"pid", absl::StrCat(worker_->pid())},
+       {"restart", absl::StrCat(restarts_)}});
   return absl::StrCat(
       "; the session's worker was restarted (restart policy RESTART, restart ",
       restarts_, ", new worker ", worker_->pid(),
@@ -369,6 +374,7 @@ void Session::FailInvocation(uint64_t id, const absl::Status& why) {
 
 void Session::OnInvocation(const Route& route,
                            worker::CallbackInvocation invocation) {
+  Metrics::Get().CallbackInvoked();
   const uint64_t id = invocation.invocation().invocation();
   {
     absl::MutexLock lock(&mu_);
@@ -535,6 +541,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
                      v1::ERROR_REASON_INTERNAL, "ffid is shutting down");
   }
   sessions_.emplace(id, session);
+  Metrics::Get().SessionOpened();
   return session;
 }
 
@@ -576,6 +583,7 @@ absl::StatusOr<SessionLease> SessionManager::Use(absl::string_view id) {
 }
 
 void SessionManager::RecordEndLocked(const std::string& id, std::string why) {
+  Metrics::Get().SessionClosed();
   ended_.emplace_back(id, std::move(why));
   if (ended_.size() > kEndedSessionsKept) ended_.pop_front();
 }

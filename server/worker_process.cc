@@ -20,6 +20,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "server/log.h"
+#include "server/metrics.h"
 #include "absl/strings/escaping.h"
 #include "ffi/errors.h"
 #include "server/crash_report.h"
@@ -111,6 +113,7 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
       new WorkerProcess(child->pid, child->pidfd, std::move(*zygote),
                         parent_fd, session_tag, crash_pipe[0], policy));
   process->reader_ = std::thread(&WorkerProcess::ReaderLoop, process.get());
+  Metrics::Get().WorkerStarted();
   return process;
 }
 
@@ -412,6 +415,7 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
   const int wait_status = exit_status.value_or(0);
   const bool reaped = exit_status.has_value();
   reaped_ = true;
+  Metrics::Get().WorkerExited();
 
   if (shutting_down_) {
     const bool server_stops = stop_cause_ == StopCause::kServerShutdown;
@@ -476,10 +480,16 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
     absl::StrAppend(&message, " while ", running.description);
   }
   crash_ = report;
+  Metrics::Get().WorkerCrashed(
+      reaped == pid_ && WIFSIGNALED(wait_status)
+          ? SignalName(WTERMSIG(wait_status))
+          : std::string("exit"));
   // One line per death for whoever runs the daemon; clients get the same
   // text in their errors.
-  fprintf(stderr, "ffid: session %s...: %s\n", session_tag_.c_str(),
-          message.c_str());
+  Log(LogLevel::kWarning, message,
+      {{"session", session_tag_},
+       {"reason", ReasonName(reason)},
+       {"function", report.function()}});
 
   for (auto& [id, pending] : pending_) {
     absl::Status failed =

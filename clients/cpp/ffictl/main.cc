@@ -3,7 +3,10 @@
 //   ffictl [--address ADDR] [--json] [--errno] [--repeat N] [--cdef FILE]
 //          call LIBRARY 'DECLARATION' [ARG...]
 //
-// Connects, creates a session, loads LIBRARY, resolves DECLARATION, converts
+//   ffictl [--address ADDR] health [SERVICE]
+//   ffictl [--address ADDR] info
+//
+// `call` connects, creates a session, loads LIBRARY, resolves DECLARATION, converts
 // the arguments to the resolved parameter types, calls and prints the result.
 // Exit status 0 on success, 1 on any failure, 2 on a usage error.
 #include <algorithm>
@@ -23,6 +26,8 @@
 #include "clients/cpp/ffictl/literals.h"
 #include "clients/cpp/ffictl/options.h"
 #include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/health.h"
+#include "google/protobuf/text_format.h"
 
 namespace ffid::ffictl {
 namespace {
@@ -61,12 +66,38 @@ void PrintLatency(std::vector<double> micros) {
                n, median, micros[std::min(p99_index, n - 1)], sum / n);
 }
 
+// `ffictl health`: prints the serving status; 0 only for SERVING.
+int RunHealth(client::Client& connection, const Options& options) {
+  absl::StatusOr<client::ServingStatus> status = client::CheckHealth(
+      connection.channel(), options.health_service, kConnectTimeout);
+  if (!status.ok()) return Fail(status.status());
+  std::printf("%s\n", client::ServingStatusName(*status).c_str());
+  return *status == client::ServingStatus::kServing ? 0 : kExitFailure;
+}
+
+// `ffictl info`: GetServerInfo in protobuf text format.
+int RunInfo(client::Client& connection) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + kConnectTimeout));
+  v1::GetServerInfoRequest request;
+  v1::GetServerInfoResponse response;
+  grpc::Status status =
+      connection.stub().GetServerInfo(&context, request, &response);
+  if (!status.ok()) return Fail(client::StatusFromGrpc(status));
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(response, &text);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return 0;
+}
+
 int Run(const Options& options) {
   const std::string address =
       options.address.empty() ? client::DefaultAddress() : options.address;
   absl::StatusOr<std::unique_ptr<client::Client>> connection =
       client::Client::Connect(address, kConnectTimeout);
   if (!connection.ok()) return Fail(connection.status());
+  if (options.command == "health") return RunHealth(**connection, options);
+  if (options.command == "info") return RunInfo(**connection);
   absl::StatusOr<std::unique_ptr<client::Session>> session =
       (*connection)->CreateSession();
   if (!session.ok()) return Fail(session.status());

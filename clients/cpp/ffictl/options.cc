@@ -77,16 +77,28 @@ absl::StatusOr<Options> ParseCommandLine(const std::vector<std::string>& args) {
     }
   }
   if (i >= args.size()) {
-    return absl::InvalidArgumentError("missing command (call)");
+    return absl::InvalidArgumentError("missing command (call, health or info)");
   }
   const std::string& command = args[i++];
   if (command == "help") {
     options.help = true;
     return options;
   }
+  if (command == "health" || command == "info") {
+    options.command = command;
+    if (command == "health" && i < args.size()) {
+      options.health_service = args[i++];
+    }
+    if (i < args.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          command, " takes ", command == "health" ? "at most one SERVICE" : "nothing",
+          ", not '", args[i], "'"));
+    }
+    return options;
+  }
   if (command != "call") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown command '", command, "' (expected 'call')"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown command '", command, "' (expected call, health or info)"));
   }
   if (args.size() - i < 2) {
     return absl::InvalidArgumentError(
@@ -108,6 +120,11 @@ its result.
   ffictl call libm.so.6 'double cos(double)' 0.5
   ffictl call libc.so.6 'size_t strlen(const char *s)' hello
   ffictl call libc.so.6 'long labs(long)' -9000000000
+
+  ffictl health          exit 0 if the daemon is SERVING (gRPC health
+                         check; NOT_SERVING while it drains), else 1
+  ffictl health ffid.v1.Ffi   the same for one service
+  ffictl info            the daemon's version, sandbox layers and limits
 
 Options (before the command):
   --address ADDR  the daemon: unix:/path or host:port (default: $FFID_ADDRESS,

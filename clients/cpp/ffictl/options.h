@@ -15,7 +15,8 @@ namespace ffid::ffictl {
 
 inline constexpr char kUsage[] =
     "usage: ffictl [--address ADDR] [--json] [--errno] [--repeat N] "
-    "[--cdef FILE] call LIBRARY 'DECLARATION' [ARG...]";
+    "[--cdef FILE] call LIBRARY 'DECLARATION' [ARG...] | health [SERVICE] | "
+    "info";
 
 struct Options {
   // The daemon's address; empty means the default (FFID_ADDRESS, then the
@@ -30,6 +31,10 @@ struct Options {
   // --cdef: a file of C declarations (structs, typedefs, ...) parsed into
   // the session before DECLARATION.
   std::string cdef_file;
+  // "call", "health" or "info".
+  std::string command = "call";
+  // `health`'s SERVICE ("" for the whole server).
+  std::string health_service;
   // The `call` subcommand's operands.
   std::string library;
   std::string declaration;

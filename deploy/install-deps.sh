@@ -13,6 +13,7 @@ packages=(
   git ca-certificates
   clang libclang-rt-dev  # libFuzzer targets (tests/fuzz)
   openssl libssl-dev     # SHA-256 for tokens and library pins; test certificates
+  systemd  # systemd-analyze verify of deploy/systemd/ffid.service (tests)
   python3 python3-venv python3-pip  # the Python client's tests (clients/python)
 )
 # buf (for `buf lint` on the API) and the Node client's dependencies

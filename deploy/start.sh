@@ -7,11 +7,8 @@ cd "$(dirname "$0")/.."
 
 FFID_WITHOUT_GO=1 bash deploy/install-deps.sh  # the daemon needs no Go
 
-cmake --preset release -DFFID_BUILD_TESTS=OFF >/dev/null
-cmake --build --preset release --target ffid_server_main ffid_worker_main ffictl
-
 if [[ $(id -u) -eq 0 ]]; then prefix=/usr/local; else prefix="$HOME/.local"; fi
-cmake --install build/release --prefix "$prefix" >/dev/null
+bash deploy/build-release.sh "$prefix"
 bin="$prefix/bin"
 echo "installed ffid, ffid-worker and ffictl in $bin"
 

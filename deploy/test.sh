@@ -19,6 +19,13 @@ npm ci --prefix clients/node --no-audit --no-fund --silent
 # The Go client's tests (go_client_test) run offline against the module
 # cache that `go mod download` fills here (versions pinned by go.sum).
 bash clients/go/tests/run.sh --download
+# deploy_k8s_test validates deploy/k8s with kubernetes-validate (pinned, from
+# PyPI; it carries the Kubernetes schemas, so the check runs offline).
+if [[ ! -x "build/$preset/deploy-venv/bin/kubernetes-validate" ]]; then
+  python3 -m venv "build/$preset/deploy-venv"
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "build/$preset/deploy-venv/bin/python" -m pip -q \
+    install -r deploy/tools/requirements-deploy.txt
+fi
 ctest --preset "$preset"
 
 # The public API: buf lint, and buf breaking against the previous commit.

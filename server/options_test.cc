@@ -116,6 +116,34 @@ TEST(OptionsTest, BadValues) {
               HasSubstr("neither"));
 }
 
+TEST(OptionsTest, OperationsFlags) {
+  auto defaults = Parse({});
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_TRUE(defaults->metrics_listen.empty());
+  EXPECT_EQ(defaults->log_format, LogFormat::kText);
+  EXPECT_EQ(defaults->log_level, LogLevel::kInfo);
+  EXPECT_EQ(defaults->shutdown_grace, kDefaultShutdownGrace);
+
+  auto options = Parse({"--metrics-listen", ":9464", "--log-format=json",
+                        "--log-level=debug", "--shutdown-grace=30s"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->metrics_listen, ":9464");
+  EXPECT_EQ(options->log_format, LogFormat::kJson);
+  EXPECT_EQ(options->log_level, LogLevel::kDebug);
+  EXPECT_EQ(options->shutdown_grace, absl::Seconds(30));
+
+  EXPECT_THAT(Parse({"--metrics-listen=9464"}).status().message(),
+              HasSubstr("not host:port"));
+  EXPECT_THAT(Parse({"--metrics-listen=[::]:70000"}).status().message(),
+              HasSubstr("not host:port"));
+  EXPECT_THAT(Parse({"--log-format=xml"}).status().message(),
+              HasSubstr("neither 'text' nor 'json'"));
+  EXPECT_THAT(Parse({"--log-level=loud"}).status().message(),
+              HasSubstr("not one of"));
+  EXPECT_THAT(Parse({"--shutdown-grace=-1s"}).status().message(),
+              HasSubstr("not a duration"));
+}
+
 class DefaultListenAddressTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -480,10 +480,11 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
     absl::StrAppend(&message, " while ", running.description);
   }
   crash_ = report;
-  Metrics::Get().WorkerCrashed(
-      reaped == pid_ && WIFSIGNALED(wait_status)
-          ? SignalName(WTERMSIG(wait_status))
-          : std::string("exit"));
+  // The signal as the crash record tells it (the worker's init inside its
+  // PID namespace exits with a status instead of dying of the signal).
+  Metrics::Get().WorkerCrashed(report.signal_name().empty()
+                                   ? std::string("exit")
+                                   : report.signal_name());
   // One line per death for whoever runs the daemon; clients get the same
   // text in their errors.
   Log(LogLevel::kWarning, message,

@@ -22,6 +22,13 @@ namespace ffid::testing {
 namespace {
 
 constexpr absl::string_view kListeningLine = "ffid: listening on ";
+// The same line with --log-format=json.
+constexpr absl::string_view kListeningJson = R"("msg":"listening on )";
+
+bool SaysListening(absl::string_view log) {
+  return absl::StrContains(log, kListeningLine) ||
+         absl::StrContains(log, kListeningJson);
+}
 
 // The system library directories, as globs; --allow-library replaces the
 // daemon's defaults, so they are listed again.
@@ -152,14 +159,14 @@ absl::Status Daemon::Spawn() {
   {
     absl::MutexLock lock(&mu_);
     auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return absl::StrContains(log_, kListeningLine) || log_closed_;
+      return SaysListening(log_) || log_closed_;
     };
     while (!ready() && absl::Now() < deadline) {
       mu_.AwaitWithDeadline(absl::Condition(&ready),
                             std::min(deadline, absl::Now() + absl::Milliseconds(100)));
       if (!IsRunning()) break;
     }
-    listening = absl::StrContains(log_, kListeningLine);
+    listening = SaysListening(log_);
   }
   struct stat info;
   while (listening && !socket_path_.empty() &&

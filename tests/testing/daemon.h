@@ -5,7 +5,8 @@
 // a new temporary directory and --allow-library for the fixture library's
 // directory, `allowed_dir()` (for tests that plant files) and the system
 // library directories, and returns once the daemon has printed its
-// "ffid: listening on" line and the socket exists (or fails, with the
+// "ffid: listening on" line (or its --log-format=json form) and the socket
+// exists (or fails, with the
 // daemon's output, after a bounded wait). Everything the daemon writes to
 // stderr is kept (Log()) and echoed to the test's stderr.
 //

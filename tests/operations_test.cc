@@ -1,0 +1,402 @@
+// Operations against a real daemon: Prometheus metrics on --metrics-listen,
+// JSON log lines carrying the client's tracing ids, gRPC health, and the
+// SIGTERM drain (a call in flight finishes; past the grace period a hung
+// call is cancelled and its worker killed; no worker outlives the daemon).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/health.h"
+#include "clients/cpp/ffid/values.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/testing/daemon.h"
+#include "tests/testing/ffid_test.h"
+
+namespace ffid::testing {
+namespace {
+
+using client::MakeInt;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+// The port from the daemon's "metrics on http://127.0.0.1:PORT/metrics".
+int MetricsPort(const std::string& log) {
+  const std::string marker = "metrics on http://127.0.0.1:";
+  size_t at = log.find(marker);
+  if (at == std::string::npos) return 0;
+  int port = 0;
+  size_t end = log.find('/', at + marker.size());
+  if (!absl::SimpleAtoi(log.substr(at + marker.size(),
+                                   end - at - marker.size()),
+                        &port)) {
+    return 0;
+  }
+  return port;
+}
+
+// GET /metrics over plain HTTP/1.0; the body, or "" on failure.
+std::string Scrape(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) ==
+      0) {
+    const std::string request =
+        "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, request.data(), request.size()) ==
+        static_cast<ssize_t>(request.size())) {
+      char buffer[65536];
+      ssize_t n;
+      while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
+        response.append(buffer, static_cast<size_t>(n));
+      }
+    }
+  }
+  close(fd);
+  size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// The value of the series `name_and_labels` (exactly as exposed, e.g.
+// `ffid_calls_total{reason="OK",via="unary"}`), if present.
+std::optional<double> Sample(const std::string& exposition,
+                             const std::string& name_and_labels) {
+  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
+    if (absl::StartsWith(line, name_and_labels + " ")) {
+      double value = 0;
+      if (absl::SimpleAtod(line.substr(name_and_labels.size() + 1), &value)) {
+        return value;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+// The daemon's stderr lines that are JSON objects.
+std::vector<nlohmann::json> JsonLines(const std::string& log) {
+  std::vector<nlohmann::json> lines;
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (line.empty() || line[0] != '{') continue;
+    lines.push_back(nlohmann::json::parse(line, nullptr, false));
+  }
+  return lines;
+}
+
+// The scheduler state letter ('R', 'S', ...) and parent of process `pid`.
+bool ProcessState(pid_t pid, char* state, pid_t* parent) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+  std::vector<std::string> fields =
+      absl::StrSplit(stat.substr(paren + 2), ' ');
+  if (fields.size() < 2) return false;
+  *state = fields[0][0];
+  return absl::SimpleAtoi(fields[1], parent);
+}
+
+// Whether `pid` or one of its children (a worker runs its executor under a
+// small init in its PID namespace) is running or runnable.
+bool IsBusy(pid_t pid) {
+  char state = 0;
+  pid_t parent = 0;
+  if (ProcessState(pid, &state, &parent) && state == 'R') return true;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    pid_t other = 0;
+    if (!absl::SimpleAtoi(entry.path().filename().string(), &other)) continue;
+    if (ProcessState(other, &state, &parent) && parent == pid &&
+        state == 'R') {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Waits until the worker `pid` runs a busy native call.
+bool WaitUntilBusy(pid_t pid) {
+  const absl::Time deadline = absl::Now() + kWait;
+  while (absl::Now() < deadline) {
+    if (IsBusy(pid)) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return false;
+}
+
+class OperationsTest : public ::testing::Test {
+ protected:
+  void StartDaemon(std::vector<std::string> flags) {
+    DaemonOptions options;
+    options.extra_flags = std::move(flags);
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(options);
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = std::move(*daemon);
+    absl::StatusOr<std::unique_ptr<client::Client>> client =
+        client::Client::Connect(daemon_->address(), absl::Seconds(10));
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = std::move(*client);
+  }
+
+  std::unique_ptr<client::Session> NewSession(
+      const client::SessionOptions& options = {}) {
+    absl::StatusOr<std::unique_ptr<client::Session>> session =
+        client_->CreateSession(options);
+    EXPECT_TRUE(session.ok()) << session.status();
+    if (!session.ok()) return nullptr;
+    absl::StatusOr<client::Library> library =
+        (*session)->LoadLibrary(FixturePath());
+    EXPECT_TRUE(library.ok()) << library.status();
+    if (library.ok()) library_ = *library;
+    return std::move(*session);
+  }
+
+  absl::StatusOr<client::Function> Resolve(client::Session& session,
+                                           const std::string& declaration) {
+    return session.ResolveFunction(library_, declaration);
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<client::Client> client_;
+  client::Library library_;
+};
+
+TEST_F(OperationsTest, MetricsCountCallsCrashesSessionsAndBytes) {
+  StartDaemon({"--metrics-listen=127.0.0.1:0"});
+  const int port = MetricsPort(daemon_->Log());
+  ASSERT_NE(port, 0) << daemon_->Log();
+
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> add =
+      Resolve(*session, "int fx_add(int a, int b)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(session->Call(*add, {MakeInt(i), MakeInt(1)}).ok());
+  }
+  absl::StatusOr<client::Memory> memory = session->Allocate(64);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  ASSERT_TRUE(session->Write(memory->handle, 0, std::string(40, 'x')).ok());
+  ASSERT_TRUE(session->Read(memory->handle, 0, 24).ok());
+
+  std::unique_ptr<client::Session> victim = NewSession();
+  ASSERT_NE(victim, nullptr);
+  absl::StatusOr<client::Function> crash =
+      Resolve(*victim, "void fx_crash_null(void)");
+  ASSERT_TRUE(crash.ok()) << crash.status();
+  const pid_t victim_pid = victim->worker_pid();
+  absl::StatusOr<v1::CallResponse> crashed = victim->Call(*crash, {});
+  EXPECT_THAT(crashed, HasReason("WORKER_CRASHED"));
+  ASSERT_TRUE(WaitForProcessGone(victim_pid, kWait));
+
+  const std::string metrics = Scrape(port);
+  ASSERT_FALSE(metrics.empty());
+  EXPECT_EQ(Sample(metrics, R"(ffid_calls_total{reason="OK",via="unary"})"),
+            3);
+  EXPECT_EQ(Sample(metrics,
+                   R"(ffid_calls_total{reason="WORKER_CRASHED",via="unary"})"),
+            1)
+      << metrics;
+  EXPECT_EQ(
+      Sample(metrics,
+             R"(ffid_rpcs_total{code="UNAVAILABLE",method="ffid.v1.Ffi/Call",reason="WORKER_CRASHED"})"),
+      1);
+  EXPECT_EQ(Sample(metrics, R"(ffid_call_duration_seconds_count{via="unary"})"),
+            4);
+  EXPECT_EQ(Sample(metrics, R"(ffid_worker_crashes_total{signal="SIGSEGV"})"),
+            1);
+  EXPECT_EQ(Sample(metrics, "ffid_sessions"), 2);
+  EXPECT_EQ(Sample(metrics, "ffid_sessions_created_total"), 2);
+  // The crashed session's worker is gone; the other one is alive.
+  EXPECT_EQ(Sample(metrics, "ffid_workers"), 1);
+  EXPECT_EQ(Sample(metrics, R"(ffid_memory_bytes_total{direction="write"})"),
+            40);
+  EXPECT_EQ(Sample(metrics, R"(ffid_memory_bytes_total{direction="read"})"),
+            24);
+  EXPECT_EQ(Sample(metrics, "ffid_draining"), 0);
+  EXPECT_THAT(metrics, HasSubstr("# TYPE ffid_rpc_duration_seconds histogram"));
+
+  victim.reset();
+  session.reset();
+  const std::string after = Scrape(port);
+  EXPECT_EQ(Sample(after, "ffid_sessions"), 0) << after;
+  EXPECT_EQ(Sample(after, "ffid_workers"), 0) << after;
+}
+
+TEST_F(OperationsTest, JsonLogsCarryTheClientsTraceIds) {
+  StartDaemon({"--log-format=json", "--log-level=debug"});
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> add =
+      Resolve(*session, "int fx_add(int a, int b)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  absl::StatusOr<client::Function> crash =
+      Resolve(*session, "void fx_crash_null(void)");
+  ASSERT_TRUE(crash.ok()) << crash.status();
+
+  {  // W3C traceparent on a successful call: a debug line.
+    grpc::ClientContext context;
+    context.AddMetadata(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    v1::CallRequest request;
+    request.set_session(session->id());
+    request.set_function(add->handle);
+    *request.add_arguments() = MakeInt(2);
+    *request.add_arguments() = MakeInt(3);
+    v1::CallResponse response;
+    ASSERT_TRUE(client_->stub().Call(&context, request, &response).ok());
+  }
+  {  // x-request-id on a crashing call: a warning line.
+    grpc::ClientContext context;
+    context.AddMetadata("x-request-id", "req-42");
+    v1::CallRequest request;
+    request.set_session(session->id());
+    request.set_function(crash->handle);
+    v1::CallResponse response;
+    EXPECT_FALSE(client_->stub().Call(&context, request, &response).ok());
+  }
+  session.reset();
+  client_.reset();
+  ASSERT_TRUE(daemon_->Stop().ok()) << daemon_->Log();
+
+  bool traced_ok = false;
+  bool traced_crash = false;
+  bool listening = false;
+  for (const nlohmann::json& line : JsonLines(daemon_->Log())) {
+    ASSERT_TRUE(line.is_object()) << daemon_->Log();
+    ASSERT_TRUE(line.contains("ts") && line.contains("level") &&
+                line.contains("msg"))
+        << line.dump();
+    const std::string message = line["msg"];
+    if (absl::StartsWith(message, "listening on ")) listening = true;
+    if (line.value("method", "") == "ffid.v1.Ffi/Call" &&
+        line.value("trace_id", "") == "0af7651916cd43dd8448eb211c80319c") {
+      EXPECT_EQ(line["level"], "debug");
+      EXPECT_EQ(line["code"], "OK");
+      EXPECT_EQ(line["span_id"], "b7ad6b7169203331");
+      traced_ok = true;
+    }
+    if (line.value("method", "") == "ffid.v1.Ffi/Call" &&
+        line.value("trace_id", "") == "req-42") {
+      EXPECT_EQ(line["level"], "warning");
+      EXPECT_EQ(line["code"], "UNAVAILABLE");
+      EXPECT_EQ(line["reason"], "WORKER_CRASHED");
+      traced_crash = true;
+    }
+  }
+  EXPECT_TRUE(listening) << daemon_->Log();
+  EXPECT_TRUE(traced_ok) << daemon_->Log();
+  EXPECT_TRUE(traced_crash) << daemon_->Log();
+  // The worker's death is a warning line of its own, naming the session.
+  EXPECT_THAT(daemon_->Log(), HasSubstr(R"("reason":"WORKER_CRASHED")"));
+}
+
+TEST_F(OperationsTest, HealthIsServingUntilDrainAndACallInFlightFinishes) {
+  StartDaemon({"--metrics-listen=127.0.0.1:0", "--shutdown-grace=120s"});
+  const int port = MetricsPort(daemon_->Log());
+  ASSERT_NE(port, 0);
+  EXPECT_EQ(client::CheckHealth(client_->channel(), "", absl::Seconds(10))
+                .value_or(client::ServingStatus::kUnknown),
+            client::ServingStatus::kServing);
+  EXPECT_EQ(client::CheckHealth(client_->channel(), "ffid.v1.Ffi",
+                                absl::Seconds(10))
+                .value_or(client::ServingStatus::kUnknown),
+            client::ServingStatus::kServing);
+  absl::StatusOr<client::ServingStatus> unknown =
+      client::CheckHealth(client_->channel(), "no.such.Service",
+                          absl::Seconds(10));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> burn =
+      Resolve(*session, "int ff_burn_cpu(int seconds)");
+  ASSERT_TRUE(burn.ok()) << burn.status();
+  const pid_t worker = session->worker_pid();
+
+  absl::StatusOr<v1::CallResponse> result;
+  std::thread call([&] { result = session->Call(*burn, {MakeInt(1)}); });
+  EXPECT_TRUE(WaitUntilBusy(worker));
+
+  // SIGTERM while the native call runs.
+  absl::Status stopped;
+  std::thread stop([&] { stopped = daemon_->Stop(absl::Seconds(300)); });
+  // The drain shows in the metrics, which stay up until the daemon exits.
+  bool draining = false;
+  for (absl::Time deadline = absl::Now() + kWait;
+       !draining && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(10))) {
+    draining = Sample(Scrape(port), "ffid_draining") == 1;
+  }
+  EXPECT_TRUE(draining) << daemon_->Log();
+  // A new client is not served any more.
+  absl::StatusOr<std::unique_ptr<client::Client>> late =
+      client::Client::Connect(daemon_->address(), absl::Seconds(2));
+  if (late.ok()) {
+    absl::StatusOr<client::ServingStatus> health = client::CheckHealth(
+        (*late)->channel(), "", absl::Seconds(5));
+    EXPECT_FALSE(health.ok() && *health == client::ServingStatus::kServing);
+  }
+
+  call.join();
+  ASSERT_TRUE(result.ok()) << result.status() << "\n" << daemon_->Log();
+  // Closing the session's stream lets the drain end before the grace.
+  session.reset();
+  client_.reset();
+  stop.join();
+  EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
+  EXPECT_TRUE(WaitForProcessGone(worker, kWait));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("SIGTERM received, draining"));
+  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
+}
+
+TEST_F(OperationsTest, PastTheGracePeriodAHungCallEndsAndNoWorkerIsLeft) {
+  StartDaemon({"--shutdown-grace=1s"});
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> loop =
+      Resolve(*session, "void ff_endless_loop(void)");
+  ASSERT_TRUE(loop.ok()) << loop.status();
+  std::unique_ptr<client::Session> idle = NewSession();
+  ASSERT_NE(idle, nullptr);
+  const pid_t worker = session->worker_pid();
+  const pid_t idle_worker = idle->worker_pid();
+
+  absl::StatusOr<v1::CallResponse> result;
+  std::thread call([&] { result = session->Call(*loop, {}); });
+  EXPECT_TRUE(WaitUntilBusy(worker));
+  absl::Status stopped = daemon_->Stop(absl::Seconds(300));
+  call.join();
+  EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
+  EXPECT_FALSE(result.ok());
+  EXPECT_TRUE(WaitForProcessGone(worker, kWait));
+  EXPECT_TRUE(WaitForProcessGone(idle_worker, kWait));
+  EXPECT_THAT(daemon_->Log(), HasSubstr("grace period over"));
+}
+
+}  // namespace
+}  // namespace ffid::testing

@@ -110,6 +110,16 @@ class Checker {
     if (config.has_worker_limits()) {
       RETURN_IF_ERROR(CheckLimits("worker_limits", -1, config.worker_limits()));
     }
+    if (config.has_shutdown_grace() &&
+        (config.shutdown_grace().seconds() < 0 ||
+         config.shutdown_grace().nanos() < 0)) {
+      return Error({{"shutdown_grace"}}, "must not be negative");
+    }
+    if (!config.metrics_listen().empty() &&
+        config.metrics_listen().rfind(':') == std::string::npos) {
+      return Error({{"metrics_listen"}},
+                   "must be host:port such as \"127.0.0.1:9464\"");
+    }
     const config::v1::Tls& tls = config.tls();
     if (tls.cert_file().empty() != tls.key_file().empty()) {
       return Error({{"tls"}},

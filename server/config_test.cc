@@ -171,6 +171,27 @@ TEST_F(ConfigFileTest, EveryFlagIsSettableInTheFile) {
   EXPECT_TRUE(options->require_authentication);
 }
 
+TEST_F(ConfigFileTest, OperationsSettingsAreSettableInTheFile) {
+  Write(R"pb(
+    metrics_listen: "127.0.0.1:9464"
+    log_format: LOG_FORMAT_JSON
+    log_level: LOG_LEVEL_WARNING
+    shutdown_grace { seconds: 25 }
+  )pb");
+  absl::StatusOr<Options> options =
+      ParseOptions({"ffid", "--config", path()});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->metrics_listen, "127.0.0.1:9464");
+  EXPECT_EQ(options->log_format, LogFormat::kJson);
+  EXPECT_EQ(options->log_level, LogLevel::kWarning);
+  EXPECT_EQ(options->shutdown_grace, absl::Seconds(25));
+
+  Write("shutdown_grace { seconds: -1 }\n");
+  absl::StatusOr<Options> negative = ParseOptions({"ffid", "--config", path()});
+  EXPECT_THAT(negative.status().message(),
+              HasSubstr("field 'shutdown_grace'"));
+}
+
 TEST_F(ConfigFileTest, FlagsWinOverTheFile) {
   Write("listen: \"unix:/tmp/a/s.sock\"\n"
         "allow_library: \"/opt/file/*\"\n"

@@ -210,6 +210,28 @@ void ApplyConfig(const config::v1::Config& config, Options& options) {
   options.token_file = config.token_file();
   options.audit_calls = config.audit().calls();
   options.require_authentication = config.require_authentication();
+  options.metrics_listen = config.metrics_listen();
+  if (config.log_format() == config::v1::LOG_FORMAT_JSON) {
+    options.log_format = LogFormat::kJson;
+  }
+  switch (config.log_level()) {
+    case config::v1::LOG_LEVEL_DEBUG:
+      options.log_level = LogLevel::kDebug;
+      break;
+    case config::v1::LOG_LEVEL_WARNING:
+      options.log_level = LogLevel::kWarning;
+      break;
+    case config::v1::LOG_LEVEL_ERROR:
+      options.log_level = LogLevel::kError;
+      break;
+    default:
+      break;
+  }
+  if (config.has_shutdown_grace()) {
+    options.shutdown_grace =
+        absl::Seconds(config.shutdown_grace().seconds()) +
+        absl::Nanoseconds(config.shutdown_grace().nanos());
+  }
 }
 
 }  // namespace

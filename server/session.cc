@@ -11,11 +11,11 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "server/log.h"
-#include "server/metrics.h"
 #include "absl/strings/str_replace.h"
 #include "ffi/errors.h"
 #include "google/protobuf/duration.pb.h"
+#include "server/log.h"
+#include "server/metrics.h"
 
 namespace ffid::server {
 namespace {
@@ -495,8 +495,7 @@ SessionManager::SessionManager(SessionManagerOptions options)
     absl::StatusOr<std::shared_ptr<Zygote>> zygote =
         Zygote::Get(options_.worker_path);
     if (!zygote.ok()) {
-      fprintf(stderr, "ffid: %s\n",
-              std::string(zygote.status().message()).c_str());
+      Log(LogLevel::kError, zygote.status().message());
     }
   }
   reaper_ = std::thread(&SessionManager::ReaperLoop, this);

@@ -18,13 +18,13 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "server/log.h"
-#include "server/metrics.h"
-#include "absl/strings/escaping.h"
 #include "ffi/errors.h"
 #include "server/crash_report.h"
+#include "server/log.h"
+#include "server/metrics.h"
 #include "server/zygote.h"
 
 namespace ffid::server {

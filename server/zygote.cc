@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "ffi/errors.h"
+#include "server/log.h"
 #include "server/worker/zygote.h"
 
 extern char** environ;
@@ -301,8 +302,9 @@ void Zygote::ReaderLoop() {
   int status;
   while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
-  fprintf(stderr, "ffid: the zygote (pid %d) ended; its workers ended with it\n",
-          pid_);
+  Log(LogLevel::kWarning,
+      absl::StrCat("the zygote (pid ", pid_,
+                   ") ended; its workers ended with it"));
   absl::MutexLock lock(&mu_);
   dead_ = true;
   forgotten_.clear();

@@ -414,7 +414,6 @@ grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
   *response->mutable_default_limits() = DefaultLimits(policy);
   *response->mutable_max_limits() = policy.max_limits;
   response->set_network_allowed(policy.network_allowed);
-  response->set_version(FFID_VERSION);
   return grpc::Status::OK;
 }
 

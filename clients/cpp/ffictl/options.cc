@@ -124,7 +124,7 @@ its result.
   ffictl health          exit 0 if the daemon is SERVING (gRPC health
                          check; NOT_SERVING while it drains), else 1
   ffictl health ffid.v1.Ffi   the same for one service
-  ffictl info            the daemon's version, sandbox layers and limits
+  ffictl info            the daemon's sandbox layers and limits
 
 Options (before the command):
   --address ADDR  the daemon: unix:/path or host:port (default: $FFID_ADDRESS,

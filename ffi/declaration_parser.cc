@@ -922,11 +922,8 @@ class Parser {
     } else if (n[kFloat]) {
       kind = n[kComplex] ? v1::SCALAR_KIND_COMPLEX_FLOAT : v1::SCALAR_KIND_FLOAT;
     } else if (n[kDouble]) {
-      if (n[kLong] && n[kComplex]) {
-        return UnsupportedAt(specifiers.first,
-                             "'long double _Complex' is not supported");
-      }
-      kind = n[kLong]      ? v1::SCALAR_KIND_LONG_DOUBLE
+      kind = n[kLong] && n[kComplex] ? v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE
+             : n[kLong]      ? v1::SCALAR_KIND_LONG_DOUBLE
              : n[kComplex] ? v1::SCALAR_KIND_COMPLEX_DOUBLE
                            : v1::SCALAR_KIND_DOUBLE;
     } else if (n[kShort]) {
@@ -1046,6 +1043,26 @@ class Parser {
       return absl::OkStatus();
     }
     while (true) {
+      if (Is(Peek(), ":")) {
+        // An unnamed bitfield: padding (`int : 3;`), or with width 0 the
+        // start of the next storage unit (`int : 0;`).
+        const Token colon = Next();
+        ASSIGN_OR_RETURN(ParsedType base, BaseType(specifiers));
+        ASSIGN_OR_RETURN(int64_t width, ParseConstant());
+        if (width < 0 || width > 64) {
+          return ErrorAt(colon, absl::StrCat("unnamed bitfield has width ",
+                                             width));
+        }
+        v1::Field* field = record.add_fields();
+        if (width == 0) {
+          field->set_zero_width_bitfield(true);
+        } else {
+          field->set_bit_width(static_cast<uint32_t>(width));
+        }
+        *field->mutable_type() = std::move(base.descriptor);
+        if (Accept(",")) continue;
+        return Expect(";", "';' after an unnamed bitfield");
+      }
       ASSIGN_OR_RETURN(Declarator declarator,
                        ParseDeclarator(/*abstract=*/false));
       ASSIGN_OR_RETURN(ParsedType type, Apply(specifiers, declarator));
@@ -1056,9 +1073,18 @@ class Parser {
                                           "a function pointer instead"));
       }
       if (type.unsized_array) {
-        return UnsupportedAt(declarator.name_token,
-                             absl::StrCat(what, ": flexible array members "
-                                                "are not supported yet"));
+        // A flexible array member: an array of length 0; the record's
+        // layout checks that it comes last.
+        if (Is(Peek(), ":")) {
+          return ErrorAt(declarator.name_token,
+                         absl::StrCat(what, ": an array cannot be a "
+                                            "bitfield"));
+        }
+        v1::TypeDescriptor array;
+        *array.mutable_array()->mutable_element() =
+            std::move(type.descriptor);
+        type.descriptor = std::move(array);
+        type.unsized_array = false;
       }
       if (IsIncomplete(type.descriptor)) {
         return ErrorAt(declarator.name_token,
@@ -1076,7 +1102,11 @@ class Parser {
         ASSIGN_OR_RETURN(int64_t width, ParseConstant());
         if (width <= 0 || width > 64) {
           return ErrorAt(declarator.name_token,
-                         absl::StrCat("bitfield ", what, " has width ", width));
+                         absl::StrCat("bitfield ", what, " has width ", width,
+                                      width == 0 ? " (only an unnamed "
+                                                   "bitfield may have width "
+                                                   "0)"
+                                                 : ""));
         }
         field->set_bit_width(static_cast<uint32_t>(width));
       }

@@ -470,6 +470,33 @@ TEST(ParseDeclarations, PackedAlignedAndAnonymousMembers) {
   EXPECT_EQ(tagged.fields(1).offset(), 4u);
 }
 
+TEST(ParseDeclarations, UnnamedBitfieldsFlexibleArraysComplexLongDouble) {
+  absl::StatusOr<Declarations> d = ParseDeclarations(
+      "struct h { char c; int : 3, : 0; char d; };"
+      "struct f { int n; double data[]; };"
+      "long double _Complex g(long double _Complex);");
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->types.size(), 2u);
+  const v1::RecordType& h = d->types[0].type().record();
+  ASSERT_EQ(h.fields_size(), 4);
+  EXPECT_EQ(h.fields(1).bit_width(), 3u);
+  EXPECT_TRUE(h.fields(2).zero_width_bitfield());
+  EXPECT_EQ(h.fields(3).offset(), 4u);
+  EXPECT_EQ(h.size(), 5u);
+  const v1::RecordType& f = d->types[1].type().record();
+  EXPECT_EQ(f.fields(1).type().array().length(), 0u);
+  EXPECT_EQ(f.fields(1).offset(), 8u);
+  EXPECT_EQ(f.size(), 8u);
+  EXPECT_EQ(d->functions[0].type().return_type().scalar(),
+            v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE);
+  absl::Status status =
+      ParseDeclarations("struct b { int n : 0; };").status();
+  EXPECT_THAT(status.message(),
+              HasSubstr("only an unnamed bitfield may have width 0"));
+  status = ParseDeclarations("struct b { double d[]; int n; };").status();
+  EXPECT_THAT(status.message(), HasSubstr("must be the last member"));
+}
+
 TEST(ParseDeclarations, Errors) {
   auto error = [](absl::string_view source) {
     return ParseDeclarations(source).status();

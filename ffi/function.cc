@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "absl/container/inlined_vector.h"
 #include "absl/memory/memory.h"
@@ -217,6 +219,53 @@ SplitPlan PlanSplit(const CType& return_type,
   return plan;
 }
 
+// The type of a variadic argument given without one, from its value's kind
+// as C's default promotions would leave it: int (long long when it does not
+// fit), unsigned int (unsigned long long), double, long double, const char *
+// for text, void * for pointers and NULL.
+absl::StatusOr<v1::TypeDescriptor> InferVariadicType(const v1::Value& value,
+                                                     absl::string_view context) {
+  v1::TypeDescriptor type;
+  switch (value.kind_case()) {
+    case v1::Value::kBoolValue:
+      type.set_scalar(v1::SCALAR_KIND_INT);
+      return type;
+    case v1::Value::kIntValue:
+      type.set_scalar(value.int_value() >= INT32_MIN &&
+                              value.int_value() <= INT32_MAX
+                          ? v1::SCALAR_KIND_INT
+                          : v1::SCALAR_KIND_LONG_LONG);
+      return type;
+    case v1::Value::kUintValue:
+      type.set_scalar(value.uint_value() <= UINT32_MAX
+                          ? v1::SCALAR_KIND_UNSIGNED_INT
+                          : v1::SCALAR_KIND_UNSIGNED_LONG_LONG);
+      return type;
+    case v1::Value::kDoubleValue:
+      type.set_scalar(v1::SCALAR_KIND_DOUBLE);
+      return type;
+    case v1::Value::kLongDoubleValue:
+    case v1::Value::kLongDouble:
+      type.set_scalar(v1::SCALAR_KIND_LONG_DOUBLE);
+      return type;
+    case v1::Value::kStringValue:
+    case v1::Value::kBytesValue:
+      type.mutable_string()->set_is_const(true);
+      return type;
+    case v1::Value::kPointerValue:
+    case v1::Value::kNullValue:
+      type.mutable_pointer();
+      return type;
+    default:
+      break;
+  }
+  return InvalidArgumentError(
+      v1::ERROR_REASON_TYPE_MISMATCH,
+      absl::StrCat(context,
+                   ": the type of this variadic argument cannot be inferred "
+                   "from its value; give it in variadic_types"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<PreparedFunction>> PreparedFunction::Create(
@@ -357,12 +406,26 @@ absl::StatusOr<CallResult> PreparedFunction::CallWith(
                                         Plural(fixed, "argument"), ", got ",
                                         argument_count));
     }
-    if (argument_count - fixed != variadic_count) {
+    if (variadic_count > argument_count - fixed) {
       return ArgumentCount(absl::StrCat(
           "'", name_, "' got ",
           Plural(argument_count - fixed, "variadic argument"), " but ",
           Plural(variadic_count, "variadic argument type"),
-          "; give one type per variadic argument"));
+          "; give at most one type per variadic argument"));
+    }
+  }
+  // Variadic arguments without a type get the one C would give their
+  // value's kind after the default promotions.
+  std::vector<v1::TypeDescriptor> inferred;
+  if (type_.variadic()) {
+    for (size_t index = fixed + variadic_count; index < argument_count;
+         ++index) {
+      ASSIGN_OR_RETURN(
+          v1::TypeDescriptor type,
+          InferVariadicType(arguments[static_cast<int>(index)],
+                            absl::StrCat("argument ", index + 1,
+                                         " (variadic) of '", name_, "'")));
+      inferred.push_back(std::move(type));
     }
   }
 
@@ -401,14 +464,15 @@ absl::StatusOr<CallResult> PreparedFunction::CallWith(
   std::vector<ffi_type*> all_types;
   if (type_.variadic()) {
     all_types = ffi_parameter_types_;
-    for (size_t j = 0; j < variadic_count; ++j) {
+    for (size_t j = 0; j < argument_count - fixed; ++j) {
       const size_t index = fixed + j;
       const std::string context =
           absl::StrCat("argument ", index + 1, " (variadic) of '", name_, "'");
-      ASSIGN_OR_RETURN(
-          std::shared_ptr<const CType> type,
-          CType::Create(DecayArray(variadic_types[static_cast<int>(j)]),
-                        context));
+      const v1::TypeDescriptor& given =
+          j < variadic_count ? variadic_types[static_cast<int>(j)]
+                             : inferred[j - variadic_count];
+      ASSIGN_OR_RETURN(std::shared_ptr<const CType> type,
+                       CType::Create(DecayArray(given), context));
       if (type->is_void()) {
         return Mismatch(
             absl::StrCat(context, ": a variadic argument cannot be void"));

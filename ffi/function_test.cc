@@ -416,7 +416,8 @@ TEST_F(FunctionTest, BoolAndFloatingPoint) {
 
   EXPECT_EQ(CallOne("long double f(long double)", Fn(ffid_test_ld_half),
                     Double(5))
-                .double_value(),
+                .long_double()
+                .approximate(),
             2.5);
 }
 
@@ -625,7 +626,20 @@ TEST_F(FunctionTest, VariadicCallsPromoteTheirArguments) {
   EXPECT_EQ(GetErrorReason(result.status()), v1::ERROR_REASON_ARGUMENT_COUNT);
   EXPECT_EQ(std::string(result.status().message()),
             "'sum' got 1 variadic argument but 2 variadic argument types; give "
-            "one type per variadic argument");
+            "at most one type per variadic argument");
+  // Without types, each variadic argument's comes from its value: int,
+  // double, const char *, as C's default promotions leave them.
+  result = Call(*sum_doubles, {Int(2), Double(0.5), Double(0.25)});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->result.double_value(), 0.75);
+  result = Call(*sum, {Int(2), Int(40), Int(2)});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->result.int_value(), 42);
+  v1::Value record;
+  record.mutable_record_value();
+  result = Call(*sum, {Int(1), record});
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("cannot be inferred from its value"));
   result = Call(*sum, {});
   EXPECT_EQ(std::string(result.status().message()),
             "'sum' takes at least 1 argument, got 0");

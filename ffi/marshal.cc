@@ -70,6 +70,8 @@ absl::string_view ValueKindName(const v1::Value& value) {
       return "an enum constant name";
     case v1::Value::kLongDoubleValue:
       return "long double bytes";
+    case v1::Value::kLongDouble:
+      return "a long double";
     case v1::Value::kCallbackHandle:
       return "a callback handle";
     case v1::Value::KIND_NOT_SET:
@@ -92,6 +94,36 @@ std::string ShortestDouble(double value) {
     if (std::strtod(text.c_str(), nullptr) == value) return text;
   }
   return absl::StrFormat("%.17g", value);
+}
+
+// The shortest decimal form that reads back (strtold) as exactly `value`.
+std::string ShortestLongDouble(long double value) {
+  if (std::isnan(value)) return std::signbit(value) ? "-nan" : "nan";
+  if (std::isinf(value)) return value < 0 ? "-inf" : "inf";
+  for (int precision = 1; precision < 21; ++precision) {
+    std::string text = absl::StrFormat("%.*Lg", precision, value);
+    if (std::strtold(text.c_str(), nullptr) == value) return text;
+  }
+  return absl::StrFormat("%.21Lg", value);
+}
+
+// A long double result: its bytes (padding zeroed), the nearest double and
+// the shortest exact decimal.
+v1::Value LongDoubleResult(const void* src) {
+  long double d;
+  std::memcpy(&d, src, sizeof(d));
+  std::string bytes(sizeof(long double), '\0');
+  std::memcpy(bytes.data(), src, sizeof(long double));
+#if defined(__x86_64__) || defined(__i386__)
+  // Only the first 10 bytes (x87 extended) hold the value.
+  std::fill(bytes.begin() + 10, bytes.end(), '\0');
+#endif
+  v1::Value value;
+  v1::LongDoubleValue* out = value.mutable_long_double();
+  out->set_bytes(std::move(bytes));
+  out->set_approximate(static_cast<double>(d));
+  out->set_decimal(ShortestLongDouble(d));
+  return value;
 }
 
 std::string Int128ToString(Int128 value) {
@@ -310,25 +342,40 @@ absl::Status EncodeFloating(const CType& type, v1::ScalarKind kind,
       number = static_cast<long double>(value.uint_value());
       break;
     case v1::Value::kLongDoubleValue:
-      if (kind == v1::SCALAR_KIND_LONG_DOUBLE) {
-        if (value.long_double_value().size() != sizeof(long double)) {
+    case v1::Value::kLongDouble: {
+      const v1::LongDoubleValue* full =
+          value.has_long_double() ? &value.long_double() : nullptr;
+      const std::string& bytes =
+          full != nullptr ? full->bytes() : value.long_double_value();
+      if (!bytes.empty() || full == nullptr) {
+        if (bytes.size() != sizeof(long double)) {
           return Mismatch(
               param, absl::StrCat("long double bytes must be ",
                                   sizeof(long double), " bytes, got ",
-                                  value.long_double_value().size()));
+                                  bytes.size()));
         }
-        std::memcpy(dest, value.long_double_value().data(),
-                    sizeof(long double));
-        return absl::OkStatus();
+        std::memcpy(&number, bytes.data(), sizeof(long double));
+      } else if (!full->decimal().empty()) {
+        const std::string& text = full->decimal();
+        char* end = nullptr;
+        number = std::strtold(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0') {
+          return Mismatch(param, absl::StrCat("long double decimal '", text,
+                                              "' is not a number"));
+        }
+      } else {
+        number = full->approximate();
       }
-      [[fallthrough]];
+      break;
+    }
     default:
       return WrongKind(param, "a number", type, value);
   }
   switch (kind) {
     case v1::SCALAR_KIND_FLOAT: {
       double d = static_cast<double>(number);
-      if (std::isfinite(d) && std::fabs(d) >= kFloatOverflow) {
+      if ((std::isfinite(d) && std::fabs(d) >= kFloatOverflow) ||
+          (std::isinf(d) && std::isfinite(number))) {
         return OutOfRange(
             param, absl::StrFormat("value %s does not fit in float (range "
                                    "-%.9g..%.9g)",
@@ -345,6 +392,11 @@ absl::Status EncodeFloating(const CType& type, v1::ScalarKind kind,
       double d = value.kind_case() == v1::Value::kDoubleValue
                      ? value.double_value()
                      : static_cast<double>(number);
+      if (std::isinf(d) && std::isfinite(number)) {
+        return OutOfRange(param,
+                          absl::StrCat("value ", ShortestLongDouble(number),
+                                       " does not fit in double"));
+      }
       std::memcpy(dest, &d, sizeof(d));
       return absl::OkStatus();
     }
@@ -359,7 +411,10 @@ absl::Status EncodeFloating(const CType& type, v1::ScalarKind kind,
 absl::Status EncodeComplex(const CType& type, v1::ScalarKind kind,
                            const v1::Value& value, void* dest,
                            absl::string_view param) {
-  const bool is_float = kind == v1::SCALAR_KIND_COMPLEX_FLOAT;
+  const v1::ScalarKind part_kind =
+      kind == v1::SCALAR_KIND_COMPLEX_FLOAT    ? v1::SCALAR_KIND_FLOAT
+      : kind == v1::SCALAR_KIND_COMPLEX_DOUBLE ? v1::SCALAR_KIND_DOUBLE
+                                               : v1::SCALAR_KIND_LONG_DOUBLE;
   if (value.has_bytes_value()) {
     if (value.bytes_value().size() != type.size()) {
       return Mismatch(param, absl::StrCat("'", TypeName(type.descriptor()),
@@ -377,14 +432,14 @@ absl::Status EncodeComplex(const CType& type, v1::ScalarKind kind,
   absl::StatusOr<std::shared_ptr<const CType>> part = CType::Create(
       [&] {
         v1::TypeDescriptor d;
-        d.set_scalar(is_float ? v1::SCALAR_KIND_FLOAT : v1::SCALAR_KIND_DOUBLE);
+        d.set_scalar(part_kind);
         return d;
       }());
   if (!part.ok()) return part.status();
   unsigned char* out = static_cast<unsigned char*>(dest);
   for (int i = 0; i < 2; ++i) {
     RETURN_IF_ERROR(EncodeFloating(
-        **part, is_float ? v1::SCALAR_KIND_FLOAT : v1::SCALAR_KIND_DOUBLE,
+        **part, part_kind,
         value.array_value().elements(i), out + i * (*part)->size(),
         absl::StrCat(param, i == 0 ? " (real part)" : " (imaginary part)")));
   }
@@ -425,6 +480,7 @@ absl::Status EncodeScalar(const CType& type, const ScalarInfo& info,
     }
     case v1::SCALAR_KIND_COMPLEX_FLOAT:
     case v1::SCALAR_KIND_COMPLEX_DOUBLE:
+    case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE:
       return EncodeComplex(type, kind, value, dest, param);
     default:
       return EncodeFloating(type, kind, value, dest, param);
@@ -610,7 +666,9 @@ const CTypeMember* FindMember(const CType& record, absl::string_view name,
     }
   }
   for (const CTypeMember& member : record.members()) {
-    if (!member.name.empty()) continue;
+    if (!member.name.empty() || !member.type->descriptor().has_record()) {
+      continue;
+    }
     size_t inner = *offset + member.offset;
     const CTypeMember* found = FindMember(*member.type, name, &inner);
     if (found != nullptr) {
@@ -712,8 +770,20 @@ absl::Status EncodeRecord(const CType& type, const v1::Value& value,
     return WrongKind(param, "a record or bytes", type, value);
   }
   const auto& fields = value.record_value().fields();
-  if (type.descriptor().record().kind() == v1::RECORD_KIND_UNION &&
-      fields.size() != 1) {
+  const bool is_union =
+      type.descriptor().record().kind() == v1::RECORD_KIND_UNION;
+  if (is_union && !value.record_value().union_bytes().empty()) {
+    // A union as it came back from a result or a read: its bytes.
+    const std::string& bytes = value.record_value().union_bytes();
+    if (bytes.size() != type.size()) {
+      return Mismatch(param, absl::StrCat("'", name, "' takes ", type.size(),
+                                          " bytes, got ", bytes.size(),
+                                          " in union_bytes"));
+    }
+    std::memcpy(dest, bytes.data(), bytes.size());
+    return absl::OkStatus();
+  }
+  if (is_union && fields.size() != 1) {
     return Mismatch(param, absl::StrCat("a value of '", name,
                                         "' sets exactly one member, got ",
                                         fields.size()));
@@ -732,6 +802,13 @@ absl::Status EncodeRecord(const CType& type, const v1::Value& value,
     }
     const std::string member_param = absl::StrCat(
         param, param.empty() ? "" : ", ", "member '", field_name, "'");
+    if (member->flexible) {
+      return Mismatch(member_param,
+                      absl::StrCat("'", field_name, "' is the flexible array "
+                                   "member of '", name, "': give its length "
+                                   "as flexible_length (Allocate, Read, "
+                                   "Write) to set its elements"));
+    }
     if (member->bit_width != 0) {
       RETURN_IF_ERROR(EncodeBitfield(*member, fields.at(field_name),
                                      out + offset, resolver, arena,
@@ -898,10 +975,14 @@ absl::StatusOr<v1::Value> DecodeScalar(const CType& type,
       value.set_double_value(d);
       return value;
     }
-    case v1::SCALAR_KIND_LONG_DOUBLE: {
-      long double d;
-      std::memcpy(&d, src, sizeof(d));
-      value.set_double_value(static_cast<double>(d));
+    case v1::SCALAR_KIND_LONG_DOUBLE:
+      return LongDoubleResult(src);
+    case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE: {
+      const unsigned char* parts = static_cast<const unsigned char*>(src);
+      for (int i = 0; i < 2; ++i) {
+        *value.mutable_array_value()->add_elements() =
+            LongDoubleResult(parts + i * sizeof(long double));
+      }
       return value;
     }
     case v1::SCALAR_KIND_COMPLEX_FLOAT: {
@@ -927,16 +1008,27 @@ absl::StatusOr<v1::Value> DecodeScalar(const CType& type,
                                       TypeName(type.descriptor()), "'"));
 }
 
+absl::StatusOr<v1::Value> Decode(const CType& type, const void* src,
+                                 PointerResolver& resolver, bool in_union);
+
+// Decodes the members of a struct or union into `out`. `in_union`: the
+// bytes may belong to another member, so pointers are not followed (a
+// string is given as its address).
 absl::Status DecodeRecordInto(const CType& type, const unsigned char* src,
-                              PointerResolver& resolver,
+                              PointerResolver& resolver, bool in_union,
                               v1::RecordValue& out) {
+  const bool is_union =
+      type.descriptor().record().kind() == v1::RECORD_KIND_UNION;
+  in_union = in_union || is_union;
   for (const CTypeMember& member : type.members()) {
+    // Unnamed bitfields are padding; a flexible array member's elements are
+    // not part of the value (see flexible_length).
+    if (member.zero_width || member.flexible) continue;
     if (member.name.empty()) {
+      if (member.bit_width != 0) continue;
       // Members of an unnamed struct or union read as the parent's own.
-      if (member.type->descriptor().record().kind() != v1::RECORD_KIND_UNION) {
-        RETURN_IF_ERROR(
-            DecodeRecordInto(*member.type, src + member.offset, resolver, out));
-      }
+      RETURN_IF_ERROR(DecodeRecordInto(*member.type, src + member.offset,
+                                       resolver, in_union, out));
       continue;
     }
     if (member.bit_width != 0) {
@@ -945,8 +1037,8 @@ absl::Status DecodeRecordInto(const CType& type, const unsigned char* src,
       (*out.mutable_fields())[member.name] = std::move(field);
       continue;
     }
-    ASSIGN_OR_RETURN(v1::Value field,
-                     DecodeValue(*member.type, src + member.offset, resolver));
+    ASSIGN_OR_RETURN(v1::Value field, Decode(*member.type, src + member.offset,
+                                             resolver, in_union));
     (*out.mutable_fields())[member.name] = std::move(field);
   }
   return absl::OkStatus();
@@ -1005,6 +1097,13 @@ absl::Status EncodeValue(const CType& type, const v1::Value& value,
 
 absl::StatusOr<v1::Value> DecodeValue(const CType& type, const void* src,
                                       PointerResolver& resolver) {
+  return Decode(type, src, resolver, /*in_union=*/false);
+}
+
+namespace {
+
+absl::StatusOr<v1::Value> Decode(const CType& type, const void* src,
+                                 PointerResolver& resolver, bool in_union) {
   const v1::TypeDescriptor& d = type.descriptor();
   switch (d.kind_case()) {
     case v1::TypeDescriptor::kScalar:
@@ -1016,21 +1115,23 @@ absl::StatusOr<v1::Value> DecodeValue(const CType& type, const void* src,
       void* address;
       std::memcpy(&address, src, sizeof(address));
       if (address == nullptr) return NullValue();
-      if (d.has_string()) return DecodeText(type, address);
+      // In a union the bytes may be another member's: a string member is
+      // given as its address rather than followed.
+      if (d.has_string() && !in_union) return DecodeText(type, address);
       return resolver.Wrap(address);
     }
     case v1::TypeDescriptor::kRecord: {
+      // A union comes back with every member decoded from its bytes (which
+      // one is live is the caller's knowledge) and the bytes themselves.
       v1::Value value;
+      v1::RecordValue& record = *value.mutable_record_value();
+      RETURN_IF_ERROR(DecodeRecordInto(
+          type, static_cast<const unsigned char*>(src), resolver, in_union,
+          record));
       if (d.record().kind() == v1::RECORD_KIND_UNION) {
-        // Which member is live is unknown; reading a pointer member that is
-        // not would follow garbage. The raw bytes are always safe.
-        value.set_bytes_value(
+        record.set_union_bytes(
             std::string(static_cast<const char*>(src), type.size()));
-        return value;
       }
-      RETURN_IF_ERROR(DecodeRecordInto(type,
-                                       static_cast<const unsigned char*>(src),
-                                       resolver, *value.mutable_record_value()));
       return value;
     }
     case v1::TypeDescriptor::kArray: {
@@ -1043,9 +1144,11 @@ absl::StatusOr<v1::Value> DecodeValue(const CType& type, const void* src,
         return value;
       }
       const unsigned char* in = static_cast<const unsigned char*>(src);
+      value.mutable_array_value();
       for (uint64_t i = 0; i < type.length(); ++i) {
-        ASSIGN_OR_RETURN(*value.mutable_array_value()->add_elements(),
-                         DecodeValue(element, in + i * element.size(), resolver));
+        ASSIGN_OR_RETURN(
+            *value.mutable_array_value()->add_elements(),
+            Decode(element, in + i * element.size(), resolver, in_union));
       }
       return value;
     }
@@ -1056,4 +1159,5 @@ absl::StatusOr<v1::Value> DecodeValue(const CType& type, const void* src,
                                    "'"));
 }
 
+}  // namespace
 }  // namespace ffid::ffi

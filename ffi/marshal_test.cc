@@ -353,13 +353,54 @@ TEST_F(MarshalTest, LongDouble) {
   EXPECT_EQ(As<long double>(), third);
   auto decoded = Decode(*type);
   ASSERT_TRUE(decoded.ok());
-  EXPECT_EQ(decoded->double_value(), static_cast<double>(third));
+  // The result keeps every bit: bytes, nearest double, exact decimal.
+  ASSERT_TRUE(decoded->has_long_double());
+  EXPECT_EQ(decoded->long_double().approximate(), static_cast<double>(third));
+  EXPECT_EQ(decoded->long_double().decimal(), "0.33333333333333333334");
+  long double back;
+  std::memcpy(&back, decoded->long_double().bytes().data(), sizeof(back));
+  EXPECT_EQ(back, third);
+  EXPECT_EQ(decoded->long_double().bytes().substr(10), std::string(6, '\0'));
+  // And passes back unchanged, by its bytes or its decimal.
+  v1::Value decimal;
+  decimal.mutable_long_double()->set_decimal(decoded->long_double().decimal());
+  ASSERT_TRUE(Encode(*type, decimal).ok());
+  EXPECT_EQ(As<long double>(), third);
+  ASSERT_TRUE(Encode(*type, *decoded).ok());
+  EXPECT_EQ(As<long double>(), third);
+  v1::Value approximate;
+  approximate.mutable_long_double()->set_approximate(0.5);
+  ASSERT_TRUE(Encode(*type, approximate).ok());
+  EXPECT_EQ(As<long double>(), 0.5L);
+  decimal.mutable_long_double()->set_decimal("1.5x");
+  EXPECT_EQ(GetErrorReason(Encode(*type, decimal)),
+            v1::ERROR_REASON_TYPE_MISMATCH);
 
   raw.set_long_double_value("abc");
   EXPECT_EQ(GetErrorReason(Encode(*type, raw)), v1::ERROR_REASON_TYPE_MISMATCH);
-  // long double bytes are for long double only.
-  raw.set_long_double_value(std::string(sizeof(long double), '\0'));
-  EXPECT_FALSE(Encode(*Make(v1::SCALAR_KIND_DOUBLE), raw).ok());
+  // A long double for a double rounds, and must fit.
+  ASSERT_TRUE(Encode(*Make(v1::SCALAR_KIND_DOUBLE), *decoded).ok());
+  EXPECT_EQ(As<double>(), static_cast<double>(third));
+  decimal.mutable_long_double()->set_decimal("1e4000");
+  EXPECT_EQ(GetErrorReason(Encode(*Make(v1::SCALAR_KIND_DOUBLE), decimal)),
+            v1::ERROR_REASON_VALUE_OUT_OF_RANGE);
+}
+
+TEST_F(MarshalTest, ComplexLongDouble) {
+  auto type = Make(v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE);
+  v1::Value value;
+  value.mutable_array_value()->add_elements()->set_double_value(1.5);
+  value.mutable_array_value()->add_elements()->mutable_long_double()->set_decimal(
+      "0.1");
+  ASSERT_TRUE(Encode(*type, value).ok());
+  long double parts[2];
+  std::memcpy(parts, buffer_, sizeof(parts));
+  EXPECT_EQ(parts[0], 1.5L);
+  EXPECT_EQ(parts[1], 0.1L);
+  auto decoded = Decode(*type);
+  ASSERT_TRUE(decoded.ok());
+  ASSERT_EQ(decoded->array_value().elements_size(), 2);
+  EXPECT_EQ(decoded->array_value().elements(1).long_double().decimal(), "0.1");
 }
 
 TEST_F(MarshalTest, Complex) {
@@ -639,7 +680,7 @@ TEST_F(MarshalTest, Records) {
             v1::ERROR_REASON_TYPE_MISMATCH);
 }
 
-TEST_F(MarshalTest, UnionsTakeOneMemberAndDecodeAsBytes) {
+TEST_F(MarshalTest, UnionsTakeOneMemberAndDecodeEveryMember) {
   v1::TypeDescriptor d;
   d.mutable_record()->set_name("u");
   d.mutable_record()->set_kind(v1::RECORD_KIND_UNION);
@@ -656,10 +697,20 @@ TEST_F(MarshalTest, UnionsTakeOneMemberAndDecodeAsBytes) {
   EXPECT_EQ(As<float>(), 1.0f);
   auto decoded = Decode(*type);
   ASSERT_TRUE(decoded.ok());
-  EXPECT_EQ(decoded->bytes_value().size(), 4u);
+  EXPECT_EQ(decoded->record_value().union_bytes().size(), 4u);
+  EXPECT_EQ(decoded->record_value().fields().at("f").double_value(), 1.0);
+  EXPECT_EQ(decoded->record_value().fields().at("i").int_value(), 0x3f800000);
   (*value.mutable_record_value()->mutable_fields())["i"] = Int(1);
   EXPECT_THAT(Encode(*type, value).message(),
               HasSubstr("sets exactly one member, got 2"));
+  // A decoded union passes back as its bytes.
+  std::memset(buffer_, 0, sizeof(buffer_));
+  ASSERT_TRUE(Encode(*type, *decoded).ok());
+  EXPECT_EQ(As<float>(), 1.0f);
+  v1::Value short_bytes;
+  short_bytes.mutable_record_value()->set_union_bytes("ab");
+  EXPECT_EQ(GetErrorReason(Encode(*type, short_bytes)),
+            v1::ERROR_REASON_TYPE_MISMATCH);
 }
 
 TEST_F(MarshalTest, Arrays) {

@@ -140,8 +140,10 @@ void CollectLeaves(const CType& type, uint64_t base_bits,
   if (d.has_record()) {
     for (const CTypeMember& member : type.members()) {
       const uint64_t at = base_bits + member.offset * 8 + member.bit_offset;
+      if (member.zero_width) continue;  // GCC 12 ignores them here
       if (member.bit_width != 0) {
-        // Bitfields are always INTEGER, over the bits they occupy.
+        // Bitfields are always INTEGER, over the bits they occupy (unnamed
+        // ones too).
         leaves.push_back({at, member.bit_width, ArgClass::kInteger, true});
         continue;
       }
@@ -173,6 +175,11 @@ void CollectLeaves(const CType& type, uint64_t base_bits,
       case v1::SCALAR_KIND_LONG_DOUBLE:
         leaves.push_back({base_bits, 64, ArgClass::kX87, aligned});
         leaves.push_back({base_bits + 64, 64, ArgClass::kX87Up, aligned});
+        return;
+      case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE:
+        // 32 bytes: any aggregate holding one is passed in memory.
+        leaves.push_back({base_bits, type.size() * 8, ArgClass::kMemory,
+                          aligned});
         return;
       default:
         break;
@@ -337,6 +344,24 @@ absl::StatusOr<ScalarInfo> GetScalarInfo(v1::ScalarKind kind) {
                                     "' on this platform"));
 #endif
     }
+    case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE: {
+#if defined(FFI_TARGET_HAS_COMPLEX_TYPE) && defined(__x86_64__)
+      // libffi 3.4 passes it in memory and returns it in st(0)/st(1) as
+      // GCC does (COMPLEX_X87); checked by tests/type_system_test.
+      ScalarInfo info;
+      info.size = 2 * sizeof(long double);
+      info.alignment = alignof(long double);
+      info.is_floating = true;
+      info.is_signed = true;
+      info.ffi = &ffi_type_complex_longdouble;
+      return info;
+#else
+      return MakeError(absl::StatusCode::kUnimplemented,
+                       v1::ERROR_REASON_UNSUPPORTED,
+                       absl::StrCat("libffi cannot pass '", ScalarKindName(kind),
+                                    "' on this platform"));
+#endif
+    }
     default:
       break;
   }
@@ -417,6 +442,8 @@ absl::string_view ScalarKindName(v1::ScalarKind kind) {
       return "float _Complex";
     case v1::SCALAR_KIND_COMPLEX_DOUBLE:
       return "double _Complex";
+    case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE:
+      return "long double _Complex";
     default:
       break;
   }
@@ -429,6 +456,12 @@ struct CTypeBuilder {
   static absl::Status BuildRecord(CType& type, const std::string& context);
   static absl::Status BuildArray(CType& type, const std::string& context);
   static absl::Status BuildPointer(CType& type, const std::string& context);
+  // An array's element type, laid out; writes its laid-out descriptor back.
+  static absl::StatusOr<std::shared_ptr<const CType>> ArrayElement(
+      v1::ArrayType& array, const std::string& context);
+  // The type of a flexible array member `T m[]`: size 0, T's alignment.
+  static absl::StatusOr<std::shared_ptr<const CType>> FlexibleArray(
+      const v1::TypeDescriptor& descriptor, const std::string& context);
   // Describes a record to libffi as a struct whose eightbytes have the
   // classes GCC gives the record's on x86-64 (unions, packed and
   // over-aligned structs, bitfields: layouts libffi cannot express).
@@ -539,16 +572,8 @@ absl::Status CTypeBuilder::BuildPointer(CType& type,
   return absl::OkStatus();
 }
 
-absl::Status CTypeBuilder::BuildArray(CType& type, const std::string& context) {
-  v1::ArrayType& array = *type.descriptor_.mutable_array();
-  if (array.length() == 0) {
-    return Mismatch(context, "an array needs a length of at least 1");
-  }
-  if (array.length() > kMaxArrayElements) {
-    return Unsupported(context,
-                       absl::StrCat("arrays of more than ", kMaxArrayElements,
-                                    " elements are not supported"));
-  }
+absl::StatusOr<std::shared_ptr<const CType>> CTypeBuilder::ArrayElement(
+    v1::ArrayType& array, const std::string& context) {
   if (!array.has_element()) {
     return Mismatch(context, "the array has no element type");
   }
@@ -558,6 +583,54 @@ absl::Status CTypeBuilder::BuildArray(CType& type, const std::string& context) {
     return Mismatch(context, "an array cannot have elements of type void");
   }
   *array.mutable_element() = element->descriptor();
+  return element;
+}
+
+absl::StatusOr<std::shared_ptr<const CType>> CTypeBuilder::FlexibleArray(
+    const v1::TypeDescriptor& descriptor, const std::string& context) {
+  std::shared_ptr<CType> type(new CType());
+  type->descriptor_ = descriptor;
+  ASSIGN_OR_RETURN(
+      std::shared_ptr<const CType> element,
+      ArrayElement(*type->descriptor_.mutable_array(), context));
+  auto storage = std::make_unique<CType::Storage>();
+  storage->length = 0;
+  storage->elements.push_back(nullptr);
+  storage->aggregate.type = FFI_TYPE_STRUCT;
+  storage->aggregate.elements = storage->elements.data();
+  storage->native = false;
+  storage->by_value = Unsupported(
+      "", "a flexible array member has no size of its own: pass a pointer to "
+          "the struct instead (Allocate/Read/Write reach its elements with "
+          "flexible_length)");
+  type->size_ = 0;
+  type->alignment_ = element->alignment();
+  storage->element = std::move(element);
+  type->storage_ = std::move(storage);
+  type->ffi_ = &type->storage_->aggregate;
+  return std::shared_ptr<const CType>(std::move(type));
+}
+
+absl::Status CTypeBuilder::BuildArray(CType& type, const std::string& context) {
+  v1::ArrayType& array = *type.descriptor_.mutable_array();
+  if (array.length() == 0) {
+    return Mismatch(context, "an array needs a length of at least 1 (length "
+                             "0 is only for a flexible array member, the "
+                             "last member of a struct)");
+  }
+  if (array.length() > kMaxArrayElements) {
+    return Unsupported(context,
+                       absl::StrCat("arrays of more than ", kMaxArrayElements,
+                                    " elements are not supported"));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<const CType> element,
+                   ArrayElement(array, context));
+  if (element->flexible_member() != nullptr) {
+    return Mismatch(context,
+                    absl::StrCat("an array cannot have elements of type '",
+                                 TypeName(element->descriptor()),
+                                 "', which ends in a flexible array member"));
+  }
   auto storage = std::make_unique<CType::Storage>();
   storage->length = array.length();
   storage->elements.assign(array.length(), element->ffi());
@@ -596,7 +669,10 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
   bool has_bitfields = false;
   bool native = true;
   absl::Status by_value;
-  for (v1::Field& field : *record.mutable_fields()) {
+  bool has_named_member = false;
+  const int field_count = record.fields_size();
+  for (int index = 0; index < field_count; ++index) {
+    v1::Field& field = *record.mutable_fields(index);
     std::string member_context = Prefixed(
         context, field.name().empty()
                      ? absl::StrCat("an unnamed member of ", record_name)
@@ -606,14 +682,61 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
       return Mismatch(context, absl::StrCat(record_name, " has two members named '",
                                             field.name(), "'"));
     }
-    ASSIGN_OR_RETURN(std::shared_ptr<const CType> member,
-                     CType::Create(field.type(), member_context));
+    const bool flexible = field.type().has_array() &&
+                          field.type().array().length() == 0 &&
+                          field.bit_width() == 0 &&
+                          !field.zero_width_bitfield();
+    if (flexible) {
+      if (is_union) {
+        return Mismatch(member_context,
+                        "a union cannot have a flexible array member");
+      }
+      if (index != field_count - 1) {
+        return Mismatch(member_context,
+                        "a flexible array member must be the last member");
+      }
+      if (!has_named_member || field.name().empty()) {
+        return Mismatch(member_context,
+                        "a flexible array member needs a name and a named "
+                        "member before it");
+      }
+    }
+    std::shared_ptr<const CType> member;
+    if (flexible) {
+      ASSIGN_OR_RETURN(member, FlexibleArray(field.type(), member_context));
+    } else {
+      ASSIGN_OR_RETURN(member, CType::Create(field.type(), member_context));
+    }
     if (member->is_void()) {
       return Mismatch(member_context, "a member cannot have type void");
     }
+    if (member->flexible_member() != nullptr) {
+      return Mismatch(member_context,
+                      absl::StrCat("'", TypeName(member->descriptor()),
+                                   "' ends in a flexible array member and "
+                                   "cannot be a member of another record; "
+                                   "use a pointer to it"));
+    }
+    if (!field.name().empty()) has_named_member = true;
     const size_t member_alignment = record.packed() ? 1 : member->alignment();
     CTypeMember laid_out{field.name(), member, 0};
-    if (field.bit_width() != 0) {
+    if (field.zero_width_bitfield()) {
+      const v1::TypeDescriptor& md = member->descriptor();
+      if (!field.name().empty() || field.bit_width() != 0 ||
+          member->scalar() == nullptr ||
+          !(member->scalar()->is_integer ||
+            (md.has_scalar() && md.scalar() == v1::SCALAR_KIND_BOOL))) {
+        return Mismatch(member_context,
+                        "a zero-width bitfield must be unnamed, of an integer "
+                        "type, with bit_width 0");
+      }
+      // GCC: what follows starts at the next unit of the type's alignment,
+      // packed or not; the record's alignment does not change.
+      if (!is_union) end_bits = RoundUp(end_bits, member->alignment() * 8);
+      laid_out.offset = is_union ? 0 : end_bits / 8;
+      laid_out.zero_width = true;
+      has_bitfields = true;
+    } else if (field.bit_width() != 0) {
       const v1::TypeDescriptor& md = member->descriptor();
       const bool is_bool =
           md.has_scalar() && md.scalar() == v1::SCALAR_KIND_BOOL;
@@ -662,6 +785,7 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
       const uint64_t offset =
           is_union ? 0 : RoundUp((end_bits + 7) / 8, member_alignment);
       laid_out.offset = offset;
+      laid_out.flexible = flexible;
       end_bits = std::max(end_bits, (offset + member->size()) * 8);
       alignment = std::max(alignment, member_alignment);
     }
@@ -683,6 +807,18 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
   storage->aggregate.type = FFI_TYPE_STRUCT;
   type.storage_ = std::move(storage);
   type.ffi_ = &type.storage_->aggregate;
+  const CTypeMember* flexible_member = type.flexible_member();
+  if (flexible_member != nullptr) {
+    type.storage_->by_value = Unsupported(
+        "", absl::StrCat(record_name, " ends in the flexible array member '",
+                         flexible_member->name,
+                         "' and cannot be passed by value: pass a pointer "
+                         "to it"));
+    type.storage_->native = false;
+    type.storage_->elements.push_back(nullptr);
+    type.storage_->aggregate.elements = type.storage_->elements.data();
+    return absl::OkStatus();
+  }
   if (record.fields().empty()) {
     type.storage_->by_value = Unsupported(
         "", absl::StrCat(record_name,
@@ -831,6 +967,14 @@ const std::vector<CTypeMember>& CType::members() const {
   return storage_ != nullptr ? storage_->members : *kNone;
 }
 
+const CTypeMember* CType::flexible_member() const {
+  if (storage_ == nullptr || storage_->members.empty() ||
+      !storage_->members.back().flexible) {
+    return nullptr;
+  }
+  return &storage_->members.back();
+}
+
 const CType* CType::element() const {
   return storage_ != nullptr ? storage_->element.get() : nullptr;
 }
@@ -910,6 +1054,9 @@ std::string Spell(const v1::TypeDescriptor& d, const std::string& declarator) {
                   inner);
     }
     case v1::TypeDescriptor::kArray:
+      if (d.array().length() == 0) {  // a flexible array member
+        return Spell(d.array().element(), absl::StrCat(declarator, "[]"));
+      }
       return Spell(d.array().element(),
                    absl::StrCat(declarator, "[", d.array().length(), "]"));
     case v1::TypeDescriptor::kRecord: {
@@ -945,6 +1092,38 @@ std::string Spell(const v1::TypeDescriptor& d, const std::string& declarator) {
 }
 
 }  // namespace
+
+absl::StatusOr<v1::TypeDescriptor> WithFlexibleLength(
+    const v1::TypeDescriptor& record, uint64_t length) {
+  const bool has_flexible =
+      record.has_record() && record.record().fields_size() > 0 &&
+      record.record().fields().rbegin()->type().has_array() &&
+      record.record().fields().rbegin()->type().array().length() == 0 &&
+      record.record().fields().rbegin()->bit_width() == 0 &&
+      !record.record().fields().rbegin()->zero_width_bitfield();
+  if (!has_flexible) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_TYPE_MISMATCH,
+        absl::StrCat("flexible_length ", length, " was given, but '",
+                     TypeName(record),
+                     "' does not end in a flexible array member"));
+  }
+  if (length == 0) return record;
+  if (length > kMaxArrayElements) {
+    return Unsupported("", absl::StrCat("flexible_length ", length,
+                                        " is more than the ",
+                                        kMaxArrayElements,
+                                        " elements an array may have"));
+  }
+  v1::TypeDescriptor result = record;
+  result.mutable_record()
+      ->mutable_fields()
+      ->rbegin()
+      ->mutable_type()
+      ->mutable_array()
+      ->set_length(length);
+  return result;
+}
 
 v1::TypeDescriptor DecayArray(const v1::TypeDescriptor& descriptor) {
   if (!descriptor.has_array()) return descriptor;
@@ -996,6 +1175,7 @@ std::string EightbyteClasses(const CType& type) {
       case v1::SCALAR_KIND_COMPLEX_DOUBLE:
         return "SS";
       case v1::SCALAR_KIND_LONG_DOUBLE:
+      case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE:
         return "";
       default:
         return "I";

@@ -51,6 +51,12 @@ struct CTypeMember {
   // counted from the least significant bit of the byte at `offset`.
   uint32_t bit_width = 0;
   uint32_t bit_offset = 0;
+  // An unnamed zero-width bitfield (`int : 0;`): it only moves what follows
+  // to its type's alignment, and holds no value.
+  bool zero_width = false;
+  // A flexible array member (`T m[];`, the last member of a struct): its
+  // type is an array of length 0 and size 0.
+  bool flexible = false;
 };
 
 class CType {
@@ -81,8 +87,11 @@ class CType {
   const std::vector<CTypeMember>& members() const;
   // An array's element type; nullptr for every other kind.
   const CType* element() const;
-  // An array's length; 0 for every other kind.
+  // An array's length; 0 for every other kind (and for a flexible array
+  // member's type).
   uint64_t length() const;
+  // A struct's flexible array member, if it ends in one; else nullptr.
+  const CTypeMember* flexible_member() const;
   // The pointee of a pointer whose direction is IN, OUT or INOUT (laid out
   // so a temporary can be made for it); nullptr otherwise.
   const CType* pointee() const;
@@ -107,6 +116,14 @@ class CType {
   std::unique_ptr<Storage> storage_;
   friend struct CTypeBuilder;
 };
+
+// `record` (a struct ending in a flexible array member `T m[]`) with `m`
+// given `length` elements: an ordinary struct whose size covers them, for
+// Allocate, Read and Write. `length` 0 returns `record` itself. TYPE_MISMATCH
+// when `record` has no flexible array member; UNSUPPORTED beyond the array
+// length limit.
+absl::StatusOr<v1::TypeDescriptor> WithFlexibleLength(
+    const v1::TypeDescriptor& record, uint64_t length);
 
 // How an argument of `type` travels on x86-64 System V, one letter per
 // eightbyte: 'I' a general register, 'S' an SSE register, 'N' nothing;

@@ -443,6 +443,79 @@ TEST(CType, RecordErrors) {
   EXPECT_FALSE((*type)->by_value_status().ok());
 }
 
+TEST(CType, UnnamedAndZeroWidthBitfieldsAsGcc) {
+  // struct { char c; int : 3; int : 0; char d; unsigned e : 4;
+  //          long long : 0; short f; }: d at 4, f at 8, size 12, align 4.
+  v1::TypeDescriptor d = Record("holes", {{"c", Scalar(v1::SCALAR_KIND_CHAR)},
+                                          {"", Scalar(v1::SCALAR_KIND_INT)},
+                                          {"", Scalar(v1::SCALAR_KIND_INT)},
+                                          {"d", Scalar(v1::SCALAR_KIND_CHAR)},
+                                          {"e", Scalar(v1::SCALAR_KIND_UNSIGNED_INT)},
+                                          {"", Scalar(v1::SCALAR_KIND_LONG_LONG)},
+                                          {"f", Scalar(v1::SCALAR_KIND_SHORT)}});
+  v1::RecordType& record = *d.mutable_record();
+  record.mutable_fields(1)->set_bit_width(3);
+  record.mutable_fields(2)->set_zero_width_bitfield(true);
+  record.mutable_fields(4)->set_bit_width(4);
+  record.mutable_fields(5)->set_zero_width_bitfield(true);
+  auto type = CType::Create(d);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), 12u);
+  EXPECT_EQ((*type)->alignment(), 4u);
+  EXPECT_EQ((*type)->members()[3].offset, 4u);
+  EXPECT_EQ((*type)->members()[6].offset, 8u);
+  // A zero-width bitfield with a name or a width is malformed.
+  record.mutable_fields(2)->set_name("z");
+  EXPECT_EQ(GetErrorReason(CType::Create(d).status()),
+            v1::ERROR_REASON_TYPE_MISMATCH);
+}
+
+TEST(CType, FlexibleArrayMembers) {
+  v1::TypeDescriptor d = Record(
+      "flex", {{"n", Scalar(v1::SCALAR_KIND_CHAR)},
+               {"data", ArrayOf(Scalar(v1::SCALAR_KIND_DOUBLE), 0)}});
+  auto type = CType::Create(d);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), 8u);
+  EXPECT_EQ((*type)->members()[1].offset, 8u);
+  ASSERT_NE((*type)->flexible_member(), nullptr);
+  EXPECT_THAT((*type)->by_value_status().message(),
+              HasSubstr("ends in the flexible array member 'data'"));
+  EXPECT_EQ(TypeName((*type)->descriptor().record().fields(1).type()),
+            "double []");
+
+  absl::StatusOr<v1::TypeDescriptor> three = WithFlexibleLength(d, 3);
+  ASSERT_TRUE(three.ok());
+  auto sized = CType::Create(*three);
+  ASSERT_TRUE(sized.ok());
+  EXPECT_EQ((*sized)->size(), 32u);
+  EXPECT_EQ((*sized)->flexible_member(), nullptr);
+  EXPECT_EQ(GetErrorReason(
+                WithFlexibleLength(Record("p", {{"x", Scalar(v1::SCALAR_KIND_INT)}}), 2)
+                    .status()),
+            v1::ERROR_REASON_TYPE_MISMATCH);
+
+  // Only last, only in a struct, not alone, not nested.
+  v1::TypeDescriptor first = Record(
+      "bad", {{"data", ArrayOf(Scalar(v1::SCALAR_KIND_DOUBLE), 0)},
+              {"n", Scalar(v1::SCALAR_KIND_INT)}});
+  EXPECT_THAT(CType::Create(first).status().message(),
+              HasSubstr("must be the last member"));
+  v1::TypeDescriptor in_union = d;
+  in_union.mutable_record()->set_kind(v1::RECORD_KIND_UNION);
+  EXPECT_FALSE(CType::Create(in_union).ok());
+  EXPECT_FALSE(CType::Create(Record("outer", {{"inner", d}})).ok());
+  EXPECT_FALSE(CType::Create(ArrayOf(d, 2)).ok());
+}
+
+TEST(CType, ComplexLongDouble) {
+  auto type = CType::Create(Scalar(v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE));
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), 2 * sizeof(long double));
+  EXPECT_EQ((*type)->alignment(), alignof(long double));
+  EXPECT_EQ(TypeName((*type)->descriptor()), "long double _Complex");
+}
+
 TEST(CType, DirectionalPointersLayOutTheirPointee) {
   v1::TypeDescriptor out = PointerTo(Scalar(v1::SCALAR_KIND_DOUBLE));
   out.mutable_pointer()->set_direction(v1::POINTER_DIRECTION_OUT);

@@ -335,6 +335,49 @@ TEST_F(FfictlTest, CastsFixVariadicTypes) {
   EXPECT_EQ(result.out, "7\n");
 }
 
+// A cast converts any argument as C would, not only a variadic one.
+TEST_F(FfictlTest, CastsOnFixedParameters) {
+  EXPECT_EQ(CallFixture("long double fxt_long_double_half(long double)",
+                        {"(int)7.9"}),
+            "3.5\n");
+  ProcessResult result =
+      Ffictl({"call", "libm.so.6", "double floor(double)", "(float)0.1"});
+  EXPECT_EQ(result.out, "0\n") << result.err;
+  result = Ffictl({"call", "libm.so.6", "double sqrt(double)", "(float)2"});
+  EXPECT_EQ(result.out, "1.4142135623730951\n") << result.err;
+  result = Ffictl({"call", "libc.so.6", "int abs(int)", "(signed char)200"});
+  EXPECT_EQ(result.out, "56\n") << result.err;
+  result = Ffictl({"call", "libc.so.6", "long labs(long)", "(unsigned)-1"});
+  EXPECT_EQ(result.out, "4294967295\n") << result.err;
+  // Inside an initializer too.
+  EXPECT_EQ(CallFixture("struct fxt_point fxt_point_add(struct fxt_point, "
+                        "struct fxt_point)",
+                        {"{(int)1.9, (char)258}", "{0, 0}"},
+                        {"--cdef", FFID_TYPES_FIXTURE_HEADER}),
+            "{.x = 1, .y = 2}\n");
+  result = Ffictl({"call", "libc.so.6", "int abs(int)", "(int)1e300"});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_THAT(result.err, HasSubstr("VALUE_OUT_OF_RANGE"));
+}
+
+// long double at full precision; unions with every member.
+TEST_F(FfictlTest, LongDoubleAndUnionResults) {
+  const std::vector<std::string> cdef = {"--cdef", FFID_TYPES_FIXTURE_HEADER};
+  EXPECT_EQ(CallFixture("long double fxt_long_double_third(long double)",
+                        {"1"}),
+            "0.33333333333333333334\n");
+  EXPECT_EQ(CallFixture("long double fxt_long_double_third(long double)",
+                        {"1"}, {"--json"}),
+            "{\"result\": 0.33333333333333333334}\n");
+  EXPECT_EQ(CallFixture("long double _Complex fxt_complex_scale("
+                        "long double _Complex, long double)",
+                        {"{1.5, 0.25}", "3"}),
+            "{4.5, 0.75}\n");
+  EXPECT_EQ(CallFixture("union fxt_number fxt_number_from_float(float)",
+                        {"1.5"}, cdef),
+            "{.i = 1069547520, .f = 1.5, .d = 5.28426686e-315}\n");
+}
+
 TEST_F(FfictlTest, InitializerErrorsAreSpecific) {
   const std::vector<std::string> cdef = {"--cdef", FFID_TYPES_FIXTURE_HEADER};
   auto fails = [&](const std::string& declaration, const std::string& arg) {

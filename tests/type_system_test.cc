@@ -3,6 +3,8 @@
 // daemon and worker, typed memory, variables, ownership, and the specific
 // error for each kind of bad input. Fixture: tests/fixtures/types_fixture.c.
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -197,13 +199,14 @@ TEST_F(TypesTest, ReportedLayoutEqualsTheCompilers) {
     EXPECT_EQ(static_cast<int64_t>(record.computed_alignment()),
               Layout(declaration.name(), "#align"));
     for (const v1::Field& field : record.fields()) {
-      if (field.bit_width() != 0) continue;  // offsetof cannot say
+      // offsetof cannot say for bitfields and unnamed members.
+      if (field.bit_width() != 0 || field.name().empty()) continue;
       EXPECT_EQ(static_cast<int64_t>(field.offset()),
                 Layout(declaration.name(), field.name()))
           << "member " << field.name();
     }
   }
-  EXPECT_EQ(records, 8);
+  EXPECT_EQ(records, 13);
   EXPECT_EQ(declarations_.variables_size(), 3);
 }
 
@@ -235,10 +238,7 @@ TEST_F(TypesTest, UnionsPackedAlignedAndNestedByValue) {
       2.25);
   v1::Value from_float =
       CallValue("fxt_number_from_float", {MakeDouble(1.5)});
-  ASSERT_TRUE(from_float.has_bytes_value());
-  float f;
-  std::memcpy(&f, from_float.bytes_value().data(), sizeof(f));
-  EXPECT_EQ(f, 1.5f);
+  EXPECT_EQ(Field(from_float, "f").double_value(), 1.5);
 
   v1::Value packed =
       CallValue("fxt_packed_make", {MakeInt(1), MakeInt(100000), MakeInt(-7)});
@@ -285,9 +285,275 @@ TEST_F(TypesTest, FunctionPointersTakeNull) {
               IsInteger(34));
 }
 
-TEST_F(TypesTest, LongDouble) {
+TEST_F(TypesTest, LongDoubleResultsKeepEveryBit) {
   v1::Value half = CallValue("fxt_long_double_half", {MakeDouble(5.0)});
-  EXPECT_DOUBLE_EQ(half.double_value(), 2.5);
+  ASSERT_TRUE(half.has_long_double()) << half.DebugString();
+  EXPECT_EQ(half.long_double().approximate(), 2.5);
+  EXPECT_EQ(half.long_double().decimal(), "2.5");
+  EXPECT_EQ(half.long_double().bytes().size(), sizeof(long double));
+
+  // 1/3 needs the 64-bit mantissa: the double nearest is a different number.
+  v1::Value third =
+      CallValue("fxt_long_double_third", {client::MakeLongDouble(1.0L)});
+  ASSERT_TRUE(third.has_long_double()) << third.DebugString();
+  EXPECT_EQ(client::LongDoubleOf(third), 1.0L / 3.0L);
+  EXPECT_NE(static_cast<long double>(third.long_double().approximate()),
+            1.0L / 3.0L);
+  EXPECT_EQ(third.long_double().decimal(), "0.33333333333333333334");
+  EXPECT_EQ(std::strtold(third.long_double().decimal().c_str(), nullptr),
+            1.0L / 3.0L);
+  // A result passed back as it came loses nothing; a decimal is read at
+  // full precision.
+  v1::Value ninth = CallValue("fxt_long_double_third", {third});
+  EXPECT_EQ(client::LongDoubleOf(ninth), (1.0L / 3.0L) / 3.0L);
+  v1::Value decimal;
+  decimal.mutable_long_double()->set_decimal("0.1");
+  EXPECT_EQ(client::LongDoubleOf(CallValue("fxt_long_double_third", {decimal})),
+            0.1L / 3.0L);
+  decimal.mutable_long_double()->set_decimal("zero");
+  EXPECT_THAT(CallDeclared("fxt_long_double_third", {decimal}),
+              HasReason("TYPE_MISMATCH"));
+
+  // long double _Complex: two long double parts.
+  v1::Value z;
+  z.mutable_array_value()->add_elements()->set_double_value(1.5);
+  *z.mutable_array_value()->add_elements() = client::MakeLongDouble(1.0L / 3);
+  v1::Value scaled =
+      CallValue("fxt_complex_scale", {z, client::MakeLongDouble(3.0L)});
+  ASSERT_EQ(scaled.array_value().elements_size(), 2) << scaled.DebugString();
+  EXPECT_EQ(client::LongDoubleOf(scaled.array_value().elements(0)), 4.5L);
+  EXPECT_EQ(client::LongDoubleOf(scaled.array_value().elements(1)),
+            (1.0L / 3) * 3.0L);
+}
+
+TEST_F(TypesTest, UnionResultsHaveEveryMemberAndTheirBytes) {
+  v1::Value number = CallValue("fxt_number_from_float", {MakeDouble(1.5)});
+  ASSERT_TRUE(number.has_record_value()) << number.DebugString();
+  EXPECT_EQ(Field(number, "f").double_value(), 1.5);
+  EXPECT_THAT(Field(number, "i"), IsInteger(0x3fc00000));
+  EXPECT_TRUE(Field(number, "d").has_double_value());
+  ASSERT_EQ(number.record_value().union_bytes().size(), 8u);
+  float f;
+  std::memcpy(&f, number.record_value().union_bytes().data(), sizeof(f));
+  EXPECT_EQ(f, 1.5f);
+  // Passed back as it came: its bytes.
+  EXPECT_EQ(CallValue("fxt_number_as_double", {number, MakeInt(1)})
+                .double_value(),
+            1.5);
+
+  // A pointer member of a union is not followed: 65 is no string.
+  v1::Value tagged = CallValue("fxt_tagged_from_int", {MakeInt(65)});
+  EXPECT_THAT(Field(tagged, "i"), IsInteger(65));
+  ASSERT_TRUE(Field(tagged, "s").has_pointer_value()) << tagged.DebugString();
+  EXPECT_EQ(Field(tagged, "s").pointer_value().address(), 65u);
+  EXPECT_EQ(Field(tagged, "bytes").bytes_value(),
+            std::string("A\0\0\0\0\0\0\0", 8));
+
+  // An anonymous union inside a struct: its members read as the struct's.
+  v1::Value with =
+      CallValue("fxt_with_union_make", {MakeInt(2), MakeDouble(0.5)});
+  EXPECT_THAT(Field(with, "kind"), IsInteger(2));
+  EXPECT_EQ(Field(with, "f").double_value(), 0.5);
+  EXPECT_THAT(Field(with, "i"), IsInteger(0x3f000000));
+
+  // Typed reads of a union in memory give the same.
+  v1::Value initial = Record({{"d", MakeDouble(2.25)}});
+  absl::StatusOr<v1::AllocateResponse> memory =
+      Allocate("union fxt_number", 0, &initial);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  absl::StatusOr<v1::Value> read =
+      ReadTyped(memory->memory(), 0, "union fxt_number");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(Field(*read, "d").double_value(), 2.25);
+  EXPECT_EQ(read->record_value().union_bytes().size(), 8u);
+  EXPECT_EQ(read->record_value().fields_size(), 3);
+}
+
+TEST_F(TypesTest, UnnamedBitfieldsArePaddingAsGccLaysThemOut) {
+  // Layout (offsets of c, d, f; size) is compared with the compiler's in
+  // ReportedLayoutEqualsTheCompilers; here values cross by value.
+  v1::Value holes = CallValue(
+      "fxt_holes_make", {MakeInt('a'), MakeInt('b'), MakeInt(9), MakeInt(-5)});
+  EXPECT_THAT(Field(holes, "c"), IsInteger('a'));
+  EXPECT_THAT(Field(holes, "d"), IsInteger('b'));
+  EXPECT_THAT(Field(holes, "e"), IsInteger(9));
+  EXPECT_THAT(Field(holes, "f"), IsInteger(-5));
+  EXPECT_EQ(holes.record_value().fields_size(), 4);
+  EXPECT_THAT(CallValue("fxt_holes_sum", {holes}),
+              IsInteger('a' + 'b' + 9 - 5));
+  const v1::TypeDeclaration* declared = nullptr;
+  for (const v1::TypeDeclaration& type : declarations_.types()) {
+    if (type.name() == "struct fxt_holes") declared = &type;
+  }
+  ASSERT_NE(declared, nullptr);
+  const v1::RecordType& record = declared->type().record();
+  ASSERT_EQ(record.fields_size(), 7);
+  EXPECT_EQ(record.fields(1).bit_width(), 3u);
+  EXPECT_TRUE(record.fields(2).zero_width_bitfield());
+  EXPECT_EQ(record.fields(3).offset(), 4u);  // after `int : 0`
+  EXPECT_EQ(record.fields(6).offset(), 8u);  // after `long long : 0`
+}
+
+TEST_F(TypesTest, MisalignedNestedStructInAPackedStruct) {
+  v1::Value made = CallValue("fxt_misaligned_make",
+                             {MakeInt(1), MakeInt(2), MakeInt(3), MakeInt(4)});
+  EXPECT_THAT(Field(Field(made, "p"), "x"), IsInteger(2));
+  EXPECT_THAT(Field(Field(made, "p"), "y"), IsInteger(3));
+  EXPECT_THAT(Field(made, "s"), IsInteger(4));
+  EXPECT_THAT(CallValue("fxt_misaligned_sum", {made}),
+              IsInteger(1 + 20 + 300 + 4000));
+  EXPECT_EQ(Layout("struct fxt_misaligned", "p"), 1);
+  // In memory too: the inner struct sits at offset 1.
+  absl::StatusOr<v1::AllocateResponse> memory =
+      Allocate("struct fxt_misaligned", 0, &made);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  absl::StatusOr<v1::Value> read =
+      ReadTyped(memory->memory(), 0, "struct fxt_misaligned");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_THAT(Field(Field(*read, "p"), "y"), IsInteger(3));
+  // But a typed read of the inner struct where it lies is misaligned.
+  EXPECT_THAT(ReadTyped(memory->memory(), 1, "struct fxt_point"),
+              HasReason("MISALIGNED_ACCESS"));
+}
+
+TEST_F(TypesTest, FlexibleArrayMembersInMemoryNotByValue) {
+  // By value: refused when the function is resolved, naming the member.
+  v1::ResolveFunctionRequest request;
+  request.set_session(session_->id());
+  request.set_library(fixture_.handle);
+  request.set_declaration("double fxt_flex_sum(struct fxt_flex f)");
+  v1::ResolveFunctionResponse response;
+  {
+    grpc::ClientContext context;
+    absl::Status status = client::StatusFromGrpc(
+        stub().ResolveFunction(&context, request, &response));
+    EXPECT_THAT(status, HasReason("UNSUPPORTED"));
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr("flexible array member 'data'"));
+  }
+
+  // Allocated with room for 4 elements, initialized, passed by pointer.
+  v1::Value initial;
+  (*initial.mutable_record_value()->mutable_fields())["n"] = MakeInt(4);
+  v1::Value* data =
+      &(*initial.mutable_record_value()->mutable_fields())["data"];
+  for (double d : {0.5, 1.0, 1.5, 2.0}) {
+    data->mutable_array_value()->add_elements()->set_double_value(d);
+  }
+  client::TypedAllocation with_four;
+  with_four.initial_value = initial;
+  with_four.flexible_length = 4;
+  absl::StatusOr<client::Memory> flex = session_->AllocateValue(
+      client::NamedType("struct fxt_flex"), with_four);
+  ASSERT_TRUE(flex.ok()) << flex.status();
+  EXPECT_EQ(flex->size, 8u + 4 * sizeof(double));
+  v1::Value pointer;
+  pointer.mutable_pointer_value()->set_handle(flex->handle);
+  EXPECT_EQ(CallValue("fxt_flex_sum", {pointer}).double_value(), 5.0);
+
+  v1::PointerValue at;
+  at.set_handle(flex->handle);
+  absl::StatusOr<v1::Value> read = session_->ReadValue(
+      at, client::NamedType("struct fxt_flex"), /*flexible_length=*/4);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(Field(*read, "data").array_value().elements(3).double_value(), 2.0);
+  // Without flexible_length only the fixed part is read.
+  read = session_->ReadValue(at, client::NamedType("struct fxt_flex"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_THAT(Field(*read, "n"), IsInteger(4));
+  EXPECT_EQ(read->record_value().fields().count("data"), 0u);
+  // Written with a length, bounds-checked against the allocation.
+  data->mutable_array_value()->mutable_elements(0)->set_double_value(10);
+  ASSERT_TRUE(session_
+                  ->WriteValue(at, client::NamedType("struct fxt_flex"),
+                               initial, 4)
+                  .ok());
+  EXPECT_EQ(CallValue("fxt_flex_sum", {pointer}).double_value(), 14.5);
+  EXPECT_THAT(session_->ReadValue(at, client::NamedType("struct fxt_flex"), 5),
+              HasReason("OUT_OF_BOUNDS"));
+
+  // One the library made: read through the borrowed pointer it returned.
+  v1::Value made = CallValue("fxt_flex_new", {MakeInt(3)});
+  ASSERT_TRUE(made.has_pointer_value());
+  read = session_->ReadValue(made.pointer_value(),
+                             client::NamedType("struct fxt_flex"), 3);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(Field(*read, "data").array_value().elements(2).double_value(), 1.0);
+  ASSERT_TRUE(session_->Adopt(made.pointer_value(), "free").ok());
+
+  // Errors: elements without a length; a length for a type without one.
+  client::TypedAllocation no_length;
+  no_length.initial_value = initial;
+  EXPECT_THAT(session_->AllocateValue(client::NamedType("struct fxt_flex"),
+                                      no_length),
+              HasReason("TYPE_MISMATCH"));
+  client::TypedAllocation a_length;
+  a_length.flexible_length = 2;
+  EXPECT_THAT(session_->AllocateValue(client::NamedType("struct fxt_point"),
+                                      a_length),
+              HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(session_->ParseDeclarations("struct bad { double d[]; int n; };"),
+              HasReason("TYPE_MISMATCH"));
+}
+
+TEST_F(TypesTest, ClientWrappersForTypedMemoryVariablesAndOwnership) {
+  absl::StatusOr<client::Variable> counter =
+      session_->ResolveVariable(fixture_, "fxt_counter");
+  ASSERT_TRUE(counter.ok()) << counter.status();
+  EXPECT_TRUE(counter->type.has_scalar());
+  ASSERT_TRUE(session_
+                  ->WriteValue(counter->pointer(), client::NamedType("int"),
+                               MakeInt(11))
+                  .ok());
+  EXPECT_THAT(CallValue("fxt_counter_get", {}), IsInteger(11));
+  absl::StatusOr<client::Variable> origin =
+      session_->ResolveVariable(fixture_, "extern struct fxt_point fxt_origin;");
+  ASSERT_TRUE(origin.ok()) << origin.status();
+  absl::StatusOr<v1::Value> value =
+      session_->ReadValue(origin->pointer(), origin->type);
+  ASSERT_TRUE(value.ok()) << value.status();
+  EXPECT_THAT(Field(*value, "x"), IsInteger(3));
+  absl::StatusOr<client::Variable> typed = session_->ResolveVariable(
+      fixture_, "fxt_released", client::ScalarType(v1::SCALAR_KIND_INT));
+  ASSERT_TRUE(typed.ok()) << typed.status();
+
+  client::TypedAllocation three;
+  three.count = 3;
+  absl::StatusOr<client::Memory> points = session_->AllocateValue(
+      client::NamedType("struct fxt_point"), three);
+  ASSERT_TRUE(points.ok()) << points.status();
+  EXPECT_EQ(points->size, 24u);
+
+  absl::StatusOr<client::Function> strdup_function =
+      session_->ResolveFunction(fixture_, "char *fxt_strdup(const char *)");
+  ASSERT_TRUE(strdup_function.ok()) << strdup_function.status();
+  client::CallOptions adopt;
+  adopt.result_ownership = v1::RESULT_OWNERSHIP_ADOPT;
+  absl::StatusOr<v1::CallResponse> adopted =
+      session_->Call(*strdup_function, {MakeString("mine")}, adopt);
+  ASSERT_TRUE(adopted.ok()) << adopted.status();
+  EXPECT_TRUE(session_->Free(adopted->result_pointer().handle()).ok());
+  client::CallOptions release;
+  release.result_ownership = v1::RESULT_OWNERSHIP_RELEASE;
+  absl::StatusOr<v1::CallResponse> released =
+      session_->Call(*strdup_function, {MakeString("gone")}, release);
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_EQ(released->result().string_value(), "gone");
+  EXPECT_FALSE(released->has_result_pointer());
+
+  absl::StatusOr<client::Function> object_new =
+      session_->ResolveFunction(fixture_, "void *fxt_object_new(int)");
+  ASSERT_TRUE(object_new.ok());
+  absl::StatusOr<v1::CallResponse> object =
+      session_->Call(*object_new, {MakeInt(5)});
+  ASSERT_TRUE(object.ok());
+  absl::StatusOr<client::Memory> owned =
+      session_->Adopt(object->result().pointer_value(), "fxt_object_release",
+                      &fixture_, sizeof(int));
+  ASSERT_TRUE(owned.ok()) << owned.status();
+  ASSERT_TRUE(session_->Free(owned->handle).ok());
+  EXPECT_THAT(*session_->ReadValue(typed->pointer(), typed->type),
+              IsInteger(1));
 }
 
 TEST_F(TypesTest, AllocateByTypeAndTypedReadWrite) {

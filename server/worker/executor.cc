@@ -623,7 +623,13 @@ absl::StatusOr<v1::AllocateResponse> Executor::Allocate(
   uint64_t size = request.size();
   std::shared_ptr<const ffi::CType> type;
   if (request.has_type()) {
-    ASSIGN_OR_RETURN(type, ffi::CType::Create(request.type(), "allocate type"));
+    v1::TypeDescriptor descriptor = request.type();
+    if (request.flexible_length() != 0) {
+      ASSIGN_OR_RETURN(descriptor, ffi::WithFlexibleLength(
+                                       request.type(),
+                                       request.flexible_length()));
+    }
+    ASSIGN_OR_RETURN(type, ffi::CType::Create(descriptor, "allocate type"));
     if (type->size() == 0) {
       return InvalidArgumentError(
           v1::ERROR_REASON_TYPE_MISMATCH,
@@ -641,6 +647,9 @@ absl::StatusOr<v1::AllocateResponse> Executor::Allocate(
     }
     size = count * type->size();
   } else {
+    if (request.flexible_length() != 0) {
+      return InvalidRequest("Allocate: flexible_length needs a type");
+    }
     if (size == 0) {
       return InvalidRequest(
           "Allocate needs a size in bytes (or a type); size 0 was given");
@@ -824,7 +833,13 @@ namespace {
 
 // A typed access's type, laid out; `verb` is "read" or "write".
 absl::StatusOr<std::shared_ptr<const ffi::CType>> AccessType(
-    const v1::TypeDescriptor& descriptor, absl::string_view verb) {
+    const v1::TypeDescriptor& requested, absl::string_view verb,
+    uint64_t flexible_length = 0) {
+  v1::TypeDescriptor descriptor = requested;
+  if (flexible_length != 0) {
+    ASSIGN_OR_RETURN(descriptor,
+                     ffi::WithFlexibleLength(requested, flexible_length));
+  }
   ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
                    ffi::CType::Create(descriptor, absl::StrCat(verb, " type")));
   if (type->size() == 0) {
@@ -857,7 +872,8 @@ absl::Status CheckAlignment(const Target& target, const ffi::CType& type,
 absl::StatusOr<v1::ReadResponse> Executor::ReadTyped(
     const v1::ReadRequest& request) {
   ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
-                   AccessType(request.type(), "read"));
+                   AccessType(request.type(), "read",
+                              request.flexible_length()));
   Target target;
   {
     absl::MutexLock lock(&mu_);
@@ -893,7 +909,8 @@ absl::StatusOr<v1::WriteResponse> Executor::WriteTyped(
     return InvalidRequest("Write with a `type` needs a `value`");
   }
   ASSIGN_OR_RETURN(std::shared_ptr<const ffi::CType> type,
-                   AccessType(request.type(), "write"));
+                   AccessType(request.type(), "write",
+                              request.flexible_length()));
   Target target;
   {
     absl::MutexLock lock(&mu_);

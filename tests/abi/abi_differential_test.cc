@@ -161,8 +161,9 @@ TEST_F(AbiDifferentialTest, EveryGeneratedSignatureAgreesWithTheCompiler) {
       std::vector<unsigned char> theirs(bytes.size(), 0);
       void* theirs_aligned = theirs.data() + (16 - reinterpret_cast<uintptr_t>(
                                                        theirs.data()) % 16) % 16;
-      std::memcpy(theirs_aligned, actual.bytes_value().data(),
-                  std::min(actual.bytes_value().size(), (*type)->size()));
+      const std::string& union_bytes = actual.record_value().union_bytes();
+      ASSERT_EQ(union_bytes.size(), (*type)->size());
+      std::memcpy(theirs_aligned, union_bytes.data(), union_bytes.size());
       expected = ffi::DecodeValue(*member->type, aligned, no_pointers);
       ASSERT_TRUE(expected.ok()) << expected.status();
       absl::StatusOr<v1::Value> decoded =

@@ -2,11 +2,12 @@
 """Writes the differential ABI test's fixture: C functions with random signatures.
 
 Every function takes a random mix of scalars of every width, floats and
-doubles interleaved with integers, nested structs (1 to ~40 bytes), unions,
-arrays inside structs, packed and over-aligned structs and bitfields (up to
-16 parameters, some with a variadic tail), and returns a value computed from
-every input: a 64-bit hash, a scalar derived from it, or a struct or union
-filled from it.
+doubles interleaved with integers, `float _Complex` and `double _Complex`,
+pointers (raw addresses) and strings, nested structs (1 to ~40 bytes),
+unions, arrays inside structs, packed and over-aligned structs, bitfields
+named and unnamed (up to 16 parameters, some with a variadic tail), and
+returns a value computed from every input: a 64-bit hash, a scalar derived
+from it, or a struct or union filled from it.
 
 Outputs (all deterministic for a given --seed and --count):
   abi_cases.h    the declarations, plain C without preprocessor lines, which
@@ -28,7 +29,8 @@ import struct
 import sys
 
 # name, size, alignment, kind ('s' signed, 'u' unsigned, 'f' float, 'd'
-# double, 'x' long double, 'b' bool), C spelling.
+# double, 'x' long double, 'b' bool, 'F' float _Complex, 'D' double
+# _Complex, 'p' void *, 'z' const char *).
 SCALARS = [
     ("int8_t", 1, 1, "s"), ("uint8_t", 1, 1, "u"),
     ("int16_t", 2, 2, "s"), ("uint16_t", 2, 2, "u"),
@@ -42,8 +44,12 @@ SCALARS = [
     ("unsigned long long", 8, 8, "u"), ("size_t", 8, 8, "u"),
     ("float", 4, 4, "f"), ("double", 8, 8, "d"),
     ("_Bool", 1, 1, "b"),
+    ("float _Complex", 8, 4, "F"), ("double _Complex", 16, 8, "D"),
 ]
-SCALAR_BY_NAME = {s[0]: s for s in SCALARS}
+# Only as parameters (top level or variadic): a pointer or string result
+# would come back as a handle or be followed.
+POINTERS = [("void *", 8, 8, "p"), ("const char *", 8, 8, "z")]
+SCALAR_BY_NAME = {s[0]: s for s in SCALARS + POINTERS}
 # Floating types come up more often: they are where classification differs.
 WEIGHTED = [s[0] for s in SCALARS] + ["float", "double"] * 5
 LONG_DOUBLE = ("long double", 16, 16, "x")
@@ -112,9 +118,11 @@ class Generator:
 
     # -- types ------------------------------------------------------------
 
-    def scalar(self, long_double=True):
+    def scalar(self, long_double=True, pointers=False):
         if long_double and self.rng.random() < 0.02:
             return Scalar("long double")
+        if pointers and self.rng.random() < 0.1:
+            return Scalar(self.rng.choice(POINTERS)[0])
         return Scalar(self.rng.choice(WEIGHTED))
 
     def record(self, depth=0):
@@ -135,6 +143,9 @@ class Generator:
                 base = Scalar(rng.choice(BITFIELD_TYPES))
                 width = rng.randint(1, base.size * 8)
                 member = Member(name, base, width)
+                if members and rng.random() < 0.2:
+                    # Unnamed: padding, or with width 0 a new storage unit.
+                    member = Member("", base, rng.choice([0, width]))
             elif r < 0.12 and depth < 2 and self.records:
                 member = Member(name, rng.choice(self.records))
             elif r < 0.2 and depth < 3:
@@ -165,7 +176,7 @@ class Generator:
             return self.record()
         if r < 0.45 and self.records:
             return self.rng.choice(self.records)
-        return self.scalar()
+        return self.scalar(pointers=True)
 
     # -- values -----------------------------------------------------------
 
@@ -195,6 +206,23 @@ class Generator:
         if s.kind == "b":
             v = rng.random() < 0.5
             return ("1" if v else "0"), f"bool_value: {'true' if v else 'false'}"
+        if s.kind in "FD":
+            part = Scalar("float" if s.kind == "F" else "double")
+            (re_c, re_t), (im_c, im_t) = (self.scalar_value(part),
+                                          self.scalar_value(part))
+            return (f"__builtin_complex(({part.name}){re_c}, "
+                    f"({part.name}){im_c})",
+                    f"array_value {{ elements {{ {re_t} }} "
+                    f"elements {{ {im_t} }} }}")
+        if s.kind == "p":
+            v = rng.choice([0, rng.randint(1, (1 << 47) - 1)])
+            if v == 0:
+                return "(void *)0", "null_value: NULL_VALUE_UNSPECIFIED"
+            return f"(void *){v}ULL", f"pointer_value {{ address: {v} }}"
+        if s.kind == "z":
+            length = rng.randint(0, 12)
+            text = "".join(rng.choice("abcxyz019 _-") for _ in range(length))
+            return f'"{text}"', f'string_value: "{text}"'
         if s.kind == "f":
             v = rng.randint(-(1 << 20), 1 << 20) / 8.0
         else:
@@ -220,6 +248,8 @@ class Generator:
             members = [members[type_.active]]
         cs, texts = [], []
         for m in members:
+            if not m.name:
+                continue  # an unnamed bitfield holds no value
             if m.bits:
                 c, t = self.scalar_value(m.type, m.bits)
             else:
@@ -235,6 +265,9 @@ class Generator:
 def record_definition(record):
     lines = []
     for m in record.members:
+        if not m.name:
+            lines.append(f"{m.type.c()} : {m.bits};")
+            continue
         bits = f" : {m.bits}" if m.bits else ""
         lines.append(f"{spell(m.type, m.name)}{bits};")
     attributes = []
@@ -256,6 +289,16 @@ def hash_statements(type_, expr, out):
             out.append(f"h = abi_mix_d(h, {expr});")
         elif type_.kind == "x":
             out.append(f"h = abi_mix_ld(h, {expr});")
+        elif type_.kind == "F":
+            out.append(f"h = abi_mix_f(abi_mix_f(h, __real__ ({expr})), "
+                       f"__imag__ ({expr}));")
+        elif type_.kind == "D":
+            out.append(f"h = abi_mix_d(abi_mix_d(h, __real__ ({expr})), "
+                       f"__imag__ ({expr}));")
+        elif type_.kind == "p":
+            out.append(f"h = abi_mix(h, (uint64_t)(uintptr_t)({expr}));")
+        elif type_.kind == "z":
+            out.append(f"h = abi_mix_s(h, {expr});")
         else:
             out.append(f"h = abi_mix(h, (uint64_t)({expr}));")
         return
@@ -267,6 +310,8 @@ def hash_statements(type_, expr, out):
     if type_.is_union:
         members = [members[type_.active]]
     for m in members:
+        if not m.name:
+            continue
         if m.bits:
             out.append(f"h = abi_mix(h, (uint64_t)({expr}.{m.name}));")
         else:
@@ -283,6 +328,10 @@ def fill_statements(type_, expr, out):
             out.append(f"{expr} = ({cast})(int64_t)(h >> 20) / 1024.0;")
         elif type_.kind == "b":
             out.append(f"{expr} = (h >> 7) & 1;")
+        elif type_.kind in "FD":
+            part = "float" if type_.kind == "F" else "double"
+            out.append(f"__real__ {expr} = ({part})(int32_t)(h & 0xfffff) / 8;")
+            out.append(f"__imag__ {expr} = ({part})(int32_t)(h >> 44) / 4;")
         else:
             out.append(f"{expr} = ({type_.name})h;")
         out.append("h = abi_mix(h, 0x9e37);")
@@ -295,6 +344,8 @@ def fill_statements(type_, expr, out):
     if type_.is_union:
         members = [members[type_.active]]
     for m in members:
+        if not m.name:
+            continue
         if m.bits:
             out.append(f"{expr}.{m.name} = h;")
             out.append("h = abi_mix(h, 0x9e37);")
@@ -339,6 +390,11 @@ static uint64_t abi_mix_d(uint64_t h, double d) {
   memcpy(&bits, &d, sizeof(bits));
   return abi_mix(h, bits);
 }
+static uint64_t abi_mix_s(uint64_t h, const char *s) {
+  if (s == NULL) return abi_mix(h, 0x5a5a);
+  for (; *s != '\\0'; ++s) h = abi_mix(h, (unsigned char)*s);
+  return abi_mix(h, 0xa5);
+}
 static uint64_t abi_mix_ld(uint64_t h, long double x) {
   unsigned char bytes[10];
   uint64_t low = 0, high = 0;
@@ -369,7 +425,7 @@ def generate(count, seed, max_params=16):
                 if r < 0.2 and gen.records:
                     tail.append(rng.choice(gen.records))
                 else:
-                    tail.append(gen.scalar())
+                    tail.append(gen.scalar(pointers=True))
         r = rng.random()
         if r < 0.35:
             ret = Scalar("uint64_t")

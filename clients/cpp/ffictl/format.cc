@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "clients/cpp/ffid/values.h"
 
 namespace ffid::ffictl {
 namespace {
@@ -148,6 +149,9 @@ std::string FormatValueText(const v1::Value& value,
       return value.enum_value();
     case v1::Value::kLongDoubleValue:
       return ShortestForm(DecodeLongDouble(value.long_double_value()));
+    case v1::Value::kLongDouble:
+      // Every digit the 64-bit mantissa needs to read back the same.
+      return ShortestForm(client::LongDoubleOf(value).value_or(0));
     case v1::Value::kCallbackHandle:
       return value.callback_handle();
     case v1::Value::kRecordValue:
@@ -243,6 +247,8 @@ std::string FormatValueJson(const v1::Value& value,
       return JsonQuote(value.enum_value());
     case v1::Value::kLongDoubleValue:
       return JsonNumber(DecodeLongDouble(value.long_double_value()));
+    case v1::Value::kLongDouble:
+      return JsonNumber(client::LongDoubleOf(value).value_or(0));
     case v1::Value::kCallbackHandle:
       return JsonQuote(value.callback_handle());
     case v1::Value::kRecordValue: {

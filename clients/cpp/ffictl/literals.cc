@@ -390,6 +390,9 @@ absl::StatusOr<v1::Value> IntegerValue(const IntegerLiteral& literal,
   return value;
 }
 
+absl::StatusOr<std::vector<std::string>> SplitInitializer(
+    absl::string_view text);
+
 absl::StatusOr<v1::Value> ParseScalar(absl::string_view text,
                                       v1::ScalarKind kind) {
   v1::Value value;
@@ -464,7 +467,32 @@ absl::StatusOr<v1::Value> ParseScalar(absl::string_view text,
       return Mismatch("a parameter cannot have type void");
     case v1::SCALAR_KIND_COMPLEX_FLOAT:
     case v1::SCALAR_KIND_COMPLEX_DOUBLE:
-      return Unsupported("ffictl cannot pass complex numbers yet");
+    case v1::SCALAR_KIND_COMPLEX_LONG_DOUBLE: {
+      // `{real, imaginary}`, or a real number alone.
+      const v1::ScalarKind part =
+          kind == v1::SCALAR_KIND_COMPLEX_FLOAT    ? v1::SCALAR_KIND_FLOAT
+          : kind == v1::SCALAR_KIND_COMPLEX_DOUBLE ? v1::SCALAR_KIND_DOUBLE
+                                                   : v1::SCALAR_KIND_LONG_DOUBLE;
+      std::vector<std::string> items;
+      if (!text.empty() && text.front() == '{') {
+        absl::StatusOr<std::vector<std::string>> split = SplitInitializer(text);
+        if (!split.ok()) return split.status();
+        items = *std::move(split);
+      } else {
+        items.emplace_back(text);
+      }
+      if (items.size() > 2) {
+        return Mismatch(absl::StrCat(text, ": a complex number takes {real, "
+                                           "imaginary}"));
+      }
+      if (items.size() < 2) items.resize(2, "0");
+      for (const std::string& item : items) {
+        absl::StatusOr<v1::Value> number = ParseScalar(item, part);
+        if (!number.ok()) return number.status();
+        *value.mutable_array_value()->add_elements() = *std::move(number);
+      }
+      return value;
+    }
     default:
       return Mismatch(absl::StrCat("unknown scalar kind ",
                                    v1::ScalarKind_Name(kind)));
@@ -877,11 +905,228 @@ absl::StatusOr<v1::Value> ParseArrayInitializer(
   return value;
 }
 
+// A number on its way through C conversions: an integer or a floating
+// value, or (for pointer casts) an address.
+struct Number {
+  bool is_floating = false;
+  __int128 integer = 0;
+  long double floating = 0;
+};
+
+// sizeof of an integer kind on this platform (ffictl runs where the daemon
+// does when it prints native widths; the daemon checks ranges again).
+int IntegerBits(v1::ScalarKind kind) {
+  switch (kind) {
+    case v1::SCALAR_KIND_BOOL:
+      return 1;
+    case v1::SCALAR_KIND_CHAR:
+    case v1::SCALAR_KIND_SIGNED_CHAR:
+    case v1::SCALAR_KIND_UNSIGNED_CHAR:
+    case v1::SCALAR_KIND_INT8:
+    case v1::SCALAR_KIND_UINT8:
+      return 8;
+    case v1::SCALAR_KIND_SHORT:
+    case v1::SCALAR_KIND_UNSIGNED_SHORT:
+    case v1::SCALAR_KIND_INT16:
+    case v1::SCALAR_KIND_UINT16:
+    case v1::SCALAR_KIND_CHAR16_T:
+      return 16;
+    case v1::SCALAR_KIND_INT:
+    case v1::SCALAR_KIND_UNSIGNED_INT:
+    case v1::SCALAR_KIND_INT32:
+    case v1::SCALAR_KIND_UINT32:
+    case v1::SCALAR_KIND_CHAR32_T:
+      return 32;
+    case v1::SCALAR_KIND_WCHAR_T:
+      return static_cast<int>(sizeof(wchar_t) * 8);
+    case v1::SCALAR_KIND_LONG:
+    case v1::SCALAR_KIND_UNSIGNED_LONG:
+      return static_cast<int>(sizeof(long) * 8);  // NOLINT(runtime/int)
+    default:
+      return 64;
+  }
+}
+
+absl::StatusOr<Number> ToNumber(const v1::Value& value) {
+  Number number;
+  switch (value.kind_case()) {
+    case v1::Value::kBoolValue:
+      number.integer = value.bool_value() ? 1 : 0;
+      return number;
+    case v1::Value::kIntValue:
+      number.integer = value.int_value();
+      return number;
+    case v1::Value::kUintValue:
+      number.integer = value.uint_value();
+      return number;
+    case v1::Value::kDoubleValue:
+      number.is_floating = true;
+      number.floating = value.double_value();
+      return number;
+    case v1::Value::kLongDoubleValue:
+      number.is_floating = true;
+      std::memcpy(&number.floating, value.long_double_value().data(),
+                  std::min(value.long_double_value().size(),
+                           sizeof(long double)));
+      return number;
+    case v1::Value::kNullValue:
+      return number;
+    case v1::Value::kPointerValue:
+      if (value.pointer_value().handle().empty()) {
+        number.integer = value.pointer_value().address();
+        return number;
+      }
+      break;
+    default:
+      break;
+  }
+  return Mismatch("the cast gives no number");
+}
+
+// Converts `number` to scalar `kind` as C's conversions do: integers wrap
+// to the type's width, floating values truncate toward zero (refused when
+// the result cannot be represented, which C leaves undefined), floating
+// types round.
+absl::StatusOr<Number> ConvertNumber(Number number, v1::ScalarKind kind,
+                                     absl::string_view text) {
+  if (kind == v1::SCALAR_KIND_FLOAT || kind == v1::SCALAR_KIND_DOUBLE ||
+      kind == v1::SCALAR_KIND_LONG_DOUBLE) {
+    long double f = number.is_floating
+                        ? number.floating
+                        : static_cast<long double>(number.integer);
+    if (kind == v1::SCALAR_KIND_FLOAT) f = static_cast<float>(f);
+    if (kind == v1::SCALAR_KIND_DOUBLE) f = static_cast<double>(f);
+    Number result;
+    result.is_floating = true;
+    result.floating = f;
+    return result;
+  }
+  if (!IsIntegerKind(kind) && kind != v1::SCALAR_KIND_BOOL) {
+    return Unsupported(absl::StrCat("ffictl cannot convert ", text, " to ",
+                                    v1::ScalarKind_Name(kind)));
+  }
+  if (kind == v1::SCALAR_KIND_BOOL) {
+    Number result;
+    result.integer = number.is_floating ? number.floating != 0
+                                        : number.integer != 0;
+    return result;
+  }
+  const int bits = IntegerBits(kind);
+  const bool is_unsigned = IsUnsignedKind(kind);
+  __int128 value = number.integer;
+  if (number.is_floating) {
+    const long double truncated = std::trunc(number.floating);
+    const long double limit = std::ldexp(1.0L, is_unsigned ? bits : bits - 1);
+    if (!std::isfinite(truncated) || truncated >= limit ||
+        truncated < (is_unsigned ? 0.0L : -limit)) {
+      return OutOfRange(absl::StrCat(text, " does not fit in ",
+                                     TypeName([&] {
+                                       v1::TypeDescriptor t;
+                                       t.set_scalar(kind);
+                                       return t;
+                                     }())));
+    }
+    value = static_cast<__int128>(truncated);
+  }
+  // Modulo 2^bits, then the signed reading when the type is signed.
+  const unsigned __int128 mask = (static_cast<unsigned __int128>(1) << bits) - 1;
+  unsigned __int128 wrapped = static_cast<unsigned __int128>(value) & mask;
+  __int128 result_value = static_cast<__int128>(wrapped);
+  if (!is_unsigned && (wrapped >> (bits - 1)) != 0) {
+    result_value -= static_cast<__int128>(1) << bits;
+  }
+  Number result;
+  result.integer = result_value;
+  return result;
+}
+
+v1::Value NumberValue(const Number& number, v1::ScalarKind kind) {
+  v1::Value value;
+  if (kind == v1::SCALAR_KIND_LONG_DOUBLE) {
+    char bytes[16] = {};
+    std::memcpy(bytes, &number.floating,
+                std::numeric_limits<long double>::digits == 64
+                    ? 10
+                    : sizeof(long double));
+    value.set_long_double_value(std::string(bytes, sizeof(bytes)));
+  } else if (number.is_floating) {
+    value.set_double_value(static_cast<double>(number.floating));
+  } else if (kind == v1::SCALAR_KIND_BOOL) {
+    value.set_bool_value(number.integer != 0);
+  } else if (number.integer < 0) {
+    value.set_int_value(static_cast<int64_t>(number.integer));
+  } else {
+    value.set_uint_value(static_cast<uint64_t>(number.integer));
+  }
+  return value;
+}
+
+// A literal preceded by a cast, `(float)1.5` or `(unsigned char)300`, for a
+// parameter of `type`: the literal is converted to the cast's type and then
+// to the parameter's, as C converts. nullopt when `text` is no cast.
+absl::StatusOr<std::optional<v1::Value>> ParseCast(
+    absl::string_view text, const v1::TypeDescriptor& type) {
+  if (text.empty() || text.front() != '(') return std::nullopt;
+  const size_t close = text.find(')');
+  if (close == absl::string_view::npos) return std::nullopt;
+  std::optional<v1::TypeDescriptor> cast = CastType(text.substr(1, close - 1));
+  if (!cast.has_value()) return std::nullopt;
+  const absl::string_view rest =
+      absl::StripAsciiWhitespace(text.substr(close + 1));
+  const bool cast_is_pointer = cast->has_pointer() || cast->has_string();
+  const bool target_is_pointer = type.has_pointer() || type.has_string();
+  // The literal has its own C type first: an integer (or character), else
+  // a floating constant (double; float with f, long double with l).
+  absl::StatusOr<v1::Value> cast_value = ParseLiteral(rest, *cast);
+  if (!cast_is_pointer && !target_is_pointer &&
+      !ParseIntegerLiteral(rest).ok()) {
+    v1::TypeDescriptor own;
+    const char suffix = rest.empty() ? '\0' : rest.back();
+    own.set_scalar(suffix == 'f' || suffix == 'F' ? v1::SCALAR_KIND_FLOAT
+                   : suffix == 'l' || suffix == 'L'
+                       ? v1::SCALAR_KIND_LONG_DOUBLE
+                       : v1::SCALAR_KIND_DOUBLE);
+    cast_value = ParseLiteral(rest, own);
+  }
+  if (!cast_value.ok()) return cast_value.status();
+  if (cast_is_pointer || target_is_pointer) {
+    if (cast_is_pointer && target_is_pointer) return *cast_value;
+    if (target_is_pointer && IsIntegerKind(cast->scalar())) {
+      // An integer cast for a pointer: an address, as C allows with a cast.
+      return ParseLiteral(rest, type);
+    }
+    return Mismatch(absl::StrCat("cannot convert ", text, " to '",
+                                 TypeName(type), "'"));
+  }
+  absl::StatusOr<Number> number = ToNumber(*cast_value);
+  if (number.ok()) number = ConvertNumber(*number, cast->scalar(), text);
+  if (!number.ok()) return number.status();
+  v1::ScalarKind target;
+  if (type.has_scalar()) {
+    target = type.scalar();
+  } else if (type.has_enum_type()) {
+    target = type.enum_type().underlying() == v1::SCALAR_KIND_UNSPECIFIED
+                 ? v1::SCALAR_KIND_INT
+                 : type.enum_type().underlying();
+  } else {
+    return Mismatch(absl::StrCat("cannot convert ", text, " to '",
+                                 TypeName(type), "'"));
+  }
+  number = ConvertNumber(*number, target, text);
+  if (!number.ok()) return number.status();
+  return NumberValue(*number, target);
+}
+
 }  // namespace
 
 absl::StatusOr<v1::Value> ParseLiteral(absl::string_view text,
                                        const v1::TypeDescriptor& type) {
   v1::Value value;
+  if (!type.has_record() && !type.has_array()) {
+    absl::StatusOr<std::optional<v1::Value>> cast = ParseCast(text, type);
+    if (!cast.ok()) return cast.status();
+    if (cast->has_value()) return **std::move(cast);
+  }
   switch (type.kind_case()) {
     case v1::TypeDescriptor::kScalar:
       return ParseScalar(text, type.scalar());

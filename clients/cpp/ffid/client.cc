@@ -409,6 +409,8 @@ v1::CallRequest MakeCallRequest(const Function& function,
     *request.add_variadic_types() = type;
   }
   request.set_capture_errno(options.capture_errno);
+  request.set_result_ownership(options.result_ownership);
+  request.set_result_destructor(options.result_destructor);
   return request;
 }
 
@@ -656,17 +658,9 @@ absl::StatusOr<Function> Session::ResolveFunction(
 absl::StatusOr<v1::CallResponse> Session::Call(
     const Function& function, std::vector<v1::Value> arguments,
     const CallOptions& options) const {
-  v1::CallRequest request;
+  v1::CallRequest request =
+      MakeCallRequest(function, std::move(arguments), options);
   request.set_session(id_);
-  request.set_function(function.handle);
-  request.mutable_arguments()->Reserve(static_cast<int>(arguments.size()));
-  for (v1::Value& argument : arguments) {
-    *request.add_arguments() = std::move(argument);
-  }
-  for (const v1::TypeDescriptor& type : options.variadic_types) {
-    *request.add_variadic_types() = type;
-  }
-  request.set_capture_errno(options.capture_errno);
   v1::CallResponse response;
   grpc::ClientContext context;
   SetDeadline(context, options.timeout);
@@ -754,6 +748,114 @@ absl::Status Session::Free(absl::string_view memory) const {
   v1::FreeResponse response;
   grpc::ClientContext context;
   return StatusFromGrpc(stub_->Free(&context, request, &response));
+}
+
+absl::StatusOr<Memory> Session::AllocateValue(
+    const v1::TypeDescriptor& type, const TypedAllocation& options) const {
+  v1::AllocateRequest request;
+  request.set_session(id_);
+  *request.mutable_type() = type;
+  request.set_size(options.count);
+  if (options.initial_value.has_value()) {
+    *request.mutable_initial_value() = *options.initial_value;
+  }
+  request.set_flexible_length(options.flexible_length);
+  v1::AllocateResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub_->Allocate(&context, request, &response));
+  if (!status.ok()) return status;
+  return Memory{response.memory(), response.size(), response.address()};
+}
+
+absl::StatusOr<v1::Value> Session::ReadValue(const v1::PointerValue& pointer,
+                                             const v1::TypeDescriptor& type,
+                                             uint64_t flexible_length) const {
+  v1::ReadRequest request;
+  request.set_session(id_);
+  *request.mutable_pointer() = pointer;
+  *request.mutable_type() = type;
+  request.set_flexible_length(flexible_length);
+  v1::ReadResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub_->Read(&context, request, &response));
+  if (!status.ok()) return status;
+  return std::move(*response.mutable_value());
+}
+
+absl::Status Session::WriteValue(const v1::PointerValue& pointer,
+                                 const v1::TypeDescriptor& type,
+                                 const v1::Value& value,
+                                 uint64_t flexible_length) const {
+  v1::WriteRequest request;
+  request.set_session(id_);
+  *request.mutable_pointer() = pointer;
+  *request.mutable_type() = type;
+  *request.mutable_value() = value;
+  request.set_flexible_length(flexible_length);
+  v1::WriteResponse response;
+  grpc::ClientContext context;
+  return StatusFromGrpc(stub_->Write(&context, request, &response));
+}
+
+absl::StatusOr<Memory> Session::Adopt(const v1::PointerValue& pointer,
+                                      absl::string_view destructor,
+                                      const Library* library,
+                                      uint64_t size) const {
+  v1::AdoptRequest request;
+  request.set_session(id_);
+  *request.mutable_pointer() = pointer;
+  request.set_destructor(std::string(destructor));
+  if (library != nullptr) request.set_library(library->handle);
+  request.set_size(size);
+  v1::AdoptResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub_->Adopt(&context, request, &response));
+  if (!status.ok()) return status;
+  return Memory{response.memory(), size, response.address()};
+}
+
+namespace {
+
+absl::StatusOr<Variable> ResolveVariableRpc(
+    v1::Ffi::Stub& stub, const v1::ResolveVariableRequest& request) {
+  v1::ResolveVariableResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub.ResolveVariable(&context, request, &response));
+  if (!status.ok()) return status;
+  return Variable{response.memory(), response.symbol(), response.type(),
+                  response.address()};
+}
+
+}  // namespace
+
+absl::StatusOr<Variable> Session::ResolveVariable(
+    const Library& library, absl::string_view symbol_or_declaration) const {
+  v1::ResolveVariableRequest request;
+  request.set_session(id_);
+  request.set_library(library.handle);
+  // A C identifier has neither spaces nor punctuation; a declaration has.
+  if (symbol_or_declaration.find_first_of(" \t\n;*[") ==
+      absl::string_view::npos) {
+    request.set_symbol(std::string(symbol_or_declaration));
+  } else {
+    request.set_declaration(std::string(symbol_or_declaration));
+  }
+  return ResolveVariableRpc(*stub_, request);
+}
+
+absl::StatusOr<Variable> Session::ResolveVariable(
+    const Library& library, absl::string_view symbol,
+    const v1::TypeDescriptor& type) const {
+  v1::ResolveVariableRequest request;
+  request.set_session(id_);
+  request.set_library(library.handle);
+  request.set_symbol(std::string(symbol));
+  *request.mutable_type() = type;
+  return ResolveVariableRpc(*stub_, request);
 }
 
 }  // namespace ffid::client

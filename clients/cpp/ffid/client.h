@@ -136,6 +136,44 @@ struct CallOptions {
   std::vector<v1::TypeDescriptor> variadic_types;
   // Deadline of the RPC, from when Call starts.
   absl::Duration timeout = absl::InfiniteDuration();
+  // For a function returning `char *`: leave the pointer borrowed
+  // (UNSPECIFIED/BORROW, its handle in CallResponse.result_pointer), ADOPT
+  // it (released by `result_destructor` on Free or at the session's end) or
+  // RELEASE it at once (strdup-like functions).
+  v1::ResultOwnership result_ownership = v1::RESULT_OWNERSHIP_UNSPECIFIED;
+  // With ADOPT or RELEASE: the destructor's symbol; empty means `free`.
+  std::string result_destructor;
+};
+
+// A library's global variable, as ResolveVariable found it.
+struct Variable {
+  // A borrowed memory handle of the variable's size (bounds-checked; Free
+  // refuses it).
+  std::string memory;
+  // The symbol.
+  std::string symbol;
+  // Its type, laid out.
+  v1::TypeDescriptor type;
+  // Its address in the worker (informational).
+  uint64_t address = 0;
+
+  // The pointer to the variable, for ReadValue / WriteValue.
+  v1::PointerValue pointer() const {
+    v1::PointerValue result;
+    result.set_handle(memory);
+    return result;
+  }
+};
+
+// Options of AllocateValue.
+struct TypedAllocation {
+  // How many values of the type (an array of them); 0 or 1 means one.
+  uint64_t count = 1;
+  // The initial value (of the type); unset means zero-filled.
+  std::optional<v1::Value> initial_value;
+  // For a struct ending in a flexible array member: room for this many of
+  // its elements.
+  uint64_t flexible_length = 0;
 };
 
 // A registered callback.
@@ -327,6 +365,44 @@ class Session {
                                    absl::string_view data) const;
   // Releases owned memory.
   [[nodiscard]] absl::Status Free(absl::string_view memory) const;
+
+  // Typed memory. A type is a descriptor; NamedType("struct point") or
+  // NamedType("int[16]") (values.h) names one over the session's
+  // declarations. Values are checked and laid out by the daemon.
+  //
+  // Allocates zero-filled memory for a value of `type` (see
+  // TypedAllocation), owned by the session.
+  absl::StatusOr<Memory> AllocateValue(const v1::TypeDescriptor& type,
+                                       const TypedAllocation& options = {})
+      const;
+  // Reads one value of `type` at `pointer`. A union comes back with every
+  // member decoded (RecordValue.union_bytes has its bytes); a misaligned
+  // address is MISALIGNED_ACCESS, a bad borrowed one BAD_ADDRESS.
+  absl::StatusOr<v1::Value> ReadValue(const v1::PointerValue& pointer,
+                                      const v1::TypeDescriptor& type,
+                                      uint64_t flexible_length = 0) const;
+  // Writes `value` as `type` at `pointer`.
+  [[nodiscard]] absl::Status WriteValue(const v1::PointerValue& pointer,
+                                        const v1::TypeDescriptor& type,
+                                        const v1::Value& value,
+                                        uint64_t flexible_length = 0) const;
+  // Takes ownership of a pointer native code returned (a borrowed handle or
+  // an address): `destructor` (empty: `free`), looked up in `library` if
+  // given and then globally, releases it on Free or at the session's end.
+  // `size` > 0 makes Read/Write of it bounds-checked.
+  absl::StatusOr<Memory> Adopt(const v1::PointerValue& pointer,
+                               absl::string_view destructor = "",
+                               const Library* library = nullptr,
+                               uint64_t size = 0) const;
+  // Resolves a global variable of `library`: `symbol_or_declaration` is a
+  // variable the session declared (`fxt_counter`, from ParseDeclarations)
+  // or a C declaration (`extern int counter;`).
+  absl::StatusOr<Variable> ResolveVariable(
+      const Library& library, absl::string_view symbol_or_declaration) const;
+  // As above, with the type given.
+  absl::StatusOr<Variable> ResolveVariable(const Library& library,
+                                           absl::string_view symbol,
+                                           const v1::TypeDescriptor& type) const;
 
   // Registers `function` as a callback with the signature `declaration`
   // (one C prototype, e.g. "int compare(const void *a, const void *b)").

@@ -5,6 +5,9 @@
 #define FFID_CLIENTS_CPP_FFID_VALUES_H_
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -34,6 +37,52 @@ inline v1::Value MakeDouble(double value) {
   v1::Value result;
   result.set_double_value(value);
   return result;
+}
+
+// A `long double` with its full precision (its bytes; the daemon runs on
+// this platform's ABI).
+inline v1::Value MakeLongDouble(long double value) {
+  v1::Value result;
+  std::string bytes(sizeof(long double), '\0');
+  std::memcpy(bytes.data(), &value, sizeof(long double));
+  result.mutable_long_double()->set_bytes(std::move(bytes));
+  return result;
+}
+
+// The number a value holds as a `long double`: a long double result at full
+// precision (from its bytes, else its decimal), or a double or integer;
+// nullopt for any other kind.
+inline std::optional<long double> LongDoubleOf(const v1::Value& value) {
+  switch (value.kind_case()) {
+    case v1::Value::kLongDouble: {
+      const v1::LongDoubleValue& full = value.long_double();
+      if (full.bytes().size() == sizeof(long double)) {
+        long double result;
+        std::memcpy(&result, full.bytes().data(), sizeof(long double));
+        return result;
+      }
+      if (!full.decimal().empty()) {
+        return std::strtold(full.decimal().c_str(), nullptr);
+      }
+      return static_cast<long double>(full.approximate());
+    }
+    case v1::Value::kLongDoubleValue:
+      if (value.long_double_value().size() == sizeof(long double)) {
+        long double result;
+        std::memcpy(&result, value.long_double_value().data(),
+                    sizeof(long double));
+        return result;
+      }
+      return std::nullopt;
+    case v1::Value::kDoubleValue:
+      return static_cast<long double>(value.double_value());
+    case v1::Value::kIntValue:
+      return static_cast<long double>(value.int_value());
+    case v1::Value::kUintValue:
+      return static_cast<long double>(value.uint_value());
+    default:
+      return std::nullopt;
+  }
 }
 
 inline v1::Value MakeString(absl::string_view value) {
@@ -66,6 +115,14 @@ inline v1::Value MakeAddress(uint64_t address) {
 inline v1::TypeDescriptor ScalarType(v1::ScalarKind kind) {
   v1::TypeDescriptor type;
   type.set_scalar(kind);
+  return type;
+}
+
+// A type by its C name over the session's declarations: "struct point",
+// "point_t", "int[16]", "unsigned long".
+inline v1::TypeDescriptor NamedType(absl::string_view name) {
+  v1::TypeDescriptor type;
+  type.set_named(std::string(name));
   return type;
 }
 

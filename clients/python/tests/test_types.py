@@ -5,6 +5,7 @@ tests/fixtures/types_fixture.h, as the cdef."""
 
 from __future__ import annotations
 
+import decimal
 import gc
 import struct
 
@@ -36,11 +37,18 @@ def test_structs_by_value(lib) -> None:
 
 
 def test_unions_and_enums(lib) -> None:
-    # A union result comes back as its bytes: only the caller knows which
-    # member is set.
+    # A union result has every member, decoded from the same bytes (only the
+    # caller knows which one is set), and the bytes.
     number = lib.fxt_number_from_float(1.5)
-    assert struct.unpack_from("<f", number) == (1.5,)
+    assert isinstance(number, ffid.UnionValue)
+    assert number["f"] == 1.5 and number["i"] == 0x3FC00000
+    assert struct.unpack_from("<f", number.raw) == (1.5,)
+    assert lib.fxt_number_as_double(number, 1) == 1.5  # passed back: its bytes
     assert lib.fxt_number_as_double({"d": 0.25}, 2) == 0.25
+    tagged = lib.fxt_tagged_from_int(65)
+    assert tagged["i"] == 65 and tagged["s"].address == 65  # not followed
+    # An anonymous union's members read as the struct's own.
+    assert lib.fxt_with_union_make(2, 0.5) == {"kind": 2, "i": 0x3F000000, "f": 0.5}
     assert lib.fxt_color_next("FXT_RED") == "FXT_GREEN"  # constants by name
     assert lib.fxt_color_next(2) == "FXT_BLUE"
     assert lib.fxt_holder_check({"f": None, "name": "abc", "color": "FXT_BLUE"}) == 34
@@ -48,6 +56,27 @@ def test_unions_and_enums(lib) -> None:
 
 def test_long_double(lib) -> None:
     assert lib.fxt_long_double_half(3.0) == 1.5
+    third = lib.fxt_long_double_third(1)
+    assert isinstance(third, ffid.LongDouble)
+    assert str(third) == "0.33333333333333333334"  # every bit of the mantissa
+    one_third = decimal.Decimal(1) / 3
+    assert abs(third.exact - one_third) < decimal.Decimal("1e-19")
+    assert abs(decimal.Decimal(float(third)) - one_third) > decimal.Decimal("1e-18")
+    # Passed back, nothing is lost: (1/3)/3 at long double precision.
+    ninth = lib.fxt_long_double_third(third)
+    assert abs(ninth.exact - decimal.Decimal(1) / 9) < decimal.Decimal("1e-20")
+    assert lib.fxt_long_double_third(decimal.Decimal("0.75")).decimal == "0.25"
+    z = lib.fxt_complex_scale(1.5 + 0.25j, 2)
+    assert z == 3 + 0.5j
+
+
+def test_unnamed_bitfields_and_misaligned_nested_structs(lib) -> None:
+    holes = lib.fxt_holes_make("a", "b", 9, -5)
+    assert holes == {"c": ord("a"), "d": ord("b"), "e": 9, "f": -5}
+    assert lib.fxt_holes_sum(holes) == ord("a") + ord("b") + 9 - 5
+    made = lib.fxt_misaligned_make(1, 2, 3, 4)
+    assert made == {"c": 1, "p": {"x": 2, "y": 3}, "s": 4}
+    assert lib.fxt_misaligned_sum(made) == 1 + 20 + 300 + 4000
 
 
 def test_typed_memory_value(session, lib) -> None:

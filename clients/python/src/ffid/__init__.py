@@ -40,6 +40,7 @@ from ffid._errors import (
     WorkerStartFailed,
 )
 from ffid._sync import Callback, Function, Library, Memory, Pointer, Session, connect
+from ffid._values import LongDouble, UnionValue
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "LibraryLoadFailed",
     "LibraryNotAllowed",
     "LibraryNotFound",
+    "LongDouble",
     "Memory",
     "MisalignedAccess",
     "OutOfBounds",
@@ -71,6 +73,7 @@ __all__ = [
     "SymbolNotFound",
     "TypeMismatch",
     "Unavailable",
+    "UnionValue",
     "Unsupported",
     "ValueOutOfRange",
     "WorkerCrashed",

@@ -8,11 +8,16 @@ objects for function pointers; str names for enum constants.
 
 C -> Python: the same mapping back. Strings come back as str (bytes when they
 are not valid UTF-8), pointers as Pointer objects, NULL as None, structs as
-dicts, arrays as lists, enums as ints.
+dicts, arrays as lists, enums as constant names (ints when no constant
+matches). A `long double` comes back as a LongDouble (a float that keeps the
+exact value: `.exact` is a decimal.Decimal, passing it back loses nothing); a
+union as a UnionValue (a dict of every member decoded from the same bytes,
+`.raw` the bytes; passing it back passes those bytes).
 """
 
 from __future__ import annotations
 
+import decimal
 import struct
 import math
 from typing import Any, Callable, Dict, List, Mapping, Optional
@@ -41,7 +46,52 @@ _INTEGER_KINDS = frozenset(
     }
 )
 _FLOAT_KINDS = frozenset({_S.SCALAR_KIND_FLOAT, _S.SCALAR_KIND_DOUBLE})
-_COMPLEX_KINDS = frozenset({_S.SCALAR_KIND_COMPLEX_FLOAT, _S.SCALAR_KIND_COMPLEX_DOUBLE})
+_COMPLEX_KINDS = frozenset({_S.SCALAR_KIND_COMPLEX_FLOAT, _S.SCALAR_KIND_COMPLEX_DOUBLE,
+                            _S.SCALAR_KIND_COMPLEX_LONG_DOUBLE})
+
+
+class LongDouble(float):
+    """A C `long double` result: a float (the nearest double) that keeps the
+    value's full precision. `raw` is its bytes as the daemon's platform
+    stores it, `exact` the value as a decimal.Decimal, `str()` the shortest
+    decimal that reads back as exactly this value. Passed as an argument it
+    sends `raw`, so nothing is lost on a round trip."""
+
+    raw: bytes
+    decimal: str
+
+    def __new__(cls, approximate: float, raw: bytes = b"", text: str = "") -> "LongDouble":
+        obj = super().__new__(cls, approximate)
+        obj.raw = raw
+        obj.decimal = text or repr(float(approximate))
+        return obj
+
+    @property
+    def exact(self) -> decimal.Decimal:
+        """The exact value (from `raw` when it is an x87 extended value)."""
+        if len(self.raw) >= 10:
+            return long_double_to_decimal(self.raw)
+        return decimal.Decimal(self.decimal)
+
+    def __repr__(self) -> str:
+        return f"LongDouble('{self.decimal}')"
+
+    def __str__(self) -> str:
+        return self.decimal
+
+
+class UnionValue(dict):
+    """A C union result (or typed read): every member decoded from the same
+    bytes, since only the caller knows which one is live; a `char *` member
+    is a Pointer (not followed). `raw` is the union's bytes. Passed back as
+    an argument it sends `raw`; to set one member, pass a dict with only
+    that member."""
+
+    raw: bytes
+
+    def __init__(self, members: Dict[str, Any], raw: bytes) -> None:
+        super().__init__(members)
+        self.raw = raw
 
 
 class TypeRegistry:
@@ -133,13 +183,26 @@ def _is_record(d: Optional[TypeDescriptor]) -> bool:
 
 
 def _field_names(d: TypeDescriptor) -> List[str]:
-    return [field.name for field in d.record.fields]
+    """Member names in declaration order; the members of an anonymous
+    struct or union member count as the record's own, as in C."""
+    names: List[str] = []
+    for field in d.record.fields:
+        if field.name:
+            names.append(field.name)
+        elif field.type.WhichOneof("kind") == "record":
+            names.extend(_field_names(field.type))
+    return names
 
 
 def _field_type(d: TypeDescriptor, name: str) -> Optional[TypeDescriptor]:
     for field in d.record.fields:
         if field.name == name:
             return field.type
+    for field in d.record.fields:
+        if not field.name and field.type.WhichOneof("kind") == "record":
+            found = _field_type(field.type, name)
+            if found is not None:
+                return found
     return None
 
 
@@ -178,6 +241,13 @@ def to_value(
         if kind == "scalar" and d is not None and d.scalar in _FLOAT_KINDS | {_S.SCALAR_KIND_LONG_DOUBLE}:
             return Value(double_value=float(obj))
         return _int_value(obj, param)
+    if isinstance(obj, LongDouble):
+        if obj.raw:
+            return Value(long_double=types_pb2.LongDoubleValue(bytes=obj.raw))
+        return Value(long_double=types_pb2.LongDoubleValue(decimal=obj.decimal))
+    if isinstance(obj, decimal.Decimal):
+        # Exactly as written, rounded by the daemon to the parameter's type.
+        return Value(long_double=types_pb2.LongDoubleValue(decimal=str(obj)))
     if isinstance(obj, float):
         return Value(double_value=obj)
     if isinstance(obj, complex):
@@ -189,6 +259,8 @@ def to_value(
         return Value(string_value=obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return Value(bytes_value=bytes(obj))
+    if isinstance(obj, UnionValue) and obj.raw:
+        return Value(record_value=types_pb2.RecordValue(union_bytes=obj.raw))
     if isinstance(obj, Mapping):
         fields: Dict[str, Value] = {}
         for name, member in obj.items():
@@ -254,6 +326,8 @@ def from_value(
                     value.record_value.fields[name],
                     _field_type(record, name) if record is not None else None,
                     make_pointer)
+        if value.record_value.union_bytes:
+            return UnionValue(out, value.record_value.union_bytes)
         return out
     if kind == "array_value":
         element = d.array.element if d is not None and d.WhichOneof("kind") == "array" else None
@@ -264,7 +338,11 @@ def from_value(
     if kind == "enum_value":
         return value.enum_value
     if kind == "long_double_value":
-        return long_double_to_float(value.long_double_value)
+        raw = value.long_double_value
+        return LongDouble(long_double_to_float(raw), raw, "")
+    if kind == "long_double":
+        full = value.long_double
+        return LongDouble(full.approximate, full.bytes, full.decimal)
     if kind == "callback_handle":
         return value.callback_handle
     raise _errors.Internal(f"unknown value kind {kind!r}", reason="INTERNAL")
@@ -283,6 +361,24 @@ def long_double_to_float(raw: bytes) -> float:
     return sign * math.ldexp(mantissa, exponent - 16383 - 63)
 
 
+def long_double_to_decimal(raw: bytes) -> decimal.Decimal:
+    """The exact value of an x87 80-bit extended `long double` (16 bytes,
+    little endian) as a Decimal (NaN and infinities included)."""
+    mantissa, exponent_sign = struct.unpack_from("<QH", raw)
+    negative = bool(exponent_sign & 0x8000)
+    exponent = exponent_sign & 0x7FFF
+    if exponent == 0x7FFF:
+        if (mantissa << 1) & ((1 << 64) - 1) == 0:
+            return decimal.Decimal("-Infinity" if negative else "Infinity")
+        return decimal.Decimal("NaN")
+    # Denormals have exponent 0 and count as exponent 1.
+    power = max(exponent, 1) - 16383 - 63
+    context = decimal.Context(prec=20000)
+    magnitude = context.multiply(decimal.Decimal(mantissa),
+                                 context.power(decimal.Decimal(2), power))
+    return -magnitude if negative else magnitude
+
+
 def variadic_type(obj: Any, is_pointer: Callable[[Any], bool]) -> TypeDescriptor:
     """The C type a Python value is passed as after `...`, following C's
     default argument promotions: int (or long long when it does not fit),
@@ -297,6 +393,8 @@ def variadic_type(obj: Any, is_pointer: Callable[[Any], bool]) -> TypeDescriptor
         if obj >= (1 << 63):
             return TypeDescriptor(scalar=_S.SCALAR_KIND_UNSIGNED_LONG_LONG)
         return TypeDescriptor(scalar=_S.SCALAR_KIND_LONG_LONG)
+    if isinstance(obj, (LongDouble, decimal.Decimal)):
+        return TypeDescriptor(scalar=_S.SCALAR_KIND_LONG_DOUBLE)
     if isinstance(obj, float):
         return TypeDescriptor(scalar=_S.SCALAR_KIND_DOUBLE)
     if isinstance(obj, (str, bytes, bytearray)):

@@ -199,6 +199,10 @@ func fromValue(v *ffidpb.Value, s *Session) any {
 		return x.EnumValue
 	case *ffidpb.Value_LongDoubleValue:
 		return decodeLongDouble(x.LongDoubleValue)
+	case *ffidpb.Value_LongDouble:
+		// A long double result: the nearest float64 (Bytes and Decimal keep
+		// the full value).
+		return x.LongDouble.GetApproximate()
 	case *ffidpb.Value_CallbackHandle:
 		return &Callback{session: s, handle: x.CallbackHandle}
 	case *ffidpb.Value_PointerValue:

@@ -2386,6 +2386,11 @@ type CallRequest struct {
 	// The arguments, one per fixed parameter, then the variadic ones.
 	Arguments []*Value `protobuf:"bytes,3,rep,name=arguments,proto3" json:"arguments,omitempty"`
 	// For a variadic function: the types of the variadic arguments, in order.
+	// Types may be left out from the end: each missing one is inferred from
+	// its argument's value as C's default promotions leave it (an integer:
+	// int, or long long / unsigned long long when it does not fit; a double:
+	// double; a long double: long double; a string or bytes: const char *; a
+	// pointer or NULL: void *). Other values need their type given.
 	VariadicTypes []*TypeDescriptor `protobuf:"bytes,4,rep,name=variadic_types,json=variadicTypes,proto3" json:"variadic_types,omitempty"`
 	// Capture `errno` right after the native call returns.
 	CaptureErrno bool `protobuf:"varint,5,opt,name=capture_errno,json=captureErrno,proto3" json:"capture_errno,omitempty"`
@@ -2567,9 +2572,14 @@ type AllocateRequest struct {
 	// Optional: allocate space for this type (times `size` elements if > 1).
 	Type *TypeDescriptor `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
 	// Optional with `type`: the initial value.
-	InitialValue  *Value `protobuf:"bytes,5,opt,name=initial_value,json=initialValue,proto3" json:"initial_value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	InitialValue *Value `protobuf:"bytes,5,opt,name=initial_value,json=initialValue,proto3" json:"initial_value,omitempty"`
+	// With `type`, a struct ending in a flexible array member (`T m[];`): room
+	// for this many elements of it (with `size`, per struct). The typed value
+	// (`initial_value`, and Read/Write with the same `flexible_length`) then
+	// has `m` as an array of this length.
+	FlexibleLength uint64 `protobuf:"varint,6,opt,name=flexible_length,json=flexibleLength,proto3" json:"flexible_length,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AllocateRequest) Reset() {
@@ -2635,6 +2645,13 @@ func (x *AllocateRequest) GetInitialValue() *Value {
 		return x.InitialValue
 	}
 	return nil
+}
+
+func (x *AllocateRequest) GetFlexibleLength() uint64 {
+	if x != nil {
+		return x.FlexibleLength
+	}
+	return 0
 }
 
 // Response for Allocate.
@@ -2714,9 +2731,12 @@ type ReadRequest struct {
 	// Optional: read one value of this type (its size in bytes) and return
 	// it in `value`. The address must be aligned for the type
 	// (MISALIGNED_ACCESS otherwise).
-	Type          *TypeDescriptor `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Type *TypeDescriptor `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	// With `type`, a struct ending in a flexible array member: how many
+	// elements of that member to read (see AllocateRequest.flexible_length).
+	FlexibleLength uint64 `protobuf:"varint,5,opt,name=flexible_length,json=flexibleLength,proto3" json:"flexible_length,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ReadRequest) Reset() {
@@ -2775,6 +2795,13 @@ func (x *ReadRequest) GetType() *TypeDescriptor {
 		return x.Type
 	}
 	return nil
+}
+
+func (x *ReadRequest) GetFlexibleLength() uint64 {
+	if x != nil {
+		return x.FlexibleLength
+	}
+	return 0
 }
 
 // Response for Read.
@@ -2845,9 +2872,13 @@ type WriteRequest struct {
 	// aligned for the type (MISALIGNED_ACCESS otherwise).
 	Type *TypeDescriptor `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
 	// With `type`: the value to write.
-	Value         *Value `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Value *Value `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	// With `type`, a struct ending in a flexible array member: how many
+	// elements of that member `value` holds (see
+	// AllocateRequest.flexible_length).
+	FlexibleLength uint64 `protobuf:"varint,6,opt,name=flexible_length,json=flexibleLength,proto3" json:"flexible_length,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WriteRequest) Reset() {
@@ -2913,6 +2944,13 @@ func (x *WriteRequest) GetValue() *Value {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *WriteRequest) GetFlexibleLength() uint64 {
+	if x != nil {
+		return x.FlexibleLength
+	}
+	return 0
 }
 
 // Response for Write.
@@ -4429,31 +4467,34 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x0eresult_pointer\x18\x04 \x01(\v2\x15.ffid.v1.PointerValueR\rresultPointer\x1aL\n" +
 	"\x0eOutValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12$\n" +
-	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"\xc6\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"\xef\x01\n" +
 	"\x0fAllocateRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12#\n" +
 	"\rinitial_bytes\x18\x03 \x01(\fR\finitialBytes\x12+\n" +
 	"\x04type\x18\x04 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x123\n" +
-	"\rinitial_value\x18\x05 \x01(\v2\x0e.ffid.v1.ValueR\finitialValue\"X\n" +
+	"\rinitial_value\x18\x05 \x01(\v2\x0e.ffid.v1.ValueR\finitialValue\x12'\n" +
+	"\x0fflexible_length\x18\x06 \x01(\x04R\x0eflexibleLength\"X\n" +
 	"\x10AllocateResponse\x12\x16\n" +
 	"\x06memory\x18\x01 \x01(\tR\x06memory\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\x04R\aaddress\"\x9d\x01\n" +
+	"\aaddress\x18\x03 \x01(\x04R\aaddress\"\xc6\x01\n" +
 	"\vReadRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12/\n" +
 	"\apointer\x18\x02 \x01(\v2\x15.ffid.v1.PointerValueR\apointer\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x04R\x06length\x12+\n" +
-	"\x04type\x18\x04 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\"H\n" +
+	"\x04type\x18\x04 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12'\n" +
+	"\x0fflexible_length\x18\x05 \x01(\x04R\x0eflexibleLength\"H\n" +
 	"\fReadResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12$\n" +
-	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value\"\xc0\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value\"\xe9\x01\n" +
 	"\fWriteRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12/\n" +
 	"\apointer\x18\x02 \x01(\v2\x15.ffid.v1.PointerValueR\apointer\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12+\n" +
 	"\x04type\x18\x04 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12$\n" +
-	"\x05value\x18\x05 \x01(\v2\x0e.ffid.v1.ValueR\x05value\"\x0f\n" +
+	"\x05value\x18\x05 \x01(\v2\x0e.ffid.v1.ValueR\x05value\x12'\n" +
+	"\x0fflexible_length\x18\x06 \x01(\x04R\x0eflexibleLength\"\x0f\n" +
 	"\rWriteResponse\"?\n" +
 	"\vFreeRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x16\n" +

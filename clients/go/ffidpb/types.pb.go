@@ -99,6 +99,8 @@ const (
 	ScalarKind_SCALAR_KIND_COMPLEX_FLOAT ScalarKind = 33
 	// `double _Complex`.
 	ScalarKind_SCALAR_KIND_COMPLEX_DOUBLE ScalarKind = 34
+	// `long double _Complex` (two x87 80-bit extended parts).
+	ScalarKind_SCALAR_KIND_COMPLEX_LONG_DOUBLE ScalarKind = 35
 )
 
 // Enum value maps for ScalarKind.
@@ -139,43 +141,45 @@ var (
 		32: "SCALAR_KIND_CHAR32_T",
 		33: "SCALAR_KIND_COMPLEX_FLOAT",
 		34: "SCALAR_KIND_COMPLEX_DOUBLE",
+		35: "SCALAR_KIND_COMPLEX_LONG_DOUBLE",
 	}
 	ScalarKind_value = map[string]int32{
-		"SCALAR_KIND_UNSPECIFIED":        0,
-		"SCALAR_KIND_VOID":               1,
-		"SCALAR_KIND_BOOL":               2,
-		"SCALAR_KIND_CHAR":               3,
-		"SCALAR_KIND_SIGNED_CHAR":        4,
-		"SCALAR_KIND_UNSIGNED_CHAR":      5,
-		"SCALAR_KIND_SHORT":              6,
-		"SCALAR_KIND_UNSIGNED_SHORT":     7,
-		"SCALAR_KIND_INT":                8,
-		"SCALAR_KIND_UNSIGNED_INT":       9,
-		"SCALAR_KIND_LONG":               10,
-		"SCALAR_KIND_UNSIGNED_LONG":      11,
-		"SCALAR_KIND_LONG_LONG":          12,
-		"SCALAR_KIND_UNSIGNED_LONG_LONG": 13,
-		"SCALAR_KIND_INT8":               14,
-		"SCALAR_KIND_UINT8":              15,
-		"SCALAR_KIND_INT16":              16,
-		"SCALAR_KIND_UINT16":             17,
-		"SCALAR_KIND_INT32":              18,
-		"SCALAR_KIND_UINT32":             19,
-		"SCALAR_KIND_INT64":              20,
-		"SCALAR_KIND_UINT64":             21,
-		"SCALAR_KIND_SIZE_T":             22,
-		"SCALAR_KIND_SSIZE_T":            23,
-		"SCALAR_KIND_INTPTR_T":           24,
-		"SCALAR_KIND_UINTPTR_T":          25,
-		"SCALAR_KIND_PTRDIFF_T":          26,
-		"SCALAR_KIND_FLOAT":              27,
-		"SCALAR_KIND_DOUBLE":             28,
-		"SCALAR_KIND_LONG_DOUBLE":        29,
-		"SCALAR_KIND_WCHAR_T":            30,
-		"SCALAR_KIND_CHAR16_T":           31,
-		"SCALAR_KIND_CHAR32_T":           32,
-		"SCALAR_KIND_COMPLEX_FLOAT":      33,
-		"SCALAR_KIND_COMPLEX_DOUBLE":     34,
+		"SCALAR_KIND_UNSPECIFIED":         0,
+		"SCALAR_KIND_VOID":                1,
+		"SCALAR_KIND_BOOL":                2,
+		"SCALAR_KIND_CHAR":                3,
+		"SCALAR_KIND_SIGNED_CHAR":         4,
+		"SCALAR_KIND_UNSIGNED_CHAR":       5,
+		"SCALAR_KIND_SHORT":               6,
+		"SCALAR_KIND_UNSIGNED_SHORT":      7,
+		"SCALAR_KIND_INT":                 8,
+		"SCALAR_KIND_UNSIGNED_INT":        9,
+		"SCALAR_KIND_LONG":                10,
+		"SCALAR_KIND_UNSIGNED_LONG":       11,
+		"SCALAR_KIND_LONG_LONG":           12,
+		"SCALAR_KIND_UNSIGNED_LONG_LONG":  13,
+		"SCALAR_KIND_INT8":                14,
+		"SCALAR_KIND_UINT8":               15,
+		"SCALAR_KIND_INT16":               16,
+		"SCALAR_KIND_UINT16":              17,
+		"SCALAR_KIND_INT32":               18,
+		"SCALAR_KIND_UINT32":              19,
+		"SCALAR_KIND_INT64":               20,
+		"SCALAR_KIND_UINT64":              21,
+		"SCALAR_KIND_SIZE_T":              22,
+		"SCALAR_KIND_SSIZE_T":             23,
+		"SCALAR_KIND_INTPTR_T":            24,
+		"SCALAR_KIND_UINTPTR_T":           25,
+		"SCALAR_KIND_PTRDIFF_T":           26,
+		"SCALAR_KIND_FLOAT":               27,
+		"SCALAR_KIND_DOUBLE":              28,
+		"SCALAR_KIND_LONG_DOUBLE":         29,
+		"SCALAR_KIND_WCHAR_T":             30,
+		"SCALAR_KIND_CHAR16_T":            31,
+		"SCALAR_KIND_CHAR32_T":            32,
+		"SCALAR_KIND_COMPLEX_FLOAT":       33,
+		"SCALAR_KIND_COMPLEX_DOUBLE":      34,
+		"SCALAR_KIND_COMPLEX_LONG_DOUBLE": 35,
 	}
 )
 
@@ -745,7 +749,9 @@ type ArrayType struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The element type.
 	Element *TypeDescriptor `protobuf:"bytes,1,opt,name=element,proto3" json:"element,omitempty"`
-	// The number of elements.
+	// The number of elements. 0 only for a flexible array member (`T m[];`,
+	// the last member of a struct): it adds no size, and its elements are
+	// reached with `flexible_length` in Allocate, Read and Write.
 	Length        uint64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -907,9 +913,12 @@ type Field struct {
 	// Output only: the byte offset of the member.
 	Offset uint64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	// Output only: for a bitfield, its bit offset within its storage unit.
-	BitOffset     uint32 `protobuf:"varint,5,opt,name=bit_offset,json=bitOffset,proto3" json:"bit_offset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BitOffset uint32 `protobuf:"varint,5,opt,name=bit_offset,json=bitOffset,proto3" json:"bit_offset,omitempty"`
+	// A zero-width bitfield (`int : 0;`, unnamed, `bit_width` 0): the next
+	// bitfield or member starts at the next unit of its type's alignment.
+	ZeroWidthBitfield bool `protobuf:"varint,6,opt,name=zero_width_bitfield,json=zeroWidthBitfield,proto3" json:"zero_width_bitfield,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Field) Reset() {
@@ -975,6 +984,13 @@ func (x *Field) GetBitOffset() uint32 {
 		return x.BitOffset
 	}
 	return 0
+}
+
+func (x *Field) GetZeroWidthBitfield() bool {
+	if x != nil {
+		return x.ZeroWidthBitfield
+	}
+	return false
 }
 
 // An enum type.
@@ -1400,6 +1416,7 @@ type Value struct {
 	//	*Value_EnumValue
 	//	*Value_LongDoubleValue
 	//	*Value_CallbackHandle
+	//	*Value_LongDouble
 	Kind          isValue_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1559,6 +1576,15 @@ func (x *Value) GetCallbackHandle() string {
 	return ""
 }
 
+func (x *Value) GetLongDouble() *LongDoubleValue {
+	if x != nil {
+		if x, ok := x.Kind.(*Value_LongDouble); ok {
+			return x.LongDouble
+		}
+	}
+	return nil
+}
+
 type isValue_Kind interface {
 	isValue_Kind()
 }
@@ -1629,6 +1655,12 @@ type Value_CallbackHandle struct {
 	CallbackHandle string `protobuf:"bytes,13,opt,name=callback_handle,json=callbackHandle,proto3,oneof"`
 }
 
+type Value_LongDouble struct {
+	// For `long double`: the full value. Results of type `long double` carry
+	// this (with all three fields set); as an argument it may set any one.
+	LongDouble *LongDoubleValue `protobuf:"bytes,14,opt,name=long_double,json=longDouble,proto3,oneof"`
+}
+
 func (*Value_BoolValue) isValue_Kind() {}
 
 func (*Value_IntValue) isValue_Kind() {}
@@ -1655,6 +1687,77 @@ func (*Value_LongDoubleValue) isValue_Kind() {}
 
 func (*Value_CallbackHandle) isValue_Kind() {}
 
+func (*Value_LongDouble) isValue_Kind() {}
+
+// A `long double` (x87 80-bit extended on x86-64: 64 bits of mantissa, more
+// than a double's 53), with readings for clients that have no such type.
+type LongDoubleValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value's bytes in memory order (sizeof(long double): 16 on x86-64,
+	// of which the first 10 hold the value). As input, used when set.
+	Bytes []byte `protobuf:"bytes,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// The nearest double (an infinity when beyond double's range). As input,
+	// used when neither `bytes` nor `decimal` is set.
+	Approximate float64 `protobuf:"fixed64,2,opt,name=approximate,proto3" json:"approximate,omitempty"`
+	// The shortest decimal that reads back as exactly this value ("0.1",
+	// "3.14159265358979323851", "inf", "-nan"). As input, used when `bytes` is
+	// empty; read as C's strtold does.
+	Decimal       string `protobuf:"bytes,3,opt,name=decimal,proto3" json:"decimal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LongDoubleValue) Reset() {
+	*x = LongDoubleValue{}
+	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LongDoubleValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LongDoubleValue) ProtoMessage() {}
+
+func (x *LongDoubleValue) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LongDoubleValue.ProtoReflect.Descriptor instead.
+func (*LongDoubleValue) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LongDoubleValue) GetBytes() []byte {
+	if x != nil {
+		return x.Bytes
+	}
+	return nil
+}
+
+func (x *LongDoubleValue) GetApproximate() float64 {
+	if x != nil {
+		return x.Approximate
+	}
+	return 0
+}
+
+func (x *LongDoubleValue) GetDecimal() string {
+	if x != nil {
+		return x.Decimal
+	}
+	return ""
+}
+
 // A pointer value.
 type PointerValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1670,7 +1773,7 @@ type PointerValue struct {
 
 func (x *PointerValue) Reset() {
 	*x = PointerValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	mi := &file_ffid_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1785,7 @@ func (x *PointerValue) String() string {
 func (*PointerValue) ProtoMessage() {}
 
 func (x *PointerValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	mi := &file_ffid_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1798,7 @@ func (x *PointerValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PointerValue.ProtoReflect.Descriptor instead.
 func (*PointerValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PointerValue) GetHandle() string {
@@ -1722,15 +1825,21 @@ func (x *PointerValue) GetAddress() uint64 {
 // The members of a struct or union value.
 type RecordValue struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Member values by name. A union takes exactly one member.
-	Fields        map[string]*Value `protobuf:"bytes,1,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Member values by name. A union takes exactly one member. A union result
+	// (or typed read) has every member, each decoded from the same bytes; a
+	// `char *` member there is a pointer value (its address), not followed.
+	Fields map[string]*Value `protobuf:"bytes,1,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// For a union: its bytes. Results and typed reads set it; as input, when
+	// set, the union is these bytes and `fields` is ignored (so a union that
+	// came back can be passed as it came).
+	UnionBytes    []byte `protobuf:"bytes,2,opt,name=union_bytes,json=unionBytes,proto3" json:"union_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordValue) Reset() {
 	*x = RecordValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[15]
+	mi := &file_ffid_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1851,7 @@ func (x *RecordValue) String() string {
 func (*RecordValue) ProtoMessage() {}
 
 func (x *RecordValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[15]
+	mi := &file_ffid_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,12 +1864,19 @@ func (x *RecordValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordValue.ProtoReflect.Descriptor instead.
 func (*RecordValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordValue) GetFields() map[string]*Value {
 	if x != nil {
 		return x.Fields
+	}
+	return nil
+}
+
+func (x *RecordValue) GetUnionBytes() []byte {
+	if x != nil {
+		return x.UnionBytes
 	}
 	return nil
 }
@@ -1776,7 +1892,7 @@ type ArrayValue struct {
 
 func (x *ArrayValue) Reset() {
 	*x = ArrayValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[16]
+	mi := &file_ffid_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1788,7 +1904,7 @@ func (x *ArrayValue) String() string {
 func (*ArrayValue) ProtoMessage() {}
 
 func (x *ArrayValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[16]
+	mi := &file_ffid_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1801,7 +1917,7 @@ func (x *ArrayValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArrayValue.ProtoReflect.Descriptor instead.
 func (*ArrayValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ArrayValue) GetElements() []*Value {
@@ -1845,14 +1961,15 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\x06packed\x18\x04 \x01(\bR\x06packed\x12\x1c\n" +
 	"\talignment\x18\x05 \x01(\rR\talignment\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12-\n" +
-	"\x12computed_alignment\x18\a \x01(\rR\x11computedAlignment\"\x9c\x01\n" +
+	"\x12computed_alignment\x18\a \x01(\rR\x11computedAlignment\"\xcc\x01\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x04type\x18\x02 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12\x1b\n" +
 	"\tbit_width\x18\x03 \x01(\rR\bbitWidth\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12\x1d\n" +
 	"\n" +
-	"bit_offset\x18\x05 \x01(\rR\tbitOffset\"\x88\x01\n" +
+	"bit_offset\x18\x05 \x01(\rR\tbitOffset\x12.\n" +
+	"\x13zero_width_bitfield\x18\x06 \x01(\bR\x11zeroWidthBitfield\"\x88\x01\n" +
 	"\bEnumType\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\n" +
@@ -1880,7 +1997,7 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\x04type\x18\x02 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\"R\n" +
 	"\x0fTypeDeclaration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
-	"\x04type\x18\x02 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\"\xbd\x04\n" +
+	"\x04type\x18\x02 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\"\xfa\x04\n" +
 	"\x05Value\x12\x1f\n" +
 	"\n" +
 	"bool_value\x18\x01 \x01(\bH\x00R\tboolValue\x12\x1d\n" +
@@ -1901,20 +2018,28 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"enum_value\x18\v \x01(\tH\x00R\tenumValue\x12,\n" +
 	"\x11long_double_value\x18\f \x01(\fH\x00R\x0flongDoubleValue\x12)\n" +
-	"\x0fcallback_handle\x18\r \x01(\tH\x00R\x0ecallbackHandleB\x06\n" +
-	"\x04kind\"X\n" +
+	"\x0fcallback_handle\x18\r \x01(\tH\x00R\x0ecallbackHandle\x12;\n" +
+	"\vlong_double\x18\x0e \x01(\v2\x18.ffid.v1.LongDoubleValueH\x00R\n" +
+	"longDoubleB\x06\n" +
+	"\x04kind\"c\n" +
+	"\x0fLongDoubleValue\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\fR\x05bytes\x12 \n" +
+	"\vapproximate\x18\x02 \x01(\x01R\vapproximate\x12\x18\n" +
+	"\adecimal\x18\x03 \x01(\tR\adecimal\"X\n" +
 	"\fPointerValue\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x04R\x06offset\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\x04R\aaddress\"\x92\x01\n" +
+	"\aaddress\x18\x03 \x01(\x04R\aaddress\"\xb3\x01\n" +
 	"\vRecordValue\x128\n" +
-	"\x06fields\x18\x01 \x03(\v2 .ffid.v1.RecordValue.FieldsEntryR\x06fields\x1aI\n" +
+	"\x06fields\x18\x01 \x03(\v2 .ffid.v1.RecordValue.FieldsEntryR\x06fields\x12\x1f\n" +
+	"\vunion_bytes\x18\x02 \x01(\fR\n" +
+	"unionBytes\x1aI\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12$\n" +
 	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"8\n" +
 	"\n" +
 	"ArrayValue\x12*\n" +
-	"\belements\x18\x01 \x03(\v2\x0e.ffid.v1.ValueR\belements*\x98\a\n" +
+	"\belements\x18\x01 \x03(\v2\x0e.ffid.v1.ValueR\belements*\xbd\a\n" +
 	"\n" +
 	"ScalarKind\x12\x1b\n" +
 	"\x17SCALAR_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -1952,7 +2077,8 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\x14SCALAR_KIND_CHAR16_T\x10\x1f\x12\x18\n" +
 	"\x14SCALAR_KIND_CHAR32_T\x10 \x12\x1d\n" +
 	"\x19SCALAR_KIND_COMPLEX_FLOAT\x10!\x12\x1e\n" +
-	"\x1aSCALAR_KIND_COMPLEX_DOUBLE\x10\"*\xb8\x01\n" +
+	"\x1aSCALAR_KIND_COMPLEX_DOUBLE\x10\"\x12#\n" +
+	"\x1fSCALAR_KIND_COMPLEX_LONG_DOUBLE\x10#*\xb8\x01\n" +
 	"\x0eStringEncoding\x12\x1f\n" +
 	"\x1bSTRING_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14STRING_ENCODING_UTF8\x10\x01\x12\x1a\n" +
@@ -1987,7 +2113,7 @@ func file_ffid_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_ffid_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ffid_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ffid_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_ffid_v1_types_proto_goTypes = []any{
 	(ScalarKind)(0),             // 0: ffid.v1.ScalarKind
 	(StringEncoding)(0),         // 1: ffid.v1.StringEncoding
@@ -2008,10 +2134,11 @@ var file_ffid_v1_types_proto_goTypes = []any{
 	(*VariableDeclaration)(nil), // 16: ffid.v1.VariableDeclaration
 	(*TypeDeclaration)(nil),     // 17: ffid.v1.TypeDeclaration
 	(*Value)(nil),               // 18: ffid.v1.Value
-	(*PointerValue)(nil),        // 19: ffid.v1.PointerValue
-	(*RecordValue)(nil),         // 20: ffid.v1.RecordValue
-	(*ArrayValue)(nil),          // 21: ffid.v1.ArrayValue
-	nil,                         // 22: ffid.v1.RecordValue.FieldsEntry
+	(*LongDoubleValue)(nil),     // 19: ffid.v1.LongDoubleValue
+	(*PointerValue)(nil),        // 20: ffid.v1.PointerValue
+	(*RecordValue)(nil),         // 21: ffid.v1.RecordValue
+	(*ArrayValue)(nil),          // 22: ffid.v1.ArrayValue
+	nil,                         // 23: ffid.v1.RecordValue.FieldsEntry
 }
 var file_ffid_v1_types_proto_depIdxs = []int32{
 	0,  // 0: ffid.v1.TypeDescriptor.scalar:type_name -> ffid.v1.ScalarKind
@@ -2036,18 +2163,19 @@ var file_ffid_v1_types_proto_depIdxs = []int32{
 	13, // 19: ffid.v1.FunctionDeclaration.type:type_name -> ffid.v1.FunctionType
 	5,  // 20: ffid.v1.VariableDeclaration.type:type_name -> ffid.v1.TypeDescriptor
 	5,  // 21: ffid.v1.TypeDeclaration.type:type_name -> ffid.v1.TypeDescriptor
-	19, // 22: ffid.v1.Value.pointer_value:type_name -> ffid.v1.PointerValue
+	20, // 22: ffid.v1.Value.pointer_value:type_name -> ffid.v1.PointerValue
 	4,  // 23: ffid.v1.Value.null_value:type_name -> ffid.v1.NullValue
-	20, // 24: ffid.v1.Value.record_value:type_name -> ffid.v1.RecordValue
-	21, // 25: ffid.v1.Value.array_value:type_name -> ffid.v1.ArrayValue
-	22, // 26: ffid.v1.RecordValue.fields:type_name -> ffid.v1.RecordValue.FieldsEntry
-	18, // 27: ffid.v1.ArrayValue.elements:type_name -> ffid.v1.Value
-	18, // 28: ffid.v1.RecordValue.FieldsEntry.value:type_name -> ffid.v1.Value
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	21, // 24: ffid.v1.Value.record_value:type_name -> ffid.v1.RecordValue
+	22, // 25: ffid.v1.Value.array_value:type_name -> ffid.v1.ArrayValue
+	19, // 26: ffid.v1.Value.long_double:type_name -> ffid.v1.LongDoubleValue
+	23, // 27: ffid.v1.RecordValue.fields:type_name -> ffid.v1.RecordValue.FieldsEntry
+	18, // 28: ffid.v1.ArrayValue.elements:type_name -> ffid.v1.Value
+	18, // 29: ffid.v1.RecordValue.FieldsEntry.value:type_name -> ffid.v1.Value
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_types_proto_init() }
@@ -2079,6 +2207,7 @@ func file_ffid_v1_types_proto_init() {
 		(*Value_EnumValue)(nil),
 		(*Value_LongDoubleValue)(nil),
 		(*Value_CallbackHandle)(nil),
+		(*Value_LongDouble)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2086,7 +2215,7 @@ func file_ffid_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_types_proto_rawDesc), len(file_ffid_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -95,11 +95,12 @@ export interface Value {
   bytes_value?: Uint8Array;
   pointer_value?: PointerValue;
   null_value?: string | number;
-  record_value?: { fields: Record<string, Value> };
+  record_value?: { fields: Record<string, Value>; union_bytes?: Uint8Array };
   array_value?: { elements: Value[] };
   enum_value?: string;
   long_double_value?: Uint8Array;
   callback_handle?: string;
+  long_double?: { bytes?: Uint8Array; approximate?: number; decimal?: string };
 }
 
 /** A pointer (ffid.v1.PointerValue). */

@@ -296,6 +296,10 @@ export function fromValue(value: Value | null | undefined, d: TypeDescriptor | u
       return value!.enum_value;
     case 'long_double_value':
       return longDoubleToNumber(Buffer.from(value!.long_double_value!));
+    case 'long_double':
+      // A long double result: the nearest double (bytes and decimal keep the
+      // full value).
+      return value!.long_double!.approximate ?? 0;
     case 'callback_handle':
       return value!.callback_handle;
     default:

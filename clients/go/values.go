@@ -208,6 +208,11 @@ func fromValue(v *ffidpb.Value, s *Session) any {
 	case *ffidpb.Value_PointerValue:
 		return pointerFrom(s, x.PointerValue)
 	case *ffidpb.Value_RecordValue:
+		if union := x.RecordValue.GetUnionBytes(); len(union) > 0 {
+			// A union: its bytes (only the caller knows which member is
+			// set); they pass back as they came.
+			return union
+		}
 		record := Record{}
 		names := make([]string, 0, len(x.RecordValue.GetFields()))
 		for name := range x.RecordValue.GetFields() {

@@ -279,6 +279,11 @@ export function fromValue(value: Value | null | undefined, d: TypeDescriptor | u
     case 'pointer_value':
       return codec.makePointer(value!.pointer_value!);
     case 'record_value': {
+      const unionBytes = value!.record_value!.union_bytes;
+      if (unionBytes && unionBytes.length > 0) {
+        // A union: its bytes (only the caller knows which member is set).
+        return Buffer.from(unionBytes);
+      }
       const record = kindOf(d) === 'record' ? d : undefined;
       const fields = value!.record_value!.fields;
       const names = record ? record.record!.fields.map((f) => f.name) : Object.keys(fields).sort();

@@ -45,6 +45,8 @@
 #include "bench/echo_service.grpc.pb.h"
 #include "bench/echo_service.pb.h"
 #include "benchmark/benchmark.h"
+#include "absl/types/span.h"
+#include "clients/cpp/ffid/arena.h"
 #include "clients/cpp/ffid/client.h"
 #include "clients/cpp/ffid/values.h"
 #include "grpcpp/grpcpp.h"
@@ -413,10 +415,15 @@ void BM_GrpcStream(benchmark::State& state, EchoService::Stub* stub) {
 }
 
 // Session::Write of kBulkBytes into an allocation, then Session::Read of
-// them back: the bytes travel client -> daemon -> worker and back.
-void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target) {
+// them back, through gRPC. With ALLOCATION_PLACEMENT_ARENA the daemon copies
+// straight between the gRPC message and the session's arena (figure
+// `rw_gb_per_s`); heap memory takes the round trip to the worker (figure
+// `rw_heap_gb_per_s`, for reference).
+void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
+                      v1::AllocationPlacement placement) {
   client::Session& session = *target->session;
-  absl::StatusOr<client::Memory> memory = session.Allocate(kBulkBytes);
+  absl::StatusOr<client::Memory> memory =
+      session.Allocate(kBulkBytes, "", placement);
   if (!memory.ok()) {
     state.SkipWithError(std::string(memory.status().message()).c_str());
     return;
@@ -438,7 +445,62 @@ void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target) {
   (void)session.Free(memory->handle);
   const double rate = Percentile(rates, 0.5);
   state.counters["GB_per_s"] = rate;
-  Figures()["rw_gb_per_s"] = rate;
+  Figures()[placement == v1::ALLOCATION_PLACEMENT_ARENA ? "rw_gb_per_s"
+                                                        : "rw_heap_gb_per_s"] =
+      rate;
+}
+
+// A local client on the mapped arena: kBulkBytes copied into arena memory
+// and back out of it through the client's own mapping (no RPC), against
+// the same two memcpy()s between private buffers of this process.
+void BM_MappedArena(benchmark::State& state, FfidTarget* target) {
+  client::Session& session = *target->session;
+  absl::StatusOr<std::shared_ptr<client::Arena>> arena = session.MapArena();
+  absl::StatusOr<client::Memory> memory =
+      arena.ok() ? session.Allocate(kBulkBytes, "",
+                                    v1::ALLOCATION_PLACEMENT_ARENA)
+                 : absl::StatusOr<client::Memory>(arena.status());
+  if (!memory.ok()) {
+    state.SkipWithError(std::string(memory.status().message()).c_str());
+    return;
+  }
+  absl::StatusOr<absl::Span<char>> mapped = (*arena)->Bytes(*memory);
+  if (!mapped.ok()) {
+    state.SkipWithError(std::string(mapped.status().message()).c_str());
+    return;
+  }
+  std::string source(kBulkBytes, 'm');
+  std::string back(kBulkBytes, 'b');
+  std::string middle(kBulkBytes, 'p');
+  // Both destinations faulted in before timing.
+  std::memset(mapped->data(), 1, kBulkBytes);
+  std::vector<double> mapped_rates;
+  std::vector<double> memcpy_rates;
+  for (auto _ : state) {
+    Clock::time_point start = Clock::now();
+    std::memcpy(mapped->data(), source.data(), kBulkBytes);
+    std::memcpy(back.data(), mapped->data(), kBulkBytes);
+    benchmark::DoNotOptimize(back.data());
+    Clock::duration elapsed = Clock::now() - start;
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    mapped_rates.push_back(GigabytesPerSecond(2 * kBulkBytes, elapsed));
+    start = Clock::now();
+    std::memcpy(middle.data(), source.data(), kBulkBytes);
+    std::memcpy(back.data(), middle.data(), kBulkBytes);
+    benchmark::DoNotOptimize(back.data());
+    elapsed = Clock::now() - start;
+    memcpy_rates.push_back(GigabytesPerSecond(2 * kBulkBytes, elapsed));
+  }
+  (void)session.Free(memory->handle);
+  const double mapped_rate = Percentile(mapped_rates, 0.5);
+  const double memcpy_rate = Percentile(memcpy_rates, 0.5);
+  state.counters["GB_per_s"] = mapped_rate;
+  state.counters["memcpy_GB_per_s"] = memcpy_rate;
+  Figures()["mapped_gb_per_s"] = mapped_rate;
+  Figures()["memcpy_gb_per_s"] = memcpy_rate;
+  if (memcpy_rate > 0) {
+    Figures()["mapped_vs_memcpy_ratio"] = mapped_rate / memcpy_rate;
+  }
 }
 
 // kPipelinedCalls calls of fx_add sent with CallAsync on the Connect stream
@@ -789,8 +851,18 @@ int Main(int argc, char** argv) {
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark("ffid_write_read", BM_FfidReadWrite,
-                                   &target)
+                                   &target, v1::ALLOCATION_PLACEMENT_ARENA)
           ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("ffid_write_read_heap", BM_FfidReadWrite,
+                                   &target, v1::ALLOCATION_PLACEMENT_HEAP)
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("ffid_mapped_arena", BM_MappedArena,
+                                   &target)
+          ->Iterations(kBulkRepeats * 3)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark("ffid_create_session", BM_SessionCreate,

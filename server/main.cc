@@ -246,7 +246,24 @@ int Run(int argc, char** argv) {
   session_options.worker_path = options.worker_path;
   session_options.default_idle_timeout = options.idle_timeout;
   SessionManager sessions(std::move(session_options));
+  // Local clients map session arenas through a socket beside the daemon's
+  // own (same directory, so the same 0700 protection).
+  std::unique_ptr<ArenaBroker> arena_broker;
+  if (!socket_path.empty() && options.arena_bytes > 0) {
+    absl::StatusOr<std::unique_ptr<ArenaBroker>> started =
+        ArenaBroker::Start(absl::StrCat(socket_path, ".arena"));
+    if (started.ok()) {
+      arena_broker = *std::move(started);
+    } else {
+      fprintf(stderr,
+              "ffid: warning: no arena socket, clients cannot map session "
+              "arenas: %s\n",
+              std::string(started.status().message()).c_str());
+    }
+  }
   ServiceOptions service_options;
+  service_options.arena_bytes = options.arena_bytes;
+  service_options.arena_broker = arena_broker.get();
   service_options.allow_library = options.allow_library;
   service_options.policy.max_limits = options.worker_limits;
   service_options.policy.network_allowed = options.allow_network;

@@ -34,7 +34,7 @@ bool TakesValue(absl::string_view name) {
          name == "tls-cert" || name == "tls-key" || name == "tls-client-ca" ||
          name == "token-file" || name == "metrics-listen" ||
          name == "log-format" || name == "log-level" ||
-         name == "shutdown-grace";
+         name == "shutdown-grace" || name == "arena-bytes";
 }
 
 bool IsSwitch(absl::string_view name) {
@@ -101,6 +101,14 @@ absl::Status Apply(Options& options, absl::string_view name,
           absl::StrCat("--idle-timeout '", value, "' must be positive"));
     }
     options.idle_timeout = timeout;
+  } else if (name == "arena-bytes") {
+    uint64_t bytes = 0;
+    if (!ParseByteSize(value, &bytes)) {
+      return UsageError(absl::StrCat("--arena-bytes '", value,
+                                     "' is not a size such as '256M' or '0' "
+                                     "(no arenas)"));
+    }
+    options.arena_bytes = bytes;
   } else if (name == "address-space-limit" || name == "file-size-limit") {
     uint64_t bytes = 0;
     if (!ParseByteSize(value, &bytes)) {
@@ -452,6 +460,11 @@ std::string HelpText() {
       "finish, then\n"
       "                         they are cancelled and every worker killed. "
       "Default: 10s.\n"
+      "  --arena-bytes SIZE     the size of a session's shared-memory arena "
+      "(OpenArena,\n"
+      "                         Allocate placement ARENA), made on first "
+      "use; 0: no\n"
+      "                         arenas. Default: 256M.\n"
       "  --allow-network        let sessions ask for network access "
       "(sandbox.allow_network).\n"
       "  --no-sandbox           run workers without namespaces, seccomp or "

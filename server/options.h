@@ -20,6 +20,7 @@
 //   --open-files-limit N    RLIMIT_NOFILE of workers; 0: inherited.
 //   --file-size-limit SIZE  RLIMIT_FSIZE of workers; 0: none.
 //   --max-call-duration DURATION  the longest one call may run; 0: none.
+//   --arena-bytes SIZE      size of a session's shared-memory arena; 0: none.
 //                           Each of these five is the default and the
 //                           maximum: a session may ask for less.
 //   --metrics-listen HOST:PORT  serve Prometheus metrics on /metrics there
@@ -61,6 +62,7 @@ namespace ffid::server {
 
 // The default idle timeout of a session without an attached Connect stream.
 inline constexpr absl::Duration kDefaultIdleTimeout = absl::Seconds(300);
+inline constexpr uint64_t kDefaultArenaBytes = uint64_t{256} << 20;
 
 // How long RPCs may run on after SIGTERM before they are cancelled.
 inline constexpr absl::Duration kDefaultShutdownGrace = absl::Seconds(10);
@@ -112,6 +114,8 @@ struct Options {
   LogLevel log_level = LogLevel::kInfo;
   // How long RPCs may finish after SIGTERM.
   absl::Duration shutdown_grace = kDefaultShutdownGrace;
+  // The size of a session's shared-memory arena (0: arenas off).
+  uint64_t arena_bytes = kDefaultArenaBytes;
   // --help was given: print HelpText() and exit 0; nothing else is parsed.
   bool help = false;
 };

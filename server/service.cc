@@ -1,13 +1,16 @@
 #include "server/service.h"
 
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -74,6 +77,74 @@ absl::Status CheckResult(const WorkerResponse& response,
                                 " with the wrong kind of result (case ",
                                 static_cast<int>(response.result_case()),
                                 ")"));
+}
+
+// The session's arena, made with `size` bytes on first use and attached to
+// the session's current worker (again after a restart): the memfd travels
+// to the worker with an attach_arena request.
+absl::StatusOr<std::shared_ptr<SessionArena>> AttachedArena(
+    Session& session, uint64_t size, absl::Time deadline) {
+  ASSIGN_OR_RETURN(std::shared_ptr<SessionArena> arena,
+                   session.GetOrCreateArena(size));
+  WorkerProcess& worker = session.worker();
+  if (arena->attached_tag() == worker.session_tag()) return arena;
+  WorkerRequest attach;
+  attach.mutable_attach_arena()->set_size(arena->size());
+  ASSIGN_OR_RETURN(
+      WorkerResponse answer,
+      worker.Execute(std::move(attach), deadline,
+                     "attaching the session's shared-memory arena", "",
+                     nullptr, Route{}, arena->fd()));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kAttachArena,
+                              "AttachArena"));
+  arena->SetAttached(worker.session_tag(), answer.attach_arena().address());
+  return arena;
+}
+
+// For a Read/Write of raw bytes at a memory handle the daemon knows to be in
+// the session's arena (allocated by a unary Allocate of the current
+// worker): the arena block and the arena. Nullopt means the worker must
+// do the access.
+struct ArenaAccess {
+  std::shared_ptr<SessionArena> arena;
+  SessionArena::Block block;
+};
+std::optional<ArenaAccess> FindArenaAccess(Session& session,
+                                           const v1::PointerValue& pointer) {
+  if (pointer.handle().empty()) return std::nullopt;
+  std::shared_ptr<SessionArena> arena = session.arena();
+  if (arena == nullptr) return std::nullopt;
+  const std::string tag = session.worker().session_tag();
+  // Only handles of the worker the arena is attached to now: after a
+  // restart the old worker's handles must fail as the worker says.
+  if (arena->attached_tag() != tag ||
+      !absl::StartsWith(pointer.handle(), absl::StrCat("mem_", tag, "_"))) {
+    return std::nullopt;
+  }
+  std::optional<SessionArena::Block> block = arena->Find(pointer.handle());
+  if (!block.has_value()) return std::nullopt;
+  return ArenaAccess{std::move(arena), *block};
+}
+
+// The bounds of an access of `length` bytes at `offset` into an arena block,
+// with the worker's messages.
+absl::Status CheckArenaBounds(const SessionArena::Block& block,
+                              absl::string_view handle, uint64_t offset,
+                              uint64_t length, absl::string_view verb) {
+  if (offset > block.size) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_OUT_OF_BOUNDS,
+        absl::StrCat(verb, " at offset ", offset, " is past the end of the ",
+                     block.size, "-byte allocation ", handle));
+  }
+  if (length > block.size - offset) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_OUT_OF_BOUNDS,
+        absl::StrCat(verb, " of ", length, " bytes at offset ", offset,
+                     " exceeds the ", block.size, "-byte allocation ",
+                     handle));
+  }
+  return absl::OkStatus();
 }
 
 // Prefixes a status's message, keeping its code and payloads.
@@ -284,7 +355,8 @@ absl::Status PrepareWrite(Session& session, const v1::WriteRequest& request,
 }
 
 absl::StatusOr<StreamRequest> PrepareStreamCall(Session& session,
-                                                const v1::StreamCall& call) {
+                                                const v1::StreamCall& call,
+                                                uint64_t arena_bytes) {
   StreamRequest prepared;
   WorkerRequest& forward = prepared.request;
   forward.set_invocation(call.invocation());
@@ -304,10 +376,18 @@ absl::StatusOr<StreamRequest> PrepareStreamCall(Session& session,
     case v1::StreamCall::kAllocate:
       RETURN_IF_ERROR(PrepareAllocate(session, call.allocate(), forward,
                                       &prepared.description));
+      if (call.allocate().placement() == v1::ALLOCATION_PLACEMENT_ARENA) {
+        RETURN_IF_ERROR(
+            AttachedArena(session, arena_bytes, absl::InfiniteFuture())
+                .status());
+      }
       break;
     case v1::StreamCall::kFree:
       RETURN_IF_ERROR(Required(call.free().memory(), "free.memory",
                                "the handle returned by Allocate"));
+      if (std::shared_ptr<SessionArena> arena = session.arena()) {
+        arena->Forget(call.free().memory());
+      }
       prepared.description =
           absl::StrCat("freeing '", call.free().memory(), "'");
       *forward.mutable_free() = call.free();
@@ -538,7 +618,8 @@ void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
                                  uint64_t stream_id,
                                  const std::shared_ptr<StreamSink>& writer,
                                  const v1::StreamCall& call) {
-  absl::StatusOr<StreamRequest> prepared = PrepareStreamCall(*session, call);
+  absl::StatusOr<StreamRequest> prepared =
+      PrepareStreamCall(*session, call, options_.arena_bytes);
   if (!prepared.ok()) {
     writer->Push(StreamError(call.tag(), prepared.status()));
     return;
@@ -764,6 +845,22 @@ absl::Status FfiService::DoBatch(grpc::ServerContext& context,
                                  const v1::BatchRequest& request,
                                  v1::BatchResponse* response) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  // Arena handles the batch frees are forgotten first (see DoFree); an
+  // arena allocation needs the arena attached.
+  bool attached = false;
+  for (const v1::BatchStep& step : request.steps()) {
+    if (step.has_free()) {
+      if (std::shared_ptr<SessionArena> arena = session->arena()) {
+        arena->Forget(step.free().memory());
+      }
+    } else if (!attached && step.has_allocate() &&
+               step.allocate().placement() == v1::ALLOCATION_PLACEMENT_ARENA) {
+      RETURN_IF_ERROR(
+          AttachedArena(*session, options_.arena_bytes, DeadlineOf(context))
+              .status());
+      attached = true;
+    }
+  }
   WorkerRequest forward;
   *forward.mutable_batch() = request;
   forward.mutable_batch()->clear_session();
@@ -780,6 +877,31 @@ absl::Status FfiService::DoBatch(grpc::ServerContext& context,
 
 // ------------------------------------------------------------------- memory
 
+grpc::Status FfiService::OpenArena(grpc::ServerContext* context,
+                                   const v1::OpenArenaRequest* request,
+                                   v1::OpenArenaResponse* response) {
+  return ToGrpcStatus(DoOpenArena(*context, *request, response));
+}
+
+absl::Status FfiService::DoOpenArena(grpc::ServerContext& context,
+                                     const v1::OpenArenaRequest& request,
+                                     v1::OpenArenaResponse* response) {
+  // The session lookup is the access check: whoever may use the session may
+  // map its arena (per-principal ownership applies here as to every
+  // session RPC).
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(std::shared_ptr<SessionArena> arena,
+                   AttachedArena(*session, options_.arena_bytes,
+                                 DeadlineOf(context)));
+  response->set_size(arena->size());
+  response->set_worker_address(arena->worker_address());
+  if (options_.arena_broker != nullptr) {
+    response->set_socket_path(options_.arena_broker->socket_path());
+    response->set_token(options_.arena_broker->IssueToken(arena));
+  }
+  return absl::OkStatus();
+}
+
 grpc::Status FfiService::Allocate(grpc::ServerContext* context,
                                   const v1::AllocateRequest* request,
                                   v1::AllocateResponse* response) {
@@ -793,11 +915,23 @@ absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
   WorkerRequest forward;
   std::string description;
   RETURN_IF_ERROR(PrepareAllocate(*session, request, forward, &description));
+  std::shared_ptr<SessionArena> arena;
+  if (request.placement() == v1::ALLOCATION_PLACEMENT_ARENA) {
+    ASSIGN_OR_RETURN(arena, AttachedArena(*session, options_.arena_bytes,
+                                          DeadlineOf(context)));
+  }
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
                            std::move(description)));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kAllocate, "Allocate"));
   *response = std::move(*answer.mutable_allocate());
+  if (arena != nullptr && response->in_arena() &&
+      response->arena_offset() <= arena->size() &&
+      response->size() <= arena->size() - response->arena_offset()) {
+    arena->Remember(response->memory(), SessionArena::Block{
+                                            response->arena_offset(),
+                                            response->size()});
+  }
   return absl::OkStatus();
 }
 
@@ -811,6 +945,22 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
                                 const v1::ReadRequest& request,
                                 v1::ReadResponse* response) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  if (!request.has_type()) {
+    if (std::optional<ArenaAccess> access =
+            FindArenaAccess(*session, request.pointer())) {
+      // Straight from the shared arena: no round trip to the worker.
+      const uint64_t offset = request.pointer().offset();
+      uint64_t length = request.length();
+      if (length == 0 && offset <= access->block.size) {
+        length = access->block.size - offset;
+      }
+      RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
+                                       offset, length, "read"));
+      response->mutable_data()->assign(
+          access->arena->base() + access->block.offset + offset, length);
+      return absl::OkStatus();
+    }
+  }
   WorkerRequest forward;
   std::string description;
   RETURN_IF_ERROR(PrepareRead(*session, request, forward, &description));
@@ -832,6 +982,21 @@ grpc::Status FfiService::Write(grpc::ServerContext* context,
 absl::Status FfiService::DoWrite(grpc::ServerContext& context,
                                  const v1::WriteRequest& request) {
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  if (!request.has_type() && !request.has_value()) {
+    if (std::optional<ArenaAccess> access =
+            FindArenaAccess(*session, request.pointer())) {
+      // Straight into the shared arena: no round trip to the worker.
+      const uint64_t offset = request.pointer().offset();
+      RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
+                                       offset, request.data().size(),
+                                       "write"));
+      if (!request.data().empty()) {
+        std::memcpy(access->arena->base() + access->block.offset + offset,
+                    request.data().data(), request.data().size());
+      }
+      return absl::OkStatus();
+    }
+  }
   WorkerRequest forward;
   std::string description;
   RETURN_IF_ERROR(PrepareWrite(*session, request, forward, &description));
@@ -854,6 +1019,11 @@ absl::Status FfiService::DoFree(grpc::ServerContext& context,
   ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
   RETURN_IF_ERROR(Required(request.memory(), "memory",
                            "the handle returned by Allocate"));
+  // Forgotten first, so no Read/Write is served from the arena once the
+  // worker may hand the block out again.
+  if (std::shared_ptr<SessionArena> arena = session->arena()) {
+    arena->Forget(request.memory());
+  }
   WorkerRequest forward;
   *forward.mutable_free() = request;
   forward.mutable_free()->clear_session();

@@ -34,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "ffid/v1/ffid.grpc.pb.h"
+#include "server/arena_broker.h"
 #include "server/library_resolver.h"
 #include "server/session.h"
 
@@ -49,6 +50,12 @@ struct ServiceOptions {
   // (session_policy.h). Its allow_library is filled from the field above
   // when empty.
   PolicyOptions policy;
+  // The size of a session's shared-memory arena, made on first use; 0
+  // turns arenas off (OpenArena and placement ARENA fail with UNSUPPORTED).
+  uint64_t arena_bytes = uint64_t{256} << 20;
+  // Hands arena memfds to local clients (borrowed; must outlive the
+  // service). Null: OpenArena answers without a socket (TCP-only daemons).
+  ArenaBroker* arena_broker = nullptr;
 };
 
 class FfiService final : public v1::Ffi::Service {
@@ -115,6 +122,9 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status Batch(grpc::ServerContext* context,
                      const v1::BatchRequest* request,
                      v1::BatchResponse* response) override;
+  grpc::Status OpenArena(grpc::ServerContext* context,
+                         const v1::OpenArenaRequest* request,
+                         v1::OpenArenaResponse* response) override;
 
  private:
   [[nodiscard]] absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
@@ -136,6 +146,9 @@ class FfiService final : public v1::Ffi::Service {
   [[nodiscard]] absl::Status DoCall(grpc::ServerContext& context,
                       const v1::CallRequest& request,
                       v1::CallResponse* response);
+  [[nodiscard]] absl::Status DoOpenArena(grpc::ServerContext& context,
+                                         const v1::OpenArenaRequest& request,
+                                         v1::OpenArenaResponse* response);
   [[nodiscard]] absl::Status DoBatch(grpc::ServerContext& context,
                                      const v1::BatchRequest& request,
                                      v1::BatchResponse* response);

@@ -711,4 +711,20 @@ size_t SessionManager::size() const {
   return sessions_.size();
 }
 
+absl::StatusOr<std::shared_ptr<SessionArena>> Session::GetOrCreateArena(
+    uint64_t size) {
+  absl::MutexLock lock(&arena_mu_);
+  if (arena_ == nullptr) {
+    ASSIGN_OR_RETURN(std::unique_ptr<SessionArena> made,
+                     SessionArena::Create(size, tag()));
+    arena_ = std::move(made);
+  }
+  return arena_;
+}
+
+std::shared_ptr<SessionArena> Session::arena() const {
+  absl::MutexLock lock(&arena_mu_);
+  return arena_;
+}
+
 }  // namespace ffid::server

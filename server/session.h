@@ -30,6 +30,7 @@
 #include "absl/time/time.h"
 #include "ffid/v1/ffid.pb.h"
 #include "server/declaration_scope.h"
+#include "server/session_arena.h"
 #include "server/session_policy.h"
 #include "server/worker_process.h"
 
@@ -130,6 +131,15 @@ class Session {
   // invocations (answered already, timed out) are dropped.
   void AnswerInvocation(const v1::CallbackResult& result);
 
+  // The session's shared-memory arena (server/session_arena.h): made on
+  // first use with `size` bytes, then the same one for the session's life,
+  // across worker restarts (each new worker is attached to it by the
+  // service on its next arena request).
+  absl::StatusOr<std::shared_ptr<SessionArena>> GetOrCreateArena(
+      uint64_t size) ABSL_LOCKS_EXCLUDED(arena_mu_);
+  // The arena if it was made, else nullptr.
+  std::shared_ptr<SessionArena> arena() const ABSL_LOCKS_EXCLUDED(arena_mu_);
+
  private:
   friend class SessionManager;
   friend class SessionLease;
@@ -186,6 +196,9 @@ class Session {
   const absl::Duration idle_timeout_;
   DeclarationScope declarations_;
   const SessionPolicy policy_;
+
+  mutable absl::Mutex arena_mu_;
+  std::shared_ptr<SessionArena> arena_ ABSL_GUARDED_BY(arena_mu_);
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, Function> functions_ ABSL_GUARDED_BY(mu_);

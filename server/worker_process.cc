@@ -138,7 +138,8 @@ WorkerProcess::~WorkerProcess() {
 absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     worker::WorkerRequest request, absl::Time deadline,
     std::string description, std::string function,
-    const std::function<bool()>& is_cancelled, const Route& route) {
+    const std::function<bool()>& is_cancelled, const Route& route,
+    int pass_fd) {
   const absl::Time start = absl::Now();
   Pending pending;
   pending.description = std::move(description);
@@ -159,7 +160,8 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     pending_[id] = &pending;
   }
   request.set_id(id);
-  absl::Status sent = channel_.Send(request);
+  absl::Status sent = pass_fd >= 0 ? channel_.SendWithFd(request, pass_fd)
+                                   : channel_.Send(request);
 
   absl::MutexLock lock(&mu_);
   if (!sent.ok() && !pending.done) {

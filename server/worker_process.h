@@ -96,12 +96,13 @@ class WorkerProcess {
   // for the CrashReport. `is_cancelled`, if given, is polled while waiting;
   // when it returns true the worker is killed and CANCELLED returned.
   // Returns the response only if its status is OK; otherwise the worker's
-  // error (reason and payloads preserved).
+  // error (reason and payloads preserved). `pass_fd`, if >= 0, travels with
+  // the request (SCM_RIGHTS; the caller keeps its descriptor).
   absl::StatusOr<worker::WorkerResponse> Execute(
       worker::WorkerRequest request, absl::Time deadline,
       std::string description, std::string function = "",
       const std::function<bool()>& is_cancelled = nullptr,
-      const Route& route = {});
+      const Route& route = {}, int pass_fd = -1);
 
   // Sends `request` and returns at once; `done` gets the response (or the
   // error, as Execute() would return it) exactly once. No deadline: the

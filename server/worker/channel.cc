@@ -2,12 +2,14 @@
 
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "ffi/errors.h"
@@ -45,12 +47,16 @@ absl::Status IoError(absl::string_view operation, int error) {
 
 // Writes all of [data, data+size). send() with MSG_NOSIGNAL so that a dead
 // peer is an EPIPE error rather than a SIGPIPE that would kill the daemon;
-// write() only when the fd is not a socket (a pipe in a test).
-absl::Status WriteAll(int fd, const char* data, size_t size) {
+// write() only when the fd is not a socket (a pipe in a test). `pass_fd`
+// (if >= 0) goes with the first bytes.
+absl::Status WriteAll(int fd, const char* data, size_t size,
+                      int pass_fd = -1) {
   bool use_write = false;
   while (size > 0) {
-    ssize_t n = use_write ? ::write(fd, data, size)
-                          : ::send(fd, data, size, MSG_NOSIGNAL);
+    ssize_t n = pass_fd >= 0 ? SendWithDescriptor(fd, data, size, pass_fd)
+                : use_write  ? ::write(fd, data, size)
+                             : ::send(fd, data, size, MSG_NOSIGNAL);
+    if (n > 0) pass_fd = -1;
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == ENOTSOCK && !use_write) {
@@ -72,15 +78,86 @@ absl::Status WriteAll(int fd, const char* data, size_t size) {
 // as it is being received.
 constexpr size_t kReadChunk = 64 * 1024;
 
+// Reads up to `size` bytes like read(); on a socket, descriptors passed
+// with them (SCM_RIGHTS) are appended to `fds`.
+ssize_t ReadSome(int fd, char* data, size_t size, std::vector<int>& fds) {
+  iovec iov{data, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr header{};
+  header.msg_iov = &iov;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof(control);
+  ssize_t n = ::recvmsg(fd, &header, MSG_CMSG_CLOEXEC);
+  if (n < 0 && errno == ENOTSOCK) return ::read(fd, data, size);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&header); c != nullptr;
+       c = CMSG_NXTHDR(&header, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int received;
+      std::memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+      fds.push_back(received);
+    }
+  }
+  return n;
+}
+
 }  // namespace
+
+ssize_t SendWithDescriptor(int socket, const char* data, size_t size, int fd) {
+  iovec iov{const_cast<char*>(data), size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr header{};
+  header.msg_iov = &iov;
+  header.msg_iovlen = 1;
+  header.msg_control = control;
+  header.msg_controllen = sizeof(control);
+  cmsghdr* rights = CMSG_FIRSTHDR(&header);
+  rights->cmsg_level = SOL_SOCKET;
+  rights->cmsg_type = SCM_RIGHTS;
+  rights->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(rights), &fd, sizeof(int));
+  return ::sendmsg(socket, &header, MSG_NOSIGNAL);
+}
 
 FrameChannel::FrameChannel(int fd) : fd_(fd) {}
 
 FrameChannel::~FrameChannel() {
   if (fd_ >= 0) ::close(fd_);
+  {
+    absl::MutexLock lock(&receive_mu_);
+    for (const auto& [at, fd] : arriving_fds_) ::close(fd);
+  }
+  absl::MutexLock lock(&fds_mu_);
+  for (int fd : received_fds_) ::close(fd);
+}
+
+int FrameChannel::TakeReceivedFd() {
+  absl::MutexLock lock(&fds_mu_);
+  if (received_fds_.empty()) return -1;
+  const int fd = received_fds_.front();
+  received_fds_.pop_front();
+  return fd;
 }
 
 absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
+  return SendFrame(message, -1);
+}
+
+absl::Status FrameChannel::SendWithFd(
+    const google::protobuf::MessageLite& message, int fd) {
+  if (fd < 0) {
+    return ffid::MakeError(absl::StatusCode::kInvalidArgument,
+                           v1::ERROR_REASON_INTERNAL,
+                           "SendWithFd needs a file descriptor");
+  }
+  return SendFrame(message, fd);
+}
+
+absl::Status FrameChannel::SendFrame(
+    const google::protobuf::MessageLite& message, int pass_fd) {
   const size_t size = message.ByteSizeLong();
   if (size > kMaxFrameBytes) {
     return ffid::MakeError(
@@ -96,7 +173,7 @@ absl::Status FrameChannel::Send(const google::protobuf::MessageLite& message) {
   EncodeLength(static_cast<uint32_t>(size), out_.data());
   message.SerializeWithCachedSizesToArray(
       reinterpret_cast<uint8_t*>(out_.data() + kHeaderBytes));
-  absl::Status written = WriteAll(fd_, out_.data(), out_.size());
+  absl::Status written = WriteAll(fd_, out_.data(), out_.size(), pass_fd);
   if (out_.capacity() > 4 * kReadChunk) {
     out_.clear();
     out_.shrink_to_fit();
@@ -114,7 +191,10 @@ absl::Status FrameChannel::Fill(size_t need, size_t* have) {
   }
   if (in_.size() < need) in_.resize(std::max(need, kReadChunk));
   while (in_end_ < need) {
-    ssize_t n = ::read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    std::vector<int> fds;
+    ssize_t n = ReadSome(fd_, in_.data() + in_end_, in_.size() - in_end_, fds);
+    if (n > 0) received_total_ += static_cast<uint64_t>(n);
+    for (int fd : fds) arriving_fds_.emplace_back(received_total_, fd);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != ECONNRESET) return IoError("receive", errno);
@@ -162,6 +242,14 @@ absl::Status FrameChannel::Receive(google::protobuf::MessageLite* message) {
   }
   const char* payload = in_.data() + in_start_ + kHeaderBytes;
   in_start_ += frame;
+  // Descriptors that arrived with this frame's bytes are now its own.
+  const uint64_t frame_end = received_total_ - (in_end_ - in_start_);
+  while (!arriving_fds_.empty() && arriving_fds_.front().first <= frame_end) {
+    const int fd = arriving_fds_.front().second;
+    arriving_fds_.pop_front();
+    absl::MutexLock lock(&fds_mu_);
+    received_fds_.push_back(fd);
+  }
   const bool parsed = message->ParseFromArray(payload, static_cast<int>(size));
   if (in_start_ == in_end_) {
     in_start_ = in_end_ = 0;

@@ -10,12 +10,22 @@
 // write(), and a burst of pipelined frames fewer than one read() each.
 // Everything above this class speaks in messages, so a shared-memory ring can
 // replace the socket later without touching the service code.
+//
+// A frame may carry one file descriptor (SCM_RIGHTS, e.g. the session's
+// arena memfd): SendWithFd() attaches it. Receive() keeps a descriptor that
+// arrives with the bytes of a frame until that frame is returned, then
+// offers it to TakeReceivedFd() (read-ahead never hands a frame's
+// descriptor to an earlier frame).
 #ifndef FFID_SERVER_WORKER_CHANNEL_H_
 #define FFID_SERVER_WORKER_CHANNEL_H_
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -27,6 +37,11 @@ namespace ffid::worker {
 // Frames larger than this are refused on both ends (RESOURCE_LIMIT).
 inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
 
+// Sends up to `size` bytes on the unix socket `socket` with `fd` attached
+// (SCM_RIGHTS), as send(..., MSG_NOSIGNAL) would: returns the bytes sent or
+// -1 with errno. For the channel and the daemon's arena socket.
+ssize_t SendWithDescriptor(int socket, const char* data, size_t size, int fd);
+
 class FrameChannel {
  public:
   // Takes ownership of `fd`.
@@ -37,6 +52,10 @@ class FrameChannel {
 
   // Writes one frame. UNAVAILABLE if the peer has gone.
   [[nodiscard]] absl::Status Send(const google::protobuf::MessageLite& message);
+  // Writes one frame with `fd` attached (SCM_RIGHTS); the caller keeps its
+  // own `fd`. Needs a unix socket.
+  [[nodiscard]] absl::Status SendWithFd(
+      const google::protobuf::MessageLite& message, int fd);
   // Blocks for one frame. UNAVAILABLE with "peer closed the channel" on a
   // clean EOF between frames; DATA_LOSS on a truncated or unparsable frame.
   [[nodiscard]] absl::Status Receive(google::protobuf::MessageLite* message);
@@ -45,7 +64,16 @@ class FrameChannel {
 
   int fd() const { return fd_; }
 
+  // The oldest descriptor that came with a frame Receive() has returned and
+  // that was not taken yet (the caller owns it), or -1. Descriptors never
+  // taken are closed with the channel.
+  int TakeReceivedFd();
+
  private:
+  // Writes a whole frame, with `pass_fd` attached if it is >= 0.
+  absl::Status SendFrame(const google::protobuf::MessageLite& message,
+                         int pass_fd);
+
   // Reads until the buffer holds at least `need` unconsumed bytes (moving
   // them to its front first) or the peer closed; `*have` is then how many
   // it holds.
@@ -62,6 +90,14 @@ class FrameChannel {
   std::string in_ ABSL_GUARDED_BY(receive_mu_);
   size_t in_start_ ABSL_GUARDED_BY(receive_mu_) = 0;
   size_t in_end_ ABSL_GUARDED_BY(receive_mu_) = 0;
+  // Bytes received since the start, and the descriptors that came with
+  // them, each with that count at the end of the read that brought it: it
+  // belongs to the frame holding that byte.
+  uint64_t received_total_ ABSL_GUARDED_BY(receive_mu_) = 0;
+  std::deque<std::pair<uint64_t, int>> arriving_fds_
+      ABSL_GUARDED_BY(receive_mu_);
+  absl::Mutex fds_mu_;
+  std::deque<int> received_fds_ ABSL_GUARDED_BY(fds_mu_);
 };
 
 }  // namespace ffid::worker

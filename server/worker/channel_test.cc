@@ -49,6 +49,36 @@ WorkerRequest WriteRequestOf(uint64_t id, std::string data) {
   return request;
 }
 
+TEST(FrameChannelTest, PassesADescriptorWithAFrame) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  FrameChannel right(pair.b);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  ASSERT_TRUE(left.Send(WriteRequestOf(1, "before")).ok());
+  ASSERT_TRUE(left.SendWithFd(WriteRequestOf(2, "with fd"), pipe_fds[1]).ok());
+  ::close(pipe_fds[1]);  // The sender keeps nothing open.
+  EXPECT_FALSE(left.SendWithFd(WriteRequestOf(3, ""), -1).ok());
+
+  WorkerRequest received;
+  ASSERT_TRUE(right.Receive(&received).ok());
+  EXPECT_EQ(received.id(), 1u);
+  EXPECT_EQ(right.TakeReceivedFd(), -1);
+  ASSERT_TRUE(right.Receive(&received).ok());
+  EXPECT_EQ(received.id(), 2u);
+  const int passed = right.TakeReceivedFd();
+  ASSERT_GE(passed, 0);
+  EXPECT_EQ(right.TakeReceivedFd(), -1);
+  // The descriptor is the pipe's write end: what goes in comes out.
+  ASSERT_EQ(::write(passed, "x", 1), 1);
+  char c = 0;
+  ASSERT_EQ(::read(pipe_fds[0], &c, 1), 1);
+  EXPECT_EQ(c, 'x');
+  EXPECT_NE(::fcntl(passed, F_GETFD) & FD_CLOEXEC, 0);
+  ::close(passed);
+  ::close(pipe_fds[0]);
+}
+
 TEST(FrameChannelTest, RoundTripsMessagesInOrder) {
   Pair pair = MakeSocketPair();
   FrameChannel left(pair.a);

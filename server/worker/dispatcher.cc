@@ -112,6 +112,33 @@ void Dispatcher::ReadOneLocked() {
     for (auto& [id, waiter] : waiters_) waiter->wake.Signal();
     return;
   }
+  // A descriptor only ever comes with an attach_arena frame; any other is
+  // closed.
+  if (request.has_attach_arena()) {
+    request.mutable_attach_arena()->set_received_fd(-1);
+  }
+  for (int fd = channel_.TakeReceivedFd(); fd >= 0;
+       fd = channel_.TakeReceivedFd()) {
+    if (request.has_attach_arena() &&
+        request.attach_arena().received_fd() < 0) {
+      request.mutable_attach_arena()->set_received_fd(fd);
+    } else {
+      ::close(fd);
+    }
+  }
+  if (request.has_attach_arena()) {
+    // Mapping is quick and runs no native code: done by the thread that
+    // read it, which keeps the channel meanwhile, so that no later frame
+    // (an arena Allocate) can run before the arena is mapped.
+    reading_ = true;
+    mu_.Unlock();
+    ExecuteAndAnswer(request);
+    mu_.Lock();
+    reading_ = false;
+    reader_wake_.SignalAll();
+    main_wake_.Signal();
+    return;
+  }
   if (request.has_callback_reply()) {
     auto it = waiters_.find(request.callback_reply().invocation());
     // A reply for an invocation that stopped waiting (timed out) is late

@@ -396,6 +396,10 @@ WorkerResponse Executor::Execute(const WorkerRequest& request) {
     case WorkerRequest::kAdopt:
       status = Store(Adopt(request.adopt()), response.mutable_adopt());
       break;
+    case WorkerRequest::kAttachArena:
+      status = Store(AttachArena(request.attach_arena()),
+                     response.mutable_attach_arena());
+      break;
     case WorkerRequest::kResolveVariable:
       status = Store(ResolveVariable(request.resolve_variable()),
                      response.mutable_resolve_variable());
@@ -675,13 +679,36 @@ absl::StatusOr<v1::AllocateResponse> Executor::Allocate(
     return InvalidRequest(
         "Allocate takes initial_bytes or initial_value, not both");
   }
-  void* memory = std::calloc(1, size);
+  const bool in_arena =
+      request.placement() == v1::ALLOCATION_PLACEMENT_ARENA;
+  void* memory = nullptr;
+  SharedArena* arena_used = nullptr;
+  if (in_arena) {
+    absl::MutexLock lock(&mu_);
+    if (arena_ == nullptr) {
+      return FailedPreconditionError(
+          v1::ERROR_REASON_UNSUPPORTED,
+          "the session has no shared-memory arena attached to this worker");
+    }
+    ASSIGN_OR_RETURN(memory, arena_->Allocate(size));
+    arena_used = arena_.get();
+  } else {
+    memory = std::calloc(1, size);
+  }
   if (memory == nullptr) {
     return MakeError(absl::StatusCode::kResourceExhausted,
                      v1::ERROR_REASON_RESOURCE_LIMIT,
                      absl::StrCat("out of memory allocating ", size,
                                   " bytes in the worker"));
   }
+  // Releases `memory` where it came from.
+  auto release = [arena_used](void* block) {
+    if (arena_used != nullptr) {
+      arena_used->Free(block);
+    } else {
+      std::free(block);
+    }
+  };
   std::shared_ptr<ffi::CallArena> arena;
   if (!request.initial_bytes().empty()) {
     std::memcpy(memory, request.initial_bytes().data(),
@@ -694,15 +721,45 @@ absl::StatusOr<v1::AllocateResponse> Executor::Allocate(
                                             memory, resolver_, *arena,
                                             "initial_value");
     if (!encoded.ok()) {
-      std::free(memory);
+      release(memory);
       return encoded;
     }
   }
   v1::AllocateResponse response;
   absl::MutexLock lock(&mu_);
-  response.set_memory(handles_.AddOwnedMemory(memory, size, std::move(arena)));
+  if (arena_used != nullptr) {
+    const std::string handle =
+        handles_.AddOwnedMemory(memory, size, std::function<void(void*)>(release));
+    if (arena != nullptr) handles_.KeepAlive(handle, std::move(arena));
+    response.set_memory(handle);
+    response.set_in_arena(true);
+    response.set_arena_offset(static_cast<uint64_t>(
+        static_cast<char*>(memory) - arena_used->base()));
+  } else {
+    response.set_memory(
+        handles_.AddOwnedMemory(memory, size, std::move(arena)));
+  }
   response.set_size(size);
   response.set_address(reinterpret_cast<uintptr_t>(memory));
+  return response;
+}
+
+absl::StatusOr<AttachArenaResponse> Executor::AttachArena(
+    const worker::AttachArena& request) {
+  absl::MutexLock lock(&mu_);
+  if (arena_ != nullptr) {
+    if (request.received_fd() >= 0) ::close(request.received_fd());
+    if (arena_->size() != request.size()) {
+      return InvalidRequest(absl::StrCat(
+          "an arena of ", arena_->size(), " bytes is attached already; "
+          "cannot attach one of ", request.size(), " bytes"));
+    }
+  } else {
+    ASSIGN_OR_RETURN(arena_,
+                     SharedArena::Map(request.received_fd(), request.size()));
+  }
+  AttachArenaResponse response;
+  response.set_address(reinterpret_cast<uintptr_t>(arena_->base()));
   return response;
 }
 

@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "ffi/closure.h"
 #include "ffi/marshal.h"
+#include "server/worker/arena.h"
 #include "server/worker/handle_table.h"
 #include "server/worker/protocol.pb.h"
 
@@ -119,6 +120,9 @@ class Executor {
   absl::StatusOr<v1::ReleaseCallbackResponse> ReleaseCallback(
       const v1::ReleaseCallbackRequest& request);
   absl::StatusOr<v1::AdoptResponse> Adopt(const v1::AdoptRequest& request);
+  // Maps the session's arena (the memfd in `received_fd`); again with an
+  // arena already mapped, only closes the descriptor.
+  absl::StatusOr<AttachArenaResponse> AttachArena(const AttachArena& request);
   absl::StatusOr<v1::ResolveVariableResponse> ResolveVariable(
       const v1::ResolveVariableRequest& request);
   absl::StatusOr<v1::ReadResponse> ReadTyped(const v1::ReadRequest& request);
@@ -166,6 +170,9 @@ class Executor {
   struct CallScope;
   friend struct CallScope;
 
+  // The session's arena once attached; declared before the handle table,
+  // whose arena memory it must outlive.
+  std::unique_ptr<SharedArena> arena_ ABSL_GUARDED_BY(mu_);
   absl::Mutex mu_;
   HandleTable handles_ ABSL_GUARDED_BY(mu_);
   // By handle; entries stay after release (see the class comment).

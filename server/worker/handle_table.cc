@@ -103,7 +103,9 @@ HandleTable::~HandleTable() {
   functions_.clear();
   for (auto& [handle, entry] : memory_) {
     if (!entry.owned) continue;
-    if (entry.destructor != nullptr) {
+    if (entry.release) {
+      entry.release(entry.address);
+    } else if (entry.destructor != nullptr) {
       entry.destructor(entry.address);
     } else {
       std::free(entry.address);
@@ -251,6 +253,13 @@ std::string HandleTable::AddOwnedMemory(void* address, size_t size,
   return handle;
 }
 
+std::string HandleTable::AddOwnedMemory(void* address, size_t size,
+                                        std::function<void(void*)> release) {
+  std::string handle = AddOwnedMemory(address, size);
+  memory_[handle].release = std::move(release);
+  return handle;
+}
+
 std::string HandleTable::AddBorrowedMemory(void* address) {
   const uintptr_t key = reinterpret_cast<uintptr_t>(address);
   auto existing = memory_by_address_.find(key);
@@ -290,7 +299,9 @@ absl::Status HandleTable::FreeMemory(absl::string_view handle) {
       by_address->second == it->first) {
     memory_by_address_.erase(by_address);
   }
-  if (it->second.destructor != nullptr) {
+  if (it->second.release) {
+    it->second.release(it->second.address);
+  } else if (it->second.destructor != nullptr) {
     it->second.destructor(it->second.address);
   } else {
     std::free(it->second.address);

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,9 @@ struct MemoryEntry {
   bool sized = false;
   // For adopted memory: the library's release function.
   void (*destructor)(void*) = nullptr;
+  // For owned memory from elsewhere than malloc (the session's arena): how
+  // to release it. Takes precedence over `destructor` and free().
+  std::function<void(void*)> release;
 };
 
 class HandleTable {
@@ -107,6 +111,9 @@ class HandleTable {
   // from malloc/calloc (may be NULL only if size is 0).
   std::string AddOwnedMemory(void* address, size_t size,
                              std::shared_ptr<void> keep_alive = nullptr);
+  // Owned memory released with `release` instead of free() (arena memory).
+  std::string AddOwnedMemory(void* address, size_t size,
+                             std::function<void(void*)> release);
   // A borrowed handle for a pointer native code returned. Returns the
   // existing handle if live memory (owned or borrowed) starts at `address`.
   std::string AddBorrowedMemory(void* address);

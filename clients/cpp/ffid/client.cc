@@ -687,16 +687,45 @@ absl::StatusOr<v1::BatchResponse> Session::Batch(
 
 absl::StatusOr<Memory> Session::Allocate(
     uint64_t size, absl::string_view initial_bytes) const {
+  return Allocate(size, initial_bytes, v1::ALLOCATION_PLACEMENT_UNSPECIFIED);
+}
+
+absl::StatusOr<Memory> Session::Allocate(
+    uint64_t size, absl::string_view initial_bytes,
+    v1::AllocationPlacement placement) const {
   v1::AllocateRequest request;
   request.set_session(id_);
   request.set_size(size);
   request.set_initial_bytes(std::string(initial_bytes));
+  request.set_placement(placement);
   v1::AllocateResponse response;
   grpc::ClientContext context;
   absl::Status status =
       StatusFromGrpc(stub_->Allocate(&context, request, &response));
   if (!status.ok()) return status;
-  return Memory{response.memory(), response.size(), response.address()};
+  return Memory{response.memory(), response.size(), response.address(),
+                response.in_arena(), response.arena_offset()};
+}
+
+absl::StatusOr<std::shared_ptr<Arena>> Session::MapArena() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (arena_ != nullptr) return arena_;
+  }
+  v1::OpenArenaRequest request;
+  request.set_session(id_);
+  v1::OpenArenaResponse response;
+  grpc::ClientContext context;
+  absl::Status status =
+      StatusFromGrpc(stub_->OpenArena(&context, request, &response));
+  if (!status.ok()) return status;
+  absl::StatusOr<std::shared_ptr<Arena>> arena =
+      Arena::Receive(response.socket_path(), response.token(),
+                     response.size(), response.worker_address());
+  if (!arena.ok()) return arena.status();
+  absl::MutexLock lock(&mu_);
+  if (arena_ == nullptr) arena_ = *std::move(arena);
+  return arena_;
 }
 
 absl::StatusOr<std::string> Session::Read(absl::string_view memory,

@@ -52,6 +52,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "clients/cpp/ffid/arena.h"
 #include "ffid/v1/errors.pb.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "ffid/v1/ffid.pb.h"
@@ -125,6 +126,10 @@ struct Memory {
   uint64_t size = 0;
   // Its address in the worker (informational).
   uint64_t address = 0;
+  // Whether it lives in the session's shared-memory arena, and where
+  // (Arena::Bytes gives its bytes in this process).
+  bool in_arena = false;
+  uint64_t arena_offset = 0;
 };
 
 // Options of one Call.
@@ -350,6 +355,15 @@ class Session {
   // to `initial_bytes` (which must not be longer than `size`).
   absl::StatusOr<Memory> Allocate(uint64_t size,
                                   absl::string_view initial_bytes = "") const;
+  // The same, placed as `placement` says: ALLOCATION_PLACEMENT_ARENA puts
+  // it in the session's shared-memory arena (see MapArena).
+  absl::StatusOr<Memory> Allocate(uint64_t size, absl::string_view initial_bytes,
+                                  v1::AllocationPlacement placement) const;
+
+  // Maps the session's shared-memory arena into this process (the daemon
+  // must be on this host, listening on a unix socket); made on the first
+  // call, the same Arena afterwards. See clients/cpp/ffid/arena.h.
+  absl::StatusOr<std::shared_ptr<Arena>> MapArena();
   // Reads `length` bytes at `offset` of a memory handle (owned or borrowed);
   // length 0 reads an owned block to its end.
   absl::StatusOr<std::string> Read(absl::string_view memory, uint64_t offset,
@@ -470,6 +484,7 @@ class Session {
 
   absl::Mutex mu_;
   bool deleted_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<Arena> arena_ ABSL_GUARDED_BY(mu_);
   // The Connect stream; the daemon deletes the session when it closes.
   std::unique_ptr<grpc::ClientContext> stream_context_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<

@@ -39,14 +39,19 @@ from ffid._errors import (
     WorkerCrashed,
     WorkerStartFailed,
 )
-from ffid._sync import Callback, Function, Library, Memory, Pointer, Session, connect
+from ffid._arena import Arena
+from ffid._batch import BatchResult
+from ffid._sync import Batch, Callback, Function, Library, Memory, Pointer, Session, connect
 from ffid._values import LongDouble, UnionValue
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Arena",
     "ArgumentCount",
     "BadAddress",
+    "Batch",
+    "BatchResult",
     "Callback",
     "CallbackFailed",
     "DeadlineExceeded",

@@ -36,7 +36,7 @@ _names = itertools.count(1)
 
 # Requests the daemon answers itself, without the worker: safe anywhere.
 DAEMON_ONLY = (ffid_pb2.ParseDeclarationsRequest, ffid_pb2.GetSessionRequest, ffid_pb2.DeleteSessionRequest,
-               ffid_pb2.GetServerInfoRequest)
+               ffid_pb2.GetServerInfoRequest, ffid_pb2.OpenArenaRequest)
 
 
 def not_in_callback(request: Any) -> _errors.Error:

@@ -133,6 +133,18 @@ def create_session_request(options: Dict[str, Any]) -> ffid_pb2.CreateSessionReq
     return request
 
 
+def allocate_request(session_id: str, size: Any, init: Any, arena: bool) -> ffid_pb2.AllocateRequest:
+    """The AllocateRequest of alloc(size, init, arena=...)."""
+    if isinstance(size, (bytes, bytearray, memoryview)):
+        init, size = bytes(size), len(size)
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"alloc needs a positive size in bytes, got {size!r}")
+    request = ffid_pb2.AllocateRequest(session=session_id, size=size, initial_bytes=bytes(init))
+    if arena:
+        request.placement = ffid_pb2.ALLOCATION_PLACEMENT_ARENA
+    return request
+
+
 class PointerBase:
     """A native address in a session's worker: a memory handle (owned or
     borrowed) plus a byte offset, or a bare address. `p + n` is the pointer n
@@ -177,6 +189,13 @@ class PointerBase:
     def __repr__(self) -> str:
         where = f"{self.handle}+{self.offset}" if self.handle else "raw"
         return f"<ffid.{type(self).__name__} 0x{int(self):x} ({where})>"
+
+
+class BatchRefBase:
+    """A reference to the result of an earlier step of a batch (see
+    ffid._batch.BatchResult)."""
+
+    __slots__ = ()
 
 
 def pointer_of(obj: Any) -> Optional[types_pb2.PointerValue]:
@@ -268,14 +287,40 @@ class FunctionSpec:
         # As the server names them: "parameter 1 ('x') of 'cos'".
         self._param_names = [
             f"parameter {i + 1}{f' ({p.name!r})' if p.name else ''} of '{name}'" for i, p in enumerate(params)]
+        # The fast path of request()/result() for the common case (no OUT or
+        # INOUT parameters, not variadic, no adoption): parameter types and
+        # how an int or float argument converts, computed once.
+        self._param_types = [p.type for p in params]
+        self._fast: List[Optional[type]] = []
+        for d in self._param_types:
+            kind = d.WhichOneof("kind")
+            if kind == "scalar" and d.scalar in _values._INTEGER_KINDS:
+                self._fast.append(int)
+            elif kind == "scalar" and d.scalar in _values._FLOAT_KINDS:
+                self._fast.append(float)
+            else:
+                self._fast.append(None)
+        self._plain = not self.out and not self.inout and not self.type.variadic
+        self._return_type = self.type.return_type if self.type.HasField("return_type") else None
+        self._ownership_value = RESULT_OWNERSHIP[result]
 
-    def request(self, session_id: str, args: Sequence[Any], capture_errno: Optional[bool]) -> ffid_pb2.CallRequest:
+    def request(self, session_id: str, args: Sequence[Any], capture_errno: Optional[bool],
+                refs: Optional[List[Tuple[int, Any]]] = None) -> ffid_pb2.CallRequest:
+        """The CallRequest of a call with `args`. With `refs` (in a batch), an
+        argument that is a BatchRefBase becomes an empty placeholder and
+        (its index in `arguments`, the reference) is appended to `refs`."""
+        if refs is None and self._plain and len(args) == len(self._fast):
+            return self._plain_request(session_id, args, capture_errno)
         params = self.type.parameters
         request = ffid_pb2.CallRequest(session=session_id, function=self.handle)
         given = list(args)
         values: List[_values.Value] = []
         for i, parameter in enumerate(params):
             if i in self.out:
+                values.append(_values.Value())
+                continue
+            if refs is not None and given and isinstance(given[0], BatchRefBase):
+                refs.append((len(values), given.pop(0)))
                 values.append(_values.Value())
                 continue
             if not given:
@@ -293,6 +338,8 @@ class FunctionSpec:
                 f"{self.name}() takes {expected} argument{'s' if expected != 1 else ''}, got {len(args)}",
                 reason="ARGUMENT_COUNT")
         for j, extra in enumerate(given):
+            if isinstance(extra, BatchRefBase):
+                raise TypeError("a batch result cannot be a variadic argument (its type is not known)")
             request.variadic_types.append(_values.variadic_type(extra, is_pointer))
             values.append(_values.to_value(
                 extra, None, f"parameter {len(params) + j + 1} (variadic) of '{self.name}'", pointer_of))
@@ -302,9 +349,36 @@ class FunctionSpec:
         request.result_destructor = self.destructor
         return request
 
+    def _plain_request(self, session_id: str, args: Sequence[Any],
+                       capture_errno: Optional[bool]) -> ffid_pb2.CallRequest:
+        values: List[_values.Value] = []
+        append = values.append
+        for arg, fast, d, name in zip(args, self._fast, self._param_types, self._param_names):
+            kind = type(arg)
+            if fast is int and kind is int:
+                append(_values._int_value(arg, name))
+            elif fast is float and (kind is float or kind is int):
+                append(_values.Value(double_value=arg))
+            else:
+                append(_values.to_value(arg, d, name, pointer_of))
+        return ffid_pb2.CallRequest(
+            session=session_id, function=self.handle, arguments=values,
+            capture_errno=self.use_errno if capture_errno is None else capture_errno,
+            result_ownership=self._ownership_value, result_destructor=self.destructor)
+
     def result(self, response: ffid_pb2.CallResponse, make_pointer: Any, make_owned: Any) -> Any:
         """The Python result; make_owned(PointerValue, text) wraps an adopted
         result in the session's Memory type."""
+        if self._plain and self.ownership != "adopt":
+            if not response.HasField("result"):
+                return None
+            value = response.result
+            kind = value.WhichOneof("kind")
+            if kind == "int_value":
+                return value.int_value
+            if kind == "double_value":
+                return value.double_value
+            return _values.from_value(value, self._return_type, make_pointer)
         result = None
         if response.HasField("result"):
             result = _values.from_value(response.result, self.type.return_type, make_pointer)

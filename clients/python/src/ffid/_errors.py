@@ -57,6 +57,12 @@ class Error(Exception):
         worker's death); None otherwise."""
         return self._crash_report
 
+    @property
+    def batch_step(self) -> Optional[int]:
+        """For a failed batch: the index of the step that failed, else None."""
+        step = self.metadata.get("batch_step")
+        return int(step) if step is not None and step.isdigit() else None
+
 
 class LibraryNotFound(Error):
     """The library file does not exist or the loader cannot find the soname."""

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import grpc
 
-from ffid import _callbacks, _core, _errors, _values
+from ffid import _arena, _batch, _callbacks, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -129,6 +129,20 @@ class _Stream:
             raise _callbacks.stream_error(result)
         return getattr(result, field)
 
+    def submit(self, field: str, request: Any) -> "concurrent.futures.Future[ffid_pb2.StreamResult]":
+        """Sends `request` as a StreamCall (not inside a callback) and
+        returns at once; the future gets its StreamResult."""
+        future: "concurrent.futures.Future[ffid_pb2.StreamResult]" = concurrent.futures.Future()
+        with self._lock:
+            if self._ended:
+                raise _errors.Unavailable("the session's Connect stream closed")
+            tag = next(self._tags)
+            self._pending[tag] = future
+        call = ffid_pb2.StreamCall(tag=tag)
+        getattr(call, field).CopyFrom(request)
+        self._requests.put(ffid_pb2.ConnectRequest(call=call))
+        return future
+
     def _messages(self) -> Iterator[ffid_pb2.ConnectRequest]:
         while True:
             message = self._requests.get()
@@ -240,6 +254,7 @@ class Session:
         self._closed = False
         self._errno = threading.local()
         self._stream: Optional[_Stream] = None
+        self._arena: Optional[_arena.Arena] = None
         self._callbacks = _Callbacks(self)
         try:
             self._stream = _Stream(stub, self.id, self._callbacks.dispatch)
@@ -402,18 +417,50 @@ class Session:
 
     # -- memory
 
-    def alloc(self, size: Union[int, BytesLike], init: BytesLike = b"") -> "Memory":
+    def alloc(self, size: Union[int, BytesLike], init: BytesLike = b"", *, arena: bool = False) -> "Memory":
         """Allocates zero-filled native memory owned by the session:
         alloc(64), alloc(64, b"initial"), or alloc(b"data") for exactly the
         bytes given. Freed by free(), when the object is garbage-collected or
-        when the session ends."""
-        if isinstance(size, (bytes, bytearray, memoryview)):
-            init, size = bytes(size), len(size)
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise ValueError(f"alloc needs a positive size in bytes, got {size!r}")
-        response = self._call(self._stub.Allocate, ffid_pb2.AllocateRequest(
-            session=self.id, size=size, initial_bytes=bytes(init)))
-        return Memory(self, response.memory, response.size, response.address, None)
+        when the session ends. arena=True places it in the session's
+        shared-memory arena: memory.view() is then a memoryview of the very
+        bytes native code uses (this client must run on the daemon's host)."""
+        request = _core.allocate_request(self.id, size, init, arena)
+        return self._memory_from(self._call(self._stub.Allocate, request))
+
+    def _memory_from(self, response: ffid_pb2.AllocateResponse, owned: bool = True) -> "Memory":
+        memory = Memory(self, response.memory, response.size, response.address, None, owned=owned)
+        memory.in_arena = response.in_arena
+        memory.arena_offset = response.arena_offset
+        return memory
+
+    def map_arena(self) -> _arena.Arena:
+        """Maps the session's shared-memory arena into this process (made on
+        first use; the same Arena afterwards). Needs the daemon on this host."""
+        with self._lock:
+            if self._arena is not None:
+                return self._arena
+        response = self._call(self._stub.OpenArena, ffid_pb2.OpenArenaRequest(session=self.id))
+        arena = _arena.receive(response)
+        with self._lock:
+            if self._arena is None:
+                self._arena = arena
+            else:
+                arena.close()
+            return self._arena
+
+    def batch(self) -> "Batch":
+        """A batch: steps added to it (call, alloc, read, write, free) run in
+        one round trip, in order, when it runs; a step may take an earlier
+        step's result (a BatchResult) as an argument before it exists.
+
+            with session.batch() as b:
+                p = b.call(malloc, 64)
+                b.call(memset, p, 0, 64, discard=True)
+                total = b.call(sum_ints, p, 16)
+                b.call(free, p)
+            total.value
+        """
+        return Batch(self)
 
     def new(self, ctype: str, value: Any = None, *, count: int = 0) -> "Memory":
         """Allocates memory for a C type, optionally initialized:
@@ -606,6 +653,88 @@ class Function(_core.FunctionBase):
         return self._spec.result(response, session._make_pointer, session._make_owned)
 
 
+    def call_async(self, *args: Any, errno: Optional[bool] = None) -> "concurrent.futures.Future[Any]":
+        """Sends the call on the session's Connect stream and returns at
+        once: many calls can be in flight (pipelined); they run in the order
+        sent. The future's result is what calling the function returns (or
+        its exception)."""
+        session = self._session
+        if session._closed:
+            raise _errors.SessionNotFound(f"session {session.id} was closed", reason="SESSION_NOT_FOUND")
+        if session._stream is None:
+            raise _errors.Unavailable("the session has no Connect stream")
+        request = self._spec.request(session.id, args, errno)
+        sent = session._stream.submit("call", request)
+        done: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        spec = self._spec
+
+        def finish(future: "concurrent.futures.Future[ffid_pb2.StreamResult]") -> None:
+            try:
+                result = future.result()
+                if result.error_status:
+                    raise _callbacks.stream_error(result)
+                if request.capture_errno:
+                    session._errno.value = result.call.errno_value
+                done.set_result(spec.result(result.call, session._make_pointer, session._make_owned))
+            except BaseException as error:  # handed to the caller
+                done.set_exception(error)
+
+        sent.add_done_callback(finish)
+        return done
+
+
+class Batch:
+    """Steps to run in one round trip (see Session.batch()). Use it as a
+    context manager (it runs when the block ends without an exception) or
+    call run(). A failed step raises its error, with error.batch_step its
+    index; the steps before it stay done."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._builder = _batch.BatchBuilder(session)
+        self.results: List[Any] = []
+
+    def call(self, function: "Function", *args: Any, discard: bool = False,
+             errno: Optional[bool] = None) -> _batch.BatchResult:
+        """Adds a call; arguments may be BatchResults of earlier steps."""
+        return self._builder.call(function, *args, discard=discard, errno=errno)
+
+    def alloc(self, size: int, init: BytesLike = b"", *, arena: bool = False,
+              discard: bool = False) -> _batch.BatchResult:
+        """Adds an allocation; its value is the Memory."""
+        return self._builder.alloc(size, bytes(init), arena=arena, discard=discard)
+
+    def read(self, pointer: Any, length: int, *, discard: bool = False) -> _batch.BatchResult:
+        """Adds a read of `length` bytes; its value is the bytes."""
+        return self._builder.read(pointer, length, discard=discard)
+
+    def write(self, pointer: Any, data: BytesLike) -> _batch.BatchResult:
+        """Adds a write of bytes at a pointer."""
+        return self._builder.write(pointer, bytes(data))
+
+    def free(self, memory: Any) -> _batch.BatchResult:
+        """Adds a free of owned memory."""
+        return self._builder.free(memory)
+
+    def __len__(self) -> int:
+        return len(self._builder)
+
+    def run(self, timeout: Optional[float] = None) -> List[Any]:
+        """Runs the steps; returns each step's value (None for discarded
+        steps, writes and frees)."""
+        session = self._session
+        response = session._call(session._stub.Batch, self._builder.request(), timeout)
+        self.results = self._builder.finish(response)
+        return self.results
+
+    def __enter__(self) -> "Batch":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.run()
+
+
 class Callback(_core.CallbackBase):
     """A Python function registered with session.callback(): a function
     pointer for native code."""
@@ -672,7 +801,7 @@ class Memory(Pointer):
     size; read() and write() are bounds-checked (OutOfBounds). Released by
     free(), when this object is garbage-collected, or when the session ends."""
 
-    __slots__ = ("size", "ctype", "text", "_finalizer")
+    __slots__ = ("size", "ctype", "text", "_finalizer", "in_arena", "arena_offset")
 
     def __init__(self, session: Session, handle: str, size: int, address: int,
                  ctype: Optional[types_pb2.TypeDescriptor], *, owned: bool = True, text: Any = None) -> None:
@@ -680,8 +809,16 @@ class Memory(Pointer):
         self.size = size  # 0 when unknown (adopted without a size, variables)
         self.ctype = ctype
         self.text = text  # for an adopted string result: its text
+        self.in_arena = False  # in the session's shared-memory arena
+        self.arena_offset = 0
         self._finalizer: Optional[weakref.finalize[Any, Any]] = (
             weakref.finalize(self, session._defer_free, handle) if owned else None)
+
+    def view(self) -> memoryview:
+        """For memory allocated with arena=True: a writable memoryview of
+        its bytes, shared with native code (no copy, no RPC). Maps the
+        session's arena on first use."""
+        return self._session.map_arena().view(self)
 
     def __len__(self) -> int:
         return self.size

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Uni
 import grpc
 import grpc.aio
 
-from ffid import _callbacks, _core, _errors, _values
+from ffid import _arena, _batch, _callbacks, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -113,6 +113,7 @@ class Session:
         self._tags = itertools.count(1)
         self._callback_functions: Dict[str, Any] = {}
         self._last_callback_failure: Optional[BaseException] = None
+        self._arena: Optional[_arena.Arena] = None
 
     async def _attach(self) -> None:
         call = self._stub.Connect()
@@ -318,14 +319,46 @@ class Session:
         response = await self._call(self._stub.LoadLibrary, ffid_pb2.LoadLibraryRequest(session=self.id, name=name))
         return Library(self, response.library, response.path, use_errno)
 
-    async def alloc(self, size: Union[int, BytesLike], init: BytesLike = b"") -> "Memory":
-        if isinstance(size, (bytes, bytearray, memoryview)):
-            init, size = bytes(size), len(size)
-        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-            raise ValueError(f"alloc needs a positive size in bytes, got {size!r}")
-        response = await self._call(self._stub.Allocate, ffid_pb2.AllocateRequest(
-            session=self.id, size=size, initial_bytes=bytes(init)))
-        return Memory(self, response.memory, response.size, response.address, None)
+    async def alloc(self, size: Union[int, BytesLike], init: BytesLike = b"", *, arena: bool = False) -> "Memory":
+        """See ffid.Session.alloc (arena=True: in the shared-memory arena)."""
+        request = _core.allocate_request(self.id, size, init, arena)
+        return self._memory_from(await self._call(self._stub.Allocate, request))
+
+    def _memory_from(self, response: ffid_pb2.AllocateResponse, owned: bool = True) -> "Memory":
+        memory = Memory(self, response.memory, response.size, response.address, None, owned=owned)
+        memory.in_arena = response.in_arena
+        memory.arena_offset = response.arena_offset
+        return memory
+
+    async def map_arena(self) -> _arena.Arena:
+        """Maps the session's shared-memory arena into this process; see
+        ffid.Session.map_arena."""
+        if self._arena is not None:
+            return self._arena
+        response = await self._call(self._stub.OpenArena, ffid_pb2.OpenArenaRequest(session=self.id))
+        arena = await asyncio.get_running_loop().run_in_executor(None, _arena.receive, response)
+        if self._arena is None:
+            self._arena = arena
+        else:
+            arena.close()
+        return self._arena
+
+    def batch(self) -> "Batch":
+        """A batch (see ffid.Session.batch): `async with session.batch() as
+        b:` runs it when the block ends, or `await b.run()`."""
+        return Batch(self)
+
+    async def _submit(self, field: str, request: Any) -> "asyncio.Future[ffid_pb2.StreamResult]":
+        """Sends `request` as a StreamCall; the future gets its result."""
+        if self._closed:
+            raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
+        future: "asyncio.Future[ffid_pb2.StreamResult]" = asyncio.get_running_loop().create_future()
+        tag = next(self._tags)
+        self._pending[tag] = future
+        call = ffid_pb2.StreamCall(tag=tag)
+        getattr(call, field).CopyFrom(request)
+        await self._send(ffid_pb2.ConnectRequest(call=call))
+        return future
 
     async def new(self, ctype: str, value: Any = None, *, count: int = 0) -> "Memory":
         descriptor = await self.typeof(ctype)
@@ -475,6 +508,70 @@ class Function(_core.FunctionBase):
         return self._spec.result(response, session._make_pointer, session._make_owned)
 
 
+    def call_async(self, *args: Any, errno: Optional[bool] = None) -> "asyncio.Future[Any]":
+        """Sends the call on the session's Connect stream without waiting
+        for earlier ones: many can be in flight (pipelined), and they run in
+        the order this method was called. Returns a future of the result."""
+        session = self._session
+        request = self._spec.request(session.id, args, errno)
+        spec = self._spec
+        sending = asyncio.ensure_future(session._submit("call", request))
+
+        async def finish() -> Any:
+            result = await (await sending)
+            if result.error_status:
+                raise _callbacks.stream_error(result)
+            if request.capture_errno:
+                session._errno.value = result.call.errno_value
+            return spec.result(result.call, session._make_pointer, session._make_owned)
+
+        return asyncio.ensure_future(finish())
+
+
+class Batch:
+    """Steps to run in one round trip (asyncio); see ffid.Batch. Adding
+    steps does no I/O; `await batch.run()` (or leaving `async with`) runs
+    them."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._builder = _batch.BatchBuilder(session)
+        self.results: List[Any] = []
+
+    def call(self, function: "Function", *args: Any, discard: bool = False,
+             errno: Optional[bool] = None) -> _batch.BatchResult:
+        return self._builder.call(function, *args, discard=discard, errno=errno)
+
+    def alloc(self, size: int, init: BytesLike = b"", *, arena: bool = False,
+              discard: bool = False) -> _batch.BatchResult:
+        return self._builder.alloc(size, bytes(init), arena=arena, discard=discard)
+
+    def read(self, pointer: Any, length: int, *, discard: bool = False) -> _batch.BatchResult:
+        return self._builder.read(pointer, length, discard=discard)
+
+    def write(self, pointer: Any, data: BytesLike) -> _batch.BatchResult:
+        return self._builder.write(pointer, bytes(data))
+
+    def free(self, memory: Any) -> _batch.BatchResult:
+        return self._builder.free(memory)
+
+    def __len__(self) -> int:
+        return len(self._builder)
+
+    async def run(self, timeout: Optional[float] = None) -> List[Any]:
+        session = self._session
+        response = await session._call(session._stub.Batch, self._builder.request(), timeout)
+        self.results = self._builder.finish(response)
+        return self.results
+
+    async def __aenter__(self) -> "Batch":
+        return self
+
+    async def __aexit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            await self.run()
+
+
 class Callback(_core.CallbackBase):
     """A Python function registered with `await session.callback(...)`."""
 
@@ -529,7 +626,7 @@ class Pointer(_core.PointerBase):
 class Memory(Pointer):
     """Native memory owned by the session (asyncio); see ffid.Memory."""
 
-    __slots__ = ("size", "ctype", "text", "_finalizer")
+    __slots__ = ("size", "ctype", "text", "_finalizer", "in_arena", "arena_offset")
 
     def __init__(self, session: Session, handle: str, size: int, address: int,
                  ctype: Optional[types_pb2.TypeDescriptor], *, owned: bool = True, text: Any = None) -> None:
@@ -537,6 +634,8 @@ class Memory(Pointer):
         self.size = size
         self.ctype = ctype
         self.text = text
+        self.in_arena = False
+        self.arena_offset = 0
         self._finalizer: Optional[weakref.finalize[Any, Any]] = (
             weakref.finalize(self, session._defer_free, handle) if owned else None)
 
@@ -554,6 +653,11 @@ class Memory(Pointer):
             if length <= 0:
                 return b""
         return await super().read(length, offset)
+
+    async def view(self) -> memoryview:
+        """For arena memory: a writable memoryview of its bytes, shared with
+        native code; see ffid.Memory.view."""
+        return (await self._session.map_arena()).view(self)
 
     async def free(self) -> None:
         if self._finalizer is not None:

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "ffi/errors.h"
+#include "server/worker/channel.h"
 
 namespace ffid::server {
 namespace {
@@ -177,20 +178,8 @@ void ArenaBroker::Serve(int connection) {
     return;
   }
   const char ok = 0;
-  iovec iov{const_cast<char*>(&ok), 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr header{};
-  header.msg_iov = &iov;
-  header.msg_iovlen = 1;
-  header.msg_control = control;
-  header.msg_controllen = sizeof(control);
-  cmsghdr* rights = CMSG_FIRSTHDR(&header);
-  rights->cmsg_level = SOL_SOCKET;
-  rights->cmsg_type = SCM_RIGHTS;
-  rights->cmsg_len = CMSG_LEN(sizeof(int));
-  const int fd = arena->fd();
-  std::memcpy(CMSG_DATA(rights), &fd, sizeof(int));
-  while (::sendmsg(connection, &header, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  while (SendWithDescriptor(connection, &ok, 1, arena->fd()) < 0 &&
+         errno == EINTR) {
   }
 }
 

@@ -82,7 +82,7 @@ TEST_F(ArenaTest, ReadAndWriteThroughGrpcSeeTheSameBytes) {
   EXPECT_EQ(*read, "mapped by the client");
 
   ASSERT_THAT(session_->Write(memory_.handle, 4, "WRITE"), IsOk());
-  EXPECT_EQ(std::string(bytes_.data(), 20), "mappWRITEy the client");
+  EXPECT_EQ(std::string(bytes_.data(), 20), "mappWRITE the client");
 
   // Bounds are those of the allocation, as for heap memory.
   EXPECT_THAT(session_->Read(memory_.handle, 60, 8),

@@ -193,3 +193,39 @@ class BatchBuilder:
             self._values[index] = value
             values.append(value)
         return values
+
+
+class BatchSteps:
+    """The step-adding half of the sync and asyncio Batch classes (they add
+    run()). Each method returns the step's BatchResult."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._builder = BatchBuilder(session)
+        self.results: List[Any] = []
+
+    def call(self, function: Any, *args: Any, discard: bool = False,
+             errno: Optional[bool] = None) -> BatchResult:
+        """Adds a call; arguments may be BatchResults of earlier steps."""
+        return self._builder.call(function, *args, discard=discard, errno=errno)
+
+    def alloc(self, size: int, init: Union[bytes, bytearray, memoryview] = b"", *, arena: bool = False,
+              discard: bool = False) -> BatchResult:
+        """Adds an allocation (arena=True: in the session's arena); its value
+        is the Memory."""
+        return self._builder.alloc(size, bytes(init), arena=arena, discard=discard)
+
+    def read(self, pointer: Any, length: int, *, discard: bool = False) -> BatchResult:
+        """Adds a read of `length` bytes at a pointer; its value is the bytes."""
+        return self._builder.read(pointer, length, discard=discard)
+
+    def write(self, pointer: Any, data: Union[bytes, bytearray, memoryview]) -> BatchResult:
+        """Adds a write of bytes at a pointer."""
+        return self._builder.write(pointer, bytes(data))
+
+    def free(self, memory: Any) -> BatchResult:
+        """Adds a free of owned memory (or of an earlier alloc step's)."""
+        return self._builder.free(memory)
+
+    def __len__(self) -> int:
+        return len(self._builder)

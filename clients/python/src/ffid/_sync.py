@@ -110,6 +110,23 @@ class _Stream:
     def request(self, invocation: int, field: str, request: Any, timeout: Optional[float]) -> Any:
         """Sends `request` as a StreamCall made inside `invocation` and
         returns its response."""
+        future = self.submit(field, request, invocation)
+        try:
+            result = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            with self._lock:
+                for tag, pending in list(self._pending.items()):
+                    if pending is future:
+                        del self._pending[tag]
+            raise _errors.DeadlineExceeded(f"no answer within {timeout:g}s", reason="DEADLINE_EXCEEDED") from None
+        if result.error_status:
+            raise _callbacks.stream_error(result)
+        return getattr(result, field)
+
+    def submit(self, field: str, request: Any,
+               invocation: int = 0) -> "concurrent.futures.Future[ffid_pb2.StreamResult]":
+        """Sends `request` as a StreamCall (made inside `invocation`, if not
+        0) and returns at once; the future gets its StreamResult."""
         future: "concurrent.futures.Future[ffid_pb2.StreamResult]" = concurrent.futures.Future()
         with self._lock:
             if self._ended:
@@ -119,28 +136,6 @@ class _Stream:
         call = ffid_pb2.StreamCall(tag=tag, invocation=invocation)
         getattr(call, field).CopyFrom(request)
         self.send(ffid_pb2.ConnectRequest(call=call))
-        try:
-            result = future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            with self._lock:
-                self._pending.pop(tag, None)
-            raise _errors.DeadlineExceeded(f"no answer within {timeout:g}s", reason="DEADLINE_EXCEEDED") from None
-        if result.error_status:
-            raise _callbacks.stream_error(result)
-        return getattr(result, field)
-
-    def submit(self, field: str, request: Any) -> "concurrent.futures.Future[ffid_pb2.StreamResult]":
-        """Sends `request` as a StreamCall (not inside a callback) and
-        returns at once; the future gets its StreamResult."""
-        future: "concurrent.futures.Future[ffid_pb2.StreamResult]" = concurrent.futures.Future()
-        with self._lock:
-            if self._ended:
-                raise _errors.Unavailable("the session's Connect stream closed")
-            tag = next(self._tags)
-            self._pending[tag] = future
-        call = ffid_pb2.StreamCall(tag=tag)
-        getattr(call, field).CopyFrom(request)
-        self._requests.put(ffid_pb2.ConnectRequest(call=call))
         return future
 
     def _messages(self) -> Iterator[ffid_pb2.ConnectRequest]:
@@ -683,41 +678,11 @@ class Function(_core.FunctionBase):
         return done
 
 
-class Batch:
+class Batch(_batch.BatchSteps):
     """Steps to run in one round trip (see Session.batch()). Use it as a
     context manager (it runs when the block ends without an exception) or
     call run(). A failed step raises its error, with error.batch_step its
     index; the steps before it stay done."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._builder = _batch.BatchBuilder(session)
-        self.results: List[Any] = []
-
-    def call(self, function: "Function", *args: Any, discard: bool = False,
-             errno: Optional[bool] = None) -> _batch.BatchResult:
-        """Adds a call; arguments may be BatchResults of earlier steps."""
-        return self._builder.call(function, *args, discard=discard, errno=errno)
-
-    def alloc(self, size: int, init: BytesLike = b"", *, arena: bool = False,
-              discard: bool = False) -> _batch.BatchResult:
-        """Adds an allocation; its value is the Memory."""
-        return self._builder.alloc(size, bytes(init), arena=arena, discard=discard)
-
-    def read(self, pointer: Any, length: int, *, discard: bool = False) -> _batch.BatchResult:
-        """Adds a read of `length` bytes; its value is the bytes."""
-        return self._builder.read(pointer, length, discard=discard)
-
-    def write(self, pointer: Any, data: BytesLike) -> _batch.BatchResult:
-        """Adds a write of bytes at a pointer."""
-        return self._builder.write(pointer, bytes(data))
-
-    def free(self, memory: Any) -> _batch.BatchResult:
-        """Adds a free of owned memory."""
-        return self._builder.free(memory)
-
-    def __len__(self) -> int:
-        return len(self._builder)
 
     def run(self, timeout: Optional[float] = None) -> List[Any]:
         """Runs the steps; returns each step's value (None for discarded

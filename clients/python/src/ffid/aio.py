@@ -528,35 +528,10 @@ class Function(_core.FunctionBase):
         return asyncio.ensure_future(finish())
 
 
-class Batch:
+class Batch(_batch.BatchSteps):
     """Steps to run in one round trip (asyncio); see ffid.Batch. Adding
     steps does no I/O; `await batch.run()` (or leaving `async with`) runs
     them."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._builder = _batch.BatchBuilder(session)
-        self.results: List[Any] = []
-
-    def call(self, function: "Function", *args: Any, discard: bool = False,
-             errno: Optional[bool] = None) -> _batch.BatchResult:
-        return self._builder.call(function, *args, discard=discard, errno=errno)
-
-    def alloc(self, size: int, init: BytesLike = b"", *, arena: bool = False,
-              discard: bool = False) -> _batch.BatchResult:
-        return self._builder.alloc(size, bytes(init), arena=arena, discard=discard)
-
-    def read(self, pointer: Any, length: int, *, discard: bool = False) -> _batch.BatchResult:
-        return self._builder.read(pointer, length, discard=discard)
-
-    def write(self, pointer: Any, data: BytesLike) -> _batch.BatchResult:
-        return self._builder.write(pointer, bytes(data))
-
-    def free(self, memory: Any) -> _batch.BatchResult:
-        return self._builder.free(memory)
-
-    def __len__(self) -> int:
-        return len(self._builder)
 
     async def run(self, timeout: Optional[float] = None) -> List[Any]:
         session = self._session

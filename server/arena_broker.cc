@@ -178,7 +178,7 @@ void ArenaBroker::Serve(int connection) {
     return;
   }
   const char ok = 0;
-  while (SendWithDescriptor(connection, &ok, 1, arena->fd()) < 0 &&
+  while (worker::SendWithDescriptor(connection, &ok, 1, arena->fd()) < 0 &&
          errno == EINTR) {
   }
 }

@@ -25,6 +25,60 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Where Allocate places memory.
+type AllocationPlacement int32
+
+const (
+	// The worker's heap (malloc), as ALLOCATION_PLACEMENT_HEAP.
+	AllocationPlacement_ALLOCATION_PLACEMENT_UNSPECIFIED AllocationPlacement = 0
+	// The worker's heap.
+	AllocationPlacement_ALLOCATION_PLACEMENT_HEAP AllocationPlacement = 1
+	// The session's shared-memory arena (created on first use), which local
+	// clients can map (OpenArena). RESOURCE_LIMIT when the arena is full.
+	AllocationPlacement_ALLOCATION_PLACEMENT_ARENA AllocationPlacement = 2
+)
+
+// Enum value maps for AllocationPlacement.
+var (
+	AllocationPlacement_name = map[int32]string{
+		0: "ALLOCATION_PLACEMENT_UNSPECIFIED",
+		1: "ALLOCATION_PLACEMENT_HEAP",
+		2: "ALLOCATION_PLACEMENT_ARENA",
+	}
+	AllocationPlacement_value = map[string]int32{
+		"ALLOCATION_PLACEMENT_UNSPECIFIED": 0,
+		"ALLOCATION_PLACEMENT_HEAP":        1,
+		"ALLOCATION_PLACEMENT_ARENA":       2,
+	}
+)
+
+func (x AllocationPlacement) Enum() *AllocationPlacement {
+	p := new(AllocationPlacement)
+	*p = x
+	return p
+}
+
+func (x AllocationPlacement) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AllocationPlacement) Descriptor() protoreflect.EnumDescriptor {
+	return file_ffid_v1_ffid_proto_enumTypes[0].Descriptor()
+}
+
+func (AllocationPlacement) Type() protoreflect.EnumType {
+	return &file_ffid_v1_ffid_proto_enumTypes[0]
+}
+
+func (x AllocationPlacement) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AllocationPlacement.Descriptor instead.
+func (AllocationPlacement) EnumDescriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{0}
+}
+
 // What happens to a pointer (or string) a function returns.
 type ResultOwnership int32
 
@@ -70,11 +124,11 @@ func (x ResultOwnership) String() string {
 }
 
 func (ResultOwnership) Descriptor() protoreflect.EnumDescriptor {
-	return file_ffid_v1_ffid_proto_enumTypes[0].Descriptor()
+	return file_ffid_v1_ffid_proto_enumTypes[1].Descriptor()
 }
 
 func (ResultOwnership) Type() protoreflect.EnumType {
-	return &file_ffid_v1_ffid_proto_enumTypes[0]
+	return &file_ffid_v1_ffid_proto_enumTypes[1]
 }
 
 func (x ResultOwnership) Number() protoreflect.EnumNumber {
@@ -83,7 +137,7 @@ func (x ResultOwnership) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ResultOwnership.Descriptor instead.
 func (ResultOwnership) EnumDescriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{0}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{1}
 }
 
 // The lifecycle of a session.
@@ -123,11 +177,11 @@ func (x SessionState) String() string {
 }
 
 func (SessionState) Descriptor() protoreflect.EnumDescriptor {
-	return file_ffid_v1_ffid_proto_enumTypes[1].Descriptor()
+	return file_ffid_v1_ffid_proto_enumTypes[2].Descriptor()
 }
 
 func (SessionState) Type() protoreflect.EnumType {
-	return &file_ffid_v1_ffid_proto_enumTypes[1]
+	return &file_ffid_v1_ffid_proto_enumTypes[2]
 }
 
 func (x SessionState) Number() protoreflect.EnumNumber {
@@ -136,7 +190,7 @@ func (x SessionState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionState.Descriptor instead.
 func (SessionState) EnumDescriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{1}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{2}
 }
 
 // What happens to a session when its worker dies.
@@ -179,11 +233,11 @@ func (x RestartPolicy) String() string {
 }
 
 func (RestartPolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_ffid_v1_ffid_proto_enumTypes[2].Descriptor()
+	return file_ffid_v1_ffid_proto_enumTypes[3].Descriptor()
 }
 
 func (RestartPolicy) Type() protoreflect.EnumType {
-	return &file_ffid_v1_ffid_proto_enumTypes[2]
+	return &file_ffid_v1_ffid_proto_enumTypes[3]
 }
 
 func (x RestartPolicy) Number() protoreflect.EnumNumber {
@@ -192,7 +246,7 @@ func (x RestartPolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RestartPolicy.Descriptor instead.
 func (RestartPolicy) EnumDescriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{2}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{3}
 }
 
 // What happens when a client callback fails: it returns an error, does not
@@ -236,11 +290,11 @@ func (x CallbackFailurePolicy) String() string {
 }
 
 func (CallbackFailurePolicy) Descriptor() protoreflect.EnumDescriptor {
-	return file_ffid_v1_ffid_proto_enumTypes[3].Descriptor()
+	return file_ffid_v1_ffid_proto_enumTypes[4].Descriptor()
 }
 
 func (CallbackFailurePolicy) Type() protoreflect.EnumType {
-	return &file_ffid_v1_ffid_proto_enumTypes[3]
+	return &file_ffid_v1_ffid_proto_enumTypes[4]
 }
 
 func (x CallbackFailurePolicy) Number() protoreflect.EnumNumber {
@@ -249,7 +303,7 @@ func (x CallbackFailurePolicy) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CallbackFailurePolicy.Descriptor instead.
 func (CallbackFailurePolicy) EnumDescriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{3}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{4}
 }
 
 // Resource limits of a session's worker. Zero means the server's default;
@@ -2578,8 +2632,10 @@ type AllocateRequest struct {
 	// (`initial_value`, and Read/Write with the same `flexible_length`) then
 	// has `m` as an array of this length.
 	FlexibleLength uint64 `protobuf:"varint,6,opt,name=flexible_length,json=flexibleLength,proto3" json:"flexible_length,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Where to place the memory; unset: the worker's heap.
+	Placement     AllocationPlacement `protobuf:"varint,7,opt,name=placement,proto3,enum=ffid.v1.AllocationPlacement" json:"placement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AllocateRequest) Reset() {
@@ -2654,6 +2710,13 @@ func (x *AllocateRequest) GetFlexibleLength() uint64 {
 	return 0
 }
 
+func (x *AllocateRequest) GetPlacement() AllocationPlacement {
+	if x != nil {
+		return x.Placement
+	}
+	return AllocationPlacement_ALLOCATION_PLACEMENT_UNSPECIFIED
+}
+
 // Response for Allocate.
 type AllocateResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2662,7 +2725,12 @@ type AllocateResponse struct {
 	// The size in bytes.
 	Size uint64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
 	// The address in the worker.
-	Address       uint64 `protobuf:"varint,3,opt,name=address,proto3" json:"address,omitempty"`
+	Address uint64 `protobuf:"varint,3,opt,name=address,proto3" json:"address,omitempty"`
+	// With ALLOCATION_PLACEMENT_ARENA: true, and the memory's offset from the
+	// start of the session's arena (see OpenArena).
+	InArena bool `protobuf:"varint,4,opt,name=in_arena,json=inArena,proto3" json:"in_arena,omitempty"`
+	// The offset in the arena (with `in_arena`).
+	ArenaOffset   uint64 `protobuf:"varint,5,opt,name=arena_offset,json=arenaOffset,proto3" json:"arena_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2718,6 +2786,145 @@ func (x *AllocateResponse) GetAddress() uint64 {
 	return 0
 }
 
+func (x *AllocateResponse) GetInArena() bool {
+	if x != nil {
+		return x.InArena
+	}
+	return false
+}
+
+func (x *AllocateResponse) GetArenaOffset() uint64 {
+	if x != nil {
+		return x.ArenaOffset
+	}
+	return 0
+}
+
+// Request for OpenArena.
+type OpenArenaRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session id.
+	Session       string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenArenaRequest) Reset() {
+	*x = OpenArenaRequest{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenArenaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenArenaRequest) ProtoMessage() {}
+
+func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenArenaRequest.ProtoReflect.Descriptor instead.
+func (*OpenArenaRequest) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *OpenArenaRequest) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+// Response for OpenArena.
+type OpenArenaResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The arena's size in bytes (fixed for the session's life).
+	Size uint64 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	// The unix socket (a path on the daemon's host) to connect to. Empty when
+	// the daemon has no arena socket (it listens on TCP only): the arena can
+	// then only be reached through Read and Write.
+	SocketPath string `protobuf:"bytes,2,opt,name=socket_path,json=socketPath,proto3" json:"socket_path,omitempty"`
+	// Send these bytes on the socket; the daemon answers with one byte (0)
+	// and the arena's file descriptor as SCM_RIGHTS ancillary data, or with
+	// a nonzero byte followed by an error message. The token works once and
+	// for 30 seconds.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// The address of the arena's first byte in the worker (informational:
+	// native pointers into the arena are this plus an offset).
+	WorkerAddress uint64 `protobuf:"varint,4,opt,name=worker_address,json=workerAddress,proto3" json:"worker_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenArenaResponse) Reset() {
+	*x = OpenArenaResponse{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenArenaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenArenaResponse) ProtoMessage() {}
+
+func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenArenaResponse.ProtoReflect.Descriptor instead.
+func (*OpenArenaResponse) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *OpenArenaResponse) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *OpenArenaResponse) GetSocketPath() string {
+	if x != nil {
+		return x.SocketPath
+	}
+	return ""
+}
+
+func (x *OpenArenaResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *OpenArenaResponse) GetWorkerAddress() uint64 {
+	if x != nil {
+		return x.WorkerAddress
+	}
+	return 0
+}
+
 // Request for Read.
 type ReadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2741,7 +2948,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +2960,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +2973,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{31}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadRequest) GetSession() string {
@@ -2817,7 +3024,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2829,7 +3036,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2842,7 +3049,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -2883,7 +3090,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3102,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3115,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WriteRequest) GetSession() string {
@@ -2962,7 +3169,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2974,7 +3181,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2987,7 +3194,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
 }
 
 // Request for Free.
@@ -3003,7 +3210,7 @@ type FreeRequest struct {
 
 func (x *FreeRequest) Reset() {
 	*x = FreeRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3015,7 +3222,7 @@ func (x *FreeRequest) String() string {
 func (*FreeRequest) ProtoMessage() {}
 
 func (x *FreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3028,7 +3235,7 @@ func (x *FreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeRequest.ProtoReflect.Descriptor instead.
 func (*FreeRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *FreeRequest) GetSession() string {
@@ -3054,7 +3261,7 @@ type FreeResponse struct {
 
 func (x *FreeResponse) Reset() {
 	*x = FreeResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3066,7 +3273,7 @@ func (x *FreeResponse) String() string {
 func (*FreeResponse) ProtoMessage() {}
 
 func (x *FreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3079,7 +3286,7 @@ func (x *FreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeResponse.ProtoReflect.Descriptor instead.
 func (*FreeResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
 }
 
 // Request for RegisterCallback.
@@ -3110,7 +3317,7 @@ type RegisterCallbackRequest struct {
 
 func (x *RegisterCallbackRequest) Reset() {
 	*x = RegisterCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3329,7 @@ func (x *RegisterCallbackRequest) String() string {
 func (*RegisterCallbackRequest) ProtoMessage() {}
 
 func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3342,7 @@ func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackRequest.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RegisterCallbackRequest) GetSession() string {
@@ -3233,7 +3440,7 @@ type RegisterCallbackResponse struct {
 
 func (x *RegisterCallbackResponse) Reset() {
 	*x = RegisterCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3245,7 +3452,7 @@ func (x *RegisterCallbackResponse) String() string {
 func (*RegisterCallbackResponse) ProtoMessage() {}
 
 func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3258,7 +3465,7 @@ func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackResponse.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RegisterCallbackResponse) GetCallback() string {
@@ -3295,7 +3502,7 @@ type ReleaseCallbackRequest struct {
 
 func (x *ReleaseCallbackRequest) Reset() {
 	*x = ReleaseCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3514,7 @@ func (x *ReleaseCallbackRequest) String() string {
 func (*ReleaseCallbackRequest) ProtoMessage() {}
 
 func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3527,7 @@ func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReleaseCallbackRequest) GetSession() string {
@@ -3346,7 +3553,7 @@ type ReleaseCallbackResponse struct {
 
 func (x *ReleaseCallbackResponse) Reset() {
 	*x = ReleaseCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3565,7 @@ func (x *ReleaseCallbackResponse) String() string {
 func (*ReleaseCallbackResponse) ProtoMessage() {}
 
 func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3578,7 @@ func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
 }
 
 // Request for Adopt.
@@ -3397,7 +3604,7 @@ type AdoptRequest struct {
 
 func (x *AdoptRequest) Reset() {
 	*x = AdoptRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3409,7 +3616,7 @@ func (x *AdoptRequest) String() string {
 func (*AdoptRequest) ProtoMessage() {}
 
 func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3422,7 +3629,7 @@ func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptRequest.ProtoReflect.Descriptor instead.
 func (*AdoptRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AdoptRequest) GetSession() string {
@@ -3474,7 +3681,7 @@ type AdoptResponse struct {
 
 func (x *AdoptResponse) Reset() {
 	*x = AdoptResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3486,7 +3693,7 @@ func (x *AdoptResponse) String() string {
 func (*AdoptResponse) ProtoMessage() {}
 
 func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3499,7 +3706,7 @@ func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptResponse.ProtoReflect.Descriptor instead.
 func (*AdoptResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AdoptResponse) GetMemory() string {
@@ -3538,7 +3745,7 @@ type ResolveVariableRequest struct {
 
 func (x *ResolveVariableRequest) Reset() {
 	*x = ResolveVariableRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3757,7 @@ func (x *ResolveVariableRequest) String() string {
 func (*ResolveVariableRequest) ProtoMessage() {}
 
 func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3770,7 @@ func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableRequest.ProtoReflect.Descriptor instead.
 func (*ResolveVariableRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ResolveVariableRequest) GetSession() string {
@@ -3648,7 +3855,7 @@ type ResolveVariableResponse struct {
 
 func (x *ResolveVariableResponse) Reset() {
 	*x = ResolveVariableResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3660,7 +3867,7 @@ func (x *ResolveVariableResponse) String() string {
 func (*ResolveVariableResponse) ProtoMessage() {}
 
 func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3673,7 +3880,7 @@ func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableResponse.ProtoReflect.Descriptor instead.
 func (*ResolveVariableResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ResolveVariableResponse) GetMemory() string {
@@ -3713,7 +3920,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3725,7 +3932,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3738,7 +3945,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
 }
 
 // Response for GetServerInfo.
@@ -3758,7 +3965,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3770,7 +3977,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3783,7 +3990,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetServerInfoResponse) GetSandbox() *SandboxStatus {
@@ -3828,7 +4035,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3840,7 +4047,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3853,7 +4060,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *BatchRequest) GetSession() string {
@@ -3895,7 +4102,7 @@ type BatchStep struct {
 
 func (x *BatchStep) Reset() {
 	*x = BatchStep{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3907,7 +4114,7 @@ func (x *BatchStep) String() string {
 func (*BatchStep) ProtoMessage() {}
 
 func (x *BatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3920,7 +4127,7 @@ func (x *BatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStep.ProtoReflect.Descriptor instead.
 func (*BatchStep) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BatchStep) GetRequest() isBatchStep_Request {
@@ -4058,7 +4265,7 @@ type BatchReference struct {
 
 func (x *BatchReference) Reset() {
 	*x = BatchReference{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4070,7 +4277,7 @@ func (x *BatchReference) String() string {
 func (*BatchReference) ProtoMessage() {}
 
 func (x *BatchReference) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4083,7 +4290,7 @@ func (x *BatchReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReference.ProtoReflect.Descriptor instead.
 func (*BatchReference) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *BatchReference) GetStep() uint32 {
@@ -4132,7 +4339,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4144,7 +4351,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4157,7 +4364,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BatchResponse) GetResults() []*BatchStepResult {
@@ -4186,7 +4393,7 @@ type BatchStepResult struct {
 
 func (x *BatchStepResult) Reset() {
 	*x = BatchStepResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4198,7 +4405,7 @@ func (x *BatchStepResult) String() string {
 func (*BatchStepResult) ProtoMessage() {}
 
 func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4211,7 +4418,7 @@ func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStepResult.ProtoReflect.Descriptor instead.
 func (*BatchStepResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BatchStepResult) GetResponse() isBatchStepResult_Response {
@@ -4467,18 +4674,29 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x0eresult_pointer\x18\x04 \x01(\v2\x15.ffid.v1.PointerValueR\rresultPointer\x1aL\n" +
 	"\x0eOutValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12$\n" +
-	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"\xef\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"\xab\x02\n" +
 	"\x0fAllocateRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12#\n" +
 	"\rinitial_bytes\x18\x03 \x01(\fR\finitialBytes\x12+\n" +
 	"\x04type\x18\x04 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x123\n" +
 	"\rinitial_value\x18\x05 \x01(\v2\x0e.ffid.v1.ValueR\finitialValue\x12'\n" +
-	"\x0fflexible_length\x18\x06 \x01(\x04R\x0eflexibleLength\"X\n" +
+	"\x0fflexible_length\x18\x06 \x01(\x04R\x0eflexibleLength\x12:\n" +
+	"\tplacement\x18\a \x01(\x0e2\x1c.ffid.v1.AllocationPlacementR\tplacement\"\x96\x01\n" +
 	"\x10AllocateResponse\x12\x16\n" +
 	"\x06memory\x18\x01 \x01(\tR\x06memory\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\x04R\aaddress\"\xc6\x01\n" +
+	"\aaddress\x18\x03 \x01(\x04R\aaddress\x12\x19\n" +
+	"\bin_arena\x18\x04 \x01(\bR\ainArena\x12!\n" +
+	"\farena_offset\x18\x05 \x01(\x04R\varenaOffset\",\n" +
+	"\x10OpenArenaRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\"\x85\x01\n" +
+	"\x11OpenArenaResponse\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x1f\n" +
+	"\vsocket_path\x18\x02 \x01(\tR\n" +
+	"socketPath\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12%\n" +
+	"\x0eworker_address\x18\x04 \x01(\x04R\rworkerAddress\"\xc6\x01\n" +
 	"\vReadRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12/\n" +
 	"\apointer\x18\x02 \x01(\v2\x15.ffid.v1.PointerValueR\apointer\x12\x16\n" +
@@ -4577,7 +4795,11 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x05write\x18\x04 \x01(\v2\x16.ffid.v1.WriteResponseH\x00R\x05write\x12+\n" +
 	"\x04free\x18\x05 \x01(\v2\x15.ffid.v1.FreeResponseH\x00R\x04freeB\n" +
 	"\n" +
-	"\bresponse*\x8a\x01\n" +
+	"\bresponse*z\n" +
+	"\x13AllocationPlacement\x12$\n" +
+	" ALLOCATION_PLACEMENT_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19ALLOCATION_PLACEMENT_HEAP\x10\x01\x12\x1e\n" +
+	"\x1aALLOCATION_PLACEMENT_ARENA\x10\x02*\x8a\x01\n" +
 	"\x0fResultOwnership\x12 \n" +
 	"\x1cRESULT_OWNERSHIP_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17RESULT_OWNERSHIP_BORROW\x10\x01\x12\x1a\n" +
@@ -4594,8 +4816,7 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x15CallbackFailurePolicy\x12'\n" +
 	"#CALLBACK_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12*\n" +
 	"&CALLBACK_FAILURE_POLICY_RETURN_DEFAULT\x10\x01\x12,\n" +
-	"(CALLBACK_FAILURE_POLICY_TERMINATE_WORKER\x10\x022\xd7\n" +
-	"\n" +
+	"(CALLBACK_FAILURE_POLICY_TERMINATE_WORKER\x10\x022\x9b\v\n" +
 	"\x03Ffi\x12N\n" +
 	"\rCreateSession\x12\x1d.ffid.v1.CreateSessionRequest\x1a\x1e.ffid.v1.CreateSessionResponse\x12E\n" +
 	"\n" +
@@ -4616,7 +4837,8 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x05Adopt\x12\x15.ffid.v1.AdoptRequest\x1a\x16.ffid.v1.AdoptResponse\x12T\n" +
 	"\x0fResolveVariable\x12\x1f.ffid.v1.ResolveVariableRequest\x1a .ffid.v1.ResolveVariableResponse\x12N\n" +
 	"\rGetServerInfo\x12\x1d.ffid.v1.GetServerInfoRequest\x1a\x1e.ffid.v1.GetServerInfoResponse\x126\n" +
-	"\x05Batch\x12\x15.ffid.v1.BatchRequest\x1a\x16.ffid.v1.BatchResponseB>\n" +
+	"\x05Batch\x12\x15.ffid.v1.BatchRequest\x1a\x16.ffid.v1.BatchResponse\x12B\n" +
+	"\tOpenArena\x12\x19.ffid.v1.OpenArenaRequest\x1a\x1a.ffid.v1.OpenArenaResponseB>\n" +
 	"\vdev.ffid.v1P\x01Z-github.com/ffid/ffid/clients/go/ffidpb;ffidpbb\x06proto3"
 
 var (
@@ -4631,205 +4853,211 @@ func file_ffid_v1_ffid_proto_rawDescGZIP() []byte {
 	return file_ffid_v1_ffid_proto_rawDescData
 }
 
-var file_ffid_v1_ffid_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_ffid_v1_ffid_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_ffid_v1_ffid_proto_goTypes = []any{
-	(ResultOwnership)(0),              // 0: ffid.v1.ResultOwnership
-	(SessionState)(0),                 // 1: ffid.v1.SessionState
-	(RestartPolicy)(0),                // 2: ffid.v1.RestartPolicy
-	(CallbackFailurePolicy)(0),        // 3: ffid.v1.CallbackFailurePolicy
-	(*ResourceLimits)(nil),            // 4: ffid.v1.ResourceLimits
-	(*SandboxPolicy)(nil),             // 5: ffid.v1.SandboxPolicy
-	(*SandboxStatus)(nil),             // 6: ffid.v1.SandboxStatus
-	(*Session)(nil),                   // 7: ffid.v1.Session
-	(*CreateSessionRequest)(nil),      // 8: ffid.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 9: ffid.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 10: ffid.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 11: ffid.v1.GetSessionResponse
-	(*DeleteSessionRequest)(nil),      // 12: ffid.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),     // 13: ffid.v1.DeleteSessionResponse
-	(*ConnectRequest)(nil),            // 14: ffid.v1.ConnectRequest
-	(*StreamCall)(nil),                // 15: ffid.v1.StreamCall
-	(*StreamResult)(nil),              // 16: ffid.v1.StreamResult
-	(*CallbackInvocation)(nil),        // 17: ffid.v1.CallbackInvocation
-	(*CallbackResult)(nil),            // 18: ffid.v1.CallbackResult
-	(*CallbackError)(nil),             // 19: ffid.v1.CallbackError
-	(*AttachSession)(nil),             // 20: ffid.v1.AttachSession
-	(*ConnectResponse)(nil),           // 21: ffid.v1.ConnectResponse
-	(*SessionAttached)(nil),           // 22: ffid.v1.SessionAttached
-	(*LoadLibraryRequest)(nil),        // 23: ffid.v1.LoadLibraryRequest
-	(*LoadLibraryResponse)(nil),       // 24: ffid.v1.LoadLibraryResponse
-	(*UnloadLibraryRequest)(nil),      // 25: ffid.v1.UnloadLibraryRequest
-	(*UnloadLibraryResponse)(nil),     // 26: ffid.v1.UnloadLibraryResponse
-	(*ParseDeclarationsRequest)(nil),  // 27: ffid.v1.ParseDeclarationsRequest
-	(*ParseDeclarationsResponse)(nil), // 28: ffid.v1.ParseDeclarationsResponse
-	(*ResolveFunctionRequest)(nil),    // 29: ffid.v1.ResolveFunctionRequest
-	(*ResolveFunctionResponse)(nil),   // 30: ffid.v1.ResolveFunctionResponse
-	(*CallRequest)(nil),               // 31: ffid.v1.CallRequest
-	(*CallResponse)(nil),              // 32: ffid.v1.CallResponse
-	(*AllocateRequest)(nil),           // 33: ffid.v1.AllocateRequest
-	(*AllocateResponse)(nil),          // 34: ffid.v1.AllocateResponse
-	(*ReadRequest)(nil),               // 35: ffid.v1.ReadRequest
-	(*ReadResponse)(nil),              // 36: ffid.v1.ReadResponse
-	(*WriteRequest)(nil),              // 37: ffid.v1.WriteRequest
-	(*WriteResponse)(nil),             // 38: ffid.v1.WriteResponse
-	(*FreeRequest)(nil),               // 39: ffid.v1.FreeRequest
-	(*FreeResponse)(nil),              // 40: ffid.v1.FreeResponse
-	(*RegisterCallbackRequest)(nil),   // 41: ffid.v1.RegisterCallbackRequest
-	(*RegisterCallbackResponse)(nil),  // 42: ffid.v1.RegisterCallbackResponse
-	(*ReleaseCallbackRequest)(nil),    // 43: ffid.v1.ReleaseCallbackRequest
-	(*ReleaseCallbackResponse)(nil),   // 44: ffid.v1.ReleaseCallbackResponse
-	(*AdoptRequest)(nil),              // 45: ffid.v1.AdoptRequest
-	(*AdoptResponse)(nil),             // 46: ffid.v1.AdoptResponse
-	(*ResolveVariableRequest)(nil),    // 47: ffid.v1.ResolveVariableRequest
-	(*ResolveVariableResponse)(nil),   // 48: ffid.v1.ResolveVariableResponse
-	(*GetServerInfoRequest)(nil),      // 49: ffid.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),     // 50: ffid.v1.GetServerInfoResponse
-	(*BatchRequest)(nil),              // 51: ffid.v1.BatchRequest
-	(*BatchStep)(nil),                 // 52: ffid.v1.BatchStep
-	(*BatchReference)(nil),            // 53: ffid.v1.BatchReference
-	(*BatchResponse)(nil),             // 54: ffid.v1.BatchResponse
-	(*BatchStepResult)(nil),           // 55: ffid.v1.BatchStepResult
-	nil,                               // 56: ffid.v1.CallResponse.OutValuesEntry
-	(*durationpb.Duration)(nil),       // 57: google.protobuf.Duration
-	(*CrashReport)(nil),               // 58: ffid.v1.CrashReport
-	(*Value)(nil),                     // 59: ffid.v1.Value
-	(*FunctionDeclaration)(nil),       // 60: ffid.v1.FunctionDeclaration
-	(*TypeDeclaration)(nil),           // 61: ffid.v1.TypeDeclaration
-	(*VariableDeclaration)(nil),       // 62: ffid.v1.VariableDeclaration
-	(*FunctionType)(nil),              // 63: ffid.v1.FunctionType
-	(*TypeDescriptor)(nil),            // 64: ffid.v1.TypeDescriptor
-	(*PointerValue)(nil),              // 65: ffid.v1.PointerValue
+	(AllocationPlacement)(0),          // 0: ffid.v1.AllocationPlacement
+	(ResultOwnership)(0),              // 1: ffid.v1.ResultOwnership
+	(SessionState)(0),                 // 2: ffid.v1.SessionState
+	(RestartPolicy)(0),                // 3: ffid.v1.RestartPolicy
+	(CallbackFailurePolicy)(0),        // 4: ffid.v1.CallbackFailurePolicy
+	(*ResourceLimits)(nil),            // 5: ffid.v1.ResourceLimits
+	(*SandboxPolicy)(nil),             // 6: ffid.v1.SandboxPolicy
+	(*SandboxStatus)(nil),             // 7: ffid.v1.SandboxStatus
+	(*Session)(nil),                   // 8: ffid.v1.Session
+	(*CreateSessionRequest)(nil),      // 9: ffid.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 10: ffid.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 11: ffid.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 12: ffid.v1.GetSessionResponse
+	(*DeleteSessionRequest)(nil),      // 13: ffid.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),     // 14: ffid.v1.DeleteSessionResponse
+	(*ConnectRequest)(nil),            // 15: ffid.v1.ConnectRequest
+	(*StreamCall)(nil),                // 16: ffid.v1.StreamCall
+	(*StreamResult)(nil),              // 17: ffid.v1.StreamResult
+	(*CallbackInvocation)(nil),        // 18: ffid.v1.CallbackInvocation
+	(*CallbackResult)(nil),            // 19: ffid.v1.CallbackResult
+	(*CallbackError)(nil),             // 20: ffid.v1.CallbackError
+	(*AttachSession)(nil),             // 21: ffid.v1.AttachSession
+	(*ConnectResponse)(nil),           // 22: ffid.v1.ConnectResponse
+	(*SessionAttached)(nil),           // 23: ffid.v1.SessionAttached
+	(*LoadLibraryRequest)(nil),        // 24: ffid.v1.LoadLibraryRequest
+	(*LoadLibraryResponse)(nil),       // 25: ffid.v1.LoadLibraryResponse
+	(*UnloadLibraryRequest)(nil),      // 26: ffid.v1.UnloadLibraryRequest
+	(*UnloadLibraryResponse)(nil),     // 27: ffid.v1.UnloadLibraryResponse
+	(*ParseDeclarationsRequest)(nil),  // 28: ffid.v1.ParseDeclarationsRequest
+	(*ParseDeclarationsResponse)(nil), // 29: ffid.v1.ParseDeclarationsResponse
+	(*ResolveFunctionRequest)(nil),    // 30: ffid.v1.ResolveFunctionRequest
+	(*ResolveFunctionResponse)(nil),   // 31: ffid.v1.ResolveFunctionResponse
+	(*CallRequest)(nil),               // 32: ffid.v1.CallRequest
+	(*CallResponse)(nil),              // 33: ffid.v1.CallResponse
+	(*AllocateRequest)(nil),           // 34: ffid.v1.AllocateRequest
+	(*AllocateResponse)(nil),          // 35: ffid.v1.AllocateResponse
+	(*OpenArenaRequest)(nil),          // 36: ffid.v1.OpenArenaRequest
+	(*OpenArenaResponse)(nil),         // 37: ffid.v1.OpenArenaResponse
+	(*ReadRequest)(nil),               // 38: ffid.v1.ReadRequest
+	(*ReadResponse)(nil),              // 39: ffid.v1.ReadResponse
+	(*WriteRequest)(nil),              // 40: ffid.v1.WriteRequest
+	(*WriteResponse)(nil),             // 41: ffid.v1.WriteResponse
+	(*FreeRequest)(nil),               // 42: ffid.v1.FreeRequest
+	(*FreeResponse)(nil),              // 43: ffid.v1.FreeResponse
+	(*RegisterCallbackRequest)(nil),   // 44: ffid.v1.RegisterCallbackRequest
+	(*RegisterCallbackResponse)(nil),  // 45: ffid.v1.RegisterCallbackResponse
+	(*ReleaseCallbackRequest)(nil),    // 46: ffid.v1.ReleaseCallbackRequest
+	(*ReleaseCallbackResponse)(nil),   // 47: ffid.v1.ReleaseCallbackResponse
+	(*AdoptRequest)(nil),              // 48: ffid.v1.AdoptRequest
+	(*AdoptResponse)(nil),             // 49: ffid.v1.AdoptResponse
+	(*ResolveVariableRequest)(nil),    // 50: ffid.v1.ResolveVariableRequest
+	(*ResolveVariableResponse)(nil),   // 51: ffid.v1.ResolveVariableResponse
+	(*GetServerInfoRequest)(nil),      // 52: ffid.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),     // 53: ffid.v1.GetServerInfoResponse
+	(*BatchRequest)(nil),              // 54: ffid.v1.BatchRequest
+	(*BatchStep)(nil),                 // 55: ffid.v1.BatchStep
+	(*BatchReference)(nil),            // 56: ffid.v1.BatchReference
+	(*BatchResponse)(nil),             // 57: ffid.v1.BatchResponse
+	(*BatchStepResult)(nil),           // 58: ffid.v1.BatchStepResult
+	nil,                               // 59: ffid.v1.CallResponse.OutValuesEntry
+	(*durationpb.Duration)(nil),       // 60: google.protobuf.Duration
+	(*CrashReport)(nil),               // 61: ffid.v1.CrashReport
+	(*Value)(nil),                     // 62: ffid.v1.Value
+	(*FunctionDeclaration)(nil),       // 63: ffid.v1.FunctionDeclaration
+	(*TypeDeclaration)(nil),           // 64: ffid.v1.TypeDeclaration
+	(*VariableDeclaration)(nil),       // 65: ffid.v1.VariableDeclaration
+	(*FunctionType)(nil),              // 66: ffid.v1.FunctionType
+	(*TypeDescriptor)(nil),            // 67: ffid.v1.TypeDescriptor
+	(*PointerValue)(nil),              // 68: ffid.v1.PointerValue
 }
 var file_ffid_v1_ffid_proto_depIdxs = []int32{
-	57,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
-	1,   // 1: ffid.v1.Session.state:type_name -> ffid.v1.SessionState
-	58,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
-	57,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
-	4,   // 4: ffid.v1.Session.limits:type_name -> ffid.v1.ResourceLimits
-	5,   // 5: ffid.v1.Session.sandbox:type_name -> ffid.v1.SandboxPolicy
-	2,   // 6: ffid.v1.Session.restart_policy:type_name -> ffid.v1.RestartPolicy
-	6,   // 7: ffid.v1.Session.sandbox_status:type_name -> ffid.v1.SandboxStatus
-	57,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
-	4,   // 9: ffid.v1.CreateSessionRequest.limits:type_name -> ffid.v1.ResourceLimits
-	5,   // 10: ffid.v1.CreateSessionRequest.sandbox:type_name -> ffid.v1.SandboxPolicy
-	2,   // 11: ffid.v1.CreateSessionRequest.restart_policy:type_name -> ffid.v1.RestartPolicy
-	7,   // 12: ffid.v1.CreateSessionResponse.session:type_name -> ffid.v1.Session
-	7,   // 13: ffid.v1.GetSessionResponse.session:type_name -> ffid.v1.Session
-	20,  // 14: ffid.v1.ConnectRequest.attach:type_name -> ffid.v1.AttachSession
-	15,  // 15: ffid.v1.ConnectRequest.call:type_name -> ffid.v1.StreamCall
-	18,  // 16: ffid.v1.ConnectRequest.callback_result:type_name -> ffid.v1.CallbackResult
-	31,  // 17: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
-	35,  // 18: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
-	37,  // 19: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
-	33,  // 20: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
-	39,  // 21: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
-	41,  // 22: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
-	43,  // 23: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
-	51,  // 24: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
-	32,  // 25: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
-	36,  // 26: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
-	38,  // 27: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
-	34,  // 28: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
-	40,  // 29: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
-	42,  // 30: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
-	44,  // 31: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
-	54,  // 32: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
-	59,  // 33: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
-	59,  // 34: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
-	19,  // 35: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
-	22,  // 36: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
-	16,  // 37: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
-	17,  // 38: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
-	7,   // 39: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
-	60,  // 40: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
-	61,  // 41: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
-	62,  // 42: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
-	63,  // 43: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
-	63,  // 44: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
-	59,  // 45: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
-	64,  // 46: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
-	0,   // 47: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
-	59,  // 48: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
-	56,  // 49: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
-	65,  // 50: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
-	64,  // 51: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 52: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
-	65,  // 53: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
-	64,  // 54: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 55: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
-	65,  // 56: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
-	64,  // 57: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 58: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
-	63,  // 59: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
-	59,  // 60: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
-	3,   // 61: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
-	57,  // 62: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
-	63,  // 63: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
-	65,  // 64: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
-	64,  // 65: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
-	64,  // 66: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
-	6,   // 67: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
-	4,   // 68: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
-	4,   // 69: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
-	52,  // 70: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
-	31,  // 71: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
-	33,  // 72: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
-	35,  // 73: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
-	37,  // 74: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
-	39,  // 75: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
-	53,  // 76: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
-	64,  // 77: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
-	55,  // 78: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
-	32,  // 79: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
-	34,  // 80: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
-	36,  // 81: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
-	38,  // 82: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
-	40,  // 83: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
-	59,  // 84: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
-	8,   // 85: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
-	10,  // 86: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
-	12,  // 87: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
-	14,  // 88: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
-	23,  // 89: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
-	25,  // 90: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
-	27,  // 91: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
-	29,  // 92: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
-	31,  // 93: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
-	33,  // 94: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
-	35,  // 95: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
-	37,  // 96: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
-	39,  // 97: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
-	41,  // 98: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
-	43,  // 99: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
-	45,  // 100: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
-	47,  // 101: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
-	49,  // 102: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
-	51,  // 103: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
-	9,   // 104: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
-	11,  // 105: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
-	13,  // 106: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
-	21,  // 107: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
-	24,  // 108: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
-	26,  // 109: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
-	28,  // 110: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
-	30,  // 111: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
-	32,  // 112: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
-	34,  // 113: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
-	36,  // 114: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
-	38,  // 115: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
-	40,  // 116: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
-	42,  // 117: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
-	44,  // 118: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
-	46,  // 119: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
-	48,  // 120: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
-	50,  // 121: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
-	54,  // 122: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
-	104, // [104:123] is the sub-list for method output_type
-	85,  // [85:104] is the sub-list for method input_type
-	85,  // [85:85] is the sub-list for extension type_name
-	85,  // [85:85] is the sub-list for extension extendee
-	0,   // [0:85] is the sub-list for field type_name
+	60,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
+	2,   // 1: ffid.v1.Session.state:type_name -> ffid.v1.SessionState
+	61,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
+	60,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
+	5,   // 4: ffid.v1.Session.limits:type_name -> ffid.v1.ResourceLimits
+	6,   // 5: ffid.v1.Session.sandbox:type_name -> ffid.v1.SandboxPolicy
+	3,   // 6: ffid.v1.Session.restart_policy:type_name -> ffid.v1.RestartPolicy
+	7,   // 7: ffid.v1.Session.sandbox_status:type_name -> ffid.v1.SandboxStatus
+	60,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	5,   // 9: ffid.v1.CreateSessionRequest.limits:type_name -> ffid.v1.ResourceLimits
+	6,   // 10: ffid.v1.CreateSessionRequest.sandbox:type_name -> ffid.v1.SandboxPolicy
+	3,   // 11: ffid.v1.CreateSessionRequest.restart_policy:type_name -> ffid.v1.RestartPolicy
+	8,   // 12: ffid.v1.CreateSessionResponse.session:type_name -> ffid.v1.Session
+	8,   // 13: ffid.v1.GetSessionResponse.session:type_name -> ffid.v1.Session
+	21,  // 14: ffid.v1.ConnectRequest.attach:type_name -> ffid.v1.AttachSession
+	16,  // 15: ffid.v1.ConnectRequest.call:type_name -> ffid.v1.StreamCall
+	19,  // 16: ffid.v1.ConnectRequest.callback_result:type_name -> ffid.v1.CallbackResult
+	32,  // 17: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
+	38,  // 18: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
+	40,  // 19: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
+	34,  // 20: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
+	42,  // 21: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
+	44,  // 22: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
+	46,  // 23: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
+	54,  // 24: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
+	33,  // 25: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
+	39,  // 26: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
+	41,  // 27: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
+	35,  // 28: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
+	43,  // 29: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
+	45,  // 30: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
+	47,  // 31: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
+	57,  // 32: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
+	62,  // 33: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
+	62,  // 34: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
+	20,  // 35: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
+	23,  // 36: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
+	17,  // 37: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
+	18,  // 38: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
+	8,   // 39: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
+	63,  // 40: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
+	64,  // 41: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
+	65,  // 42: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
+	66,  // 43: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
+	66,  // 44: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
+	62,  // 45: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
+	67,  // 46: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
+	1,   // 47: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
+	62,  // 48: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
+	59,  // 49: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
+	68,  // 50: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
+	67,  // 51: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
+	62,  // 52: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
+	0,   // 53: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
+	68,  // 54: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
+	67,  // 55: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
+	62,  // 56: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
+	68,  // 57: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
+	67,  // 58: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
+	62,  // 59: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
+	66,  // 60: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
+	62,  // 61: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
+	4,   // 62: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
+	60,  // 63: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
+	66,  // 64: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
+	68,  // 65: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
+	67,  // 66: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
+	67,  // 67: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
+	7,   // 68: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
+	5,   // 69: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
+	5,   // 70: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
+	55,  // 71: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
+	32,  // 72: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
+	34,  // 73: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
+	38,  // 74: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
+	40,  // 75: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
+	42,  // 76: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
+	56,  // 77: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
+	67,  // 78: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
+	58,  // 79: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
+	33,  // 80: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
+	35,  // 81: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
+	39,  // 82: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
+	41,  // 83: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
+	43,  // 84: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
+	62,  // 85: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
+	9,   // 86: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
+	11,  // 87: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
+	13,  // 88: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
+	15,  // 89: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
+	24,  // 90: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
+	26,  // 91: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
+	28,  // 92: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
+	30,  // 93: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
+	32,  // 94: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
+	34,  // 95: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
+	38,  // 96: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
+	40,  // 97: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
+	42,  // 98: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
+	44,  // 99: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
+	46,  // 100: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
+	48,  // 101: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
+	50,  // 102: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
+	52,  // 103: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
+	54,  // 104: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
+	36,  // 105: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
+	10,  // 106: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
+	12,  // 107: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
+	14,  // 108: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
+	22,  // 109: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
+	25,  // 110: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
+	27,  // 111: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
+	29,  // 112: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
+	31,  // 113: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
+	33,  // 114: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
+	35,  // 115: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
+	39,  // 116: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
+	41,  // 117: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
+	43,  // 118: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
+	45,  // 119: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
+	47,  // 120: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
+	49,  // 121: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
+	51,  // 122: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
+	53,  // 123: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
+	57,  // 124: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
+	37,  // 125: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
+	106, // [106:126] is the sub-list for method output_type
+	86,  // [86:106] is the sub-list for method input_type
+	86,  // [86:86] is the sub-list for extension type_name
+	86,  // [86:86] is the sub-list for extension extendee
+	0,   // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_ffid_proto_init() }
@@ -4873,22 +5101,22 @@ func file_ffid_v1_ffid_proto_init() {
 		(*ResolveFunctionRequest_Type)(nil),
 		(*ResolveFunctionRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[37].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[39].OneofWrappers = []any{
 		(*RegisterCallbackRequest_Type)(nil),
 		(*RegisterCallbackRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[43].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[45].OneofWrappers = []any{
 		(*ResolveVariableRequest_Type)(nil),
 		(*ResolveVariableRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[48].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[50].OneofWrappers = []any{
 		(*BatchStep_Call)(nil),
 		(*BatchStep_Allocate)(nil),
 		(*BatchStep_Read)(nil),
 		(*BatchStep_Write)(nil),
 		(*BatchStep_Free)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[51].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[53].OneofWrappers = []any{
 		(*BatchStepResult_Call)(nil),
 		(*BatchStepResult_Allocate)(nil),
 		(*BatchStepResult_Read)(nil),
@@ -4900,8 +5128,8 @@ func file_ffid_v1_ffid_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_ffid_proto_rawDesc), len(file_ffid_v1_ffid_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   53,
+			NumEnums:      5,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

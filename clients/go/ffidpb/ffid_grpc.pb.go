@@ -41,6 +41,7 @@ const (
 	Ffi_ResolveVariable_FullMethodName   = "/ffid.v1.Ffi/ResolveVariable"
 	Ffi_GetServerInfo_FullMethodName     = "/ffid.v1.Ffi/GetServerInfo"
 	Ffi_Batch_FullMethodName             = "/ffid.v1.Ffi/Batch"
+	Ffi_OpenArena_FullMethodName         = "/ffid.v1.Ffi/OpenArena"
 )
 
 // FfiClient is the client API for Ffi service.
@@ -108,6 +109,13 @@ type FfiClient interface {
 	// (memory they allocated stays allocated until freed or the session
 	// ends); the steps after it do not run.
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
+	// Creates the session's shared-memory arena if it has none yet and says
+	// how a client on the same host maps it: a one-time token to present on
+	// the daemon's arena socket, which answers with the arena's file
+	// descriptor (SCM_RIGHTS). Memory allocated with ALLOCATION_PLACEMENT_ARENA
+	// lives in the arena; the client then reads and writes it directly at
+	// `AllocateResponse.arena_offset`, and native code sees the same bytes.
+	OpenArena(ctx context.Context, in *OpenArenaRequest, opts ...grpc.CallOption) (*OpenArenaResponse, error)
 }
 
 type ffiClient struct {
@@ -311,6 +319,16 @@ func (c *ffiClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *ffiClient) OpenArena(ctx context.Context, in *OpenArenaRequest, opts ...grpc.CallOption) (*OpenArenaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenArenaResponse)
+	err := c.cc.Invoke(ctx, Ffi_OpenArena_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FfiServer is the server API for Ffi service.
 // All implementations must embed UnimplementedFfiServer
 // for forward compatibility.
@@ -376,6 +394,13 @@ type FfiServer interface {
 	// (memory they allocated stays allocated until freed or the session
 	// ends); the steps after it do not run.
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
+	// Creates the session's shared-memory arena if it has none yet and says
+	// how a client on the same host maps it: a one-time token to present on
+	// the daemon's arena socket, which answers with the arena's file
+	// descriptor (SCM_RIGHTS). Memory allocated with ALLOCATION_PLACEMENT_ARENA
+	// lives in the arena; the client then reads and writes it directly at
+	// `AllocateResponse.arena_offset`, and native code sees the same bytes.
+	OpenArena(context.Context, *OpenArenaRequest) (*OpenArenaResponse, error)
 	mustEmbedUnimplementedFfiServer()
 }
 
@@ -442,6 +467,9 @@ func (UnimplementedFfiServer) GetServerInfo(context.Context, *GetServerInfoReque
 }
 func (UnimplementedFfiServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
+func (UnimplementedFfiServer) OpenArena(context.Context, *OpenArenaRequest) (*OpenArenaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenArena not implemented")
 }
 func (UnimplementedFfiServer) mustEmbedUnimplementedFfiServer() {}
 func (UnimplementedFfiServer) testEmbeddedByValue()             {}
@@ -795,6 +823,24 @@ func _Ffi_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Ffi_OpenArena_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenArenaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FfiServer).OpenArena(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Ffi_OpenArena_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FfiServer).OpenArena(ctx, req.(*OpenArenaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Ffi_ServiceDesc is the grpc.ServiceDesc for Ffi service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -873,6 +919,10 @@ var Ffi_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Batch",
 			Handler:    _Ffi_Batch_Handler,
+		},
+		{
+			MethodName: "OpenArena",
+			Handler:    _Ffi_OpenArena_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -411,6 +411,18 @@ absl::StatusOr<StreamRequest> PrepareStreamCall(Session& session,
       forward.mutable_release_callback()->clear_session();
       break;
     case v1::StreamCall::kBatch:
+      for (const v1::BatchStep& step : call.batch().steps()) {
+        if (step.has_free()) {
+          if (std::shared_ptr<SessionArena> arena = session.arena()) {
+            arena->Forget(step.free().memory());
+          }
+        } else if (step.has_allocate() && step.allocate().placement() ==
+                                              v1::ALLOCATION_PLACEMENT_ARENA) {
+          RETURN_IF_ERROR(
+              AttachedArena(session, arena_bytes, absl::InfiniteFuture())
+                  .status());
+        }
+      }
       prepared.description = absl::StrCat(
           "running a batch of ", call.batch().steps_size(), " steps");
       *forward.mutable_batch() = call.batch();

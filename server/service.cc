@@ -637,6 +637,9 @@ void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
     return;
   }
   const uint64_t tag = call.tag();
+  // A RESTART session's dead worker is replaced before the call is sent,
+  // as for a unary call.
+  session->ReviveIfDead();
   session->TranslateHandles(prepared->request);
   const absl::Time started = absl::Now();
   session->worker().ExecuteAsync(

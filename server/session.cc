@@ -220,6 +220,37 @@ absl::StatusOr<worker::WorkerResponse> Session::Execute(
   return result;
 }
 
+void Session::ReviveIfDead() {
+  if (policy_.restart != v1::RESTART_POLICY_RESTART) return;
+  WorkerProcess* worker;
+  uint64_t generation;
+  {
+    absl::MutexLock lock(&mu_);
+    worker = worker_.get();
+    generation = generation_;
+  }
+  if (worker->doomed()) {
+    Restart(generation, absl::UnavailableError("the worker had died"));
+  }
+}
+
+void Session::WatchWorker(WorkerProcess& worker, uint64_t generation) {
+  if (policy_.restart != v1::RESTART_POLICY_RESTART || spawner_ == nullptr) {
+    return;
+  }
+  std::weak_ptr<Session> weak = weak_from_this();
+  worker.SetDeathHandler([weak, generation] {
+    // Not on the dying worker's reader thread: a restart waits for the new
+    // worker's answers.
+    std::thread([weak, generation] {
+      if (std::shared_ptr<Session> session = weak.lock()) {
+        session->Restart(generation,
+                         absl::UnavailableError("the worker died"));
+      }
+    }).detach();
+  });
+}
+
 std::string Session::Restart(uint64_t generation, const absl::Status& death) {
   absl::MutexLock restart_lock(&restart_mu_);
   absl::Duration backoff = absl::ZeroDuration();
@@ -230,7 +261,7 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
                           restarts_, " restart(s) so far)");
     }
     if (!gave_up_.empty()) return absl::StrCat("; ", gave_up_);
-    if (spawner_ == nullptr) return "";
+    if (spawner_ == nullptr || ended_) return "";
     // A worker that dies soon after starting is a crash loop in the
     // making: back off, then give up.
     if (absl::Now() - worker_started_ < kQuickDeath) {
@@ -296,25 +327,50 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
     if (!answer.ok()) return fail(std::string(answer.status().message()));
     aliases[function.handle] = answer->resolve_function().function();
   }
-  absl::MutexLock lock(&mu_);
-  retired_tags_.push_back(worker_->session_tag());
-  retired_.push_back(std::move(worker_));
-  worker_ = std::move(*fresh);
-  aliases_ = std::move(aliases);
-  ++generation_;
-  ++restarts_;
-  worker_started_ = absl::Now();
-  Metrics::Get().WorkerRestarted();
-  Log(LogLevel::kInfo, "worker restarted",
-      {{"session", id_.substr(0, 8)},
-       {"pid", absl::StrCat(worker_->pid())},
-       {"restart", absl::StrCat(restarts_)}});
-  return absl::StrCat(
-      "; the session's worker was restarted (restart policy RESTART, restart ",
-      restarts_, ", new worker ", worker_->pid(),
-      "): its libraries were loaded and its functions resolved again, so "
-      "library and function handles stay valid; memory and callback handles "
-      "of the old worker are gone");
+  std::string note;
+  std::optional<v1::CrashReport> previous;
+  std::vector<std::shared_ptr<StreamSink>> sinks;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) {
+      // Deleted meanwhile: the new worker goes with it.
+      mu_.Unlock();
+      (*fresh)->Shutdown();
+      mu_.Lock();
+      return "";
+    }
+    previous = worker_->crash_report();
+    retired_tags_.push_back(worker_->session_tag());
+    retired_.push_back(std::move(worker_));
+    worker_ = std::move(*fresh);
+    aliases_ = std::move(aliases);
+    ++generation_;
+    ++restarts_;
+    worker_started_ = absl::Now();
+    Metrics::Get().WorkerRestarted();
+    Log(LogLevel::kInfo, "worker restarted",
+        {{"session", id_.substr(0, 8)},
+         {"pid", absl::StrCat(worker_->pid())},
+         {"restart", absl::StrCat(restarts_)}});
+    note = absl::StrCat(
+        "; the session's worker was restarted (restart policy RESTART, "
+        "restart ",
+        restarts_, ", new worker ", worker_->pid(),
+        "): its libraries were loaded and its functions resolved again, so "
+        "library and function handles stay valid; memory and callback "
+        "handles of the old worker are gone");
+    WatchWorker(*worker_, generation_);
+    for (const auto& [id, sink] : streams_) sinks.push_back(sink);
+  }
+  if (!sinks.empty()) {
+    v1::ConnectResponse event;
+    v1::WorkerRestarted* restarted = event.mutable_restarted();
+    *restarted->mutable_session() = ToProto();
+    if (previous.has_value()) *restarted->mutable_previous_crash() = *previous;
+    restarted->set_message(note.substr(2));
+    for (const std::shared_ptr<StreamSink>& sink : sinks) sink->Push(event);
+  }
+  return note;
 }
 
 uint64_t Session::AddStream(std::shared_ptr<StreamSink> sink) {
@@ -532,6 +588,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
       return WorkerProcess::Start(path, NewSessionId().substr(0, 8),
                                   worker_policy);
     });
+    session->WatchWorker(session->worker(), 0);
   }
   absl::MutexLock lock(&mu_);
   if (shutting_down_) {

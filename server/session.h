@@ -45,7 +45,7 @@ class StreamSink {
   virtual void Push(v1::ConnectResponse message) = 0;
 };
 
-class Session {
+class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(std::string id, std::unique_ptr<WorkerProcess> worker,
           absl::Duration idle_timeout, SessionPolicy policy = {});
@@ -79,6 +79,11 @@ class Session {
   // Rewrites library and function handles from before a restart to the
   // current worker's (for requests that bypass Execute()).
   void TranslateHandles(worker::WorkerRequest& request) const;
+
+  // For requests that bypass Execute() (calls pipelined on a Connect
+  // stream): a RESTART session whose worker has died replaces it first.
+  // Blocks for the restart.
+  void ReviveIfDead();
 
   // How many times the worker was restarted.
   int restarts() const;
@@ -165,8 +170,14 @@ class Session {
     worker::WorkerRequest resolve;
   };
 
+  // With the RESTART policy: when `worker` (of generation `generation`)
+  // dies, however it dies, a new one is started at once on a thread of its
+  // own, without waiting for the next request. Needs the session to be
+  // owned by a shared_ptr.
+  void WatchWorker(WorkerProcess& worker, uint64_t generation);
   // Replaces a dead worker of generation `generation` (no-op if that was
-  // done already). Returns what to tell the client.
+  // done already). Tells every attached Connect stream (WorkerRestarted).
+  // Returns what to tell the client.
   std::string Restart(uint64_t generation, const absl::Status& death)
       ABSL_LOCKS_EXCLUDED(mu_, restart_mu_);
   // The current worker, for const methods.

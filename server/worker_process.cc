@@ -269,6 +269,11 @@ void WorkerProcess::SetInvocationHandler(InvocationHandler handler) {
   invocation_handler_ = std::move(handler);
 }
 
+void WorkerProcess::SetDeathHandler(std::function<void()> on_death) {
+  absl::MutexLock lock(&mu_);
+  death_handler_ = std::move(on_death);
+}
+
 void WorkerProcess::CompleteLocked(
     Pending* pending, absl::StatusOr<worker::WorkerResponse> result,
     Deferred& deferred) {
@@ -512,8 +517,11 @@ void WorkerProcess::OnChannelClosed(const absl::Status& why) {
                    "; delete the session and create a new one"));
   SetCrashReport(dead_status_, report);
   changed_.SignalAll();
+  std::function<void()> on_death = std::move(death_handler_);
+  death_handler_ = nullptr;
   mu_.Unlock();
   RunDeferred(deferred);
+  if (on_death) on_death();
   mu_.Lock();
 }
 

@@ -120,6 +120,12 @@ class WorkerProcess {
   // callbacks. Without one, every invocation is answered with an error.
   void SetInvocationHandler(InvocationHandler handler);
 
+  // Installs `on_death`, called once when the worker dies on its own or is
+  // killed for a deadline, a cancelled call or a broken channel (never for
+  // Shutdown()), after every request in flight has been failed. Runs on
+  // the reader thread: it must not block or call Execute().
+  void SetDeathHandler(std::function<void()> on_death);
+
   // Why a worker is being stopped, for the errors of requests in flight.
   enum class StopCause {
     // CANCELLED + SESSION_NOT_FOUND "the session was deleted while ...".
@@ -212,6 +218,7 @@ class WorkerProcess {
   absl::Status dead_status_ ABSL_GUARDED_BY(mu_);
 
   InvocationHandler invocation_handler_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> death_handler_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex shutdown_mu_;
   bool joined_ ABSL_GUARDED_BY(shutdown_mu_) = false;

@@ -9,10 +9,12 @@
 
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/rpc/status.pb.h"
 #include "absl/strings/str_join.h"
 #include "clients/cpp/ffid/client.h"
 #include "clients/cpp/ffid/values.h"
@@ -455,6 +457,120 @@ TEST_F(RestartTest, WorkerKilledFromOutsideIsReplacedOnTheNextRequest) {
   EXPECT_THAT(sum->result(), IsInteger(4));
   absl::StatusOr<v1::Session> state = victim.session->Get();
   ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->restarts(), 1);
+}
+
+// A raw Connect stream attached to a victim's session, to see what the
+// server sends on it.
+class AttachedStream {
+ public:
+  AttachedStream(v1::Ffi::Stub& stub, const std::string& session)
+      : stream_(stub.Connect(&context_)) {
+    v1::ConnectRequest attach;
+    attach.mutable_attach()->set_session(session);
+    EXPECT_TRUE(stream_->Write(attach));
+    v1::ConnectResponse attached;
+    EXPECT_TRUE(stream_->Read(&attached));
+    EXPECT_TRUE(attached.has_attached());
+  }
+  ~AttachedStream() {
+    stream_->WritesDone();
+    context_.TryCancel();
+    (void)stream_->Finish();
+  }
+
+  bool Call(uint64_t tag, const std::string& function,
+            std::vector<v1::Value> arguments = {}) {
+    v1::ConnectRequest request;
+    request.mutable_call()->set_tag(tag);
+    request.mutable_call()->mutable_call()->set_function(function);
+    for (v1::Value& argument : arguments) {
+      *request.mutable_call()->mutable_call()->add_arguments() =
+          std::move(argument);
+    }
+    return stream_->Write(request);
+  }
+
+  // Reads until a message of `kind` arrives (others are kept).
+  std::optional<v1::ConnectResponse> ReadUntil(
+      v1::ConnectResponse::KindCase kind) {
+    v1::ConnectResponse message;
+    while (stream_->Read(&message)) {
+      seen_.push_back(message);
+      if (message.kind_case() == kind) return message;
+    }
+    return std::nullopt;
+  }
+  const std::vector<v1::ConnectResponse>& seen() const { return seen_; }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ConnectRequest,
+                                           v1::ConnectResponse>>
+      stream_;
+  std::vector<v1::ConnectResponse> seen_;
+};
+
+TEST_F(RestartTest, APipelinedCrashRestartsTheWorkerAndTheStreamIsTold) {
+  Victim victim = NewVictim(Restarting());
+  absl::StatusOr<client::Function> crash = victim.session->ResolveFunction(
+      victim.fixture, "void ff_null_deref(void)");
+  absl::StatusOr<client::Function> add = victim.session->ResolveFunction(
+      victim.fixture, "int fx_add(int a, int b)");
+  ASSERT_TRUE(crash.ok() && add.ok());
+  const pid_t first_pid = victim.session->worker_pid();
+  AttachedStream stream(client_->stub(), victim.session->id());
+
+  ASSERT_TRUE(stream.Call(1, crash->handle));
+  std::optional<v1::ConnectResponse> restarted =
+      stream.ReadUntil(v1::ConnectResponse::kRestarted);
+  ASSERT_TRUE(restarted.has_value());
+  EXPECT_EQ(restarted->restarted().session().restarts(), 1);
+  EXPECT_NE(restarted->restarted().session().worker_pid(), first_pid);
+  EXPECT_EQ(restarted->restarted().previous_crash().signal(), SIGSEGV);
+  EXPECT_EQ(restarted->restarted().previous_crash().function(), "ff_null_deref");
+  EXPECT_THAT(restarted->restarted().message(), HasSubstr("was restarted"));
+  // The crashed call itself was answered with the crash.
+  bool answered = false;
+  for (const v1::ConnectResponse& message : stream.seen()) {
+    if (message.has_result() && message.result().tag() == 1) {
+      answered = true;
+      google::rpc::Status status;
+      ASSERT_TRUE(status.ParseFromString(message.result().error_status()));
+      EXPECT_THAT(status.message(), HasSubstr("SIGSEGV"));
+    }
+  }
+  if (!answered) {
+    std::optional<v1::ConnectResponse> result =
+        stream.ReadUntil(v1::ConnectResponse::kResult);
+    ASSERT_TRUE(result.has_value());
+    EXPECT_EQ(result->result().tag(), 1u);
+    EXPECT_FALSE(result->result().error_status().empty());
+  }
+  // The next pipelined call runs in the new worker, under the old handle.
+  ASSERT_TRUE(stream.Call(2, add->handle, {MakeInt(40), MakeInt(2)}));
+  std::optional<v1::ConnectResponse> sum =
+      stream.ReadUntil(v1::ConnectResponse::kResult);
+  ASSERT_TRUE(sum.has_value());
+  EXPECT_EQ(sum->result().tag(), 2u);
+  EXPECT_TRUE(sum->result().error_status().empty());
+  EXPECT_THAT(sum->result().call().result(), IsInteger(42));
+}
+
+TEST_F(RestartTest, AWorkerKilledFromOutsideIsRestartedAtOnceAndStreamsAreTold) {
+  Victim victim = NewVictim(Restarting());
+  const pid_t first_pid = victim.session->worker_pid();
+  AttachedStream stream(client_->stub(), victim.session->id());
+  ASSERT_EQ(kill(first_pid, SIGKILL), 0);
+  // No request needed: the death alone restarts the worker.
+  std::optional<v1::ConnectResponse> restarted =
+      stream.ReadUntil(v1::ConnectResponse::kRestarted);
+  ASSERT_TRUE(restarted.has_value());
+  EXPECT_EQ(restarted->restarted().session().restarts(), 1);
+  EXPECT_EQ(restarted->restarted().previous_crash().signal(), SIGKILL);
+  absl::StatusOr<v1::Session> state = victim.session->Get();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->state(), v1::SESSION_STATE_ACTIVE);
   EXPECT_EQ(state->restarts(), 1);
 }
 

@@ -1774,6 +1774,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Attached
 	//	*ConnectResponse_Result
 	//	*ConnectResponse_Invocation
+	//	*ConnectResponse_Restarted
 	Kind          isConnectResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1843,6 +1844,15 @@ func (x *ConnectResponse) GetInvocation() *CallbackInvocation {
 	return nil
 }
 
+func (x *ConnectResponse) GetRestarted() *WorkerRestarted {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectResponse_Restarted); ok {
+			return x.Restarted
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Kind interface {
 	isConnectResponse_Kind()
 }
@@ -1862,11 +1872,86 @@ type ConnectResponse_Invocation struct {
 	Invocation *CallbackInvocation `protobuf:"bytes,3,opt,name=invocation,proto3,oneof"`
 }
 
+type ConnectResponse_Restarted struct {
+	// The session's worker died and was replaced (restart policy RESTART),
+	// whether the death came from a call on this stream, a unary call or
+	// outside. Sent to every Connect stream attached to the session.
+	Restarted *WorkerRestarted `protobuf:"bytes,4,opt,name=restarted,proto3,oneof"`
+}
+
 func (*ConnectResponse_Attached) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Result) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Invocation) isConnectResponse_Kind() {}
+
+func (*ConnectResponse_Restarted) isConnectResponse_Kind() {}
+
+// The session's worker was restarted: libraries and functions are loaded
+// and resolved again under the same handles; memory and callback handles of
+// the old worker are gone.
+type WorkerRestarted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session as it is now (the new worker's pid, the restart count).
+	Session *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// How the previous worker ended, when it crashed or hit a limit.
+	PreviousCrash *CrashReport `protobuf:"bytes,2,opt,name=previous_crash,json=previousCrash,proto3" json:"previous_crash,omitempty"`
+	// What happened, for people ("worker 123 ... was restarted as 456").
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerRestarted) Reset() {
+	*x = WorkerRestarted{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerRestarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerRestarted) ProtoMessage() {}
+
+func (x *WorkerRestarted) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerRestarted.ProtoReflect.Descriptor instead.
+func (*WorkerRestarted) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WorkerRestarted) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *WorkerRestarted) GetPreviousCrash() *CrashReport {
+	if x != nil {
+		return x.PreviousCrash
+	}
+	return nil
+}
+
+func (x *WorkerRestarted) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
 
 // Confirms that a Connect stream is attached to a session.
 type SessionAttached struct {
@@ -1879,7 +1964,7 @@ type SessionAttached struct {
 
 func (x *SessionAttached) Reset() {
 	*x = SessionAttached{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +1976,7 @@ func (x *SessionAttached) String() string {
 func (*SessionAttached) ProtoMessage() {}
 
 func (x *SessionAttached) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +1989,7 @@ func (x *SessionAttached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAttached.ProtoReflect.Descriptor instead.
 func (*SessionAttached) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{18}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionAttached) GetSession() *Session {
@@ -1929,7 +2014,7 @@ type LoadLibraryRequest struct {
 
 func (x *LoadLibraryRequest) Reset() {
 	*x = LoadLibraryRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1941,7 +2026,7 @@ func (x *LoadLibraryRequest) String() string {
 func (*LoadLibraryRequest) ProtoMessage() {}
 
 func (x *LoadLibraryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1954,7 +2039,7 @@ func (x *LoadLibraryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadLibraryRequest.ProtoReflect.Descriptor instead.
 func (*LoadLibraryRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{19}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LoadLibraryRequest) GetSession() string {
@@ -1984,7 +2069,7 @@ type LoadLibraryResponse struct {
 
 func (x *LoadLibraryResponse) Reset() {
 	*x = LoadLibraryResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2081,7 @@ func (x *LoadLibraryResponse) String() string {
 func (*LoadLibraryResponse) ProtoMessage() {}
 
 func (x *LoadLibraryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2094,7 @@ func (x *LoadLibraryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadLibraryResponse.ProtoReflect.Descriptor instead.
 func (*LoadLibraryResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{20}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LoadLibraryResponse) GetLibrary() string {
@@ -2039,7 +2124,7 @@ type UnloadLibraryRequest struct {
 
 func (x *UnloadLibraryRequest) Reset() {
 	*x = UnloadLibraryRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2136,7 @@ func (x *UnloadLibraryRequest) String() string {
 func (*UnloadLibraryRequest) ProtoMessage() {}
 
 func (x *UnloadLibraryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2149,7 @@ func (x *UnloadLibraryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadLibraryRequest.ProtoReflect.Descriptor instead.
 func (*UnloadLibraryRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{21}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UnloadLibraryRequest) GetSession() string {
@@ -2090,7 +2175,7 @@ type UnloadLibraryResponse struct {
 
 func (x *UnloadLibraryResponse) Reset() {
 	*x = UnloadLibraryResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2187,7 @@ func (x *UnloadLibraryResponse) String() string {
 func (*UnloadLibraryResponse) ProtoMessage() {}
 
 func (x *UnloadLibraryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2200,7 @@ func (x *UnloadLibraryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadLibraryResponse.ProtoReflect.Descriptor instead.
 func (*UnloadLibraryResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{22}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{23}
 }
 
 // Request for ParseDeclarations.
@@ -2135,7 +2220,7 @@ type ParseDeclarationsRequest struct {
 
 func (x *ParseDeclarationsRequest) Reset() {
 	*x = ParseDeclarationsRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2147,7 +2232,7 @@ func (x *ParseDeclarationsRequest) String() string {
 func (*ParseDeclarationsRequest) ProtoMessage() {}
 
 func (x *ParseDeclarationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2160,7 +2245,7 @@ func (x *ParseDeclarationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParseDeclarationsRequest.ProtoReflect.Descriptor instead.
 func (*ParseDeclarationsRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{23}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ParseDeclarationsRequest) GetSession() string {
@@ -2193,7 +2278,7 @@ type ParseDeclarationsResponse struct {
 
 func (x *ParseDeclarationsResponse) Reset() {
 	*x = ParseDeclarationsResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2290,7 @@ func (x *ParseDeclarationsResponse) String() string {
 func (*ParseDeclarationsResponse) ProtoMessage() {}
 
 func (x *ParseDeclarationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2303,7 @@ func (x *ParseDeclarationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParseDeclarationsResponse.ProtoReflect.Descriptor instead.
 func (*ParseDeclarationsResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{24}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ParseDeclarationsResponse) GetFunctions() []*FunctionDeclaration {
@@ -2264,7 +2349,7 @@ type ResolveFunctionRequest struct {
 
 func (x *ResolveFunctionRequest) Reset() {
 	*x = ResolveFunctionRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2361,7 @@ func (x *ResolveFunctionRequest) String() string {
 func (*ResolveFunctionRequest) ProtoMessage() {}
 
 func (x *ResolveFunctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2374,7 @@ func (x *ResolveFunctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveFunctionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveFunctionRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{25}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResolveFunctionRequest) GetSession() string {
@@ -2374,7 +2459,7 @@ type ResolveFunctionResponse struct {
 
 func (x *ResolveFunctionResponse) Reset() {
 	*x = ResolveFunctionResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2386,7 +2471,7 @@ func (x *ResolveFunctionResponse) String() string {
 func (*ResolveFunctionResponse) ProtoMessage() {}
 
 func (x *ResolveFunctionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2399,7 +2484,7 @@ func (x *ResolveFunctionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveFunctionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveFunctionResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{26}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResolveFunctionResponse) GetFunction() string {
@@ -2460,7 +2545,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2472,7 +2557,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2485,7 +2570,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{27}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CallRequest) GetSession() string {
@@ -2557,7 +2642,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2569,7 +2654,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2582,7 +2667,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{28}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CallResponse) GetResult() *Value {
@@ -2640,7 +2725,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2652,7 +2737,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2665,7 +2750,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{29}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AllocateRequest) GetSession() string {
@@ -2737,7 +2822,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2749,7 +2834,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2762,7 +2847,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{30}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AllocateResponse) GetMemory() string {
@@ -2811,7 +2896,7 @@ type OpenArenaRequest struct {
 
 func (x *OpenArenaRequest) Reset() {
 	*x = OpenArenaRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2908,7 @@ func (x *OpenArenaRequest) String() string {
 func (*OpenArenaRequest) ProtoMessage() {}
 
 func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2921,7 @@ func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenArenaRequest.ProtoReflect.Descriptor instead.
 func (*OpenArenaRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{31}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OpenArenaRequest) GetSession() string {
@@ -2869,7 +2954,7 @@ type OpenArenaResponse struct {
 
 func (x *OpenArenaResponse) Reset() {
 	*x = OpenArenaResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2881,7 +2966,7 @@ func (x *OpenArenaResponse) String() string {
 func (*OpenArenaResponse) ProtoMessage() {}
 
 func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2894,7 +2979,7 @@ func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenArenaResponse.ProtoReflect.Descriptor instead.
 func (*OpenArenaResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *OpenArenaResponse) GetSize() uint64 {
@@ -2948,7 +3033,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2960,7 +3045,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2973,7 +3058,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadRequest) GetSession() string {
@@ -3024,7 +3109,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3036,7 +3121,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3049,7 +3134,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -3090,7 +3175,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3102,7 +3187,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3115,7 +3200,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WriteRequest) GetSession() string {
@@ -3169,7 +3254,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3181,7 +3266,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3194,7 +3279,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
 }
 
 // Request for Free.
@@ -3210,7 +3295,7 @@ type FreeRequest struct {
 
 func (x *FreeRequest) Reset() {
 	*x = FreeRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3222,7 +3307,7 @@ func (x *FreeRequest) String() string {
 func (*FreeRequest) ProtoMessage() {}
 
 func (x *FreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3235,7 +3320,7 @@ func (x *FreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeRequest.ProtoReflect.Descriptor instead.
 func (*FreeRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *FreeRequest) GetSession() string {
@@ -3261,7 +3346,7 @@ type FreeResponse struct {
 
 func (x *FreeResponse) Reset() {
 	*x = FreeResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3358,7 @@ func (x *FreeResponse) String() string {
 func (*FreeResponse) ProtoMessage() {}
 
 func (x *FreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3371,7 @@ func (x *FreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeResponse.ProtoReflect.Descriptor instead.
 func (*FreeResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
 }
 
 // Request for RegisterCallback.
@@ -3317,7 +3402,7 @@ type RegisterCallbackRequest struct {
 
 func (x *RegisterCallbackRequest) Reset() {
 	*x = RegisterCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3329,7 +3414,7 @@ func (x *RegisterCallbackRequest) String() string {
 func (*RegisterCallbackRequest) ProtoMessage() {}
 
 func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3342,7 +3427,7 @@ func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackRequest.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RegisterCallbackRequest) GetSession() string {
@@ -3440,7 +3525,7 @@ type RegisterCallbackResponse struct {
 
 func (x *RegisterCallbackResponse) Reset() {
 	*x = RegisterCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3452,7 +3537,7 @@ func (x *RegisterCallbackResponse) String() string {
 func (*RegisterCallbackResponse) ProtoMessage() {}
 
 func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3465,7 +3550,7 @@ func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackResponse.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RegisterCallbackResponse) GetCallback() string {
@@ -3502,7 +3587,7 @@ type ReleaseCallbackRequest struct {
 
 func (x *ReleaseCallbackRequest) Reset() {
 	*x = ReleaseCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +3599,7 @@ func (x *ReleaseCallbackRequest) String() string {
 func (*ReleaseCallbackRequest) ProtoMessage() {}
 
 func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +3612,7 @@ func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReleaseCallbackRequest) GetSession() string {
@@ -3553,7 +3638,7 @@ type ReleaseCallbackResponse struct {
 
 func (x *ReleaseCallbackResponse) Reset() {
 	*x = ReleaseCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3565,7 +3650,7 @@ func (x *ReleaseCallbackResponse) String() string {
 func (*ReleaseCallbackResponse) ProtoMessage() {}
 
 func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3578,7 +3663,7 @@ func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
 }
 
 // Request for Adopt.
@@ -3604,7 +3689,7 @@ type AdoptRequest struct {
 
 func (x *AdoptRequest) Reset() {
 	*x = AdoptRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3616,7 +3701,7 @@ func (x *AdoptRequest) String() string {
 func (*AdoptRequest) ProtoMessage() {}
 
 func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3629,7 +3714,7 @@ func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptRequest.ProtoReflect.Descriptor instead.
 func (*AdoptRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AdoptRequest) GetSession() string {
@@ -3681,7 +3766,7 @@ type AdoptResponse struct {
 
 func (x *AdoptResponse) Reset() {
 	*x = AdoptResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3693,7 +3778,7 @@ func (x *AdoptResponse) String() string {
 func (*AdoptResponse) ProtoMessage() {}
 
 func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3706,7 +3791,7 @@ func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptResponse.ProtoReflect.Descriptor instead.
 func (*AdoptResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AdoptResponse) GetMemory() string {
@@ -3745,7 +3830,7 @@ type ResolveVariableRequest struct {
 
 func (x *ResolveVariableRequest) Reset() {
 	*x = ResolveVariableRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3757,7 +3842,7 @@ func (x *ResolveVariableRequest) String() string {
 func (*ResolveVariableRequest) ProtoMessage() {}
 
 func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3770,7 +3855,7 @@ func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableRequest.ProtoReflect.Descriptor instead.
 func (*ResolveVariableRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ResolveVariableRequest) GetSession() string {
@@ -3855,7 +3940,7 @@ type ResolveVariableResponse struct {
 
 func (x *ResolveVariableResponse) Reset() {
 	*x = ResolveVariableResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3867,7 +3952,7 @@ func (x *ResolveVariableResponse) String() string {
 func (*ResolveVariableResponse) ProtoMessage() {}
 
 func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3880,7 +3965,7 @@ func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableResponse.ProtoReflect.Descriptor instead.
 func (*ResolveVariableResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ResolveVariableResponse) GetMemory() string {
@@ -3920,7 +4005,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3932,7 +4017,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3945,7 +4030,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
 }
 
 // Response for GetServerInfo.
@@ -3965,7 +4050,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3977,7 +4062,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3990,7 +4075,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetServerInfoResponse) GetSandbox() *SandboxStatus {
@@ -4035,7 +4120,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4047,7 +4132,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4060,7 +4145,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *BatchRequest) GetSession() string {
@@ -4102,7 +4187,7 @@ type BatchStep struct {
 
 func (x *BatchStep) Reset() {
 	*x = BatchStep{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4114,7 +4199,7 @@ func (x *BatchStep) String() string {
 func (*BatchStep) ProtoMessage() {}
 
 func (x *BatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4127,7 +4212,7 @@ func (x *BatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStep.ProtoReflect.Descriptor instead.
 func (*BatchStep) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *BatchStep) GetRequest() isBatchStep_Request {
@@ -4265,7 +4350,7 @@ type BatchReference struct {
 
 func (x *BatchReference) Reset() {
 	*x = BatchReference{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4277,7 +4362,7 @@ func (x *BatchReference) String() string {
 func (*BatchReference) ProtoMessage() {}
 
 func (x *BatchReference) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4290,7 +4375,7 @@ func (x *BatchReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReference.ProtoReflect.Descriptor instead.
 func (*BatchReference) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BatchReference) GetStep() uint32 {
@@ -4339,7 +4424,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4351,7 +4436,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4364,7 +4449,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BatchResponse) GetResults() []*BatchStepResult {
@@ -4393,7 +4478,7 @@ type BatchStepResult struct {
 
 func (x *BatchStepResult) Reset() {
 	*x = BatchStepResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4405,7 +4490,7 @@ func (x *BatchStepResult) String() string {
 func (*BatchStepResult) ProtoMessage() {}
 
 func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4418,7 +4503,7 @@ func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStepResult.ProtoReflect.Descriptor instead.
 func (*BatchStepResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BatchStepResult) GetResponse() isBatchStepResult_Response {
@@ -4618,14 +4703,19 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\rCallbackError\x12\x18\n" +
 	"\amessage\x18\x01 \x01(\tR\amessage\")\n" +
 	"\rAttachSession\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\"\xc1\x01\n" +
+	"\asession\x18\x01 \x01(\tR\asession\"\xfb\x01\n" +
 	"\x0fConnectResponse\x126\n" +
 	"\battached\x18\x01 \x01(\v2\x18.ffid.v1.SessionAttachedH\x00R\battached\x12/\n" +
 	"\x06result\x18\x02 \x01(\v2\x15.ffid.v1.StreamResultH\x00R\x06result\x12=\n" +
 	"\n" +
 	"invocation\x18\x03 \x01(\v2\x1b.ffid.v1.CallbackInvocationH\x00R\n" +
-	"invocationB\x06\n" +
-	"\x04kind\"=\n" +
+	"invocation\x128\n" +
+	"\trestarted\x18\x04 \x01(\v2\x18.ffid.v1.WorkerRestartedH\x00R\trestartedB\x06\n" +
+	"\x04kind\"\x94\x01\n" +
+	"\x0fWorkerRestarted\x12*\n" +
+	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\x12;\n" +
+	"\x0eprevious_crash\x18\x02 \x01(\v2\x14.ffid.v1.CrashReportR\rpreviousCrash\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"=\n" +
 	"\x0fSessionAttached\x12*\n" +
 	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\"B\n" +
 	"\x12LoadLibraryRequest\x12\x18\n" +
@@ -4854,7 +4944,7 @@ func file_ffid_v1_ffid_proto_rawDescGZIP() []byte {
 }
 
 var file_ffid_v1_ffid_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_ffid_v1_ffid_proto_goTypes = []any{
 	(AllocationPlacement)(0),          // 0: ffid.v1.AllocationPlacement
 	(ResultOwnership)(0),              // 1: ffid.v1.ResultOwnership
@@ -4879,63 +4969,64 @@ var file_ffid_v1_ffid_proto_goTypes = []any{
 	(*CallbackError)(nil),             // 20: ffid.v1.CallbackError
 	(*AttachSession)(nil),             // 21: ffid.v1.AttachSession
 	(*ConnectResponse)(nil),           // 22: ffid.v1.ConnectResponse
-	(*SessionAttached)(nil),           // 23: ffid.v1.SessionAttached
-	(*LoadLibraryRequest)(nil),        // 24: ffid.v1.LoadLibraryRequest
-	(*LoadLibraryResponse)(nil),       // 25: ffid.v1.LoadLibraryResponse
-	(*UnloadLibraryRequest)(nil),      // 26: ffid.v1.UnloadLibraryRequest
-	(*UnloadLibraryResponse)(nil),     // 27: ffid.v1.UnloadLibraryResponse
-	(*ParseDeclarationsRequest)(nil),  // 28: ffid.v1.ParseDeclarationsRequest
-	(*ParseDeclarationsResponse)(nil), // 29: ffid.v1.ParseDeclarationsResponse
-	(*ResolveFunctionRequest)(nil),    // 30: ffid.v1.ResolveFunctionRequest
-	(*ResolveFunctionResponse)(nil),   // 31: ffid.v1.ResolveFunctionResponse
-	(*CallRequest)(nil),               // 32: ffid.v1.CallRequest
-	(*CallResponse)(nil),              // 33: ffid.v1.CallResponse
-	(*AllocateRequest)(nil),           // 34: ffid.v1.AllocateRequest
-	(*AllocateResponse)(nil),          // 35: ffid.v1.AllocateResponse
-	(*OpenArenaRequest)(nil),          // 36: ffid.v1.OpenArenaRequest
-	(*OpenArenaResponse)(nil),         // 37: ffid.v1.OpenArenaResponse
-	(*ReadRequest)(nil),               // 38: ffid.v1.ReadRequest
-	(*ReadResponse)(nil),              // 39: ffid.v1.ReadResponse
-	(*WriteRequest)(nil),              // 40: ffid.v1.WriteRequest
-	(*WriteResponse)(nil),             // 41: ffid.v1.WriteResponse
-	(*FreeRequest)(nil),               // 42: ffid.v1.FreeRequest
-	(*FreeResponse)(nil),              // 43: ffid.v1.FreeResponse
-	(*RegisterCallbackRequest)(nil),   // 44: ffid.v1.RegisterCallbackRequest
-	(*RegisterCallbackResponse)(nil),  // 45: ffid.v1.RegisterCallbackResponse
-	(*ReleaseCallbackRequest)(nil),    // 46: ffid.v1.ReleaseCallbackRequest
-	(*ReleaseCallbackResponse)(nil),   // 47: ffid.v1.ReleaseCallbackResponse
-	(*AdoptRequest)(nil),              // 48: ffid.v1.AdoptRequest
-	(*AdoptResponse)(nil),             // 49: ffid.v1.AdoptResponse
-	(*ResolveVariableRequest)(nil),    // 50: ffid.v1.ResolveVariableRequest
-	(*ResolveVariableResponse)(nil),   // 51: ffid.v1.ResolveVariableResponse
-	(*GetServerInfoRequest)(nil),      // 52: ffid.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),     // 53: ffid.v1.GetServerInfoResponse
-	(*BatchRequest)(nil),              // 54: ffid.v1.BatchRequest
-	(*BatchStep)(nil),                 // 55: ffid.v1.BatchStep
-	(*BatchReference)(nil),            // 56: ffid.v1.BatchReference
-	(*BatchResponse)(nil),             // 57: ffid.v1.BatchResponse
-	(*BatchStepResult)(nil),           // 58: ffid.v1.BatchStepResult
-	nil,                               // 59: ffid.v1.CallResponse.OutValuesEntry
-	(*durationpb.Duration)(nil),       // 60: google.protobuf.Duration
-	(*CrashReport)(nil),               // 61: ffid.v1.CrashReport
-	(*Value)(nil),                     // 62: ffid.v1.Value
-	(*FunctionDeclaration)(nil),       // 63: ffid.v1.FunctionDeclaration
-	(*TypeDeclaration)(nil),           // 64: ffid.v1.TypeDeclaration
-	(*VariableDeclaration)(nil),       // 65: ffid.v1.VariableDeclaration
-	(*FunctionType)(nil),              // 66: ffid.v1.FunctionType
-	(*TypeDescriptor)(nil),            // 67: ffid.v1.TypeDescriptor
-	(*PointerValue)(nil),              // 68: ffid.v1.PointerValue
+	(*WorkerRestarted)(nil),           // 23: ffid.v1.WorkerRestarted
+	(*SessionAttached)(nil),           // 24: ffid.v1.SessionAttached
+	(*LoadLibraryRequest)(nil),        // 25: ffid.v1.LoadLibraryRequest
+	(*LoadLibraryResponse)(nil),       // 26: ffid.v1.LoadLibraryResponse
+	(*UnloadLibraryRequest)(nil),      // 27: ffid.v1.UnloadLibraryRequest
+	(*UnloadLibraryResponse)(nil),     // 28: ffid.v1.UnloadLibraryResponse
+	(*ParseDeclarationsRequest)(nil),  // 29: ffid.v1.ParseDeclarationsRequest
+	(*ParseDeclarationsResponse)(nil), // 30: ffid.v1.ParseDeclarationsResponse
+	(*ResolveFunctionRequest)(nil),    // 31: ffid.v1.ResolveFunctionRequest
+	(*ResolveFunctionResponse)(nil),   // 32: ffid.v1.ResolveFunctionResponse
+	(*CallRequest)(nil),               // 33: ffid.v1.CallRequest
+	(*CallResponse)(nil),              // 34: ffid.v1.CallResponse
+	(*AllocateRequest)(nil),           // 35: ffid.v1.AllocateRequest
+	(*AllocateResponse)(nil),          // 36: ffid.v1.AllocateResponse
+	(*OpenArenaRequest)(nil),          // 37: ffid.v1.OpenArenaRequest
+	(*OpenArenaResponse)(nil),         // 38: ffid.v1.OpenArenaResponse
+	(*ReadRequest)(nil),               // 39: ffid.v1.ReadRequest
+	(*ReadResponse)(nil),              // 40: ffid.v1.ReadResponse
+	(*WriteRequest)(nil),              // 41: ffid.v1.WriteRequest
+	(*WriteResponse)(nil),             // 42: ffid.v1.WriteResponse
+	(*FreeRequest)(nil),               // 43: ffid.v1.FreeRequest
+	(*FreeResponse)(nil),              // 44: ffid.v1.FreeResponse
+	(*RegisterCallbackRequest)(nil),   // 45: ffid.v1.RegisterCallbackRequest
+	(*RegisterCallbackResponse)(nil),  // 46: ffid.v1.RegisterCallbackResponse
+	(*ReleaseCallbackRequest)(nil),    // 47: ffid.v1.ReleaseCallbackRequest
+	(*ReleaseCallbackResponse)(nil),   // 48: ffid.v1.ReleaseCallbackResponse
+	(*AdoptRequest)(nil),              // 49: ffid.v1.AdoptRequest
+	(*AdoptResponse)(nil),             // 50: ffid.v1.AdoptResponse
+	(*ResolveVariableRequest)(nil),    // 51: ffid.v1.ResolveVariableRequest
+	(*ResolveVariableResponse)(nil),   // 52: ffid.v1.ResolveVariableResponse
+	(*GetServerInfoRequest)(nil),      // 53: ffid.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),     // 54: ffid.v1.GetServerInfoResponse
+	(*BatchRequest)(nil),              // 55: ffid.v1.BatchRequest
+	(*BatchStep)(nil),                 // 56: ffid.v1.BatchStep
+	(*BatchReference)(nil),            // 57: ffid.v1.BatchReference
+	(*BatchResponse)(nil),             // 58: ffid.v1.BatchResponse
+	(*BatchStepResult)(nil),           // 59: ffid.v1.BatchStepResult
+	nil,                               // 60: ffid.v1.CallResponse.OutValuesEntry
+	(*durationpb.Duration)(nil),       // 61: google.protobuf.Duration
+	(*CrashReport)(nil),               // 62: ffid.v1.CrashReport
+	(*Value)(nil),                     // 63: ffid.v1.Value
+	(*FunctionDeclaration)(nil),       // 64: ffid.v1.FunctionDeclaration
+	(*TypeDeclaration)(nil),           // 65: ffid.v1.TypeDeclaration
+	(*VariableDeclaration)(nil),       // 66: ffid.v1.VariableDeclaration
+	(*FunctionType)(nil),              // 67: ffid.v1.FunctionType
+	(*TypeDescriptor)(nil),            // 68: ffid.v1.TypeDescriptor
+	(*PointerValue)(nil),              // 69: ffid.v1.PointerValue
 }
 var file_ffid_v1_ffid_proto_depIdxs = []int32{
-	60,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
+	61,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
 	2,   // 1: ffid.v1.Session.state:type_name -> ffid.v1.SessionState
-	61,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
-	60,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
+	62,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
+	61,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 4: ffid.v1.Session.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 5: ffid.v1.Session.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 6: ffid.v1.Session.restart_policy:type_name -> ffid.v1.RestartPolicy
 	7,   // 7: ffid.v1.Session.sandbox_status:type_name -> ffid.v1.SandboxStatus
-	60,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	61,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 9: ffid.v1.CreateSessionRequest.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 10: ffid.v1.CreateSessionRequest.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 11: ffid.v1.CreateSessionRequest.restart_policy:type_name -> ffid.v1.RestartPolicy
@@ -4944,120 +5035,123 @@ var file_ffid_v1_ffid_proto_depIdxs = []int32{
 	21,  // 14: ffid.v1.ConnectRequest.attach:type_name -> ffid.v1.AttachSession
 	16,  // 15: ffid.v1.ConnectRequest.call:type_name -> ffid.v1.StreamCall
 	19,  // 16: ffid.v1.ConnectRequest.callback_result:type_name -> ffid.v1.CallbackResult
-	32,  // 17: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
-	38,  // 18: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
-	40,  // 19: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
-	34,  // 20: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
-	42,  // 21: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
-	44,  // 22: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
-	46,  // 23: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
-	54,  // 24: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
-	33,  // 25: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
-	39,  // 26: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
-	41,  // 27: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
-	35,  // 28: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
-	43,  // 29: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
-	45,  // 30: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
-	47,  // 31: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
-	57,  // 32: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
-	62,  // 33: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
-	62,  // 34: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
+	33,  // 17: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
+	39,  // 18: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
+	41,  // 19: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
+	35,  // 20: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
+	43,  // 21: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
+	45,  // 22: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
+	47,  // 23: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
+	55,  // 24: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
+	34,  // 25: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
+	40,  // 26: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
+	42,  // 27: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
+	36,  // 28: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
+	44,  // 29: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
+	46,  // 30: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
+	48,  // 31: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
+	58,  // 32: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
+	63,  // 33: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
+	63,  // 34: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
 	20,  // 35: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
-	23,  // 36: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
+	24,  // 36: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
 	17,  // 37: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
 	18,  // 38: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
-	8,   // 39: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
-	63,  // 40: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
-	64,  // 41: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
-	65,  // 42: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
-	66,  // 43: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
-	66,  // 44: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
-	62,  // 45: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
-	67,  // 46: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
-	1,   // 47: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
-	62,  // 48: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
-	59,  // 49: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
-	68,  // 50: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
-	67,  // 51: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
-	62,  // 52: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
-	0,   // 53: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
-	68,  // 54: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
-	67,  // 55: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
-	62,  // 56: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
-	68,  // 57: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
-	67,  // 58: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
-	62,  // 59: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
-	66,  // 60: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
-	62,  // 61: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
-	4,   // 62: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
-	60,  // 63: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
-	66,  // 64: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
-	68,  // 65: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
-	67,  // 66: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
-	67,  // 67: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
-	7,   // 68: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
-	5,   // 69: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
-	5,   // 70: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
-	55,  // 71: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
-	32,  // 72: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
-	34,  // 73: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
-	38,  // 74: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
-	40,  // 75: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
-	42,  // 76: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
-	56,  // 77: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
-	67,  // 78: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
-	58,  // 79: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
-	33,  // 80: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
-	35,  // 81: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
-	39,  // 82: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
-	41,  // 83: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
-	43,  // 84: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
-	62,  // 85: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
-	9,   // 86: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
-	11,  // 87: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
-	13,  // 88: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
-	15,  // 89: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
-	24,  // 90: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
-	26,  // 91: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
-	28,  // 92: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
-	30,  // 93: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
-	32,  // 94: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
-	34,  // 95: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
-	38,  // 96: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
-	40,  // 97: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
-	42,  // 98: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
-	44,  // 99: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
-	46,  // 100: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
-	48,  // 101: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
-	50,  // 102: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
-	52,  // 103: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
-	54,  // 104: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
-	36,  // 105: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
-	10,  // 106: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
-	12,  // 107: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
-	14,  // 108: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
-	22,  // 109: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
-	25,  // 110: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
-	27,  // 111: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
-	29,  // 112: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
-	31,  // 113: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
-	33,  // 114: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
-	35,  // 115: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
-	39,  // 116: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
-	41,  // 117: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
-	43,  // 118: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
-	45,  // 119: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
-	47,  // 120: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
-	49,  // 121: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
-	51,  // 122: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
-	53,  // 123: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
-	57,  // 124: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
-	37,  // 125: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
-	106, // [106:126] is the sub-list for method output_type
-	86,  // [86:106] is the sub-list for method input_type
-	86,  // [86:86] is the sub-list for extension type_name
-	86,  // [86:86] is the sub-list for extension extendee
-	0,   // [0:86] is the sub-list for field type_name
+	23,  // 39: ffid.v1.ConnectResponse.restarted:type_name -> ffid.v1.WorkerRestarted
+	8,   // 40: ffid.v1.WorkerRestarted.session:type_name -> ffid.v1.Session
+	62,  // 41: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
+	8,   // 42: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
+	64,  // 43: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
+	65,  // 44: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
+	66,  // 45: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
+	67,  // 46: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
+	67,  // 47: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
+	63,  // 48: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
+	68,  // 49: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
+	1,   // 50: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
+	63,  // 51: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
+	60,  // 52: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
+	69,  // 53: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
+	68,  // 54: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
+	63,  // 55: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
+	0,   // 56: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
+	69,  // 57: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
+	68,  // 58: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
+	63,  // 59: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
+	69,  // 60: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
+	68,  // 61: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
+	63,  // 62: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
+	67,  // 63: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
+	63,  // 64: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
+	4,   // 65: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
+	61,  // 66: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
+	67,  // 67: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
+	69,  // 68: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
+	68,  // 69: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
+	68,  // 70: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
+	7,   // 71: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
+	5,   // 72: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
+	5,   // 73: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
+	56,  // 74: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
+	33,  // 75: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
+	35,  // 76: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
+	39,  // 77: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
+	41,  // 78: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
+	43,  // 79: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
+	57,  // 80: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
+	68,  // 81: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
+	59,  // 82: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
+	34,  // 83: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
+	36,  // 84: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
+	40,  // 85: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
+	42,  // 86: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
+	44,  // 87: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
+	63,  // 88: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
+	9,   // 89: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
+	11,  // 90: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
+	13,  // 91: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
+	15,  // 92: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
+	25,  // 93: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
+	27,  // 94: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
+	29,  // 95: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
+	31,  // 96: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
+	33,  // 97: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
+	35,  // 98: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
+	39,  // 99: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
+	41,  // 100: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
+	43,  // 101: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
+	45,  // 102: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
+	47,  // 103: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
+	49,  // 104: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
+	51,  // 105: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
+	53,  // 106: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
+	55,  // 107: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
+	37,  // 108: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
+	10,  // 109: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
+	12,  // 110: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
+	14,  // 111: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
+	22,  // 112: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
+	26,  // 113: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
+	28,  // 114: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
+	30,  // 115: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
+	32,  // 116: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
+	34,  // 117: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
+	36,  // 118: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
+	40,  // 119: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
+	42,  // 120: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
+	44,  // 121: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
+	46,  // 122: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
+	48,  // 123: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
+	50,  // 124: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
+	52,  // 125: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
+	54,  // 126: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
+	58,  // 127: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
+	38,  // 128: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
+	109, // [109:129] is the sub-list for method output_type
+	89,  // [89:109] is the sub-list for method input_type
+	89,  // [89:89] is the sub-list for extension type_name
+	89,  // [89:89] is the sub-list for extension extendee
+	0,   // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_ffid_proto_init() }
@@ -5096,27 +5190,28 @@ func file_ffid_v1_ffid_proto_init() {
 		(*ConnectResponse_Attached)(nil),
 		(*ConnectResponse_Result)(nil),
 		(*ConnectResponse_Invocation)(nil),
+		(*ConnectResponse_Restarted)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[25].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[26].OneofWrappers = []any{
 		(*ResolveFunctionRequest_Type)(nil),
 		(*ResolveFunctionRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[39].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[40].OneofWrappers = []any{
 		(*RegisterCallbackRequest_Type)(nil),
 		(*RegisterCallbackRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[45].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[46].OneofWrappers = []any{
 		(*ResolveVariableRequest_Type)(nil),
 		(*ResolveVariableRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[50].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[51].OneofWrappers = []any{
 		(*BatchStep_Call)(nil),
 		(*BatchStep_Allocate)(nil),
 		(*BatchStep_Read)(nil),
 		(*BatchStep_Write)(nil),
 		(*BatchStep_Free)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[53].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[54].OneofWrappers = []any{
 		(*BatchStepResult_Call)(nil),
 		(*BatchStepResult_Allocate)(nil),
 		(*BatchStepResult_Read)(nil),
@@ -5129,7 +5224,7 @@ func file_ffid_v1_ffid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_ffid_proto_rawDesc), len(file_ffid_v1_ffid_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   55,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

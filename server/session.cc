@@ -257,8 +257,14 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
   {
     absl::MutexLock lock(&mu_);
     if (generation_ != generation) {
-      return absl::StrCat("; the session's worker has been restarted (",
-                          restarts_, " restart(s) so far)");
+      // Another caller (or the death watcher) restarted it first: the same
+      // sentence, so a client sees one wording whoever won the race.
+      return absl::StrCat(
+          "; the session's worker was restarted (restart policy RESTART, ",
+          restarts_,
+          " restart(s) so far): its libraries were loaded and its functions "
+          "resolved again, so library and function handles stay valid; "
+          "memory and callback handles of the old worker are gone");
     }
     if (!gave_up_.empty()) return absl::StrCat("; ", gave_up_);
     if (spawner_ == nullptr || ended_) return "";

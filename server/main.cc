@@ -33,11 +33,13 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "server/log.h"
 #include "server/metrics.h"
+#include "server/access.h"
 #include "server/options.h"
 #include "server/rpc_observer.h"
 #include "server/sandbox_probe.h"
 #include "server/session_policy.h"
 #include "server/tls.h"
+#include "server/unix_listener.h"
 #include "server/service.h"
 #include "server/session.h"
 #include "server/worker/channel.h"
@@ -143,6 +145,30 @@ int Fail(const absl::Status& status, int exit_code) {
   return exit_code;
 }
 
+// SIGHUP: reads the flags and the config file again and applies the
+// reloadable settings (policies, pins, tokens, audit); sessions stay. A
+// file with errors changes nothing.
+void Reload(int argc, char** argv, AccessControl& access) {
+  absl::StatusOr<Options> options =
+      ParseOptions(std::vector<std::string>(argv, argv + argc));
+  absl::StatusOr<AccessSettings> settings =
+      options.ok() ? MakeAccessSettings(options->config, options->token_file,
+                                        options->audit_calls,
+                                        options->require_authentication)
+                   : absl::StatusOr<AccessSettings>(options.status());
+  if (!settings.ok()) {
+    Log(LogLevel::kError,
+        absl::StrCat("SIGHUP: the configuration has errors, keeping the old "
+                     "one: ",
+                     settings.status().message()));
+    return;
+  }
+  access.Reload(*std::move(settings));
+  Log(LogLevel::kInfo, absl::StrCat("SIGHUP: configuration reloaded (",
+                                    options->config.policy_size(),
+                                    " policies)"));
+}
+
 int Run(int argc, char** argv) {
   absl::StatusOr<Options> parsed =
       ParseOptions(std::vector<std::string>(argv, argv + argc));
@@ -162,7 +188,10 @@ int Run(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGHUP reloads the configuration (the same thread waits for it).
+  sigset_t handled_signals = stop_signals;
+  sigaddset(&handled_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &handled_signals, nullptr);
   // A client or worker that goes away must not kill the daemon.
   signal(SIGPIPE, SIG_IGN);
 
@@ -242,6 +271,23 @@ int Run(int argc, char** argv) {
                      ":", metrics_endpoint->port(), "/metrics"));
   }
 
+  absl::StatusOr<AccessSettings> access_settings =
+      MakeAccessSettings(options.config, options.token_file,
+                         options.audit_calls, options.require_authentication);
+  if (!access_settings.ok()) return Fail(access_settings.status(), 2);
+  auto peers = std::make_shared<PeerRegistry>();
+  auto access =
+      std::make_shared<AccessControl>(*std::move(access_settings), peers);
+  // The unix socket is accepted by the daemon itself, to learn each
+  // client's uid (server/unix_listener.h).
+  std::unique_ptr<UnixListener> unix_listener;
+  if (!socket_path.empty()) {
+    unix_listener = std::make_unique<UnixListener>(socket_path, peers);
+    if (absl::Status bound = unix_listener->Bind(); !bound.ok()) {
+      return Fail(bound, 1);
+    }
+  }
+
   SessionManagerOptions session_options;
   session_options.worker_path = options.worker_path;
   session_options.default_idle_timeout = options.idle_timeout;
@@ -270,14 +316,16 @@ int Run(int argc, char** argv) {
   service_options.policy.sandbox = options.sandbox;
   service_options.policy.available = sandbox;
   service_options.policy.allow_library = options.allow_library;
+  service_options.access = access;
   FfiService service(sessions, std::move(service_options));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(address, credentials,
-                           &selected_port);
+  if (unix_listener == nullptr) {
+    builder.AddListeningPort(address, credentials, &selected_port);
+  }
   builder.RegisterService(&service);
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
@@ -302,11 +350,8 @@ int Run(int argc, char** argv) {
                 1);
   }
   std::string shown = address;
-  if (!socket_path.empty()) {
-    if (chmod(socket_path.c_str(), 0600) != 0) {
-      Log(LogLevel::kWarning, absl::StrCat("cannot chmod 0600 '", socket_path,
-                                           "': ", strerror(errno)));
-    }
+  if (unix_listener != nullptr) {
+    unix_listener->Start(server.get());
   } else if (is_tcp) {
     shown = absl::StrCat(address.substr(0, address.rfind(':')), ":",
                          selected_port);
@@ -319,8 +364,12 @@ int Run(int argc, char** argv) {
 
   std::thread signal_thread([&] {
     int signal_number = 0;
-    while (sigwait(&stop_signals, &signal_number) != 0) {
+    for (;;) {
+      if (sigwait(&handled_signals, &signal_number) != 0) continue;
+      if (signal_number != SIGHUP) break;
+      Reload(argc, argv, *access);
     }
+    if (unix_listener != nullptr) unix_listener->Stop();
     Log(LogLevel::kInfo,
         absl::StrCat(SignalName(signal_number),
                      " received, draining: health NOT_SERVING, new RPCs "

@@ -514,12 +514,15 @@ grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
 grpc::Status FfiService::CreateSession(grpc::ServerContext* context,
                                        const v1::CreateSessionRequest* request,
                                        v1::CreateSessionResponse* response) {
-  return ToGrpcStatus(DoCreateSession(*request, response));
+  absl::Status status = DoCreateSession(*context, *request, response);
+  Audit(*context, "CreateSession", response->session().id(), status);
+  return ToGrpcStatus(status);
 }
 
 absl::Status FfiService::DoCreateSession(
-    const v1::CreateSessionRequest& request,
+    grpc::ServerContext& context, const v1::CreateSessionRequest& request,
     v1::CreateSessionResponse* response) {
+  ASSIGN_OR_RETURN(Caller caller, Admit(context));
   absl::Duration idle_timeout = absl::ZeroDuration();
   if (request.has_idle_timeout()) {
     const auto& duration = request.idle_timeout();
@@ -536,18 +539,94 @@ absl::Status FfiService::DoCreateSession(
     idle_timeout = absl::Seconds(duration.seconds()) +
                    absl::Nanoseconds(duration.nanos());
   }
+  if (options_.access == nullptr) {
+    ASSIGN_OR_RETURN(SessionPolicy policy,
+                     ResolveSessionPolicy(options_.policy, request));
+    ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
+                     sessions_.Create(idle_timeout, std::move(policy)));
+    *response->mutable_session() = session->ToProto();
+    return absl::OkStatus();
+  }
+  AccessControl& access = *options_.access;
   ASSIGN_OR_RETURN(SessionPolicy policy,
-                   ResolveSessionPolicy(options_.policy, request));
-  ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
-                   sessions_.Create(idle_timeout, std::move(policy)));
-  *response->mutable_session() = session->ToProto();
+                   ResolveSessionPolicy(access.NarrowPolicy(caller, options_.policy),
+                                        request));
+  policy.owner = caller.principal;
+  RETURN_IF_ERROR(access.AcquireSession(caller));
+  absl::StatusOr<std::shared_ptr<Session>> session =
+      sessions_.Create(idle_timeout, std::move(policy));
+  if (!session.ok()) {
+    access.ReleaseSession(caller.principal);
+    return session.status();
+  }
+  // The session counts against its principal until it ends, however it
+  // ends (DeleteSession, idle timeout, client gone, shutdown).
+  std::weak_ptr<AccessControl> weak_access = options_.access;
+  (*session)->AddEndListener(
+      [weak_access, principal = caller.principal, id = (*session)->id()] {
+        if (std::shared_ptr<AccessControl> access = weak_access.lock()) {
+          access->ReleaseSession(principal);
+          Caller ended;
+          ended.principal = principal;
+          access->Audit(ended, "EndSession", id, absl::OkStatus());
+        }
+      });
+  *response->mutable_session() = (*session)->ToProto();
   return absl::OkStatus();
+}
+
+absl::StatusOr<Caller> FfiService::Admit(grpc::ServerContext& context,
+                                         bool rate_limited) {
+  if (options_.access == nullptr) {
+    static const auto* const kNoSettings =
+        new std::shared_ptr<const AccessSettings>(
+            std::make_shared<const AccessSettings>());
+    Caller caller;
+    caller.settings = *kNoSettings;
+    return caller;
+  }
+  return options_.access->Admit(context, rate_limited);
+}
+
+absl::StatusOr<std::shared_ptr<Session>> FfiService::GetOwned(
+    const Caller& caller, absl::string_view id) {
+  ASSIGN_OR_RETURN(std::shared_ptr<Session> session, sessions_.Get(id));
+  if (session->policy().owner != caller.principal) {
+    return SessionNotFoundError(id);
+  }
+  return session;
+}
+
+absl::StatusOr<SessionLease> FfiService::UseSession(
+    grpc::ServerContext& context, absl::string_view id, Caller* caller_out) {
+  ASSIGN_OR_RETURN(Caller caller, Admit(context));
+  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(id));
+  if (session->policy().owner != caller.principal) {
+    return SessionNotFoundError(id);
+  }
+  if (caller_out != nullptr) *caller_out = std::move(caller);
+  return session;
+}
+
+void FfiService::Audit(grpc::ServerContext& context, absl::string_view action,
+                       absl::string_view target, const absl::Status& result) {
+  if (options_.access == nullptr) return;
+  absl::StatusOr<Caller> caller = options_.access->Admit(context, false);
+  Caller shown;
+  if (caller.ok()) {
+    shown = *std::move(caller);
+  } else {
+    shown.principal = absl::StrCat(
+        "(", absl::StatusCodeToString(caller.status().code()), ")");
+  }
+  options_.access->Audit(shown, action, target, result);
 }
 
 grpc::Status FfiService::GetSession(grpc::ServerContext* context,
                                     const v1::GetSessionRequest* request,
                                     v1::GetSessionResponse* response) {
-  absl::StatusOr<SessionLease> session = sessions_.Use(request->session());
+  absl::StatusOr<SessionLease> session =
+      UseSession(*context, request->session());
   if (!session.ok()) return ToGrpcStatus(session.status());
   *response->mutable_session() = (*session)->ToProto();
   return grpc::Status::OK;
@@ -556,7 +635,16 @@ grpc::Status FfiService::GetSession(grpc::ServerContext* context,
 grpc::Status FfiService::DeleteSession(
     grpc::ServerContext* context, const v1::DeleteSessionRequest* request,
     v1::DeleteSessionResponse* response) {
-  return ToGrpcStatus(sessions_.Delete(request->session()));
+  absl::Status status = DoDeleteSession(*context, *request);
+  Audit(*context, "DeleteSession", request->session(), status);
+  return ToGrpcStatus(status);
+}
+
+absl::Status FfiService::DoDeleteSession(
+    grpc::ServerContext& context, const v1::DeleteSessionRequest& request) {
+  ASSIGN_OR_RETURN(Caller caller, Admit(context));
+  RETURN_IF_ERROR(GetOwned(caller, request.session()).status());
+  return sessions_.Delete(request.session());
 }
 
 grpc::Status FfiService::Connect(
@@ -583,6 +671,10 @@ absl::Status FfiService::DoConnect(
         "the first message on a Connect stream must be 'attach' naming the "
         "session");
   }
+  ASSIGN_OR_RETURN(Caller caller, Admit(context));
+  // Checked before attaching: a stranger's stream must not hold (or, on
+  // detach, end) the session.
+  RETURN_IF_ERROR(GetOwned(caller, message.attach().session()).status());
   ASSIGN_OR_RETURN(std::shared_ptr<Session> session,
                    sessions_.Attach(message.attach().session()));
   // When the session is deleted (DeleteSession, shutdown), the stream ends:
@@ -606,7 +698,7 @@ absl::Status FfiService::DoConnect(
             "another stream for another session");
         break;
       case v1::ConnectRequest::kCall:
-        StartStreamCall(session, stream_id, writer, message.call());
+        StartStreamCall(caller, session, stream_id, writer, message.call());
         continue;
       case v1::ConnectRequest::kCallbackResult:
         session->AnswerInvocation(message.callback_result());
@@ -626,12 +718,19 @@ absl::Status FfiService::DoConnect(
   return result;
 }
 
-void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
+void FfiService::StartStreamCall(const Caller& caller,
+                                 const std::shared_ptr<Session>& session,
                                  uint64_t stream_id,
                                  const std::shared_ptr<StreamSink>& writer,
                                  const v1::StreamCall& call) {
-  absl::StatusOr<StreamRequest> prepared =
-      PrepareStreamCall(*session, call, options_.arena_bytes);
+  if (options_.access != nullptr) {
+    if (absl::Status counted = options_.access->CountCall(caller);
+        !counted.ok()) {
+      writer->Push(StreamError(call.tag(), counted));
+      return;
+    }
+  }
+  absl::StatusOr<StreamRequest> prepared = PrepareStreamCall(*session, call, options_.arena_bytes);
   if (!prepared.ok()) {
     writer->Push(StreamError(call.tag(), prepared.status()));
     return;
@@ -666,13 +765,18 @@ void FfiService::StartStreamCall(const std::shared_ptr<Session>& session,
 grpc::Status FfiService::LoadLibrary(grpc::ServerContext* context,
                                      const v1::LoadLibraryRequest* request,
                                      v1::LoadLibraryResponse* response) {
-  return ToGrpcStatus(DoLoadLibrary(*context, *request, response));
+  absl::Status status = DoLoadLibrary(*context, *request, response);
+  Audit(*context, "LoadLibrary",
+        response->path().empty() ? request->name() : response->path(), status);
+  return ToGrpcStatus(status);
 }
 
 absl::Status FfiService::DoLoadLibrary(grpc::ServerContext& context,
                                        const v1::LoadLibraryRequest& request,
                                        v1::LoadLibraryResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  Caller caller;
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, request.session(), &caller));
   RETURN_IF_ERROR(Required(request.name(), "name",
                            "a library path or soname such as 'libm.so.6'"));
   absl::StatusOr<std::string> real_path =
@@ -681,6 +785,9 @@ absl::Status FfiService::DoLoadLibrary(grpc::ServerContext& context,
           : ResolveLibrary(request.name(), options_.library_search_dirs);
   if (!real_path.ok()) return real_path.status();
   RETURN_IF_ERROR(allowlist_.Check(*real_path, request.name()));
+  if (options_.access != nullptr) {
+    RETURN_IF_ERROR(options_.access->CheckLibrary(caller, *real_path));
+  }
 
   WorkerRequest forward;
   v1::LoadLibraryRequest* load = forward.mutable_load_library();
@@ -704,7 +811,7 @@ grpc::Status FfiService::UnloadLibrary(grpc::ServerContext* context,
 
 absl::Status FfiService::DoUnloadLibrary(
     grpc::ServerContext& context, const v1::UnloadLibraryRequest& request) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   RETURN_IF_ERROR(Required(request.library(), "library",
                            "the handle returned by LoadLibrary"));
   WorkerRequest forward;
@@ -725,18 +832,18 @@ absl::Status FfiService::DoUnloadLibrary(
 grpc::Status FfiService::ParseDeclarations(
     grpc::ServerContext* context, const v1::ParseDeclarationsRequest* request,
     v1::ParseDeclarationsResponse* response) {
-  return ToGrpcStatus(DoParseDeclarations(*request, response));
+  return ToGrpcStatus(DoParseDeclarations(*context, *request, response));
 }
 
 absl::Status FfiService::DoParseDeclarations(
-    const v1::ParseDeclarationsRequest& request,
+    grpc::ServerContext& context, const v1::ParseDeclarationsRequest& request,
     v1::ParseDeclarationsResponse* response) {
   // Without a session the source stands alone; with one, it sees the
   // session's earlier types and its declarations are remembered.
   std::optional<SessionLease> session;
   std::vector<v1::TypeDeclaration> known;
   if (!request.session().empty()) {
-    ASSIGN_OR_RETURN(session, sessions_.Use(request.session()));
+    ASSIGN_OR_RETURN(session, UseSession(context, request.session()));
     known = (*session)->declarations().types();
   }
   ASSIGN_OR_RETURN(ffi::Declarations declarations,
@@ -767,7 +874,9 @@ grpc::Status FfiService::ResolveFunction(
 absl::Status FfiService::DoResolveFunction(
     grpc::ServerContext& context, const v1::ResolveFunctionRequest& request,
     v1::ResolveFunctionResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  Caller caller;
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, request.session(), &caller));
   RETURN_IF_ERROR(Required(request.library(), "library",
                            "the handle returned by LoadLibrary"));
   WorkerRequest forward;
@@ -812,6 +921,9 @@ absl::Status FfiService::DoResolveFunction(
                            "the name of the function to look up (or give a "
                            "'declaration' that names it)"));
   resolve->set_symbol(symbol);
+  if (options_.access != nullptr) {
+    RETURN_IF_ERROR(options_.access->CheckSymbol(caller, symbol));
+  }
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
                            absl::StrCat("resolving '", symbol, "'")));
@@ -830,13 +942,17 @@ absl::Status FfiService::DoResolveFunction(
 grpc::Status FfiService::Call(grpc::ServerContext* context,
                               const v1::CallRequest* request,
                               v1::CallResponse* response) {
-  return ToGrpcStatus(DoCall(*context, *request, response));
+  absl::Status status = DoCall(*context, *request, response);
+  if (options_.access != nullptr && options_.access->AuditCalls()) {
+    Audit(*context, "Call", request->function(), status);
+  }
+  return ToGrpcStatus(status);
 }
 
 absl::Status FfiService::DoCall(grpc::ServerContext& context,
                                 const v1::CallRequest& request,
                                 v1::CallResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   WorkerRequest forward;
   std::string description;
   std::string symbol;
@@ -859,7 +975,7 @@ grpc::Status FfiService::Batch(grpc::ServerContext* context,
 absl::Status FfiService::DoBatch(grpc::ServerContext& context,
                                  const v1::BatchRequest& request,
                                  v1::BatchResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   // Arena handles the batch frees are forgotten first (see DoFree); an
   // arena allocation needs the arena attached.
   bool attached = false;
@@ -901,10 +1017,11 @@ grpc::Status FfiService::OpenArena(grpc::ServerContext* context,
 absl::Status FfiService::DoOpenArena(grpc::ServerContext& context,
                                      const v1::OpenArenaRequest& request,
                                      v1::OpenArenaResponse* response) {
-  // The session lookup is the access check: whoever may use the session may
-  // map its arena (per-principal ownership applies here as to every
-  // session RPC).
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  // The session lookup is the access check: only the principal owning the
+  // session may map its arena (another gets NOT_FOUND, as for every session
+  // RPC).
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, request.session()));
   ASSIGN_OR_RETURN(std::shared_ptr<SessionArena> arena,
                    AttachedArena(*session, options_.arena_bytes,
                                  DeadlineOf(context)));
@@ -926,7 +1043,7 @@ grpc::Status FfiService::Allocate(grpc::ServerContext* context,
 absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
                                     const v1::AllocateRequest& request,
                                     v1::AllocateResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   WorkerRequest forward;
   std::string description;
   RETURN_IF_ERROR(PrepareAllocate(*session, request, forward, &description));
@@ -959,7 +1076,7 @@ grpc::Status FfiService::Read(grpc::ServerContext* context,
 absl::Status FfiService::DoRead(grpc::ServerContext& context,
                                 const v1::ReadRequest& request,
                                 v1::ReadResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   if (!request.has_type()) {
     if (std::optional<ArenaAccess> access =
             FindArenaAccess(*session, request.pointer())) {
@@ -996,7 +1113,7 @@ grpc::Status FfiService::Write(grpc::ServerContext* context,
 
 absl::Status FfiService::DoWrite(grpc::ServerContext& context,
                                  const v1::WriteRequest& request) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   if (!request.has_type() && !request.has_value()) {
     if (std::optional<ArenaAccess> access =
             FindArenaAccess(*session, request.pointer())) {
@@ -1031,7 +1148,7 @@ grpc::Status FfiService::Free(grpc::ServerContext* context,
 
 absl::Status FfiService::DoFree(grpc::ServerContext& context,
                                 const v1::FreeRequest& request) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   RETURN_IF_ERROR(Required(request.memory(), "memory",
                            "the handle returned by Allocate"));
   // Forgotten first, so no Read/Write is served from the arena once the
@@ -1060,7 +1177,7 @@ grpc::Status FfiService::RegisterCallback(
 absl::Status FfiService::DoRegisterCallback(
     grpc::ServerContext& context, const v1::RegisterCallbackRequest& request,
     v1::RegisterCallbackResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   ASSIGN_OR_RETURN(v1::RegisterCallbackRequest parsed,
                    ParsedRegistration(*session, request));
   WorkerRequest forward;
@@ -1084,7 +1201,7 @@ grpc::Status FfiService::ReleaseCallback(
 
 absl::Status FfiService::DoReleaseCallback(
     grpc::ServerContext& context, const v1::ReleaseCallbackRequest& request) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   RETURN_IF_ERROR(Required(request.callback(), "callback",
                            "the handle returned by RegisterCallback"));
   WorkerRequest forward;
@@ -1109,7 +1226,13 @@ grpc::Status FfiService::Adopt(grpc::ServerContext* context,
 absl::Status FfiService::DoAdopt(grpc::ServerContext& context,
                                  const v1::AdoptRequest& request,
                                  v1::AdoptResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  Caller caller;
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, request.session(), &caller));
+  if (options_.access != nullptr) {
+    RETURN_IF_ERROR(options_.access->CheckSymbol(
+        caller, request.destructor().empty() ? "free" : request.destructor()));
+  }
   if (!request.has_pointer()) {
     return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
                                 "field 'pointer' is required: the memory "
@@ -1136,7 +1259,9 @@ grpc::Status FfiService::ResolveVariable(
 absl::Status FfiService::DoResolveVariable(
     grpc::ServerContext& context, const v1::ResolveVariableRequest& request,
     v1::ResolveVariableResponse* response) {
-  ASSIGN_OR_RETURN(SessionLease session, sessions_.Use(request.session()));
+  Caller caller;
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, request.session(), &caller));
   RETURN_IF_ERROR(Required(request.library(), "library",
                            "the handle returned by LoadLibrary"));
   WorkerRequest forward;
@@ -1182,6 +1307,9 @@ absl::Status FfiService::DoResolveVariable(
     }
   }
   RETURN_IF_ERROR(Required(symbol, "symbol", "the variable's symbol name"));
+  if (options_.access != nullptr) {
+    RETURN_IF_ERROR(options_.access->CheckSymbol(caller, symbol));
+  }
   RETURN_IF_ERROR(session->declarations().Resolve(*resolve->mutable_type()));
   resolve->set_symbol(symbol);
   ASSIGN_OR_RETURN(WorkerResponse answer,

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "server/arena_broker.h"
+#include "server/access.h"
 #include "server/library_resolver.h"
 #include "server/session.h"
 
@@ -56,6 +57,10 @@ struct ServiceOptions {
   // Hands arena memfds to local clients (borrowed; must outlive the
   // service). Null: OpenArena answers without a socket (TCP-only daemons).
   ArenaBroker* arena_broker = nullptr;
+  // Principals, ownership, per-principal policy and the audit log
+  // (server/access.h); null: every request is one anonymous principal ""
+  // that may do everything the options above allow (in-process tests).
+  std::shared_ptr<AccessControl> access;
 };
 
 class FfiService final : public v1::Ffi::Service {
@@ -127,8 +132,28 @@ class FfiService final : public v1::Ffi::Service {
                          v1::OpenArenaResponse* response) override;
 
  private:
-  [[nodiscard]] absl::Status DoCreateSession(const v1::CreateSessionRequest& request,
-                               v1::CreateSessionResponse* response);
+  // Identifies the caller (access control) and, when `rate_limited`,
+  // counts the request against its rate.
+  absl::StatusOr<Caller> Admit(grpc::ServerContext& context,
+                               bool rate_limited = true);
+  // Admits the caller and leases session `id` if the caller owns it; another
+  // principal's session is NOT_FOUND exactly as an unknown id.
+  absl::StatusOr<SessionLease> UseSession(grpc::ServerContext& context,
+                                          absl::string_view id,
+                                          Caller* caller = nullptr);
+  // The caller's session `id` without leasing it.
+  absl::StatusOr<std::shared_ptr<Session>> GetOwned(const Caller& caller,
+                                                    absl::string_view id);
+  // One audit line when access control is on (and, for calls, when call
+  // auditing is).
+  void Audit(grpc::ServerContext& context, absl::string_view action,
+             absl::string_view target, const absl::Status& result);
+
+  [[nodiscard]] absl::Status DoCreateSession(grpc::ServerContext& context,
+                                             const v1::CreateSessionRequest& request,
+                                             v1::CreateSessionResponse* response);
+  [[nodiscard]] absl::Status DoDeleteSession(grpc::ServerContext& context,
+                                             const v1::DeleteSessionRequest& request);
   [[nodiscard]] absl::Status DoConnect(
       grpc::ServerContext& context,
       grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
@@ -138,7 +163,8 @@ class FfiService final : public v1::Ffi::Service {
                              v1::LoadLibraryResponse* response);
   [[nodiscard]] absl::Status DoUnloadLibrary(grpc::ServerContext& context,
                                const v1::UnloadLibraryRequest& request);
-  [[nodiscard]] absl::Status DoParseDeclarations(const v1::ParseDeclarationsRequest& request,
+  [[nodiscard]] absl::Status DoParseDeclarations(grpc::ServerContext& context,
+                                   const v1::ParseDeclarationsRequest& request,
                                    v1::ParseDeclarationsResponse* response);
   [[nodiscard]] absl::Status DoResolveFunction(grpc::ServerContext& context,
                                  const v1::ResolveFunctionRequest& request,
@@ -169,7 +195,8 @@ class FfiService final : public v1::Ffi::Service {
       grpc::ServerContext& context, const v1::ReleaseCallbackRequest& request);
   // Sends a StreamCall to the worker without waiting; its StreamResult is
   // pushed to `writer` when the worker answers.
-  void StartStreamCall(const std::shared_ptr<Session>& session,
+  void StartStreamCall(const Caller& caller,
+                       const std::shared_ptr<Session>& session,
                        uint64_t stream_id,
                        const std::shared_ptr<StreamSink>& writer,
                        const v1::StreamCall& call);

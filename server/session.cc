@@ -621,6 +621,10 @@ absl::Status SessionManager::NotFoundLocked(absl::string_view id) const {
                        it->second, "; create a new session"));
     }
   }
+  return SessionNotFoundError(id);
+}
+
+absl::Status SessionNotFoundError(absl::string_view id) {
   return NotFoundError(
       v1::ERROR_REASON_SESSION_NOT_FOUND,
       absl::StrCat("session '", id,

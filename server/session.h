@@ -326,6 +326,11 @@ class SessionManager {
 // 32 lowercase hex characters from getrandom().
 std::string NewSessionId();
 
+// NOT_FOUND + SESSION_NOT_FOUND for session `id`: what an unknown id gets,
+// and what a principal gets for another principal's session (so ids cannot
+// be probed).
+[[nodiscard]] absl::Status SessionNotFoundError(absl::string_view id);
+
 }  // namespace ffid::server
 
 #endif  // FFID_SERVER_SESSION_H_

@@ -42,6 +42,9 @@ struct SessionPolicy {
   worker::WorkerPolicy worker;
   // limits.max_call_duration; InfiniteDuration() when unset.
   absl::Duration max_call_duration = absl::InfiniteDuration();
+  // The principal that created the session (server/access.h); only it may
+  // use the session and its handles. Empty when access control is off.
+  std::string owner;
 };
 
 // RESOURCE_LIMIT naming the field when a limit is above the maximum;

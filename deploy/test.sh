@@ -28,6 +28,12 @@ if [[ ! -x "build/$preset/deploy-venv/bin/kubernetes-validate" ]]; then
 fi
 ctest --preset "$preset"
 
+# The libFuzzer targets (config parser, request validation) for a few
+# seconds each; `bash deploy/fuzz.sh 600` runs them longer.
+if [[ "$preset" == default ]]; then
+  bash deploy/fuzz.sh "${FFID_FUZZ_SECONDS:-10}"
+fi
+
 # The public API: buf lint, and buf breaking against the previous commit.
 npm ci --prefix deploy/tools --no-audit --no-fund --silent
 buf=deploy/tools/node_modules/.bin/buf

@@ -495,6 +495,9 @@ FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
 grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
                                        const v1::GetServerInfoRequest* request,
                                        v1::GetServerInfoResponse* response) {
+  if (absl::StatusOr<Caller> caller = Admit(*context, false); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   const PolicyOptions& policy = options_.policy;
   *response->mutable_sandbox() = policy.available;
   if (!policy.sandbox) {
@@ -845,6 +848,8 @@ absl::Status FfiService::DoParseDeclarations(
   if (!request.session().empty()) {
     ASSIGN_OR_RETURN(session, UseSession(context, request.session()));
     known = (*session)->declarations().types();
+  } else {
+    RETURN_IF_ERROR(Admit(context).status());
   }
   ASSIGN_OR_RETURN(ffi::Declarations declarations,
                    ffi::ParseDeclarations(request.source(), known));

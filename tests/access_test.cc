@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "clients/cpp/ffid/client.h"
 #include "clients/cpp/ffid/values.h"
+#include "ffi/errors.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -82,10 +83,7 @@ class RawClient {
   absl::StatusOr<std::string> CreateSession(
       const v1::CreateSessionRequest& request = {}) {
     v1::CreateSessionResponse response;
-    auto context = Context();
-    absl::Status status = client::StatusFromGrpc(
-        stub_->CreateSession(context.get(), request, &response));
-    if (!status.ok()) return status;
+    RETURN_IF_ERROR(Invoke(&v1::Ffi::Stub::CreateSession, request, &response));
     return response.session().id();
   }
 
@@ -93,18 +91,14 @@ class RawClient {
     v1::GetSessionRequest request;
     request.set_session(id);
     v1::GetSessionResponse response;
-    auto context = Context();
-    return client::StatusFromGrpc(
-        stub_->GetSession(context.get(), request, &response));
+    return Invoke(&v1::Ffi::Stub::GetSession, request, &response);
   }
 
   absl::Status DeleteSession(const std::string& id) {
     v1::DeleteSessionRequest request;
     request.set_session(id);
     v1::DeleteSessionResponse response;
-    auto context = Context();
-    return client::StatusFromGrpc(
-        stub_->DeleteSession(context.get(), request, &response));
+    return Invoke(&v1::Ffi::Stub::DeleteSession, request, &response);
   }
 
   absl::StatusOr<std::string> LoadLibrary(const std::string& session,
@@ -113,10 +107,7 @@ class RawClient {
     request.set_session(session);
     request.set_name(name);
     v1::LoadLibraryResponse response;
-    auto context = Context();
-    absl::Status status = client::StatusFromGrpc(
-        stub_->LoadLibrary(context.get(), request, &response));
-    if (!status.ok()) return status;
+    RETURN_IF_ERROR(Invoke(&v1::Ffi::Stub::LoadLibrary, request, &response));
     return response.library();
   }
 
@@ -128,10 +119,8 @@ class RawClient {
     request.set_library(library);
     request.set_declaration(declaration);
     v1::ResolveFunctionResponse response;
-    auto context = Context();
-    absl::Status status = client::StatusFromGrpc(
-        stub_->ResolveFunction(context.get(), request, &response));
-    if (!status.ok()) return status;
+    RETURN_IF_ERROR(
+        Invoke(&v1::Ffi::Stub::ResolveFunction, request, &response));
     return response.function();
   }
 
@@ -142,10 +131,7 @@ class RawClient {
     request.set_function(function);
     request.add_arguments()->set_double_value(x);
     v1::CallResponse response;
-    auto context = Context();
-    absl::Status status =
-        client::StatusFromGrpc(stub_->Call(context.get(), request, &response));
-    if (!status.ok()) return status;
+    RETURN_IF_ERROR(Invoke(&v1::Ffi::Stub::Call, request, &response));
     return response.result().double_value();
   }
 
@@ -166,20 +152,37 @@ class RawClient {
     return client::StatusFromGrpc(stream->Finish());
   }
 
-  // cos(x) in a new session of its own: creates, loads libm, resolves,
-  // calls.
+  // A new session with libm's cos resolved in it.
+  struct CosSession {
+    std::string session;
+    std::string function;
+  };
+  absl::StatusOr<CosSession> OpenCos() {
+    CosSession opened;
+    ASSIGN_OR_RETURN(opened.session, CreateSession());
+    ASSIGN_OR_RETURN(std::string library, LoadLibrary(opened.session, kLibm));
+    ASSIGN_OR_RETURN(opened.function,
+                     Resolve(opened.session, library, "double cos(double)"));
+    return opened;
+  }
+
+  // cos(x) in a new session of its own.
   absl::StatusOr<double> Cos(double x) {
-    absl::StatusOr<std::string> session = CreateSession();
-    if (!session.ok()) return session.status();
-    absl::StatusOr<std::string> library = LoadLibrary(*session, kLibm);
-    if (!library.ok()) return library.status();
-    absl::StatusOr<std::string> function =
-        Resolve(*session, *library, "double cos(double)");
-    if (!function.ok()) return function.status();
-    return CallDouble(*session, *function, x);
+    ASSIGN_OR_RETURN(CosSession opened, OpenCos());
+    return CallDouble(opened.session, opened.function, x);
   }
 
  private:
+  // One unary RPC with a deadline and the token.
+  template <typename Request, typename Response>
+  absl::Status Invoke(grpc::Status (v1::Ffi::Stub::*method)(
+                          grpc::ClientContext*, const Request&, Response*),
+                      const Request& request, Response* response) {
+    auto context = Context();
+    return client::StatusFromGrpc(
+        (stub_.get()->*method)(context.get(), request, response));
+  }
+
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto context = std::make_unique<grpc::ClientContext>();
     context->set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
@@ -335,13 +338,10 @@ TEST_F(AccessTest, AnotherPrincipalCannotSeeASession) {
   RawClient alice = RawClient::Unix(*daemon_, kAliceToken);
   RawClient bob = RawClient::Unix(*daemon_, kBobToken);
   RawClient local = RawClient::Unix(*daemon_);
-  absl::StatusOr<std::string> session = alice.CreateSession();
-  ASSERT_THAT(session, IsOk());
-  absl::StatusOr<std::string> library = alice.LoadLibrary(*session, kLibm);
-  ASSERT_THAT(library, IsOk());
-  absl::StatusOr<std::string> function =
-      alice.Resolve(*session, *library, "double cos(double)");
-  ASSERT_THAT(function, IsOk());
+  absl::StatusOr<RawClient::CosSession> opened = alice.OpenCos();
+  ASSERT_THAT(opened, IsOk());
+  const std::string* session = &opened->session;
+  const std::string* function = &opened->function;
 
   for (RawClient* stranger : {&bob, &local}) {
     absl::Status get = stranger->GetSession(*session);
@@ -589,13 +589,10 @@ TEST_F(TlsTest, MutualTlsMapsTheCertificateToAPrincipal) {
 TEST_F(AccessTest, SighupReloadsPoliciesAndKeepsSessions) {
   Start(tokens_config());
   RawClient alice = RawClient::Unix(*daemon_, kAliceToken);
-  absl::StatusOr<std::string> session = alice.CreateSession();
-  ASSERT_THAT(session, IsOk());
-  absl::StatusOr<std::string> library = alice.LoadLibrary(*session, kLibm);
-  ASSERT_THAT(library, IsOk());
-  absl::StatusOr<std::string> function =
-      alice.Resolve(*session, *library, "double cos(double)");
-  ASSERT_THAT(function, IsOk());
+  absl::StatusOr<RawClient::CosSession> opened = alice.OpenCos();
+  ASSERT_THAT(opened, IsOk());
+  const std::string* session = &opened->session;
+  const std::string* function = &opened->function;
 
   // alice may now load only the fixture directory.
   WriteFile(config_, tokens_config() +

@@ -76,6 +76,20 @@ const (
 	ErrorReason_ERROR_REASON_INTERNAL ErrorReason = 21
 	// A typed Read or Write at an address not aligned for its type.
 	ErrorReason_ERROR_REASON_MISALIGNED_ACCESS ErrorReason = 22
+	// Access control (numbered from 40 to leave room for the core reasons).
+	// The client presented no identity where one is required, or a bearer
+	// token that is not in the server's token file.
+	ErrorReason_ERROR_REASON_UNAUTHENTICATED ErrorReason = 40
+	// The principal's policy refuses it every request (`deny`).
+	ErrorReason_ERROR_REASON_PRINCIPAL_DENIED ErrorReason = 41
+	// The principal's policy does not allow this symbol.
+	ErrorReason_ERROR_REASON_SYMBOL_NOT_ALLOWED ErrorReason = 42
+	// A pinned library's contents differ from its pinned SHA-256.
+	ErrorReason_ERROR_REASON_LIBRARY_PIN_MISMATCH ErrorReason = 43
+	// The principal already has as many sessions as its policy allows.
+	ErrorReason_ERROR_REASON_SESSION_QUOTA ErrorReason = 44
+	// The principal made more requests per second than its policy allows.
+	ErrorReason_ERROR_REASON_RATE_LIMITED ErrorReason = 45
 )
 
 // Enum value maps for ErrorReason.
@@ -104,31 +118,43 @@ var (
 		20: "ERROR_REASON_BAD_ADDRESS",
 		21: "ERROR_REASON_INTERNAL",
 		22: "ERROR_REASON_MISALIGNED_ACCESS",
+		40: "ERROR_REASON_UNAUTHENTICATED",
+		41: "ERROR_REASON_PRINCIPAL_DENIED",
+		42: "ERROR_REASON_SYMBOL_NOT_ALLOWED",
+		43: "ERROR_REASON_LIBRARY_PIN_MISMATCH",
+		44: "ERROR_REASON_SESSION_QUOTA",
+		45: "ERROR_REASON_RATE_LIMITED",
 	}
 	ErrorReason_value = map[string]int32{
-		"ERROR_REASON_UNSPECIFIED":         0,
-		"ERROR_REASON_LIBRARY_NOT_FOUND":   1,
-		"ERROR_REASON_LIBRARY_NOT_ALLOWED": 2,
-		"ERROR_REASON_LIBRARY_LOAD_FAILED": 3,
-		"ERROR_REASON_SYMBOL_NOT_FOUND":    4,
-		"ERROR_REASON_DECLARATION_INVALID": 5,
-		"ERROR_REASON_TYPE_MISMATCH":       6,
-		"ERROR_REASON_VALUE_OUT_OF_RANGE":  7,
-		"ERROR_REASON_ARGUMENT_COUNT":      8,
-		"ERROR_REASON_HANDLE_INVALID":      9,
-		"ERROR_REASON_OUT_OF_BOUNDS":       10,
-		"ERROR_REASON_WORKER_CRASHED":      11,
-		"ERROR_REASON_SESSION_NOT_FOUND":   12,
-		"ERROR_REASON_DEADLINE_EXCEEDED":   13,
-		"ERROR_REASON_RESOURCE_LIMIT":      14,
-		"ERROR_REASON_SANDBOX_VIOLATION":   15,
-		"ERROR_REASON_CALLBACK_FAILED":     16,
-		"ERROR_REASON_INVALID_REQUEST":     17,
-		"ERROR_REASON_UNSUPPORTED":         18,
-		"ERROR_REASON_WORKER_START_FAILED": 19,
-		"ERROR_REASON_BAD_ADDRESS":         20,
-		"ERROR_REASON_INTERNAL":            21,
-		"ERROR_REASON_MISALIGNED_ACCESS":   22,
+		"ERROR_REASON_UNSPECIFIED":          0,
+		"ERROR_REASON_LIBRARY_NOT_FOUND":    1,
+		"ERROR_REASON_LIBRARY_NOT_ALLOWED":  2,
+		"ERROR_REASON_LIBRARY_LOAD_FAILED":  3,
+		"ERROR_REASON_SYMBOL_NOT_FOUND":     4,
+		"ERROR_REASON_DECLARATION_INVALID":  5,
+		"ERROR_REASON_TYPE_MISMATCH":        6,
+		"ERROR_REASON_VALUE_OUT_OF_RANGE":   7,
+		"ERROR_REASON_ARGUMENT_COUNT":       8,
+		"ERROR_REASON_HANDLE_INVALID":       9,
+		"ERROR_REASON_OUT_OF_BOUNDS":        10,
+		"ERROR_REASON_WORKER_CRASHED":       11,
+		"ERROR_REASON_SESSION_NOT_FOUND":    12,
+		"ERROR_REASON_DEADLINE_EXCEEDED":    13,
+		"ERROR_REASON_RESOURCE_LIMIT":       14,
+		"ERROR_REASON_SANDBOX_VIOLATION":    15,
+		"ERROR_REASON_CALLBACK_FAILED":      16,
+		"ERROR_REASON_INVALID_REQUEST":      17,
+		"ERROR_REASON_UNSUPPORTED":          18,
+		"ERROR_REASON_WORKER_START_FAILED":  19,
+		"ERROR_REASON_BAD_ADDRESS":          20,
+		"ERROR_REASON_INTERNAL":             21,
+		"ERROR_REASON_MISALIGNED_ACCESS":    22,
+		"ERROR_REASON_UNAUTHENTICATED":      40,
+		"ERROR_REASON_PRINCIPAL_DENIED":     41,
+		"ERROR_REASON_SYMBOL_NOT_ALLOWED":   42,
+		"ERROR_REASON_LIBRARY_PIN_MISMATCH": 43,
+		"ERROR_REASON_SESSION_QUOTA":        44,
+		"ERROR_REASON_RATE_LIMITED":         45,
 	}
 )
 
@@ -316,7 +342,7 @@ const file_ffid_v1_errors_proto_rawDesc = "" +
 	"\x05limit\x18\n" +
 	" \x01(\tR\x05limit\x12\x1f\n" +
 	"\vsignal_code\x18\v \x01(\x05R\n" +
-	"signalCode*\x9e\x06\n" +
+	"signalCode*\xee\a\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eERROR_REASON_LIBRARY_NOT_FOUND\x10\x01\x12$\n" +
@@ -341,7 +367,13 @@ const file_ffid_v1_errors_proto_rawDesc = "" +
 	" ERROR_REASON_WORKER_START_FAILED\x10\x13\x12\x1c\n" +
 	"\x18ERROR_REASON_BAD_ADDRESS\x10\x14\x12\x19\n" +
 	"\x15ERROR_REASON_INTERNAL\x10\x15\x12\"\n" +
-	"\x1eERROR_REASON_MISALIGNED_ACCESS\x10\x16B>\n" +
+	"\x1eERROR_REASON_MISALIGNED_ACCESS\x10\x16\x12 \n" +
+	"\x1cERROR_REASON_UNAUTHENTICATED\x10(\x12!\n" +
+	"\x1dERROR_REASON_PRINCIPAL_DENIED\x10)\x12#\n" +
+	"\x1fERROR_REASON_SYMBOL_NOT_ALLOWED\x10*\x12%\n" +
+	"!ERROR_REASON_LIBRARY_PIN_MISMATCH\x10+\x12\x1e\n" +
+	"\x1aERROR_REASON_SESSION_QUOTA\x10,\x12\x1d\n" +
+	"\x19ERROR_REASON_RATE_LIMITED\x10-B>\n" +
 	"\vdev.ffid.v1P\x01Z-github.com/ffid/ffid/clients/go/ffidpb;ffidpbb\x06proto3"
 
 var (

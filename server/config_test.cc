@@ -177,6 +177,7 @@ TEST_F(ConfigFileTest, OperationsSettingsAreSettableInTheFile) {
     log_format: LOG_FORMAT_JSON
     log_level: LOG_LEVEL_WARNING
     shutdown_grace { seconds: 25 }
+    arena_bytes: 0
   )pb");
   absl::StatusOr<Options> options =
       ParseOptions({"ffid", "--config", path()});
@@ -185,6 +186,8 @@ TEST_F(ConfigFileTest, OperationsSettingsAreSettableInTheFile) {
   EXPECT_EQ(options->log_format, LogFormat::kJson);
   EXPECT_EQ(options->log_level, LogLevel::kWarning);
   EXPECT_EQ(options->shutdown_grace, absl::Seconds(25));
+  // Zero is a value (no arenas), not "unset".
+  EXPECT_EQ(options->arena_bytes, 0u);
 
   Write("shutdown_grace { seconds: -1 }\n");
   absl::StatusOr<Options> negative = ParseOptions({"ffid", "--config", path()});

@@ -235,6 +235,7 @@ void ApplyConfig(const config::v1::Config& config, Options& options) {
     default:
       break;
   }
+  if (config.has_arena_bytes()) options.arena_bytes = config.arena_bytes();
   if (config.has_shutdown_grace()) {
     options.shutdown_grace =
         absl::Seconds(config.shutdown_grace().seconds()) +

@@ -204,6 +204,42 @@ class MisalignedAccess(Error):
     reason_name = "MISALIGNED_ACCESS"
 
 
+class Unauthenticated(Error, PermissionError):
+    """The client presented no identity where one is required, or an unknown bearer token."""
+
+    reason_name = "UNAUTHENTICATED"
+
+
+class PrincipalDenied(Error, PermissionError):
+    """The principal's policy refuses it every request."""
+
+    reason_name = "PRINCIPAL_DENIED"
+
+
+class SymbolNotAllowed(Error, PermissionError):
+    """The principal's policy does not allow this symbol."""
+
+    reason_name = "SYMBOL_NOT_ALLOWED"
+
+
+class LibraryPinMismatch(Error):
+    """A pinned library's contents differ from its pinned SHA-256."""
+
+    reason_name = "LIBRARY_PIN_MISMATCH"
+
+
+class SessionQuota(Error):
+    """The principal already has as many sessions as its policy allows."""
+
+    reason_name = "SESSION_QUOTA"
+
+
+class RateLimited(Error):
+    """The principal made more requests per second than its policy allows."""
+
+    reason_name = "RATE_LIMITED"
+
+
 class Unavailable(Error, ConnectionError):
     """The daemon cannot be reached (not running, wrong address, gone)."""
 
@@ -233,6 +269,12 @@ ERROR_CLASSES: Dict[str, Type[Error]] = {
         BadAddress,
         Internal,
         MisalignedAccess,
+        Unauthenticated,
+        PrincipalDenied,
+        SymbolNotAllowed,
+        LibraryPinMismatch,
+        SessionQuota,
+        RateLimited,
     )
 }
 

@@ -234,6 +234,22 @@ void Session::ReviveIfDead() {
   }
 }
 
+namespace {
+
+// What a call that met a worker's death is told once the worker was
+// restarted, whichever caller did the restart.
+std::string RestartedNote(int restarts, pid_t pid) {
+  return absl::StrCat(
+      "; the session's worker was restarted (restart policy RESTART, "
+      "restart ",
+      restarts, ", new worker ", pid,
+      "): its libraries were loaded and its functions resolved again, so "
+      "library and function handles stay valid; memory and callback "
+      "handles of the old worker are gone");
+}
+
+}  // namespace
+
 void Session::WatchWorker(WorkerProcess& worker, uint64_t generation) {
   if (policy_.restart != v1::RESTART_POLICY_RESTART || spawner_ == nullptr) {
     return;
@@ -259,12 +275,7 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
     if (generation_ != generation) {
       // Another caller (or the death watcher) restarted it first: the same
       // sentence, so a client sees one wording whoever won the race.
-      return absl::StrCat(
-          "; the session's worker was restarted (restart policy RESTART, ",
-          restarts_,
-          " restart(s) so far): its libraries were loaded and its functions "
-          "resolved again, so library and function handles stay valid; "
-          "memory and callback handles of the old worker are gone");
+      return RestartedNote(restarts_, worker_->pid());
     }
     if (!gave_up_.empty()) return absl::StrCat("; ", gave_up_);
     if (spawner_ == nullptr || ended_) return "";
@@ -358,13 +369,7 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
         {{"session", id_.substr(0, 8)},
          {"pid", absl::StrCat(worker_->pid())},
          {"restart", absl::StrCat(restarts_)}});
-    note = absl::StrCat(
-        "; the session's worker was restarted (restart policy RESTART, "
-        "restart ",
-        restarts_, ", new worker ", worker_->pid(),
-        "): its libraries were loaded and its functions resolved again, so "
-        "library and function handles stay valid; memory and callback "
-        "handles of the old worker are gone");
+    note = RestartedNote(restarts_, worker_->pid());
     WatchWorker(*worker_, generation_);
     for (const auto& [id, sink] : streams_) sinks.push_back(sink);
   }

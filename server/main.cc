@@ -47,6 +47,11 @@
 namespace ffid::server {
 namespace {
 
+// How long after the shutdown grace gRPC cancels the RPCs still running:
+// by then ending the sessions has answered every call that waited on a
+// worker, so only RPCs that are stuck elsewhere are left.
+constexpr absl::Duration kCancelAfterGrace = absl::Seconds(2);
+
 absl::Status StartupError(absl::string_view message) {
   return absl::FailedPreconditionError(message);
 }
@@ -377,19 +382,22 @@ int Run(int argc, char** argv) {
                      absl::FormatDuration(options.shutdown_grace)));
     Metrics::Get().SetDraining(true);
     if (health != nullptr) health->SetServingStatus(false);
-    // gRPC cancels what still runs at the deadline; a call blocked in
-    // native code ends when its worker dies, so the workers die then too.
+    // At the end of the grace the workers die first, so that a call still
+    // running in native code is answered with ffid's own "shutting down"
+    // error; gRPC cancels whatever is left (an RPC not waiting on a worker)
+    // a little later. One thread owns the grace's end, so the warning is
+    // logged exactly when RPCs were still running then.
+    const absl::Time grace_end = absl::Now() + options.shutdown_grace;
     absl::Notification drained;
     std::thread backstop([&] {
-      if (!drained.WaitForNotificationWithTimeout(options.shutdown_grace)) {
+      if (!drained.WaitForNotificationWithDeadline(grace_end)) {
         Log(LogLevel::kWarning,
-            "grace period over: cancelling the RPCs still running and "
-            "killing every worker");
+            "grace period over: ending every session (the calls still "
+            "running are answered UNAVAILABLE) and killing every worker");
         sessions.Shutdown();
       }
     });
-    server->Shutdown(
-        absl::ToChronoTime(absl::Now() + options.shutdown_grace));
+    server->Shutdown(absl::ToChronoTime(grace_end + kCancelAfterGrace));
     drained.Notify();
     backstop.join();
   });

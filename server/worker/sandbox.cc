@@ -24,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "ffi/errors.h"
+#include "server/worker/namespaces.h"
 #include "server/worker/seccomp_policy.h"
 
 namespace ffid::worker {
@@ -50,13 +51,7 @@ absl::Status WriteFile(const std::string& path, const std::string& text) {
 // ------------------------------------------------------------ namespaces
 
 absl::Status Unshare(const WorkerPolicy& policy, int entered) {
-  int flags = 0;
-  if (policy.user_namespace()) flags |= CLONE_NEWUSER;
-  if (policy.network_namespace()) flags |= CLONE_NEWNET;
-  if (policy.mount_namespace()) flags |= CLONE_NEWNS;
-  if (policy.pid_namespace()) flags |= CLONE_NEWPID;
-  if (policy.ipc_namespace()) flags |= CLONE_NEWIPC;
-  if (policy.uts_namespace()) flags |= CLONE_NEWUTS;
+  int flags = NamespaceCloneFlags(policy);
   if (flags == 0) return absl::OkStatus();
   // Inside a new user namespace that has no mapping yet, the ids read as
   // the overflow id; the mapping wants the ids outside, which are the

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ffi/errors.h"
+#include "server/worker/namespaces.h"
 
 namespace ffid::worker {
 namespace {
@@ -57,14 +58,7 @@ int NamespaceFlags(const WorkerPolicy& policy) {
   (void)policy;
   return 0;
 #else
-  int flags = 0;
-  if (policy.user_namespace()) flags |= CLONE_NEWUSER;
-  if (policy.network_namespace()) flags |= CLONE_NEWNET;
-  if (policy.mount_namespace()) flags |= CLONE_NEWNS;
-  if (policy.pid_namespace()) flags |= CLONE_NEWPID;
-  if (policy.ipc_namespace()) flags |= CLONE_NEWIPC;
-  if (policy.uts_namespace()) flags |= CLONE_NEWUTS;
-  return flags;
+  return NamespaceCloneFlags(policy);
 #endif
 }
 

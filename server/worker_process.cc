@@ -185,6 +185,7 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
       KillLocked(absl::StrCat(pending.description,
                               " did not finish within its deadline of ",
                               limit));
+      AwaitDeathLocked();
       return MakeError(
           absl::StatusCode::kDeadlineExceeded,
           v1::ERROR_REASON_DEADLINE_EXCEEDED,
@@ -198,6 +199,7 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     if (is_cancelled && is_cancelled()) {
       pending_.erase(id);
       KillLocked(absl::StrCat("the client cancelled ", pending.description));
+      AwaitDeathLocked();
       return MakeError(
           absl::StatusCode::kCancelled, v1::ERROR_REASON_WORKER_CRASHED,
           absl::StrCat("the client cancelled ", pending.description,
@@ -545,6 +547,13 @@ void WorkerProcess::Shutdown(StopCause cause) {
 std::optional<v1::CrashReport> WorkerProcess::crash_report() const {
   absl::MutexLock lock(&mu_);
   return crash_;
+}
+
+void WorkerProcess::AwaitDeathLocked() {
+  const absl::Time give_up = absl::Now() + kExitGrace;
+  while (dead_status_.ok() && absl::Now() < give_up) {
+    changed_.WaitWithDeadline(&mu_, give_up);
+  }
 }
 
 bool WorkerProcess::alive() const {

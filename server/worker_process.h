@@ -182,6 +182,10 @@ class WorkerProcess {
   // Kills the worker (if not reaped yet) and records why, for the crash
   // message. The first reason wins.
   void KillLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After KillLocked: waits (up to kExitGrace) until the reader thread has
+  // recorded the death, so that whoever is told the worker was killed finds
+  // the session CRASHED, with its report, when it looks next.
+  void AwaitDeathLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Handles the end of the channel: waits for and reaps the worker, then
   // fails everything pending.
   void OnChannelClosed(const absl::Status& why) ABSL_LOCKS_EXCLUDED(mu_);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (tests/fuzz: the config parser and request
-# validation) with clang in the "fuzz" preset (ASan + UBSan) and runs each
+# Builds the libFuzzer targets (tests/fuzz: the config parser, request
+# validation, and the service's handlers against a real worker) with clang in the "fuzz" preset (ASan + UBSan) and runs each
 # for SECONDS (default 10) from its seed corpus in tests/fuzz/corpus/. New
 # inputs go to build/fuzz/corpus/; a crash stops with a non-zero status and
 # leaves its input as build/fuzz/crash-*. deploy/test.sh runs it briefly.
@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 
 cmake --preset fuzz >/dev/null
-cmake --build --preset fuzz --target config_fuzzer request_fuzzer
+cmake --build --preset fuzz --target config_fuzzer request_fuzzer service_fuzzer ffid_worker_main
 
-for name in config request; do
+for name in config request service; do
   work="build/fuzz/corpus/$name"
   mkdir -p "$work"
   echo "== ${name}_fuzzer for ${seconds}s"

@@ -20,12 +20,14 @@ npm ci --prefix clients/node --no-audit --no-fund --silent
 # cache that `go mod download` fills here (versions pinned by go.sum).
 bash clients/go/tests/run.sh --download
 # deploy_k8s_test validates deploy/k8s with kubernetes-validate (pinned, from
-# PyPI; it carries the Kubernetes schemas, so the check runs offline).
-if [[ ! -x "build/$preset/deploy-venv/bin/kubernetes-validate" ]]; then
+# PyPI; it carries the Kubernetes schemas, so the check runs offline);
+# reflection_test speaks server reflection with grpcio-reflection (pinned).
+# pip reaches PyPI only for what the venv lacks.
+if [[ ! -x "build/$preset/deploy-venv/bin/python" ]]; then
   python3 -m venv "build/$preset/deploy-venv"
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "build/$preset/deploy-venv/bin/python" -m pip -q \
-    install -r deploy/tools/requirements-deploy.txt
 fi
+PIP_DISABLE_PIP_VERSION_CHECK=1 "build/$preset/deploy-venv/bin/python" -m pip -q \
+  install -r deploy/tools/requirements-deploy.txt
 ctest --preset "$preset"
 
 # The libFuzzer targets (config parser, request validation) for a few

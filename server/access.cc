@@ -20,6 +20,7 @@
 #include "ffi/errors.h"
 #include "grpcpp/security/auth_context.h"
 #include "server/config.h"
+#include "server/log.h"
 
 namespace ffid::server {
 namespace {
@@ -170,8 +171,8 @@ std::shared_ptr<const AccessSettings> AccessControl::Snapshot() const {
 
 bool AccessControl::AuditCalls() const { return Snapshot()->audit_calls; }
 
-absl::StatusOr<Caller> AccessControl::Admit(const grpc::ServerContext& context,
-                                            bool rate_limited) {
+absl::StatusOr<Caller> AccessControl::Admit(
+    const grpc::ServerContextBase& context, bool rate_limited) {
   Caller caller;
   caller.settings = Snapshot();
   const AccessSettings& settings = *caller.settings;
@@ -363,13 +364,21 @@ void AccessControl::ReleaseSession(const std::string& principal) {
 }
 
 void AccessControl::Audit(const Caller& caller, absl::string_view action,
-                          absl::string_view target,
-                          const absl::Status& result) const {
-  std::string line = absl::StrCat(
-      "ffid: audit: principal=", caller.principal, " action=", action,
-      " target=\"", absl::CEscape(target), "\" result=",
-      result.ok() ? "OK" : absl::StatusCodeToString(result.code()), "\n");
-  fputs(line.c_str(), stderr);
+                          absl::string_view target, const absl::Status& result,
+                          absl::string_view trace_id) const {
+  std::string reason;
+  if (!result.ok()) {
+    const v1::ErrorReason code = GetErrorReason(result);
+    if (code != v1::ERROR_REASON_UNSPECIFIED) reason = ReasonName(code);
+  }
+  LogAlways(LogLevel::kInfo, "audit",
+            {{"principal", caller.principal},
+             {"what", std::string(action)},
+             {"target", std::string(target)},
+             {"result", result.ok() ? "OK"
+                                    : absl::StatusCodeToString(result.code())},
+             {"reason", reason},
+             {"trace_id", std::string(trace_id)}});
 }
 
 }  // namespace ffid::server

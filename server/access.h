@@ -104,7 +104,7 @@ class AccessControl {
   // UNAUTHENTICATED for an unknown token (or no identity when
   // require_authentication); PERMISSION_DENIED + PRINCIPAL_DENIED;
   // RESOURCE_EXHAUSTED + RATE_LIMITED.
-  absl::StatusOr<Caller> Admit(const grpc::ServerContext& context,
+  absl::StatusOr<Caller> Admit(const grpc::ServerContextBase& context,
                                bool rate_limited);
 
   // For one more request on an admitted Connect stream: RATE_LIMITED as
@@ -132,10 +132,15 @@ class AccessControl {
   [[nodiscard]] absl::Status AcquireSession(const Caller& caller);
   void ReleaseSession(const std::string& principal);
 
-  // Writes one line to stderr:
-  // ffid: audit: principal=P action=A target="T" result=OK|CODE
+  // Writes one audit line through the daemon's log (server/log.h, text or
+  // JSON, whatever --log-level says) with the fields principal, what
+  // (`action`, e.g. "CreateSession"), target (a session id, a library path,
+  // a function handle), result ("OK" or the gRPC code's name), reason (the
+  // ErrorReason's name, on failures) and trace_id (the request's, when
+  // given). Text: ffid: audit principal=P what=A target=T result=R ...
   void Audit(const Caller& caller, absl::string_view action,
-             absl::string_view target, const absl::Status& result) const;
+             absl::string_view target, const absl::Status& result,
+             absl::string_view trace_id = "") const;
 
   // Whether Call requests are audited too.
   bool AuditCalls() const;

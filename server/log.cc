@@ -123,6 +123,11 @@ std::string FormatLogLine(LogFormat format, LogLevel level,
 void Log(LogLevel level, absl::string_view message,
          std::initializer_list<LogField> fields) {
   if (!LogEnabled(level)) return;
+  LogAlways(level, message, fields);
+}
+
+void LogAlways(LogLevel level, absl::string_view message,
+               std::initializer_list<LogField> fields) {
   const LogFormat format = g_format.load();
   std::string timestamp;
   if (format == LogFormat::kJson) {

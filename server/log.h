@@ -47,6 +47,12 @@ using LogField = std::pair<absl::string_view, std::string>;
 void Log(LogLevel level, absl::string_view message,
          std::initializer_list<LogField> fields = {});
 
+// Writes one line at `level` whatever the lowest level logged is: for the
+// audit log, which its own settings turn on and off (an operator who turns
+// the log down to warnings keeps the audit).
+void LogAlways(LogLevel level, absl::string_view message,
+               std::initializer_list<LogField> fields = {});
+
 // Renders a line without writing it (what Log writes, without the newline);
 // `timestamp` is the RFC 3339 time for JSON lines. For tests.
 std::string FormatLogLine(LogFormat format, LogLevel level,

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -35,11 +36,13 @@
 #include "server/metrics.h"
 #include "server/access.h"
 #include "server/options.h"
+#include "server/reflection_guard.h"
 #include "server/rpc_observer.h"
 #include "server/sandbox_probe.h"
 #include "server/session_policy.h"
 #include "server/tls.h"
 #include "server/unix_listener.h"
+#include "server/version.h"
 #include "server/service.h"
 #include "server/session.h"
 #include "server/worker/channel.h"
@@ -183,8 +186,13 @@ int Run(int argc, char** argv) {
     fputs(HelpText().c_str(), stdout);
     return 0;
   }
+  if (options.version) {
+    printf("ffid %s\n", std::string(Version()).c_str());
+    return 0;
+  }
   SetLogFormat(options.log_format);
   SetLogLevel(options.log_level);
+  Log(LogLevel::kInfo, absl::StrCat("ffid ", Version(), " starting"));
 
   // Before any thread exists, so that every thread inherits the mask and
   // only the sigwait() thread below sees these signals. Workers get a clean
@@ -324,9 +332,61 @@ int Run(int argc, char** argv) {
   service_options.access = access;
   FfiService service(sessions, std::move(service_options));
 
+  // Health checking needs no identity (probes carry none); reflection only
+  // for callers with one (server/reflection_guard.h), or not at all.
   grpc::EnableDefaultHealthCheckService(true);
+  // The plain-text health-only listener: health checking and nothing
+  // else (no reflection, no API).
+  std::unique_ptr<grpc::Server> health_server;
+  // gRPC builds no server without a sync or callback service or a polled
+  // completion queue; the health service is added at start, too late to
+  // count, so this server gets a queue that only ever sees its shutdown.
+  std::unique_ptr<grpc::ServerCompletionQueue> health_queue;
+  std::thread health_poller;
+  int health_port = 0;
+  if (!options.health_listen.empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.SetOption(WithoutReflection());
+    health_builder.AddListeningPort(options.health_listen,
+                                    grpc::InsecureServerCredentials(),
+                                    &health_port);
+    health_queue = health_builder.AddCompletionQueue();
+    health_server = health_builder.BuildAndStart();
+    health_poller = std::thread([queue = health_queue.get()] {
+      void* tag = nullptr;
+      bool ok = false;
+      while (queue->Next(&tag, &ok)) {
+      }
+    });
+  }
+  // However Run() returns: the health listener stops last.
+  absl::Cleanup stop_health = [&] {
+    if (health_server != nullptr) {
+      health_server->Shutdown(absl::ToChronoTime(absl::Now()));
+    }
+    if (health_queue != nullptr) {
+      health_queue->Shutdown();
+      health_poller.join();
+    }
+  };
+  if (!options.health_listen.empty()) {
+    if (health_server == nullptr || health_port == 0) {
+      sessions.Shutdown();
+      return Fail(absl::UnavailableError(absl::StrCat(
+                      "cannot listen on --health-listen ",
+                      options.health_listen,
+                      " (address in use, or not a valid address?)")),
+                  1);
+    }
+    Log(LogLevel::kInfo,
+        absl::StrCat("health checking (only) on ",
+                     options.health_listen.substr(
+                         0, options.health_listen.rfind(':')),
+                     ":", health_port));
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (!options.reflection) builder.SetOption(WithoutReflection());
   int selected_port = 0;
   if (unix_listener == nullptr) {
     builder.AddListeningPort(address, credentials, &selected_port);
@@ -336,6 +396,9 @@ int Run(int argc, char** argv) {
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(MakeRpcObserverFactory());
+  if (options.reflection) {
+    interceptors.push_back(MakeReflectionGuardFactory(access));
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Read/Write move up to a worker frame's worth of bytes in one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(worker::kMaxFrameBytes));
@@ -365,6 +428,12 @@ int Run(int argc, char** argv) {
   if (health != nullptr) {
     health->SetServingStatus(v1::Ffi::service_full_name(), true);
   }
+  grpc::HealthCheckServiceInterface* plain_health =
+      health_server == nullptr ? nullptr
+                               : health_server->GetHealthCheckService();
+  if (plain_health != nullptr) {
+    plain_health->SetServingStatus(v1::Ffi::service_full_name(), true);
+  }
   Log(LogLevel::kInfo, absl::StrCat("listening on ", shown));
 
   std::thread signal_thread([&] {
@@ -382,6 +451,7 @@ int Run(int argc, char** argv) {
                      absl::FormatDuration(options.shutdown_grace)));
     Metrics::Get().SetDraining(true);
     if (health != nullptr) health->SetServingStatus(false);
+    if (plain_health != nullptr) plain_health->SetServingStatus(false);
     // At the end of the grace the workers die first, so that a call still
     // running in native code is answered with ffid's own "shutting down"
     // error; gRPC cancels whatever is left (an RPC not waiting on a worker)

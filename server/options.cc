@@ -33,6 +33,7 @@ bool TakesValue(absl::string_view name) {
          name == "max-call-duration" || name == "config" ||
          name == "tls-cert" || name == "tls-key" || name == "tls-client-ca" ||
          name == "token-file" || name == "metrics-listen" ||
+         name == "health-listen" ||
          name == "log-format" || name == "log-level" ||
          name == "shutdown-grace" || name == "arena-bytes";
 }
@@ -40,7 +41,8 @@ bool TakesValue(absl::string_view name) {
 bool IsSwitch(absl::string_view name) {
   return name == "insecure" || name == "help" || name == "allow-network" ||
          name == "no-sandbox" || name == "audit-calls" ||
-         name == "require-authentication";
+         name == "require-authentication" || name == "no-reflection" ||
+         name == "version";
 }
 
 absl::Status CheckListenAddress(absl::string_view address) {
@@ -144,6 +146,18 @@ absl::Status Apply(Options& options, absl::string_view name,
                                      "'127.0.0.1:9464' or ':9464'"));
     }
     options.metrics_listen = value;
+  } else if (name == "health-listen") {
+    size_t colon = value.rfind(':');
+    uint32_t port = 0;
+    if (colon == std::string::npos || colon == 0 ||
+        !absl::SimpleAtoi(absl::string_view(value).substr(colon + 1),
+                          &port) ||
+        port > 65535) {
+      return UsageError(absl::StrCat("--health-listen '", value,
+                                     "' is not host:port such as "
+                                     "'0.0.0.0:8081'"));
+    }
+    options.health_listen = value;
   } else if (name == "log-format") {
     if (!ParseLogFormat(value, &options.log_format)) {
       return UsageError(absl::StrCat("--log-format '", value,
@@ -218,7 +232,9 @@ void ApplyConfig(const config::v1::Config& config, Options& options) {
   options.token_file = config.token_file();
   options.audit_calls = config.audit().calls();
   options.require_authentication = config.require_authentication();
+  options.reflection = !config.no_reflection();
   options.metrics_listen = config.metrics_listen();
+  options.health_listen = config.health_listen();
   if (config.log_format() == config::v1::LOG_FORMAT_JSON) {
     options.log_format = LogFormat::kJson;
   }
@@ -270,6 +286,10 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
         options.help = true;
         return options;
       }
+      if (name == "version") {
+        options.version = true;
+        return options;
+      }
       flags.emplace_back(std::string(name), "");
       continue;
     }
@@ -279,10 +299,11 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
           "'; known flags: --listen, --allow-library, --worker-path, "
           "--idle-timeout, --address-space-limit, --cpu-limit, "
           "--open-files-limit, --file-size-limit, --max-call-duration, "
-          "--metrics-listen, --log-format, --log-level, --shutdown-grace, "
+          "--metrics-listen, --health-listen, --log-format, --log-level, "
+          "--shutdown-grace, "
           "--allow-network, --no-sandbox, --insecure, --config, --tls-cert, "
           "--tls-key, --tls-client-ca, --token-file, --audit-calls, "
-          "--require-authentication, --help"));
+          "--require-authentication, --no-reflection, --version, --help"));
     }
     std::string value;
     if (inline_value) {
@@ -317,6 +338,8 @@ absl::StatusOr<Options> ParseOptions(const std::vector<std::string>& args) {
       options.audit_calls = true;
     } else if (name == "require-authentication") {
       options.require_authentication = true;
+    } else if (name == "no-reflection") {
+      options.reflection = false;
     } else {
       if (name == "allow-library" && !allow_library_from_flags) {
         options.allow_library.clear();
@@ -447,6 +470,13 @@ std::string HelpText() {
       "port 0\n"
       "                         picks a free one. Default: no metrics "
       "listener.\n"
+      "  --health-listen HOST:PORT\n"
+      "                         also serve gRPC health checking, and nothing "
+      "else, in\n"
+      "                         plain text on HOST:PORT (for probes that "
+      "cannot speak\n"
+      "                         TLS, such as Kubernetes' grpc probes). "
+      "Default: off.\n"
       "  --log-format text|json one line per event on stderr, as text or as "
       "a JSON\n"
       "                         object (ts, level, msg, fields). Default: "
@@ -500,6 +530,14 @@ std::string HelpText() {
       "                         refuse clients with no identity (no token, "
       "certificate\n"
       "                         or unix peer) with UNAUTHENTICATED.\n"
+      "  --no-reflection        do not serve gRPC server reflection. With it "
+      "on (the\n"
+      "                         default) only clients with an identity "
+      "(unix peer,\n"
+      "                         token, client certificate) may use it; "
+      "health checks\n"
+      "                         need no identity.\n"
+      "  --version              print the version and exit.\n"
       "  --help                 print this help and exit.\n"
       "\n"
       "Libraries named by soname (libm.so.6) are found as the dynamic loader "

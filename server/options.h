@@ -25,6 +25,8 @@
 //                           maximum: a session may ask for less.
 //   --metrics-listen HOST:PORT  serve Prometheus metrics on /metrics there
 //                           (plain HTTP; port 0 picks one). Default: off.
+//   --health-listen HOST:PORT  also serve grpc.health.v1 (only) there, in
+//                           plain text, for probes without TLS. Default: off.
 //   --log-format text|json  the log's line format. Default: text.
 //   --log-level LEVEL       debug, info, warning or error. Default: info.
 //   --shutdown-grace DURATION  after SIGTERM, how long running RPCs may
@@ -42,6 +44,9 @@
 //   --token-file FILE       bearer tokens, hashed (server/auth.h).
 //   --audit-calls           an audit line per Call too.
 //   --require-authentication  refuse clients without an identity.
+//   --no-reflection         do not serve gRPC server reflection (served by
+//                           default, to callers with an identity only).
+//   --version               print the version and exit 0.
 //   --help                  print the usage and exit 0.
 #ifndef FFID_SERVER_OPTIONS_H_
 #define FFID_SERVER_OPTIONS_H_
@@ -109,6 +114,9 @@ struct Options {
   bool require_authentication = false;
   // Where to serve /metrics ("host:port"); empty: nowhere.
   std::string metrics_listen;
+  // Where to serve health checking alone, in plain text ("host:port");
+  // empty: nowhere (health is on the API listener anyway).
+  std::string health_listen;
   // The log's format and lowest level.
   LogFormat log_format = LogFormat::kText;
   LogLevel log_level = LogLevel::kInfo;
@@ -116,8 +124,13 @@ struct Options {
   absl::Duration shutdown_grace = kDefaultShutdownGrace;
   // The size of a session's shared-memory arena (0: arenas off).
   uint64_t arena_bytes = kDefaultArenaBytes;
+  // gRPC server reflection is served (to callers with an identity only).
+  bool reflection = true;
   // --help was given: print HelpText() and exit 0; nothing else is parsed.
   bool help = false;
+  // --version was given: print the version and exit 0; nothing else is
+  // parsed.
+  bool version = false;
 };
 
 // Parses argv (argv[0] is the program name and skipped). With --config,

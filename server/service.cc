@@ -18,7 +18,9 @@
 #include "ffi/declaration_parser.h"
 #include "ffi/errors.h"
 #include "server/metrics.h"
+#include "server/rpc_observer.h"
 #include "server/status_grpc.h"
+#include "server/version.h"
 #include "server/worker/protocol.pb.h"
 
 namespace ffid::server {
@@ -509,6 +511,7 @@ grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
   *response->mutable_default_limits() = DefaultLimits(policy);
   *response->mutable_max_limits() = policy.max_limits;
   response->set_network_allowed(policy.network_allowed);
+  response->set_version(std::string(Version()));
   return grpc::Status::OK;
 }
 
@@ -622,7 +625,8 @@ void FfiService::Audit(grpc::ServerContext& context, absl::string_view action,
     shown.principal = absl::StrCat(
         "(", absl::StatusCodeToString(caller.status().code()), ")");
   }
-  options_.access->Audit(shown, action, target, result);
+  options_.access->Audit(shown, action, target, result,
+                         TraceOf(context).trace_id);
 }
 
 grpc::Status FfiService::GetSession(grpc::ServerContext* context,

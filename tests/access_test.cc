@@ -2,22 +2,30 @@
 // the unix socket (SO_PEERCRED), bearer tokens, TLS and mutual TLS with
 // certificates made here by openssl; ownership (another principal gets
 // NOT_FOUND); every refusal of a per-principal policy; library pins; the
-// audit log; the config file at start-up and its reload on SIGHUP.
+// audit log (text and JSON); health without an identity; a second unix
+// uid (as root); the config file at start-up and its reload on SIGHUP.
+#include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "clients/cpp/ffid/client.h"
+#include "clients/cpp/ffid/health.h"
 #include "clients/cpp/ffid/values.h"
 #include "ffi/errors.h"
 #include "ffid/v1/ffid.grpc.pb.h"
@@ -25,6 +33,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/testing/daemon.h"
 #include "tests/testing/ffid_test.h"
 #include "tests/testing/subprocess.h"
@@ -78,6 +87,16 @@ class RawClient {
     return RawClient(grpc::CreateChannel(daemon.address(),
                                          grpc::InsecureChannelCredentials()),
                      std::move(token));
+  }
+
+  // Every later request carries `x-request-id: id` (a tracing id).
+  void set_request_id(std::string id) { request_id_ = std::move(id); }
+
+  absl::StatusOr<v1::GetServerInfoResponse> GetServerInfo() {
+    v1::GetServerInfoResponse response;
+    RETURN_IF_ERROR(Invoke(&v1::Ffi::Stub::GetServerInfo,
+                           v1::GetServerInfoRequest(), &response));
+    return response;
   }
 
   absl::StatusOr<std::string> CreateSession(
@@ -189,12 +208,22 @@ class RawClient {
     if (!token_.empty()) {
       context->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
     }
+    if (!request_id_.empty()) context->AddMetadata("x-request-id", request_id_);
     return context;
   }
 
   std::unique_ptr<v1::Ffi::Stub> stub_;
   std::string token_;
+  std::string request_id_;
 };
+
+// "OK", or the code, reason and message of a failure, for a report that
+// crosses a process boundary.
+std::string Describe(const absl::Status& status) {
+  if (status.ok()) return "OK";
+  return absl::StrCat(absl::StatusCodeToString(status.code()), " ",
+                      client::ErrorReason(status), " ", status.message());
+}
 
 class AccessTest : public ::testing::Test {
  protected:
@@ -292,12 +321,12 @@ TEST_F(AccessTest, UnixClientIsItsUid) {
   absl::StatusOr<double> cos = client.Cos(0);
   ASSERT_THAT(cos, IsOk());
   EXPECT_EQ(*cos, 1.0);
-  EXPECT_TRUE(LogShows(absl::StrCat("ffid: audit: principal=unix:", getuid(),
-                                    " action=CreateSession")));
-  EXPECT_TRUE(LogShows("action=LoadLibrary target=\"/"));
-  EXPECT_TRUE(LogShows("libm.so.6\" result=OK"));
+  EXPECT_TRUE(LogShows(absl::StrCat("ffid: audit principal=unix:", getuid(),
+                                    " what=CreateSession")));
+  EXPECT_TRUE(LogShows("what=LoadLibrary target=/"));
+  EXPECT_TRUE(LogShows("libm.so.6 result=OK"));
   // Calls are audited only with audit { calls: true }.
-  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("action=Call ")));
+  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("what=Call ")));
 }
 
 TEST_F(AccessTest, SocketIsPrivateInAPrivateDirectory) {
@@ -316,8 +345,8 @@ TEST_F(AccessTest, TokenNamesThePrincipal) {
   Start(tokens_config() + "audit { calls: true }\n");
   RawClient alice = RawClient::Unix(*daemon_, kAliceToken);
   ASSERT_THAT(alice.Cos(0), IsOk());
-  EXPECT_TRUE(LogShows("principal=token:alice action=CreateSession"));
-  EXPECT_TRUE(LogShows("principal=token:alice action=Call"));
+  EXPECT_TRUE(LogShows("principal=token:alice what=CreateSession"));
+  EXPECT_TRUE(LogShows("principal=token:alice what=Call"));
   // The token file holds hashes only.
   EXPECT_THAT(ReadFile(tokens_), Not(HasSubstr(kAliceToken)));
 }
@@ -329,8 +358,8 @@ TEST_F(AccessTest, UnknownTokenIsUnauthenticated) {
   EXPECT_THAT(session, HasCode(absl::StatusCode::kUnauthenticated));
   EXPECT_THAT(session, HasReason("UNAUTHENTICATED"));
   EXPECT_TRUE(LogShows(
-      "principal=(UNAUTHENTICATED) action=CreateSession target=\"\" "
-      "result=UNAUTHENTICATED"));
+      "principal=(UNAUTHENTICATED) what=CreateSession "
+      "result=UNAUTHENTICATED reason=UNAUTHENTICATED"));
 }
 
 TEST_F(AccessTest, AnotherPrincipalCannotSeeASession) {
@@ -404,8 +433,9 @@ TEST_F(AccessTest, LibraryOutsideThePrincipalsGlobsIsRefused) {
   EXPECT_THAT(libm, HasReason("LIBRARY_NOT_ALLOWED"));
   EXPECT_THAT(MessageOf(libm), HasSubstr("principal 'token:alice'"));
   EXPECT_THAT(alice.LoadLibrary(*session, FixturePath()), IsOk());
-  EXPECT_TRUE(LogShows("principal=token:alice action=LoadLibrary target=\"" +
-                       std::string(kLibm) + "\" result=PERMISSION_DENIED"));
+  EXPECT_TRUE(LogShows("principal=token:alice what=LoadLibrary target=" +
+                       std::string(kLibm) +
+                       " result=PERMISSION_DENIED reason=LIBRARY_NOT_ALLOWED"));
   // Without a policy the unix client may load it.
   EXPECT_THAT(RawClient::Unix(*daemon_).Cos(0), IsOk());
 }
@@ -575,13 +605,211 @@ TEST_F(TlsTest, MutualTlsMapsTheCertificateToAPrincipal) {
   ASSERT_FALSE(TcpAddress().empty()) << daemon_->Log();
   RawClient alice(Channel(true));
   ASSERT_THAT(alice.Cos(0), IsOk());
-  EXPECT_TRUE(LogShows("principal=x509:alice action=CreateSession"));
+  EXPECT_TRUE(LogShows("principal=x509:alice what=CreateSession"));
   // Her policy applies: one session at a time (Cos left one behind).
   EXPECT_THAT(alice.CreateSession(), HasReason("SESSION_QUOTA"));
   // Without a client certificate the handshake fails.
   RawClient anonymous(Channel(false));
   EXPECT_THAT(anonymous.CreateSession(),
               HasCode(absl::StatusCode::kUnavailable));
+}
+
+// ------------------------------------------------------------ health, audit
+
+// Probes (kubelet's grpc probe, a container HEALTHCHECK) carry no
+// credentials: health answers everyone, even where the API demands an
+// identity.
+TEST_F(AccessTest, HealthNeedsNoIdentityButTheApiDoes) {
+  Start(tokens_config() + "require_authentication: true\n", {"--insecure"},
+        "127.0.0.1:0");
+  const std::string address = TcpAddress();
+  ASSERT_FALSE(address.empty()) << daemon_->Log();
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  for (const char* service : {"", "ffid.v1.Ffi"}) {
+    absl::StatusOr<client::ServingStatus> health =
+        client::CheckHealth(channel, service, absl::Seconds(30));
+    ASSERT_THAT(health, IsOk()) << service;
+    EXPECT_EQ(*health, client::ServingStatus::kServing) << service;
+  }
+  RawClient anonymous(channel);
+  EXPECT_THAT(anonymous.GetServerInfo(), HasReason("UNAUTHENTICATED"));
+  RawClient alice(channel, kAliceToken);
+  EXPECT_THAT(alice.GetServerInfo(), IsOk());
+}
+
+TEST_F(AccessTest, AuditLinesAreJsonWhenTheLogIs) {
+  Start(tokens_config() + "log_format: LOG_FORMAT_JSON\n");
+  RawClient alice = RawClient::Unix(*daemon_, kAliceToken);
+  alice.set_request_id("audit-trace-7");
+  absl::StatusOr<std::string> session = alice.CreateSession();
+  ASSERT_THAT(session, IsOk());
+  RawClient mallory = RawClient::Unix(*daemon_, "guessed-token");
+  EXPECT_THAT(mallory.CreateSession(), HasReason("UNAUTHENTICATED"));
+  ASSERT_TRUE(LogShows("\"principal\":\"(UNAUTHENTICATED)\""));
+
+  std::vector<nlohmann::json> audits;
+  for (absl::string_view line : absl::StrSplit(daemon_->Log(), '\n')) {
+    if (line.empty()) continue;
+    // Every line of the daemon is JSON now, the audit's included.
+    nlohmann::json parsed = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << line;
+    if (parsed.value("msg", "") == "audit") audits.push_back(parsed);
+  }
+  bool saw_alice = false;
+  bool saw_mallory = false;
+  for (const nlohmann::json& audit : audits) {
+    EXPECT_EQ(audit.value("level", ""), "info");
+    EXPECT_FALSE(audit.value("ts", "").empty());
+    if (audit.value("principal", "") == "token:alice" &&
+        audit.value("what", "") == "CreateSession") {
+      saw_alice = true;
+      EXPECT_EQ(audit.value("target", ""), *session);
+      EXPECT_EQ(audit.value("result", ""), "OK");
+      EXPECT_EQ(audit.value("trace_id", ""), "audit-trace-7");
+      EXPECT_FALSE(audit.contains("reason"));
+    }
+    if (audit.value("principal", "") == "(UNAUTHENTICATED)") {
+      saw_mallory = true;
+      EXPECT_EQ(audit.value("what", ""), "CreateSession");
+      EXPECT_EQ(audit.value("result", ""), "UNAUTHENTICATED");
+      EXPECT_EQ(audit.value("reason", ""), "UNAUTHENTICATED");
+    }
+  }
+  EXPECT_TRUE(saw_alice) << daemon_->Log();
+  EXPECT_TRUE(saw_mallory) << daemon_->Log();
+}
+
+// ------------------------------------------------------------ a second uid
+
+constexpr uid_t kNobody = 65534;
+
+// The child's side of SecondUnixUidIsItsOwnPrincipal, in a forked child that
+// has not used gRPC yet: becomes uid/gid 65534, reads the first principal's
+// session id from `in`, tries things on the daemon at `address` and writes
+// one "name=result" line per try to `out`. Returns the exit status.
+int RunAsNobody(const std::string& address, int in, int out) {
+  std::string report;
+  auto send = [&] {
+    const char* data = report.data();
+    size_t left = report.size();
+    while (left > 0) {
+      ssize_t n = write(out, data, left);
+      if (n <= 0) return;
+      data += n;
+      left -= static_cast<size_t>(n);
+    }
+  };
+  if (setgroups(0, nullptr) != 0 || setgid(kNobody) != 0 ||
+      setuid(kNobody) != 0 || getuid() != kNobody) {
+    report = absl::StrCat("setuid=", strerror(errno), "\n");
+    send();
+    return 3;
+  }
+  std::string first;
+  char c;
+  while (read(in, &c, 1) == 1 && c != '\n') first.push_back(c);
+  if (first.empty()) return 4;  // the parent gave up
+
+  RawClient nobody(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  absl::StrAppend(&report, "get_first=", Describe(nobody.GetSession(first)),
+                  "\n");
+  absl::StrAppend(&report,
+                  "delete_first=", Describe(nobody.DeleteSession(first)), "\n");
+  absl::StatusOr<std::string> mine = nobody.CreateSession();
+  absl::StrAppend(&report, "create=", Describe(mine.status()), "\n");
+  if (mine.ok()) {
+    absl::StrAppend(&report, "get_mine=", Describe(nobody.GetSession(*mine)),
+                    "\n");
+    absl::StrAppend(&report, "load_libm=",
+                    Describe(nobody.LoadLibrary(*mine, kLibm).status()), "\n");
+    absl::StrAppend(
+        &report, "load_fixture=",
+        Describe(nobody.LoadLibrary(*mine, FixturePath()).status()), "\n");
+    absl::StrAppend(&report, "second_session=",
+                    Describe(nobody.CreateSession().status()), "\n");
+  }
+  send();
+  return 0;
+}
+
+TEST_F(AccessTest, SecondUnixUidIsItsOwnPrincipal) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "needs root: the test runs a client as uid 65534 "
+                    "(nobody) in a forked child, which only root may do; "
+                    "run the suite as root to include it";
+  }
+  Start(absl::StrCat("policy { principal: \"unix:65534\" allow_library: \"",
+                     FixtureDir(), "/*\" max_sessions: 1 }\n"));
+  // Let uid 65534 reach the socket (the daemon makes it 0600 in a 0700
+  // directory; an operator sharing it would open it to a group).
+  ASSERT_EQ(chmod(daemon_->temp_dir().c_str(), 0711), 0);
+  ASSERT_EQ(chmod(daemon_->socket_path().c_str(), 0666), 0);
+
+  int to_child[2];
+  int from_child[2];
+  ASSERT_EQ(pipe2(to_child, O_CLOEXEC), 0);
+  ASSERT_EQ(pipe2(from_child, O_CLOEXEC), 0);
+  // Forked before this process uses gRPC: the child starts it afresh.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(to_child[1]);
+    close(from_child[0]);
+    _exit(RunAsNobody(daemon_->address(), to_child[0], from_child[1]));
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  int to_child_fd = to_child[1];
+  absl::Cleanup reap = [&] {
+    if (to_child_fd >= 0) close(to_child_fd);
+    close(from_child[0]);
+    int status = 0;
+    waitpid(child, &status, 0);
+  };
+
+  RawClient root = RawClient::Unix(*daemon_);
+  absl::StatusOr<RawClient::CosSession> opened = root.OpenCos();
+  ASSERT_THAT(opened, IsOk());
+  const std::string line = opened->session + "\n";
+  ASSERT_EQ(write(to_child_fd, line.data(), line.size()),
+            static_cast<ssize_t>(line.size()));
+  close(to_child_fd);
+  to_child_fd = -1;
+  std::string report;
+  char buffer[4096];
+  for (ssize_t n; (n = read(from_child[0], buffer, sizeof(buffer))) > 0;) {
+    report.append(buffer, static_cast<size_t>(n));
+  }
+  std::map<std::string, std::string> results;
+  for (absl::string_view entry : absl::StrSplit(report, '\n')) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(entry, '=');
+    if (!kv.first.empty()) results[kv.first] = kv.second;
+  }
+
+  // The first principal's session does not exist for uid 65534.
+  EXPECT_THAT(results["get_first"],
+              ::testing::StartsWith("NOT_FOUND SESSION_NOT_FOUND"))
+      << report;
+  EXPECT_THAT(results["delete_first"],
+              ::testing::StartsWith("NOT_FOUND SESSION_NOT_FOUND"))
+      << report;
+  // Its own session works, under its own policy.
+  EXPECT_EQ(results["create"], "OK") << report;
+  EXPECT_EQ(results["get_mine"], "OK") << report;
+  EXPECT_THAT(results["load_libm"],
+              ::testing::StartsWith("PERMISSION_DENIED LIBRARY_NOT_ALLOWED"))
+      << report;
+  EXPECT_THAT(results["load_libm"], HasSubstr("principal 'unix:65534'"));
+  EXPECT_EQ(results["load_fixture"], "OK") << report;
+  EXPECT_THAT(results["second_session"],
+              ::testing::StartsWith("RESOURCE_EXHAUSTED SESSION_QUOTA"))
+      << report;
+  EXPECT_TRUE(LogShows("principal=unix:65534 what=CreateSession"));
+  // The first principal (root, no policy) is untouched.
+  EXPECT_THAT(root.CallDouble(opened->session, opened->function, 0), IsOk());
+  EXPECT_THAT(root.LoadLibrary(opened->session, kLibm), IsOk());
 }
 
 // ------------------------------------------------------------ config

@@ -259,6 +259,22 @@ TEST_F(FfictlTest, BadArgumentsAreReportedBeforeCalling) {
   EXPECT_THAT(result.err, StartsWith("error: ARGUMENT_COUNT: "));
 }
 
+// The daemon reports the version it was built as (CMake's project version)
+// in GetServerInfo, which ffictl info prints; ffid --version says the same.
+TEST_F(FfictlTest, InfoShowsTheDaemonsVersion) {
+  ProcessResult info = Ffictl({"info"});
+  EXPECT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_THAT(info.out, HasSubstr(absl::StrCat("version: \"",
+                                               FFID_EXPECTED_VERSION, "\"")));
+  absl::StatusOr<ProcessResult> version =
+      RunProcess({FfidPath(), "--version"});
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(version->exit_code, 0);
+  EXPECT_EQ(version->out, absl::StrCat("ffid ", FFID_EXPECTED_VERSION, "\n"));
+  EXPECT_THAT(daemon_->Log(), HasSubstr(absl::StrCat(
+                                  "ffid ", FFID_EXPECTED_VERSION, " starting")));
+}
+
 TEST_F(FfictlTest, UnreachableDaemon) {
   absl::StatusOr<ProcessResult> result = RunProcess(
       {FfictlPath(), "--address",

@@ -9,11 +9,14 @@ engine or a cluster.
       uid 65532 with its socket directory private to that user, starts the
       daemon; its HEALTHCHECK command says SERVING; SIGTERM stops it with
       status 0. compose.yaml uses the same image, user and health check.
-  deploy_test.py k8s VENV
+  deploy_test.py k8s VENV FFID FFICTL
       deploy/k8s/*.yaml against the Kubernetes 1.30 schema with
       kubernetes-validate (strict: unknown fields fail), plus a broken
       manifest that must fail; skipped (77) without the venv that
-      deploy/test.sh makes.
+      deploy/test.sh makes. Then the ConfigMap's ffid.conf runs: the real
+      daemon started with it (its /etc/ffid paths pointed at a certificate
+      and token file made here, its addresses at free local ports) listens
+      with TLS, and its plain-text health port (the probes') says SERVING.
   deploy_test.py systemd FFID
       systemd-analyze verify of deploy/systemd/ffid.service (with ExecStart
       pointed at the built ffid); any warning fails.
@@ -186,9 +189,143 @@ def image(ffid, worker, ffictl):
             fail(f"compose.yaml lacks {needle!r}")
     print("ok: compose.yaml runs the image read-only as 65532 with its "
           "health check and an example client")
+    check_dockerignore()
 
 
-def k8s(venv):
+def dockerignore_regex(pattern):
+    """A .dockerignore line as a regular expression over a context path
+    ('**' any number of directories, '*' and '?' within one)."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "$")
+
+
+def check_dockerignore():
+    """The build context leaves out build trees, dependency caches, venvs
+    and .git, and keeps every file git tracks (the sources the image
+    builds from)."""
+    with open(os.path.join(ROOT, ".dockerignore")) as f:
+        patterns = [dockerignore_regex(line.strip()) for line in f
+                    if line.strip() and not line.startswith("#")]
+
+    def ignored(path):
+        parts = path.split("/")
+        return any(p.match("/".join(parts[:n])) for n in range(1, len(parts) + 1)
+                   for p in patterns)
+
+    for path in (".git/HEAD", "build/default/bin/ffid",
+                 "build/release/CMakeCache.txt",
+                 "clients/node/node_modules/@grpc/grpc-js/package.json",
+                 "deploy/tools/node_modules/.bin/buf",
+                 "build/default/python-venv/bin/python",
+                 "clients/python/.venv/bin/python",
+                 "clients/python/src/ffid/__pycache__/x.pyc",
+                 "clients/go/.gocache/x"):
+        if not ignored(path):
+            fail(f".dockerignore lets {path} into the build context")
+    tracked = subprocess.run(["git", "-C", ROOT, "ls-files"], capture_output=True,
+                             text=True)
+    files = tracked.stdout.split() if tracked.returncode == 0 else []
+    kept = [f for f in files if not ignored(f)]
+    if files and len(kept) != len(files):
+        fail(".dockerignore leaves out tracked files: " +
+             ", ".join(sorted(set(files) - set(kept))[:10]))
+    print(f"ok: .dockerignore leaves out build trees, node_modules, venvs and "
+          f".git, and keeps all {len(files)} tracked files")
+
+
+def configmap_file(text, key):
+    """The block-scalar value of `key` in a ConfigMap's data (no YAML
+    library outside the venv: the manifest's own two-space layout)."""
+    lines = text.splitlines()
+    start = lines.index(f"  {key}: |") + 1
+    body = []
+    for line in lines[start:]:
+        if line and not line.startswith("    "):
+            break
+        body.append(line[4:])
+    return "\n".join(body) + "\n"
+
+
+def run_k8s_config(k8s_dir, ffid, ffictl):
+    conf = configmap_file(open(os.path.join(k8s_dir, "configmap.yaml")).read(),
+                          "ffid.conf")
+    deployment = open(os.path.join(k8s_dir, "deployment.yaml")).read()
+    for mount in ("/etc/ffid/config", "/etc/ffid/tls", "/etc/ffid/tokens"):
+        if f"mountPath: {mount}" not in deployment:
+            fail(f"deployment.yaml does not mount {mount}")
+    tmp = tempfile.mkdtemp(prefix="ffid-k8s-")
+    try:
+        os.makedirs(os.path.join(tmp, "tls"))
+        os.makedirs(os.path.join(tmp, "tokens"))
+        made = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+             "-days", "1", "-subj", "/CN=ffid", "-addext",
+             "subjectAltName=IP:127.0.0.1",
+             "-keyout", os.path.join(tmp, "tls", "tls.key"),
+             "-out", os.path.join(tmp, "tls", "tls.crt")],
+            capture_output=True, text=True)
+        if made.returncode != 0:
+            fail("openssl: " + made.stderr)
+        with open(os.path.join(tmp, "tokens", "tokens"), "w") as f:
+            f.write("%s k8s-test\n" % ("0" * 64))
+        conf = conf.replace("/etc/ffid/", tmp + "/")
+        for port in ("50051", "8081", "9464"):
+            conf = conf.replace(f'"0.0.0.0:{port}"', '"127.0.0.1:0"')
+        path = os.path.join(tmp, "ffid.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        log_path = os.path.join(tmp, "log")
+        with open(log_path, "w") as log:
+            daemon = subprocess.Popen([ffid, "--config=" + path], stderr=log)
+        try:
+            health = None
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and health is None:
+                text = open(log_path).read()
+                m = re.search(r'health checking \(only\) on (127\.0\.0\.1:\d+)', text)
+                if m and '"msg":"listening on' in text:
+                    health = m.group(1)
+                elif daemon.poll() is not None:
+                    fail("the daemon refused the ConfigMap's ffid.conf:\n" + text)
+                else:
+                    time.sleep(0.05)
+            if health is None:
+                fail("the daemon did not start with the ConfigMap's ffid.conf:\n"
+                     + open(log_path).read())
+            text = open(log_path).read()
+            if "with TLS" not in text or "--insecure" in text:
+                fail("the ConfigMap's TCP listener is not TLS:\n" + text)
+            probe = subprocess.run([ffictl, "--address", health, "health"],
+                                   capture_output=True, text=True, timeout=60)
+            if probe.returncode != 0 or probe.stdout.strip() != "SERVING":
+                fail(f"the probes' health port {health}: {probe.stdout}{probe.stderr}")
+        finally:
+            daemon.terminate()
+            daemon.wait(60)
+        print("ok: the ConfigMap's ffid.conf runs: TLS on the API port, "
+              "SERVING on the plain-text health port")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def k8s(venv, ffid, ffictl):
     tool = os.path.join(venv, "bin", "kubernetes-validate")
     if not os.access(tool, os.X_OK):
         print(f"SKIP: {tool} missing (deploy/test.sh creates it)")
@@ -219,10 +356,15 @@ def k8s(venv):
     deployment = open(os.path.join(k8s_dir, "deployment.yaml")).read()
     for needle in ("runAsNonRoot: true", "type: RuntimeDefault",
                    'drop: ["ALL"]', "readOnlyRootFilesystem: true",
-                   "grpc: {port: 50051}", "limits:", "requests:"):
+                   "grpc: {port: 8081}", "limits:", "requests:",
+                   '"--config=/etc/ffid/config/ffid.conf"',
+                   "secretName: ffid-tls", "secretName: ffid-tokens"):
         if needle not in deployment:
             fail(f"deployment.yaml lacks {needle!r}")
+    if "--insecure" in deployment:
+        fail("deployment.yaml runs the daemon with --insecure")
     print(f"ok: {len(manifests)} manifests valid against Kubernetes 1.30")
+    run_k8s_config(k8s_dir, ffid, ffictl)
 
 
 def systemd(ffid):

@@ -4044,8 +4044,10 @@ type GetServerInfoResponse struct {
 	MaxLimits *ResourceLimits `protobuf:"bytes,3,opt,name=max_limits,json=maxLimits,proto3" json:"max_limits,omitempty"`
 	// Whether sessions may ask for network access.
 	NetworkAllowed bool `protobuf:"varint,4,opt,name=network_allowed,json=networkAllowed,proto3" json:"network_allowed,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The daemon's version, "MAJOR.MINOR.PATCH" (the build's project version).
+	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetServerInfoResponse) Reset() {
@@ -4104,6 +4106,13 @@ func (x *GetServerInfoResponse) GetNetworkAllowed() bool {
 		return x.NetworkAllowed
 	}
 	return false
+}
+
+func (x *GetServerInfoResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 // Request for Batch.
@@ -4848,13 +4857,14 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x06symbol\x18\x02 \x01(\tR\x06symbol\x12+\n" +
 	"\x04type\x18\x03 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12\x18\n" +
 	"\aaddress\x18\x04 \x01(\x04R\aaddress\"\x16\n" +
-	"\x14GetServerInfoRequest\"\xea\x01\n" +
+	"\x14GetServerInfoRequest\"\x84\x02\n" +
 	"\x15GetServerInfoResponse\x120\n" +
 	"\asandbox\x18\x01 \x01(\v2\x16.ffid.v1.SandboxStatusR\asandbox\x12>\n" +
 	"\x0edefault_limits\x18\x02 \x01(\v2\x17.ffid.v1.ResourceLimitsR\rdefaultLimits\x126\n" +
 	"\n" +
 	"max_limits\x18\x03 \x01(\v2\x17.ffid.v1.ResourceLimitsR\tmaxLimits\x12'\n" +
-	"\x0fnetwork_allowed\x18\x04 \x01(\bR\x0enetworkAllowed\"R\n" +
+	"\x0fnetwork_allowed\x18\x04 \x01(\bR\x0enetworkAllowed\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\"R\n" +
 	"\fBatchRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12(\n" +
 	"\x05steps\x18\x02 \x03(\v2\x12.ffid.v1.BatchStepR\x05steps\"\xe1\x02\n" +

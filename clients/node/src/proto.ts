@@ -145,4 +145,6 @@ export interface ServerInfo {
   default_limits: Record<string, unknown> | null;
   max_limits: Record<string, unknown> | null;
   network_allowed: boolean;
+  /** The daemon's version, "MAJOR.MINOR.PATCH". */
+  version: string;
 }

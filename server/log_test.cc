@@ -1,5 +1,7 @@
 #include "server/log.h"
 
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -56,6 +58,19 @@ TEST(LogTest, TheLevelFiltersLines) {
   SetLogLevel(LogLevel::kInfo);
   EXPECT_TRUE(LogEnabled(LogLevel::kInfo));
   EXPECT_FALSE(LogEnabled(LogLevel::kDebug));
+}
+
+// The audit's lines (LogAlways) are written whatever the level; Log's are
+// filtered.
+TEST(LogTest, LogAlwaysIgnoresTheLevel) {
+  SetLogFormat(LogFormat::kText);
+  SetLogLevel(LogLevel::kError);
+  ::testing::internal::CaptureStderr();
+  Log(LogLevel::kInfo, "filtered out", {{"principal", "unix:1"}});
+  LogAlways(LogLevel::kInfo, "audit", {{"principal", "unix:1"}});
+  const std::string written = ::testing::internal::GetCapturedStderr();
+  SetLogLevel(LogLevel::kInfo);
+  EXPECT_EQ(written, "ffid: audit principal=unix:1\n");
 }
 
 }  // namespace

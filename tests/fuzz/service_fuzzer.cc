@@ -21,6 +21,7 @@
 #include <string>
 
 #include "ffid/v1/ffid.pb.h"
+#include "google/protobuf/stubs/logging.h"
 #include "grpcpp/server_context.h"
 #include "server/access.h"
 #include "server/log.h"
@@ -106,8 +107,11 @@ bool Parse(Request& request, const uint8_t* data, size_t size) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
-  // Only errors; audit lines (LogAlways) still show.
+  // Only errors; audit lines (LogAlways) still show. Protobuf's complaints
+  // about invalid UTF-8 in string fields (a parse failure the fuzzer
+  // expects) are dropped.
   ffid::server::SetLogLevel(ffid::server::LogLevel::kError);
+  google::protobuf::SetLogHandler(nullptr);
   g_world = new World;
   ffid::server::SessionManagerOptions session_options;
   session_options.worker_path = FFID_WORKER_PATH;
@@ -118,7 +122,8 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   options.allow_library = {"*/libm.so.6"};
   options.arena_bytes = 1 << 20;
   options.policy.sandbox = false;
-  options.policy.max_limits.set_address_space_bytes(uint64_t{1} << 30);
+  // No address-space limit: the fuzz preset's worker runs under ASan, whose
+  // shadow memory needs more address space than any sensible limit.
   options.policy.max_limits.set_open_files(64);
   options.policy.max_limits.mutable_max_call_duration()->set_seconds(2);
   ffid::server::AccessSettings settings;

@@ -14,6 +14,8 @@ Checks:
     refused (CANCELLED, and the daemon logs why) while health answers
     SERVING; with a bearer token from --token-file reflection works; the
     --health-listen port answers health and nothing else (UNIMPLEMENTED);
+  - during a SIGTERM drain (a Connect stream still open) the --health-listen
+    port says NOT_SERVING, and the daemon exits 0 once the stream closes;
   - with --no-reflection: the reflection service is not there
     (UNIMPLEMENTED).
 Exits 77 (skipped) without grpcio-reflection in VENV (deploy/test.sh
@@ -232,6 +234,73 @@ def check_tcp(ffid, worker, temp):
         daemon.stop()
 
 
+def check_drain(ffid, worker, temp):
+    """From SIGTERM on, the health-only port says NOT_SERVING while a
+    Connect stream (messages built from the reflected descriptors) keeps
+    the drain going."""
+    import grpc
+    import signal
+    from google.protobuf import message_factory
+    daemon = Daemon(ffid, worker, "unix:" + os.path.join(temp, "drain.sock"),
+                    ["--health-listen", "127.0.0.1:0", "--shutdown-grace", "60s"],
+                    temp)
+    release = threading.Event()
+    try:
+        health_address = re.search(r"health checking \(only\) on (\S+)",
+                                   daemon.text()).group(1)
+        with grpc.insecure_channel(daemon.address) as api, \
+                grpc.insecure_channel(health_address) as probe:
+            _, pool = reflect(api)
+
+            def message(name):
+                return message_factory.GetMessageClass(
+                    pool.FindMessageTypeByName("ffid.v1." + name))
+
+            def unary(method, request, response):
+                return api.unary_unary(
+                    "/ffid.v1.Ffi/" + method,
+                    request_serializer=request.SerializeToString,
+                    response_deserializer=message(response).FromString)(
+                        request, timeout=30)
+
+            session = unary("CreateSession", message("CreateSessionRequest")(),
+                            "CreateSessionResponse").session.id
+            attach = message("ConnectRequest")()
+            attach.attach.session = session
+
+            def requests():
+                yield attach
+                release.wait(60)
+
+            stream = api.stream_stream(
+                "/ffid.v1.Ffi/Connect",
+                request_serializer=attach.SerializeToString,
+                response_deserializer=message("ConnectResponse").FromString)(
+                    requests())
+            if not next(stream).HasField("attached"):
+                fail("Connect did not attach")
+            if health(probe) != 1:
+                fail("the health-only port is not SERVING before SIGTERM")
+            daemon.process.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while health(probe) == 1:
+                if time.monotonic() > deadline:
+                    fail("the health-only port still says SERVING after SIGTERM")
+                time.sleep(0.05)
+            if health(probe) != b"\x08\x02":
+                fail("the health-only port during the drain: %r" % health(probe))
+            release.set()
+            stream.cancel()
+        if daemon.process.wait(60) != 0:
+            fail("the daemon's exit status after the drain: %d\n%s"
+                 % (daemon.process.returncode, daemon.text()))
+        print("drain: the health-only port said NOT_SERVING while a Connect "
+              "stream was open; exit 0")
+    finally:
+        release.set()
+        daemon.stop()
+
+
 def check_off(ffid, worker, temp):
     import grpc
     daemon = Daemon(ffid, worker, "unix:" + os.path.join(temp, "off.sock"),
@@ -261,10 +330,11 @@ def main():
     try:
         check_unix(ffid, worker, version, temp)
         check_tcp(ffid, worker, temp)
+        check_drain(ffid, worker, temp)
         check_off(ffid, worker, temp)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    print("reflection_test: 3 passed, 0 failed")
+    print("reflection_test: 4 passed, 0 failed")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ for name in config request service; do
   "build/fuzz/bin/${name}_fuzzer" -max_total_time="$seconds" -max_len=4096 \
     -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix=build/fuzz/ "$work" "tests/fuzz/corpus/$name" 2>&1 |
-    grep -E '^(stat::|Done|INFO: (Seed|A corpus)|==[0-9]+==ERROR|SUMMARY)' || true
+    grep -a -E '^(stat::|Done|INFO: (Seed|A corpus)|==[0-9]+==ERROR|SUMMARY)' || true
   # grep hides libFuzzer's progress lines; the fuzzer's own status decides.
   test "${PIPESTATUS[0]}" -eq 0
 done

@@ -414,6 +414,31 @@ void BM_GrpcStream(benchmark::State& state, EchoService::Stub* stub) {
   Figures()["grpc_stream_gb_per_s"] = rate;
 }
 
+// kBulkBytes up and back down in one unary Echo each way: what one big
+// unary message costs this transport (reference for Read/Write, which are
+// unary RPCs).
+void BM_GrpcUnaryBulk(benchmark::State& state, EchoService::Stub* stub) {
+  EchoRequest request;
+  request.set_payload(std::string(kBulkBytes, 'u'));
+  std::vector<double> rates;
+  for (auto _ : state) {
+    grpc::ClientContext context;
+    EchoResponse response;
+    const Clock::time_point start = Clock::now();
+    const grpc::Status status = stub->Echo(&context, request, &response);
+    const Clock::duration elapsed = Clock::now() - start;
+    if (!status.ok() || response.payload().size() != kBulkBytes) {
+      state.SkipWithError("the bulk Echo failed");
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(GigabytesPerSecond(2 * kBulkBytes, elapsed));
+  }
+  const double rate = Percentile(rates, 0.5);
+  state.counters["GB_per_s"] = rate;
+  Figures()["grpc_unary_bulk_gb_per_s"] = rate;
+}
+
 // Session::Write of kBulkBytes into an allocation, then Session::Read of
 // them back, through gRPC. With ALLOCATION_PLACEMENT_ARENA the daemon copies
 // straight between the gRPC message and the session's arena (figure
@@ -430,11 +455,17 @@ void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
   }
   const std::string data(kBulkBytes, 'w');
   std::vector<double> rates;
+  std::vector<double> write_rates;
+  std::vector<double> read_rates;
   for (auto _ : state) {
     const Clock::time_point start = Clock::now();
     const absl::Status written = session.Write(memory->handle, 0, data);
+    const Clock::time_point between = Clock::now();
     absl::StatusOr<std::string> read = session.Read(memory->handle, 0, 0);
     const Clock::duration elapsed = Clock::now() - start;
+    write_rates.push_back(GigabytesPerSecond(kBulkBytes, between - start));
+    read_rates.push_back(
+        GigabytesPerSecond(kBulkBytes, Clock::now() - between));
     if (!written.ok() || !read.ok() || read->size() != kBulkBytes) {
       state.SkipWithError("Write or Read of the bulk block failed");
       return;
@@ -445,6 +476,8 @@ void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
   (void)session.Free(memory->handle);
   const double rate = Percentile(rates, 0.5);
   state.counters["GB_per_s"] = rate;
+  state.counters["write_GB_per_s"] = Percentile(write_rates, 0.5);
+  state.counters["read_GB_per_s"] = Percentile(read_rates, 0.5);
   Figures()[placement == v1::ALLOCATION_PLACEMENT_ARENA ? "rw_gb_per_s"
                                                         : "rw_heap_gb_per_s"] =
       rate;
@@ -532,7 +565,7 @@ void BM_Pipelined(benchmark::State& state, FfidTarget* target) {
   Figures()["pipelined_calls_per_s"] = rate;
 }
 
-// One Batch of kBatchCalls calls of fx_add, every result returned; timed
+// One Batch of kBatchCalls call steps of fx_add, every result returned; timed
 // from Session::Batch (which copies the steps into the request) to its
 // return.
 void BM_Batch(benchmark::State& state, FfidTarget* target) {
@@ -552,6 +585,39 @@ void BM_Batch(benchmark::State& state, FfidTarget* target) {
         response->results(kBatchCalls - 1).call().result().int_value() !=
             kBatchCalls) {
       state.SkipWithError("the Batch of fx_add failed");
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(kBatchCalls /
+                    std::chrono::duration<double>(elapsed).count());
+  }
+  const double rate = Percentile(rates, 0.5);
+  state.counters["calls_per_s"] = rate;
+  Figures()["batch_steps_calls_per_s"] = rate;
+}
+
+// One Batch of kBatchCalls calls of fx_add as one call_columns step (the
+// arguments i and 1 in columns, every result returned in one column);
+// timed from Session::Batch to its return.
+void BM_BatchColumns(benchmark::State& state, FfidTarget* target) {
+  std::vector<v1::BatchStep> steps(1);
+  v1::CallColumns* columns = steps[0].mutable_call_columns();
+  columns->set_function(target->function.handle);
+  columns->set_count(kBatchCalls);
+  v1::ValueColumn* first = columns->add_arguments();
+  for (int i = 0; i < kBatchCalls; ++i) first->add_int_values(i);
+  columns->add_arguments()->add_int_values(1);
+  std::vector<double> rates;
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<v1::BatchResponse> response = target->session->Batch(steps);
+    const Clock::duration elapsed = Clock::now() - start;
+    if (!response.ok() || response->results_size() != 1 ||
+        response->results(0).call_columns().results().int_values_size() !=
+            kBatchCalls ||
+        response->results(0).call_columns().results().int_values(
+            kBatchCalls - 1) != kBatchCalls) {
+      state.SkipWithError("the call_columns Batch of fx_add failed");
       return;
     }
     state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
@@ -737,6 +803,8 @@ int Main(int argc, char** argv) {
     const std::string echo_address = "unix:" + temp_dir + "/echo.sock";
     EchoServiceImpl echo_service;
     grpc::ServerBuilder builder;
+    builder.SetMaxReceiveMessageSize(-1);
+    builder.SetMaxSendMessageSize(-1);
     builder.AddListeningPort(echo_address, grpc::InsecureServerCredentials());
     builder.RegisterService(&echo_service);
     std::unique_ptr<grpc::Server> echo_server = builder.BuildAndStart();
@@ -845,7 +913,17 @@ int Main(int argc, char** argv) {
           ->Iterations(kBulkRepeats)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("ffid_batch_columns", BM_BatchColumns,
+                                   &target)
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark("grpc_stream_up_down", BM_GrpcStream,
+                                   echo_stub.get())
+          ->Iterations(kBulkRepeats)
+          ->UseManualTime()
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark("grpc_unary_bulk", BM_GrpcUnaryBulk,
                                    echo_stub.get())
           ->Iterations(kBulkRepeats)
           ->UseManualTime()

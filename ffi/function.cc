@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -565,6 +567,362 @@ absl::StatusOr<CallResult> PreparedFunction::CallWith(
                      DecodeValue(*out.type, out.address, resolver));
   }
   return result;
+}
+
+}  // namespace ffid::ffi
+
+namespace ffid::ffi {
+
+namespace {
+
+// How CallColumns passes one parameter (or takes the result).
+enum class ColumnSlot : uint8_t {
+  kSigned,    // a signed integer or enum of `size` bytes
+  kUnsigned,  // an unsigned integer of `size` bytes
+  kBool,
+  kFloat,
+  kDouble,
+  kPointer,  // a raw address
+  kVoid,     // the result only
+};
+
+struct ColumnType {
+  ColumnSlot slot = ColumnSlot::kVoid;
+  size_t size = 0;
+  // The range of an integer parameter.
+  int64_t min = 0;
+  uint64_t max = 0;
+};
+
+// How `type` travels in a column; UNSUPPORTED when it cannot.
+absl::StatusOr<ColumnType> ColumnTypeOf(const CType& type,
+                                        absl::string_view context) {
+  ColumnType column;
+  column.size = type.size();
+  const v1::TypeDescriptor& d = type.descriptor();
+  if (type.is_void()) return column;
+  if (d.has_pointer() && type.pointee() == nullptr) {
+    column.slot = ColumnSlot::kPointer;
+    return column;
+  }
+  const ScalarInfo* scalar = type.scalar();
+  if (scalar != nullptr) {
+    if (d.has_scalar() && d.scalar() == v1::SCALAR_KIND_BOOL) {
+      column.slot = ColumnSlot::kBool;
+      return column;
+    }
+    if (scalar->ffi == &ffi_type_float) {
+      column.slot = ColumnSlot::kFloat;
+      return column;
+    }
+    if (scalar->ffi == &ffi_type_double) {
+      column.slot = ColumnSlot::kDouble;
+      return column;
+    }
+    if (scalar->is_integer && scalar->size >= 1 && scalar->size <= 8) {
+      const int bits = static_cast<int>(scalar->size * 8);
+      if (scalar->is_signed) {
+        column.slot = ColumnSlot::kSigned;
+        column.max = bits == 64 ? std::numeric_limits<int64_t>::max()
+                                : (uint64_t{1} << (bits - 1)) - 1;
+        column.min = bits == 64 ? std::numeric_limits<int64_t>::min()
+                                : -(int64_t{1} << (bits - 1));
+      } else {
+        column.slot = ColumnSlot::kUnsigned;
+        column.max = bits == 64 ? std::numeric_limits<uint64_t>::max()
+                                : (uint64_t{1} << bits) - 1;
+      }
+      return column;
+    }
+  }
+  return Unsupported(absl::StrCat(
+      context, " is '", TypeName(d),
+      "': call columns take only integers, bool, enums, float, double and "
+      "pointers without a direction; use call steps for this function"));
+}
+
+// Which field of a column is used, and its length.
+struct ColumnSource {
+  const google::protobuf::RepeatedField<int64_t>* ints = nullptr;
+  const google::protobuf::RepeatedField<uint64_t>* uints = nullptr;
+  const google::protobuf::RepeatedField<double>* doubles = nullptr;
+  int size = 0;
+  // One element for every call.
+  bool single = false;
+};
+
+absl::Status ColumnMismatch(absl::string_view context, const ColumnType& type,
+                            absl::string_view given) {
+  absl::string_view wanted;
+  switch (type.slot) {
+    case ColumnSlot::kFloat:
+    case ColumnSlot::kDouble:
+      wanted = "double_values";
+      break;
+    case ColumnSlot::kPointer:
+      wanted = "uint_values (raw addresses)";
+      break;
+    default:
+      wanted = "int_values or uint_values";
+      break;
+  }
+  return Mismatch(absl::StrCat(context, " takes ", wanted, ", not ", given));
+}
+
+absl::Status OutOfRange(absl::string_view context, const CType& type,
+                        absl::string_view value) {
+  return InvalidArgumentError(
+      v1::ERROR_REASON_VALUE_OUT_OF_RANGE,
+      absl::StrCat(context, ": ", value, " is out of range for '",
+                   TypeName(type.descriptor()), "'"));
+}
+
+}  // namespace
+
+absl::Status PreparedFunction::ColumnsSupported() const {
+  if (type_.variadic()) {
+    return Unsupported(absl::StrCat(
+        "'", name_, "' is variadic; call columns need a fixed signature"));
+  }
+  for (size_t i = 0; i < parameter_types_.size(); ++i) {
+    RETURN_IF_ERROR(
+        ColumnTypeOf(*parameter_types_[i], parameter_contexts_[i]).status());
+  }
+  return ColumnTypeOf(*return_type_, absl::StrCat("the result of '", name_, "'"))
+      .status();
+}
+
+absl::Status PreparedFunction::CallColumns(
+    absl::Span<const v1::ValueColumn* const> columns, uint32_t count,
+    v1::ValueColumn& results, uint32_t& failed_call) const {
+  failed_call = count;
+  RETURN_IF_ERROR(ColumnsSupported());
+  const size_t fixed = parameter_types_.size();
+  if (columns.size() != fixed) {
+    return ArgumentCount(absl::StrCat("'", name_, "' takes ",
+                                      Plural(fixed, "argument"), ", got ",
+                                      Plural(columns.size(), "column")));
+  }
+  absl::InlinedVector<ColumnType, 8> types(fixed);
+  absl::InlinedVector<ColumnSource, 8> sources(fixed);
+  for (size_t i = 0; i < fixed; ++i) {
+    ASSIGN_OR_RETURN(types[i],
+                     ColumnTypeOf(*parameter_types_[i], parameter_contexts_[i]));
+    const v1::ValueColumn& column = *columns[i];
+    ColumnSource& source = sources[i];
+    int used = 0;
+    if (!column.int_values().empty()) {
+      source.ints = &column.int_values();
+      source.size = column.int_values_size();
+      ++used;
+    }
+    if (!column.uint_values().empty()) {
+      source.uints = &column.uint_values();
+      source.size = column.uint_values_size();
+      ++used;
+    }
+    if (!column.double_values().empty()) {
+      source.doubles = &column.double_values();
+      source.size = column.double_values_size();
+      ++used;
+    }
+    if (count == 0) continue;
+    if (used != 1) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          absl::StrCat("the column of ", parameter_contexts_[i],
+                       used == 0 ? " is empty" : " uses more than one field",
+                       "; give it exactly one of int_values, uint_values, "
+                       "double_values"));
+    }
+    if (static_cast<uint32_t>(source.size) != count && source.size != 1) {
+      return InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          absl::StrCat("the column of ", parameter_contexts_[i], " has ",
+                       source.size, " values for ", count,
+                       " calls; give one value per call, or one for all"));
+    }
+    source.single = source.size == 1;
+    const bool floating = types[i].slot == ColumnSlot::kFloat ||
+                          types[i].slot == ColumnSlot::kDouble;
+    if (floating && source.doubles == nullptr) {
+      return ColumnMismatch(parameter_contexts_[i], types[i],
+                            source.ints != nullptr ? "int_values"
+                                                   : "uint_values");
+    }
+    if (!floating && source.doubles != nullptr) {
+      return ColumnMismatch(parameter_contexts_[i], types[i], "double_values");
+    }
+  }
+  ASSIGN_OR_RETURN(
+      const ColumnType returned,
+      ColumnTypeOf(*return_type_, absl::StrCat("the result of '", name_, "'")));
+  google::protobuf::RepeatedField<int64_t>* int_results = nullptr;
+  google::protobuf::RepeatedField<uint64_t>* uint_results = nullptr;
+  google::protobuf::RepeatedField<double>* double_results = nullptr;
+  switch (returned.slot) {
+    case ColumnSlot::kSigned:
+    case ColumnSlot::kBool:
+      int_results = results.mutable_int_values();
+      int_results->Reserve(int_results->size() + static_cast<int>(count));
+      break;
+    case ColumnSlot::kUnsigned:
+    case ColumnSlot::kPointer:
+      uint_results = results.mutable_uint_values();
+      uint_results->Reserve(uint_results->size() + static_cast<int>(count));
+      break;
+    case ColumnSlot::kFloat:
+    case ColumnSlot::kDouble:
+      double_results = results.mutable_double_values();
+      double_results->Reserve(double_results->size() + static_cast<int>(count));
+      break;
+    case ColumnSlot::kVoid:
+      break;
+  }
+
+  // One 8-byte slot per argument, reused by every call: x86-64 and the
+  // other little-endian ABIs libffi reads narrower integers from the low
+  // bytes of.
+  static_assert(sizeof(void*) <= sizeof(uint64_t));
+  absl::InlinedVector<uint64_t, 8> slots(fixed);
+  absl::InlinedVector<void*, 8> values(fixed);
+  for (size_t i = 0; i < fixed; ++i) values[i] = &slots[i];
+  alignas(16) unsigned char return_value[16];
+  ffi_cif* cif = const_cast<ffi_cif*>(&cif_);
+
+  for (uint32_t call = 0; call < count; ++call) {
+    for (size_t i = 0; i < fixed; ++i) {
+      const ColumnSource& source = sources[i];
+      const ColumnType& type = types[i];
+      const int at = source.single ? 0 : static_cast<int>(call);
+      if (source.doubles != nullptr) {
+        const double value = source.doubles->Get(at);
+        if (type.slot == ColumnSlot::kFloat) {
+          if (std::isfinite(value) &&
+              std::fabs(value) > std::numeric_limits<float>::max()) {
+            failed_call = call;
+            return OutOfRange(parameter_contexts_[i], *parameter_types_[i],
+                              absl::StrCat(value));
+          }
+          const float narrow = static_cast<float>(value);
+          std::memcpy(&slots[i], &narrow, sizeof(narrow));
+        } else {
+          std::memcpy(&slots[i], &value, sizeof(value));
+        }
+        continue;
+      }
+      bool in_range;
+      uint64_t bits;
+      if (source.ints != nullptr) {
+        const int64_t value = source.ints->Get(at);
+        bits = static_cast<uint64_t>(value);
+        switch (type.slot) {
+          case ColumnSlot::kSigned:
+            in_range = value >= type.min &&
+                       (value < 0 || static_cast<uint64_t>(value) <= type.max);
+            break;
+          case ColumnSlot::kBool:
+            in_range = value == 0 || value == 1;
+            break;
+          default:  // unsigned, pointer
+            in_range = value >= 0 && (type.slot == ColumnSlot::kPointer ||
+                                      static_cast<uint64_t>(value) <= type.max);
+            break;
+        }
+        if (!in_range) {
+          failed_call = call;
+          return OutOfRange(parameter_contexts_[i], *parameter_types_[i],
+                            absl::StrCat(value));
+        }
+      } else {
+        bits = source.uints->Get(at);
+        switch (type.slot) {
+          case ColumnSlot::kBool:
+            in_range = bits <= 1;
+            break;
+          case ColumnSlot::kPointer:
+            in_range = true;
+            break;
+          default:  // signed (max is the type's largest), unsigned
+            in_range = bits <= type.max;
+            break;
+        }
+        if (!in_range) {
+          failed_call = call;
+          return OutOfRange(parameter_contexts_[i], *parameter_types_[i],
+                            absl::StrCat(bits));
+        }
+      }
+      slots[i] = bits;
+    }
+    ffi_call(cif, address_, return_value, values.data());
+    switch (returned.slot) {
+      case ColumnSlot::kSigned: {
+        // Small integers come back widened to an ffi_arg; take the type's
+        // own bytes and sign-extend them.
+        int64_t value;
+        switch (returned.size) {
+          case 1: {
+            int8_t v;
+            std::memcpy(&v, return_value, 1);
+            value = v;
+            break;
+          }
+          case 2: {
+            int16_t v;
+            std::memcpy(&v, return_value, 2);
+            value = v;
+            break;
+          }
+          case 4: {
+            int32_t v;
+            std::memcpy(&v, return_value, 4);
+            value = v;
+            break;
+          }
+          default:
+            std::memcpy(&value, return_value, 8);
+            break;
+        }
+        int_results->AddAlreadyReserved(value);
+        break;
+      }
+      case ColumnSlot::kUnsigned: {
+        uint64_t value = 0;
+        std::memcpy(&value, return_value, returned.size);
+        uint_results->AddAlreadyReserved(value);
+        break;
+      }
+      case ColumnSlot::kBool: {
+        uint8_t value;
+        std::memcpy(&value, return_value, 1);
+        int_results->AddAlreadyReserved(value != 0 ? 1 : 0);
+        break;
+      }
+      case ColumnSlot::kPointer: {
+        uintptr_t value;
+        std::memcpy(&value, return_value, sizeof(value));
+        uint_results->AddAlreadyReserved(value);
+        break;
+      }
+      case ColumnSlot::kFloat: {
+        float value;
+        std::memcpy(&value, return_value, sizeof(value));
+        double_results->AddAlreadyReserved(value);
+        break;
+      }
+      case ColumnSlot::kDouble: {
+        double value;
+        std::memcpy(&value, return_value, sizeof(value));
+        double_results->AddAlreadyReserved(value);
+        break;
+      }
+      case ColumnSlot::kVoid:
+        break;
+    }
+  }
+  failed_call = count;
+  return absl::OkStatus();
 }
 
 }  // namespace ffid::ffi

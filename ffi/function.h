@@ -68,6 +68,24 @@ class PreparedFunction {
           variadic_types,
       PointerResolver& resolver, const CallOptions& options = {}) const;
 
+  // OK if CallColumns can call this function: it is not variadic, and
+  // every parameter and its result are integers, bool, enums, float, double
+  // or pointers without a direction (a void result too). Otherwise
+  // UNSUPPORTED, naming the first parameter (or the result) that is not.
+  absl::Status ColumnsSupported() const;
+  // Calls the function `count` times, with no allocation per call:
+  // argument i of call k is element k of `columns[i]` (or its only element,
+  // which every call then gets; see v1::ValueColumn for which field each
+  // type takes). Each result is appended to the matching field of
+  // `results` (nothing for void). Checks the columns (one per parameter,
+  // each with `count` elements or one) before the first call; a value out
+  // of its parameter's range stops the calls before that call is made.
+  // `failed_call` is set to the index of the call that failed, or to
+  // `count` when the columns themselves are wrong. Thread-safe as Call().
+  absl::Status CallColumns(absl::Span<const v1::ValueColumn* const> columns,
+                           uint32_t count, v1::ValueColumn& results,
+                           uint32_t& failed_call) const;
+
   const std::string& name() const { return name_; }
   const v1::FunctionType& type() const { return type_; }
   void (*address() const)() { return address_; }

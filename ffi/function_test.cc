@@ -375,6 +375,89 @@ TEST_F(FunctionTest, ManyMixedArgumentsSpillToTheStack) {
                             7, 8));
 }
 
+// CallColumns: every call in one loop, narrow results sign- or
+// zero-extended, stack-spilled arguments, single-value columns.
+TEST_F(FunctionTest, CallColumnsMatchOneCallAtATime) {
+  auto negate = Prepare("int8_t f(int8_t)", Fn(ffid_test_neg_i8));
+  ASSERT_NE(negate, nullptr);
+  v1::ValueColumn column;
+  for (int v : {5, -127, 0, 127}) column.add_int_values(v);
+  v1::ValueColumn results;
+  uint32_t failed = 0;
+  const v1::ValueColumn* columns[] = {&column};
+  ASSERT_TRUE(negate->CallColumns(columns, 4, results, failed).ok());
+  EXPECT_THAT(results.int_values(), ::testing::ElementsAre(-5, 127, 0, -127));
+  EXPECT_EQ(failed, 4u);
+
+  auto invert = Prepare("uint16_t f(uint16_t)", Fn(ffid_test_not_u16));
+  ASSERT_NE(invert, nullptr);
+  v1::ValueColumn ones;
+  ones.add_uint_values(1);
+  const v1::ValueColumn* one_column[] = {&ones};
+  v1::ValueColumn inverted;
+  ASSERT_TRUE(invert->CallColumns(one_column, 3, inverted, failed).ok());
+  EXPECT_THAT(inverted.uint_values(),
+              ::testing::ElementsAre(65534u, 65534u, 65534u));
+
+  auto mixed = Prepare(
+      "double f(int8_t, uint16_t, int32_t, int64_t, float, double, uint8_t, "
+      "int64_t, float, double, int, double, double, double, double, double)",
+      Fn(ffid_test_mixed));
+  ASSERT_NE(mixed, nullptr);
+  std::vector<v1::ValueColumn> arguments(16);
+  const bool floating[16] = {false, false, false, false, true,  true,
+                             false, false, true,  true,  false, true,
+                             true,  true,  true,  true};
+  for (int i = 0; i < 16; ++i) {
+    for (int call = 0; call < 2; ++call) {
+      if (floating[i]) {
+        arguments[i].add_double_values(0.5 * (i + call));
+      } else {
+        arguments[i].add_int_values(i + call);
+      }
+    }
+  }
+  std::vector<const v1::ValueColumn*> pointers;
+  for (const v1::ValueColumn& argument : arguments) {
+    pointers.push_back(&argument);
+  }
+  v1::ValueColumn sums;
+  ASSERT_TRUE(mixed->CallColumns(pointers, 2, sums, failed).ok());
+  ASSERT_EQ(sums.double_values_size(), 2);
+  for (int call = 0; call < 2; ++call) {
+    EXPECT_EQ(sums.double_values(call),
+              ffid_test_mixed(call, 1 + call, 2 + call, 3 + call,
+                              0.5f * (4 + call), 0.5 * (5 + call), 6 + call,
+                              7 + call, 0.5f * (8 + call), 0.5 * (9 + call),
+                              10 + call, 0.5 * (11 + call), 0.5 * (12 + call),
+                              0.5 * (13 + call), 0.5 * (14 + call),
+                              0.5 * (15 + call)));
+  }
+}
+
+TEST_F(FunctionTest, CallColumnsStopAtAValueOutOfRange) {
+  ffid_test_calls = 0;
+  auto counted = Prepare("int f(int)", Fn(ffid_test_count_int));
+  ASSERT_NE(counted, nullptr);
+  v1::ValueColumn column;
+  for (int64_t v : {int64_t{1}, int64_t{2}, int64_t{1} << 40, int64_t{4}}) {
+    column.add_int_values(v);
+  }
+  const v1::ValueColumn* columns[] = {&column};
+  v1::ValueColumn results;
+  uint32_t failed = 0;
+  absl::Status status = counted->CallColumns(columns, 4, results, failed);
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_VALUE_OUT_OF_RANGE);
+  EXPECT_EQ(failed, 2u);
+  EXPECT_EQ(ffid_test_calls.load(), 2);
+  EXPECT_EQ(results.int_values_size(), 2);
+
+  auto strlen_fn = Prepare("size_t f(const char *s)", Fn(ffid_test_strlen));
+  ASSERT_NE(strlen_fn, nullptr);
+  EXPECT_EQ(GetErrorReason(strlen_fn->ColumnsSupported()),
+            v1::ERROR_REASON_UNSUPPORTED);
+}
+
 TEST_F(FunctionTest, BoolAndFloatingPoint) {
   EXPECT_FALSE(CallOne("bool f(bool)", Fn(ffid_test_not), [] {
                  v1::Value v;

@@ -1,5 +1,6 @@
 #include "server/service.h"
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -17,6 +18,7 @@
 #include "absl/time/time.h"
 #include "ffi/declaration_parser.h"
 #include "ffi/errors.h"
+#include "server/log.h"
 #include "server/metrics.h"
 #include "server/rpc_observer.h"
 #include "server/status_grpc.h"
@@ -318,6 +320,57 @@ absl::Status PrepareAllocate(Session& session,
                          " typed element(s)")
           : absl::StrCat("allocating ", request.size(), " bytes");
   return absl::OkStatus();
+}
+
+// Untyped Reads and Writes of at least this many bytes (and reads of a
+// whole block, length 0) of heap or raw memory are copied by the daemon
+// itself; smaller ones are cheaper through the worker in one round trip.
+constexpr uint64_t kDirectCopyBytes = uint64_t{64} << 10;
+
+// Serves an untyped Read (`write` false: into `*data`, sized as the worker
+// says) or Write (from `*data`) by copying the bytes straight between the
+// daemon and the worker's memory (WorkerProcess::CopyMemory): the worker
+// only checks the access (LocateMemory), and the bytes never cross the
+// channel. false when the kernel refuses such copies (the caller goes
+// through the worker, and so does every later access).
+absl::StatusOr<bool> CopyDirectly(grpc::ServerContext& context,
+                                  Session& session,
+                                  const v1::PointerValue& pointer,
+                                  uint64_t length, bool write,
+                                  std::string* data) {
+  static std::atomic<bool> refused{false};
+  if (refused.load(std::memory_order_relaxed)) return false;
+  WorkerProcess* const worker = &session.worker();
+  WorkerRequest forward;
+  worker::LocateMemory* locate = forward.mutable_locate_memory();
+  *locate->mutable_pointer() = pointer;
+  locate->set_length(length);
+  locate->set_write(write);
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, session, std::move(forward),
+                           absl::StrCat(write ? "writing " : "reading ",
+                                        PointerDescription(pointer))));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kLocateMemory,
+                              write ? "Write" : "Read"));
+  if (&session.worker() != worker) {
+    return MakeError(absl::StatusCode::kUnavailable,
+                     v1::ERROR_REASON_WORKER_CRASHED,
+                     "the worker was restarted while the memory was located; "
+                     "its memory is gone");
+  }
+  const worker::LocateMemoryResponse& located = answer.locate_memory();
+  if (!write) data->resize(located.length());
+  ASSIGN_OR_RETURN(const bool copied,
+                   worker->CopyMemory(write, data->data(), located.address(),
+                                      located.length()));
+  if (!copied) {
+    refused.store(true, std::memory_order_relaxed);
+    if (!write) data->clear();
+    Log(LogLevel::kWarning,
+        "the kernel does not let the daemon copy a worker's memory "
+        "(process_vm_readv/writev); Read and Write go through the worker");
+  }
+  return copied;
 }
 
 absl::Status PrepareRead(Session& session, const v1::ReadRequest& request,
@@ -1102,6 +1155,17 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
       return absl::OkStatus();
     }
   }
+  if (!request.has_type() && request.has_pointer() &&
+      (request.length() == 0 || request.length() >= kDirectCopyBytes)) {
+    ASSIGN_OR_RETURN(const bool copied,
+                     CopyDirectly(context, *session, request.pointer(),
+                                  request.length(), /*write=*/false,
+                                  response->mutable_data()));
+    if (copied) {
+      Metrics::Get().BytesRead(response->data().size());
+      return absl::OkStatus();
+    }
+  }
   WorkerRequest forward;
   std::string description;
   RETURN_IF_ERROR(PrepareRead(*session, request, forward, &description));
@@ -1135,6 +1199,18 @@ absl::Status FfiService::DoWrite(grpc::ServerContext& context,
         std::memcpy(access->arena->base() + access->block.offset + offset,
                     request.data().data(), request.data().size());
       }
+      return absl::OkStatus();
+    }
+  }
+  if (!request.has_type() && !request.has_value() && request.has_pointer() &&
+      request.data().size() >= kDirectCopyBytes) {
+    ASSIGN_OR_RETURN(
+        const bool copied,
+        CopyDirectly(context, *session, request.pointer(),
+                     request.data().size(), /*write=*/true,
+                     const_cast<std::string*>(&request.data())));
+    if (copied) {
+      Metrics::Get().BytesWritten(request.data().size());
       return absl::OkStatus();
     }
   }

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <poll.h>
 #include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -21,6 +23,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "ffi/errors.h"
 #include "server/crash_report.h"
 #include "server/log.h"
@@ -554,6 +557,64 @@ void WorkerProcess::AwaitDeathLocked() {
   while (dead_status_.ok() && absl::Now() < give_up) {
     changed_.WaitWithDeadline(&mu_, give_up);
   }
+}
+
+absl::StatusOr<bool> WorkerProcess::CopyMemory(bool write, char* local,
+                                               uint64_t remote,
+                                               uint64_t length) const {
+  // Pieces small enough that a dying worker is noticed between them.
+  constexpr uint64_t kPiece = uint64_t{16} << 20;
+  uint64_t done = 0;
+  while (done < length) {
+    if (pidfd_ >= 0) {
+      pollfd exited = {pidfd_, POLLIN, 0};
+      if (poll(&exited, 1, 0) != 0) {
+        return MakeError(absl::StatusCode::kUnavailable,
+                         v1::ERROR_REASON_WORKER_CRASHED,
+                         "the worker ended during a memory copy");
+      }
+    }
+    const uint64_t piece = std::min(kPiece, length - done);
+    iovec mine = {local + done, piece};
+    iovec theirs = {reinterpret_cast<void*>(remote + done), piece};
+    const ssize_t copied =
+        write ? process_vm_writev(pid_, &mine, 1, &theirs, 1, 0)
+              : process_vm_readv(pid_, &mine, 1, &theirs, 1, 0);
+    if (copied < 0) {
+      const int error = errno;
+      if (error == EINTR) continue;
+      if (done == 0 && (error == EPERM || error == EACCES || error == ENOSYS)) {
+        return false;
+      }
+      if (error == ESRCH) {
+        return MakeError(absl::StatusCode::kUnavailable,
+                         v1::ERROR_REASON_WORKER_CRASHED,
+                         "the worker ended during a memory copy");
+      }
+      if (error != EFAULT) {
+        return MakeError(absl::StatusCode::kInternal,
+                         v1::ERROR_REASON_INTERNAL,
+                         absl::StrCat(write ? "process_vm_writev" :
+                                      "process_vm_readv", " on the worker: ",
+                                      strerror(error)));
+      }
+    }
+    if (copied <= 0) {
+      return MakeError(
+          absl::StatusCode::kInvalidArgument, v1::ERROR_REASON_BAD_ADDRESS,
+          absl::StrFormat("cannot %s %u bytes at 0x%x: the memory at 0x%x is "
+                          "not %s in the worker%s",
+                          write ? "write" : "read", length, remote,
+                          remote + done, write ? "writable" : "readable",
+                          done == 0 ? ""
+                                    : absl::StrFormat(
+                                          " (only the first %u bytes could "
+                                          "be %s)",
+                                          done, write ? "written" : "read")));
+    }
+    done += static_cast<uint64_t>(copied);
+  }
+  return true;
 }
 
 bool WorkerProcess::alive() const {

@@ -139,6 +139,19 @@ class WorkerProcess {
   // FAILED_PRECONDITION). Idempotent; the first cause wins.
   void Shutdown(StopCause cause = StopCause::kSessionDeleted);
 
+  // Copies `length` bytes between `local` (in this process) and `remote`
+  // (an address in the worker) with process_vm_readv (`write` false: from
+  // the worker) or process_vm_writev, without the worker's help: how the
+  // daemon serves big untyped Read/Write of heap memory. Checks through the
+  // pidfd before each piece that the pid still names this worker. Returns
+  // false, having copied nothing, when the kernel does not let the daemon
+  // reach the worker's memory (EPERM, ENOSYS; the caller then goes through
+  // the worker). Errors: BAD_ADDRESS when part of the range is not mapped
+  // (a write may have written the part before it), WORKER_CRASHED when the
+  // worker died. Thread-safe.
+  absl::StatusOr<bool> CopyMemory(bool write, char* local, uint64_t remote,
+                                  uint64_t length) const;
+
   pid_t pid() const { return pid_; }
   // The tag embedded in the handles this worker issues.
   const std::string& session_tag() const { return session_tag_; }

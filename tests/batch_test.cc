@@ -3,7 +3,9 @@
 // pipelining: the result itself, a field of it, or memory it points to),
 // and the first failing step stops the batch and is named.
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "clients/cpp/ffid/client.h"
@@ -19,6 +21,13 @@ using client::MakeInt;
 using client::MakePointer;
 using client::MakeString;
 using ::testing::HasSubstr;
+
+// Appends `values` to a packed column field.
+template <typename T>
+void Fill(google::protobuf::RepeatedField<T>* field,
+          std::initializer_list<std::common_type_t<T>> values) {
+  for (const T& value : values) field->Add(value);
+}
 
 class BatchTest : public FfidTest {
  protected:
@@ -264,6 +273,172 @@ TEST_F(BatchTest, FailedStepOnTheConnectStreamIsNamed) {
   absl::StatusOr<v1::CallResponse> next = session_->CallAsync(counter, {}).get();
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(next->result().int_value(), 2);
+}
+
+// A call_columns step: fx_add(i, 1) for i in 0..999, the second argument a
+// single value every call gets; the results come back as one column.
+TEST_F(BatchTest, CallColumnsRunEveryCallInOrder) {
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  const client::Function counter = ResolveOk("int fx_counter(void)");
+  std::vector<v1::BatchStep> steps(3);
+  steps[0] = CallStep(counter, {});
+  v1::CallColumns* columns = steps[1].mutable_call_columns();
+  columns->set_function(add.handle);
+  columns->set_count(1000);
+  v1::ValueColumn* a = columns->add_arguments();
+  for (int i = 0; i < 1000; ++i) a->add_int_values(i);
+  columns->add_arguments()->add_int_values(1);
+  v1::CallColumns* none = steps[2].mutable_call_columns();
+  none->set_function(counter.handle);
+  none->set_count(3);
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 3);
+  EXPECT_EQ(response->results(0).call().result().int_value(), 1);
+  const v1::ValueColumn& sums = response->results(1).call_columns().results();
+  ASSERT_EQ(sums.int_values_size(), 1000);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(sums.int_values(i), i + 1);
+  // A function without parameters runs `count` times.
+  EXPECT_THAT(response->results(2).call_columns().results().int_values(),
+              ::testing::ElementsAre(2, 3, 4));
+}
+
+// Every kind a column carries reaches the native code as C passes it, and
+// results come back in the column their type takes.
+TEST_F(BatchTest, CallColumnsPassEveryScalarKind) {
+  std::vector<v1::BatchStep> steps(6);
+  auto columns = [&](int step, const std::string& declaration, int count) {
+    v1::CallColumns* call = steps[step].mutable_call_columns();
+    call->set_function(ResolveOk(declaration).handle);
+    call->set_count(count);
+    return call;
+  };
+  v1::CallColumns* int8 = columns(0, "int8_t fx_int8_id(int8_t x)", 3);
+  Fill(int8->add_arguments()->mutable_int_values(), {-128, 0, 127});
+  v1::CallColumns* uint64 =
+      columns(1, "uint64_t fx_uint64_id(uint64_t x)", 2);
+  Fill(uint64->add_arguments()->mutable_uint_values(),
+       {UINT64_MAX, uint64_t{1} << 63});
+  v1::CallColumns* negate = columns(2, "bool fx_bool_not(bool x)", 2);
+  Fill(negate->add_arguments()->mutable_int_values(), {0, 1});
+  // int8_t, uint16_t, int32_t, int64_t, float, double, char, long, double,
+  // unsigned long long.
+  v1::CallColumns* mixed = columns(
+      3,
+      "double fx_mixed(int8_t a, uint16_t b, int32_t c, int64_t d, float e, "
+      "double f, char g, long h, double i, unsigned long long j)",
+      2);
+  Fill(mixed->add_arguments()->mutable_int_values(), {-1, -2});
+  Fill(mixed->add_arguments()->mutable_uint_values(), {65535, 2});
+  mixed->add_arguments()->add_int_values(-100000);
+  mixed->add_arguments()->add_int_values(int64_t{1} << 40);
+  Fill(mixed->add_arguments()->mutable_double_values(), {0.5, 0.25});
+  mixed->add_arguments()->add_double_values(1.5);
+  mixed->add_arguments()->add_int_values(7);
+  mixed->add_arguments()->add_int_values(-3);
+  mixed->add_arguments()->add_double_values(0.125);
+  mixed->add_arguments()->add_uint_values(10);
+  v1::CallColumns* pointers =
+      columns(4, "void *fx_ptr_add(void *p, size_t n)", 2);
+  pointers->add_arguments()->add_uint_values(0x1000);
+  Fill(pointers->add_arguments()->mutable_uint_values(), {0, 24});
+  v1::CallColumns* doubles =
+      columns(5, "double fx_double_add(double a, double b)", 2);
+  Fill(doubles->add_arguments()->mutable_double_values(), {1.5, -2.0});
+  doubles->add_arguments()->add_double_values(0.25);
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  ASSERT_TRUE(response.ok()) << response.status();
+  ASSERT_EQ(response->results_size(), 6);
+  auto results = [&](int step) -> const v1::ValueColumn& {
+    return response->results(step).call_columns().results();
+  };
+  EXPECT_THAT(results(0).int_values(), ::testing::ElementsAre(-128, 0, 127));
+  EXPECT_THAT(results(1).uint_values(),
+              ::testing::ElementsAre(UINT64_MAX, uint64_t{1} << 63));
+  EXPECT_THAT(results(2).int_values(), ::testing::ElementsAre(1, 0));
+  const double fixed = -100000.0 + static_cast<double>(int64_t{1} << 40) +
+                       1.5 + 7 - 3 + 0.125 + 10;
+  EXPECT_THAT(results(3).double_values(),
+              ::testing::ElementsAre(fixed - 1 + 65535 + 0.5,
+                                     fixed - 2 + 2 + 0.25));
+  EXPECT_THAT(results(4).uint_values(), ::testing::ElementsAre(0x1000, 0x1018));
+  EXPECT_THAT(results(5).double_values(), ::testing::ElementsAre(1.75, -1.75));
+}
+
+// A value out of its parameter's range stops the batch before that call:
+// the error names the step and the call, and nothing after it runs.
+TEST_F(BatchTest, CallColumnsValueOutOfRangeNamesTheCall) {
+  const client::Function id = ResolveOk("int8_t fx_int8_id(int8_t x)");
+  const client::Function counter = ResolveOk("int fx_counter(void)");
+  std::vector<v1::BatchStep> steps(2);
+  v1::CallColumns* columns = steps[0].mutable_call_columns();
+  columns->set_function(id.handle);
+  columns->set_count(3);
+  Fill(columns->add_arguments()->mutable_int_values(), {1, 2, 300});
+  steps[1] = CallStep(counter, {});
+
+  absl::StatusOr<v1::BatchResponse> response = session_->Batch(steps);
+  EXPECT_THAT(response, HasReason("VALUE_OUT_OF_RANGE"));
+  EXPECT_EQ(client::BatchFailedStep(response.status()), 0);
+  EXPECT_EQ(client::BatchFailedCall(response.status()), 2);
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("call 2"));
+  EXPECT_EQ(CallOk("int fx_counter(void)").int_value(), 1);
+}
+
+// Columns of the wrong length or kind, and functions a column cannot pass,
+// are refused before any call is made.
+TEST_F(BatchTest, CallColumnsRefuseWhatTheyCannotPass) {
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  auto run = [&](const v1::CallColumns& columns) {
+    std::vector<v1::BatchStep> steps(1);
+    *steps[0].mutable_call_columns() = columns;
+    return session_->Batch(steps);
+  };
+  v1::CallColumns short_column;
+  short_column.set_function(add.handle);
+  short_column.set_count(3);
+  Fill(short_column.add_arguments()->mutable_int_values(), {1, 2});
+  short_column.add_arguments()->add_int_values(1);
+  absl::StatusOr<v1::BatchResponse> response = run(short_column);
+  EXPECT_THAT(response, HasReason("INVALID_REQUEST"));
+  EXPECT_EQ(client::BatchFailedCall(response.status()), -1);
+
+  v1::CallColumns doubles_for_int = short_column;
+  doubles_for_int.mutable_arguments(0)->Clear();
+  doubles_for_int.mutable_arguments(0)->add_double_values(1.0);
+  EXPECT_THAT(run(doubles_for_int), HasReason("TYPE_MISMATCH"));
+
+  v1::CallColumns one_column = short_column;
+  one_column.mutable_arguments()->RemoveLast();
+  EXPECT_THAT(run(one_column), HasReason("ARGUMENT_COUNT"));
+
+  v1::CallColumns strings;
+  strings.set_function(ResolveOk("size_t fx_strlen(const char *s)").handle);
+  strings.set_count(1);
+  strings.add_arguments()->add_uint_values(0);
+  response = run(strings);
+  EXPECT_THAT(response, HasReason("UNSUPPORTED"));
+  EXPECT_THAT(std::string(response.status().message()),
+              HasSubstr("call steps"));
+}
+
+// call_columns on the Connect stream (StreamCall.batch).
+TEST_F(BatchTest, CallColumnsOnTheConnectStream) {
+  const client::Function add = ResolveOk("int fx_add(int a, int b)");
+  std::vector<v1::BatchStep> steps(1);
+  v1::CallColumns* columns = steps[0].mutable_call_columns();
+  columns->set_function(add.handle);
+  columns->set_count(2);
+  Fill(columns->add_arguments()->mutable_int_values(), {40, -5});
+  Fill(columns->add_arguments()->mutable_uint_values(), {2, 5});
+  absl::StatusOr<v1::BatchResponse> response =
+      session_->BatchAsync(steps).get();
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_THAT(response->results(0).call_columns().results().int_values(),
+              ::testing::ElementsAre(42, 0));
 }
 
 TEST_F(BatchTest, EmptyBatchSucceeds) {

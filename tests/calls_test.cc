@@ -333,6 +333,36 @@ TEST_F(CallsTest, LargeReadAndWrite) {
   EXPECT_TRUE(*bytes == data);
 }
 
+// Big untyped accesses (which the daemon copies straight from and into the
+// worker's memory) land where the small ones do: at the offset, seen by
+// native code, and a read of length 0 takes the block to its end.
+TEST_F(CallsTest, LargeAccessesAtAnOffsetReachNativeCode) {
+  const size_t size = 1 << 20;
+  absl::StatusOr<client::Memory> memory = session_->Allocate(size);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  std::string data(256 << 10, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13);
+  const std::string ints = IntsAsBytes({123456});
+  data.replace(0, ints.size(), ints);
+  ASSERT_TRUE(session_->Write(memory->handle, 4096, data).ok());
+  EXPECT_THAT(CallOk("int fx_read_int(const int *p)",
+                     {MakePointer(memory->handle, 4096)}),
+              IsInteger(123456));
+  absl::StatusOr<std::string> whole = session_->Read(memory->handle, 0, 0);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  ASSERT_EQ(whole->size(), size);
+  EXPECT_EQ(whole->substr(0, 4096), std::string(4096, '\0'));
+  EXPECT_TRUE(whole->substr(4096, data.size()) == data);
+  EXPECT_EQ(whole->substr(4096 + data.size()),
+            std::string(size - 4096 - data.size(), '\0'));
+  // A raw address into the block works as the handle does.
+  absl::StatusOr<std::string> raw = session_->Read(
+      client::MakeAddress(memory->address + 4096).pointer_value(),
+      data.size());
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_TRUE(*raw == data);
+}
+
 TEST_F(CallsTest, BorrowedPointersCanBeReadAndPassedBack) {
   v1::Value pointer = CallOk("int *fx_static_ints(void)");
   ASSERT_TRUE(pointer.has_pointer_value()) << pointer.ShortDebugString();

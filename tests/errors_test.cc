@@ -370,6 +370,36 @@ TEST_F(ErrorsTest, BadBorrowedAddressDoesNotCrashTheWorker) {
   EXPECT_THAT(session_->Write(pointer, "abcd"), HasReason("BAD_ADDRESS"));
 }
 
+// The same for accesses big enough that the daemon copies them itself:
+// bounds are checked, and unmapped or read-only memory is an error, not a
+// crash of the worker or the daemon.
+TEST_F(ErrorsTest, LargeAccessesOutOfBoundsOrToBadAddressesFail) {
+  const std::string big(128 << 10, 'x');
+  absl::StatusOr<client::Memory> memory = session_->Allocate(big.size());
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  EXPECT_THAT(session_->Read(memory->handle, 1, big.size()),
+              HasReason("OUT_OF_BOUNDS"));
+  EXPECT_THAT(session_->Write(memory->handle, 1, big),
+              HasReason("OUT_OF_BOUNDS"));
+  v1::PointerValue unmapped;
+  unmapped.set_address(8);
+  EXPECT_THAT(session_->Read(unmapped, big.size()), HasReason("BAD_ADDRESS"));
+  EXPECT_THAT(session_->Write(unmapped, big), HasReason("BAD_ADDRESS"));
+  // A string literal lives in read-only pages of the library.
+  absl::StatusOr<v1::CallResponse> greeting =
+      Call("const char *fx_greeting(void)", {});
+  ASSERT_TRUE(greeting.ok()) << greeting.status();
+  v1::PointerValue literal;
+  literal.set_address(greeting->result_pointer().address());
+  ASSERT_NE(literal.address(), 0u);
+  EXPECT_THAT(session_->Write(literal, big), HasReason("BAD_ADDRESS"));
+  // The worker is fine, and so is the memory.
+  absl::StatusOr<std::string> bytes =
+      session_->Read(memory->handle, 0, big.size());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, std::string(big.size(), '\0'));
+}
+
 TEST_F(ErrorsTest, UnknownAndDeletedSessions) {
   v1::CallRequest request;
   request.set_session("00000000000000000000000000000000");

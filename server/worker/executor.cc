@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -127,6 +128,22 @@ absl::Status BatchStepFailure(const absl::Status& status, int index,
   return failure;
 }
 
+// `status` with `key` = `value` added to its ErrorInfo metadata.
+absl::Status WithMetadata(absl::Status status, absl::string_view key,
+                          absl::string_view value) {
+  google::rpc::ErrorInfo info;
+  if (auto payload = status.GetPayload(kErrorInfoTypeUrl);
+      payload.has_value()) {
+    info.ParseFromString(std::string(*payload));
+  } else {
+    info.set_domain(std::string(kErrorDomain));
+    info.set_reason("INTERNAL");
+  }
+  (*info.mutable_metadata())[std::string(key)] = std::string(value);
+  status.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
+  return status;
+}
+
 // What a batch step does, for messages.
 std::string DescribeStep(const v1::BatchStep& step) {
   switch (step.request_case()) {
@@ -140,6 +157,9 @@ std::string DescribeStep(const v1::BatchStep& step) {
       return "write";
     case v1::BatchStep::kFree:
       return "free";
+    case v1::BatchStep::kCallColumns:
+      return absl::StrCat(step.call_columns().count(), " calls of ",
+                          step.call_columns().function());
     case v1::BatchStep::REQUEST_NOT_SET:
       break;
   }
@@ -399,6 +419,10 @@ WorkerResponse Executor::Execute(const WorkerRequest& request) {
     case WorkerRequest::kAttachArena:
       status = Store(AttachArena(request.attach_arena()),
                      response.mutable_attach_arena());
+      break;
+    case WorkerRequest::kLocateMemory:
+      status = Store(LocateMemoryFor(request.locate_memory()),
+                     response.mutable_locate_memory());
       break;
     case WorkerRequest::kResolveVariable:
       status = Store(ResolveVariable(request.resolve_variable()),
@@ -859,6 +883,40 @@ absl::StatusOr<v1::ReadResponse> Executor::Read(
                                   reinterpret_cast<uintptr_t>(target.address),
                                   length));
   }
+  return response;
+}
+
+absl::StatusOr<LocateMemoryResponse> Executor::LocateMemoryFor(
+    const LocateMemory& request) {
+  Target target;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(target, Locate(handles_, request.pointer()));
+  }
+  const char* verb = request.write() ? "write" : "read";
+  uint64_t length = request.length();
+  if (target.owned) {
+    if (!request.write() && length == 0 && target.offset <= target.size) {
+      length = target.size - target.offset;
+    }
+    RETURN_IF_ERROR(CheckBounds(target, length, verb));
+  } else if (!request.write() && length == 0) {
+    return InvalidRequest(absl::StrCat(
+        "reading ", Describe(target),
+        " needs an explicit length: ffid does not know the size of memory it "
+        "did not allocate"));
+  }
+  if (!request.write() && length > kMaxReadBytes) {
+    return MakeError(
+        absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_RESOURCE_LIMIT,
+        absl::StrCat("read of ", length,
+                     " bytes exceeds the per-read limit of ", kMaxReadBytes,
+                     " bytes; read in smaller pieces"));
+  }
+  LocateMemoryResponse response;
+  response.set_address(reinterpret_cast<uintptr_t>(target.address));
+  response.set_length(length);
+  response.set_owned(target.owned);
   return response;
 }
 
@@ -1343,11 +1401,56 @@ absl::Status Executor::RunBatchStep(const v1::BatchStep& step,
       *result->mutable_free() = *std::move(freed);
       return absl::OkStatus();
     }
+    case v1::BatchStep::kCallColumns:
+      if (!step.references().empty()) {
+        return InvalidRequest(
+            "a call_columns step takes no references (its arguments are "
+            "values given in the request)");
+      }
+      return RunCallColumns(step.call_columns(),
+                            result->mutable_call_columns());
     case v1::BatchStep::REQUEST_NOT_SET:
       break;
   }
   return InvalidRequest(
-      "a batch step names no request (call, allocate, read, write or free)");
+      "a batch step names no request (call, allocate, read, write, free or "
+      "call_columns)");
+}
+
+absl::Status Executor::RunCallColumns(const v1::CallColumns& request,
+                                      v1::CallColumnsResponse* response) {
+  const ffi::PreparedFunction* function;
+  {
+    absl::MutexLock lock(&mu_);
+    ASSIGN_OR_RETURN(const FunctionEntry* entry,
+                     handles_.GetFunction(request.function()));
+    function = entry->function.get();
+  }
+  absl::InlinedVector<const v1::ValueColumn*, 8> columns;
+  for (const v1::ValueColumn& column : request.arguments()) {
+    columns.push_back(&column);
+  }
+  uint32_t failed_call = request.count();
+  // One scope for all the calls: a callback failure in any of them fails
+  // the step.
+  CallScope scope(*this);
+  absl::Status status = function->CallColumns(
+      columns, request.count(), *response->mutable_results(), failed_call);
+  absl::Status failure = scope.Failure();
+  if (!failure.ok()) {
+    return MakeError(failure.code(), v1::ERROR_REASON_CALLBACK_FAILED,
+                     absl::StrCat("calling '", function->name(),
+                                  "': ", failure.message()));
+  }
+  if (status.ok() || failed_call >= request.count()) return status;
+  absl::Status prefixed(status.code(), absl::StrCat("call ", failed_call,
+                                                    ": ", status.message()));
+  status.ForEachPayload(
+      [&](absl::string_view type_url, const absl::Cord& payload) {
+        prefixed.SetPayload(type_url, payload);
+      });
+  return WithMetadata(std::move(prefixed), "batch_call",
+                      absl::StrCat(failed_call));
 }
 
 absl::StatusOr<v1::Value> Executor::ResolveReference(
@@ -1364,7 +1467,8 @@ absl::StatusOr<v1::Value> Executor::ResolveReference(
   if (value->kind_case() == v1::Value::KIND_NOT_SET) {
     return InvalidRequest(absl::StrCat(
         "step ", reference.step(),
-        " has no result to refer to (a void call, a write or a free)"));
+        " has no result to refer to (a void call, a write, a free or "
+        "call_columns)"));
   }
   std::string path = absl::StrCat("step ", reference.step(), "'s result");
   for (const std::string& field : reference.field_path()) {

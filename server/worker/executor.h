@@ -123,6 +123,10 @@ class Executor {
   // Maps the session's arena (the memfd in `received_fd`); again with an
   // arena already mapped, only closes the descriptor.
   absl::StatusOr<AttachArenaResponse> AttachArena(const AttachArena& request);
+  // Checks an untyped Read/Write as they would and says where its bytes
+  // are (the daemon copies them itself).
+  absl::StatusOr<LocateMemoryResponse> LocateMemoryFor(
+      const LocateMemory& request);
   absl::StatusOr<v1::ResolveVariableResponse> ResolveVariable(
       const v1::ResolveVariableRequest& request);
   absl::StatusOr<v1::ReadResponse> ReadTyped(const v1::ReadRequest& request);
@@ -140,6 +144,9 @@ class Executor {
   [[nodiscard]] absl::Status RunBatchStep(const v1::BatchStep& step,
                                           std::vector<v1::Value>& values,
                                           v1::BatchStepResult* result);
+  // Runs a call_columns step: every call in one loop, no message per call.
+  [[nodiscard]] absl::Status RunCallColumns(const v1::CallColumns& request,
+                                            v1::CallColumnsResponse* response);
   // The value a reference names, from the results of earlier steps.
   absl::StatusOr<v1::Value> ResolveReference(
       const v1::BatchReference& reference,

@@ -53,17 +53,30 @@ std::string ErrorReason(const absl::Status& status) {
   return info.reason();
 }
 
-int BatchFailedStep(const absl::Status& status) {
+namespace {
+
+// The ErrorInfo metadata entry `key` of `status` as a number, or -1.
+int ErrorInfoIndex(const absl::Status& status, absl::string_view key) {
   auto payload = status.GetPayload(kErrorInfoTypeUrl);
   if (!payload.has_value()) return -1;
   google::rpc::ErrorInfo info;
   if (!info.ParseFromString(std::string(*payload))) return -1;
-  auto it = info.metadata().find("batch_step");
-  int step = -1;
-  if (it == info.metadata().end() || !absl::SimpleAtoi(it->second, &step)) {
+  auto it = info.metadata().find(std::string(key));
+  int index = -1;
+  if (it == info.metadata().end() || !absl::SimpleAtoi(it->second, &index)) {
     return -1;
   }
-  return step;
+  return index;
+}
+
+}  // namespace
+
+int BatchFailedStep(const absl::Status& status) {
+  return ErrorInfoIndex(status, "batch_step");
+}
+
+int BatchFailedCall(const absl::Status& status) {
+  return ErrorInfoIndex(status, "batch_call");
 }
 
 std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status) {

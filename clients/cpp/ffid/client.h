@@ -100,6 +100,10 @@ std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status);
 // reports, or -1 if it is not a batch step's failure.
 int BatchFailedStep(const absl::Status& status);
 
+// For a failed call_columns step: the index of the call in it that failed
+// (counted from 0), or -1 if `status` names no such call.
+int BatchFailedCall(const absl::Status& status);
+
 // A loaded library.
 struct Library {
   // The library handle.

@@ -1689,6 +1689,73 @@ func (*Value_CallbackHandle) isValue_Kind() {}
 
 func (*Value_LongDouble) isValue_Kind() {}
 
+// One value per call of many calls, in call order, as packed numbers: an
+// argument or the results of a CallColumns batch step. Exactly one field is
+// used.
+type ValueColumn struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// For signed integer types, enums (their numbers) and `bool` (0 or 1);
+	// for unsigned integer types when non-negative.
+	IntValues []int64 `protobuf:"zigzag64,1,rep,packed,name=int_values,json=intValues,proto3" json:"int_values,omitempty"`
+	// For unsigned integer types, and pointers as raw addresses.
+	UintValues []uint64 `protobuf:"varint,2,rep,packed,name=uint_values,json=uintValues,proto3" json:"uint_values,omitempty"`
+	// For `float` and `double` (a `float` must be in its range).
+	DoubleValues  []float64 `protobuf:"fixed64,3,rep,packed,name=double_values,json=doubleValues,proto3" json:"double_values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValueColumn) Reset() {
+	*x = ValueColumn{}
+	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValueColumn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValueColumn) ProtoMessage() {}
+
+func (x *ValueColumn) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValueColumn.ProtoReflect.Descriptor instead.
+func (*ValueColumn) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ValueColumn) GetIntValues() []int64 {
+	if x != nil {
+		return x.IntValues
+	}
+	return nil
+}
+
+func (x *ValueColumn) GetUintValues() []uint64 {
+	if x != nil {
+		return x.UintValues
+	}
+	return nil
+}
+
+func (x *ValueColumn) GetDoubleValues() []float64 {
+	if x != nil {
+		return x.DoubleValues
+	}
+	return nil
+}
+
 // A `long double` (x87 80-bit extended on x86-64: 64 bits of mantissa, more
 // than a double's 53), with readings for clients that have no such type.
 type LongDoubleValue struct {
@@ -1709,7 +1776,7 @@ type LongDoubleValue struct {
 
 func (x *LongDoubleValue) Reset() {
 	*x = LongDoubleValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	mi := &file_ffid_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1788,7 @@ func (x *LongDoubleValue) String() string {
 func (*LongDoubleValue) ProtoMessage() {}
 
 func (x *LongDoubleValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[14]
+	mi := &file_ffid_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1801,7 @@ func (x *LongDoubleValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LongDoubleValue.ProtoReflect.Descriptor instead.
 func (*LongDoubleValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LongDoubleValue) GetBytes() []byte {
@@ -1773,7 +1840,7 @@ type PointerValue struct {
 
 func (x *PointerValue) Reset() {
 	*x = PointerValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[15]
+	mi := &file_ffid_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1852,7 @@ func (x *PointerValue) String() string {
 func (*PointerValue) ProtoMessage() {}
 
 func (x *PointerValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[15]
+	mi := &file_ffid_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1865,7 @@ func (x *PointerValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PointerValue.ProtoReflect.Descriptor instead.
 func (*PointerValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PointerValue) GetHandle() string {
@@ -1839,7 +1906,7 @@ type RecordValue struct {
 
 func (x *RecordValue) Reset() {
 	*x = RecordValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[16]
+	mi := &file_ffid_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1918,7 @@ func (x *RecordValue) String() string {
 func (*RecordValue) ProtoMessage() {}
 
 func (x *RecordValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[16]
+	mi := &file_ffid_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1931,7 @@ func (x *RecordValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordValue.ProtoReflect.Descriptor instead.
 func (*RecordValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordValue) GetFields() map[string]*Value {
@@ -1892,7 +1959,7 @@ type ArrayValue struct {
 
 func (x *ArrayValue) Reset() {
 	*x = ArrayValue{}
-	mi := &file_ffid_v1_types_proto_msgTypes[17]
+	mi := &file_ffid_v1_types_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +1971,7 @@ func (x *ArrayValue) String() string {
 func (*ArrayValue) ProtoMessage() {}
 
 func (x *ArrayValue) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_types_proto_msgTypes[17]
+	mi := &file_ffid_v1_types_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +1984,7 @@ func (x *ArrayValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArrayValue.ProtoReflect.Descriptor instead.
 func (*ArrayValue) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_types_proto_rawDescGZIP(), []int{17}
+	return file_ffid_v1_types_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ArrayValue) GetElements() []*Value {
@@ -2021,7 +2088,13 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\x0fcallback_handle\x18\r \x01(\tH\x00R\x0ecallbackHandle\x12;\n" +
 	"\vlong_double\x18\x0e \x01(\v2\x18.ffid.v1.LongDoubleValueH\x00R\n" +
 	"longDoubleB\x06\n" +
-	"\x04kind\"c\n" +
+	"\x04kind\"r\n" +
+	"\vValueColumn\x12\x1d\n" +
+	"\n" +
+	"int_values\x18\x01 \x03(\x12R\tintValues\x12\x1f\n" +
+	"\vuint_values\x18\x02 \x03(\x04R\n" +
+	"uintValues\x12#\n" +
+	"\rdouble_values\x18\x03 \x03(\x01R\fdoubleValues\"c\n" +
 	"\x0fLongDoubleValue\x12\x14\n" +
 	"\x05bytes\x18\x01 \x01(\fR\x05bytes\x12 \n" +
 	"\vapproximate\x18\x02 \x01(\x01R\vapproximate\x12\x18\n" +
@@ -2113,7 +2186,7 @@ func file_ffid_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_ffid_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ffid_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_ffid_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ffid_v1_types_proto_goTypes = []any{
 	(ScalarKind)(0),             // 0: ffid.v1.ScalarKind
 	(StringEncoding)(0),         // 1: ffid.v1.StringEncoding
@@ -2134,11 +2207,12 @@ var file_ffid_v1_types_proto_goTypes = []any{
 	(*VariableDeclaration)(nil), // 16: ffid.v1.VariableDeclaration
 	(*TypeDeclaration)(nil),     // 17: ffid.v1.TypeDeclaration
 	(*Value)(nil),               // 18: ffid.v1.Value
-	(*LongDoubleValue)(nil),     // 19: ffid.v1.LongDoubleValue
-	(*PointerValue)(nil),        // 20: ffid.v1.PointerValue
-	(*RecordValue)(nil),         // 21: ffid.v1.RecordValue
-	(*ArrayValue)(nil),          // 22: ffid.v1.ArrayValue
-	nil,                         // 23: ffid.v1.RecordValue.FieldsEntry
+	(*ValueColumn)(nil),         // 19: ffid.v1.ValueColumn
+	(*LongDoubleValue)(nil),     // 20: ffid.v1.LongDoubleValue
+	(*PointerValue)(nil),        // 21: ffid.v1.PointerValue
+	(*RecordValue)(nil),         // 22: ffid.v1.RecordValue
+	(*ArrayValue)(nil),          // 23: ffid.v1.ArrayValue
+	nil,                         // 24: ffid.v1.RecordValue.FieldsEntry
 }
 var file_ffid_v1_types_proto_depIdxs = []int32{
 	0,  // 0: ffid.v1.TypeDescriptor.scalar:type_name -> ffid.v1.ScalarKind
@@ -2163,12 +2237,12 @@ var file_ffid_v1_types_proto_depIdxs = []int32{
 	13, // 19: ffid.v1.FunctionDeclaration.type:type_name -> ffid.v1.FunctionType
 	5,  // 20: ffid.v1.VariableDeclaration.type:type_name -> ffid.v1.TypeDescriptor
 	5,  // 21: ffid.v1.TypeDeclaration.type:type_name -> ffid.v1.TypeDescriptor
-	20, // 22: ffid.v1.Value.pointer_value:type_name -> ffid.v1.PointerValue
+	21, // 22: ffid.v1.Value.pointer_value:type_name -> ffid.v1.PointerValue
 	4,  // 23: ffid.v1.Value.null_value:type_name -> ffid.v1.NullValue
-	21, // 24: ffid.v1.Value.record_value:type_name -> ffid.v1.RecordValue
-	22, // 25: ffid.v1.Value.array_value:type_name -> ffid.v1.ArrayValue
-	19, // 26: ffid.v1.Value.long_double:type_name -> ffid.v1.LongDoubleValue
-	23, // 27: ffid.v1.RecordValue.fields:type_name -> ffid.v1.RecordValue.FieldsEntry
+	22, // 24: ffid.v1.Value.record_value:type_name -> ffid.v1.RecordValue
+	23, // 25: ffid.v1.Value.array_value:type_name -> ffid.v1.ArrayValue
+	20, // 26: ffid.v1.Value.long_double:type_name -> ffid.v1.LongDoubleValue
+	24, // 27: ffid.v1.RecordValue.fields:type_name -> ffid.v1.RecordValue.FieldsEntry
 	18, // 28: ffid.v1.ArrayValue.elements:type_name -> ffid.v1.Value
 	18, // 29: ffid.v1.RecordValue.FieldsEntry.value:type_name -> ffid.v1.Value
 	30, // [30:30] is the sub-list for method output_type
@@ -2215,7 +2289,7 @@ func file_ffid_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_types_proto_rawDesc), len(file_ffid_v1_types_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -461,7 +461,8 @@ void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
     const Clock::time_point start = Clock::now();
     const absl::Status written = session.Write(memory->handle, 0, data);
     const Clock::time_point between = Clock::now();
-    absl::StatusOr<std::string> read = session.Read(memory->handle, 0, 0);
+    absl::StatusOr<std::string> read =
+        session.Read(memory->handle, 0, kBulkBytes);
     const Clock::duration elapsed = Clock::now() - start;
     write_rates.push_back(GigabytesPerSecond(kBulkBytes, between - start));
     read_rates.push_back(

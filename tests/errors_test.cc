@@ -400,6 +400,28 @@ TEST_F(ErrorsTest, LargeAccessesOutOfBoundsOrToBadAddressesFail) {
   EXPECT_EQ(*bytes, std::string(big.size(), '\0'));
 }
 
+// The C++ client sends transfers over 1 MiB in pieces; one that runs past
+// the end of owned memory still fails as a whole, writing nothing.
+TEST_F(ErrorsTest, WriteInPiecesPastTheEndWritesNothing) {
+  const uint64_t size = (5 << 20) / 2;
+  absl::StatusOr<client::Memory> memory = session_->Allocate(size);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  EXPECT_THAT(session_->Write(memory->handle, 0, std::string(3 << 20, 'y')),
+              HasReason("OUT_OF_BOUNDS"));
+  EXPECT_THAT(session_->Read(memory->handle, 0, 3 << 20),
+              HasReason("OUT_OF_BOUNDS"));
+  absl::StatusOr<std::string> bytes = session_->Read(memory->handle, 0, size);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*bytes, std::string(size, '\0'));
+  // Within bounds, every piece lands where it belongs.
+  std::string data(size - 7, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i / 4093);
+  ASSERT_TRUE(session_->Write(memory->handle, 7, data).ok());
+  bytes = session_->Read(memory->handle, 7, data.size());
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_TRUE(*bytes == data);
+}
+
 TEST_F(ErrorsTest, UnknownAndDeletedSessions) {
   v1::CallRequest request;
   request.set_session("00000000000000000000000000000000");

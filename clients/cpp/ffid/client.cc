@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <utility>
@@ -750,19 +751,77 @@ absl::StatusOr<std::string> Session::Read(absl::string_view memory,
   return Read(pointer, length);
 }
 
-absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
-                                          uint64_t length) const {
+namespace {
+
+// Reads and writes longer than this go as several RPCs of this size: one
+// unary message of many MiB costs gRPC far more per byte than several of
+// 1 MiB (each end allocates, page-faults and copies the whole message; see
+// docs/performance.md).
+constexpr uint64_t kBulkPiece = uint64_t{1} << 20;
+
+// `pointer` moved `bytes` further.
+v1::PointerValue Advanced(const v1::PointerValue& pointer, uint64_t bytes) {
+  v1::PointerValue moved = pointer;
+  if (!pointer.handle().empty()) {
+    moved.set_offset(pointer.offset() + bytes);
+  } else {
+    moved.set_address(pointer.address() + bytes);
+  }
+  return moved;
+}
+
+// One Read RPC.
+absl::StatusOr<std::string> ReadPiece(v1::Ffi::Stub& stub,
+                                      const std::string& session,
+                                      const v1::PointerValue& pointer,
+                                      uint64_t length) {
   v1::ReadRequest request;
-  request.set_session(id_);
+  request.set_session(session);
   *request.mutable_pointer() = pointer;
   request.set_length(length);
   v1::ReadResponse response;
   grpc::ClientContext context;
   absl::Status status =
-      StatusFromGrpc(stub_->Read(&context, request, &response));
+      StatusFromGrpc(stub.Read(&context, request, &response));
   if (!status.ok()) return status;
   return std::move(*response.mutable_data());
 }
+
+// One Write RPC.
+absl::Status WritePiece(v1::Ffi::Stub& stub, const std::string& session,
+                        const v1::PointerValue& pointer,
+                        absl::string_view data) {
+  v1::WriteRequest request;
+  request.set_session(session);
+  *request.mutable_pointer() = pointer;
+  request.set_data(std::string(data));
+  v1::WriteResponse response;
+  grpc::ClientContext context;
+  return StatusFromGrpc(stub.Write(&context, request, &response));
+}
+
+}  // namespace
+
+// More than kBulkPiece is read in pieces of that size, one after the other;
+// a failure stops it and is returned.
+absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
+                                          uint64_t length) const {
+  // Beyond 1 GiB the server refuses any read: one RPC says so.
+  if (length <= kBulkPiece || length >= (uint64_t{1} << 30)) {
+    return ReadPiece(*stub_, id_, pointer, length);
+  }
+  std::string data;
+  data.reserve(length);
+  for (uint64_t done = 0; done < length; done += kBulkPiece) {
+    absl::StatusOr<std::string> piece =
+        ReadPiece(*stub_, id_, Advanced(pointer, done),
+                  std::min(kBulkPiece, length - done));
+    if (!piece.ok()) return piece.status();
+    data.append(*piece);
+  }
+  return data;
+}
+
 
 absl::Status Session::Write(absl::string_view memory, uint64_t offset,
                             absl::string_view data) const {
@@ -772,16 +831,26 @@ absl::Status Session::Write(absl::string_view memory, uint64_t offset,
   return Write(pointer, data);
 }
 
+// More than kBulkPiece is written in pieces of that size: the last piece
+// first (so a write past the end of owned memory writes nothing), then the
+// others in order; a failure stops it (pieces written stay) and is returned.
 absl::Status Session::Write(const v1::PointerValue& pointer,
                             absl::string_view data) const {
-  v1::WriteRequest request;
-  request.set_session(id_);
-  *request.mutable_pointer() = pointer;
-  request.set_data(std::string(data));
-  v1::WriteResponse response;
-  grpc::ClientContext context;
-  return StatusFromGrpc(stub_->Write(&context, request, &response));
+  if (data.size() <= kBulkPiece) return WritePiece(*stub_, id_, pointer, data);
+  // The last piece first: a write past the end of owned memory then fails
+  // before any byte is written, as one Write would.
+  const uint64_t last = (data.size() - 1) / kBulkPiece * kBulkPiece;
+  absl::Status written =
+      WritePiece(*stub_, id_, Advanced(pointer, last), data.substr(last));
+  if (!written.ok()) return written;
+  for (uint64_t done = 0; done < last; done += kBulkPiece) {
+    absl::Status status = WritePiece(*stub_, id_, Advanced(pointer, done),
+                                     data.substr(done, kBulkPiece));
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
 }
+
 
 absl::Status Session::Free(absl::string_view memory) const {
   v1::FreeRequest request;

@@ -356,8 +356,20 @@ bool CoveredBySomeCombination(const int counts[kSpecifierCount]) {
   return false;
 }
 
+// Attributes ffid understands; the rest are skipped.
+struct Attributes {
+  bool packed = false;
+  // The largest aligned(N) given (GCC keeps the largest); 0 for none.
+  uint32_t aligned = 0;
+  // Where aligned(N) was given, for a message refusing it.
+  Token aligned_token;
+};
+
 struct Specifiers {
   Token first;
+  // Attributes and `_Alignas` among the specifiers: they apply to every
+  // declarator of the declaration.
+  Attributes attributes;
   bool is_typedef = false;
   bool is_const = false;
   int counts[kSpecifierCount] = {};
@@ -369,11 +381,6 @@ struct Specifiers {
   bool declares_tag = false;
 };
 
-// Attributes ffid understands; the rest are skipped.
-struct Attributes {
-  bool packed = false;
-  uint32_t aligned = 0;
-};
 
 // Replaces records behind pointers by their tag, so a descriptor's depth
 // grows with by-value nesting only, however the structs point at each other.
@@ -547,7 +554,8 @@ class Parser {
                                   declarator.name, "' with type '",
                                   TypeName(type.descriptor), "'"));
     }
-    RETURN_IF_ERROR(SkipDeclarationSuffixes());
+    Attributes ignored;
+    RETURN_IF_ERROR(ParseDeclarationSuffixes(ignored));
     Accept(";");
     if (Peek().kind != TokenKind::kEnd) {
       return Expected("end of input after the prototype");
@@ -657,12 +665,24 @@ class Parser {
     while (true) {
       ASSIGN_OR_RETURN(Declarator declarator,
                        ParseDeclarator(/*abstract=*/false));
-      RETURN_IF_ERROR(SkipDeclarationSuffixes());
+      Attributes attributes = specifiers.attributes;
+      RETURN_IF_ERROR(ParseDeclarationSuffixes(attributes));
       ASSIGN_OR_RETURN(ParsedType type, Apply(specifiers, declarator));
       if (type.unsized_array) {
         return ErrorAt(declarator.name_token,
                        absl::StrCat("'", declarator.name,
                                     "' is an array without a size"));
+      }
+      if (specifiers.is_typedef && attributes.aligned != 0) {
+        // A typedef would carry an alignment of its own into every use.
+        return UnsupportedAt(
+            attributes.aligned_token,
+            absl::StrCat("aligned(", attributes.aligned, ") on the typedef '",
+                         declarator.name,
+                         "' is not supported: put it on the struct member "
+                         "(int x __attribute__((aligned(",
+                         attributes.aligned,
+                         "))); or on the struct itself"));
       }
       if (specifiers.is_typedef) {
         RETURN_IF_ERROR(DefineTypedef(declarator, std::move(type)));
@@ -730,12 +750,13 @@ class Parser {
   }
 
   // Attributes and asm labels after a declarator.
-  absl::Status SkipDeclarationSuffixes() {
+  // Attributes and asm labels after a declarator, collected into
+  // `attributes`.
+  absl::Status ParseDeclarationSuffixes(Attributes& attributes) {
     while (Peek().kind == TokenKind::kIdentifier) {
       const std::string& word = Peek().text;
       if (IsAttributeKeyword(word)) {
-        Attributes ignored;
-        RETURN_IF_ERROR(ParseAttribute(ignored));
+        RETURN_IF_ERROR(ParseAttribute(attributes));
       } else if (word == "__asm__" || word == "__asm" || word == "asm") {
         Next();
         RETURN_IF_ERROR(Expect("(", "'(' after 'asm'"));
@@ -749,6 +770,30 @@ class Parser {
       }
     }
     return absl::OkStatus();
+  }
+
+  // `_Alignas(N)`: as aligned(N). `_Alignas(type)` is refused.
+  absl::Status ParseAlignas(Attributes& attributes) {
+    const Token keyword = Next();
+    RETURN_IF_ERROR(Expect("(", absl::StrCat("'(' after '", keyword.text,
+                                             "'")));
+    if (StartsSpecifiers(Peek())) {
+      return UnsupportedAt(keyword,
+                           absl::StrCat(keyword.text, "(type) is not "
+                                        "supported: write the alignment as a "
+                                        "number, ", keyword.text, "(8)"));
+    }
+    ASSIGN_OR_RETURN(int64_t alignment, ParseConstant());
+    if (alignment < 0 || (alignment & (alignment - 1)) != 0 ||
+        alignment > (int64_t{1} << 28)) {
+      return ErrorAt(keyword, absl::StrCat("the alignment ", alignment,
+                                           " is not a power of two"));
+    }
+    // _Alignas(0) has no effect.
+    attributes.aligned =
+        std::max(attributes.aligned, static_cast<uint32_t>(alignment));
+    if (alignment != 0) attributes.aligned_token = keyword;
+    return Expect(")", absl::StrCat("')' after the alignment"));
   }
 
   absl::Status ParseAttribute(Attributes& attributes) {
@@ -771,7 +816,9 @@ class Parser {
             return ErrorAt(name, absl::StrCat("the alignment ", alignment,
                                               " is not a power of two"));
           }
-          attributes.aligned = static_cast<uint32_t>(alignment);
+          attributes.aligned =
+              std::max(attributes.aligned, static_cast<uint32_t>(alignment));
+          attributes.aligned_token = name;
           RETURN_IF_ERROR(Expect(")", "')' after the alignment"));
         } else {
           // Skip the arguments of an attribute ffid has no use for.
@@ -784,7 +831,9 @@ class Parser {
           }
         }
       } else if (name.text == "aligned" || name.text == "__aligned__") {
-        attributes.aligned = 16;  // GCC's "largest useful alignment" on x86-64
+        // GCC's "largest useful alignment" on x86-64.
+        attributes.aligned = std::max<uint32_t>(attributes.aligned, 16);
+        attributes.aligned_token = name;
       }
       if (!Accept(",")) break;
     }
@@ -833,8 +882,9 @@ class Parser {
       } else if (IsIgnoredKeyword(word)) {
         Next();
       } else if (IsAttributeKeyword(word)) {
-        Attributes ignored;
-        RETURN_IF_ERROR(ParseAttribute(ignored));
+        RETURN_IF_ERROR(ParseAttribute(specifiers.attributes));
+      } else if (word == "_Alignas" || word == "alignas") {
+        RETURN_IF_ERROR(ParseAlignas(specifiers.attributes));
       } else if (std::optional<Specifier> keyword = SpecifierKeyword(word)) {
         RETURN_IF_ERROR(AddSpecifier(specifiers, *keyword, token));
         any_type = true;
@@ -1028,6 +1078,12 @@ class Parser {
     return descriptor;
   }
 
+  static void SetMemberAttributes(const Attributes& attributes,
+                                  v1::Field& field) {
+    field.set_alignment(attributes.aligned);
+    field.set_packed(attributes.packed);
+  }
+
   absl::Status ParseMember(v1::RecordType& record) {
     const Token first = Peek();
     ASSIGN_OR_RETURN(Specifiers specifiers, ParseSpecifiers(/*top_level=*/false));
@@ -1040,6 +1096,7 @@ class Parser {
       }
       v1::Field* field = record.add_fields();
       *field->mutable_type() = base.descriptor;
+      SetMemberAttributes(specifiers.attributes, *field);
       return absl::OkStatus();
     }
     while (true) {
@@ -1060,11 +1117,17 @@ class Parser {
           field->set_bit_width(static_cast<uint32_t>(width));
         }
         *field->mutable_type() = std::move(base.descriptor);
+        Attributes attributes = specifiers.attributes;
+        RETURN_IF_ERROR(ParseDeclarationSuffixes(attributes));
+        SetMemberAttributes(attributes, *field);
         if (Accept(",")) continue;
         return Expect(";", "';' after an unnamed bitfield");
       }
       ASSIGN_OR_RETURN(Declarator declarator,
                        ParseDeclarator(/*abstract=*/false));
+      // `int x __attribute__((aligned(8)))`, also after a bitfield's width.
+      Attributes attributes = specifiers.attributes;
+      RETURN_IF_ERROR(ParseDeclarationSuffixes(attributes));
       ASSIGN_OR_RETURN(ParsedType type, Apply(specifiers, declarator));
       const std::string what = absl::StrCat("member '", declarator.name, "'");
       if (type.is_function) {
@@ -1111,7 +1174,8 @@ class Parser {
         field->set_bit_width(static_cast<uint32_t>(width));
       }
       *field->mutable_type() = std::move(type.descriptor);
-      RETURN_IF_ERROR(SkipDeclarationSuffixes());
+      RETURN_IF_ERROR(ParseDeclarationSuffixes(attributes));
+      SetMemberAttributes(attributes, *field);
       if (Accept(",")) continue;
       return Expect(";", absl::StrCat("';' after ", what));
     }

@@ -470,6 +470,46 @@ TEST(ParseDeclarations, PackedAlignedAndAnonymousMembers) {
   EXPECT_EQ(tagged.fields(1).offset(), 4u);
 }
 
+TEST(ParseDeclarations, MemberLevelAlignedPackedAndAlignas) {
+  absl::StatusOr<Declarations> d = ParseDeclarations(
+      "struct a { char c; int x __attribute__((aligned(8))), y; };\n"
+      "struct b { char c; __attribute__((aligned(8))) int x, y; };\n"
+      "struct c { char c; _Alignas(16) char t; int p __attribute__((packed)); };\n"
+      "struct d { char c; int b : 3 __attribute__((aligned(4))); "
+      "int : 2 __attribute__((aligned(2))); int e : 1; };\n");
+  ASSERT_TRUE(d.ok()) << d.status();
+  const v1::RecordType& a = d->types[0].type().record();
+  EXPECT_EQ(a.fields(1).alignment(), 8u);
+  EXPECT_EQ(a.fields(1).offset(), 8u);
+  EXPECT_EQ(a.fields(2).alignment(), 0u);  // only the declarator it follows
+  EXPECT_EQ(a.fields(2).offset(), 12u);
+  EXPECT_EQ(a.size(), 16u);
+  const v1::RecordType& b = d->types[1].type().record();
+  EXPECT_EQ(b.fields(2).offset(), 16u);  // before the type: every declarator
+  EXPECT_EQ(b.size(), 24u);
+  const v1::RecordType& c = d->types[2].type().record();
+  EXPECT_EQ(c.fields(1).offset(), 16u);
+  EXPECT_TRUE(c.fields(2).packed());
+  EXPECT_EQ(c.fields(2).offset(), 17u);
+  EXPECT_EQ(c.size(), 32u);
+  const v1::RecordType& bits = d->types[3].type().record();
+  EXPECT_EQ(bits.fields(1).offset() * 8 + bits.fields(1).bit_offset(), 32u);
+  EXPECT_EQ(bits.fields(2).offset() * 8 + bits.fields(2).bit_offset(), 48u);
+  EXPECT_EQ(bits.fields(3).offset() * 8 + bits.fields(3).bit_offset(), 50u);
+
+  absl::Status status =
+      ParseDeclarations("typedef int wide __attribute__((aligned(8)));")
+          .status();
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_UNSUPPORTED);
+  EXPECT_THAT(status.message(), HasSubstr("put it on the struct member"));
+  status = ParseDeclarations("struct e { _Alignas(double) char c; };").status();
+  EXPECT_EQ(GetErrorReason(status), v1::ERROR_REASON_UNSUPPORTED);
+  EXPECT_THAT(status.message(), HasSubstr("_Alignas(8)"));
+  status = ParseDeclarations("struct e { int x __attribute__((aligned(3))); };")
+               .status();
+  EXPECT_THAT(status.message(), HasSubstr("not a power of two"));
+}
+
 TEST(ParseDeclarations, UnnamedBitfieldsFlexibleArraysComplexLongDouble) {
   absl::StatusOr<Declarations> d = ParseDeclarations(
       "struct h { char c; int : 3, : 0; char d; };"

@@ -710,15 +710,29 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
     if (member->is_void()) {
       return Mismatch(member_context, "a member cannot have type void");
     }
-    if (member->flexible_member() != nullptr) {
+    if (member->flexible_member() != nullptr &&
+        (is_union || index != field_count - 1)) {
+      // GCC lets such a struct be the last member of another struct (an
+      // extension): its flexible array then ends the outer one too.
       return Mismatch(member_context,
                       absl::StrCat("'", TypeName(member->descriptor()),
                                    "' ends in a flexible array member and "
-                                   "cannot be a member of another record; "
-                                   "use a pointer to it"));
+                                   "can only be the last member of a struct, ",
+                                   is_union ? "not a member of a union"
+                                            : "not followed by other members",
+                                   "; use a pointer to it"));
     }
     if (!field.name().empty()) has_named_member = true;
-    const size_t member_alignment = record.packed() ? 1 : member->alignment();
+    if (field.alignment() != 0 && !IsPowerOfTwo(field.alignment())) {
+      return Mismatch(member_context,
+                      absl::StrCat("the alignment ", field.alignment(),
+                                   " is not a power of two"));
+    }
+    // GCC: packed (the record's or the member's own) makes the alignment 1;
+    // aligned(N) then raises it to N, never lowers it.
+    const bool packed = record.packed() || field.packed();
+    const size_t member_alignment = std::max<size_t>(
+        packed ? 1 : member->alignment(), field.alignment());
     CTypeMember laid_out{field.name(), member, 0};
     if (field.zero_width_bitfield()) {
       const v1::TypeDescriptor& md = member->descriptor();
@@ -732,7 +746,11 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
       }
       // GCC: what follows starts at the next unit of the type's alignment,
       // packed or not; the record's alignment does not change.
-      if (!is_union) end_bits = RoundUp(end_bits, member->alignment() * 8);
+      if (!is_union) {
+        end_bits = RoundUp(end_bits, std::max<size_t>(member->alignment(),
+                                                      field.alignment()) *
+                                         8);
+      }
       laid_out.offset = is_union ? 0 : end_bits / 8;
       laid_out.zero_width = true;
       has_bitfields = true;
@@ -757,8 +775,10 @@ absl::Status CTypeBuilder::BuildRecord(CType& type,
       }
       has_bitfields = true;
       uint64_t start = is_union ? 0 : end_bits;
+      // aligned(N) on a bitfield: it starts at the next multiple of N bytes.
+      if (field.alignment() != 0) start = RoundUp(start, field.alignment() * 8);
       uint64_t offset_bytes = start / 8;
-      if (!record.packed()) {
+      if (!packed) {
         // GCC on x86-64: a bitfield never straddles a storage unit of its
         // type's size at its type's alignment; it moves to the next one.
         const uint64_t align_bits = member->alignment() * 8;
@@ -969,10 +989,16 @@ const std::vector<CTypeMember>& CType::members() const {
 
 const CTypeMember* CType::flexible_member() const {
   if (storage_ == nullptr || storage_->members.empty() ||
-      !storage_->members.back().flexible) {
+      !descriptor_.has_record()) {
     return nullptr;
   }
-  return &storage_->members.back();
+  const CTypeMember& last = storage_->members.back();
+  if (last.flexible) return &last;
+  if (last.bit_width == 0 && !last.zero_width &&
+      last.type->descriptor().has_record()) {
+    return last.type->flexible_member();
+  }
+  return nullptr;
 }
 
 const CType* CType::element() const {
@@ -1093,15 +1119,33 @@ std::string Spell(const v1::TypeDescriptor& d, const std::string& declarator) {
 
 }  // namespace
 
+namespace {
+
+// The flexible array member's type at the end of `record` (directly, or at
+// the end of a struct that is its last member), or nullptr.
+v1::ArrayType* FlexibleArray(v1::TypeDescriptor& record) {
+  v1::TypeDescriptor* d = &record;
+  while (d->has_record() && d->record().kind() != v1::RECORD_KIND_UNION &&
+         d->record().fields_size() > 0) {
+    v1::Field& last = *d->mutable_record()->mutable_fields()->rbegin();
+    if (last.bit_width() != 0 || last.zero_width_bitfield()) return nullptr;
+    if (last.type().has_array()) {
+      return last.type().array().length() == 0
+                 ? last.mutable_type()->mutable_array()
+                 : nullptr;
+    }
+    d = last.mutable_type();
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 absl::StatusOr<v1::TypeDescriptor> WithFlexibleLength(
     const v1::TypeDescriptor& record, uint64_t length) {
-  const bool has_flexible =
-      record.has_record() && record.record().fields_size() > 0 &&
-      record.record().fields().rbegin()->type().has_array() &&
-      record.record().fields().rbegin()->type().array().length() == 0 &&
-      record.record().fields().rbegin()->bit_width() == 0 &&
-      !record.record().fields().rbegin()->zero_width_bitfield();
-  if (!has_flexible) {
+  v1::TypeDescriptor result = record;
+  v1::ArrayType* flexible = FlexibleArray(result);
+  if (flexible == nullptr) {
     return InvalidArgumentError(
         v1::ERROR_REASON_TYPE_MISMATCH,
         absl::StrCat("flexible_length ", length, " was given, but '",
@@ -1115,13 +1159,7 @@ absl::StatusOr<v1::TypeDescriptor> WithFlexibleLength(
                                         kMaxArrayElements,
                                         " elements an array may have"));
   }
-  v1::TypeDescriptor result = record;
-  result.mutable_record()
-      ->mutable_fields()
-      ->rbegin()
-      ->mutable_type()
-      ->mutable_array()
-      ->set_length(length);
+  flexible->set_length(length);
   return result;
 }
 

@@ -504,8 +504,100 @@ TEST(CType, FlexibleArrayMembers) {
   v1::TypeDescriptor in_union = d;
   in_union.mutable_record()->set_kind(v1::RECORD_KIND_UNION);
   EXPECT_FALSE(CType::Create(in_union).ok());
-  EXPECT_FALSE(CType::Create(Record("outer", {{"inner", d}})).ok());
   EXPECT_FALSE(CType::Create(ArrayOf(d, 2)).ok());
+  // Nested (a GCC extension) only as the last member of a struct.
+  EXPECT_THAT(CType::Create(Record("outer", {{"inner", d},
+                                             {"n", Scalar(v1::SCALAR_KIND_INT)}}))
+                  .status()
+                  .message(),
+              HasSubstr("can only be the last member of a struct"));
+  v1::TypeDescriptor outer_union =
+      Record("outer", {{"i", Scalar(v1::SCALAR_KIND_INT)}, {"inner", d}});
+  outer_union.mutable_record()->set_kind(v1::RECORD_KIND_UNION);
+  EXPECT_FALSE(CType::Create(outer_union).ok());
+}
+
+TEST(CType, FlexibleArrayNestedAtTheEndOfAnotherStruct) {
+  v1::TypeDescriptor flex = Record(
+      "flex", {{"n", Scalar(v1::SCALAR_KIND_CHAR)},
+               {"data", ArrayOf(Scalar(v1::SCALAR_KIND_DOUBLE), 0)}});
+  v1::TypeDescriptor outer =
+      Record("outer", {{"tag", Scalar(v1::SCALAR_KIND_SHORT)}, {"inner", flex}});
+  auto type = CType::Create(outer);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), 16u);
+  EXPECT_EQ((*type)->members()[1].offset, 8u);
+  ASSERT_NE((*type)->flexible_member(), nullptr);
+  EXPECT_EQ((*type)->flexible_member()->name, "data");
+  EXPECT_THAT((*type)->by_value_status().message(),
+              HasSubstr("flexible array member 'data'"));
+  EXPECT_FALSE(CType::Create(ArrayOf(outer, 2)).ok());
+
+  absl::StatusOr<v1::TypeDescriptor> two = WithFlexibleLength(outer, 2);
+  ASSERT_TRUE(two.ok()) << two.status();
+  auto sized = CType::Create(*two);
+  ASSERT_TRUE(sized.ok()) << sized.status();
+  EXPECT_EQ((*sized)->size(), 32u);
+  EXPECT_EQ((*sized)->flexible_member(), nullptr);
+  // Nested twice.
+  absl::StatusOr<v1::TypeDescriptor> deeper =
+      WithFlexibleLength(Record("deeper", {{"o", outer}}), 1);
+  ASSERT_TRUE(deeper.ok()) << deeper.status();
+  sized = CType::Create(*deeper);
+  ASSERT_TRUE(sized.ok()) << sized.status();
+  EXPECT_EQ((*sized)->size(), 24u);
+}
+
+TEST(CType, MemberLevelAlignedAndPackedAsGccLaysThemOut) {
+  struct Expected {
+    char c;
+    int x __attribute__((aligned(8)));
+    short s;
+  };
+  v1::TypeDescriptor d = Record("m", {{"c", Scalar(v1::SCALAR_KIND_CHAR)},
+                                      {"x", Scalar(v1::SCALAR_KIND_INT)},
+                                      {"s", Scalar(v1::SCALAR_KIND_SHORT)}});
+  d.mutable_record()->mutable_fields(1)->set_alignment(8);
+  auto type = CType::Create(d);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), sizeof(Expected));
+  EXPECT_EQ((*type)->alignment(), alignof(Expected));
+  EXPECT_EQ((*type)->members()[1].offset, offsetof(Expected, x));
+  EXPECT_EQ((*type)->members()[2].offset, offsetof(Expected, s));
+  // Not natively laid out by libffi, but still passable (by its classes).
+  EXPECT_TRUE((*type)->by_value_status().ok());
+  EXPECT_EQ(EightbyteClasses(**type), "II");
+
+  struct __attribute__((packed)) PackedExpected {
+    char c;
+    int x __attribute__((aligned(4)));
+    short s;
+  };
+  d.mutable_record()->set_packed(true);
+  d.mutable_record()->mutable_fields(1)->set_alignment(4);
+  type = CType::Create(d);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), sizeof(PackedExpected));
+  EXPECT_EQ((*type)->alignment(), alignof(PackedExpected));
+  EXPECT_EQ((*type)->members()[1].offset, 4u);
+
+  struct MemberPacked {
+    char c;
+    int x __attribute__((packed));
+  };
+  d.mutable_record()->set_packed(false);
+  d.mutable_record()->mutable_fields(1)->set_alignment(0);
+  d.mutable_record()->mutable_fields(1)->set_packed(true);
+  d.mutable_record()->mutable_fields()->RemoveLast();
+  type = CType::Create(d);
+  ASSERT_TRUE(type.ok()) << type.status();
+  EXPECT_EQ((*type)->size(), sizeof(MemberPacked));
+  EXPECT_EQ((*type)->members()[1].offset, 1u);
+  EXPECT_EQ(EightbyteClasses(**type), "");  // misaligned: in memory
+
+  d.mutable_record()->mutable_fields(1)->set_alignment(3);
+  EXPECT_EQ(GetErrorReason(CType::Create(d).status()),
+            v1::ERROR_REASON_TYPE_MISMATCH);
 }
 
 TEST(CType, ComplexLongDouble) {

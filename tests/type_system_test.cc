@@ -186,6 +186,7 @@ class TypesTest : public FfidTest {
 
 TEST_F(TypesTest, ReportedLayoutEqualsTheCompilers) {
   int records = 0;
+  int bitfields = 0;
   for (const v1::TypeDeclaration& declaration : declarations_.types()) {
     if (!declaration.type().has_record() ||
         absl::StartsWith(declaration.name(), "fxt_")) {
@@ -199,14 +200,25 @@ TEST_F(TypesTest, ReportedLayoutEqualsTheCompilers) {
     EXPECT_EQ(static_cast<int64_t>(record.computed_alignment()),
               Layout(declaration.name(), "#align"));
     for (const v1::Field& field : record.fields()) {
-      // offsetof cannot say for bitfields and unnamed members.
-      if (field.bit_width() != 0 || field.name().empty()) continue;
+      if (field.name().empty()) continue;
+      if (field.bit_width() != 0) {
+        // offsetof cannot say for a bitfield: the fixture finds its first
+        // bit (-2 when it does not know the member).
+        const int64_t bit = Layout(declaration.name(), "#bit:" + field.name());
+        if (bit == -2) continue;
+        EXPECT_EQ(static_cast<int64_t>(field.offset() * 8 + field.bit_offset()),
+                  bit)
+            << "bitfield " << field.name();
+        ++bitfields;
+        continue;
+      }
       EXPECT_EQ(static_cast<int64_t>(field.offset()),
                 Layout(declaration.name(), field.name()))
           << "member " << field.name();
     }
   }
-  EXPECT_EQ(records, 13);
+  EXPECT_EQ(records, 19);
+  EXPECT_EQ(bitfields, 10);
   EXPECT_EQ(declarations_.variables_size(), 3);
 }
 
@@ -264,6 +276,52 @@ TEST_F(TypesTest, BitfieldsByValue) {
   EXPECT_THAT(Field(bits, "b"), IsInteger(-16));  // -(-16) wraps in 5 bits
   EXPECT_THAT(Field(bits, "c"), IsInteger(0xffffff));
   EXPECT_THAT(Field(bits, "d"), IsInteger(-(int64_t{1} << 38)));
+}
+
+TEST_F(TypesTest, MemberLevelAlignedAndPackedByValueAndInMemory) {
+  // int x __attribute__((aligned(8))) sits at 8, _Alignas(16) char t at 16.
+  EXPECT_EQ(Layout("struct fxt_member_aligned", "x"), 8);
+  EXPECT_EQ(Layout("struct fxt_member_aligned", "t"), 16);
+  v1::Value made = CallValue("fxt_member_aligned_make",
+                             {MakeInt(1), MakeInt(20), MakeInt(300),
+                              MakeInt(-4)});
+  EXPECT_THAT(Field(made, "x"), IsInteger(20));
+  EXPECT_THAT(Field(made, "s"), IsInteger(300));
+  EXPECT_THAT(Field(made, "t"), IsInteger(-4));
+  EXPECT_THAT(CallValue("fxt_member_aligned_sum", {made}),
+              IsInteger(1 + 20 + 300 - 4));
+  // In a packed struct, aligned(4) still moves x to 4.
+  EXPECT_THAT(CallValue("fxt_packed_aligned_sum",
+                        {Record({{"c", MakeInt(1)},
+                                 {"x", MakeInt(20)},
+                                 {"s", MakeInt(300)},
+                                 {"y", MakeInt(4000)}})}),
+              IsInteger(4321));
+  // A packed member is misaligned: the struct travels in memory.
+  EXPECT_THAT(CallValue("fxt_member_packed_sum",
+                        {Record({{"c", MakeInt(1)},
+                                 {"x", MakeInt(-20)},
+                                 {"s", MakeInt(300)}})}),
+              IsInteger(281));
+  v1::Value bits = CallValue(
+      "fxt_aligned_bits_bump",
+      {Record({{"c", MakeInt(1)}, {"a", MakeInt(2)}, {"b", MakeInt(-3)},
+               {"d", MakeInt(2)}, {"e", MakeInt(0)}, {"f", MakeInt(0)},
+               {"g", MakeInt(1)}})});
+  EXPECT_THAT(Field(bits, "c"), IsInteger(2));
+  EXPECT_THAT(Field(bits, "a"), IsInteger(3));
+  EXPECT_THAT(Field(bits, "b"), IsInteger(-2));
+  EXPECT_THAT(Field(bits, "d"), IsInteger(3));
+  EXPECT_THAT(Field(bits, "e"), IsInteger(1));
+  EXPECT_THAT(Field(bits, "f"), IsInteger(-1));  // a signed 1-bit char
+  EXPECT_THAT(Field(bits, "g"), IsInteger(-2));  // 1 + 1 wraps in 2 bits
+  // In memory, at the offsets the compiler uses.
+  absl::StatusOr<v1::AllocateResponse> memory =
+      Allocate("struct fxt_member_aligned", 0, &made);
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  absl::StatusOr<v1::Value> x = ReadTyped(memory->memory(), 8, "int");
+  ASSERT_TRUE(x.ok()) << x.status();
+  EXPECT_THAT(*x, IsInteger(20));
 }
 
 TEST_F(TypesTest, EnumsByNameOrNumberAndReturnedByName) {
@@ -493,6 +551,88 @@ TEST_F(TypesTest, FlexibleArrayMembersInMemoryNotByValue) {
                                       a_length),
               HasReason("TYPE_MISMATCH"));
   EXPECT_THAT(session_->ParseDeclarations("struct bad { double d[]; int n; };"),
+              HasReason("TYPE_MISMATCH"));
+}
+
+TEST_F(TypesTest, AStructEndingInAFlexibleArrayNestedLastInAnother) {
+  // GCC's extension: struct fxt_flex_outer { char tag; struct fxt_flex
+  // inner; }: the inner flexible array ends the outer struct too.
+  EXPECT_EQ(Layout("struct fxt_flex_outer", "inner"), 8);
+  const int64_t data_offset = Layout("struct fxt_flex_outer", "inner.data");
+  EXPECT_EQ(data_offset, 16);
+  v1::Value initial = Record(
+      {{"tag", MakeInt(100)},
+       {"inner", Record({{"n", MakeInt(3)}})}});
+  v1::Value* data = &(*(*initial.mutable_record_value()
+                             ->mutable_fields())["inner"]
+                           .mutable_record_value()
+                           ->mutable_fields())["data"];
+  for (double d : {0.5, 1.0, 1.5}) {
+    data->mutable_array_value()->add_elements()->set_double_value(d);
+  }
+  client::TypedAllocation with_three;
+  with_three.initial_value = initial;
+  with_three.flexible_length = 3;
+  absl::StatusOr<client::Memory> outer = session_->AllocateValue(
+      client::NamedType("struct fxt_flex_outer"), with_three);
+  ASSERT_TRUE(outer.ok()) << outer.status();
+  EXPECT_EQ(outer->size, static_cast<uint64_t>(data_offset) +
+                             3 * sizeof(double));
+  v1::Value pointer;
+  pointer.mutable_pointer_value()->set_handle(outer->handle);
+  EXPECT_EQ(CallValue("fxt_flex_outer_sum", {pointer}).double_value(),
+            100 + 3.0);
+  // The third element is where the compiler puts it.
+  absl::StatusOr<v1::Value> third =
+      ReadTyped(outer->handle, data_offset + 2 * sizeof(double), "double");
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->double_value(), 1.5);
+  v1::PointerValue at;
+  at.set_handle(outer->handle);
+  data->mutable_array_value()->mutable_elements(1)->set_double_value(-1);
+  ASSERT_TRUE(session_
+                  ->WriteValue(at, client::NamedType("struct fxt_flex_outer"),
+                               initial, 3)
+                  .ok());
+  absl::StatusOr<v1::Value> read = session_->ReadValue(
+      at, client::NamedType("struct fxt_flex_outer"), 3);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(Field(Field(*read, "inner"), "data")
+                .array_value()
+                .elements(1)
+                .double_value(),
+            -1.0);
+  EXPECT_EQ(CallValue("fxt_flex_outer_sum", {pointer}).double_value(), 101.0);
+  // Without a length: the fixed members only.
+  read = session_->ReadValue(at, client::NamedType("struct fxt_flex_outer"));
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_THAT(Field(Field(*read, "inner"), "n"), IsInteger(3));
+  EXPECT_EQ(Field(*read, "inner").record_value().fields().count("data"), 0u);
+
+  // By value, in the middle of a struct, in a union or an array: refused.
+  v1::ResolveFunctionRequest request;
+  request.set_session(session_->id());
+  request.set_library(fixture_.handle);
+  request.set_declaration("double fxt_flex_outer_sum(struct fxt_flex_outer o)");
+  v1::ResolveFunctionResponse response;
+  {
+    grpc::ClientContext context;
+    absl::Status status = client::StatusFromGrpc(
+        stub().ResolveFunction(&context, request, &response));
+    EXPECT_THAT(status, HasReason("UNSUPPORTED"));
+    EXPECT_THAT(std::string(status.message()),
+                HasSubstr("flexible array member 'data'"));
+  }
+  absl::Status middle = session_->ParseDeclarations(
+      "struct bad_middle { struct fxt_flex f; int after; };").status();
+  EXPECT_THAT(middle, HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(std::string(middle.message()),
+              HasSubstr("can only be the last member of a struct"));
+  EXPECT_THAT(session_->ParseDeclarations(
+                  "union bad_union { struct fxt_flex f; int i; };"),
+              HasReason("TYPE_MISMATCH"));
+  EXPECT_THAT(session_->ParseDeclarations(
+                  "struct bad_array { int n; struct fxt_flex_outer a[2]; };"),
               HasReason("TYPE_MISMATCH"));
 }
 

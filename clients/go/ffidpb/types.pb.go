@@ -917,8 +917,17 @@ type Field struct {
 	// A zero-width bitfield (`int : 0;`, unnamed, `bit_width` 0): the next
 	// bitfield or member starts at the next unit of its type's alignment.
 	ZeroWidthBitfield bool `protobuf:"varint,6,opt,name=zero_width_bitfield,json=zeroWidthBitfield,proto3" json:"zero_width_bitfield,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// `__attribute__((aligned(N)))` (or `_Alignas(N)`) on the member: N, a
+	// power of two; 0 for none. It raises the member's alignment to N (never
+	// lowers it) and so the record's, as GCC does; a bitfield starts at the
+	// next multiple of N bytes. An unnamed bitfield does not raise the
+	// record's alignment.
+	Alignment uint32 `protobuf:"varint,7,opt,name=alignment,proto3" json:"alignment,omitempty"`
+	// `__attribute__((packed))` on the member: alignment 1 (and a bitfield may
+	// straddle its storage unit), as if the record were packed for it alone.
+	Packed        bool `protobuf:"varint,8,opt,name=packed,proto3" json:"packed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Field) Reset() {
@@ -989,6 +998,20 @@ func (x *Field) GetBitOffset() uint32 {
 func (x *Field) GetZeroWidthBitfield() bool {
 	if x != nil {
 		return x.ZeroWidthBitfield
+	}
+	return false
+}
+
+func (x *Field) GetAlignment() uint32 {
+	if x != nil {
+		return x.Alignment
+	}
+	return 0
+}
+
+func (x *Field) GetPacked() bool {
+	if x != nil {
+		return x.Packed
 	}
 	return false
 }
@@ -2028,7 +2051,7 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\x06packed\x18\x04 \x01(\bR\x06packed\x12\x1c\n" +
 	"\talignment\x18\x05 \x01(\rR\talignment\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12-\n" +
-	"\x12computed_alignment\x18\a \x01(\rR\x11computedAlignment\"\xcc\x01\n" +
+	"\x12computed_alignment\x18\a \x01(\rR\x11computedAlignment\"\x82\x02\n" +
 	"\x05Field\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x04type\x18\x02 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12\x1b\n" +
@@ -2036,7 +2059,9 @@ const file_ffid_v1_types_proto_rawDesc = "" +
 	"\x06offset\x18\x04 \x01(\x04R\x06offset\x12\x1d\n" +
 	"\n" +
 	"bit_offset\x18\x05 \x01(\rR\tbitOffset\x12.\n" +
-	"\x13zero_width_bitfield\x18\x06 \x01(\bR\x11zeroWidthBitfield\"\x88\x01\n" +
+	"\x13zero_width_bitfield\x18\x06 \x01(\bR\x11zeroWidthBitfield\x12\x1c\n" +
+	"\talignment\x18\a \x01(\rR\talignment\x12\x16\n" +
+	"\x06packed\x18\b \x01(\bR\x06packed\"\x88\x01\n" +
 	"\bEnumType\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\n" +

@@ -4,10 +4,13 @@
 Every function takes a random mix of scalars of every width, floats and
 doubles interleaved with integers, `float _Complex` and `double _Complex`,
 pointers (raw addresses) and strings, nested structs (1 to ~40 bytes),
-unions, arrays inside structs, packed and over-aligned structs, bitfields
-named and unnamed (up to 16 parameters, some with a variadic tail), and
+unions, arrays inside structs, packed and over-aligned structs and members
+(`aligned(N)` and `packed` on a struct or on one member), bitfields named
+and unnamed (up to 16 parameters, some with a variadic tail), and
 returns a value computed from every input: a 64-bit hash, a scalar derived
-from it, or a struct or union filled from it.
+from it (a pointer made of it, or one of a fixed set of static strings), or
+a struct or union filled from it. Pointers and strings appear as parameters,
+variadic arguments, struct and union members, array elements and results.
 
 Outputs (all deterministic for a given --seed and --count):
   abi_cases.h    the declarations, plain C without preprocessor lines, which
@@ -46,13 +49,16 @@ SCALARS = [
     ("_Bool", 1, 1, "b"),
     ("float _Complex", 8, 4, "F"), ("double _Complex", 16, 8, "D"),
 ]
-# Only as parameters (top level or variadic): a pointer or string result
-# would come back as a handle or be followed.
+# Pointers are raw addresses made of the hash (never followed); a string
+# result or member is one of STRINGS (static, so the daemon's worker and the
+# test process each follow it in their own copy of the fixture).
 POINTERS = [("void *", 8, 8, "p"), ("const char *", 8, 8, "z")]
 SCALAR_BY_NAME = {s[0]: s for s in SCALARS + POINTERS}
 # Floating types come up more often: they are where classification differs.
 WEIGHTED = [s[0] for s in SCALARS] + ["float", "double"] * 5
 LONG_DOUBLE = ("long double", 16, 16, "x")
+STRINGS = ["", "a", "xyz", "hello, world", "0123456789abcdef", "-_ 9",
+           "caf\u00e9", "\u00fcber"]
 BITFIELD_TYPES = ["int", "unsigned int", "long long", "unsigned long long",
                   "short", "unsigned short", "unsigned char", "char"]
 
@@ -76,6 +82,8 @@ class Array:
 class Member:
     def __init__(self, name, type_, bits=0):
         self.name, self.type, self.bits = name, type_, bits
+        # Member-level __attribute__((aligned(N))) and ((packed)).
+        self.aligned, self.packed = 0, False
 
 
 class Record:
@@ -102,6 +110,14 @@ def contains_union(type_):
         return type_.is_union or any(contains_union(m.type)
                                      for m in type_.members)
     return False
+
+
+def contains_string(type_):
+    if isinstance(type_, Array):
+        return contains_string(type_.element)
+    if isinstance(type_, Record):
+        return any(contains_string(m.type) for m in type_.members)
+    return type_.kind == "z"
 
 
 def spell(type_, name):
@@ -151,10 +167,18 @@ class Generator:
             elif r < 0.2 and depth < 3:
                 member = Member(name, self.record(depth + 1))
             elif r < 0.32:
-                member = Member(name, Array(self.scalar(long_double=False),
+                member = Member(name, Array(self.scalar(long_double=False,
+                                                        pointers=True),
                                             rng.randint(1, 4)))
             else:
-                member = Member(name, self.scalar())
+                member = Member(name, self.scalar(pointers=True))
+            r = rng.random()
+            if r < 0.06:
+                # Member-level aligned(N): raises the member's alignment
+                # (a bitfield starts at the next multiple of N bytes).
+                member.aligned = rng.choice([1, 2, 4, 8, 16])
+            elif r < 0.09 and not is_union and not packed:
+                member.packed = True
             if members and size + member.type.size > budget:
                 break
             members.append(member)
@@ -265,11 +289,18 @@ class Generator:
 def record_definition(record):
     lines = []
     for m in record.members:
+        member_attributes = []
+        if m.aligned:
+            member_attributes.append(f"aligned({m.aligned})")
+        if m.packed:
+            member_attributes.append("packed")
+        suffix = (f" __attribute__(({', '.join(member_attributes)}))"
+                  if member_attributes else "")
         if not m.name:
-            lines.append(f"{m.type.c()} : {m.bits};")
+            lines.append(f"{m.type.c()} : {m.bits}{suffix};")
             continue
         bits = f" : {m.bits}" if m.bits else ""
-        lines.append(f"{spell(m.type, m.name)}{bits};")
+        lines.append(f"{spell(m.type, m.name)}{bits}{suffix};")
     attributes = []
     if record.packed:
         attributes.append("packed")
@@ -328,6 +359,11 @@ def fill_statements(type_, expr, out):
             out.append(f"{expr} = ({cast})(int64_t)(h >> 20) / 1024.0;")
         elif type_.kind == "b":
             out.append(f"{expr} = (h >> 7) & 1;")
+        elif type_.kind == "p":
+            out.append(f"{expr} = (void *)(uintptr_t)h;")
+        elif type_.kind == "z":
+            # One in nine is NULL.
+            out.append(f"{expr} = abi_strings[h % {len(STRINGS) + 1}];")
         elif type_.kind in "FD":
             part = "float" if type_.kind == "F" else "double"
             out.append(f"__real__ {expr} = ({part})(int32_t)(h & 0xfffff) / 8;")
@@ -374,6 +410,9 @@ PRELUDE_C = """/* Generated by tests/abi/gen_abi_cases.py: do not edit. */
 
 #pragma GCC visibility push(default)
 #include "abi_cases.h"
+
+static const char *const abi_strings[] = {
+%s, NULL};
 
 static uint64_t abi_mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
@@ -430,16 +469,20 @@ def generate(count, seed, max_params=16):
         if r < 0.35:
             ret = Scalar("uint64_t")
         elif r < 0.6:
-            ret = gen.scalar()
+            ret = gen.scalar(pointers=True)
         elif r < 0.95:
             # Union bytes beyond the member that was set are unspecified, so
             # a result may be a union only at the top, with no union inside
-            # the member the function sets.
+            # the member the function sets. A string in a union result is
+            # its address (not followed), which differs between the worker
+            # and the test process, so the member set holds no string.
             ret = gen.record()
             for _ in range(8):
                 inner = ([ret.members[ret.active]] if ret.is_union
                          else ret.members)
-                if not any(contains_union(m.type) for m in inner):
+                if not any(contains_union(m.type) or
+                           (ret.is_union and contains_string(m.type))
+                           for m in inner):
                     break
                 ret = gen.record()
             else:
@@ -467,7 +510,8 @@ def main(argv):
     for record in gen.records:
         header.append(record_definition(record))
     header.append("extern uint64_t abi_last_hash;")
-    source = [PRELUDE_C, "uint64_t abi_last_hash;"]
+    strings = ", ".join(c_string(text) for text in STRINGS)
+    source = [PRELUDE_C % strings, "uint64_t abi_last_hash;"]
     direct = ["/* Generated by tests/abi/gen_abi_cases.py: do not edit. */",
               "#include <stdint.h>", "#include <string.h>",
               '#include "abi_cases.h"']
@@ -569,6 +613,13 @@ def main(argv):
         with open(path, "w") as f:
             f.write(text)
     return 0
+
+
+def c_string(text):
+    """`text` as a C string literal of its UTF-8 bytes."""
+    return '"' + "".join(chr(b) if 32 <= b < 127 and chr(b) not in '"\\'
+                         else f"\\{b:03o}"
+                         for b in text.encode()) + '"'
 
 
 def hs(type_, expr):

@@ -147,3 +147,17 @@ async def test_callbacks(daemon) -> None:
         with pytest.raises(ffid.CallbackFailed, match="boom") as caught:
             await lib.fxc_call_remember(await s.callback("int(int)", broken), 1)
         assert isinstance(caught.value.__cause__, RuntimeError)
+
+
+@pytest.mark.asyncio
+async def test_flexible_length(daemon) -> None:
+    async with ffid.aio.connect(daemon.address) as s:
+        await s.cdef("struct flex { int n; double data[]; };")
+        flex = await s.new("struct flex", {"n": 2, "data": [0.5, 1.5]}, flexible_length=2)
+        assert len(flex) == 8 + 2 * 8
+        assert await flex.read_value() == {"n": 2, "data": [0.5, 1.5]}
+        await flex.write_value({"n": 1, "data": [2.5]}, "struct flex", flexible_length=1)
+        assert await flex.read_value("struct flex", flexible_length=2) == {"n": 1, "data": [2.5, 1.5]}
+        assert await flex.read_value("struct flex") == {"n": 1}
+        with pytest.raises(ffid.OutOfBounds):
+            await flex.read_value(flexible_length=3)

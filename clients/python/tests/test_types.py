@@ -140,3 +140,47 @@ def test_adopt_a_borrowed_pointer(session, lib) -> None:
         owned.read(8)
     owned.free()
     assert lib.fxt_released == before + 1
+
+
+def test_flexible_array_members_with_flexible_length(session, lib) -> None:
+    # new() makes room for the elements and sets them; .value reads them.
+    flex = session.new("struct fxt_flex", {"n": 3, "data": [0.5, 1.0, 1.5]}, flexible_length=3)
+    assert len(flex) == 8 + 3 * 8
+    assert flex.flexible_length == 3
+    assert flex.value == {"n": 3, "data": [0.5, 1.0, 1.5]}
+    assert lib.fxt_flex_sum(flex) == 3.0
+    flex.value = {"n": 3, "data": [10.0, 1.0, 1.5]}
+    assert lib.fxt_flex_sum(flex) == 12.5
+    # Explicit lengths on read_value/write_value; beyond the memory: OutOfBounds.
+    assert flex.read_value("struct fxt_flex", flexible_length=2) == {"n": 3, "data": [10.0, 1.0]}
+    assert flex.read_value("struct fxt_flex") == {"n": 3}  # the fixed part only
+    flex.write_value({"n": 2, "data": [4.0]}, "struct fxt_flex", flexible_length=1)
+    assert flex.value == {"n": 2, "data": [4.0, 1.0, 1.5]}
+    with pytest.raises(ffid.OutOfBounds):
+        flex.read_value(flexible_length=4)
+    with pytest.raises(ValueError, match="negative"):
+        flex.read_value(flexible_length=-1)
+    # One the library made, through the borrowed pointer it returned.
+    made = lib.fxt_flex_new(2)
+    assert made.read_value("struct fxt_flex", flexible_length=2)["data"] == [0.5, 1.0]
+    session.adopt(made).free()
+    # Nested last in another struct (a GCC extension).
+    outer = session.new("struct fxt_flex_outer", {"tag": 100, "inner": {"n": 2, "data": [0.25, 0.5]}},
+                        flexible_length=2)
+    assert len(outer) == 16 + 2 * 8
+    assert outer.value == {"tag": 100, "inner": {"n": 2, "data": [0.25, 0.5]}}
+    assert lib.fxt_flex_outer_sum(outer) == 100.75
+    # Elements without a length, or a length for a type without the member.
+    with pytest.raises(ffid.TypeMismatch):
+        session.new("struct fxt_flex", {"n": 1, "data": [1.0]})
+    with pytest.raises(ffid.TypeMismatch):
+        session.new("struct fxt_point", flexible_length=2)
+
+
+def test_member_level_aligned_and_packed(lib) -> None:
+    made = lib.fxt_member_aligned_make(1, 20, 300, -4)
+    assert made == {"c": 1, "x": 20, "s": 300, "t": -4}
+    assert lib.fxt_member_aligned_sum(made) == 317
+    assert lib.fxt_packed_aligned_sum({"c": 1, "x": 20, "s": 300, "y": 4000}) == 4321
+    assert lib.fxt_member_packed_sum({"c": 1, "x": -20, "s": 300}) == 281
+    assert lib.fxt_layout("struct fxt_member_aligned", "x") == 8

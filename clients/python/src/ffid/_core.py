@@ -510,6 +510,18 @@ class Declarations:
             return sorted(set(self._functions) | set(self._variables))
 
 
+def flexible_length_of(pointer: Any, ctype: Optional[str], flexible_length: Optional[int]) -> int:
+    """The flexible_length of a typed read or write at `pointer`: the one
+    given, else the memory's own when its own type is used, else 0."""
+    if flexible_length is not None:
+        if flexible_length < 0:
+            raise ValueError("flexible_length must not be negative")
+        return flexible_length
+    if ctype is None:
+        return getattr(pointer, "flexible_length", 0)
+    return 0
+
+
 def array_of(descriptor: types_pb2.TypeDescriptor, count: int) -> types_pb2.TypeDescriptor:
     """`descriptor[count]`, or `descriptor` itself for count <= 1."""
     if count <= 1:

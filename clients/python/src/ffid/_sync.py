@@ -457,17 +457,26 @@ class Session:
         """
         return Batch(self)
 
-    def new(self, ctype: str, value: Any = None, *, count: int = 0) -> "Memory":
+    def new(self, ctype: str, value: Any = None, *, count: int = 0, flexible_length: int = 0) -> "Memory":
         """Allocates memory for a C type, optionally initialized:
         new("struct point", {"x": 1, "y": 2}), new("int[4]", [1, 2, 3, 4]),
         new("double", count=8) for 8 doubles. Types declared by cdef() may be
-        used. memory.value reads it back as a Python value."""
+        used. memory.value reads it back as a Python value.
+
+        For a struct ending in a flexible array member (`double data[];`,
+        also at the end of a struct that is its last member),
+        flexible_length=N makes room for N elements, which `value` may set
+        ({"n": 2, "data": [0.5, 1.5]}); memory.value and read_value() /
+        write_value() on this memory then cover them too."""
         descriptor = self.typeof(ctype)
-        request = ffid_pb2.AllocateRequest(session=self.id, size=count, type=descriptor)
+        request = ffid_pb2.AllocateRequest(session=self.id, size=count, type=descriptor,
+                                           flexible_length=flexible_length)
         if value is not None:
             request.initial_value.CopyFrom(_values.to_value(value, descriptor, "initial value", _core.pointer_of))
         response = self._call(self._stub.Allocate, request)
-        return Memory(self, response.memory, response.size, response.address, _core.array_of(descriptor, count))
+        memory = Memory(self, response.memory, response.size, response.address, _core.array_of(descriptor, count))
+        memory.flexible_length = flexible_length
+        return memory
 
     def adopt(self, pointer: "Pointer", destructor: str = "", *, library: Optional["Library"] = None,
               size: int = 0) -> "Memory":
@@ -496,13 +505,16 @@ class Session:
     def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
         self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
 
-    def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor) -> Any:
-        response = self._call(self._stub.Read, ffid_pb2.ReadRequest(session=self.id, pointer=pointer, type=descriptor))
+    def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor,
+                    flexible_length: int = 0) -> Any:
+        response = self._call(self._stub.Read, ffid_pb2.ReadRequest(
+            session=self.id, pointer=pointer, type=descriptor, flexible_length=flexible_length))
         return _values.from_value(response.value, descriptor, self._make_pointer)
 
-    def _write_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor, value: Any) -> None:
+    def _write_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor, value: Any,
+                     flexible_length: int = 0) -> None:
         self._call(self._stub.Write, ffid_pb2.WriteRequest(
-            session=self.id, pointer=pointer, type=descriptor,
+            session=self.id, pointer=pointer, type=descriptor, flexible_length=flexible_length,
             value=_values.to_value(value, descriptor, "the value", _core.pointer_of)))
 
 
@@ -749,16 +761,20 @@ class Pointer(_core.PointerBase):
             raise TypeError("this pointer has no C type: pass one, e.g. read_value(\"int\")")
         return own
 
-    def read_value(self, ctype: Optional[str] = None) -> Any:
+    def read_value(self, ctype: Optional[str] = None, *, flexible_length: Optional[int] = None) -> Any:
         """Reads one value of C type `ctype` ("int", "struct point",
         "double[4]") here, as a Python value; for memory from new() or
-        variable() the type defaults to its own."""
-        return self._session._read_value(self._pointer_value(), self._descriptor(ctype))
+        variable() the type defaults to its own. flexible_length=N also
+        reads N elements of the struct's flexible array member (default:
+        the memory's own, from new(), for its own type; else none)."""
+        return self._session._read_value(self._pointer_value(), self._descriptor(ctype),
+                                         _core.flexible_length_of(self, ctype, flexible_length))
 
-    def write_value(self, value: Any, ctype: Optional[str] = None) -> None:
+    def write_value(self, value: Any, ctype: Optional[str] = None, *, flexible_length: Optional[int] = None) -> None:
         """Writes a Python value here as C type `ctype` (default: the
-        memory's own type)."""
-        self._session._write_value(self._pointer_value(), self._descriptor(ctype), value)
+        memory's own type); flexible_length as for read_value."""
+        self._session._write_value(self._pointer_value(), self._descriptor(ctype), value,
+                                   _core.flexible_length_of(self, ctype, flexible_length))
 
 
 class Memory(Pointer):
@@ -766,13 +782,15 @@ class Memory(Pointer):
     size; read() and write() are bounds-checked (OutOfBounds). Released by
     free(), when this object is garbage-collected, or when the session ends."""
 
-    __slots__ = ("size", "ctype", "text", "_finalizer", "in_arena", "arena_offset")
+    __slots__ = ("size", "ctype", "text", "_finalizer", "in_arena", "arena_offset", "flexible_length")
 
     def __init__(self, session: Session, handle: str, size: int, address: int,
                  ctype: Optional[types_pb2.TypeDescriptor], *, owned: bool = True, text: Any = None) -> None:
         super().__init__(session, handle, 0, address)
         self.size = size  # 0 when unknown (adopted without a size, variables)
         self.ctype = ctype
+        # Elements of ctype's flexible array member the memory has room for.
+        self.flexible_length = 0
         self.text = text  # for an adopted string result: its text
         self.in_arena = False  # in the session's shared-memory arena
         self.arena_offset = 0

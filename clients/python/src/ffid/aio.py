@@ -360,13 +360,17 @@ class Session:
         await self._send(ffid_pb2.ConnectRequest(call=call))
         return future
 
-    async def new(self, ctype: str, value: Any = None, *, count: int = 0) -> "Memory":
+    async def new(self, ctype: str, value: Any = None, *, count: int = 0, flexible_length: int = 0) -> "Memory":
+        """See ffid.Session.new."""
         descriptor = await self.typeof(ctype)
-        request = ffid_pb2.AllocateRequest(session=self.id, size=count, type=descriptor)
+        request = ffid_pb2.AllocateRequest(session=self.id, size=count, type=descriptor,
+                                           flexible_length=flexible_length)
         if value is not None:
             request.initial_value.CopyFrom(_values.to_value(value, descriptor, "initial value", _core.pointer_of))
         response = await self._call(self._stub.Allocate, request)
-        return Memory(self, response.memory, response.size, response.address, _core.array_of(descriptor, count))
+        memory = Memory(self, response.memory, response.size, response.address, _core.array_of(descriptor, count))
+        memory.flexible_length = flexible_length
+        return memory
 
     async def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
         return (await self._call(self._stub.Read, ffid_pb2.ReadRequest(
@@ -375,15 +379,16 @@ class Session:
     async def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
         await self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
 
-    async def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor) -> Any:
+    async def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor,
+                          flexible_length: int = 0) -> Any:
         response = await self._call(self._stub.Read, ffid_pb2.ReadRequest(
-            session=self.id, pointer=pointer, type=descriptor))
+            session=self.id, pointer=pointer, type=descriptor, flexible_length=flexible_length))
         return _values.from_value(response.value, descriptor, self._make_pointer)
 
     async def _write_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor,
-                           value: Any) -> None:
+                           value: Any, flexible_length: int = 0) -> None:
         await self._call(self._stub.Write, ffid_pb2.WriteRequest(
-            session=self.id, pointer=pointer, type=descriptor,
+            session=self.id, pointer=pointer, type=descriptor, flexible_length=flexible_length,
             value=_values.to_value(value, descriptor, "the value", _core.pointer_of)))
 
 
@@ -589,25 +594,30 @@ class Pointer(_core.PointerBase):
             raise TypeError("this pointer has no C type: pass one, e.g. read_value(\"int\")")
         return own
 
-    async def read_value(self, ctype: Optional[str] = None) -> Any:
+    async def read_value(self, ctype: Optional[str] = None, *, flexible_length: Optional[int] = None) -> Any:
         """See ffid.Pointer.read_value."""
-        return await self._session._read_value(self._pointer_value(), await self._descriptor(ctype))
+        return await self._session._read_value(self._pointer_value(), await self._descriptor(ctype),
+                                               _core.flexible_length_of(self, ctype, flexible_length))
 
-    async def write_value(self, value: Any, ctype: Optional[str] = None) -> None:
+    async def write_value(self, value: Any, ctype: Optional[str] = None, *,
+                          flexible_length: Optional[int] = None) -> None:
         """See ffid.Pointer.write_value."""
-        await self._session._write_value(self._pointer_value(), await self._descriptor(ctype), value)
+        await self._session._write_value(self._pointer_value(), await self._descriptor(ctype), value,
+                                         _core.flexible_length_of(self, ctype, flexible_length))
 
 
 class Memory(Pointer):
     """Native memory owned by the session (asyncio); see ffid.Memory."""
 
-    __slots__ = ("size", "ctype", "text", "_finalizer", "in_arena", "arena_offset")
+    __slots__ = ("size", "ctype", "text", "_finalizer", "in_arena", "arena_offset", "flexible_length")
 
     def __init__(self, session: Session, handle: str, size: int, address: int,
                  ctype: Optional[types_pb2.TypeDescriptor], *, owned: bool = True, text: Any = None) -> None:
         super().__init__(session, handle, 0, address)
         self.size = size
         self.ctype = ctype
+        # Elements of ctype's flexible array member the memory has room for.
+        self.flexible_length = 0
         self.text = text
         self.in_arena = False
         self.arena_offset = 0

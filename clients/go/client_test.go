@@ -2,6 +2,7 @@ package ffid_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -211,7 +212,6 @@ func TestValues(t *testing.T) {
 		{"fx_uint64_max", nil, uint64(math.MaxUint64)},
 		{"fx_greeting", nil, "h\u00e9llo w\u00f6rld \u2713"},
 		{"fx_null_string", nil, nil},
-		{"fxt_long_double_half", []any{3.0}, 1.5},
 		{"fx_sum_variadic", []any{3, ffid.As("int", 1), ffid.As("int", 2), ffid.As("int", 3)}, int64(6)},
 		{"fx_sum_variadic_doubles", []any{2, 0.25, float32(0.5)}, 0.75},
 	}
@@ -224,6 +224,82 @@ func TestValues(t *testing.T) {
 		if why := match(toExpectation(c.want), got); why != "" {
 			t.Errorf("%s: %s", c.name, why)
 		}
+	}
+}
+
+func TestUnionsAndLongDoublesKeepEverything(t *testing.T) {
+	ctx := context.Background()
+	s := dial(t)
+	lib := load(t, s, fixture, `
+		union fxt_number { int i; float f; double d; };
+		union fxt_tagged { int i; float f; const char *s; unsigned char bytes[8]; };
+		union fxt_number fxt_number_from_float(float f);
+		double fxt_number_as_double(union fxt_number n, int which);
+		union fxt_tagged fxt_tagged_from_int(int i);
+		long double fxt_long_double_half(long double x);
+		long double fxt_long_double_third(long double x);
+	`)
+	got, err := lib.Func("fxt_number_from_float").Call(ctx, 1.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	number, ok := got.(ffid.Union)
+	if !ok {
+		t.Fatalf("a union result is a %T, not an ffid.Union", got)
+	}
+	if number.Members["f"] != 1.5 || number.Members["i"] != int64(0x3fc00000) {
+		t.Errorf("union members: %v", number.Members)
+	}
+	if len(number.Bytes) != 8 || math.Float32frombits(binary.LittleEndian.Uint32(number.Bytes)) != 1.5 {
+		t.Errorf("union bytes: %x", number.Bytes)
+	}
+	// Passed back as it came: its bytes.
+	if back, err := lib.Func("fxt_number_as_double").Call(ctx, number, 1); err != nil || back != 1.5 {
+		t.Errorf("union passed back: %v, %v", back, err)
+	}
+	if back, err := lib.Func("fxt_number_as_double").Call(ctx, &number, 1); err != nil || back != 1.5 {
+		t.Errorf("*Union passed back: %v, %v", back, err)
+	}
+	// A member set by name still works.
+	if back, err := lib.Func("fxt_number_as_double").Call(ctx, ffid.Record{"d": 0.25}, 2); err != nil || back != 0.25 {
+		t.Errorf("union by member: %v, %v", back, err)
+	}
+	got, err = lib.Func("fxt_tagged_from_int").Call(ctx, 65)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tagged := got.(ffid.Union)
+	if p, ok := tagged.Members["s"].(ffid.Pointer); !ok || p.Address() != 65 {
+		t.Errorf("a char * union member is its address, not followed: %#v", tagged.Members["s"])
+	}
+
+	got, err = lib.Func("fxt_long_double_half").Call(ctx, 3.0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half, ok := got.(ffid.LongDouble)
+	if !ok {
+		t.Fatalf("a long double result is a %T, not an ffid.LongDouble", got)
+	}
+	if half.Float64() != 1.5 || half.Decimal != "1.5" || len(half.Bytes) != 16 {
+		t.Errorf("half: %+v", half)
+	}
+	got, err = lib.Func("fxt_long_double_third").Call(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := got.(ffid.LongDouble)
+	// Every bit of the 64-bit mantissa: more digits than a float64 has.
+	if third.String() != "0.33333333333333333334" || third.Approximate != 1.0/3 {
+		t.Errorf("third: %+v", third)
+	}
+	// Passed back, nothing is lost: (1/3)/3 at long double precision.
+	got, err = lib.Func("fxt_long_double_third").Call(ctx, third)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ninth := got.(ffid.LongDouble); !strings.HasPrefix(ninth.Decimal, "0.1111111111111111111") {
+		t.Errorf("ninth: %+v", ninth)
 	}
 }
 

@@ -16,6 +16,36 @@ import (
 // are Records. A union takes exactly one member.
 type Record = map[string]any
 
+// Union is a union result (or a typed read of one): every member decoded
+// from the same bytes, since only the caller knows which member is set, and
+// the bytes themselves. A char * member is its address (a Pointer), not
+// followed. Passed back as an argument, a Union is its Bytes, unchanged.
+type Union struct {
+	// Members holds each member's reading of Bytes, by name.
+	Members Record
+	// Bytes is the union's memory, sizeof(union) bytes.
+	Bytes []byte
+}
+
+// LongDouble is a `long double` result at full precision (x87 80-bit
+// extended on x86-64: 64 bits of mantissa, more than a float64's 53).
+// Passed back as an argument, its Bytes are used, so nothing is lost.
+type LongDouble struct {
+	// Bytes is the value in memory order (16 bytes; the first 10 hold it).
+	Bytes []byte
+	// Approximate is the nearest float64 (an infinity beyond its range).
+	Approximate float64
+	// Decimal is the shortest decimal that reads back as exactly this value
+	// ("0.33333333333333333334", "inf", "-nan").
+	Decimal string
+}
+
+// Float64 is the nearest float64.
+func (l LongDouble) Float64() float64 { return l.Approximate }
+
+// String is the exact decimal.
+func (l LongDouble) String() string { return l.Decimal }
+
 // Typed pins the C type of a variadic argument: lib.Func("printf").Call(ctx,
 // "%hd", ffid.As("short", 7)). For fixed parameters the declared type wins
 // and Typed is just its Value.
@@ -89,6 +119,16 @@ func toValue(v any, d *ffidpb.TypeDescriptor, types typeTable, what string) (*ff
 			return &ffidpb.Value{Kind: &ffidpb.Value_NullValue{}}, nil
 		}
 		return &ffidpb.Value{Kind: &ffidpb.Value_CallbackHandle{CallbackHandle: x.handle}}, nil
+	case Union:
+		return &ffidpb.Value{Kind: &ffidpb.Value_RecordValue{RecordValue: &ffidpb.RecordValue{UnionBytes: x.Bytes}}}, nil
+	case *Union:
+		if x == nil {
+			return nil, clientError(ReasonTypeMismatch, codes.InvalidArgument, "%s: a nil *Union", what)
+		}
+		return toValue(*x, d, types, what)
+	case LongDouble:
+		ld := &ffidpb.LongDoubleValue{Bytes: x.Bytes, Decimal: x.Decimal, Approximate: x.Approximate}
+		return &ffidpb.Value{Kind: &ffidpb.Value_LongDouble{LongDouble: ld}}, nil
 	case bool:
 		return &ffidpb.Value{Kind: &ffidpb.Value_BoolValue{BoolValue: x}}, nil
 	case string:
@@ -176,8 +216,9 @@ func fieldType(d *ffidpb.TypeDescriptor, name string) *ffidpb.TypeDescriptor {
 }
 
 // fromValue converts a result Value to Go: int64, uint64, float64, bool,
-// string, []byte, nil (NULL or void), Pointer, Record, []any, and for
-// enums the constant's name (a string; an int64 for other values).
+// string, []byte, nil (NULL or void), Pointer, Record, Union, LongDouble,
+// []any, and for enums the constant's name (a string; an int64 for other
+// values).
 func fromValue(v *ffidpb.Value, s *Session) any {
 	if v == nil {
 		return nil
@@ -200,19 +241,13 @@ func fromValue(v *ffidpb.Value, s *Session) any {
 	case *ffidpb.Value_LongDoubleValue:
 		return decodeLongDouble(x.LongDoubleValue)
 	case *ffidpb.Value_LongDouble:
-		// A long double result: the nearest float64 (Bytes and Decimal keep
-		// the full value).
-		return x.LongDouble.GetApproximate()
+		return LongDouble{Bytes: x.LongDouble.GetBytes(), Approximate: x.LongDouble.GetApproximate(),
+			Decimal: x.LongDouble.GetDecimal()}
 	case *ffidpb.Value_CallbackHandle:
 		return &Callback{session: s, handle: x.CallbackHandle}
 	case *ffidpb.Value_PointerValue:
 		return pointerFrom(s, x.PointerValue)
 	case *ffidpb.Value_RecordValue:
-		if union := x.RecordValue.GetUnionBytes(); len(union) > 0 {
-			// A union: its bytes (only the caller knows which member is
-			// set); they pass back as they came.
-			return union
-		}
 		record := Record{}
 		names := make([]string, 0, len(x.RecordValue.GetFields()))
 		for name := range x.RecordValue.GetFields() {
@@ -221,6 +256,9 @@ func fromValue(v *ffidpb.Value, s *Session) any {
 		sort.Strings(names)
 		for _, name := range names {
 			record[name] = fromValue(x.RecordValue.GetFields()[name], s)
+		}
+		if union := x.RecordValue.GetUnionBytes(); len(union) > 0 {
+			return Union{Members: record, Bytes: union}
 		}
 		return record
 	case *ffidpb.Value_ArrayValue:

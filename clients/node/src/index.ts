@@ -36,7 +36,7 @@ export type {
   DeclaredFunctions,
   NativeFunction,
 } from './session';
-export { Cast } from './values';
+export { Cast, UnionValue, LongDouble } from './values';
 export { Batch, BatchResult } from './batch';
 export type { TypeDescriptor, FunctionType, Value, SessionInfo, ServerInfo } from './proto';
 export {

@@ -154,6 +154,47 @@ export function isDeferred(obj: unknown): obj is Deferred {
   return typeof obj === 'object' && obj !== null && typeof (obj as Deferred)._reference === 'function';
 }
 
+/**
+ * A union result (or typed read): every member read from the same bytes
+ * (only the caller knows which one is set; a `char *` member is its address,
+ * a Pointer, not followed) and the bytes themselves. Passed back as an
+ * argument, it is its bytes, unchanged.
+ */
+export class UnionValue {
+  constructor(
+    /** Each member's reading of `bytes`, by name. */
+    readonly members: Record<string, unknown>,
+    /** The union's memory, sizeof(union) bytes. */
+    readonly bytes: Buffer,
+  ) {}
+}
+
+/**
+ * A `long double` result at full precision (x87 80-bit extended: 64 bits of
+ * mantissa, more than a double's 53). It acts as its nearest double in
+ * arithmetic and comparisons (`valueOf`) and prints as its exact decimal
+ * (`toString`); passed back as an argument its bytes are used, so nothing
+ * is lost.
+ */
+export class LongDouble {
+  constructor(
+    /** The value in memory order (16 bytes; the first 10 hold it). */
+    readonly bytes: Buffer,
+    /** The nearest double (an infinity beyond its range). */
+    readonly approximate: number,
+    /** The shortest decimal that reads back as exactly this value ("0.33333333333333333334"). */
+    readonly decimal: string,
+  ) {}
+
+  valueOf(): number {
+    return this.approximate;
+  }
+
+  toString(): string {
+    return this.decimal;
+  }
+}
+
 /** A value with an explicit C type, for variadic arguments: ffid.cast("double", 2). */
 export class Cast {
   constructor(
@@ -188,6 +229,8 @@ export function toValue(obj: unknown, d: TypeDescriptor | undefined, param: stri
   const kind = kindOf(d);
   if (obj === null || obj === undefined) return { null_value: 'NULL_VALUE_UNSPECIFIED' };
   if (obj instanceof Cast) return toValue(obj.value, d ?? castDescriptor(obj), param, codec);
+  if (obj instanceof UnionValue) return { record_value: { fields: {}, union_bytes: obj.bytes } };
+  if (obj instanceof LongDouble) return { long_double: { bytes: obj.bytes, decimal: obj.decimal } };
   const callback = codec.callbackOf(obj);
   if (callback !== undefined) return { callback_handle: callback };
   const pointer = codec.pointerOf(obj);
@@ -280,10 +323,6 @@ export function fromValue(value: Value | null | undefined, d: TypeDescriptor | u
       return codec.makePointer(value!.pointer_value!);
     case 'record_value': {
       const unionBytes = value!.record_value!.union_bytes;
-      if (unionBytes && unionBytes.length > 0) {
-        // A union: its bytes (only the caller knows which member is set).
-        return Buffer.from(unionBytes);
-      }
       const record = kindOf(d) === 'record' ? d : undefined;
       const fields = value!.record_value!.fields;
       const names = record ? record.record!.fields.map((f) => f.name) : Object.keys(fields).sort();
@@ -291,6 +330,7 @@ export function fromValue(value: Value | null | undefined, d: TypeDescriptor | u
       for (const name of names) {
         if (name in fields) out[name] = fromValue(fields[name], fieldType(record, name), codec);
       }
+      if (unionBytes && unionBytes.length > 0) return new UnionValue(out, Buffer.from(unionBytes));
       return out;
     }
     case 'array_value': {
@@ -301,10 +341,10 @@ export function fromValue(value: Value | null | undefined, d: TypeDescriptor | u
       return value!.enum_value;
     case 'long_double_value':
       return longDoubleToNumber(Buffer.from(value!.long_double_value!));
-    case 'long_double':
-      // A long double result: the nearest double (bytes and decimal keep the
-      // full value).
-      return value!.long_double!.approximate ?? 0;
+    case 'long_double': {
+      const ld = value!.long_double!;
+      return new LongDouble(Buffer.from(ld.bytes ?? []), ld.approximate ?? 0, ld.decimal ?? '');
+    }
     case 'callback_handle':
       return value!.callback_handle;
     default:

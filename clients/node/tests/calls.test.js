@@ -59,6 +59,7 @@ test('floating point and bool', async () => {
   assert.equal(await fx.fx_bool_not(false), true);
   assert.equal(await fx.fx_bool_to_int(true), 1);
   assert.equal(await fx.fxt_long_double_half(5), 2.5);
+  assert.equal((await fx.fxt_long_double_half(5)).decimal, '2.5');
   await assert.rejects(fx.fx_double_add('x', 1), ffid.TypeMismatch);
 });
 
@@ -138,14 +139,37 @@ test('callAsync: many calls in flight on the Connect stream, run in the order se
   await assert.rejects(add.callAsync('x', 1), (e) => e instanceof ffid.TypeMismatch && /parameter 1/.test(e.message));
 });
 
-test('unions by value: an object with one member in, the bytes out (and back in)', async () => {
+test('unions by value: an object with one member in; out every member and the bytes (and back in)', async () => {
   await s.cdef(`
     union fxt_number { int i; float f; double d; };
+    union fxt_tagged { int i; float f; const char *s; unsigned char bytes[8]; };
     union fxt_number fxt_number_from_float(float f);
-    double fxt_number_as_double(union fxt_number n, int which);`);
-  const bytes = await fx.fxt_number_from_float(1.5);
-  assert.ok(Buffer.isBuffer(bytes));
-  assert.equal(bytes.readFloatLE(0), 1.5);
-  assert.equal(await fx.fxt_number_as_double(bytes, 1), 1.5);
+    double fxt_number_as_double(union fxt_number n, int which);
+    union fxt_tagged fxt_tagged_from_int(int i);`);
+  const number = await fx.fxt_number_from_float(1.5);
+  assert.ok(number instanceof ffid.UnionValue);
+  assert.equal(number.members.f, 1.5);
+  assert.equal(number.members.i, 0x3fc00000);
+  assert.ok(Buffer.isBuffer(number.bytes));
+  assert.equal(number.bytes.length, 8);
+  assert.equal(number.bytes.readFloatLE(0), 1.5);
+  assert.equal(await fx.fxt_number_as_double(number, 1), 1.5); // as it came: its bytes
+  assert.equal(await fx.fxt_number_as_double(number.bytes, 1), 1.5);
   assert.equal(await fx.fxt_number_as_double({ d: 0.25 }, 2), 0.25);
+  const tagged = await fx.fxt_tagged_from_int(65);
+  assert.equal(tagged.members.i, 65);
+  assert.equal(Number(tagged.members.s.address), 65); // a char * member: its address, not followed
+});
+
+test('long double results keep every bit: exact decimal, nearest double, bytes', async () => {
+  await s.cdef('long double fxt_long_double_third(long double x);');
+  const third = await fx.fxt_long_double_third(1);
+  assert.ok(third instanceof ffid.LongDouble);
+  assert.equal(third.decimal, '0.33333333333333333334');
+  assert.equal(String(third), '0.33333333333333333334');
+  assert.equal(third.approximate, 1 / 3);
+  assert.equal(third * 3, 1); // acts as its nearest double
+  assert.equal(third.bytes.length, 16);
+  const ninth = await fx.fxt_long_double_third(third); // passed back: nothing lost
+  assert.ok(ninth.decimal.startsWith('0.1111111111111111111'), ninth.decimal);
 });

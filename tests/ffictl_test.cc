@@ -392,6 +392,13 @@ TEST_F(FfictlTest, LongDoubleAndUnionResults) {
   EXPECT_EQ(CallFixture("union fxt_number fxt_number_from_float(float)",
                         {"1.5"}, cdef),
             "{.i = 1069547520, .f = 1.5, .d = 5.28426686e-315}\n");
+  // As JSON: every member, and the union's bytes under "#bytes".
+  std::vector<std::string> json = cdef;
+  json.push_back("--json");
+  EXPECT_EQ(CallFixture("union fxt_number fxt_number_from_float(float)",
+                        {"1.5"}, json),
+            "{\"result\": {\"i\": 1069547520, \"f\": 1.5, \"d\": "
+            "5.28426686e-315, \"#bytes\": \"0000c03f00000000\"}}\n");
 }
 
 TEST_F(FfictlTest, InitializerErrorsAreSpecific) {

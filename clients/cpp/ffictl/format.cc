@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -280,6 +281,13 @@ std::string FormatValueJson(const v1::Value& value,
             JsonQuote(name), ": ",
             FormatValueJson(value.record_value().fields().at(name),
                             member_type)));
+      }
+      if (!value.record_value().union_bytes().empty()) {
+        // A union: its bytes too, in hex in memory order, under a key no C
+        // member can have (only the caller knows which member is set).
+        members.push_back(absl::StrCat(
+            "\"#bytes\": \"",
+            absl::BytesToHexString(value.record_value().union_bytes()), "\""));
       }
       return absl::StrCat("{", absl::StrJoin(members, ", "), "}");
     }

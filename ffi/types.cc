@@ -1123,7 +1123,7 @@ namespace {
 
 // The flexible array member's type at the end of `record` (directly, or at
 // the end of a struct that is its last member), or nullptr.
-v1::ArrayType* FlexibleArray(v1::TypeDescriptor& record) {
+v1::ArrayType* TrailingFlexibleArray(v1::TypeDescriptor& record) {
   v1::TypeDescriptor* d = &record;
   while (d->has_record() && d->record().kind() != v1::RECORD_KIND_UNION &&
          d->record().fields_size() > 0) {
@@ -1144,7 +1144,7 @@ v1::ArrayType* FlexibleArray(v1::TypeDescriptor& record) {
 absl::StatusOr<v1::TypeDescriptor> WithFlexibleLength(
     const v1::TypeDescriptor& record, uint64_t length) {
   v1::TypeDescriptor result = record;
-  v1::ArrayType* flexible = FlexibleArray(result);
+  v1::ArrayType* flexible = TrailingFlexibleArray(result);
   if (flexible == nullptr) {
     return InvalidArgumentError(
         v1::ERROR_REASON_TYPE_MISMATCH,

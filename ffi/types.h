@@ -90,7 +90,9 @@ class CType {
   // An array's length; 0 for every other kind (and for a flexible array
   // member's type).
   uint64_t length() const;
-  // A struct's flexible array member, if it ends in one; else nullptr.
+  // A struct's flexible array member, if it ends in one, directly or
+  // through its last member being a struct that ends in one (a GCC
+  // extension); else nullptr. Owned by this CType or one of its members.
   const CTypeMember* flexible_member() const;
   // The pointee of a pointer whose direction is IN, OUT or INOUT (laid out
   // so a temporary can be made for it); nullptr otherwise.
@@ -117,9 +119,9 @@ class CType {
   friend struct CTypeBuilder;
 };
 
-// `record` (a struct ending in a flexible array member `T m[]`) with `m`
-// given `length` elements: an ordinary struct whose size covers them, for
-// Allocate, Read and Write. `length` 0 returns `record` itself. TYPE_MISMATCH
+// `record` (a struct ending in a flexible array member `T m[]`, directly or
+// in a struct that is its last member) with `m` given `length` elements: an
+// ordinary struct whose size covers them, for Allocate, Read and Write. `length` 0 returns `record` itself. TYPE_MISMATCH
 // when `record` has no flexible array member; UNSUPPORTED beyond the array
 // length limit.
 absl::StatusOr<v1::TypeDescriptor> WithFlexibleLength(

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -164,6 +165,83 @@ std::string DescribeStep(const v1::BatchStep& step) {
       break;
   }
   return "empty step";
+}
+
+// A call that ran into a resource limit without dying carries its
+// ffid.v1.CallResponse (result, out values, errno) under this URL.
+constexpr absl::string_view kCallResponseTypeUrl =
+    "type.googleapis.com/ffid.v1.CallResponse";
+
+std::string LimitBytes(uint64_t bytes) {
+  if (bytes % (1024 * 1024) == 0) return absl::StrCat(bytes >> 20, " MiB");
+  return absl::StrCat(bytes, " bytes");
+}
+
+// The worker's address space in bytes (/proc/self/statm), or 0 if /proc is
+// not in its view.
+uint64_t AddressSpaceInUse() {
+  FILE* statm = std::fopen("/proc/self/statm", "re");
+  if (statm == nullptr) return 0;
+  unsigned long long pages = 0;
+  const bool read = std::fscanf(statm, "%llu", &pages) == 1;
+  std::fclose(statm);
+  return read ? pages * static_cast<uint64_t>(sysconf(_SC_PAGESIZE)) : 0;
+}
+
+// Whether a native call that returned with `error` in errno ran into one of
+// the worker's rlimits without dying of it. errno is zeroed right before
+// the call, so a nonzero value was set inside it: EMFILE only ever means
+// the process's open-files limit (RLIMIT_NOFILE) was reached; ENOMEM with
+// an address-space limit (RLIMIT_AS) in force means an allocation or
+// mapping was refused under it. OK if neither; otherwise RESOURCE_EXHAUSTED
+// + RESOURCE_LIMIT naming the limit in the ErrorInfo metadata ("limit":
+// "open_files" / "address_space_bytes"), with `response` (the call's
+// result, out values and errno) attached under kCallResponseTypeUrl.
+absl::Status LimitReached(const std::string& function, int error,
+                          const v1::CallResponse& response) {
+  if (error != EMFILE && error != ENOMEM) return absl::OkStatus();
+  struct rlimit limit;
+  std::string name;
+  std::string message;
+  if (error == EMFILE) {
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::OkStatus();
+    name = "open_files";
+    message = absl::StrCat(
+        "calling '", function, "' reached the session's open-files limit of ",
+        limit.rlim_cur,
+        " (RLIMIT_NOFILE): a call inside it failed with EMFILE (too many open "
+        "files)");
+  } else {
+    if (getrlimit(RLIMIT_AS, &limit) != 0 ||
+        limit.rlim_cur == RLIM_INFINITY) {
+      return absl::OkStatus();
+    }
+    name = "address_space_bytes";
+    message = absl::StrCat(
+        "calling '", function, "' reached the session's address-space limit of ",
+        LimitBytes(limit.rlim_cur),
+        " (RLIMIT_AS): an allocation inside it failed with ENOMEM");
+    if (const uint64_t in_use = AddressSpaceInUse(); in_use != 0) {
+      absl::StrAppend(&message, " (", LimitBytes(in_use & ~uint64_t{0xfffff}),
+                      " of address space in use after the call)");
+    }
+  }
+  absl::StrAppend(&message,
+                  "; the function returned and the worker lives on: its "
+                  "result travels with this error; raise the session's '",
+                  name, "' limit, or ask for errno (capture_errno) to handle "
+                  "it yourself");
+  absl::Status status = MakeError(absl::StatusCode::kResourceExhausted,
+                                  v1::ERROR_REASON_RESOURCE_LIMIT, message);
+  google::rpc::ErrorInfo info;
+  info.ParseFromString(std::string(*status.GetPayload(kErrorInfoTypeUrl)));
+  (*info.mutable_metadata())["limit"] = name;
+  status.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
+  v1::CallResponse attached = response;
+  attached.set_errno_value(error);
+  status.SetPayload(kCallResponseTypeUrl,
+                    absl::Cord(attached.SerializeAsString()));
+  return status;
 }
 
 }  // namespace
@@ -639,9 +717,15 @@ absl::StatusOr<v1::CallResponse> Executor::Call(
       pointer->set_address(reinterpret_cast<uintptr_t>(result.result_address));
     }
   }
-  response.set_errno_value(result.errno_value);
+  if (request.capture_errno()) response.set_errno_value(result.errno_value);
   for (auto& [index, value] : result.out_values) {
     (*response.mutable_out_values())[index] = std::move(value);
+  }
+  // A limit reached without a crash: the caller who asked for errno sees
+  // it there and decides; anyone else gets RESOURCE_LIMIT.
+  if (!request.capture_errno()) {
+    RETURN_IF_ERROR(
+        LimitReached(function->name(), result.errno_value, response));
   }
   return response;
 }

@@ -88,6 +88,26 @@ std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status) {
   return report;
 }
 
+std::string LimitOf(const absl::Status& status) {
+  if (ErrorReason(status) != "RESOURCE_LIMIT") return "";
+  auto payload = status.GetPayload(kErrorInfoTypeUrl);
+  google::rpc::ErrorInfo info;
+  if (payload.has_value() && info.ParseFromString(std::string(*payload))) {
+    auto it = info.metadata().find("limit");
+    if (it != info.metadata().end()) return it->second;
+  }
+  std::optional<v1::CrashReport> report = CrashReportOf(status);
+  return report.has_value() ? report->limit() : "";
+}
+
+std::optional<v1::CallResponse> LimitedCallOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kCallResponseTypeUrl);
+  if (!payload.has_value()) return std::nullopt;
+  v1::CallResponse response;
+  if (!response.ParseFromString(std::string(*payload))) return std::nullopt;
+  return response;
+}
+
 absl::Status StatusFromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
   google::rpc::Status details;

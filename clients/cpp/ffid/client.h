@@ -68,6 +68,8 @@ inline constexpr absl::string_view kErrorInfoTypeUrl =
     "type.googleapis.com/google.rpc.ErrorInfo";
 inline constexpr absl::string_view kCrashReportTypeUrl =
     "type.googleapis.com/ffid.v1.CrashReport";
+inline constexpr absl::string_view kCallResponseTypeUrl =
+    "type.googleapis.com/ffid.v1.CallResponse";
 // The ErrorInfo domain of ffid's errors.
 inline constexpr absl::string_view kErrorDomain = "ffid.dev";
 
@@ -81,6 +83,16 @@ std::string ErrorReason(const absl::Status& status);
 
 // The crash report attached to `status`, if the status reports a worker crash.
 std::optional<v1::CrashReport> CrashReportOf(const absl::Status& status);
+
+// For a RESOURCE_LIMIT error: the limit reached ("open_files",
+// "address_space_bytes", "cpu_seconds", ...), from the ErrorInfo metadata
+// or the crash report; "" for any other error.
+std::string LimitOf(const absl::Status& status);
+
+// For a call that reached a limit without killing the worker
+// (RESOURCE_LIMIT naming "open_files" or "address_space_bytes"): what the
+// function returned, with errno_value set.
+std::optional<v1::CallResponse> LimitedCallOf(const absl::Status& status);
 
 // Converts a gRPC status to an absl::Status with the same code and message;
 // every google.rpc.Status detail becomes a payload under its type URL.

@@ -58,8 +58,9 @@ int CallsPerClient() {
 
 // The pids of live workers of daemon `daemon`: every process whose
 // command line names ffid-worker and --parent-pid=<daemon>, except the
-// zygote itself (its workers show "--worker" where it says "--zygote").
-std::vector<pid_t> WorkersOf(pid_t daemon) {
+// zygote itself (its workers show "--worker" where it says "--zygote") and
+// its spares ("--spare", waiting for a session), or only the spares.
+std::vector<pid_t> WorkersOf(pid_t daemon, bool spares = false) {
   std::vector<pid_t> pids;
   const std::string parent = absl::StrCat("--parent-pid=", daemon);
   DIR* proc = opendir("/proc");
@@ -81,6 +82,7 @@ std::vector<pid_t> WorkersOf(pid_t daemon) {
     close(fd);
     if (cmdline.find("ffid-worker") == std::string::npos) continue;
     if (cmdline.find("--zygote") != std::string::npos) continue;
+    if ((cmdline.find("--spare") != std::string::npos) != spares) continue;
     for (absl::string_view arg : absl::StrSplit(cmdline, '\0')) {
       if (arg == parent) pids.push_back(pid);
     }
@@ -312,7 +314,9 @@ TEST_F(FaultLoadTest, DaemonSurvivesFaultsAndOutsideKillsUnderLoad) {
     std::mt19937 random(7);
     while (!done) {
       absl::SleepFor(absl::Milliseconds(20 + random() % 40));
+      // Spares too: one killed before it was handed out is replaced.
       std::vector<pid_t> workers = WorkersOf(daemon_pid);
+      for (pid_t spare : WorkersOf(daemon_pid, true)) workers.push_back(spare);
       if (workers.empty()) continue;
       if (kill(workers[random() % workers.size()], SIGKILL) == 0) {
         ++outside_kills;
@@ -347,6 +351,8 @@ TEST_F(FaultLoadTest, DaemonSurvivesFaultsAndOutsideKillsUnderLoad) {
   // Nothing left behind: every session was deleted by its client.
   EXPECT_TRUE(WaitForProcessGoneAll(daemon_pid))
       << "workers left: " << ::testing::PrintToString(WorkersOf(daemon_pid));
+  // Spares, one per recent policy, stay by design; never more.
+  EXPECT_LE(WorkersOf(daemon_pid, true).size(), 4u);
   EXPECT_LE(WaitForFds(daemon_pid, base_fds), base_fds)
       << "the daemon leaks descriptors";
   const int64_t rss_kb = StatusField(daemon_pid, "VmRSS");

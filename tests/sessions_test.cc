@@ -51,11 +51,32 @@ std::set<pid_t> ChildrenOf(pid_t pid) {
   return children;
 }
 
-// The daemon's workers: the children of its zygote, its only child.
+// Whether `pid` is a spare worker, waiting for a session ("--spare" on
+// its command line; a worker says "--worker").
+bool IsSpare(pid_t pid) {
+  // read(), not a stream: the process may vanish while we read, and
+  // libstdc++'s filebuf throws on ESRCH.
+  int fd = open(absl::StrCat("/proc/", pid, "/cmdline").c_str(),
+                O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::string cmdline;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) {
+    cmdline.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return cmdline.find("--spare") != std::string::npos;
+}
+
+// The daemon's workers: the children of its zygote, its only child, but
+// the zygote's spares.
 std::set<pid_t> WorkersOf(pid_t daemon) {
   std::set<pid_t> workers;
   for (pid_t zygote : ChildrenOf(daemon)) {
-    for (pid_t worker : ChildrenOf(zygote)) workers.insert(worker);
+    for (pid_t worker : ChildrenOf(zygote)) {
+      if (!IsSpare(worker)) workers.insert(worker);
+    }
   }
   return workers;
 }

@@ -331,16 +331,23 @@ int RunAsZygote(Options& options, int argc, char** argv) {
   HardenProcess();
   CloseOtherFds(options.control_fd, -1);
   Warm();
-  return RunZygote(options.control_fd, [&](const ZygoteChild& child) {
-    // `ps` tells workers from the zygote: rewrite "--zygote" in place.
-    for (int i = 1; i < argc; ++i) {
-      if (std::strcmp(argv[i], "--zygote") == 0) {
-        std::memcpy(argv[i], "--worker", 8);
+  return RunZygote(options.control_fd, [&](const ZygoteChild& cloned) {
+    ZygoteChild child = cloned;
+    // `ps` tells workers (and spares) from the zygote: rewrite "--zygote"
+    // in place.
+    auto rename = [&](const char (&name)[9]) {
+      for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--zygote") == 0 ||
+            std::strcmp(argv[i], "--spare") == 0) {
+          std::memcpy(argv[i], name, 8);
+        }
       }
-    }
+    };
+    const bool spare = child.assignment_fd >= 0;
+    rename(spare ? "--spare\0" : "--worker");
     Options worker;
     worker.channel_fd = 3;
-    worker.crash_fd = child.fd_count >= 2 ? 4 : -1;
+    worker.crash_fd = spare || child.fd_count >= 2 ? 4 : -1;
     worker.session_tag = child.session_tag;
     worker.policy = child.policy;
     // Its own process group, as an exec'd worker's: the daemon kills the
@@ -348,7 +355,15 @@ int RunAsZygote(Options& options, int argc, char** argv) {
     ::setpgid(0, 0);
     DieWithParent(0, child.zygote_pidfd);
     HardenProcess();
+    // A spare's crash handler writes to fd 4, where AwaitAssignment() puts
+    // the session's crash pipe before anything else runs.
     EnterWorkerSandbox(worker, child.namespaces);
+    if (spare) {
+      if (!AwaitAssignment(child)) return 0;
+      rename("--worker");
+      worker.session_tag = child.session_tag;
+      if (child.fd_count < 2) worker.crash_fd = -1;
+    }
     return Serve(worker);
   });
 }

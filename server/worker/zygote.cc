@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -103,19 +105,6 @@ absl::Status SendEvent(int control_fd, const ZygoteEvent& event,
   return SendZygoteMessage(control_fd, event, fds);
 }
 
-// Reports every child that has ended. False if the daemon is gone.
-bool ReapChildren(int control_fd) {
-  for (;;) {
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) return true;
-    ZygoteEvent event;
-    event.mutable_exited()->set_pid(pid);
-    event.mutable_exited()->set_wait_status(status);
-    if (!SendEvent(control_fd, event).ok()) return false;
-  }
-}
-
 }  // namespace
 
 absl::Status SendZygoteMessage(int fd,
@@ -199,77 +188,252 @@ absl::Status ReceiveZygoteMessage(int fd,
   return absl::OkStatus();
 }
 
-int RunZygote(int control_fd,
-              const std::function<int(const ZygoteChild&)>& run_worker) {
-  pid_t* const tid_field = FindOwnTidField();
+namespace {
+
+// A spare worker waiting for its session.
+struct Spare {
+  pid_t pid = 0;
+  // The zygote's end of the spare's assignment socket.
+  int socket = -1;
+  // When it was last asked for (a request counter), for eviction.
+  uint64_t used = 0;
+};
+
+// The zygote's state; only its one thread touches it.
+class ZygoteLoop {
+ public:
+  ZygoteLoop(int control_fd,
+             const std::function<int(const ZygoteChild&)>& run_worker)
+      : control_fd_(control_fd), run_worker_(run_worker) {}
+
+  int Run();
+
+ private:
+  // Reports every child that has ended (spares that died unused silently).
+  // False if the daemon is gone.
+  bool ReapChildren();
+  // Answers one request; false if the daemon is gone.
+  bool Serve(ZygoteRequest& request, std::vector<int>& fds);
+  // Hands `fds` and the tag to the spare for `key`, if there is a live one:
+  // its pid, else 0.
+  pid_t UseSpare(const std::string& key, const ZygoteRequest& request,
+                 const std::vector<int>& fds);
+  // Clones a spare for `policy` (under `key`) unless there is one.
+  void StartSpare(const std::string& key, const WorkerPolicy& policy);
+  // In a new child: everything of the zygote's closed, SIGCHLD unblocked.
+  void LeaveZygote();
+
+  const int control_fd_;
+  const std::function<int(const ZygoteChild&)>& run_worker_;
+  pid_t* tid_field_ = nullptr;
+  sigset_t child_signal_;
+  int signal_fd_ = -1;
+  int self_pidfd_ = -1;
+  uint64_t requests_ = 0;
+  // Spares by serialized policy, and the pids of spares not yet handed out
+  // (their deaths are not reported).
+  std::map<std::string, Spare> spares_;
+  std::set<pid_t> unused_spares_;
+};
+
+void ZygoteLoop::LeaveZygote() {
+  close(control_fd_);
+  close(signal_fd_);
+  for (auto& [key, spare] : spares_) close(spare.socket);
+  sigprocmask(SIG_UNBLOCK, &child_signal_, nullptr);
+}
+
+bool ZygoteLoop::ReapChildren() {
+  for (;;) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) return true;
+    if (unused_spares_.erase(pid) != 0) {
+      for (auto it = spares_.begin(); it != spares_.end(); ++it) {
+        if (it->second.pid != pid) continue;
+        close(it->second.socket);
+        spares_.erase(it);
+        break;
+      }
+      continue;
+    }
+    ZygoteEvent event;
+    event.mutable_exited()->set_pid(pid);
+    event.mutable_exited()->set_wait_status(status);
+    if (!SendEvent(control_fd_, event).ok()) return false;
+  }
+}
+
+pid_t ZygoteLoop::UseSpare(const std::string& key,
+                           const ZygoteRequest& request,
+                           const std::vector<int>& fds) {
+  auto it = spares_.find(key);
+  if (it == spares_.end()) return 0;
+  Spare spare = it->second;
+  spares_.erase(it);
+  ZygoteRequest assignment;
+  assignment.set_session_tag(request.session_tag());
+  const bool sent = SendZygoteMessage(spare.socket, assignment, fds).ok();
+  close(spare.socket);
+  if (!sent) {
+    // It died meanwhile (or is wedged): make sure, and reap it silently.
+    kill(spare.pid, SIGKILL);
+    return 0;
+  }
+  unused_spares_.erase(spare.pid);
+  return spare.pid;
+}
+
+void ZygoteLoop::StartSpare(const std::string& key,
+                            const WorkerPolicy& policy) {
+  auto existing = spares_.find(key);
+  if (existing != spares_.end()) {
+    existing->second.used = requests_;
+    return;
+  }
+  if (spares_.size() >= kMaxSpares) {
+    auto oldest = spares_.begin();
+    for (auto it = spares_.begin(); it != spares_.end(); ++it) {
+      if (it->second.used < oldest->second.used) oldest = it;
+    }
+    kill(oldest->second.pid, SIGKILL);  // Reaped silently.
+    close(oldest->second.socket);
+    spares_.erase(oldest);
+  }
+  int sockets[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sockets) != 0) {
+    return;
+  }
+  ZygoteChild child;
+  child.namespaces = NamespaceFlags(policy);
+  const pid_t pid = CloneInto(child.namespaces, tid_field_);
+  if (pid == 0) {
+    LeaveZygote();
+    close(sockets[0]);
+    // The assignment socket on 3, the zygote's pidfd on 4 until
+    // AwaitAssignment() puts the session's descriptors there.
+    child.zygote_pidfd = PlaceDescriptors({sockets[1]}, self_pidfd_);
+    child.assignment_fd = 3;
+    child.policy = policy;
+    std::exit(run_worker_(child));
+  }
+  close(sockets[1]);
+  if (pid < 0) {
+    close(sockets[0]);
+    return;
+  }
+  setpgid(pid, pid);
+  unused_spares_.insert(pid);
+  spares_[key] = Spare{pid, sockets[0], requests_};
+}
+
+bool ZygoteLoop::Serve(ZygoteRequest& request, std::vector<int>& fds) {
+  ++requests_;
+  request.mutable_policy()->set_outer_uid(geteuid());
+  request.mutable_policy()->set_outer_gid(getegid());
+  std::string key;
+  request.policy().SerializeToString(&key);
+  ZygoteEvent event;
+  ZygoteEvent::Spawned* spawned = event.mutable_spawned();
+  spawned->set_id(request.id());
+  pid_t pid = UseSpare(key, request, fds);
+  int error = 0;
+  if (pid > 0) {
+    spawned->set_spare(true);
+  } else {
+    ZygoteChild child;
+    child.session_tag = request.session_tag();
+    child.fd_count = static_cast<int>(fds.size());
+    child.namespaces = NamespaceFlags(request.policy());
+    pid = CloneInto(child.namespaces, tid_field_);
+    if (pid == 0) {
+      // The new worker. Nothing of the zygote's may stay open in it.
+      LeaveZygote();
+      child.zygote_pidfd = PlaceDescriptors(fds, self_pidfd_);
+      child.policy = std::move(*request.mutable_policy());
+      std::exit(run_worker_(child));
+    }
+    error = errno;
+    // The child does the same; whichever runs first, the group exists
+    // before the daemon hears of the pid.
+    if (pid > 0) setpgid(pid, pid);
+  }
+  for (int fd : fds) close(fd);
+  std::vector<int> attached;
+  if (pid < 0) {
+    spawned->set_error(absl::StrCat("clone: ", strerror(error)));
+  } else {
+    spawned->set_pid(pid);
+    // The child cannot have been reaped yet (only this thread reaps), so
+    // the pidfd names it and nothing else.
+    const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd >= 0) attached.push_back(pidfd);
+  }
+  absl::Status sent = SendEvent(control_fd_, event, attached);
+  for (int fd : attached) close(fd);
+  if (!sent.ok()) return false;
+  // Ready for the next request with this policy (a restart, another
+  // session): the clone happens now, off the path of this one.
+  if (pid > 0) StartSpare(key, request.policy());
+  return true;
+}
+
+int ZygoteLoop::Run() {
+  tid_field_ = FindOwnTidField();
   // Deaths arrive as readable signalfd, never as a handler.
-  sigset_t child_signal;
-  sigemptyset(&child_signal);
-  sigaddset(&child_signal, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &child_signal, nullptr);
-  const int signal_fd = signalfd(-1, &child_signal, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (signal_fd < 0) return 3;
-  const int self_pidfd =
+  sigemptyset(&child_signal_);
+  sigaddset(&child_signal_, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &child_signal_, nullptr);
+  signal_fd_ = signalfd(-1, &child_signal_, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd_ < 0) return 3;
+  self_pidfd_ =
       static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0));  // -1: none
 
   for (;;) {
-    pollfd polled[2] = {{control_fd, POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    pollfd polled[2] = {{control_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
     if (poll(polled, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return 3;
     }
     if (polled[1].revents != 0) {
       signalfd_siginfo info;
-      while (read(signal_fd, &info, sizeof(info)) > 0) {
+      while (read(signal_fd_, &info, sizeof(info)) > 0) {
       }
-      if (!ReapChildren(control_fd)) return 0;
+      if (!ReapChildren()) return 0;
     }
     if (polled[0].revents == 0) continue;
     ZygoteRequest request;
     std::vector<int> fds;
-    absl::Status received = ReceiveZygoteMessage(control_fd, &request, &fds);
+    absl::Status received = ReceiveZygoteMessage(control_fd_, &request, &fds);
     if (received.code() == absl::StatusCode::kUnavailable) return 0;
     if (!received.ok()) continue;  // Nothing to answer: no id.
-
-    ZygoteChild child;
-    child.session_tag = request.session_tag();
-    child.fd_count = static_cast<int>(fds.size());
-    child.namespaces = NamespaceFlags(request.policy());
-    request.mutable_policy()->set_outer_uid(geteuid());
-    request.mutable_policy()->set_outer_gid(getegid());
-    child.zygote_pidfd = self_pidfd;
-    const pid_t pid = CloneInto(child.namespaces, tid_field);
-    if (pid == 0) {
-      // The new worker. Nothing of the zygote's may stay open in it.
-      close(control_fd);
-      close(signal_fd);
-      sigprocmask(SIG_UNBLOCK, &child_signal, nullptr);
-      child.zygote_pidfd = PlaceDescriptors(fds, self_pidfd);
-      child.policy = std::move(*request.mutable_policy());
-      std::exit(run_worker(child));
-    }
-    const int error = errno;
-    for (int fd : fds) close(fd);
-    ZygoteEvent event;
-    ZygoteEvent::Spawned* spawned = event.mutable_spawned();
-    spawned->set_id(request.id());
-    std::vector<int> attached;
-    if (pid < 0) {
-      spawned->set_error(absl::StrCat("clone: ", strerror(error)));
-    } else {
-      spawned->set_pid(pid);
-      // The child does the same; whichever runs first, the group exists
-      // before the daemon hears of the pid.
-      setpgid(pid, pid);
-      // The child cannot have been reaped yet (only this thread reaps), so
-      // the pidfd names it and nothing else.
-      const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-      if (pidfd >= 0) attached.push_back(pidfd);
-    }
-    absl::Status sent = SendEvent(control_fd, event, attached);
-    for (int fd : attached) close(fd);
-    if (!sent.ok()) return 0;
+    if (!Serve(request, fds)) return 0;
   }
+}
+
+}  // namespace
+
+int RunZygote(int control_fd,
+              const std::function<int(const ZygoteChild&)>& run_worker) {
+  ZygoteLoop loop(control_fd, run_worker);
+  return loop.Run();
+}
+
+bool AwaitAssignment(ZygoteChild& child) {
+  ZygoteRequest assignment;
+  std::vector<int> fds;
+  for (;;) {
+    absl::Status received =
+        ReceiveZygoteMessage(child.assignment_fd, &assignment, &fds);
+    if (received.ok()) break;
+    if (received.code() == absl::StatusCode::kUnavailable) return false;
+  }
+  child.session_tag = assignment.session_tag();
+  child.fd_count = static_cast<int>(fds.size());
+  // Onto 3, 4, ...: the socket on 3 is replaced (or closed with the rest).
+  PlaceDescriptors(fds, -1);
+  child.assignment_fd = -1;
+  return true;
 }
 
 }  // namespace ffid::worker

@@ -17,6 +17,15 @@
 // moves its descriptors to fds 3, 4, ... and runs `run_worker`, which never
 // returns to the loop.
 //
+// Spares: after serving a request, the zygote clones one spare worker for
+// that request's policy (at most kMaxSpares policies, the least recently
+// used dropped). A spare enters its namespaces and sandbox at once, then
+// waits on a socket of its own for its session: the next request with the
+// same policy hands it the descriptors and the session tag (SCM_RIGHTS)
+// instead of cloning, so starting or restarting a worker costs a message
+// instead of the clone into new namespaces and the sandbox set-up. A spare
+// that dies unused is reaped silently. `ps` shows spares with "--spare".
+//
 // The zygote answers each request with ZygoteEvent.spawned (the pid, and a
 // pidfd of the worker as SCM_RIGHTS) and reports every child it reaps with
 // ZygoteEvent.exited. It exits when the daemon closes the socket; its
@@ -51,7 +60,19 @@ struct ZygoteChild {
   // A pidfd of the zygote (or -1): after arming PR_SET_PDEATHSIG the
   // worker checks through it that the zygote is still there.
   int zygote_pidfd = -1;
+  // For a spare (>= 0): the socket its session arrives on
+  // (AwaitAssignment()); session_tag and fd_count are set then.
+  int assignment_fd = -1;
 };
+
+// In a spare, after it entered its sandbox: waits for the request it is to
+// serve, moves the descriptors that came with it onto 3, 4, ... (closing
+// the socket and anything else) and fills in `child`. False if the zygote
+// went away first (the spare then just exits).
+[[nodiscard]] bool AwaitAssignment(ZygoteChild& child);
+
+// How many policies the zygote keeps a spare worker for.
+inline constexpr size_t kMaxSpares = 4;
 
 // Serves requests on `control_fd` until the daemon closes it; returns the
 // zygote's exit status. `run_worker` runs in each child, which exits with

@@ -13,6 +13,7 @@ packages=(
   git ca-certificates
   clang libclang-rt-dev  # libFuzzer targets (tests/fuzz)
   openssl libssl-dev     # SHA-256 for tokens and library pins; test certificates
+  libdw-dev  # elfutils: DWARF symbolization of crashed workers' native frames (the daemon)
   systemd  # systemd-analyze verify of deploy/systemd/ffid.service (tests)
   python3 python3-venv python3-pip  # the Python client's tests (clients/python)
 )

@@ -21,6 +21,9 @@ std::string Name(int signal) {
   return absl::StrCat("SIG", abbreviation);
 }
 
+// The most bytes of frame text a report carries.
+constexpr size_t kMaxFrameBytes = 3072;
+
 std::string Bytes(uint64_t bytes) {
   if (bytes % (1024 * 1024) == 0) return absl::StrCat(bytes >> 20, " MiB");
   return absl::StrCat(bytes, " bytes");
@@ -46,6 +49,28 @@ CrashRecord ParseCrashRecord(absl::string_view text) {
     absl::string_view name = line.substr(0, space);
     absl::string_view value = line.substr(space + 1);
     int64_t number = 0;
+    if (name == "raw") {
+      // "raw 0xPC 0xBIAS PATH"
+      std::vector<absl::string_view> parts =
+          absl::StrSplit(value, absl::MaxSplits(' ', 2));
+      RawFrame frame;
+      if (parts.size() == 3 && absl::ConsumePrefix(&parts[0], "0x") &&
+          absl::ConsumePrefix(&parts[1], "0x") &&
+          absl::SimpleHexAtoi(parts[0], &frame.pc) &&
+          absl::SimpleHexAtoi(parts[1], &frame.bias) &&
+          record.raw_frames.size() < 64) {
+        if (parts[2] != "?") frame.path = std::string(parts[2]);
+        record.raw_frames.push_back(std::move(frame));
+      }
+      continue;
+    }
+    if (name == "pc") {
+      if (absl::ConsumePrefix(&value, "0x") &&
+          absl::SimpleHexAtoi(value, &record.pc)) {
+        record.has_pc = true;
+      }
+      continue;
+    }
     if (name == "address") {
       uint64_t address = 0;
       if (absl::ConsumePrefix(&value, "0x") &&
@@ -97,7 +122,35 @@ v1::ErrorReason ExplainDeath(const CrashRecord& record,
   report.set_exit_code(0);
   report.set_signal_code(record.code);
   if (record.has_address) report.set_fault_address(record.address);
-  for (const std::string& frame : record.frames) report.add_frames(frame);
+  // Runs of the same frame (a recursion) are told once, and the frames
+  // stop at a byte budget: the report travels in gRPC trailers.
+  const bool raw = record.raw_frames.size() == record.frames.size();
+  size_t bytes = 0;
+  for (size_t i = 0; i < record.frames.size(); ++i) {
+    size_t same = 0;
+    while (i + same + 1 < record.frames.size() &&
+           record.frames[i + same + 1] == record.frames[i]) {
+      ++same;
+    }
+    std::string text = record.frames[i];
+    if (raw) {
+      RawFrame frame = record.raw_frames[i];
+      frame.exact = record.has_pc && frame.pc == record.pc;
+      text = Symbolizer::Get().Describe(frame, text);
+    }
+    if (bytes + text.size() > kMaxFrameBytes) {
+      report.add_frames(absl::StrCat("... ", record.frames.size() - i,
+                                     " more frames"));
+      break;
+    }
+    bytes += text.size();
+    report.add_frames(std::move(text));
+    if (same > 0) {
+      report.add_frames(absl::StrCat("... the frame above ", same,
+                                     " more times"));
+      i += same;
+    }
+  }
   const std::string description = sigdescr_np(record.signal) == nullptr
                                       ? ""
                                       : sigdescr_np(record.signal);

@@ -21,6 +21,7 @@
 
 #include "absl/strings/string_view.h"
 #include "ffid/v1/errors.pb.h"
+#include "server/symbolizer.h"
 #include "server/worker/protocol.pb.h"
 
 namespace ffid::server {
@@ -34,7 +35,13 @@ struct CrashRecord {
   uint64_t address = 0;
   int syscall = -1;
   int error = 0;
+  // The interrupted instruction, when the handler could read it.
+  bool has_pc = false;
+  uint64_t pc = 0;
+  // backtrace_symbols' text per frame, and the same frames raw (address,
+  // load bias, file) for the symbolizer, in the same order.
   std::vector<std::string> frames;
+  std::vector<RawFrame> raw_frames;
 };
 
 CrashRecord ParseCrashRecord(absl::string_view text);
@@ -43,7 +50,8 @@ CrashRecord ParseCrashRecord(absl::string_view text);
 std::string SyscallName(int number);
 
 // Completes `report` (already holding pid, signal or exit code, function)
-// from `record`, and returns the reason with a sentence saying what
+// from `record` (its frames symbolized by server/symbolizer.h: function
+// names and FILE:LINE where the files have them), and returns the reason with a sentence saying what
 // happened, e.g. "was stopped by the sandbox: it made the system call
 // 'socket' (41), which the sandbox does not allow". `how` holds the
 // wait-status sentence ("was killed by SIGSEGV (...)") and is replaced when

@@ -4,6 +4,7 @@
 // naming the limit, DEADLINE_EXCEEDED), the worker is gone, and the daemon
 // and other sessions keep serving. Also: what GetServerInfo and the session
 // say about the sandbox, and what the sandbox hides.
+#include <errno.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "google/rpc/status.pb.h"
 #include "absl/strings/str_join.h"
@@ -115,6 +118,42 @@ TEST_F(FaultsTest, NullDereferenceReportsAddressFramesAndFunction) {
   EXPECT_EQ(report->signal_code(), SEGV_MAPERR);
   EXPECT_THAT(Frames(*report), HasSubstr("ff_null_deref"));
   ExpectContained(victim);
+}
+
+TEST_F(FaultsTest, CrashFramesNameTheSourceFileAndLine) {
+  Victim victim = NewVictim();
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "void ff_null_deref(void)");
+  std::optional<v1::CrashReport> report =
+      client::CrashReportOf(response.status());
+  ASSERT_TRUE(report.has_value()) << response.status();
+  // The fixture is built with -g: the faulting frame says where in its
+  // source the store through NULL is, "... at /path/faults_fixture.c:N".
+  std::string located;
+  for (const std::string& frame : report->frames()) {
+    if (absl::StrContains(frame, "(ff_null_deref+") &&
+        absl::StrContains(frame, " at ")) {
+      located = frame;
+    }
+  }
+  ASSERT_FALSE(located.empty()) << Frames(*report);
+  const std::string where = located.substr(located.rfind(" at ") + 4);
+  const size_t colon = where.rfind(':');
+  ASSERT_NE(colon, std::string::npos) << located;
+  EXPECT_TRUE(absl::EndsWith(where.substr(0, colon), "faults_fixture.c"))
+      << located;
+  int line = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(where.substr(colon + 1), &line)) << located;
+  // That line of that file is the faulting statement.
+  std::ifstream source(where.substr(0, colon));
+  ASSERT_TRUE(source.good()) << "cannot read " << where;
+  std::string text;
+  for (int i = 0; i < line && std::getline(source, text); ++i) {
+  }
+  EXPECT_THAT(text, HasSubstr("*p = 1;")) << located;
+  // Frames without debug information keep dladdr's text (libc's abort is
+  // not in this crash; the worker's own frames are).
+  EXPECT_THAT(Frames(*report), HasSubstr("ffid-worker"));
 }
 
 TEST_F(FaultsTest, AbortIsReportedAsSigabrtWithFrames) {
@@ -245,20 +284,90 @@ TEST_F(FaultsTest, FileSizeLimitIsReportedAsResourceLimit) {
   ExpectContained(victim);
 }
 
-TEST_F(FaultsTest, OpenFilesLimitStopsOpensWithoutKilling) {
+TEST_F(FaultsTest, AFailedAllocationTheLibrarySurvivesIsResourceLimit) {
+#if defined(__SANITIZE_ADDRESS__) || FFID_TEST_ASAN
+  GTEST_SKIP() << "RLIMIT_AS is not applied to AddressSanitizer workers";
+#endif
+  client::SessionOptions session_options;
+  session_options.limits.set_address_space_bytes(uint64_t{512} << 20);
+  Victim victim = NewVictim(session_options);
+  absl::StatusOr<v1::CallResponse> small =
+      CallIn(victim, "int ff_alloc_or_null(uint64_t bytes)",
+             {MakeUint(uint64_t{16} << 20)});
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_THAT(small->result(), IsInteger(1));
+  // malloc returns NULL inside the function, which returns normally.
+  absl::StatusOr<v1::CallResponse> response =
+      CallIn(victim, "int ff_alloc_or_null(uint64_t bytes)",
+             {MakeUint(uint64_t{2} << 30)});
+  EXPECT_THAT(response, HasReason("RESOURCE_LIMIT"));
+  EXPECT_THAT(response, HasCode(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(client::LimitOf(response.status()), "address_space_bytes");
+  EXPECT_THAT(MessageOf(response), HasSubstr("address-space limit of 512 MiB"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("ENOMEM"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("ff_alloc_or_null"));
+  EXPECT_FALSE(client::CrashReportOf(response.status()).has_value());
+  // What the function returned travels with the error.
+  std::optional<v1::CallResponse> returned =
+      client::LimitedCallOf(response.status());
+  ASSERT_TRUE(returned.has_value());
+  EXPECT_THAT(returned->result(), IsInteger(0));
+  EXPECT_EQ(returned->errno_value(), ENOMEM);
+  // The worker lives on.
+  absl::StatusOr<v1::CallResponse> again =
+      CallIn(victim, "int ff_alloc_or_null(uint64_t bytes)",
+             {MakeUint(uint64_t{16} << 20)});
+  ASSERT_TRUE(again.ok()) << again.status();
+  absl::StatusOr<v1::Session> state = victim.session->Get();
+  ASSERT_TRUE(state.ok());
+  EXPECT_EQ(state->state(), v1::SESSION_STATE_ACTIVE);
+}
+
+TEST_F(FaultsTest, OpenFilesLimitReachedIsResourceLimitAndTheWorkerLivesOn) {
   client::SessionOptions session_options;
   session_options.limits.set_open_files(32);
   Victim victim = NewVictim(session_options);
   absl::StatusOr<v1::CallResponse> response =
       CallIn(victim, "int ff_open_many(int n)", {MakeInt(200)});
-  ASSERT_TRUE(response.ok()) << response.status();
-  std::optional<Integer> opened = IntegerOf(response->result());
+  EXPECT_THAT(response, HasReason("RESOURCE_LIMIT"));
+  EXPECT_EQ(client::LimitOf(response.status()), "open_files");
+  EXPECT_THAT(MessageOf(response), HasSubstr("open-files limit of 32"));
+  EXPECT_THAT(MessageOf(response), HasSubstr("EMFILE"));
+  std::optional<v1::CallResponse> returned =
+      client::LimitedCallOf(response.status());
+  ASSERT_TRUE(returned.has_value());
+  std::optional<Integer> opened = IntegerOf(returned->result());
   ASSERT_TRUE(opened.has_value());
   EXPECT_GT(*opened, 0);
   EXPECT_LT(*opened, 32);
+  EXPECT_EQ(returned->errno_value(), EMFILE);
+  // Under the limit: an ordinary answer from the same worker.
+  absl::StatusOr<v1::CallResponse> few =
+      CallIn(victim, "int ff_open_many(int n)", {MakeInt(4)});
+  ASSERT_TRUE(few.ok()) << few.status();
+  EXPECT_THAT(few->result(), IsInteger(4));
   absl::StatusOr<v1::Session> state = victim.session->Get();
   ASSERT_TRUE(state.ok());
   EXPECT_EQ(state->limits().open_files(), 32u);
+  EXPECT_EQ(state->state(), v1::SESSION_STATE_ACTIVE);
+}
+
+TEST_F(FaultsTest, ACallAskingForErrnoGetsItsResultAtTheOpenFilesLimit) {
+  client::SessionOptions session_options;
+  session_options.limits.set_open_files(32);
+  Victim victim = NewVictim(session_options);
+  absl::StatusOr<client::Function> function =
+      victim.session->ResolveFunction(victim.fixture, "int ff_open_many(int n)");
+  ASSERT_TRUE(function.ok()) << function.status();
+  client::CallOptions options;
+  options.capture_errno = true;
+  absl::StatusOr<v1::CallResponse> response =
+      victim.session->Call(*function, {MakeInt(200)}, options);
+  ASSERT_TRUE(response.ok()) << response.status();
+  EXPECT_EQ(response->errno_value(), EMFILE);
+  std::optional<Integer> opened = IntegerOf(response->result());
+  ASSERT_TRUE(opened.has_value());
+  EXPECT_LT(*opened, 32);
 }
 
 TEST_F(FaultsTest, FilesOutsideTheViewCannotBeOpened) {

@@ -1,7 +1,10 @@
 #include "server/worker/crash_handler.h"
 
+#include <dlfcn.h>
 #include <execinfo.h>
+#include <link.h>
 #include <signal.h>
+#include <ucontext.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -61,7 +64,40 @@ void WriteInt(const char* name, int64_t value) {
              false, negative);
 }
 
-void OnCrash(int signal, siginfo_t* info, void* /*context*/) {
+// "raw PC BIAS PATH": a frame's address, the load bias of the object it
+// lies in and that object's file, for the daemon's DWARF symbolizer
+// (server/symbolizer.h). dladdr1 is what backtrace_symbols_fd uses too.
+void WriteRawFrame(void* frame) {
+  Dl_info info = {};
+  link_map* map = nullptr;
+  const bool found =
+      dladdr1(frame, &info, reinterpret_cast<void**>(&map),
+              RTLD_DL_LINKMAP) != 0 &&
+      map != nullptr && info.dli_fname != nullptr && info.dli_fname[0] == '/';
+  char buffer[64];
+  char* end = buffer + sizeof(buffer);
+  auto hex = [end](uintptr_t value) {
+    char* p = end;
+    do {
+      *--p = "0123456789abcdef"[value % 16];
+      value /= 16;
+    } while (value != 0);
+    *--p = 'x';
+    *--p = '0';
+    *--p = ' ';
+    return p;
+  };
+  WriteString("raw");
+  char* p = hex(reinterpret_cast<uintptr_t>(frame));
+  WriteAll(p, static_cast<size_t>(end - p));
+  p = hex(found ? static_cast<uintptr_t>(map->l_addr) : 0);
+  WriteAll(p, static_cast<size_t>(end - p));
+  WriteString(" ");
+  WriteString(found ? info.dli_fname : "?");
+  WriteString("\n");
+}
+
+void OnCrash(int signal, siginfo_t* info, void* context) {
   const int saved_errno = errno;
   if (g_report_fd >= 0) {
     WriteInt("signal", signal);
@@ -73,9 +109,20 @@ void OnCrash(int signal, siginfo_t* info, void* /*context*/) {
     }
     if (signal == SIGSYS) WriteInt("syscall", info->si_syscall);
     WriteInt("errno", saved_errno);
-    WriteString("frames\n");
+#if defined(__x86_64__)
+    if (context != nullptr) {
+      // The interrupted instruction itself (other frames are return
+      // addresses).
+      WriteField("pc",
+                 static_cast<uint64_t>(static_cast<ucontext_t*>(context)
+                                           ->uc_mcontext.gregs[REG_RIP]),
+                 true, false);
+    }
+#endif
     void* frames[kMaxFrames];
     int count = backtrace(frames, kMaxFrames);
+    for (int i = 0; i < count; ++i) WriteRawFrame(frames[i]);
+    WriteString("frames\n");
     backtrace_symbols_fd(frames, count, g_report_fd);
   }
   // SA_RESETHAND restored the default action; die of the same signal.

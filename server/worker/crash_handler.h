@@ -12,6 +12,9 @@
 //   address 0x10
 //   syscall 41          (SIGSYS only: the refused system call)
 //   errno 12            (errno when the signal arrived)
+//   pc 0x7f...          (the interrupted instruction, x86-64)
+//   raw 0x7f... 0x7f... /path/lib.so   (per frame: address, the load bias
+//   ...                  of its object and the object's file, via dladdr1)
 //   frames
 //   /path/lib.so(fx_crash_null+0x4)[0x7f...]   (backtrace_symbols_fd)
 //   ...

@@ -1,0 +1,162 @@
+#include "server/symbolizer.h"
+
+#include <cxxabi.h>
+#include <elfutils/libdwfl.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace ffid::server {
+namespace {
+
+// Separate debug files where gdb looks for them; no debuginfod unless the
+// daemon's environment asks for it (DEBUGINFOD_URLS).
+char* g_debuginfo_path = nullptr;
+const Dwfl_Callbacks kCallbacks = {
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+    .debuginfo_path = &g_debuginfo_path,
+};
+
+std::string Demangle(const char* name) {
+  if (name == nullptr) return "";
+  if (name[0] != '_' || name[1] != 'Z') return name;
+  int status = 0;
+  char* demangled = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  if (status != 0 || demangled == nullptr) return name;
+  std::string result(demangled);
+  std::free(demangled);
+  return result;
+}
+
+}  // namespace
+
+struct Symbolizer::Module {
+  ~Module() {
+    if (dwfl != nullptr) dwfl_end(dwfl);
+  }
+  // What the file was when it was opened.
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = 0;
+  struct timespec modified = {};
+  uint64_t used = 0;
+  Dwfl* dwfl = nullptr;
+  // Addresses in it are the file's own (bias 0).
+  Dwfl_Module* module = nullptr;
+};
+
+Symbolizer& Symbolizer::Get() {
+  static Symbolizer* const instance = new Symbolizer();
+  return *instance;
+}
+
+Symbolizer::Module* Symbolizer::Find(const std::string& path) {
+  struct stat st;
+  if (path.empty() || path[0] != '/' || stat(path.c_str(), &st) != 0) {
+    return nullptr;
+  }
+  ++uses_;
+  auto it = modules_.find(path);
+  if (it != modules_.end()) {
+    Module& known = *it->second;
+    if (known.device == st.st_dev && known.inode == st.st_ino &&
+        known.size == st.st_size &&
+        known.modified.tv_sec == st.st_mtim.tv_sec &&
+        known.modified.tv_nsec == st.st_mtim.tv_nsec) {
+      known.used = uses_;
+      return known.module == nullptr ? nullptr : &known;
+    }
+    modules_.erase(it);
+  }
+  if (modules_.size() >= kMaxModules) {
+    auto oldest = modules_.begin();
+    for (auto m = modules_.begin(); m != modules_.end(); ++m) {
+      if (m->second->used < oldest->second->used) oldest = m;
+    }
+    modules_.erase(oldest);
+  }
+  auto module = std::make_unique<Module>();
+  module->device = st.st_dev;
+  module->inode = st.st_ino;
+  module->size = st.st_size;
+  module->modified = st.st_mtim;
+  module->used = uses_;
+  module->dwfl = dwfl_begin(&kCallbacks);
+  if (module->dwfl != nullptr) {
+    dwfl_report_begin(module->dwfl);
+    // ET_DYN at bias 0: module addresses are the file's own; ET_EXEC
+    // (not position-independent) is where it says anyway.
+    module->module = dwfl_report_elf(module->dwfl, path.c_str(), path.c_str(),
+                                     -1, 0, true);
+    dwfl_report_end(module->dwfl, nullptr, nullptr);
+  }
+  // A file that cannot be read is remembered too, so it is not retried on
+  // every frame.
+  Module* found = module->module == nullptr ? nullptr : module.get();
+  modules_[path] = std::move(module);
+  return found;
+}
+
+FrameSymbol Symbolizer::Symbolize(const RawFrame& frame) {
+  FrameSymbol symbol;
+  if (frame.path.empty() || frame.pc < frame.bias) return symbol;
+  uint64_t address = frame.pc - frame.bias;
+  // A return address points after the call; the call is one byte back.
+  if (!frame.exact && address > 0) --address;
+  absl::MutexLock lock(&mu_);
+  Module* module = Find(frame.path);
+  if (module == nullptr) return symbol;
+  GElf_Off offset = 0;
+  GElf_Sym sym;
+  const char* name = dwfl_module_addrinfo(module->module, address, &offset,
+                                          &sym, nullptr, nullptr, nullptr);
+  if (name != nullptr) {
+    symbol.function = Demangle(name);
+    // Of the address looked up, which is one byte short for a return
+    // address: report the return address's offset as dladdr does.
+    symbol.offset = offset + (frame.exact ? 0 : 1);
+  }
+  if (Dwfl_Line* line = dwfl_module_getsrc(module->module, address)) {
+    int number = 0;
+    const char* file =
+        dwfl_lineinfo(line, nullptr, &number, nullptr, nullptr, nullptr);
+    if (file != nullptr && number > 0) {
+      symbol.file = file;
+      symbol.line = number;
+    }
+  }
+  return symbol;
+}
+
+std::string Symbolizer::Describe(const RawFrame& frame,
+                                 const std::string& text) {
+  FrameSymbol symbol = Symbolize(frame);
+  std::string described = text;
+  if (!symbol.function.empty()) {
+    // "path(+0x1139) [0x...]": dladdr knew no name (a static function).
+    const size_t open = described.find("(+");
+    if (open != std::string::npos) {
+      const size_t close = described.find(')', open);
+      if (close != std::string::npos) {
+        described.replace(open, close - open + 1,
+                          absl::StrCat("(", symbol.function, "+0x",
+                                       absl::Hex(symbol.offset), ")"));
+      }
+    } else if (described.empty()) {
+      described = absl::StrCat(frame.path, "(", symbol.function, "+0x",
+                               absl::Hex(symbol.offset), ") [0x",
+                               absl::Hex(frame.pc), "]");
+    }
+  }
+  if (!symbol.file.empty()) {
+    absl::StrAppend(&described, " at ", symbol.file, ":", symbol.line);
+  }
+  return described;
+}
+
+}  // namespace ffid::server

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -32,11 +33,12 @@
 namespace ffid::server {
 namespace {
 
-// Set before any worker starts the zygote, whose environment every worker
-// inherits (EnvironmentHasNoLdLibraryPath).
+// Set before any worker starts the zygote; none of it may reach a worker
+// (WorkersGetAMinimalEnvironment).
 const bool kEnvironmentSet = [] {
   setenv("LD_LIBRARY_PATH", "/nonexistent/ld/path", 1);
-  setenv("FFID_WORKER_PROCESS_TEST", "inherited", 1);
+  setenv("FFID_WORKER_PROCESS_TEST", "not for workers", 1);
+  setenv("PATH", "/daemon/only/bin:/usr/bin:/bin", 1);
   return true;
 }();
 
@@ -482,27 +484,28 @@ TEST_F(WorkerProcessTest, ServerShutdownSaysSo) {
             "ffid is shutting down: the session ended while calling 'sleep'");
 }
 
-TEST_F(WorkerProcessTest, EnvironmentHasNoLdLibraryPath) {
-  // The environment set before the first worker started the zygote
-  // (kEnvironmentSet) is what every worker inherits.
+TEST_F(WorkerProcessTest, WorkersGetAMinimalEnvironment) {
+  // The daemon's environment (kEnvironmentSet) is not the worker's.
   ASSERT_TRUE(kEnvironmentSet);
 
   std::string libc = Load("libc.so.6");
   std::string getenv_fn =
       MustResolve(libc, "getenv", Signature(String(), {String()}));
-  v1::Value name;
-  name.set_string_value("LD_LIBRARY_PATH");
-  auto response = Call(getenv_fn, "getenv", {name});
-  ASSERT_TRUE(response.ok()) << response.status();
-  EXPECT_TRUE(response->call().result().has_null_value() ||
-              response->call().result().kind_case() ==
-                  v1::Value::KIND_NOT_SET)
-      << response->call().result().DebugString();
-
-  name.set_string_value("FFID_WORKER_PROCESS_TEST");
-  response = Call(getenv_fn, "getenv", {name});
-  ASSERT_TRUE(response.ok()) << response.status();
-  EXPECT_EQ(response->call().result().string_value(), "inherited");
+  auto get = [&](const std::string& variable) -> std::optional<std::string> {
+    v1::Value name;
+    name.set_string_value(variable);
+    auto response = Call(getenv_fn, "getenv", {name});
+    EXPECT_TRUE(response.ok()) << response.status();
+    if (!response.ok() || !response->call().result().has_string_value()) {
+      return std::nullopt;
+    }
+    return response->call().result().string_value();
+  };
+  EXPECT_EQ(get("LD_LIBRARY_PATH"), std::nullopt);
+  EXPECT_EQ(get("FFID_WORKER_PROCESS_TEST"), std::nullopt);
+  EXPECT_EQ(get("PATH"), "/usr/local/bin:/usr/bin:/bin");
+  EXPECT_EQ(get("HOME"), "/tmp");
+  EXPECT_EQ(get("TMPDIR"), "/tmp");
 }
 
 }  // namespace

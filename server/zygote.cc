@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <deque>
 #include <utility>
 
@@ -100,25 +101,31 @@ void RunOnSpawnThread(const std::function<void()>& job) {
 }
 
 std::vector<std::string> WorkerEnvironment() {
-  std::vector<std::string> env;
-  for (char** entry = environ; entry != nullptr && *entry != nullptr;
-       ++entry) {
-    absl::string_view variable(*entry);
-    if (absl::StartsWith(variable, "LD_LIBRARY_PATH=") ||
-        absl::StartsWith(variable, "LD_PRELOAD=")) {
-      continue;
-    }
+  // Nothing of the daemon's environment (tokens, paths, proxies, whatever
+  // the operator's shell had) reaches native code; these suffice for
+  // ordinary libraries. HOME and TMPDIR name the worker's private /tmp.
+  std::vector<std::string> env = {
+      "PATH=/usr/local/bin:/usr/bin:/bin",
+      "HOME=/tmp",
+      "TMPDIR=/tmp",
+  };
+  // Passed on when the daemon has them: the time zone, and the sanitizer
+  // runtimes' options (they configure the worker binary itself).
+  for (const char* name : {"TZ", "ASAN_OPTIONS", "UBSAN_OPTIONS",
+                           "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
+    const char* value = getenv(name);
+    if (value == nullptr) continue;
+    std::string variable = absl::StrCat(name, "=", value);
 #if defined(__SANITIZE_ADDRESS__)
     // LeakSanitizer's exit-time check clones a tracer, which the worker's
     // seccomp policy refuses: the worker would die of SIGSYS instead of
     // exiting. An ASAN_OPTIONS asking for it (as the asan preset's does)
     // would override the worker's own default, so turn it off here.
-    if (absl::StartsWith(variable, "ASAN_OPTIONS=")) {
-      env.push_back(absl::StrCat(variable, ":detect_leaks=0"));
-      continue;
+    if (absl::string_view(name) == "ASAN_OPTIONS") {
+      absl::StrAppend(&variable, ":detect_leaks=0");
     }
 #endif
-    env.emplace_back(variable);
+    env.push_back(std::move(variable));
   }
   return env;
 }

@@ -4,9 +4,9 @@
 // Get() starts the zygote for a worker executable on first use (and again
 // if it died) with posix_spawn on one long-lived internal thread: the
 // zygote arms PR_SET_PDEATHSIG, which fires when the spawning *thread*
-// exits, and gRPC retires idle threads. The zygote gets the daemon's
-// environment minus LD_LIBRARY_PATH and LD_PRELOAD (library resolution is
-// the daemon's business), default signal dispositions, an empty signal
+// exits, and gRPC retires idle threads. The zygote gets a minimal
+// environment (WorkerEnvironment(): not the daemon's), default signal
+// dispositions, an empty signal
 // mask and its own process group (so a Ctrl-C meant for the daemon does
 // not kill it before the daemon can stop its workers).
 //
@@ -113,9 +113,12 @@ class Zygote {
 // exits.
 void RunOnSpawnThread(const std::function<void()>& job);
 
-// The daemon's environment minus LD_LIBRARY_PATH and LD_PRELOAD (and, in
-// AddressSanitizer builds, with LeakSanitizer off: its exit-time tracer is
-// refused by the worker's seccomp policy).
+// The zygote's (and so every worker's) environment: PATH=/usr/local/bin:
+// /usr/bin:/bin, HOME=/tmp, TMPDIR=/tmp, plus TZ, ASAN_OPTIONS,
+// UBSAN_OPTIONS, LSAN_OPTIONS and TSAN_OPTIONS when the daemon has them
+// (ASAN_OPTIONS with LeakSanitizer off in AddressSanitizer builds: its
+// exit-time tracer is refused by the worker's seccomp policy). Nothing else
+// of the daemon's environment.
 std::vector<std::string> WorkerEnvironment();
 
 }  // namespace ffid::server

@@ -105,6 +105,10 @@ absl::Status Daemon::Spawn() {
     argv.push_back(glob);
   }
   for (const std::string& flag : options_.extra_flags) argv.push_back(flag);
+  if (!options_.command_prefix.empty()) {
+    argv.insert(argv.begin(), options_.command_prefix.begin(),
+                options_.command_prefix.end());
+  }
 
   int err_pipe[2];
   if (pipe2(err_pipe, O_CLOEXEC) != 0) {
@@ -134,8 +138,10 @@ absl::Status Daemon::Spawn() {
   for (std::string& entry : env) env_pointers.push_back(entry.data());
   env_pointers.push_back(nullptr);
   pid_t pid = 0;
-  const int spawn_error = posix_spawn(&pid, argv[0].c_str(), &actions, nullptr,
-                                      arg_pointers.data(), env_pointers.data());
+  // posix_spawnp: a command prefix is looked up on PATH ("unshare").
+  const int spawn_error = posix_spawnp(&pid, argv[0].c_str(), &actions,
+                                       nullptr, arg_pointers.data(),
+                                       env_pointers.data());
   posix_spawn_file_actions_destroy(&actions);
   close(err_pipe[1]);
   if (spawn_error != 0) {

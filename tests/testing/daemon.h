@@ -48,6 +48,10 @@ struct DaemonOptions {
   std::vector<std::string> allow_library;
   // Extra command-line flags.
   std::vector<std::string> extra_flags;
+  // A command that runs the daemon: its arguments come first, then the
+  // daemon's command line ({"unshare", "--user", ..., "--"}). It must end
+  // in exec'ing the daemon, so that pid() is the daemon's.
+  std::vector<std::string> command_prefix;
   // The --listen address; empty means unix:<temp dir>/ffid.sock.
   std::string listen;
   // Start without --listen, so the daemon picks its default address (with

@@ -18,6 +18,10 @@
 //   next_call      - the first fx_add after that restart.
 //   crash_detect   - a Call of ff_null_deref on a NEVER session: crash
 //                    detection and report alone.
+//   *_nospare      - the same on a daemon whose zygote keeps no spare
+//                    workers (FFID_ZYGOTE_SPARES=0): each worker is a clone
+//                    into new namespaces plus its sandbox set-up, as before
+//                    spares existed.
 // Daemons are started with the test harness (tests/testing/daemon.h) and
 // stopped at the end.
 #include <spawn.h>
@@ -44,6 +48,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 constexpr int kWarmup = 10;
 constexpr int kRounds = 200;
+constexpr int kCrashRounds = 20;
 
 struct Figure {
   std::string name;
@@ -70,6 +75,12 @@ Figure Measure(const std::string& name, int rounds,
   return figure;
 }
 
+Figure SortedFigure(std::string name, std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return Figure{std::move(name), samples[samples.size() / 2],
+                samples[samples.size() - 1]};
+}
+
 std::unique_ptr<client::Client> ConnectTo(const testing::Daemon& daemon) {
   absl::StatusOr<std::unique_ptr<client::Client>> client =
       client::Client::Connect(daemon.address());
@@ -90,6 +101,61 @@ Figure CreateDelete(const std::string& name, client::Client& client) {
   });
 }
 
+// crash_restart and next_call (see above) on a RESTART session of
+// `client`'s daemon, plus call.
+bool MeasureRestart(client::Client& client, const std::string& suffix,
+                    Figure* call_figure, Figure* restart, Figure* next_call) {
+  client::SessionOptions options;
+  options.restart_policy = v1::RESTART_POLICY_RESTART;
+  absl::StatusOr<std::unique_ptr<client::Session>> session =
+      client.CreateSession(options);
+  if (!session.ok()) return false;
+  absl::StatusOr<client::Library> fixture =
+      (*session)->LoadLibrary(testing::FixturePath());
+  if (!fixture.ok()) return false;
+  absl::StatusOr<client::Function> add =
+      (*session)->ResolveFunction(*fixture, "int fx_add(int a, int b)");
+  absl::StatusOr<client::Function> crash =
+      (*session)->ResolveFunction(*fixture, "void ff_null_deref(void)");
+  if (!add.ok() || !crash.ok()) return false;
+  if (call_figure != nullptr) {
+    *call_figure = Measure("call", kRounds, [&] {
+      return (*session)
+          ->Call(*add, {client::MakeInt(1), client::MakeInt(2)})
+          .ok();
+    });
+  }
+  // Each crash must come at least a second after the previous restart, or
+  // the session counts it towards a crash loop and backs off.
+  std::vector<double> restart_samples;
+  std::vector<double> next_samples;
+  for (int i = 0; i < kCrashRounds; ++i) {
+    absl::SleepFor(absl::Milliseconds(1100));
+    auto start = Clock::now();
+    absl::StatusOr<v1::CallResponse> crashed = (*session)->Call(*crash, {});
+    auto restarted = Clock::now();
+    if (crashed.ok() ||
+        std::string(crashed.status().message()).find("was restarted") ==
+            std::string::npos) {
+      std::fprintf(stderr, "no restart: %s\n",
+                   crashed.status().ToString().c_str());
+      return false;
+    }
+    if (!(*session)->Call(*add, {client::MakeInt(1), client::MakeInt(2)}).ok()) {
+      return false;
+    }
+    auto next = Clock::now();
+    restart_samples.push_back(
+        std::chrono::duration<double, std::micro>(restarted - start).count());
+    next_samples.push_back(
+        std::chrono::duration<double, std::micro>(next - restarted).count());
+  }
+  *restart = SortedFigure("crash_restart" + suffix, restart_samples);
+  *next_call = SortedFigure("next_call" + suffix, next_samples);
+  (void)(*session)->Delete();
+  return true;
+}
+
 int Run() {
   Figure spawn = Measure("spawn_true", kRounds, [] {
     pid_t pid;
@@ -108,65 +174,37 @@ int Run() {
       testing::Daemon::Start(plain_options);
   absl::StatusOr<std::unique_ptr<testing::Daemon>> sandboxed =
       testing::Daemon::Start();
-  if (!plain.ok() || !sandboxed.ok()) {
+  // The same without the zygote's spare workers: every worker a clone
+  // into new namespaces plus its sandbox set-up.
+  testing::DaemonOptions cold_options;
+  cold_options.environment["FFID_ZYGOTE_SPARES"] = "0";
+  absl::StatusOr<std::unique_ptr<testing::Daemon>> cold =
+      testing::Daemon::Start(cold_options);
+  if (!plain.ok() || !sandboxed.ok() || !cold.ok()) {
     std::fprintf(stderr, "cannot start the daemons\n");
     return 1;
   }
   std::unique_ptr<client::Client> plain_client = ConnectTo(**plain);
   std::unique_ptr<client::Client> client = ConnectTo(**sandboxed);
+  std::unique_ptr<client::Client> cold_client = ConnectTo(**cold);
   Figure create_plain = CreateDelete("create_plain", *plain_client);
   Figure create_sandbox = CreateDelete("create_sandbox", *client);
+  Figure create_sandbox_cold =
+      CreateDelete("create_sandbox_nospare", *cold_client);
 
-  client::SessionOptions options;
-  options.restart_policy = v1::RESTART_POLICY_RESTART;
-  absl::StatusOr<std::unique_ptr<client::Session>> session =
-      client->CreateSession(options);
-  if (!session.ok()) return 1;
-  absl::StatusOr<client::Library> fixture =
-      (*session)->LoadLibrary(testing::FixturePath());
-  absl::StatusOr<client::Function> add =
-      (*session)->ResolveFunction(*fixture, "int fx_add(int a, int b)");
-  absl::StatusOr<client::Function> crash =
-      (*session)->ResolveFunction(*fixture, "void ff_null_deref(void)");
-  if (!add.ok() || !crash.ok()) return 1;
-  Figure call = Measure("call", kRounds, [&] {
-    return (*session)->Call(*add, {client::MakeInt(1), client::MakeInt(2)}).ok();
-  });
-  // Each crash must come at least a second after the previous restart, or
-  // the session counts it towards a crash loop and backs off.
-  const int crash_rounds = 20;
-  std::vector<double> restart_samples;
-  std::vector<double> next_samples;
-  for (int i = 0; i < crash_rounds; ++i) {
-    absl::SleepFor(absl::Milliseconds(1100));
-    auto start = Clock::now();
-    absl::StatusOr<v1::CallResponse> crashed = (*session)->Call(*crash, {});
-    auto restarted = Clock::now();
-    if (crashed.ok() ||
-        std::string(crashed.status().message()).find("was restarted") ==
-            std::string::npos) {
-      std::fprintf(stderr, "no restart: %s\n",
-                   crashed.status().ToString().c_str());
-      return 1;
-    }
-    if (!(*session)->Call(*add, {client::MakeInt(1), client::MakeInt(2)}).ok()) {
-      return 1;
-    }
-    auto next = Clock::now();
-    restart_samples.push_back(
-        std::chrono::duration<double, std::micro>(restarted - start).count());
-    next_samples.push_back(
-        std::chrono::duration<double, std::micro>(next - restarted).count());
+  Figure call;
+  Figure crash_restart;
+  Figure next_call;
+  Figure crash_restart_cold;
+  Figure next_call_cold;
+  if (!MeasureRestart(*client, "", &call, &crash_restart, &next_call) ||
+      !MeasureRestart(*cold_client, "_nospare", nullptr, &crash_restart_cold,
+                      &next_call_cold)) {
+    return 1;
   }
-  auto figure = [](std::string name, std::vector<double> samples) {
-    std::sort(samples.begin(), samples.end());
-    return Figure{std::move(name), samples[samples.size() / 2],
-                  samples[samples.size() - 1]};
-  };
-  Figure crash_restart = figure("crash_restart", restart_samples);
   // A crash without restart (NEVER session): detection and report only.
   std::vector<double> detect_samples;
-  for (int i = 0; i < crash_rounds; ++i) {
+  for (int i = 0; i < kCrashRounds; ++i) {
     absl::StatusOr<std::unique_ptr<client::Session>> victim =
         client->CreateSession();
     if (!victim.ok()) return 1;
@@ -181,17 +219,18 @@ int Run() {
     detect_samples.push_back(
         std::chrono::duration<double, std::micro>(Clock::now() - start).count());
   }
-  Figure crash_detect = figure("crash_detect", detect_samples);
-  Figure next_call = figure("next_call", next_samples);
+  Figure crash_detect = SortedFigure("crash_detect", detect_samples);
 
-  std::printf("\n%-16s | %12s | %12s\n", "figure", "median us", "p99 us");
-  for (const Figure& f : {spawn, create_plain, create_sandbox, call,
-                          crash_detect, crash_restart, next_call}) {
-    std::printf("%-16s | %12.1f | %12.1f\n", f.name.c_str(), f.median_us,
+  std::printf("\n%-24s | %12s | %12s\n", "figure", "median us", "p99 us");
+  for (const Figure& f : {spawn, create_plain, create_sandbox,
+                          create_sandbox_cold, call, crash_detect,
+                          crash_restart, next_call, crash_restart_cold,
+                          next_call_cold}) {
+    std::printf("%-24s | %12.1f | %12.1f\n", f.name.c_str(), f.median_us,
                 f.p99_us);
   }
   std::printf("\n(crash_restart and next_call: %d crashes, p99 column = max)\n",
-              crash_rounds);
+              kCrashRounds);
   std::printf("create_sandbox / spawn_true   = %.1fx\n",
               create_sandbox.median_us / spawn.median_us);
   std::printf("create_sandbox / create_plain = %.2fx\n",
@@ -199,7 +238,8 @@ int Run() {
   std::printf("crash_restart / call          = %.1fx  (target: restart < 10 ms: %s)\n",
               crash_restart.median_us / call.median_us,
               crash_restart.median_us < 10000 ? "met" : "NOT met");
-  (void)(*session)->Delete();
+  std::printf("crash_restart_nospare / crash_restart = %.2fx\n",
+              crash_restart_cold.median_us / crash_restart.median_us);
   return 0;
 }
 

@@ -386,7 +386,7 @@ absl::StatusOr<CallResult> PreparedFunction::Call(
 template <typename Arguments, typename Types>
 absl::StatusOr<CallResult> PreparedFunction::CallWith(
     const Arguments& arguments, const Types& variadic_types,
-    PointerResolver& resolver, const CallOptions& /*options*/) const {
+    PointerResolver& resolver, const CallOptions& options) const {
   const size_t fixed = parameter_types_.size();
   const size_t argument_count = static_cast<size_t>(arguments.size());
   const size_t variadic_count = static_cast<size_t>(variadic_types.size());
@@ -542,12 +542,10 @@ absl::StatusOr<CallResult> PreparedFunction::CallWith(
 
   void* return_value = ArgumentSlot(*return_type_, arena);
   CallResult result;
-  // errno is read either way (not only for options.capture_errno): the
-  // worker looks at it to tell a call that ran into a resource limit.
-  errno = 0;
+  if (options.capture_errno) errno = 0;
   ffi_call(cif, address_, return_value,
            sources != nullptr ? split_values.data() : values.data());
-  result.errno_value = errno;
+  if (options.capture_errno) result.errno_value = errno;
 
   if (!return_type_->is_void()) {
     result.has_result = true;

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "ffi/errors.h"
 #include "server/log.h"
@@ -94,6 +95,18 @@ std::map<std::string, std::shared_ptr<Zygote>>& Zygotes() {
   return *zygotes;
 }
 
+// How many policies the zygote keeps a spare worker for:
+// FFID_ZYGOTE_SPARES from the daemon's environment (0 turns spares off, for
+// comparisons and tight memory), else worker::kMaxSpares.
+size_t SpareCount() {
+  const char* value = getenv("FFID_ZYGOTE_SPARES");
+  size_t count = 0;
+  if (value == nullptr || !absl::SimpleAtoi(value, &count) || count > 64) {
+    return worker::kMaxSpares;
+  }
+  return count;
+}
+
 }  // namespace
 
 void RunOnSpawnThread(const std::function<void()>& job) {
@@ -165,6 +178,7 @@ absl::StatusOr<std::shared_ptr<Zygote>> Zygote::Get(
       // Lets the zygote notice a daemon that died before its
       // PR_SET_PDEATHSIG took effect.
       absl::StrCat("--parent-pid=", getpid()),
+      absl::StrCat("--spares=", SpareCount()),
       // Last, so that a worker can rewrite it in place ("--worker").
       "--zygote"};
   std::vector<std::string> env = WorkerEnvironment();

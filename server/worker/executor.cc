@@ -670,7 +670,9 @@ absl::StatusOr<v1::CallResponse> Executor::Call(
         FindDestructor(request.result_destructor(), library).status());
   }
   ffi::CallOptions options;
-  options.capture_errno = request.capture_errno();
+  // Always: errno tells a call that ran into a resource limit
+  // (LimitReached); the response carries it only when the client asked.
+  options.capture_errno = true;
   CallScope scope(*this);
   absl::StatusOr<ffi::CallResult> called =
       function->Call(request.arguments(), request.variadic_types(),

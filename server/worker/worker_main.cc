@@ -65,7 +65,8 @@ constexpr char kUsage[] =
     "  --crash-fd=M       write crash reports to this inherited pipe\n"
     "  --policy=HEX       the sandbox to enter (a serialized WorkerPolicy)\n"
     "  --zygote           serve the SOCK_SEQPACKET socket --control-fd=N as\n"
-    "                     the daemon's zygote: fork a worker per request\n";
+    "                     the daemon's zygote: fork a worker per request\n"
+    "  --spares=N         (zygote) keep a spare worker for up to N policies\n";
 
 struct Options {
   int channel_fd = -1;
@@ -76,6 +77,8 @@ struct Options {
   // --zygote: control_fd is the daemon's socket, no channel.
   bool zygote = false;
   int control_fd = -1;
+  // --spares=N: how many policies the zygote keeps a spare worker for.
+  size_t spares = kMaxSpares;
 };
 
 [[noreturn]] void UsageError(const std::string& message) {
@@ -112,7 +115,8 @@ Options ParseArgs(int argc, char** argv) {
       value = std::string(arg.substr(eq + 1));
     } else if (arg == "--channel-fd" || arg == "--session-tag" ||
                arg == "--parent-pid" || arg == "--crash-fd" ||
-               arg == "--policy" || arg == "--control-fd") {
+               arg == "--policy" || arg == "--control-fd" ||
+               arg == "--spares") {
       if (i + 1 >= argc) UsageError(std::string(arg) + " needs a value");
       value = argv[++i];
     }
@@ -128,6 +132,11 @@ Options ParseArgs(int argc, char** argv) {
           options.control_fd < 0 || ::fcntl(options.control_fd, F_GETFD) < 0) {
         UsageError("--control-fd must be an open file descriptor, got '" +
                    value + "'");
+      }
+    } else if (name == "--spares") {
+      if (!absl::SimpleAtoi(value, &options.spares) || options.spares > 64) {
+        UsageError("--spares must be a number from 0 to 64, got '" + value +
+                   "'");
       }
     } else if (name == "--session-tag") {
       if (!IsSessionTag(value)) {
@@ -331,7 +340,8 @@ int RunAsZygote(Options& options, int argc, char** argv) {
   HardenProcess();
   CloseOtherFds(options.control_fd, -1);
   Warm();
-  return RunZygote(options.control_fd, [&](const ZygoteChild& cloned) {
+  return RunZygote(options.control_fd, options.spares,
+                   [&](const ZygoteChild& cloned) {
     ZygoteChild child = cloned;
     // `ps` tells workers (and spares) from the zygote: rewrite "--zygote"
     // in place.

@@ -202,9 +202,11 @@ struct Spare {
 // The zygote's state; only its one thread touches it.
 class ZygoteLoop {
  public:
-  ZygoteLoop(int control_fd,
+  ZygoteLoop(int control_fd, size_t max_spares,
              const std::function<int(const ZygoteChild&)>& run_worker)
-      : control_fd_(control_fd), run_worker_(run_worker) {}
+      : control_fd_(control_fd),
+        max_spares_(max_spares),
+        run_worker_(run_worker) {}
 
   int Run();
 
@@ -224,6 +226,7 @@ class ZygoteLoop {
   void LeaveZygote();
 
   const int control_fd_;
+  const size_t max_spares_;
   const std::function<int(const ZygoteChild&)>& run_worker_;
   pid_t* tid_field_ = nullptr;
   sigset_t child_signal_;
@@ -286,12 +289,13 @@ pid_t ZygoteLoop::UseSpare(const std::string& key,
 
 void ZygoteLoop::StartSpare(const std::string& key,
                             const WorkerPolicy& policy) {
+  if (max_spares_ == 0) return;
   auto existing = spares_.find(key);
   if (existing != spares_.end()) {
     existing->second.used = requests_;
     return;
   }
-  if (spares_.size() >= kMaxSpares) {
+  if (spares_.size() >= max_spares_) {
     auto oldest = spares_.begin();
     for (auto it = spares_.begin(); it != spares_.end(); ++it) {
       if (it->second.used < oldest->second.used) oldest = it;
@@ -413,9 +417,9 @@ int ZygoteLoop::Run() {
 
 }  // namespace
 
-int RunZygote(int control_fd,
+int RunZygote(int control_fd, size_t max_spares,
               const std::function<int(const ZygoteChild&)>& run_worker) {
-  ZygoteLoop loop(control_fd, run_worker);
+  ZygoteLoop loop(control_fd, max_spares, run_worker);
   return loop.Run();
 }
 

@@ -18,8 +18,8 @@
 // returns to the loop.
 //
 // Spares: after serving a request, the zygote clones one spare worker for
-// that request's policy (at most kMaxSpares policies, the least recently
-// used dropped). A spare enters its namespaces and sandbox at once, then
+// that request's policy (at most `max_spares` policies, kMaxSpares unless
+// the daemon says otherwise; the least recently used dropped; 0: none). A spare enters its namespaces and sandbox at once, then
 // waits on a socket of its own for its session: the next request with the
 // same policy hands it the descriptors and the session tag (SCM_RIGHTS)
 // instead of cloning, so starting or restarting a worker costs a message
@@ -71,13 +71,13 @@ struct ZygoteChild {
 // went away first (the spare then just exits).
 [[nodiscard]] bool AwaitAssignment(ZygoteChild& child);
 
-// How many policies the zygote keeps a spare worker for.
+// How many policies the zygote keeps a spare worker for, by default.
 inline constexpr size_t kMaxSpares = 4;
 
-// Serves requests on `control_fd` until the daemon closes it; returns the
-// zygote's exit status. `run_worker` runs in each child, which exits with
-// its result.
-int RunZygote(int control_fd,
+// Serves requests on `control_fd` until the daemon closes it, keeping
+// spares for up to `max_spares` policies; returns the zygote's exit status.
+// `run_worker` runs in each child (and spare), which exits with its result.
+int RunZygote(int control_fd, size_t max_spares,
               const std::function<int(const ZygoteChild&)>& run_worker);
 
 // The longest message either side sends.

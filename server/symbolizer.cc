@@ -6,8 +6,11 @@
 
 #include <cstdlib>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace ffid::server {
 namespace {
@@ -31,6 +34,20 @@ std::string Demangle(const char* name) {
   std::string result(demangled);
   std::free(demangled);
   return result;
+}
+
+// `path` (absolute) without "." and ".." components.
+std::string Normalize(const std::string& path) {
+  std::vector<absl::string_view> parts;
+  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    if (part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  return absl::StrCat("/", absl::StrJoin(parts, "/"));
 }
 
 }  // namespace
@@ -127,6 +144,12 @@ FrameSymbol Symbolizer::Symbolize(const RawFrame& frame) {
         dwfl_lineinfo(line, nullptr, &number, nullptr, nullptr, nullptr);
     if (file != nullptr && number > 0) {
       symbol.file = file;
+      // Relative to the compilation directory (ccache's base_dir, say).
+      const char* directory = dwfl_line_comp_dir(line);
+      if (symbol.file[0] != '/' && directory != nullptr &&
+          directory[0] == '/') {
+        symbol.file = Normalize(absl::StrCat(directory, "/", symbol.file));
+      }
       symbol.line = number;
     }
   }

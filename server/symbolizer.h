@@ -44,7 +44,8 @@ struct FrameSymbol {
   std::string function;
   // The address's offset from the start of `function`.
   uint64_t offset = 0;
-  // The source file and line, when DWARF line information covers it.
+  // The source file (absolute when the compilation directory is known)
+  // and line, when DWARF line information covers it.
   std::string file;
   int line = 0;
 };

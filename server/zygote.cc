@@ -178,7 +178,7 @@ absl::StatusOr<std::shared_ptr<Zygote>> Zygote::Get(
       // Lets the zygote notice a daemon that died before its
       // PR_SET_PDEATHSIG took effect.
       absl::StrCat("--parent-pid=", getpid()),
-      absl::StrCat("--spares=", SpareCount()),
+      absl::StrCat("--max-spares=", SpareCount()),
       // Last, so that a worker can rewrite it in place ("--worker").
       "--zygote"};
   std::vector<std::string> env = WorkerEnvironment();

@@ -82,7 +82,10 @@ std::vector<pid_t> WorkersOf(pid_t daemon, bool spares = false) {
     close(fd);
     if (cmdline.find("ffid-worker") == std::string::npos) continue;
     if (cmdline.find("--zygote") != std::string::npos) continue;
-    if ((cmdline.find("--spare") != std::string::npos) != spares) continue;
+    // A whole argument ("--max-spares=N" is on every command line).
+    const bool spare =
+        cmdline.find(std::string("\0--spare\0", 9)) != std::string::npos;
+    if (spare != spares) continue;
     for (absl::string_view arg : absl::StrSplit(cmdline, '\0')) {
       if (arg == parent) pids.push_back(pid);
     }

@@ -66,16 +66,19 @@ bool IsSpare(pid_t pid) {
     cmdline.append(buffer, static_cast<size_t>(n));
   }
   close(fd);
-  return cmdline.find("--spare") != std::string::npos;
+  // A whole argument: the zygote's (and so a worker's) command line also
+  // holds --max-spares=N.
+  return cmdline.find(std::string("\0--spare\0", 9)) != std::string::npos;
 }
 
-// The daemon's workers: the children of its zygote, its only child, but
-// the zygote's spares.
-std::set<pid_t> WorkersOf(pid_t daemon) {
+// The daemon's workers: the children of its zygote, its only child; with
+// `skip_spares`, not the spares still waiting for a session (a spare just
+// handed out says "--spare" until it has read its session).
+std::set<pid_t> WorkersOf(pid_t daemon, bool skip_spares = false) {
   std::set<pid_t> workers;
   for (pid_t zygote : ChildrenOf(daemon)) {
     for (pid_t worker : ChildrenOf(zygote)) {
-      if (!IsSpare(worker)) workers.insert(worker);
+      if (!skip_spares || !IsSpare(worker)) workers.insert(worker);
     }
   }
   return workers;
@@ -235,7 +238,7 @@ TEST_F(SessionsTest, ClientThatDisconnectsLosesItsSession) {
 }
 
 TEST_F(SessionsTest, ClientProcessKilledMidCallLosesItsSession) {
-  const std::set<pid_t> before = WorkersOf(daemon().pid());
+  const std::set<pid_t> before = WorkersOf(daemon().pid(), true);
   std::vector<std::string> argv = {
       FfictlPath(), "--address", daemon().address(), "call", FixturePath(),
       "void fx_sleep_ms(int ms)", "30000"};
@@ -254,7 +257,7 @@ TEST_F(SessionsTest, ClientProcessKilledMidCallLosesItsSession) {
   pid_t worker = 0;
   const absl::Time deadline = absl::Now() + absl::Seconds(20);
   while (worker == 0 && absl::Now() < deadline) {
-    for (pid_t child : WorkersOf(daemon().pid())) {
+    for (pid_t child : WorkersOf(daemon().pid(), true)) {
       if (before.count(child) == 0) worker = child;
     }
     absl::SleepFor(absl::Milliseconds(10));

@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 
+#include <algorithm>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -19,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "clients/cpp/ffid/client.h"
 #include "clients/cpp/ffid/values.h"
 #include "gmock/gmock.h"
@@ -63,7 +65,7 @@ pid_t ParentOf(pid_t pid) {
 
 std::string CommandLine(pid_t pid) { return ProcFile(pid, "cmdline"); }
 
-// The children of `parent` whose command line holds `marker`.
+// The children of `parent` with the argument `marker` ("--spare").
 std::vector<pid_t> ChildrenOf(pid_t parent, const std::string& marker) {
   std::vector<pid_t> pids;
   DIR* proc = opendir("/proc");
@@ -72,7 +74,10 @@ std::vector<pid_t> ChildrenOf(pid_t parent, const std::string& marker) {
     pid_t pid;
     if (!absl::SimpleAtoi(entry->d_name, &pid)) continue;
     if (ParentOf(pid) != parent) continue;
-    if (absl::StrContains(CommandLine(pid), marker)) pids.push_back(pid);
+    std::vector<std::string> args = absl::StrSplit(CommandLine(pid), '\0');
+    if (std::find(args.begin(), args.end(), marker) != args.end()) {
+      pids.push_back(pid);
+    }
   }
   closedir(proc);
   return pids;

@@ -66,7 +66,7 @@ constexpr char kUsage[] =
     "  --policy=HEX       the sandbox to enter (a serialized WorkerPolicy)\n"
     "  --zygote           serve the SOCK_SEQPACKET socket --control-fd=N as\n"
     "                     the daemon's zygote: fork a worker per request\n"
-    "  --spares=N         (zygote) keep a spare worker for up to N policies\n";
+    "  --max-spares=N     (zygote) keep a spare worker for up to N policies\n";
 
 struct Options {
   int channel_fd = -1;
@@ -77,7 +77,7 @@ struct Options {
   // --zygote: control_fd is the daemon's socket, no channel.
   bool zygote = false;
   int control_fd = -1;
-  // --spares=N: how many policies the zygote keeps a spare worker for.
+  // --max-spares=N: how many policies the zygote keeps a spare worker for.
   size_t spares = kMaxSpares;
 };
 
@@ -116,7 +116,7 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--channel-fd" || arg == "--session-tag" ||
                arg == "--parent-pid" || arg == "--crash-fd" ||
                arg == "--policy" || arg == "--control-fd" ||
-               arg == "--spares") {
+               arg == "--max-spares") {
       if (i + 1 >= argc) UsageError(std::string(arg) + " needs a value");
       value = argv[++i];
     }
@@ -133,9 +133,9 @@ Options ParseArgs(int argc, char** argv) {
         UsageError("--control-fd must be an open file descriptor, got '" +
                    value + "'");
       }
-    } else if (name == "--spares") {
+    } else if (name == "--max-spares") {
       if (!absl::SimpleAtoi(value, &options.spares) || options.spares > 64) {
-        UsageError("--spares must be a number from 0 to 64, got '" + value +
+        UsageError("--max-spares must be a number from 0 to 64, got '" + value +
                    "'");
       }
     } else if (name == "--session-tag") {

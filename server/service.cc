@@ -550,9 +550,9 @@ FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
 grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
                                        const v1::GetServerInfoRequest* request,
                                        v1::GetServerInfoResponse* response) {
-  if (absl::StatusOr<Caller> caller = Admit(*context, false); !caller.ok()) {
-    return ToGrpcStatus(caller.status());
-  }
+  absl::StatusOr<Caller> caller = Admit(*context, false);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  response->set_principal(caller->principal);
   const PolicyOptions& policy = options_.policy;
   *response->mutable_sandbox() = policy.available;
   if (!policy.sandbox) {

@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -30,33 +29,38 @@ func DefaultAddress() string {
 // Client is a connection to one ffid daemon, on which sessions are made.
 // It is safe for concurrent use.
 type Client struct {
-	conn *grpc.ClientConn
-	rpc  ffidpb.FfiClient
+	conn       *grpc.ClientConn
+	rpc        ffidpb.FfiClient
+	connection *connection
 }
 
 // Option configures Dial, NewClient or Client.NewSession. Connection
-// options (WithTransportCredentials, WithDialOptions) matter to Dial and
-// NewClient, session options (the others) to Dial and NewSession; each call
-// ignores the rest.
+// options (WithToken, WithTokenFile, WithTLS, WithClientCertificate,
+// WithInsecure, WithoutEnvironment, WithTransportCredentials,
+// WithDialOptions) matter to Dial and NewClient, session options (the
+// others) to Dial and NewSession; each call ignores the rest.
 type Option func(*config)
 
 type config struct {
-	creds       credentials.TransportCredentials
-	dialOptions []grpc.DialOption
-	session     *ffidpb.CreateSessionRequest
+	creds        credentials.TransportCredentials
+	auth         auth
+	tlsRequested bool
+	dialOptions  []grpc.DialOption
+	session      *ffidpb.CreateSessionRequest
 }
 
 func newConfig(options []Option) *config {
-	c := &config{creds: insecure.NewCredentials(), session: &ffidpb.CreateSessionRequest{}}
+	c := &config{session: &ffidpb.CreateSessionRequest{}}
 	for _, option := range options {
 		option(c)
 	}
 	return c
 }
 
-// WithTransportCredentials sets the connection's credentials (TLS for a TCP
-// daemon). The default is a plaintext connection, as on the daemon's unix
-// socket.
+// WithTransportCredentials sets the connection's transport credentials
+// outright (a custom tls.Config, say), instead of WithTLS,
+// WithClientCertificate or WithInsecure and their environment variables.
+// The default: plaintext on the daemon's unix socket, TLS on TCP.
 func WithTransportCredentials(creds credentials.TransportCredentials) Option {
 	return func(c *config) { c.creds = creds }
 }
@@ -68,21 +72,28 @@ func WithDialOptions(options ...grpc.DialOption) Option {
 }
 
 // NewClient connects to the daemon at address ("unix:/path/to/socket" or
-// "host:port"; "" means DefaultAddress()). The connection is made lazily;
-// the first request fails with ErrUnavailable if the daemon cannot be
-// reached. Close the client when done.
+// "host:port"; "" means DefaultAddress()), with TLS on TCP unless
+// WithInsecure, and the token and certificates the options (or the
+// FFID_* environment variables, see WithToken) give. The connection is
+// made lazily; the first request fails with ErrUnavailable, saying what to
+// check, if the daemon cannot be reached or the TLS handshake fails.
+// Contradictory or unreadable settings fail here with ErrInvalidRequest.
+// Close the client when done.
 func NewClient(address string, options ...Option) (*Client, error) {
 	if address == "" {
 		address = DefaultAddress()
 	}
 	config := newConfig(options)
-	dialOptions := append([]grpc.DialOption{grpc.WithTransportCredentials(config.creds)},
-		config.dialOptions...)
+	connection, err := config.resolve(address)
+	if err != nil {
+		return nil, err
+	}
+	dialOptions := append(connection.dialOptions(), config.dialOptions...)
 	conn, err := grpc.NewClient(address, dialOptions...)
 	if err != nil {
 		return nil, clientError(ReasonUnavailable, codes.Unavailable, "cannot connect to %s: %v", address, err)
 	}
-	return &Client{conn: conn, rpc: ffidpb.NewFfiClient(conn)}, nil
+	return &Client{conn: conn, rpc: ffidpb.NewFfiClient(conn), connection: connection}, nil
 }
 
 // Close closes the connection. Sessions made on it end with it (the daemon
@@ -93,10 +104,11 @@ func (c *Client) Close() error { return c.conn.Close() }
 // (Batch, ResolveVariable, Adopt, ...).
 func (c *Client) RPC() ffidpb.FfiClient { return c.rpc }
 
-// ServerInfo describes the daemon: its sandbox layers and limits.
+// ServerInfo describes the daemon: its sandbox layers and limits, and who
+// it takes this client to be (Principal: "token:NAME", "x509:CN", ...).
 func (c *Client) ServerInfo(ctx context.Context) (*ffidpb.GetServerInfoResponse, error) {
 	response, err := c.rpc.GetServerInfo(ctx, &ffidpb.GetServerInfoRequest{})
-	return response, fromRPC(err)
+	return response, c.connection.explain(fromRPC(err))
 }
 
 // RestartPolicy says what happens to a session when its worker dies.

@@ -59,7 +59,7 @@ var testDaemon *daemon
 
 func TestMain(m *testing.M) {
 	var err error
-	testDaemon, err = startDaemon()
+	testDaemon, err = startDaemon("")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cannot start ffid:", err)
 		os.Exit(1)
@@ -74,7 +74,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startDaemon() (*daemon, error) {
+// startDaemon starts ffid on a unix socket in a new directory, or on listen
+// (a host:port; the daemon's address is then the one it reports) with
+// flags added to its command line.
+func startDaemon(listen string, flags ...string) (*daemon, error) {
 	for _, path := range []string{ffidBin, workerBin, fixture, callbacksFixture} {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("%v (build first: cmake --build --preset default; or set FFID_BIN, "+
@@ -94,9 +97,13 @@ func startDaemon() (*daemon, error) {
 		}
 	}
 	args := []string{"--listen", d.address, "--worker-path", workerBin}
+	if listen != "" {
+		args[1] = listen
+	}
 	for _, glob := range append([]string{filepath.Dir(fixture) + "/*", d.allowedDir + "/*"}, systemLibraryGlobs...) {
 		args = append(args, "--allow-library", glob)
 	}
+	args = append(args, flags...)
 	log, err := os.Create(d.logPath)
 	if err != nil {
 		return nil, err
@@ -126,7 +133,13 @@ func startDaemon() (*daemon, error) {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		text, _ := os.ReadFile(d.logPath)
-		if _, err := os.Stat(socket); err == nil && strings.Contains(string(text), "ffid: listening on ") {
+		if listen != "" {
+			if _, after, found := strings.Cut(string(text), "ffid: listening on "); found &&
+				strings.Contains(after, "\n") {
+				d.address, _, _ = strings.Cut(after, "\n")
+				return d, nil
+			}
+		} else if _, err := os.Stat(socket); err == nil && strings.Contains(string(text), "ffid: listening on ") {
 			return d, nil
 		}
 		select {

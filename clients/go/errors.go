@@ -42,6 +42,19 @@ const (
 	ReasonBadAddress         Reason = "BAD_ADDRESS"
 	ReasonInternal           Reason = "INTERNAL"
 	ReasonMisalignedAccess   Reason = "MISALIGNED_ACCESS"
+	// Access control: no identity where one is required, or a bearer token
+	// the daemon does not know (codes.Unauthenticated).
+	ReasonUnauthenticated Reason = "UNAUTHENTICATED"
+	// The principal's policy refuses it everything.
+	ReasonPrincipalDenied Reason = "PRINCIPAL_DENIED"
+	// The principal's policy does not allow the symbol.
+	ReasonSymbolNotAllowed Reason = "SYMBOL_NOT_ALLOWED"
+	// The library's SHA-256 differs from its pin.
+	ReasonLibraryPinMismatch Reason = "LIBRARY_PIN_MISMATCH"
+	// The principal has as many sessions as its policy allows.
+	ReasonSessionQuota Reason = "SESSION_QUOTA"
+	// The principal makes more calls per second than its policy allows.
+	ReasonRateLimited Reason = "RATE_LIMITED"
 	// ReasonUnavailable: the daemon could not be reached (no server
 	// reason; gRPC's UNAVAILABLE).
 	ReasonUnavailable Reason = "UNAVAILABLE"
@@ -119,6 +132,12 @@ var (
 	ErrInternal           = &Error{Reason: ReasonInternal}
 	ErrMisalignedAccess   = &Error{Reason: ReasonMisalignedAccess}
 	ErrUnavailable        = &Error{Reason: ReasonUnavailable}
+	ErrUnauthenticated    = &Error{Reason: ReasonUnauthenticated}
+	ErrPrincipalDenied    = &Error{Reason: ReasonPrincipalDenied}
+	ErrSymbolNotAllowed   = &Error{Reason: ReasonSymbolNotAllowed}
+	ErrLibraryPinMismatch = &Error{Reason: ReasonLibraryPinMismatch}
+	ErrSessionQuota       = &Error{Reason: ReasonSessionQuota}
+	ErrRateLimited        = &Error{Reason: ReasonRateLimited}
 )
 
 // ReasonOf returns the Reason of err if it is (or wraps) an *Error, else "".

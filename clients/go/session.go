@@ -46,7 +46,7 @@ func (c *Client) NewSession(ctx context.Context, options ...Option) (*Session, e
 	request := newConfig(options).session
 	response, err := c.rpc.CreateSession(ctx, request)
 	if err != nil {
-		return nil, fromRPC(err)
+		return nil, c.connection.explain(fromRPC(err))
 	}
 	s := &Session{
 		client:     c,

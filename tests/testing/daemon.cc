@@ -300,6 +300,16 @@ std::string Daemon::Log() const {
   return log_;
 }
 
+std::string Daemon::ReportedAddress() const {
+  const std::string log = Log();
+  const size_t at = log.find(kListeningLine);
+  if (at == std::string::npos) return "";
+  const size_t start = at + kListeningLine.size();
+  const size_t end = log.find('\n', start);
+  if (end == std::string::npos) return "";
+  return log.substr(start, end - start);
+}
+
 bool WaitForProcessGone(pid_t pid, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   for (;;) {

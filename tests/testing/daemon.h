@@ -100,6 +100,10 @@ class Daemon {
   // Everything the daemon wrote to stderr so far.
   std::string Log() const;
 
+  // The address of the daemon's "listening on" line (text log format): for
+  // a --listen host:0, the port it picked. Empty before the line.
+  std::string ReportedAddress() const;
+
  private:
   Daemon() = default;
   [[nodiscard]] absl::Status Spawn();

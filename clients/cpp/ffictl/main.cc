@@ -1,7 +1,8 @@
 // ffictl: calls one function of a native library through the ffid daemon.
 //
-//   ffictl [--address ADDR] [--json] [--errno] [--repeat N] [--cdef FILE]
-//          call LIBRARY 'DECLARATION' [ARG...]
+//   ffictl [--address ADDR] [--token-file FILE] [--ca FILE]
+//          [--cert FILE --key FILE] [--insecure] [--json] [--errno]
+//          [--repeat N] [--cdef FILE] call LIBRARY 'DECLARATION' [ARG...]
 //
 //   ffictl [--address ADDR] health [SERVICE]
 //   ffictl [--address ADDR] info
@@ -91,10 +92,16 @@ int RunInfo(client::Client& connection) {
 }
 
 int Run(const Options& options) {
-  const std::string address =
-      options.address.empty() ? client::DefaultAddress() : options.address;
+  client::ConnectOptions connect;
+  connect.address = options.address;
+  connect.timeout = kConnectTimeout;
+  connect.token_file = options.token_file;
+  connect.ca_file = options.ca_file;
+  connect.cert_file = options.cert_file;
+  connect.key_file = options.key_file;
+  connect.insecure = options.insecure;
   absl::StatusOr<std::unique_ptr<client::Client>> connection =
-      client::Client::Connect(address, kConnectTimeout);
+      client::Client::Connect(connect);
   if (!connection.ok()) return Fail(connection.status());
   if (options.command == "health") return RunHealth(**connection, options);
   if (options.command == "info") return RunInfo(**connection);

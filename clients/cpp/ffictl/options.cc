@@ -50,6 +50,22 @@ absl::StatusOr<Options> ParseCommandLine(const std::vector<std::string>& args) {
         return absl::InvalidArgumentError("--address needs a non-empty value");
       }
       options.address = *value;
+    } else if (word == "--insecure") {
+      options.insecure = true;
+    } else if (is_option(word, "--token-file") || is_option(word, "--ca") ||
+               is_option(word, "--cert") || is_option(word, "--key")) {
+      const absl::string_view name = word.substr(0, word.find('='));
+      absl::StatusOr<std::string> value = take_value(name, word);
+      if (!value.ok()) return value.status();
+      if (value->empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, " needs a file name"));
+      }
+      std::string& field = name == "--token-file" ? options.token_file
+                           : name == "--ca"       ? options.ca_file
+                           : name == "--cert"     ? options.cert_file
+                                                  : options.key_file;
+      field = *value;
     } else if (is_option(word, "--repeat")) {
       absl::StatusOr<std::string> value = take_value("--repeat", word);
       if (!value.ok()) return value.status();
@@ -130,6 +146,15 @@ Options (before the command):
   --address ADDR  the daemon: unix:/path or host:port (default: $FFID_ADDRESS,
                   else unix:$XDG_RUNTIME_DIR/ffid/ffid.sock, else
                   unix:/tmp/ffid-$UID/ffid.sock)
+  --token-file FILE  send the bearer token in FILE (default: $FFID_TOKEN,
+                  else the file $FFID_TOKEN_FILE)
+  --ca FILE       TLS: the CA certificates (PEM) that signed the daemon's
+                  certificate (default: $FFID_CA, else the system's roots).
+                  A host:port address uses TLS unless --insecure is given
+  --cert FILE, --key FILE  mutual TLS: the client certificate chain and its
+                  private key, PEM (default: $FFID_CERT, $FFID_KEY)
+  --insecure      plaintext TCP, for a daemon started with --insecure
+                  (default: $FFID_INSECURE=1)
   --json          print {"result": ...} as JSON
   --errno         capture errno right after the call and print it
   --repeat N      call N times; print the result once and the round-trip

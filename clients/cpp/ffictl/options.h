@@ -14,7 +14,8 @@
 namespace ffid::ffictl {
 
 inline constexpr char kUsage[] =
-    "usage: ffictl [--address ADDR] [--json] [--errno] [--repeat N] "
+    "usage: ffictl [--address ADDR] [--token-file FILE] [--ca FILE] "
+    "[--cert FILE --key FILE] [--insecure] [--json] [--errno] [--repeat N] "
     "[--cdef FILE] call LIBRARY 'DECLARATION' [ARG...] | health [SERVICE] | "
     "info";
 
@@ -22,6 +23,14 @@ struct Options {
   // The daemon's address; empty means the default (FFID_ADDRESS, then the
   // daemon's default socket).
   std::string address;
+  // How to authenticate (clients/cpp/ffid/connection.h); empty/false means
+  // the environment's FFID_TOKEN(_FILE), FFID_CA, FFID_CERT, FFID_KEY,
+  // FFID_INSECURE.
+  std::string token_file;
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  bool insecure = false;
   bool json = false;
   bool capture_errno = false;
   // How many times to call (for measuring latency); the result is printed

@@ -46,6 +46,23 @@ TEST(ParseCommandLineTest, Options) {
   EXPECT_EQ(options->repeat, 3);
 }
 
+TEST(ParseCommandLineTest, AuthenticationOptions) {
+  absl::StatusOr<Options> options = ParseCommandLine(
+      {"--address", "db.example:7000", "--token-file", "/run/token",
+       "--ca=/etc/ffid/ca.pem", "--cert", "/c.pem", "--key=/c.key", "info"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->token_file, "/run/token");
+  EXPECT_EQ(options->ca_file, "/etc/ffid/ca.pem");
+  EXPECT_EQ(options->cert_file, "/c.pem");
+  EXPECT_EQ(options->key_file, "/c.key");
+  EXPECT_FALSE(options->insecure);
+  EXPECT_EQ(options->command, "info");
+  options = ParseCommandLine({"--insecure", "health"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->insecure);
+  EXPECT_TRUE(options->ca_file.empty());
+}
+
 TEST(ParseCommandLineTest, Help) {
   EXPECT_TRUE(ParseCommandLine({"--help"})->help);
   EXPECT_TRUE(ParseCommandLine({"-h"})->help);
@@ -68,6 +85,10 @@ TEST(ParseCommandLineTest, UsageErrors) {
            {{"call", "libm.so.6"}, "needs a LIBRARY"},
            {{"--address"}, "--address needs a value"},
            {{"--address="}, "non-empty"},
+           {{"--token-file"}, "--token-file needs a value"},
+           {{"--ca=", "info"}, "--ca needs a file name"},
+           {{"--key", "", "info"}, "--key needs a file name"},
+           {{"--insecure=yes", "info"}, "unknown option '--insecure=yes'"},
            {{"--repeat", "0", "call", "l", "d"}, "--repeat needs a count"},
            {{"--repeat=x", "call", "l", "d"}, "--repeat needs a count"},
        }) {

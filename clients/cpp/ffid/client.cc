@@ -36,16 +36,6 @@ void SetDuration(absl::Duration duration, google::protobuf::Duration& out) {
 
 }  // namespace
 
-std::string DefaultAddress() {
-  const char* address = std::getenv("FFID_ADDRESS");
-  if (address != nullptr && *address != '\0') return address;
-  const char* runtime_dir = std::getenv("XDG_RUNTIME_DIR");
-  if (runtime_dir != nullptr && *runtime_dir != '\0') {
-    return absl::StrCat("unix:", runtime_dir, "/ffid/ffid.sock");
-  }
-  return absl::StrCat("unix:/tmp/ffid-", getuid(), "/ffid.sock");
-}
-
 std::string ErrorReason(const absl::Status& status) {
   auto payload = status.GetPayload(kErrorInfoTypeUrl);
   if (!payload.has_value()) return "";
@@ -153,35 +143,49 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
   if (address.empty()) {
     return absl::InvalidArgumentError("the daemon's address is empty");
   }
-  if (absl::StartsWith(address, "unix:")) {
+  ConnectOptions options;
+  options.address = std::move(address);
+  options.timeout = timeout;
+  return Connect(options);
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Connect(
+    const ConnectOptions& options) {
+  absl::StatusOr<ResolvedConnection> resolved = ResolveConnectOptions(options);
+  if (!resolved.ok()) return resolved.status();
+  ResolvedConnection& connection = *resolved;
+  if (absl::StartsWith(connection.address, "unix:")) {
     // No socket file means no daemon: say so now instead of waiting out
     // the connect timeout.
-    const std::string path = address.substr(5);
+    const std::string path = connection.address.substr(5);
     struct stat info;
     if (stat(path.c_str(), &info) != 0) {
       return absl::UnavailableError(absl::StrCat(
-          "cannot connect to ffid at ", address, ": ", path,
+          "cannot connect to ffid at ", connection.address, ": ", path,
           " does not exist: is the daemon running? (start it with ffid, or "
           "set --address or FFID_ADDRESS)"));
     }
   }
-  grpc::ChannelArguments args;
-  // Read and Write move whole buffers in one message.
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
-  // Each Client owns its connection: gRPC's process-wide subchannel pool
-  // would otherwise hand a new Client the broken connection of an earlier
-  // one to a daemon that has since restarted.
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(
-      address, grpc::InsecureChannelCredentials(), args);
-  if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot connect to ffid at ", address, " within ",
-        absl::FormatDuration(timeout),
-        ": is the daemon running? (set --address or FFID_ADDRESS)"));
+  std::shared_ptr<grpc::Channel> channel = MakeChannel(connection);
+  if (!channel->WaitForConnected(
+          absl::ToChronoTime(absl::Now() + connection.timeout))) {
+    // gRPC's account of the last attempt (a refused connection, a failed
+    // TLS handshake): an RPC that does not wait for the connection fails
+    // at once with it.
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    v1::GetServerInfoRequest request;
+    v1::GetServerInfoResponse response;
+    grpc::Status probe =
+        v1::Ffi::NewStub(channel)->GetServerInfo(&context, request, &response);
+    std::string detail;
+    if (probe.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      detail = probe.error_message();
+    }
+    return ConnectFailure(connection, detail);
   }
-  return std::unique_ptr<Client>(new Client(std::move(address), channel));
+  return std::unique_ptr<Client>(
+      new Client(std::move(connection.address), channel));
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Client::CreateSession(

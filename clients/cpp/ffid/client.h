@@ -53,6 +53,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "clients/cpp/ffid/arena.h"
+#include "clients/cpp/ffid/connection.h"
 #include "ffid/v1/errors.pb.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "ffid/v1/ffid.pb.h"
@@ -72,11 +73,6 @@ inline constexpr absl::string_view kCallResponseTypeUrl =
     "type.googleapis.com/ffid.v1.CallResponse";
 // The ErrorInfo domain of ffid's errors.
 inline constexpr absl::string_view kErrorDomain = "ffid.dev";
-
-// The daemon's default address: $FFID_ADDRESS if set, else
-// unix:$XDG_RUNTIME_DIR/ffid/ffid.sock if XDG_RUNTIME_DIR is set, else
-// unix:/tmp/ffid-$UID/ffid.sock.
-std::string DefaultAddress();
 
 // The ErrorInfo reason of `status` ("SYMBOL_NOT_FOUND"), or "" if it has none.
 std::string ErrorReason(const absl::Status& status);
@@ -296,9 +292,17 @@ class Session;
 
 class Client {
  public:
-  // Connects to the daemon at `address` ("unix:/path" or "host:port",
-  // plaintext), waiting at most `timeout` for the connection. Fails with
-  // UNAVAILABLE if the daemon cannot be reached.
+  // Connects to the daemon as `options` say (address, TLS or mutual TLS,
+  // bearer token; clients/cpp/ffid/connection.h), waiting at most
+  // `options.timeout` for the connection. Fails with INVALID_ARGUMENT for
+  // contradictory or unreadable settings, with UNAVAILABLE (saying what to
+  // check) if the daemon cannot be reached or the TLS handshake fails.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(
+      const ConnectOptions& options);
+
+  // Connects to the daemon at `address` ("unix:/path" or "host:port"),
+  // waiting at most `timeout`; the other settings come from the environment
+  // (FFID_TOKEN, FFID_CA, ...: connection.h).
   static absl::StatusOr<std::unique_ptr<Client>> Connect(
       std::string address = DefaultAddress(),
       absl::Duration timeout = absl::Seconds(10));

@@ -2,9 +2,6 @@
 // tests/.
 #include "clients/cpp/ffid/client.h"
 
-#include <stdlib.h>
-#include <unistd.h>
-
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
@@ -15,52 +12,6 @@ namespace ffid::client {
 namespace {
 
 using ::testing::HasSubstr;
-
-// Sets or clears an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = getenv(name);
-    if (old != nullptr) old_ = old;
-    had_ = old != nullptr;
-    if (value == nullptr) {
-      unsetenv(name);
-    } else {
-      setenv(name, value, 1);
-    }
-  }
-  ~ScopedEnv() {
-    if (had_) {
-      setenv(name_, old_.c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
-
-TEST(DefaultAddressTest, FollowsTheDaemonsRule) {
-  {
-    ScopedEnv address("FFID_ADDRESS", "unix:/somewhere/ffid.sock");
-    ScopedEnv runtime("XDG_RUNTIME_DIR", "/run/user/1234");
-    EXPECT_EQ(DefaultAddress(), "unix:/somewhere/ffid.sock");
-  }
-  {
-    ScopedEnv address("FFID_ADDRESS", nullptr);
-    ScopedEnv runtime("XDG_RUNTIME_DIR", "/run/user/1234");
-    EXPECT_EQ(DefaultAddress(), "unix:/run/user/1234/ffid/ffid.sock");
-  }
-  {
-    ScopedEnv address("FFID_ADDRESS", "");
-    ScopedEnv runtime("XDG_RUNTIME_DIR", nullptr);
-    EXPECT_EQ(DefaultAddress(),
-              absl::StrCat("unix:/tmp/ffid-", getuid(), "/ffid.sock"));
-  }
-}
 
 TEST(StatusFromGrpcTest, KeepsCodeMessageReasonAndCrashReport) {
   google::rpc::Status details;

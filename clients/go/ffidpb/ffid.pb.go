@@ -4045,7 +4045,12 @@ type GetServerInfoResponse struct {
 	// Whether sessions may ask for network access.
 	NetworkAllowed bool `protobuf:"varint,4,opt,name=network_allowed,json=networkAllowed,proto3" json:"network_allowed,omitempty"`
 	// The daemon's version, "MAJOR.MINOR.PATCH" (the build's project version).
-	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// Who the server takes the caller to be, as its policies and the audit
+	// log name it: "unix:UID" (the unix socket's peer), "token:NAME" (a
+	// bearer token), "x509:CN" (a client certificate) or "anonymous". Lets
+	// a client check that its credentials are the ones that count.
+	Principal     string `protobuf:"bytes,6,opt,name=principal,proto3" json:"principal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4111,6 +4116,13 @@ func (x *GetServerInfoResponse) GetNetworkAllowed() bool {
 func (x *GetServerInfoResponse) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *GetServerInfoResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
 	}
 	return ""
 }
@@ -5014,14 +5026,15 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x06symbol\x18\x02 \x01(\tR\x06symbol\x12+\n" +
 	"\x04type\x18\x03 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12\x18\n" +
 	"\aaddress\x18\x04 \x01(\x04R\aaddress\"\x16\n" +
-	"\x14GetServerInfoRequest\"\x84\x02\n" +
+	"\x14GetServerInfoRequest\"\xa2\x02\n" +
 	"\x15GetServerInfoResponse\x120\n" +
 	"\asandbox\x18\x01 \x01(\v2\x16.ffid.v1.SandboxStatusR\asandbox\x12>\n" +
 	"\x0edefault_limits\x18\x02 \x01(\v2\x17.ffid.v1.ResourceLimitsR\rdefaultLimits\x126\n" +
 	"\n" +
 	"max_limits\x18\x03 \x01(\v2\x17.ffid.v1.ResourceLimitsR\tmaxLimits\x12'\n" +
 	"\x0fnetwork_allowed\x18\x04 \x01(\bR\x0enetworkAllowed\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"R\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1c\n" +
+	"\tprincipal\x18\x06 \x01(\tR\tprincipal\"R\n" +
 	"\fBatchRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12(\n" +
 	"\x05steps\x18\x02 \x03(\v2\x12.ffid.v1.BatchStepR\x05steps\"\x9c\x03\n" +

@@ -163,6 +163,30 @@ export class Internal extends FfidError {
 export class MisalignedAccess extends FfidError {
   static override readonly reasonName = 'MISALIGNED_ACCESS';
 }
+/** No identity where the daemon requires one, or a bearer token it does not know. */
+export class Unauthenticated extends FfidError {
+  static override readonly reasonName = 'UNAUTHENTICATED';
+}
+/** The principal's policy refuses it everything. */
+export class PrincipalDenied extends FfidError {
+  static override readonly reasonName = 'PRINCIPAL_DENIED';
+}
+/** The principal's policy does not allow the symbol. */
+export class SymbolNotAllowed extends FfidError {
+  static override readonly reasonName = 'SYMBOL_NOT_ALLOWED';
+}
+/** The library's SHA-256 differs from its pin in the daemon's allowlist. */
+export class LibraryPinMismatch extends FfidError {
+  static override readonly reasonName = 'LIBRARY_PIN_MISMATCH';
+}
+/** The principal has as many sessions as its policy allows. */
+export class SessionQuota extends FfidError {
+  static override readonly reasonName = 'SESSION_QUOTA';
+}
+/** The principal makes more calls per second than its policy allows. */
+export class RateLimited extends FfidError {
+  static override readonly reasonName = 'RATE_LIMITED';
+}
 /** The daemon cannot be reached (not running, wrong address, gone). */
 export class Unavailable extends FfidError {}
 
@@ -174,6 +198,7 @@ export const ERROR_CLASSES: Readonly<Record<string, typeof FfidError>> = Object.
       TypeMismatch, ValueOutOfRange, ArgumentCount, HandleInvalid, OutOfBounds, WorkerCrashed,
       SessionNotFound, DeadlineExceeded, ResourceLimit, SandboxViolation, CallbackFailed,
       InvalidRequest, Unsupported, WorkerStartFailed, BadAddress, Internal, MisalignedAccess,
+      Unauthenticated, PrincipalDenied, SymbolNotAllowed, LibraryPinMismatch, SessionQuota, RateLimited,
     ].map((cls) => [cls.reasonName, cls]),
   ),
 );

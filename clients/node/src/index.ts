@@ -65,6 +65,13 @@ export {
   BadAddress,
   Internal,
   MisalignedAccess,
+  Unauthenticated,
+  PrincipalDenied,
+  SymbolNotAllowed,
+  LibraryPinMismatch,
+  SessionQuota,
+  RateLimited,
   Unavailable,
 } from './errors';
+export type { AuthOptions, PemSource } from './connection';
 export type { CrashReport, ErrorOptions } from './errors';

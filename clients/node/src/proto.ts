@@ -147,4 +147,6 @@ export interface ServerInfo {
   network_allowed: boolean;
   /** The daemon's version, "MAJOR.MINOR.PATCH". */
   version: string;
+  /** Who the daemon takes this client to be: "unix:UID", "token:NAME", "x509:CN" or "anonymous". */
+  principal: string;
 }

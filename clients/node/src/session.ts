@@ -17,6 +17,7 @@ import {
   errorFromStatusBytes,
 } from './errors';
 import { Batch } from './batch';
+import { AUTH_OPTIONS, AuthOptions, resolveConnection, tokenInterceptors, unreachable } from './connection';
 import {
   CallResponse,
   FunctionType,
@@ -43,8 +44,12 @@ import {
   variadicType,
 } from './values';
 
-/** Options of connect(): how to reach the daemon, and the session's settings. */
-export interface ConnectOptions {
+/**
+ * Options of connect(): how to reach the daemon and authenticate (token,
+ * tokenFile, ca, cert, key, insecure; each defaults to its FFID_*
+ * environment variable), and the session's settings.
+ */
+export interface ConnectOptions extends AuthOptions {
   /** Seconds to wait for the daemon (default 10). */
   connectTimeout?: number;
   /** Seconds the daemon keeps the session without requests while no client is attached. */
@@ -155,9 +160,9 @@ function duration(seconds: number, name: string): { seconds: string; nanos: numb
   return { seconds: String(whole), nanos: Math.round((seconds - whole) * 1e9) };
 }
 
-const SESSION_OPTIONS = new Set([
+const SESSION_OPTIONS = new Set<string>([
   'connectTimeout', 'idleTimeout', 'addressSpaceBytes', 'cpuSeconds', 'openFiles', 'fileSizeBytes',
-  'maxCallDuration', 'allowNetwork', 'restartPolicy',
+  'maxCallDuration', 'allowNetwork', 'restartPolicy', ...AUTH_OPTIONS,
 ]);
 const LIMITS: [keyof ConnectOptions, string][] = [
   ['addressSpaceBytes', 'address_space_bytes'],
@@ -199,9 +204,16 @@ function createSessionRequest(options: ConnectOptions): Record<string, unknown> 
 /**
  * Connects to the ffid daemon and starts a session: one worker process on
  * the daemon's side. `address` is "unix:/path/to/socket" or "host:port";
- * without one, $FFID_ADDRESS, else the daemon's default socket. Close the
- * session (`await s.close()`) when done: the open connection keeps the
- * process running.
+ * without one, $FFID_ADDRESS, else the daemon's default socket. A host:port
+ * address uses TLS (options.ca: the daemon's CA; options.cert and key:
+ * mutual TLS) unless options.insecure; options.token (or tokenFile) is sent
+ * with every request. Settings not given come from FFID_TOKEN,
+ * FFID_TOKEN_FILE, FFID_CA, FFID_CERT, FFID_KEY and FFID_INSECURE.
+ * Contradictory or unreadable settings reject with InvalidRequest, an
+ * unreachable daemon (or a failed TLS handshake) with Unavailable saying
+ * what to check, a token the daemon does not know with Unauthenticated.
+ * Close the session (`await s.close()`) when done: the open connection
+ * keeps the process running.
  */
 export async function connect(address?: string | ConnectOptions, options: ConnectOptions = {}): Promise<Session> {
   if (typeof address === 'object' && address !== null) {
@@ -210,18 +222,19 @@ export async function connect(address?: string | ConnectOptions, options: Connec
   }
   const target = address || defaultAddress();
   const request = createSessionRequest(options);
+  const connection = resolveConnection(target, options);
   checkAddress(target);
   const connectTimeout = options.connectTimeout ?? 10;
   const Client = ffiClient();
-  const client = new Client(target, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+  const client = new Client(target, connection.credentials, {
+    ...CHANNEL_OPTIONS,
+    interceptors: tokenInterceptors(connection),
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       client.waitForReady(Date.now() + connectTimeout * 1000, (error?: Error) => {
         if (error) {
-          reject(new Unavailable(
-            `cannot connect to ffid at ${target} within ${connectTimeout}s: is the daemon running? ` +
-              '(pass an address or set FFID_ADDRESS)',
-          ));
+          reject(unreachable(connection, connectTimeout));
         } else {
           resolve();
         }

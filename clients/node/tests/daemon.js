@@ -32,9 +32,11 @@ function sleep(ms) {
  * log(), stop() }. allowedDir is on the allowlist, notAllowedDir is not.
  * `allowLibrary(dirs)` may return the allowlist's globs (default: the
  * fixtures' directory, allowedDir and the system library directories).
+ * `flags` are more command-line flags; `listen` a host:port to listen on
+ * instead of a unix socket (`address` is then the one the daemon reports).
  * stop() ends it with SIGTERM and asserts it exited cleanly.
  */
-async function startDaemon({ allowLibrary } = {}) {
+async function startDaemon({ allowLibrary, flags = [], listen } = {}) {
   for (const file of [FFID_BIN, WORKER_BIN, FIXTURE, CALLBACKS_FIXTURE]) {
     assert.ok(fs.existsSync(file), `${file} does not exist: build first (cmake --build --preset default)`);
   }
@@ -48,8 +50,9 @@ async function startDaemon({ allowLibrary } = {}) {
   const globs = allowLibrary
     ? allowLibrary({ fixtureDir: path.dirname(FIXTURE), allowedDir, notAllowedDir })
     : [`${path.dirname(FIXTURE)}/*`, `${allowedDir}/*`, ...SYSTEM_LIBRARY_GLOBS];
-  const argv = ['--listen', `unix:${socket}`, '--worker-path', WORKER_BIN];
+  const argv = ['--listen', listen || `unix:${socket}`, '--worker-path', WORKER_BIN];
   for (const glob of globs) argv.push('--allow-library', glob);
+  argv.push(...flags);
   // Sanitized builds: a native crash kills the worker with its real signal,
   // and no LeakSanitizer (a worker's seccomp policy refuses its tracer).
   const asan = process.env.ASAN_OPTIONS;
@@ -67,7 +70,8 @@ async function startDaemon({ allowLibrary } = {}) {
   }));
   const log = () => fs.readFileSync(logPath, 'utf8');
   const deadline = Date.now() + 30000;
-  while (!(fs.existsSync(socket) && log().includes('ffid: listening on '))) {
+  const listening = () => /ffid: listening on (\S+)\n/.exec(log());
+  while (!((listen || fs.existsSync(socket)) && listening())) {
     if (exited || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`ffid did not start (${FFID_BIN} ${argv.join(' ')}); its log:\n${log()}`);
@@ -75,7 +79,7 @@ async function startDaemon({ allowLibrary } = {}) {
     await sleep(10);
   }
   return {
-    address: `unix:${socket}`,
+    address: listen ? listening()[1] : `unix:${socket}`,
     root,
     allowedDir,
     notAllowedDir,

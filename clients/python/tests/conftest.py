@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import pytest
 
@@ -42,10 +42,14 @@ class Daemon:
     """A running ffid: its address, its log, and a directory outside its
     allowlist."""
 
-    def __init__(self, root: Path, allow_library: Optional[Callable[["Daemon"], List[str]]] = None) -> None:
+    def __init__(self, root: Path, allow_library: Optional[Callable[["Daemon"], List[str]]] = None,
+                 flags: Sequence[str] = (), listen: Optional[str] = None) -> None:
+        """flags: more command-line flags; listen: a host:port to listen on
+        instead of a unix socket in `root` (self.address is then the
+        host:port the daemon reports)."""
         self.root = root
         self.socket = root / "ffid.sock"
-        self.address = f"unix:{self.socket}"
+        self.address = listen or f"unix:{self.socket}"
         self.log_path = root / "ffid.log"
         # Libraries the tests make: allowed_dir is on the allowlist,
         # not_allowed_dir is not.
@@ -59,6 +63,7 @@ class Daemon:
             f"{FIXTURE.parent}/*", f"{self.allowed_dir}/*", *SYSTEM_LIBRARY_GLOBS]
         for glob in globs:
             argv += ["--allow-library", glob]
+        argv += list(flags)
         env = dict(os.environ)
         # Sanitized builds: let a native crash kill the worker with its real
         # signal (as tests/testing/daemon.cc does), and no LeakSanitizer:
@@ -74,7 +79,10 @@ class Daemon:
                                         stderr=self._log, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if b"ffid: listening on " in self.log_path.read_bytes() and self.socket.exists():
+            log = self.log_path.read_bytes()
+            if b"ffid: listening on " in log and (listen or self.socket.exists()):
+                if listen:
+                    self.address = log.split(b"ffid: listening on ", 1)[1].split(b"\n", 1)[0].decode()
                 return
             if self.process.poll() is not None:
                 break
@@ -103,8 +111,14 @@ def daemon() -> Iterator[Daemon]:
     for path in (FFID_BIN, WORKER_BIN, FIXTURE, CALLBACKS_FIXTURE):
         if not path.exists():
             pytest.fail(f"{path} does not exist: build first (cmake --build --preset default)")
+    yield from running_daemon()
+
+
+def running_daemon(**options: Any) -> Iterator[Daemon]:
+    """A Daemon (options: its keyword arguments) in a new directory, for a
+    fixture to yield from; stopped and removed afterwards."""
     root = Path(tempfile.mkdtemp(prefix="ffid-py-test-"))
-    running = Daemon(root)
+    running = Daemon(root, **options)
     try:
         yield running
     finally:

@@ -56,12 +56,6 @@ def check_address(address: str) -> None:
                 "or set FFID_ADDRESS)")
 
 
-def unreachable(address: str, timeout: float) -> _errors.Unavailable:
-    return _errors.Unavailable(
-        f"cannot connect to ffid at {address} within {timeout:g}s: is the daemon "
-        "running? (pass an address or set FFID_ADDRESS)")
-
-
 def with_timeout(error: _errors.Error, timeout: Optional[float]) -> _errors.Error:
     """Says what a timeout the client enforced means (gRPC only says
     "Deadline Exceeded")."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import os
 import queue
 import threading
 import weakref
@@ -12,44 +13,63 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import grpc
 
-from ffid import _arena, _batch, _callbacks, _core, _errors, _values
+from ffid import _arena, _batch, _callbacks, _connection, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
 BytesLike = Union[bytes, bytearray, memoryview]
 
 
-def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0, **session_options: Any) -> "Session":
+def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0,
+            token: Optional[str] = None, token_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+            ca: Optional[_connection.PemSource] = None, cert: Optional[_connection.PemSource] = None,
+            key: Optional[_connection.PemSource] = None, insecure: Optional[bool] = None,
+            **session_options: Any) -> "Session":
     """Connects to the ffid daemon and starts a session (one worker process).
 
-    address: "unix:/path/to/socket" or "host:port" (plaintext); default
-      $FFID_ADDRESS, else the daemon's default socket
-      ($XDG_RUNTIME_DIR/ffid/ffid.sock, else /tmp/ffid-$UID/ffid.sock).
+    address: "unix:/path/to/socket" or "host:port"; default $FFID_ADDRESS,
+      else the daemon's default socket ($XDG_RUNTIME_DIR/ffid/ffid.sock,
+      else /tmp/ffid-$UID/ffid.sock).
     connect_timeout: seconds to wait for the daemon.
+    token / token_file: a bearer token, or a file holding one, sent with
+      every request (default $FFID_TOKEN, else the file $FFID_TOKEN_FILE).
+    ca: the CA certificates that signed the daemon's certificate, a PEM file
+      name or the PEM bytes (default $FFID_CA, else the system's roots). A
+      host:port address uses TLS unless insecure=True.
+    cert, key: the client certificate chain and its private key for mutual
+      TLS, file names or PEM bytes (default $FFID_CERT, $FFID_KEY).
+    insecure: plaintext TCP, for a daemon started with --insecure (default
+      $FFID_INSECURE=1). A unix: address is always plaintext.
     session_options: options of the session, see ffid.SESSION_OPTIONS
       (idle_timeout=seconds).
+
+    Contradictory or unreadable settings raise ValueError; a daemon that
+    cannot be reached (or a failed TLS handshake) ffid.Unavailable saying
+    what to check; a token the daemon does not accept ffid.Unauthenticated.
 
     Use the session as a context manager, or call close(): the daemon ends the
     session (and its worker) when it closes.
     """
     request = _core.create_session_request(session_options)
-    address = address or _core.default_address()
+    connection = _connection.resolve(address, token=token, token_file=token_file, ca=ca, cert=cert,
+                                     key=key, insecure=insecure)
+    address = connection.address
     _core.check_address(address)
-    channel = grpc.insecure_channel(address, options=_core.CHANNEL_OPTIONS)
+    raw_channel, channel = _connection.sync_channel(connection, _core.CHANNEL_OPTIONS)
     try:
-        grpc.channel_ready_future(channel).result(timeout=connect_timeout)
+        grpc.channel_ready_future(raw_channel).result(timeout=connect_timeout)
     except grpc.FutureTimeoutError:
-        channel.close()
-        raise _core.unreachable(address, connect_timeout) from None
+        raw_channel.close()
+        raise _connection.unreachable(connection, connect_timeout) from None
     stub = ffid_pb2_grpc.FfiStub(channel)
     try:
         try:
             response = stub.CreateSession(request)
         except grpc.RpcError as error:
             raise _errors.from_rpc_error(error) from None
-        return Session(address, channel, stub, response.session)
+        return Session(address, raw_channel, stub, response.session)
     except BaseException:
-        channel.close()
+        raw_channel.close()
         raise
 
 

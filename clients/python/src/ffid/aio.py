@@ -15,6 +15,7 @@ import asyncio
 import contextvars
 import inspect
 import itertools
+import os
 import threading
 import weakref
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Union
@@ -22,7 +23,7 @@ from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Uni
 import grpc
 import grpc.aio
 
-from ffid import _arena, _batch, _callbacks, _core, _errors, _values
+from ffid import _arena, _batch, _callbacks, _connection, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -33,8 +34,9 @@ class _Connecting:
     """What connect() returns: await it for a Session, or use it directly
     as an async context manager."""
 
-    def __init__(self, address: Optional[str], connect_timeout: float, options: Dict[str, Any]) -> None:
-        self._address = address
+    def __init__(self, connection: _connection.Connection, connect_timeout: float,
+                 options: Dict[str, Any]) -> None:
+        self._connection = connection
         self._timeout = connect_timeout
         self._options = options
         self._session: Optional[Session] = None
@@ -52,14 +54,14 @@ class _Connecting:
 
     async def _connect(self) -> "Session":
         request = _core.create_session_request(self._options)
-        address = self._address or _core.default_address()
+        address = self._connection.address
         _core.check_address(address)
-        channel = grpc.aio.insecure_channel(address, options=_core.CHANNEL_OPTIONS)
+        channel = _connection.aio_channel(self._connection, _core.CHANNEL_OPTIONS)
         try:
             try:
                 await asyncio.wait_for(channel.channel_ready(), self._timeout)
             except asyncio.TimeoutError:
-                raise _core.unreachable(address, self._timeout) from None
+                raise _connection.unreachable(self._connection, self._timeout) from None
             stub = ffid_pb2_grpc.FfiStub(channel)
             try:
                 response = await stub.CreateSession(request)
@@ -73,10 +75,19 @@ class _Connecting:
             raise
 
 
-def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0, **session_options: Any) -> _Connecting:
-    """Connects to the ffid daemon and starts a session; see ffid.connect().
-    `await ffid.aio.connect()` or `async with ffid.aio.connect() as s:`."""
-    return _Connecting(address, connect_timeout, session_options)
+def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0,
+            token: Optional[str] = None, token_file: Optional[Union[str, "os.PathLike[str]"]] = None,
+            ca: Optional[_connection.PemSource] = None, cert: Optional[_connection.PemSource] = None,
+            key: Optional[_connection.PemSource] = None, insecure: Optional[bool] = None,
+            **session_options: Any) -> _Connecting:
+    """Connects to the ffid daemon and starts a session; see ffid.connect()
+    for the arguments (token, token_file, ca, cert, key, insecure and their
+    environment variables). `await ffid.aio.connect()` or
+    `async with ffid.aio.connect() as s:`. Contradictory or unreadable
+    settings raise ValueError here, before anything is awaited."""
+    connection = _connection.resolve(address, token=token, token_file=token_file, ca=ca, cert=cert,
+                                     key=key, insecure=insecure)
+    return _Connecting(connection, connect_timeout, session_options)
 
 
 def _cancel_stream(call: Any) -> None:

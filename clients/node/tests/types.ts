@@ -40,3 +40,19 @@ export async function firstCall(address?: string): Promise<number> {
 // Options are checked: an unknown restart policy does not compile.
 // @ts-expect-error
 void ffid.connect({ restartPolicy: 'sometimes' });
+
+// Authentication options are typed: PEMs as file names or Buffers, the
+// principal on ServerInfo, an error class per access-control reason.
+export async function authenticated(ca: Buffer): Promise<string> {
+  const auth: ffid.AuthOptions = { cert: 'me.pem', key: Buffer.from('key'), tokenFile: '/run/token' };
+  const s = await ffid.connect('ffid.internal:7000', { ...auth, ca, connectTimeout: 2 });
+  try {
+    const info: ffid.ServerInfo = await s.serverInfo();
+    return info.principal;
+  } catch (error) {
+    if (error instanceof ffid.Unauthenticated) return error.reason;
+    throw error;
+  } finally {
+    await s.close();
+  }
+}

@@ -302,12 +302,13 @@ std::string Daemon::Log() const {
 
 std::string Daemon::ReportedAddress() const {
   const std::string log = Log();
-  const size_t at = log.find(kListeningLine);
-  if (at == std::string::npos) return "";
+  const absl::string_view text(log);
+  const size_t at = text.find(kListeningLine);
+  if (at == absl::string_view::npos) return "";
   const size_t start = at + kListeningLine.size();
-  const size_t end = log.find('\n', start);
-  if (end == std::string::npos) return "";
-  return log.substr(start, end - start);
+  const size_t end = text.find('\n', start);
+  if (end == absl::string_view::npos) return "";
+  return std::string(text.substr(start, end - start));
 }
 
 bool WaitForProcessGone(pid_t pid, absl::Duration timeout) {

@@ -260,7 +260,8 @@ absl::Status ConnectFailure(const ResolvedConnection& connection,
           : absl::StrCat("that the daemon's --tls-client-ca signed the "
                          "client certificate '",
                          connection.cert_file, "'; "),
-      "a daemon started with --insecure needs insecure (FFID_INSECURE=1)");
+      "a daemon started with --insecure needs insecure (--insecure, "
+      "FFID_INSECURE=1)");
   return absl::UnavailableError(message);
 }
 

@@ -212,7 +212,7 @@ TEST_F(ClientAuthTest, TlsWithTheWrongCaFailsNamingTheCa) {
   StartTls();
   client::ConnectOptions options = Options();
   options.ca_file = Pki("other-ca.pem");
-  options.timeout = absl::Seconds(2);
+  options.timeout = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<client::Client>> connected =
       client::Client::Connect(options);
   EXPECT_THAT(connected, HasCode(absl::StatusCode::kUnavailable));
@@ -230,7 +230,7 @@ TEST_F(ClientAuthTest, PlaintextClientOfATlsDaemonIsToldAboutTls) {
   StartTls();
   client::ConnectOptions options = Options();
   options.insecure = true;
-  options.timeout = absl::Seconds(2);
+  options.timeout = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<client::Client>> connected =
       client::Client::Connect(options);
   EXPECT_THAT(connected, HasCode(absl::StatusCode::kUnavailable));
@@ -253,7 +253,7 @@ TEST_F(ClientAuthTest, MutualTlsNamesTheCertificatesCommonName) {
   for (const char* name : {"FFID_CA", "FFID_CERT", "FFID_KEY"}) unsetenv(name);
   // Without a client certificate the daemon ends the handshake.
   options.cert_file = options.key_file = "";
-  options.timeout = absl::Seconds(2);
+  options.timeout = absl::Seconds(1);
   absl::StatusOr<std::unique_ptr<client::Client>> anonymous =
       client::Client::Connect(options);
   EXPECT_THAT(anonymous, HasCode(absl::StatusCode::kUnavailable));
@@ -269,7 +269,7 @@ TEST_F(ClientAuthTest, InsecureTcp) {
   EXPECT_THAT(PrincipalOf(options), IsOkAndHolds("token:alice"));
   // By default a host:port address means TLS, which this daemon lacks.
   options.insecure = false;
-  options.timeout = absl::Seconds(2);
+  options.timeout = absl::Seconds(1);
   EXPECT_THAT(MessageOf(client::Client::Connect(options)),
               HasSubstr("a daemon started with --insecure needs insecure"));
 }

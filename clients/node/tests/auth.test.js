@@ -120,7 +120,7 @@ authTest('TLS with the right CA', async () => {
 
 authTest('TLS with the wrong CA names the CA', async () => {
   const { address } = daemons.tls;
-  await assert.rejects(ffid.connect(address, { ca: file('other-ca.pem'), connectTimeout: 2 }), (error) => {
+  await assert.rejects(ffid.connect(address, { ca: file('other-ca.pem'), connectTimeout: 1 }), (error) => {
     assert.ok(error instanceof ffid.Unavailable, String(error));
     assert.ok(
       error.message.includes(`the CA file '${file('other-ca.pem')}' (ca, FFID_CA) signed the daemon's certificate`),
@@ -128,8 +128,8 @@ authTest('TLS with the wrong CA names the CA', async () => {
     );
     return true;
   });
-  await assert.rejects(ffid.connect(address, { connectTimeout: 2 }), /or give its CA \(ca, FFID_CA\)/);
-  await assert.rejects(ffid.connect(address, { insecure: true, connectTimeout: 2 }), /drop insecure/);
+  await assert.rejects(ffid.connect(address, { connectTimeout: 1 }), /or give its CA \(ca, FFID_CA\)/);
+  await assert.rejects(ffid.connect(address, { insecure: true, connectTimeout: 1 }), /drop insecure/);
 });
 
 authTest('mutual TLS names the certificate\'s common name', async () => {
@@ -137,7 +137,7 @@ authTest('mutual TLS names the certificate\'s common name', async () => {
   const settings = { ca: file('ca.pem'), cert: file('client.pem'), key: file('client.key') };
   assert.equal(await principal(address, settings), 'x509:alice');
   assert.equal(await cos0(address, settings), 1);
-  await assert.rejects(ffid.connect(address, { ca: file('ca.pem'), connectTimeout: 2 }),
+  await assert.rejects(ffid.connect(address, { ca: file('ca.pem'), connectTimeout: 1 }),
     /also needs a client certificate and key/);
   process.env.FFID_ADDRESS = address;
   process.env.FFID_CA = file('ca.pem');
@@ -149,7 +149,7 @@ authTest('mutual TLS names the certificate\'s common name', async () => {
 authTest('plaintext TCP to an --insecure daemon', async () => {
   const { address } = daemons.insecure;
   assert.equal(await principal(address, { insecure: true, token: 'alice-secret' }), 'token:alice');
-  await assert.rejects(ffid.connect(address, { connectTimeout: 2 }), /started with --insecure needs insecure: true/);
+  await assert.rejects(ffid.connect(address, { connectTimeout: 1 }), /started with --insecure needs insecure: true/);
   process.env.FFID_INSECURE = '1';
   assert.equal(await principal(address), 'anonymous');
 });

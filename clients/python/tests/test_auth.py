@@ -138,16 +138,16 @@ def test_tls_with_the_right_ca(tls_daemon: Daemon, pki: Path) -> None:
 
 def test_tls_with_the_wrong_ca_names_the_ca(tls_daemon: Daemon, pki: Path) -> None:
     with pytest.raises(ffid.Unavailable) as raised:
-        ffid.connect(tls_daemon.address, ca=pki / "other-ca.pem", connect_timeout=2)
+        ffid.connect(tls_daemon.address, ca=pki / "other-ca.pem", connect_timeout=1)
     assert f"the CA file '{pki / 'other-ca.pem'}' (ca=, FFID_CA) signed the daemon's certificate" \
         in str(raised.value)
     with pytest.raises(ffid.Unavailable, match=r"or give its CA \(ca=, FFID_CA\)"):
-        ffid.connect(tls_daemon.address, connect_timeout=2)
+        ffid.connect(tls_daemon.address, connect_timeout=1)
 
 
 def test_plaintext_client_of_a_tls_daemon(tls_daemon: Daemon) -> None:
     with pytest.raises(ffid.Unavailable, match="drop insecure"):
-        ffid.connect(tls_daemon.address, insecure=True, connect_timeout=2)
+        ffid.connect(tls_daemon.address, insecure=True, connect_timeout=1)
 
 
 def test_mutual_tls_names_the_certificates_common_name(mtls_daemon: Daemon, pki: Path,
@@ -156,7 +156,7 @@ def test_mutual_tls_names_the_certificates_common_name(mtls_daemon: Daemon, pki:
     assert principal(mtls_daemon.address, **settings) == "x509:alice"
     assert cos0(mtls_daemon.address, **settings) == 1.0
     with pytest.raises(ffid.Unavailable, match="also needs a client certificate and key"):
-        ffid.connect(mtls_daemon.address, ca=pki / "ca.pem", connect_timeout=2)
+        ffid.connect(mtls_daemon.address, ca=pki / "ca.pem", connect_timeout=1)
     # From the environment.
     monkeypatch.setenv("FFID_ADDRESS", mtls_daemon.address)
     monkeypatch.setenv("FFID_CA", str(pki / "ca.pem"))
@@ -174,7 +174,7 @@ def test_mutual_tls_names_the_certificates_common_name(mtls_daemon: Daemon, pki:
 def test_insecure_tcp(insecure_daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     assert principal(insecure_daemon.address, insecure=True, token="alice-secret") == "token:alice"
     with pytest.raises(ffid.Unavailable, match=r"started with --insecure needs insecure=True"):
-        ffid.connect(insecure_daemon.address, connect_timeout=2)
+        ffid.connect(insecure_daemon.address, connect_timeout=1)
     monkeypatch.setenv("FFID_INSECURE", "1")
     assert principal(insecure_daemon.address) == "anonymous"
 

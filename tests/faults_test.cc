@@ -144,9 +144,11 @@ TEST_F(FaultsTest, CrashFramesNameTheSourceFileAndLine) {
       << located;
   int line = 0;
   ASSERT_TRUE(absl::SimpleAtoi(where.substr(colon + 1), &line)) << located;
-  // That line of that file is the faulting statement.
-  std::ifstream source(where.substr(0, colon));
-  ASSERT_TRUE(source.good()) << "cannot read " << where;
+  // That line of the fixture's source is the faulting statement. (Read from
+  // this tree, not the path in the debug information: a compiler cache may
+  // have built the object in another checkout.)
+  std::ifstream source(FFID_FAULTS_FIXTURE_SOURCE);
+  ASSERT_TRUE(source.good()) << "cannot read " << FFID_FAULTS_FIXTURE_SOURCE;
   std::string text;
   for (int i = 0; i < line && std::getline(source, text); ++i) {
   }

@@ -105,6 +105,25 @@ int CountFds(pid_t pid) {
   return count;
 }
 
+// What each of the daemon's descriptors is, for the failure message.
+std::string FdTargets(pid_t pid) {
+  std::string all;
+  const std::string dir_path = absl::StrCat("/proc/", pid, "/fd");
+  DIR* dir = opendir(dir_path.c_str());
+  if (dir == nullptr) return all;
+  while (dirent* entry = readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    char target[512];
+    const ssize_t length =
+        readlink(absl::StrCat(dir_path, "/", entry->d_name).c_str(), target,
+                 sizeof(target) - 1);
+    absl::StrAppend(&all, entry->d_name, "=",
+                    length > 0 ? std::string(target, length) : "?", " ");
+  }
+  closedir(dir);
+  return all;
+}
+
 // A field of /proc/PID/status in kB ("VmRSS") or a count ("Threads").
 int64_t StatusField(pid_t pid, absl::string_view field) {
   std::ifstream file(absl::StrCat("/proc/", pid, "/status"));
@@ -357,7 +376,7 @@ TEST_F(FaultLoadTest, DaemonSurvivesFaultsAndOutsideKillsUnderLoad) {
   // Spares, one per recent policy, stay by design; never more.
   EXPECT_LE(WorkersOf(daemon_pid, true).size(), 4u);
   EXPECT_LE(WaitForFds(daemon_pid, base_fds), base_fds)
-      << "the daemon leaks descriptors";
+      << "the daemon leaks descriptors: " << FdTargets(daemon_pid);
   const int64_t rss_kb = StatusField(daemon_pid, "VmRSS");
   std::fprintf(stderr, "daemon VmRSS: baseline %lld kB, after %lld kB\n",
                static_cast<long long>(base_rss_kb),

@@ -566,6 +566,32 @@ void BM_Pipelined(benchmark::State& state, FfidTarget* target) {
   Figures()["pipelined_calls_per_s"] = rate;
 }
 
+// Times Session::Batch of `steps` (kBatchCalls calls in all) to its
+// return, once per iteration; `answered_right` checks each response (else
+// the benchmark stops with `failure`). The
+// median rate goes to the counter and to the figure `key`.
+void TimeBatches(benchmark::State& state, FfidTarget& target,
+                 const std::vector<v1::BatchStep>& steps, const char* key,
+                 const char* failure,
+                 bool (*answered_right)(const v1::BatchResponse&)) {
+  std::vector<double> rates;
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<v1::BatchResponse> response = target.session->Batch(steps);
+    const Clock::duration elapsed = Clock::now() - start;
+    if (!response.ok() || !answered_right(*response)) {
+      state.SkipWithError(failure);
+      return;
+    }
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    rates.push_back(kBatchCalls /
+                    std::chrono::duration<double>(elapsed).count());
+  }
+  const double rate = Percentile(rates, 0.5);
+  state.counters["calls_per_s"] = rate;
+  Figures()[key] = rate;
+}
+
 // One Batch of kBatchCalls call steps of fx_add, every result returned; timed
 // from Session::Batch (which copies the steps into the request) to its
 // return.
@@ -577,24 +603,15 @@ void BM_Batch(benchmark::State& state, FfidTarget* target) {
     *call->add_arguments() = client::MakeInt(i);
     *call->add_arguments() = client::MakeInt(1);
   }
-  std::vector<double> rates;
-  for (auto _ : state) {
-    const Clock::time_point start = Clock::now();
-    absl::StatusOr<v1::BatchResponse> response = target->session->Batch(steps);
-    const Clock::duration elapsed = Clock::now() - start;
-    if (!response.ok() || response->results_size() != kBatchCalls ||
-        response->results(kBatchCalls - 1).call().result().int_value() !=
-            kBatchCalls) {
-      state.SkipWithError("the Batch of fx_add failed");
-      return;
-    }
-    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
-    rates.push_back(kBatchCalls /
-                    std::chrono::duration<double>(elapsed).count());
-  }
-  const double rate = Percentile(rates, 0.5);
-  state.counters["calls_per_s"] = rate;
-  Figures()["batch_steps_calls_per_s"] = rate;
+  TimeBatches(state, *target, steps, "batch_steps_calls_per_s",
+              "the Batch of fx_add failed",
+              [](const v1::BatchResponse& response) {
+                return response.results_size() == kBatchCalls &&
+                       response.results(kBatchCalls - 1)
+                               .call()
+                               .result()
+                               .int_value() == kBatchCalls;
+              });
 }
 
 // One Batch of kBatchCalls calls of fx_add as one call_columns step (the
@@ -608,26 +625,15 @@ void BM_BatchColumns(benchmark::State& state, FfidTarget* target) {
   v1::ValueColumn* first = columns->add_arguments();
   for (int i = 0; i < kBatchCalls; ++i) first->add_int_values(i);
   columns->add_arguments()->add_int_values(1);
-  std::vector<double> rates;
-  for (auto _ : state) {
-    const Clock::time_point start = Clock::now();
-    absl::StatusOr<v1::BatchResponse> response = target->session->Batch(steps);
-    const Clock::duration elapsed = Clock::now() - start;
-    if (!response.ok() || response->results_size() != 1 ||
-        response->results(0).call_columns().results().int_values_size() !=
-            kBatchCalls ||
-        response->results(0).call_columns().results().int_values(
-            kBatchCalls - 1) != kBatchCalls) {
-      state.SkipWithError("the call_columns Batch of fx_add failed");
-      return;
-    }
-    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
-    rates.push_back(kBatchCalls /
-                    std::chrono::duration<double>(elapsed).count());
-  }
-  const double rate = Percentile(rates, 0.5);
-  state.counters["calls_per_s"] = rate;
-  Figures()["batch_calls_per_s"] = rate;
+  TimeBatches(state, *target, steps, "batch_calls_per_s",
+              "the call_columns Batch of fx_add failed",
+              [](const v1::BatchResponse& response) {
+                if (response.results_size() != 1) return false;
+                const v1::ValueColumn& results =
+                    response.results(0).call_columns().results();
+                return results.int_values_size() == kBatchCalls &&
+                       results.int_values(kBatchCalls - 1) == kBatchCalls;
+              });
 }
 
 // CreateSession (which starts a worker and attaches the Connect stream),

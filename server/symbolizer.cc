@@ -15,12 +15,17 @@
 namespace ffid::server {
 namespace {
 
-// Separate debug files where gdb looks for them; no debuginfod unless the
-// daemon's environment asks for it (DEBUGINFOD_URLS).
+// Separate debug files only where the distribution installs them, by build
+// id (/usr/lib/debug/.build-id, Debian's -dbgsym packages). Not
+// dwfl_standard_find_debuginfo: for a file without local debug information
+// (a stripped libffi, say) it starts a debuginfod client, whose curl handle
+// keeps a socket pair open in the daemon for as long as the module is cached,
+// and would fetch files over the network when DEBUGINFOD_URLS is set; ffid
+// downloads nothing while it runs.
 char* g_debuginfo_path = nullptr;
 const Dwfl_Callbacks kCallbacks = {
     .find_elf = dwfl_build_id_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_debuginfo = dwfl_build_id_find_debuginfo,
     .section_address = dwfl_offline_section_address,
     .debuginfo_path = &g_debuginfo_path,
 };

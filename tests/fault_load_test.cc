@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -94,12 +95,27 @@ std::vector<pid_t> WorkersOf(pid_t daemon, bool spares = false) {
   return pids;
 }
 
+// Whether descriptor `fd` of `pid` is an ELF file: the crash symbolizer
+// keeps the objects it has read open, a bounded cache (64 files), so the
+// first crash in a library adds a few by design.
+bool IsElfFile(pid_t pid, const char* fd) {
+  const std::string path = absl::StrCat("/proc/", pid, "/fd/", fd);
+  // Regular files only: opening a pipe's entry would read from the pipe.
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  std::ifstream file(path, std::ios::binary);
+  char magic[4] = {};
+  return file.read(magic, sizeof(magic)) &&
+         std::string(magic, sizeof(magic)) == "\x7f" "ELF";
+}
+
+// The daemon's descriptors, less the symbolizer's cached ELF files.
 int CountFds(pid_t pid) {
   int count = 0;
   DIR* dir = opendir(absl::StrCat("/proc/", pid, "/fd").c_str());
   if (dir == nullptr) return -1;
   while (dirent* entry = readdir(dir)) {
-    if (entry->d_name[0] != '.') ++count;
+    if (entry->d_name[0] != '.' && !IsElfFile(pid, entry->d_name)) ++count;
   }
   closedir(dir);
   return count;

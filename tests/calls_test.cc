@@ -333,6 +333,35 @@ TEST_F(CallsTest, LargeReadAndWrite) {
   EXPECT_TRUE(*bytes == data);
 }
 
+// The C++ client sends transfers over 1 MiB as several RPCs in flight at
+// once: every piece lands at its place, in the arena as on the heap, and at
+// an offset that is not a multiple of the piece size.
+TEST_F(CallsTest, LargeTransfersInConcurrentPiecesKeepTheirOrder) {
+  const size_t size = (9 << 20) + 123;
+  std::string data(size, '\0');
+  for (size_t i = 0; i < size; ++i) {
+    // Differs between bytes 1 MiB apart, unlike a short period.
+    data[i] = static_cast<char>((static_cast<uint32_t>(i) * 2654435761u) >> 24);
+  }
+  for (const v1::AllocationPlacement placement :
+       {v1::ALLOCATION_PLACEMENT_HEAP, v1::ALLOCATION_PLACEMENT_ARENA}) {
+    SCOPED_TRACE(v1::AllocationPlacement_Name(placement));
+    absl::StatusOr<client::Memory> memory =
+        session_->Allocate(size + 5, "", placement);
+    ASSERT_TRUE(memory.ok()) << memory.status();
+    ASSERT_TRUE(session_->Write(memory->handle, 5, data).ok());
+    absl::StatusOr<std::string> bytes =
+        session_->Read(memory->handle, 0, size + 5);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_EQ(bytes->substr(0, 5), std::string(5, '\0'));
+    EXPECT_TRUE(bytes->substr(5) == data);
+    bytes = session_->Read(memory->handle, 5, size);
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    EXPECT_TRUE(*bytes == data);
+    ASSERT_TRUE(session_->Free(memory->handle).ok());
+  }
+}
+
 // Big untyped accesses (which the daemon copies straight from and into the
 // worker's memory) land where the small ones do: at the offset, seen by
 // native code, and a read of length 0 takes the block to its end.

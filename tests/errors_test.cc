@@ -406,10 +406,17 @@ TEST_F(ErrorsTest, WriteInPiecesPastTheEndWritesNothing) {
   const uint64_t size = (5 << 20) / 2;
   absl::StatusOr<client::Memory> memory = session_->Allocate(size);
   ASSERT_TRUE(memory.ok()) << memory.status();
-  EXPECT_THAT(session_->Write(memory->handle, 0, std::string(3 << 20, 'y')),
-              HasReason("OUT_OF_BOUNDS"));
-  EXPECT_THAT(session_->Read(memory->handle, 0, 3 << 20),
-              HasReason("OUT_OF_BOUNDS"));
+  // The error names the failing piece: the last, which goes first.
+  const absl::Status written =
+      session_->Write(memory->handle, 0, std::string(3 << 20, 'y'));
+  EXPECT_THAT(written, HasReason("OUT_OF_BOUNDS"));
+  EXPECT_THAT(std::string(written.message()),
+              HasSubstr("piece 3 of 3 (bytes 2097152..3145727 of 3145728)"));
+  const absl::StatusOr<std::string> read =
+      session_->Read(memory->handle, 0, 3 << 20);
+  EXPECT_THAT(read, HasReason("OUT_OF_BOUNDS"));
+  EXPECT_THAT(std::string(read.status().message()),
+              HasSubstr("piece 3 of 3 (bytes 2097152..3145727 of 3145728)"));
   absl::StatusOr<std::string> bytes = session_->Read(memory->handle, 0, size);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   EXPECT_EQ(*bytes, std::string(size, '\0'));

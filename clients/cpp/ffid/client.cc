@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -783,6 +785,10 @@ namespace {
 // docs/performance.md).
 constexpr uint64_t kBulkPiece = uint64_t{1} << 20;
 
+// At most this many pieces of one Read or Write are in flight at once: while
+// the daemon serves one, the next ones are already on the wire.
+constexpr int kPiecesInFlight = 4;
+
 // `pointer` moved `bytes` further.
 v1::PointerValue Advanced(const v1::PointerValue& pointer, uint64_t bytes) {
   v1::PointerValue moved = pointer;
@@ -792,6 +798,24 @@ v1::PointerValue Advanced(const v1::PointerValue& pointer, uint64_t bytes) {
     moved.set_address(pointer.address() + bytes);
   }
   return moved;
+}
+
+// `status` (of the piece at byte `start` of a transfer of `total` bytes)
+// with the piece named in front of its message; code and payloads (the
+// reason) stay.
+absl::Status NamePiece(const absl::Status& status, uint64_t start,
+                       uint64_t total) {
+  const uint64_t end = std::min(start + kBulkPiece, total);
+  absl::Status named(
+      status.code(),
+      absl::StrCat("piece ", start / kBulkPiece + 1, " of ",
+                   (total + kBulkPiece - 1) / kBulkPiece, " (bytes ", start,
+                   "..", end - 1, " of ", total, "): ", status.message()));
+  status.ForEachPayload(
+      [&named](absl::string_view type_url, const absl::Cord& payload) {
+        named.SetPayload(type_url, payload);
+      });
+  return named;
 }
 
 // One Read RPC.
@@ -824,10 +848,106 @@ absl::Status WritePiece(v1::Ffi::Stub& stub, const std::string& session,
   return StatusFromGrpc(stub.Write(&context, request, &response));
 }
 
+// Runs the pieces [first, end) of one transfer (piece i covers the bytes
+// from i * kBulkPiece) as unary RPCs on a completion queue of its own, up
+// to kPiecesInFlight at a time, started in order. `start` starts the RPC
+// of one piece; `deliver` receives the answers in piece order. After a
+// failure no further piece is started; the pieces in flight are waited for,
+// and the failure of the lowest failed piece is returned, naming it.
+// Used by one thread; returns once no RPC is left in flight.
+template <typename Response>
+class PieceRunner {
+ public:
+  using Start = std::function<
+      std::unique_ptr<grpc::ClientAsyncResponseReader<Response>>(
+          grpc::ClientContext* context, uint64_t piece,
+          grpc::CompletionQueue* queue)>;
+  using Deliver = std::function<void(uint64_t piece, Response& response)>;
+
+  PieceRunner(Start start, Deliver deliver)
+      : start_(std::move(start)), deliver_(std::move(deliver)) {}
+
+  absl::Status Run(uint64_t first, uint64_t end, uint64_t total_bytes) {
+    uint64_t next = first;       // the next piece to start
+    uint64_t delivered = first;  // the next piece to deliver
+    int in_flight = 0;
+    std::optional<uint64_t> failed;  // the lowest failed piece
+    absl::Status failure;
+    while (true) {
+      // Start pieces while there is room, and nothing failed.
+      for (Slot& slot : slots_) {
+        if (next >= end || failed.has_value()) break;
+        if (slot.state != Slot::kFree) continue;
+        slot.context.emplace();
+        slot.response.Clear();
+        slot.piece = next++;
+        slot.state = Slot::kInFlight;
+        slot.reader = start_(&*slot.context, slot.piece, &queue_);
+        slot.reader->Finish(&slot.response, &slot.status, &slot);
+        ++in_flight;
+      }
+      if (in_flight == 0) break;
+      void* tag = nullptr;
+      bool ok = false;
+      if (!queue_.Next(&tag, &ok)) break;  // not before Shutdown
+      Slot& done = *static_cast<Slot*>(tag);
+      --in_flight;
+      done.state = Slot::kAnswered;
+      done.reader.reset();
+      if (!done.status.ok() &&
+          (!failed.has_value() || done.piece < *failed)) {
+        failed = done.piece;
+        failure = StatusFromGrpc(done.status);
+      }
+      // Hand over the answers that are next in order.
+      bool progress = true;
+      while (progress) {
+        progress = false;
+        for (Slot& slot : slots_) {
+          if (slot.state != Slot::kAnswered || slot.piece != delivered) {
+            continue;
+          }
+          if (!failed.has_value() || slot.piece < *failed) {
+            deliver_(slot.piece, slot.response);
+          }
+          slot.state = Slot::kFree;
+          ++delivered;
+          progress = true;
+        }
+      }
+    }
+    queue_.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (queue_.Next(&tag, &ok)) {
+    }
+    if (!failed.has_value()) return absl::OkStatus();
+    return NamePiece(failure, *failed * kBulkPiece, total_bytes);
+  }
+
+ private:
+  // One RPC's state; its address is the RPC's tag.
+  struct Slot {
+    enum State { kFree, kInFlight, kAnswered };
+    State state = kFree;
+    uint64_t piece = 0;
+    std::optional<grpc::ClientContext> context;
+    Response response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<Response>> reader;
+  };
+
+  const Start start_;
+  const Deliver deliver_;
+  grpc::CompletionQueue queue_;
+  Slot slots_[kPiecesInFlight];
+};
+
 }  // namespace
 
-// More than kBulkPiece is read in pieces of that size, one after the other;
-// a failure stops it and is returned.
+// More than kBulkPiece is read in pieces of that size, several in flight
+// at once, put together in order; a failure stops it and is returned,
+// naming the piece.
 absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
                                           uint64_t length) const {
   // Beyond 1 GiB the server refuses any read: one RPC says so.
@@ -836,12 +956,27 @@ absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
   }
   std::string data;
   data.reserve(length);
-  for (uint64_t done = 0; done < length; done += kBulkPiece) {
-    absl::StatusOr<std::string> piece =
-        ReadPiece(*stub_, id_, Advanced(pointer, done),
-                  std::min(kBulkPiece, length - done));
-    if (!piece.ok()) return piece.status();
-    data.append(*piece);
+  v1::Ffi::Stub& stub = *stub_;
+  PieceRunner<v1::ReadResponse> runner(
+      [&](grpc::ClientContext* context, uint64_t piece,
+          grpc::CompletionQueue* queue) {
+        v1::ReadRequest request;
+        request.set_session(id_);
+        *request.mutable_pointer() = Advanced(pointer, piece * kBulkPiece);
+        request.set_length(std::min(kBulkPiece, length - piece * kBulkPiece));
+        return stub.AsyncRead(context, request, queue);
+      },
+      [&](uint64_t, v1::ReadResponse& response) {
+        data.append(response.data());
+      });
+  const uint64_t pieces = (length + kBulkPiece - 1) / kBulkPiece;
+  absl::Status status = runner.Run(0, pieces, length);
+  if (!status.ok()) return status;
+  if (data.size() != length) {
+    return ErrorWithReason(
+        absl::StatusCode::kInternal, "INTERNAL",
+        absl::StrCat("read ", data.size(), " bytes of ", length,
+                     ": the daemon answered a piece short"));
   }
   return data;
 }
@@ -857,22 +992,32 @@ absl::Status Session::Write(absl::string_view memory, uint64_t offset,
 
 // More than kBulkPiece is written in pieces of that size: the last piece
 // first (so a write past the end of owned memory writes nothing), then the
-// others in order; a failure stops it (pieces written stay) and is returned.
+// others, several in flight at once; a failure stops it (pieces written
+// stay) and is returned, naming the piece.
 absl::Status Session::Write(const v1::PointerValue& pointer,
                             absl::string_view data) const {
   if (data.size() <= kBulkPiece) return WritePiece(*stub_, id_, pointer, data);
   // The last piece first: a write past the end of owned memory then fails
   // before any byte is written, as one Write would.
-  const uint64_t last = (data.size() - 1) / kBulkPiece * kBulkPiece;
+  const uint64_t pieces = (data.size() + kBulkPiece - 1) / kBulkPiece;
+  const uint64_t last = (pieces - 1) * kBulkPiece;
   absl::Status written =
       WritePiece(*stub_, id_, Advanced(pointer, last), data.substr(last));
-  if (!written.ok()) return written;
-  for (uint64_t done = 0; done < last; done += kBulkPiece) {
-    absl::Status status = WritePiece(*stub_, id_, Advanced(pointer, done),
-                                     data.substr(done, kBulkPiece));
-    if (!status.ok()) return status;
-  }
-  return absl::OkStatus();
+  if (!written.ok()) return NamePiece(written, last, data.size());
+  v1::Ffi::Stub& stub = *stub_;
+  PieceRunner<v1::WriteResponse> runner(
+      [&](grpc::ClientContext* context, uint64_t piece,
+          grpc::CompletionQueue* queue) {
+        v1::WriteRequest request;
+        request.set_session(id_);
+        *request.mutable_pointer() = Advanced(pointer, piece * kBulkPiece);
+        const absl::string_view bytes =
+            data.substr(piece * kBulkPiece, kBulkPiece);
+        request.set_data(bytes.data(), bytes.size());
+        return stub.AsyncWrite(context, request, queue);
+      },
+      [](uint64_t, v1::WriteResponse&) {});
+  return runner.Run(0, pieces - 1, data.size());
 }
 
 

@@ -64,6 +64,24 @@ async def test_memory(daemon) -> None:
 
 
 @pytest.mark.asyncio
+async def test_large_memory_in_pieces(daemon) -> None:
+    # As the sync client: more than 1 MiB goes in 1 MiB pieces, in place,
+    # and a failure names its piece (the last, sent first, writes nothing).
+    data = bytes(((i * 2654435761) >> 24) & 0xFF for i in range((2 << 20) + 77))
+    async with ffid.aio.connect(daemon.address) as s:
+        buf = await s.alloc(len(data) + 3)
+        await buf.write(data, offset=3)
+        assert await buf.read() == bytes(3) + data
+        with pytest.raises(ffid.OutOfBounds) as caught:
+            await buf.write(data + b"x", offset=3)
+        assert caught.value.message.startswith("piece 3 of 3 (bytes 2097152..2097229 of 2097230): ")
+        with pytest.raises(ffid.OutOfBounds) as caught:
+            await buf.read(len(data) + 4)
+        assert caught.value.message.startswith("piece 3 of 3 (bytes 2097152..2097232 of 2097233): ")
+        assert await buf.read(len(data), offset=3) == data  # the failed write wrote nothing
+
+
+@pytest.mark.asyncio
 async def test_errors_crash_and_timeout(daemon) -> None:
     async with ffid.aio.connect(daemon.address) as s:
         lib = await s.load(str(FIXTURE))

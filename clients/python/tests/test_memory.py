@@ -108,3 +108,39 @@ def test_bad_address_is_an_error_not_a_crash(fixture_lib, session) -> None:
 def test_resource_limit(session) -> None:
     with pytest.raises(ffid.ResourceLimit):
         session.alloc(1 << 40)
+
+
+def _pattern(size: int) -> bytes:
+    # Differs between bytes 1 MiB apart, so a piece out of place shows.
+    return bytes(((i * 2654435761) >> 24) & 0xFF for i in range(size))
+
+
+PIECES_DATA = _pattern((3 << 20) + 123)
+
+
+@pytest.mark.parametrize("arena", [False, True], ids=["heap", "arena"])
+def test_large_reads_and_writes_go_in_pieces(session, arena: bool) -> None:
+    # More than 1 MiB goes as 1 MiB RPCs; every piece lands where it belongs,
+    # also at an offset that is not a multiple of the piece size.
+    data = PIECES_DATA
+    buf = session.alloc(len(data) + 5, arena=arena)
+    buf.write(memoryview(data), offset=5)
+    assert buf.read(5) == bytes(5)
+    assert buf.read(len(data), offset=5) == data
+    assert buf.read() == bytes(5) + data
+    assert (buf + 5).read(len(data)) == data
+
+
+def test_large_transfer_past_the_end_names_the_piece(session) -> None:
+    size = (5 << 20) // 2
+    buf = session.alloc(size)
+    # A write past the end fails on its last piece, sent first: nothing is written.
+    with pytest.raises(ffid.OutOfBounds, match=r"^OUT_OF_BOUNDS: piece 3 of 3 \(bytes 2097152\.\.3145727 of 3145728\): "):
+        buf.write(b"y" * (3 << 20))
+    assert buf.read() == bytes(size)
+    with pytest.raises(ffid.OutOfBounds, match=r"^OUT_OF_BOUNDS: piece 3 of 3 \(bytes 2097152\.\.3145727 of 3145728\): "):
+        buf.read(3 << 20)
+    # One piece: the message is the daemon's own.
+    with pytest.raises(ffid.OutOfBounds) as caught:
+        session.alloc(16).read(17)
+    assert not caught.value.message.startswith("piece ")

@@ -28,6 +28,56 @@ CHANNEL_OPTIONS: List[Tuple[str, Any]] = [
 # How long closing a session waits for DeleteSession.
 DELETE_TIMEOUT = 10.0
 
+# Reads and writes longer than this go as several RPCs of this size, as the
+# C++ client sends them: one message of many MiB costs gRPC far more per
+# byte than several of 1 MiB (docs/performance.md).
+BULK_PIECE = 1 << 20
+
+# A read of this many bytes or more is refused by the daemon whatever its
+# pieces: it goes as one RPC, which says so.
+BULK_READ_LIMIT = 1 << 30
+
+
+def read_pieces(length: int) -> List[Tuple[int, int]]:
+    """The (start, length) of each piece of a read of `length` bytes, in
+    order; one piece when it is not split."""
+    if length <= BULK_PIECE or length >= BULK_READ_LIMIT:
+        return [(0, length)]
+    return [(start, min(BULK_PIECE, length - start)) for start in range(0, length, BULK_PIECE)]
+
+
+def write_pieces(length: int) -> List[Tuple[int, int]]:
+    """The (start, length) of each piece of a write of `length` bytes in the
+    order they are sent: the last piece first (a write past the end of owned
+    memory then fails before any byte is written, as one write would), then
+    the others in order."""
+    if length <= BULK_PIECE:
+        return [(0, length)]
+    pieces = [(start, min(BULK_PIECE, length - start)) for start in range(0, length, BULK_PIECE)]
+    return pieces[-1:] + pieces[:-1]
+
+
+def advanced(pointer: types_pb2.PointerValue, count: int) -> types_pb2.PointerValue:
+    """`pointer` moved `count` bytes further."""
+    moved = types_pb2.PointerValue()
+    moved.CopyFrom(pointer)
+    if moved.handle:
+        moved.offset += count
+    else:
+        moved.address += count
+    return moved
+
+
+def name_piece(error: _errors.Error, start: int, total: int) -> _errors.Error:
+    """`error` (of the piece at byte `start` of a transfer of `total` bytes,
+    split) with the piece named in front of its message."""
+    end = min(start + BULK_PIECE, total)
+    count = (total + BULK_PIECE - 1) // BULK_PIECE
+    error.message = (f"piece {start // BULK_PIECE + 1} of {count} (bytes {start}..{end - 1} of {total}): "
+                     f"{error.message}")
+    error.args = (error.message,)
+    return error
+
 
 def default_address() -> str:
     """$FFID_ADDRESS, else the daemon's default socket:

@@ -519,11 +519,30 @@ class Session:
         pointer.write(data)
 
     def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
-        return self._call(self._stub.Read, ffid_pb2.ReadRequest(
-            session=self.id, pointer=pointer, length=length)).data
+        # More than BULK_PIECE goes in pieces of that size, one after the
+        # other; a failure stops it and names the piece.
+        pieces = []
+        plan = _core.read_pieces(length)
+        for start, size in plan:
+            try:
+                pieces.append(self._call(self._stub.Read, ffid_pb2.ReadRequest(
+                    session=self.id, pointer=_core.advanced(pointer, start), length=size)).data)
+            except _errors.Error as error:
+                raise (_core.name_piece(error, start, length) if len(plan) > 1 else error) from None
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
-        self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
+        # More than BULK_PIECE goes in pieces of that size, the last first
+        # (see write_pieces); a failure stops it (pieces written stay) and
+        # names the piece.
+        view = memoryview(data).cast("B")
+        plan = _core.write_pieces(len(view))
+        for start, size in plan:
+            try:
+                self._call(self._stub.Write, ffid_pb2.WriteRequest(
+                    session=self.id, pointer=_core.advanced(pointer, start), data=bytes(view[start:start + size])))
+            except _errors.Error as error:
+                raise (_core.name_piece(error, start, len(view)) if len(plan) > 1 else error) from None
 
     def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor,
                     flexible_length: int = 0) -> Any:

@@ -384,11 +384,27 @@ class Session:
         return memory
 
     async def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
-        return (await self._call(self._stub.Read, ffid_pb2.ReadRequest(
-            session=self.id, pointer=pointer, length=length))).data
+        # In pieces, as ffid.Session._read.
+        pieces = []
+        plan = _core.read_pieces(length)
+        for start, size in plan:
+            try:
+                pieces.append((await self._call(self._stub.Read, ffid_pb2.ReadRequest(
+                    session=self.id, pointer=_core.advanced(pointer, start), length=size))).data)
+            except _errors.Error as error:
+                raise (_core.name_piece(error, start, length) if len(plan) > 1 else error) from None
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
-        await self._call(self._stub.Write, ffid_pb2.WriteRequest(session=self.id, pointer=pointer, data=bytes(data)))
+        # In pieces, the last first, as ffid.Session._write.
+        view = memoryview(data).cast("B")
+        plan = _core.write_pieces(len(view))
+        for start, size in plan:
+            try:
+                await self._call(self._stub.Write, ffid_pb2.WriteRequest(
+                    session=self.id, pointer=_core.advanced(pointer, start), data=bytes(view[start:start + size])))
+            except _errors.Error as error:
+                raise (_core.name_piece(error, start, len(view)) if len(plan) > 1 else error) from None
 
     async def _read_value(self, pointer: types_pb2.PointerValue, descriptor: types_pb2.TypeDescriptor,
                           flexible_length: int = 0) -> Any:

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -55,6 +56,28 @@ std::string Normalize(const std::string& path) {
   return absl::StrCat("/", absl::StrJoin(parts, "/"));
 }
 
+// Whether `elf` has its own DWARF line table (.debug_line, as a library built
+// with -g has): source lines are looked up only then (see symbolizer.h on
+// separate debug files).
+bool HasOwnLineTable(Elf* elf) {
+  size_t names = 0;
+  if (elf == nullptr || elf_getshdrstrndx(elf, &names) != 0) return false;
+  for (Elf_Scn* section = elf_nextscn(elf, nullptr); section != nullptr;
+       section = elf_nextscn(elf, section)) {
+    GElf_Shdr header;
+    if (gelf_getshdr(section, &header) == nullptr ||
+        header.sh_type == SHT_NOBITS) {
+      continue;
+    }
+    const char* name = elf_strptr(elf, names, header.sh_name);
+    if (name != nullptr && (std::strcmp(name, ".debug_line") == 0 ||
+                            std::strcmp(name, ".zdebug_line") == 0)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 struct Symbolizer::Module {
@@ -70,6 +93,8 @@ struct Symbolizer::Module {
   Dwfl* dwfl = nullptr;
   // Addresses in it are the file's own (bias 0).
   Dwfl_Module* module = nullptr;
+  // Whether the file itself carries a line table (see HasOwnLineTable).
+  bool own_lines = false;
 };
 
 Symbolizer& Symbolizer::Get() {
@@ -117,11 +142,34 @@ Symbolizer::Module* Symbolizer::Find(const std::string& path) {
                                      -1, 0, true);
     dwfl_report_end(module->dwfl, nullptr, nullptr);
   }
+  if (module->module != nullptr &&
+      names_only_.count({static_cast<uint64_t>(st.st_dev),
+                         static_cast<uint64_t>(st.st_ino)}) == 0) {
+    GElf_Addr bias = 0;
+    module->own_lines =
+        HasOwnLineTable(dwfl_module_getelf(module->module, &bias));
+  }
   // A file that cannot be read is remembered too, so it is not retried on
   // every frame.
   Module* found = module->module == nullptr ? nullptr : module.get();
   modules_[path] = std::move(module);
   return found;
+}
+
+void Symbolizer::NamesOnly(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return;
+  absl::MutexLock lock(&mu_);
+  names_only_.insert({static_cast<uint64_t>(st.st_dev),
+                      static_cast<uint64_t>(st.st_ino)});
+  // Opened before with its line table: open it again without.
+  for (auto it = modules_.begin(); it != modules_.end();) {
+    if (it->second->device == st.st_dev && it->second->inode == st.st_ino) {
+      it = modules_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 FrameSymbol Symbolizer::Symbolize(const RawFrame& frame) {
@@ -143,7 +191,10 @@ FrameSymbol Symbolizer::Symbolize(const RawFrame& frame) {
     // address: report the return address's offset as dladdr does.
     symbol.offset = offset + (frame.exact ? 0 : 1);
   }
-  if (Dwfl_Line* line = dwfl_module_getsrc(module->module, address)) {
+  Dwfl_Line* line = module->own_lines
+                        ? dwfl_module_getsrc(module->module, address)
+                        : nullptr;
+  if (line != nullptr) {
     int number = 0;
     const char* file =
         dwfl_lineinfo(line, nullptr, &number, nullptr, nullptr, nullptr);

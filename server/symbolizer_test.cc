@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -86,6 +87,28 @@ TEST(SymbolizerTest, DescribeCompletesBacktraceText) {
   EXPECT_THAT(described, HasSubstr("LocalFunction"));
   EXPECT_THAT(described, HasSubstr("+0x0) [0x5678] at "));
   EXPECT_THAT(described, HasSubstr("symbolizer_test.cc:"));
+}
+
+TEST(SymbolizerTest, NamesOnlyFilesGetTheFunctionButNoLine) {
+  RawFrame frame = FrameOf(reinterpret_cast<const void*>(&LocalFunction));
+  frame.exact = true;
+  // A copy of this executable (its own file: the cache is process-wide),
+  // looked up at the same addresses.
+  char copy[] = "/tmp/ffid-symbolizer-test-XXXXXX";
+  const int fd = mkstemp(copy);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  ASSERT_EQ(std::system(("cp " + frame.path + " " + copy).c_str()), 0);
+  frame.path = copy;
+  EXPECT_THAT(Symbolizer::Get().Symbolize(frame).file,
+              EndsWith("server/symbolizer_test.cc"));
+
+  Symbolizer::Get().NamesOnly(copy);
+  FrameSymbol symbol = Symbolizer::Get().Symbolize(frame);
+  EXPECT_THAT(symbol.function, HasSubstr("LocalFunction"));
+  EXPECT_EQ(symbol.file, "");
+  EXPECT_EQ(symbol.line, 0);
+  unlink(copy);
 }
 
 TEST(SymbolizerTest, UnknownFilesAndAddressesGiveNothing) {

@@ -50,8 +50,8 @@ int CallsPerClient() {
   if (text != nullptr && absl::SimpleAtoi(text, &calls) && calls > 0) {
     return calls;
   }
-#if defined(__SANITIZE_ADDRESS__)
-  return 60;  // ASan workers start several times slower
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return 60;  // Sanitized workers start several times slower
 #else
   return 150;
 #endif
@@ -196,7 +196,8 @@ std::vector<Fault> Faults() {
       {"int ff_close_fd(int fd)", {MakeInt(3)}, {"WORKER_CRASHED"}},
       {"int ff_write_garbage(int fd)", {MakeInt(3)}, {"WORKER_CRASHED"}},
   };
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+  // (RLIMIT_AS is not applied to sanitized workers.)
   faults.push_back({"int ff_alloc_touch(uint64_t bytes)",
                     {client::MakeUint(uint64_t{2} << 30)},
                     {"RESOURCE_LIMIT"}});
@@ -397,7 +398,7 @@ TEST_F(FaultLoadTest, DaemonSurvivesFaultsAndOutsideKillsUnderLoad) {
   std::fprintf(stderr, "daemon VmRSS: baseline %lld kB, after %lld kB\n",
                static_cast<long long>(base_rss_kb),
                static_cast<long long>(rss_kb));
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
   // Allocator caches may keep a little; a leak per session or call would
   // show as far more than this.
   EXPECT_LT(rss_kb, base_rss_kb + 16 * 1024);

@@ -247,8 +247,9 @@ TEST_F(FaultsTest, CpuLimitIsReportedAsResourceLimit) {
 }
 
 TEST_F(FaultsTest, AllocationBeyondTheAddressSpaceLimitIsResourceLimit) {
-#if defined(__SANITIZE_ADDRESS__) || FFID_TEST_ASAN
-  GTEST_SKIP() << "RLIMIT_AS is not applied to AddressSanitizer workers";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+    FFID_TEST_ASAN
+  GTEST_SKIP() << "RLIMIT_AS is not applied to sanitized workers";
 #endif
   client::SessionOptions session_options;
   session_options.limits.set_address_space_bytes(uint64_t{512} << 20);
@@ -287,8 +288,9 @@ TEST_F(FaultsTest, FileSizeLimitIsReportedAsResourceLimit) {
 }
 
 TEST_F(FaultsTest, AFailedAllocationTheLibrarySurvivesIsResourceLimit) {
-#if defined(__SANITIZE_ADDRESS__) || FFID_TEST_ASAN
-  GTEST_SKIP() << "RLIMIT_AS is not applied to AddressSanitizer workers";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+    FFID_TEST_ASAN
+  GTEST_SKIP() << "RLIMIT_AS is not applied to sanitized workers";
 #endif
   client::SessionOptions session_options;
   session_options.limits.set_address_space_bytes(uint64_t{512} << 20);

@@ -393,6 +393,15 @@ extern "C" const char* __asan_default_options() {
 }
 #endif
 
+#if defined(__SANITIZE_THREAD__)
+// Likewise under ThreadSanitizer: a native crash must reach the worker's own
+// handler and then kill it with its signal, not become a TSan report.
+extern "C" const char* __tsan_default_options() {
+  return "handle_segv=0:handle_sigbus=0:handle_sigfpe=0:handle_sigill=0:"
+         "handle_abort=0";
+}
+#endif
+
 int main(int argc, char** argv) {
   ffid::worker::Options options = ffid::worker::ParseArgs(argc, argv);
   if (options.zygote) return ffid::worker::RunAsZygote(options, argc, argv);

@@ -55,13 +55,7 @@ pid_t* FindOwnTidField() {
 }
 
 int NamespaceFlags(const WorkerPolicy& policy) {
-#if defined(__SANITIZE_THREAD__)
-  // ThreadSanitizer's runtime must see the fork; the worker unshares.
-  (void)policy;
-  return 0;
-#else
   return NamespaceCloneFlags(policy);
-#endif
 }
 
 // fork(), or a fork-like clone into new namespaces.

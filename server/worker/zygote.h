@@ -12,8 +12,9 @@
 // namespaces its policy asks for (clone(CLONE_NEWUSER | CLONE_NEWPID |
 // ...)), so the worker is PID 1 of its own PID namespace *and* the
 // zygote's child: the zygote reaps it and reports its real wait status,
-// with no waiter process in between. (Builds under ThreadSanitizer fork
-// instead and let the worker unshare, as an exec'd worker does.) The child
+// with no waiter process in between. (ThreadSanitizer builds too: a
+// child of TSan's fork interceptor gets a TSan background thread and could
+// not unshare a user namespace.) The child
 // moves its descriptors to fds 3, 4, ... and runs `run_worker`, which never
 // returns to the loop.
 //

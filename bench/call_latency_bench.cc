@@ -2,8 +2,14 @@
 // in the same run (see bench/README.md and DESIGN.md "Performance targets").
 //
 // Figures, each timed per round trip (median and p99):
-//   echo  - a unary Echo RPC (16-byte payload) to an in-process sync gRPC
-//           server on a temporary unix socket: the floor a Call is held to.
+//   echo_process - a unary Echo RPC (16-byte payload) to bench/echo_server,
+//           a sync gRPC server in a process of its own (as the daemon is) on
+//           a temporary unix socket: the floor a Call is held to.
+//   echo  - the same Echo to a server in this process (reference: no
+//           process wake-up on the server's side).
+//   server_info - GetServerInfo on the daemon: its gRPC path, no worker.
+//   call_raw - the Call RPC with a CallRequest built once (no client
+//           library): server_info plus the daemon -> worker hop.
 //   call  - Session::Call of `int fx_add(int, int)` on the real daemon (a
 //           child process on its own temporary unix socket) and its worker.
 //   ffi   - ffi_call of a local function with a prepared cif, in-process.
@@ -147,7 +153,10 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
                                    args);
 }
 
-void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub) {
+// `key`: the samples' name ("echo": the server in this process; "echo_process":
+// bench/echo_server in its own process, as the daemon is).
+void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub,
+                 const char* key) {
   EchoRequest request;
   request.set_payload(std::string(16, 'x'));
   EchoResponse response;
@@ -155,7 +164,7 @@ void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub) {
     grpc::ClientContext context;
     stub->Echo(&context, request, &response);
   }
-  std::vector<double>& samples = Samples()["echo"];
+  std::vector<double>& samples = Samples()[key];
   for (auto _ : state) {
     grpc::ClientContext context;
     const Clock::time_point start = Clock::now();
@@ -171,15 +180,17 @@ void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub) {
 
 // ---------------------------------------------------------------- ffid
 
-// The real daemon as a child process on a socket in a temporary directory.
-class DaemonProcess {
+// A server run as a child process (the real daemon, or bench/echo_server)
+// listening on a unix socket in a temporary directory; its stderr goes to a
+// log file beside it.
+class ChildProcess {
  public:
-  static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
+  // The real daemon, allowed the fixtures' directory.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> StartDaemon(
       const std::string& temp_dir) {
     const std::string fixture = FFID_BENCH_FIXTURE_PATH;
     const std::string fixture_dir = fixture.substr(0, fixture.rfind('/'));
     const std::string socket_path = temp_dir + "/ffid.sock";
-    const std::string log_path = temp_dir + "/ffid.log";
     std::vector<std::string> args = {
         FFID_BENCH_FFID_PATH, "--listen", "unix:" + socket_path,
         "--allow-library", fixture_dir + "/*"};
@@ -189,6 +200,20 @@ class DaemonProcess {
       args.push_back("--allow-library");
       args.push_back(glob);
     }
+    return Start(std::move(args), socket_path, temp_dir + "/ffid.log");
+  }
+
+  // The bare echo server in its own process.
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> StartEcho(
+      const std::string& temp_dir) {
+    const std::string socket_path = temp_dir + "/echo-process.sock";
+    return Start({FFID_BENCH_ECHO_SERVER_PATH, "unix:" + socket_path},
+                 socket_path, temp_dir + "/echo-process.log");
+  }
+
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Start(
+      std::vector<std::string> args, const std::string& socket_path,
+      const std::string& log_path) {
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -205,37 +230,37 @@ class DaemonProcess {
       execv(argv[0], argv.data());
       _exit(127);
     }
-    auto daemon = std::unique_ptr<DaemonProcess>(
-        new DaemonProcess(pid, "unix:" + socket_path, log_path));
+    auto child = std::unique_ptr<ChildProcess>(
+        new ChildProcess(pid, "unix:" + socket_path, log_path));
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
     struct stat info;
     while (stat(socket_path.c_str(), &info) != 0) {
       int wstatus = 0;
       if (waitpid(pid, &wstatus, WNOHANG) == pid) {
-        daemon->pid_ = 0;
+        child->pid_ = 0;
         return absl::UnavailableError(absl::StrCat(
-            "the daemon ", FFID_BENCH_FFID_PATH, " exited before listening; its log:\n",
-            daemon->Log()));
+            args[0], " exited before listening; its log:\n", child->Log()));
       }
       if (absl::Now() > deadline) {
         return absl::DeadlineExceededError(absl::StrCat(
-            "the daemon did not create ", socket_path, " within 30s; its log:\n",
-            daemon->Log()));
+            args[0], " did not create ", socket_path, " within 30s; its log:\n",
+            child->Log()));
       }
       absl::SleepFor(absl::Milliseconds(5));
     }
-    return daemon;
+    return child;
   }
 
-  // Stops the daemon: SIGTERM, then SIGKILL after a grace period.
-  ~DaemonProcess() {
+  // Stops the server: SIGTERM, then SIGKILL after a grace period.
+  ~ChildProcess() {
     if (pid_ == 0) return;
     kill(pid_, SIGTERM);
     const absl::Time deadline = absl::Now() + absl::Seconds(5);
     int wstatus = 0;
     while (waitpid(pid_, &wstatus, WNOHANG) == 0) {
       if (absl::Now() > deadline) {
-        std::fprintf(stderr, "ffid did not stop on SIGTERM; killing it\n");
+        std::fprintf(stderr, "pid %d did not stop on SIGTERM; killing it\n",
+                     static_cast<int>(pid_));
         kill(pid_, SIGKILL);
         waitpid(pid_, &wstatus, 0);
         break;
@@ -262,7 +287,7 @@ class DaemonProcess {
   }
 
  private:
-  DaemonProcess(pid_t pid, std::string address, std::string log_path)
+  ChildProcess(pid_t pid, std::string address, std::string log_path)
       : pid_(pid), address_(std::move(address)), log_path_(std::move(log_path)) {}
 
   pid_t pid_;
@@ -297,6 +322,56 @@ void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
     }
     if (response->result().int_value() != 42) {
       state.SkipWithError("fx_add(2, 40) did not return 42");
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
+// The daemon's own gRPC path, no session or worker: GetServerInfo on a
+// channel of its own (the client library's settings).
+void BM_ServerInfo(benchmark::State& state, v1::Ffi::Stub* stub) {
+  v1::GetServerInfoRequest request;
+  v1::GetServerInfoResponse response;
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    grpc::ClientContext context;
+    (void)stub->GetServerInfo(&context, request, &response);
+  }
+  std::vector<double>& samples = Samples()["server_info"];
+  for (auto _ : state) {
+    grpc::ClientContext context;
+    const Clock::time_point start = Clock::now();
+    const grpc::Status status = stub->GetServerInfo(&context, request, &response);
+    Record(state, samples, Clock::now() - start);
+    if (!status.ok()) {
+      state.SkipWithError(status.error_message().c_str());
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
+// The Call RPC without the client library: the CallRequest is built once.
+void BM_FfidCallRaw(benchmark::State& state, v1::Ffi::Stub* stub,
+                    FfidTarget* target) {
+  v1::CallRequest request;
+  request.set_session(target->session->id());
+  request.set_function(target->function.handle);
+  *request.add_arguments() = client::MakeInt(2);
+  *request.add_arguments() = client::MakeInt(40);
+  v1::CallResponse response;
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    grpc::ClientContext context;
+    (void)stub->Call(&context, request, &response);
+  }
+  std::vector<double>& samples = Samples()["call_raw"];
+  for (auto _ : state) {
+    grpc::ClientContext context;
+    const Clock::time_point start = Clock::now();
+    const grpc::Status status = stub->Call(&context, request, &response);
+    Record(state, samples, Clock::now() - start);
+    if (!status.ok() || response.result().int_value() != 42) {
+      state.SkipWithError("the raw Call RPC of fx_add(2, 40) failed");
       return;
     }
   }
@@ -718,7 +793,12 @@ std::string Ratio(const std::vector<double>& numerator,
 }
 
 void PrintSummary() {
-  const std::vector<double>& echo = Samples()["echo"];
+  // The Call's baseline: the echo server in a process of its own, as the
+  // daemon is.
+  const std::vector<double>& echo = Samples()["echo_process"];
+  const std::vector<double>& echo_here = Samples()["echo"];
+  const std::vector<double>& server_info = Samples()["server_info"];
+  const std::vector<double>& call_raw = Samples()["call_raw"];
   const std::vector<double>& call = Samples()["call"];
   const std::vector<double>& ffi = Samples()["ffi"];
   const std::vector<double>& callback = Samples()["callback"];
@@ -733,6 +813,15 @@ void PrintSummary() {
   std::printf(row, "Call vs gRPC echo, p99", Us(call, 0.99).c_str(),
               Us(echo, 0.99).c_str(), Ratio(call, echo, 0.99).c_str(),
               absl::StrFormat("<= %.1fx", kCallVsEchoTarget).c_str());
+  std::printf(row, "Call vs echo in this process", Us(call, 0.5).c_str(),
+              Us(echo_here, 0.5).c_str(), Ratio(call, echo_here, 0.5).c_str(),
+              "(reference)");
+  std::printf(row, "GetServerInfo vs echo", Us(server_info, 0.5).c_str(),
+              Us(echo, 0.5).c_str(), Ratio(server_info, echo, 0.5).c_str(),
+              "(no worker)");
+  std::printf(row, "raw Call RPC vs GetServerInfo", Us(call_raw, 0.5).c_str(),
+              Us(server_info, 0.5).c_str(),
+              Ratio(call_raw, server_info, 0.5).c_str(), "(the worker hop)");
   std::printf(row, "Call vs in-process ffi_call", Us(call, 0.5).c_str(),
               Us(ffi, 0.5).c_str(), Ratio(call, ffi, 0.5).c_str(),
               "(reference)");
@@ -825,14 +914,26 @@ int Main(int argc, char** argv) {
     std::unique_ptr<EchoService::Stub> echo_stub =
         EchoService::NewStub(echo_channel);
 
+    // The same echo service in a process of its own, as the daemon is.
+    absl::StatusOr<std::unique_ptr<ChildProcess>> echo_process =
+        ChildProcess::StartEcho(temp_dir);
+    std::unique_ptr<EchoService::Stub> echo_process_stub;
+    if (echo_process.ok()) {
+      echo_process_stub =
+          EchoService::NewStub(MakeChannel((*echo_process)->address()));
+    }
+
     // The real daemon, a session, the fixture and fx_add.
-    absl::StatusOr<std::unique_ptr<DaemonProcess>> daemon =
-        DaemonProcess::Start(temp_dir);
+    absl::StatusOr<std::unique_ptr<ChildProcess>> daemon =
+        ChildProcess::StartDaemon(temp_dir);
+    std::unique_ptr<v1::Ffi::Stub> ffid_stub;
     std::unique_ptr<client::Client> ffid_client;
     std::unique_ptr<client::Session> session;
     FfidTarget target{};
     absl::Status setup = daemon.status();
+    if (setup.ok()) setup = echo_process.status();
     if (setup.ok()) {
+      ffid_stub = v1::Ffi::NewStub(MakeChannel((*daemon)->address()));
       absl::StatusOr<std::unique_ptr<client::Client>> connected =
           client::Client::Connect((*daemon)->address());
       setup = connected.status();
@@ -889,7 +990,23 @@ int Main(int argc, char** argv) {
                    setup.ToString().c_str());
       exit_code = 1;
     } else {
-      benchmark::RegisterBenchmark("grpc_echo_16B", BM_GrpcEcho, echo_stub.get())
+      benchmark::RegisterBenchmark("grpc_echo_16B", BM_GrpcEcho,
+                                   echo_stub.get(), "echo")
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("grpc_echo_16B_process", BM_GrpcEcho,
+                                   echo_process_stub.get(), "echo_process")
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffid_server_info", BM_ServerInfo,
+                                   ffid_stub.get())
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffid_call_raw", BM_FfidCallRaw,
+                                   ffid_stub.get(), &target)
           ->Iterations(kRoundTrips)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
@@ -972,7 +1089,10 @@ int Main(int argc, char** argv) {
     // Tear down in order: session (its worker), client, daemon, echo.
     session.reset();
     ffid_client.reset();
+    ffid_stub.reset();
     if (daemon.ok()) daemon->reset();
+    echo_process_stub.reset();
+    if (echo_process.ok()) echo_process->reset();
     echo_stub.reset();
     echo_channel.reset();
     echo_server->Shutdown();
@@ -980,6 +1100,7 @@ int Main(int argc, char** argv) {
   benchmark::Shutdown();
   std::remove((temp_dir + "/ffid.sock").c_str());
   std::remove((temp_dir + "/echo.sock").c_str());
+  std::remove((temp_dir + "/echo-process.sock").c_str());
   rmdir(temp_dir.c_str());
   return exit_code;
 }

@@ -265,13 +265,26 @@ absl::Status Session::Attach() {
     absl::MutexLock stream_lock(&stream_mu_);
     stream_ended_ = false;
   }
+  {
+    absl::MutexLock outbox_lock(&outbox_mu_);
+    outbox_closed_ = false;
+  }
   reader_ = std::thread([this] { ReadLoop(); });
+  writer_ = std::thread([this] { WriteLoop(); });
   return absl::OkStatus();
 }
 
 void Session::CloseStream() {
   absl::MutexLock lock(&mu_);
   if (stream_ == nullptr) return;
+  {
+    // The session is gone (or going): calls still queued are not sent; the
+    // reader fails them with the rest when the stream ends below.
+    absl::MutexLock outbox_lock(&outbox_mu_);
+    outbox_closed_ = true;
+    outbox_.clear();
+    outbox_ready_.Signal();
+  }
   {
     absl::MutexLock write_lock(&write_mu_);
     stream_->WritesDone();
@@ -281,6 +294,7 @@ void Session::CloseStream() {
   // reader's Read().
   stream_context_->TryCancel();
   if (reader_.joinable()) reader_.join();
+  if (writer_.joinable()) writer_.join();
   std::vector<std::thread> threads;
   {
     absl::MutexLock stream_lock(&stream_mu_);
@@ -297,6 +311,41 @@ void Session::CloseStream() {
 bool Session::WriteToStream(const v1::ConnectRequest& request) {
   absl::MutexLock lock(&write_mu_);
   return stream_->Write(request);
+}
+
+bool Session::QueueForStream(v1::ConnectRequest request) {
+  absl::MutexLock lock(&outbox_mu_);
+  if (outbox_closed_) return false;
+  outbox_.push_back(std::move(request));
+  if (outbox_.size() == 1) outbox_ready_.Signal();
+  return true;
+}
+
+void Session::WriteLoop() {
+  absl::MutexLock lock(&outbox_mu_);
+  for (;;) {
+    while (outbox_.empty() && !outbox_closed_) outbox_ready_.Wait(&outbox_mu_);
+    if (outbox_.empty()) return;
+    v1::ConnectRequest request = std::move(outbox_.front());
+    outbox_.pop_front();
+    // More queued behind it: gRPC may hold this one and send it with the
+    // next (the last of a burst flushes them all).
+    grpc::WriteOptions options;
+    if (!outbox_.empty()) options.set_buffer_hint();
+    outbox_mu_.Unlock();
+    bool written;
+    {
+      absl::MutexLock write_lock(&write_mu_);
+      written = stream_->Write(request, options);
+    }
+    outbox_mu_.Lock();
+    if (!written) {
+      // The stream is broken: its reader fails every call in flight.
+      outbox_closed_ = true;
+      outbox_.clear();
+      return;
+    }
+  }
 }
 
 void Session::ReadLoop() {
@@ -410,7 +459,7 @@ std::future<absl::StatusOr<v1::StreamResult>> Session::SendStreamCall(
   v1::ConnectRequest request;
   const uint64_t tag = call.tag();
   *request.mutable_call() = std::move(call);
-  if (!WriteToStream(request)) {
+  if (!QueueForStream(std::move(request))) {
     absl::MutexLock lock(&stream_mu_);
     auto it = in_flight_.find(tag);
     if (it != in_flight_.end()) {

@@ -492,6 +492,12 @@ class Session {
   std::future<absl::StatusOr<v1::StreamResult>> SendStreamCall(
       v1::StreamCall call);
   [[nodiscard]] bool WriteToStream(const v1::ConnectRequest& request);
+  // Queues a stream call for the writer thread (false once the stream is
+  // closed). The writer lets gRPC hold a message while more are queued
+  // behind it, so a burst of CallAsync leaves in a few writes, not one
+  // per call.
+  [[nodiscard]] bool QueueForStream(v1::ConnectRequest request);
+  void WriteLoop();
   void ReadLoop();
   // Runs invocations on callback threads, starting one when all are busy.
   void Dispatch(Invocation invocation);
@@ -513,6 +519,14 @@ class Session {
   // Serializes writes on stream_.
   absl::Mutex write_mu_;
   std::thread reader_;
+  // Stream calls waiting for the writer thread.
+  absl::Mutex outbox_mu_;
+  std::deque<v1::ConnectRequest> outbox_ ABSL_GUARDED_BY(outbox_mu_);
+  // Set by CloseStream (after which nothing is queued) or when a write
+  // failed.
+  bool outbox_closed_ ABSL_GUARDED_BY(outbox_mu_) = false;
+  absl::CondVar outbox_ready_;
+  std::thread writer_;
 
   absl::Mutex stream_mu_;
   // Set when the stream's reader has ended: stream calls fail at once.

@@ -3,6 +3,7 @@ package ffid
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -88,7 +89,11 @@ func NewClient(address string, options ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialOptions := append(connection.dialOptions(), config.dialOptions...)
+	// A Read of a whole block (length 0) is one message of any size up to
+	// the daemon's 1 GiB: gRPC's default limit of 4 MiB would refuse it.
+	dialOptions := append(connection.dialOptions(),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	dialOptions = append(dialOptions, config.dialOptions...)
 	conn, err := grpc.NewClient(address, dialOptions...)
 	if err != nil {
 		return nil, clientError(ReasonUnavailable, codes.Unavailable, "cannot connect to %s: %v", address, err)

@@ -2,6 +2,7 @@ package ffid
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ffid/ffid/clients/go/ffidpb"
@@ -59,24 +60,79 @@ func (p Pointer) usable() error {
 	return nil
 }
 
+// Reads and writes longer than bulkPiece go as several RPCs of that size,
+// as the C++ and Python clients send them: one message of many MiB costs
+// gRPC far more per byte than several of 1 MiB. A read of bulkReadLimit
+// bytes or more is refused by the daemon whatever its pieces: it goes as
+// one RPC, which says so.
+const (
+	bulkPiece     = 1 << 20
+	bulkReadLimit = 1 << 30
+)
+
+// namePiece returns err (of the piece at byte start of a transfer of total
+// bytes, split) with the piece named in front of its message.
+func namePiece(err error, start, total int) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	named := *e
+	named.Message = fmt.Sprintf("piece %d of %d (bytes %d..%d of %d): %s", start/bulkPiece+1,
+		(total+bulkPiece-1)/bulkPiece, start, min(start+bulkPiece, total)-1, total, e.Message)
+	return &named
+}
+
 // Read reads n bytes at the pointer (n = 0 reads owned memory to its end).
+// More than 1 MiB is read in 1 MiB pieces, one after the other; a failure
+// stops it and names the piece.
 func (p Pointer) Read(ctx context.Context, n int) ([]byte, error) {
 	if err := p.usable(); err != nil {
 		return nil, err
 	}
-	response, err := p.session.read(ctx, &ffidpb.ReadRequest{Pointer: p.proto(), Length: uint64(n)})
-	if err != nil {
-		return nil, err
+	if n <= bulkPiece || n >= bulkReadLimit {
+		response, err := p.session.read(ctx, &ffidpb.ReadRequest{Pointer: p.proto(), Length: uint64(n)})
+		if err != nil {
+			return nil, err
+		}
+		return response.GetData(), nil
 	}
-	return response.GetData(), nil
+	data := make([]byte, 0, n)
+	for start := 0; start < n; start += bulkPiece {
+		response, err := p.session.read(ctx, &ffidpb.ReadRequest{Pointer: p.Add(uint64(start)).proto(),
+			Length: uint64(min(bulkPiece, n-start))})
+		if err != nil {
+			return nil, namePiece(err, start, n)
+		}
+		data = append(data, response.GetData()...)
+	}
+	return data, nil
 }
 
-// Write writes data at the pointer.
+// Write writes data at the pointer. More than 1 MiB is written in 1 MiB
+// pieces: the last piece first (so a write past the end of owned memory
+// writes nothing), then the others in order; a failure stops it (pieces
+// written stay) and names the piece.
 func (p Pointer) Write(ctx context.Context, data []byte) error {
 	if err := p.usable(); err != nil {
 		return err
 	}
-	return p.session.write(ctx, &ffidpb.WriteRequest{Pointer: p.proto(), Data: data})
+	if len(data) <= bulkPiece {
+		return p.session.write(ctx, &ffidpb.WriteRequest{Pointer: p.proto(), Data: data})
+	}
+	last := (len(data) - 1) / bulkPiece * bulkPiece
+	starts := []int{last}
+	for start := 0; start < last; start += bulkPiece {
+		starts = append(starts, start)
+	}
+	for _, start := range starts {
+		end := min(start+bulkPiece, len(data))
+		err := p.session.write(ctx, &ffidpb.WriteRequest{Pointer: p.Add(uint64(start)).proto(), Data: data[start:end]})
+		if err != nil {
+			return namePiece(err, start, len(data))
+		}
+	}
+	return nil
 }
 
 // ReadValue reads one value of the C type cType ("int", "struct point",

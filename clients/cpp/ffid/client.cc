@@ -15,7 +15,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "google/rpc/error_details.pb.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "google/rpc/status.pb.h"
 
 namespace ffid::client {
@@ -204,7 +209,8 @@ absl::StatusOr<std::unique_ptr<Session>> Client::CreateSession(
   absl::Status status =
       StatusFromGrpc(stub_->CreateSession(&context, request, &response));
   if (!status.ok()) return status;
-  std::unique_ptr<Session> session(new Session(stub_, response.session()));
+  std::unique_ptr<Session> session(
+      new Session(stub_, channel_, response.session()));
   if (options.attach_stream) {
     status = session->Attach();
     if (!status.ok()) return status;  // ~Session deletes it.
@@ -215,8 +221,10 @@ absl::StatusOr<std::unique_ptr<Session>> Client::CreateSession(
 // ---------------------------------------------------------------- Session
 
 Session::Session(std::shared_ptr<v1::Ffi::Stub> stub,
+                 std::shared_ptr<grpc::Channel> channel,
                  const v1::Session& session)
     : stub_(std::move(stub)),
+      channel_(std::move(channel)),
       id_(session.id()),
       worker_pid_(session.worker_pid()) {}
 
@@ -867,6 +875,104 @@ absl::Status NamePiece(const absl::Status& status, uint64_t start,
   return named;
 }
 
+// `head` serialized, followed by the tag and length of its bytes field
+// `field` holding `size` bytes: the start of a message whose field's bytes
+// are sent after it as they are (the wire format lets fields come in any
+// order).
+std::string WithDataField(const google::protobuf::MessageLite& head, int field,
+                          uint64_t size) {
+  std::string bytes = head.SerializeAsString();
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  google::protobuf::io::CodedOutputStream output(&stream);
+  output.WriteTag(google::protobuf::internal::WireFormatLite::MakeTag(
+      field, google::protobuf::internal::WireFormatLite::
+                 WIRETYPE_LENGTH_DELIMITED));
+  output.WriteVarint64(size);
+  output.Trim();
+  return bytes;
+}
+
+// Appends the `data` field of a serialized ReadResponse to `*data`, copied
+// straight from gRPC's buffers (no ReadResponse is built); other fields
+// are skipped.
+absl::Status AppendReadData(grpc::ByteBuffer& response, std::string* data) {
+  const size_t total = response.Length();
+  grpc::ProtoBufferReader reader(&response);
+  google::protobuf::io::CodedInputStream input(&reader);
+  using google::protobuf::internal::WireFormatLite;
+  const uint32_t data_tag = WireFormatLite::MakeTag(
+      v1::ReadResponse::kDataFieldNumber,
+      WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  bool seen = false;
+  while (const uint32_t tag = input.ReadTag()) {
+    if (tag != data_tag || seen) {
+      if (!WireFormatLite::SkipField(&input, tag)) break;
+      continue;
+    }
+    seen = true;
+    uint64_t left = 0;
+    if (!input.ReadVarint64(&left)) break;
+    while (left > 0) {
+      const void* chunk = nullptr;
+      int size = 0;
+      if (!input.GetDirectBufferPointer(&chunk, &size) || size <= 0) break;
+      const uint64_t take = std::min<uint64_t>(left, size);
+      data->append(static_cast<const char*>(chunk), take);
+      input.Skip(static_cast<int>(take));
+      left -= take;
+    }
+    if (left > 0) break;
+  }
+  if (static_cast<size_t>(input.CurrentPosition()) != total) {
+    return ErrorWithReason(absl::StatusCode::kInternal, "INTERNAL",
+                           "the daemon's answer to a Read does not parse");
+  }
+  return absl::OkStatus();
+}
+
+// Lends bytes to gRPC as slices without copying them, and counts the
+// slices gRPC still holds; WaitUntilReturned() blocks until none is left,
+// after which the bytes may go. The count lives on the heap, shared with
+// every slice, so a slice released late finds it. Thread-safe.
+class BorrowedBytes {
+ public:
+  BorrowedBytes() : state_(std::make_shared<State>()) {}
+
+  // A slice of `bytes`, which must stay valid until WaitUntilReturned().
+  grpc::Slice Borrow(absl::string_view bytes) {
+    {
+      absl::MutexLock lock(&state_->mu);
+      ++state_->held;
+    }
+    return grpc::Slice(const_cast<char*>(bytes.data()), bytes.size(),
+                       &Return, new std::shared_ptr<State>(state_));
+  }
+
+  void WaitUntilReturned() {
+    absl::MutexLock lock(&state_->mu);
+    state_->mu.Await(absl::Condition(
+        +[](int* held) { return *held == 0; }, &state_->held));
+  }
+
+ private:
+  struct State {
+    absl::Mutex mu;
+    int held ABSL_GUARDED_BY(mu) = 0;
+  };
+
+  // gRPC's destroy function of a borrowed slice: its last reference is gone.
+  static void Return(void* user_data) {
+    auto* state = static_cast<std::shared_ptr<State>*>(user_data);
+    {
+      absl::MutexLock lock(&(*state)->mu);
+      --(*state)->held;
+    }
+    delete state;
+  }
+
+  std::shared_ptr<State> state_;
+};
+
 // One Read RPC.
 absl::StatusOr<std::string> ReadPiece(v1::Ffi::Stub& stub,
                                       const std::string& session,
@@ -995,8 +1101,8 @@ class PieceRunner {
 }  // namespace
 
 // More than kBulkPiece is read in pieces of that size, several in flight
-// at once, put together in order; a failure stops it and is returned,
-// naming the piece.
+// at once, each answer's data copied straight from gRPC's buffers into the
+// result, in order; a failure stops it and is returned, naming the piece.
 absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
                                           uint64_t length) const {
   // Beyond 1 GiB the server refuses any read: one RPC says so.
@@ -1005,22 +1111,36 @@ absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
   }
   std::string data;
   data.reserve(length);
-  v1::Ffi::Stub& stub = *stub_;
-  PieceRunner<v1::ReadResponse> runner(
+  grpc::GenericStub stub(channel_);
+  const std::string method = absl::StrCat("/", v1::Ffi::service_full_name(),
+                                          "/Read");
+  absl::Status parsed;
+  PieceRunner<grpc::ByteBuffer> runner(
       [&](grpc::ClientContext* context, uint64_t piece,
           grpc::CompletionQueue* queue) {
         v1::ReadRequest request;
         request.set_session(id_);
         *request.mutable_pointer() = Advanced(pointer, piece * kBulkPiece);
         request.set_length(std::min(kBulkPiece, length - piece * kBulkPiece));
-        return stub.AsyncRead(context, request, queue);
+        const std::string bytes = request.SerializeAsString();
+        grpc::Slice slice(bytes);
+        grpc::ByteBuffer buffer(&slice, 1);
+        std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader =
+            stub.PrepareUnaryCall(context, method, buffer, queue);
+        reader->StartCall();
+        return reader;
       },
-      [&](uint64_t, v1::ReadResponse& response) {
-        data.append(response.data());
+      [&](uint64_t piece, grpc::ByteBuffer& response) {
+        if (!parsed.ok()) return;
+        parsed = AppendReadData(response, &data);
+        if (!parsed.ok()) {
+          parsed = NamePiece(parsed, piece * kBulkPiece, length);
+        }
       });
   const uint64_t pieces = (length + kBulkPiece - 1) / kBulkPiece;
   absl::Status status = runner.Run(0, pieces, length);
   if (!status.ok()) return status;
+  if (!parsed.ok()) return parsed;
   if (data.size() != length) {
     return ErrorWithReason(
         absl::StatusCode::kInternal, "INTERNAL",
@@ -1041,8 +1161,9 @@ absl::Status Session::Write(absl::string_view memory, uint64_t offset,
 
 // More than kBulkPiece is written in pieces of that size: the last piece
 // first (so a write past the end of owned memory writes nothing), then the
-// others, several in flight at once; a failure stops it (pieces written
-// stay) and is returned, naming the piece.
+// others, several in flight at once, each sent from `data` itself (no copy
+// into a message); a failure stops it (pieces written stay) and is
+// returned, naming the piece.
 absl::Status Session::Write(const v1::PointerValue& pointer,
                             absl::string_view data) const {
   if (data.size() <= kBulkPiece) return WritePiece(*stub_, id_, pointer, data);
@@ -1053,20 +1174,33 @@ absl::Status Session::Write(const v1::PointerValue& pointer,
   absl::Status written =
       WritePiece(*stub_, id_, Advanced(pointer, last), data.substr(last));
   if (!written.ok()) return NamePiece(written, last, data.size());
-  v1::Ffi::Stub& stub = *stub_;
-  PieceRunner<v1::WriteResponse> runner(
+  grpc::GenericStub stub(channel_);
+  const std::string method = absl::StrCat("/", v1::Ffi::service_full_name(),
+                                          "/Write");
+  BorrowedBytes borrowed;
+  PieceRunner<grpc::ByteBuffer> runner(
       [&](grpc::ClientContext* context, uint64_t piece,
           grpc::CompletionQueue* queue) {
-        v1::WriteRequest request;
-        request.set_session(id_);
-        *request.mutable_pointer() = Advanced(pointer, piece * kBulkPiece);
+        v1::WriteRequest head;
+        head.set_session(id_);
+        *head.mutable_pointer() = Advanced(pointer, piece * kBulkPiece);
         const absl::string_view bytes =
             data.substr(piece * kBulkPiece, kBulkPiece);
-        request.set_data(bytes.data(), bytes.size());
-        return stub.AsyncWrite(context, request, queue);
+        grpc::Slice slices[2] = {
+            grpc::Slice(WithDataField(head, v1::WriteRequest::kDataFieldNumber,
+                                      bytes.size())),
+            borrowed.Borrow(bytes)};
+        grpc::ByteBuffer buffer(slices, 2);
+        std::unique_ptr<grpc::GenericClientAsyncResponseReader> reader =
+            stub.PrepareUnaryCall(context, method, buffer, queue);
+        reader->StartCall();
+        return reader;
       },
-      [](uint64_t, v1::WriteResponse&) {});
-  return runner.Run(0, pieces - 1, data.size());
+      [](uint64_t, grpc::ByteBuffer&) {});
+  absl::Status status = runner.Run(0, pieces - 1, data.size());
+  // gRPC may hold a piece's bytes until its transport is done with them.
+  borrowed.WaitUntilReturned();
+  return status;
 }
 
 

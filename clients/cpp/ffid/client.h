@@ -478,7 +478,8 @@ class Session {
  private:
   friend class Client;
   friend class CallbackContext;
-  Session(std::shared_ptr<v1::Ffi::Stub> stub, const v1::Session& session);
+  Session(std::shared_ptr<v1::Ffi::Stub> stub,
+          std::shared_ptr<grpc::Channel> channel, const v1::Session& session);
 
   // Opens the Connect stream and waits for the daemon to confirm it.
   [[nodiscard]] absl::Status Attach();
@@ -505,6 +506,9 @@ class Session {
   void RunInvocation(Invocation invocation);
 
   std::shared_ptr<v1::Ffi::Stub> stub_;
+  // The stub's channel: big Reads and Writes go on it as raw bytes
+  // (grpc::GenericStub), so their data is not copied into messages.
+  std::shared_ptr<grpc::Channel> channel_;
   const std::string id_;
   const int32_t worker_pid_;
 

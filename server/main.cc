@@ -8,6 +8,7 @@
 // Exit status: 0 after a clean shutdown or --help, 2 for a usage error, 1
 // when it cannot start (socket in use, worker missing, bind failure).
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -495,5 +496,13 @@ int main(int argc, char** argv) {
   // showed GraphCycles among the daemon's top user-space symbols). The unit
   // tests keep it on; the daemon turns it off.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // Big Reads and Writes arrive as 1 MiB messages: glibc's defaults give
+  // each message's buffers fresh pages (mapped, faulted in and cleared,
+  // then unmapped or trimmed again), which perf showed as the largest cost
+  // of a 64 MiB transfer. Blocks below 4 MiB come from the heap, and up to
+  // 16 MiB freed at the top of a heap stays for the next message
+  // (docs/performance.md).
+  mallopt(M_MMAP_THRESHOLD, 4 << 20);
+  mallopt(M_TRIM_THRESHOLD, 16 << 20);
   return ffid::server::Run(argc, argv);
 }

@@ -77,6 +77,32 @@ void __wrap__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
   __tsan_acquire(mu);
 }
 
+// absl::Mutex::AwaitWithTimeout(const Condition&, Duration)
+bool __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
+    Mutex* mu, const Condition& condition, Duration timeout);
+bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
+    Mutex* mu, const Condition& condition, Duration timeout) {
+  __tsan_release(mu);
+  bool met =
+      __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
+          mu, condition, timeout);
+  __tsan_acquire(mu);
+  return met;
+}
+
+// absl::Mutex::AwaitWithDeadline(const Condition&, Time)
+bool __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
+    Mutex* mu, const Condition& condition, Time deadline);
+bool __wrap__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
+    Mutex* mu, const Condition& condition, Time deadline) {
+  __tsan_release(mu);
+  bool met =
+      __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
+          mu, condition, deadline);
+  __tsan_acquire(mu);
+  return met;
+}
+
 // absl::CondVar::Wait(Mutex*)
 void __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv, Mutex* mu);
 void __wrap__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv,
@@ -118,7 +144,18 @@ bool __wrap__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
 // lock, its event tables) are guarded by abseil's internal spin locks,
 // which TSAN cannot see either; only the libc calls they make (memmove) are
 // intercepted and then misreported. Ignore those calls from inside abseil.
+//
+// The same for absl::Status: a status with payloads (every ffid error)
+// shares one heap representation between its copies, counted with an atomic
+// whose release (Status::UnrefNonInlined) runs inside libabsl_status. TSAN
+// never sees that decrement, so when the last copy goes on another thread
+// than the one that copied it (a worker's dead_status_ returned to an RPC
+// thread, freed with the WorkerProcess), the free in libabsl_status looks
+// like a race with the copy's memcpy, also in libabsl_status. The clang
+// documentation (ThreadSanitizer, "Limitations") names uninstrumented
+// libraries as a source of such false reports.
 extern "C" const char* __tsan_default_suppressions() {
   return "called_from_lib:libabsl_graphcycles_internal.so\n"
-         "called_from_lib:libabsl_synchronization.so\n";
+         "called_from_lib:libabsl_synchronization.so\n"
+         "called_from_lib:libabsl_status.so\n";
 }

@@ -253,16 +253,26 @@ TEST_F(SessionsTest, ClientProcessKilledMidCallLosesItsSession) {
                         pointers.data(), environ),
             0);
   posix_spawn_file_actions_destroy(&actions);
-  // Wait for its worker to appear.
+  // Wait for its worker to appear (ffictl built with sanitizers starts
+  // slowly on a loaded machine: the wait is generous, and ends early).
   pid_t worker = 0;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (worker == 0 && absl::Now() < deadline) {
     for (pid_t child : WorkersOf(daemon().pid(), true)) {
       if (before.count(child) == 0) worker = child;
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
-  ASSERT_NE(worker, 0) << "no worker appeared for ffictl's session";
+  if (worker == 0) {
+    const bool ffictl_running = waitpid(ffictl, nullptr, WNOHANG) == 0;
+    kill(ffictl, SIGKILL);
+    waitpid(ffictl, nullptr, 0);
+    FAIL() << "no worker appeared for ffictl's session within 60s; ffictl "
+           << (ffictl_running ? "was still running" : "had exited")
+           << "; workers before: " << ::testing::PrintToString(before)
+           << ", now (spares included): "
+           << ::testing::PrintToString(WorkersOf(daemon().pid()));
+  }
   absl::SleepFor(absl::Milliseconds(500));  // into the sleep call
   kill(ffictl, SIGKILL);
   int status;

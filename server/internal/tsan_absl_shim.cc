@@ -22,6 +22,34 @@ using absl::Time;
 
 extern "C" {
 
+// From TSAN's runtime (its dynamic annotations).
+void AnnotateIgnoreReadsBegin(const char* file, int line);
+void AnnotateIgnoreReadsEnd(const char* file, int line);
+
+}  // extern "C"
+
+namespace {
+
+// absl::Mutex evaluates the absl::Condition of a waiter (a lambda reading
+// state the mutex guards) inside its own code, while the lock is held but
+// at a point the wrappers cannot mark: in Await* before the lock is given
+// up, and in Unlock on behalf of another thread's Await or LockWhen. TSAN
+// would order those reads by the wrong edges and report them against the
+// writes of the next holder. Reads made inside the real locking functions
+// (abseil's own are not instrumented anyway) are therefore not recorded;
+// the conditions only read, and only what the mutex guards.
+class IgnoreReads {
+ public:
+  IgnoreReads() { AnnotateIgnoreReadsBegin(__FILE__, __LINE__); }
+  ~IgnoreReads() { AnnotateIgnoreReadsEnd(__FILE__, __LINE__); }
+  IgnoreReads(const IgnoreReads&) = delete;
+  IgnoreReads& operator=(const IgnoreReads&) = delete;
+};
+
+}  // namespace
+
+extern "C" {
+
 // absl::Mutex::Lock()
 void __real__ZN4absl7debian35Mutex4LockEv(Mutex* mu);
 void __wrap__ZN4absl7debian35Mutex4LockEv(Mutex* mu) {
@@ -33,7 +61,10 @@ void __wrap__ZN4absl7debian35Mutex4LockEv(Mutex* mu) {
 void __real__ZN4absl7debian35Mutex6UnlockEv(Mutex* mu);
 void __wrap__ZN4absl7debian35Mutex6UnlockEv(Mutex* mu) {
   __tsan_release(mu);
-  __real__ZN4absl7debian35Mutex6UnlockEv(mu);
+  {
+    IgnoreReads ignore;
+    __real__ZN4absl7debian35Mutex6UnlockEv(mu);
+  }
 }
 
 // absl::Mutex::TryLock()
@@ -55,7 +86,10 @@ void __wrap__ZN4absl7debian35Mutex10ReaderLockEv(Mutex* mu) {
 void __real__ZN4absl7debian35Mutex12ReaderUnlockEv(Mutex* mu);
 void __wrap__ZN4absl7debian35Mutex12ReaderUnlockEv(Mutex* mu) {
   __tsan_release(mu);
-  __real__ZN4absl7debian35Mutex12ReaderUnlockEv(mu);
+  {
+    IgnoreReads ignore;
+    __real__ZN4absl7debian35Mutex12ReaderUnlockEv(mu);
+  }
 }
 
 // absl::Mutex::LockWhen(const Condition&)
@@ -63,7 +97,10 @@ void __real__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(
     Mutex* mu, const Condition& condition);
 void __wrap__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(
     Mutex* mu, const Condition& condition) {
-  __real__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(mu, condition);
+  {
+    IgnoreReads ignore;
+    __real__ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE(mu, condition);
+  }
   __tsan_acquire(mu);
 }
 
@@ -73,7 +110,10 @@ void __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
 void __wrap__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
     Mutex* mu, const Condition& condition) {
   __tsan_release(mu);
-  __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(mu, condition);
+  {
+    IgnoreReads ignore;
+    __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(mu, condition);
+  }
   __tsan_acquire(mu);
 }
 
@@ -83,9 +123,13 @@ bool __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8Durat
 bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
     Mutex* mu, const Condition& condition, Duration timeout) {
   __tsan_release(mu);
-  bool met =
-      __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
-          mu, condition, timeout);
+  bool met;
+  {
+    IgnoreReads ignore;
+    met =
+        __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
+            mu, condition, timeout);
+  }
   __tsan_acquire(mu);
   return met;
 }
@@ -96,9 +140,13 @@ bool __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4Time
 bool __wrap__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
     Mutex* mu, const Condition& condition, Time deadline) {
   __tsan_release(mu);
-  bool met =
-      __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
-          mu, condition, deadline);
+  bool met;
+  {
+    IgnoreReads ignore;
+    met =
+        __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
+            mu, condition, deadline);
+  }
   __tsan_acquire(mu);
   return met;
 }
@@ -108,7 +156,10 @@ void __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv, Mutex* mu);
 void __wrap__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv,
                                                        Mutex* mu) {
   __tsan_release(mu);
-  __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu);
+  {
+    IgnoreReads ignore;
+    __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu);
+  }
   __tsan_acquire(mu);
 }
 
@@ -118,9 +169,13 @@ bool __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE
 bool __wrap__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
     CondVar* cv, Mutex* mu, Duration timeout) {
   __tsan_release(mu);
-  bool timed_out =
-      __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
-          cv, mu, timeout);
+  bool timed_out;
+  {
+    IgnoreReads ignore;
+    timed_out =
+        __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
+            cv, mu, timeout);
+  }
   __tsan_acquire(mu);
   return timed_out;
 }
@@ -131,9 +186,13 @@ bool __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
 bool __wrap__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
     CondVar* cv, Mutex* mu, Time deadline) {
   __tsan_release(mu);
-  bool timed_out =
-      __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
-          cv, mu, deadline);
+  bool timed_out;
+  {
+    IgnoreReads ignore;
+    timed_out =
+        __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
+            cv, mu, deadline);
+  }
   __tsan_acquire(mu);
   return timed_out;
 }

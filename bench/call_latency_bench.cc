@@ -153,6 +153,31 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
                                    args);
 }
 
+// Times one unary RPC per iteration into Samples()[key], after
+// kWarmupRoundTrips untimed ones: `round_trip(context)` makes it on a fresh
+// context (made before the clock starts) and says whether it answered
+// right; the first that did not stops the benchmark with `failure`.
+template <typename RoundTrip>
+void TimeUnary(benchmark::State& state, const char* key, RoundTrip round_trip,
+               const char* failure) {
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    grpc::ClientContext context;
+    (void)round_trip(context);
+  }
+  std::vector<double>& samples = Samples()[key];
+  for (auto _ : state) {
+    grpc::ClientContext context;
+    const Clock::time_point start = Clock::now();
+    const bool answered_right = round_trip(context);
+    Record(state, samples, Clock::now() - start);
+    if (!answered_right) {
+      state.SkipWithError(failure);
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
 // `key`: the samples' name ("echo": the server in this process; "echo_process":
 // bench/echo_server in its own process, as the daemon is).
 void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub,
@@ -160,22 +185,13 @@ void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub,
   EchoRequest request;
   request.set_payload(std::string(16, 'x'));
   EchoResponse response;
-  for (int i = 0; i < kWarmupRoundTrips; ++i) {
-    grpc::ClientContext context;
-    stub->Echo(&context, request, &response);
-  }
-  std::vector<double>& samples = Samples()[key];
-  for (auto _ : state) {
-    grpc::ClientContext context;
-    const Clock::time_point start = Clock::now();
-    const grpc::Status status = stub->Echo(&context, request, &response);
-    Record(state, samples, Clock::now() - start);
-    if (!status.ok() || response.payload().size() != 16) {
-      state.SkipWithError("Echo failed");
-      return;
-    }
-  }
-  SetCounters(state, samples);
+  TimeUnary(
+      state, key,
+      [&](grpc::ClientContext& context) {
+        return stub->Echo(&context, request, &response).ok() &&
+               response.payload().size() == 16;
+      },
+      "Echo failed");
 }
 
 // ---------------------------------------------------------------- ffid
@@ -333,22 +349,12 @@ void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
 void BM_ServerInfo(benchmark::State& state, v1::Ffi::Stub* stub) {
   v1::GetServerInfoRequest request;
   v1::GetServerInfoResponse response;
-  for (int i = 0; i < kWarmupRoundTrips; ++i) {
-    grpc::ClientContext context;
-    (void)stub->GetServerInfo(&context, request, &response);
-  }
-  std::vector<double>& samples = Samples()["server_info"];
-  for (auto _ : state) {
-    grpc::ClientContext context;
-    const Clock::time_point start = Clock::now();
-    const grpc::Status status = stub->GetServerInfo(&context, request, &response);
-    Record(state, samples, Clock::now() - start);
-    if (!status.ok()) {
-      state.SkipWithError(status.error_message().c_str());
-      return;
-    }
-  }
-  SetCounters(state, samples);
+  TimeUnary(
+      state, "server_info",
+      [&](grpc::ClientContext& context) {
+        return stub->GetServerInfo(&context, request, &response).ok();
+      },
+      "GetServerInfo failed");
 }
 
 // The Call RPC without the client library: the CallRequest is built once.
@@ -360,22 +366,13 @@ void BM_FfidCallRaw(benchmark::State& state, v1::Ffi::Stub* stub,
   *request.add_arguments() = client::MakeInt(2);
   *request.add_arguments() = client::MakeInt(40);
   v1::CallResponse response;
-  for (int i = 0; i < kWarmupRoundTrips; ++i) {
-    grpc::ClientContext context;
-    (void)stub->Call(&context, request, &response);
-  }
-  std::vector<double>& samples = Samples()["call_raw"];
-  for (auto _ : state) {
-    grpc::ClientContext context;
-    const Clock::time_point start = Clock::now();
-    const grpc::Status status = stub->Call(&context, request, &response);
-    Record(state, samples, Clock::now() - start);
-    if (!status.ok() || response.result().int_value() != 42) {
-      state.SkipWithError("the raw Call RPC of fx_add(2, 40) failed");
-      return;
-    }
-  }
-  SetCounters(state, samples);
+  TimeUnary(
+      state, "call_raw",
+      [&](grpc::ClientContext& context) {
+        return stub->Call(&context, request, &response).ok() &&
+               response.result().int_value() == 42;
+      },
+      "the raw Call RPC of fx_add(2, 40) failed");
 }
 
 void BM_CallbackRoundTrip(benchmark::State& state, FfidTarget* target) {

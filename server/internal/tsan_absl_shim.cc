@@ -46,6 +46,20 @@ class IgnoreReads {
   IgnoreReads& operator=(const IgnoreReads&) = delete;
 };
 
+// Runs `wait`, a call of one of Mutex's Await or CondVar's Wait functions
+// (which give the lock up and take it again), as a release of `mu` before
+// and an acquire after, with what abseil reads inside it not recorded.
+template <typename WaitCall>
+auto AroundWait(Mutex* mu, WaitCall wait) {
+  __tsan_release(mu);
+  struct Reacquire {
+    Mutex* mu;
+    ~Reacquire() { __tsan_acquire(mu); }
+  } reacquire{mu};
+  IgnoreReads ignore;  // ends before the acquire
+  return wait();
+}
+
 }  // namespace
 
 extern "C" {
@@ -109,12 +123,9 @@ void __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
     Mutex* mu, const Condition& condition);
 void __wrap__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(
     Mutex* mu, const Condition& condition) {
-  __tsan_release(mu);
-  {
-    IgnoreReads ignore;
+  AroundWait(mu, [&] {
     __real__ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE(mu, condition);
-  }
-  __tsan_acquire(mu);
+  });
 }
 
 // absl::Mutex::AwaitWithTimeout(const Condition&, Duration)
@@ -122,16 +133,10 @@ bool __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8Durat
     Mutex* mu, const Condition& condition, Duration timeout);
 bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
     Mutex* mu, const Condition& condition, Duration timeout) {
-  __tsan_release(mu);
-  bool met;
-  {
-    IgnoreReads ignore;
-    met =
-        __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
-            mu, condition, timeout);
-  }
-  __tsan_acquire(mu);
-  return met;
+  return AroundWait(mu, [&] {
+    return __real__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(
+        mu, condition, timeout);
+  });
 }
 
 // absl::Mutex::AwaitWithDeadline(const Condition&, Time)
@@ -139,28 +144,17 @@ bool __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4Time
     Mutex* mu, const Condition& condition, Time deadline);
 bool __wrap__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
     Mutex* mu, const Condition& condition, Time deadline) {
-  __tsan_release(mu);
-  bool met;
-  {
-    IgnoreReads ignore;
-    met =
-        __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
-            mu, condition, deadline);
-  }
-  __tsan_acquire(mu);
-  return met;
+  return AroundWait(mu, [&] {
+    return __real__ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE(
+        mu, condition, deadline);
+  });
 }
 
 // absl::CondVar::Wait(Mutex*)
 void __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv, Mutex* mu);
 void __wrap__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(CondVar* cv,
                                                        Mutex* mu) {
-  __tsan_release(mu);
-  {
-    IgnoreReads ignore;
-    __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu);
-  }
-  __tsan_acquire(mu);
+  AroundWait(mu, [&] { __real__ZN4absl7debian37CondVar4WaitEPNS0_5MutexE(cv, mu); });
 }
 
 // absl::CondVar::WaitWithTimeout(Mutex*, Duration)
@@ -168,16 +162,10 @@ bool __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE
     CondVar* cv, Mutex* mu, Duration timeout);
 bool __wrap__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
     CondVar* cv, Mutex* mu, Duration timeout) {
-  __tsan_release(mu);
-  bool timed_out;
-  {
-    IgnoreReads ignore;
-    timed_out =
-        __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
-            cv, mu, timeout);
-  }
-  __tsan_acquire(mu);
-  return timed_out;
+  return AroundWait(mu, [&] {
+    return __real__ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE(
+        cv, mu, timeout);
+  });
 }
 
 // absl::CondVar::WaitWithDeadline(Mutex*, Time)
@@ -185,16 +173,10 @@ bool __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
     CondVar* cv, Mutex* mu, Time deadline);
 bool __wrap__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
     CondVar* cv, Mutex* mu, Time deadline) {
-  __tsan_release(mu);
-  bool timed_out;
-  {
-    IgnoreReads ignore;
-    timed_out =
-        __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
-            cv, mu, deadline);
-  }
-  __tsan_acquire(mu);
-  return timed_out;
+  return AroundWait(mu, [&] {
+    return __real__ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE(
+        cv, mu, deadline);
+  });
 }
 
 }  // extern "C"

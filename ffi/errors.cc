@@ -26,6 +26,16 @@ absl::Status WithContext(const absl::Status& status,
                    absl::StrCat(context, ": ", status.message()));
 }
 
+absl::Status WithMessage(const absl::Status& status,
+                         absl::string_view message) {
+  absl::Status result(status.code(), message);
+  status.ForEachPayload(
+      [&result](absl::string_view type_url, const absl::Cord& value) {
+        result.SetPayload(type_url, value);
+      });
+  return result;
+}
+
 absl::Status InvalidArgumentError(v1::ErrorReason reason,
                                   absl::string_view message) {
   return MakeError(absl::StatusCode::kInvalidArgument, reason, message);

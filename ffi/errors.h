@@ -47,6 +47,11 @@ inline constexpr absl::string_view kCrashReportTypeUrl =
 [[nodiscard]] absl::Status WithContext(const absl::Status& status,
                                        absl::string_view context);
 
+// `status` with `message` in place of its own: the same code and every
+// payload (reason, metadata, crash report) kept.
+[[nodiscard]] absl::Status WithMessage(const absl::Status& status,
+                                       absl::string_view message);
+
 // The reason string without the "ERROR_REASON_" prefix ("SYMBOL_NOT_FOUND").
 std::string ReasonName(v1::ErrorReason reason);
 

@@ -55,6 +55,20 @@ TEST(WithContext, OkAndEmptyContextPassThrough) {
   EXPECT_EQ(WithContext(error, ""), error);
 }
 
+TEST(WithMessage, ReplacesTheMessageKeepingCodeAndEveryPayload) {
+  absl::Status status =
+      NotFoundError(v1::ERROR_REASON_HANDLE_INVALID, "no such handle");
+  v1::CrashReport report;
+  report.set_signal(11);
+  SetCrashReport(status, report);
+  const absl::Status replaced = WithMessage(status, "another message");
+  EXPECT_EQ(replaced.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(replaced.message(), "another message");
+  EXPECT_EQ(GetErrorReason(replaced), v1::ERROR_REASON_HANDLE_INVALID);
+  ASSERT_TRUE(GetCrashReport(replaced).has_value());
+  EXPECT_EQ(GetCrashReport(replaced)->signal(), 11);
+}
+
 TEST(ReasonName, DropsThePrefix) {
   EXPECT_EQ(ReasonName(v1::ERROR_REASON_LIBRARY_NOT_ALLOWED),
             "LIBRARY_NOT_ALLOWED");

@@ -153,12 +153,7 @@ absl::Status CheckArenaBounds(const SessionArena::Block& block,
 
 // Prefixes a status's message, keeping its code and payloads.
 absl::Status WithContext(const absl::Status& status, absl::string_view prefix) {
-  absl::Status result(status.code(), absl::StrCat(prefix, status.message()));
-  status.ForEachPayload(
-      [&result](absl::string_view type_url, const absl::Cord& value) {
-        result.SetPayload(type_url, value);
-      });
-  return result;
+  return WithMessage(status, absl::StrCat(prefix, status.message()));
 }
 
 std::string CallDescription(const Session& session,

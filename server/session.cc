@@ -192,12 +192,7 @@ absl::StatusOr<worker::WorkerResponse> Session::Execute(
         result.status().message(),
         {{", so this session can no longer be used: create a new one", ""},
          {", so this session can no longer be used", ""}});
-    absl::Status status(result.status().code(), absl::StrCat(message, note));
-    result.status().ForEachPayload(
-        [&status](absl::string_view type_url, const absl::Cord& value) {
-          status.SetPayload(type_url, value);
-        });
-    return status;
+    return WithMessage(result.status(), absl::StrCat(message, note));
   }
   if (restartable && GetErrorReason(result.status()) ==
                          v1::ERROR_REASON_HANDLE_INVALID) {

@@ -104,31 +104,6 @@ absl::Status Store(absl::StatusOr<T> result, T* out) {
   return absl::OkStatus();
 }
 
-// `status` as the failure of batch step `index`: the same code, reason and
-// payloads, the message prefixed with the step, and "batch_step" in the
-// ErrorInfo metadata.
-absl::Status BatchStepFailure(const absl::Status& status, int index,
-                              absl::string_view what) {
-  absl::Status failure(status.code(),
-                       absl::StrCat("batch step ", index, " (", what,
-                                    "): ", status.message()));
-  status.ForEachPayload(
-      [&](absl::string_view type_url, const absl::Cord& payload) {
-        failure.SetPayload(type_url, payload);
-      });
-  google::rpc::ErrorInfo info;
-  if (auto payload = failure.GetPayload(kErrorInfoTypeUrl);
-      payload.has_value()) {
-    info.ParseFromString(std::string(*payload));
-  } else {
-    info.set_domain(std::string(kErrorDomain));
-    info.set_reason("INTERNAL");
-  }
-  (*info.mutable_metadata())["batch_step"] = absl::StrCat(index);
-  failure.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
-  return failure;
-}
-
 // `status` with `key` = `value` added to its ErrorInfo metadata.
 absl::Status WithMetadata(absl::Status status, absl::string_view key,
                           absl::string_view value) {
@@ -143,6 +118,17 @@ absl::Status WithMetadata(absl::Status status, absl::string_view key,
   (*info.mutable_metadata())[std::string(key)] = std::string(value);
   status.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
   return status;
+}
+
+// `status` as the failure of batch step `index`: the same code, reason and
+// payloads, the message prefixed with the step, and "batch_step" in the
+// ErrorInfo metadata.
+absl::Status BatchStepFailure(const absl::Status& status, int index,
+                              absl::string_view what) {
+  return WithMetadata(
+      WithMessage(status, absl::StrCat("batch step ", index, " (", what,
+                                       "): ", status.message())),
+      "batch_step", absl::StrCat(index));
 }
 
 // What a batch step does, for messages.
@@ -233,10 +219,7 @@ absl::Status LimitReached(const std::string& function, int error,
                   "it yourself");
   absl::Status status = MakeError(absl::StatusCode::kResourceExhausted,
                                   v1::ERROR_REASON_RESOURCE_LIMIT, message);
-  google::rpc::ErrorInfo info;
-  info.ParseFromString(std::string(*status.GetPayload(kErrorInfoTypeUrl)));
-  (*info.mutable_metadata())["limit"] = name;
-  status.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
+  status = WithMetadata(std::move(status), "limit", name);
   v1::CallResponse attached = response;
   attached.set_errno_value(error);
   status.SetPayload(kCallResponseTypeUrl,
@@ -1529,14 +1512,10 @@ absl::Status Executor::RunCallColumns(const v1::CallColumns& request,
                                   "': ", failure.message()));
   }
   if (status.ok() || failed_call >= request.count()) return status;
-  absl::Status prefixed(status.code(), absl::StrCat("call ", failed_call,
-                                                    ": ", status.message()));
-  status.ForEachPayload(
-      [&](absl::string_view type_url, const absl::Cord& payload) {
-        prefixed.SetPayload(type_url, payload);
-      });
-  return WithMetadata(std::move(prefixed), "batch_call",
-                      absl::StrCat(failed_call));
+  return WithMetadata(
+      WithMessage(status,
+                  absl::StrCat("call ", failed_call, ": ", status.message())),
+      "batch_call", absl::StrCat(failed_call));
 }
 
 absl::StatusOr<v1::Value> Executor::ResolveReference(

@@ -8,6 +8,7 @@
 #include <sys/uio.h>
 #include <poll.h>
 #include <sys/wait.h>
+#include <sys/eventfd.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -97,6 +98,15 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
   }
   // The daemon's end never blocks (see ReadCrashRecord).
   fcntl(crash_pipe[0], F_SETFL, O_NONBLOCK);
+  const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd < 0) {
+    const int error = errno;
+    close(parent_fd);
+    close(child_fd);
+    close(crash_pipe[0]);
+    close(crash_pipe[1]);
+    return start_failed(absl::StrCat("eventfd: ", strerror(error)));
+  }
 
   // The zygote places them on the worker's fds 3 (channel) and 4 (crash
   // pipe).
@@ -110,12 +120,13 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
   if (!child.ok()) {
     close(parent_fd);
     close(crash_pipe[0]);
+    close(wake_fd);
     return child.status();
   }
-  std::unique_ptr<WorkerProcess> process(
-      new WorkerProcess(child->pid, child->pidfd, std::move(*zygote),
-                        parent_fd, session_tag, crash_pipe[0], policy));
-  process->reader_ = std::thread(&WorkerProcess::ReaderLoop, process.get());
+  std::unique_ptr<WorkerProcess> process(new WorkerProcess(
+      child->pid, child->pidfd, std::move(*zygote), parent_fd, session_tag,
+      crash_pipe[0], wake_fd, policy));
+  process->watcher_ = std::thread(&WorkerProcess::WatchLoop, process.get());
   Metrics::Get().WorkerStarted();
   return process;
 }
@@ -123,18 +134,20 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(
 WorkerProcess::WorkerProcess(pid_t pid, int pidfd,
                              std::shared_ptr<Zygote> zygote, int channel_fd,
                              std::string session_tag, int crash_fd,
-                             worker::WorkerPolicy policy)
+                             int wake_fd, worker::WorkerPolicy policy)
     : pid_(pid),
       pidfd_(pidfd),
       zygote_(std::move(zygote)),
       session_tag_(std::move(session_tag)),
       channel_(channel_fd),
       crash_fd_(crash_fd),
-      policy_(std::move(policy)) {}
+      policy_(std::move(policy)),
+      wake_fd_(wake_fd) {}
 
 WorkerProcess::~WorkerProcess() {
   Shutdown();
   close(crash_fd_);
+  close(wake_fd_);
   if (pidfd_ >= 0) close(pidfd_);
 }
 
@@ -173,17 +186,38 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
       pending_.erase(id);
       return sent;
     }
-    // The reader thread completes `pending` once the worker is gone.
+    // The watcher completes `pending` once the worker is gone.
     KillLocked(absl::StrCat("sending ", pending.description,
                             " to it failed: ", sent.message()));
   }
+  // This thread reads the answer itself when nobody else is reading: the
+  // worker's write then wakes the thread that needs it, not a reader that
+  // would have to wake this one in turn (a second wake-up per call, each a
+  // cross-core one as often as not).
+  bool leading = false;
   while (!pending.done) {
     absl::Time wake = deadline;
     if (is_cancelled) wake = std::min(wake, absl::Now() + kCancelPollInterval);
-    changed_.WaitWithDeadline(&mu_, wake);
+    if (!leading && !reading_ && !channel_end_.has_value()) {
+      reading_ = true;
+      leading = true;
+    }
+    if (leading) {
+      mu_.Unlock();
+      absl::Status read = ReadOne(wake);
+      mu_.Lock();
+      if (!read.ok() && read.code() != absl::StatusCode::kDeadlineExceeded) {
+        // The worker is gone (or must go); the watcher finishes `pending`.
+        EndLocked(std::move(read));
+        leading = false;
+      }
+    } else {
+      changed_.WaitWithDeadline(&mu_, wake);
+    }
     if (pending.done) break;
     if (absl::Now() >= deadline) {
       pending_.erase(id);
+      if (leading) ReleaseReadLocked();
       std::string limit = RoundedDuration(deadline - start);
       KillLocked(absl::StrCat(pending.description,
                               " did not finish within its deadline of ",
@@ -201,6 +235,7 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     }
     if (is_cancelled && is_cancelled()) {
       pending_.erase(id);
+      if (leading) ReleaseReadLocked();
       KillLocked(absl::StrCat("the client cancelled ", pending.description));
       AwaitDeathLocked();
       return MakeError(
@@ -212,6 +247,7 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
                        "used"));
     }
   }
+  if (leading) ReleaseReadLocked();
   return std::move(pending.result);
 }
 
@@ -241,7 +277,13 @@ void WorkerProcess::ExecuteAsync(worker::WorkerRequest request,
   }
   request.set_id(id);
   absl::Status sent = channel_.Send(request);
-  if (sent.ok()) return;
+  if (sent.ok()) {
+    // Nobody waits for this answer: unless someone is reading anyway, the
+    // watcher must.
+    absl::MutexLock lock(&mu_);
+    if (!reading_) WakeWatcherLocked();
+    return;
+  }
   Deferred deferred;
   {
     absl::MutexLock lock(&mu_);
@@ -342,39 +384,119 @@ void WorkerProcess::KillLocked(std::string reason) {
   syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
 }
 
-void WorkerProcess::ReaderLoop() {
+absl::Status WorkerProcess::ReadOne(absl::Time deadline) {
+  worker::WorkerResponse response;
+  RETURN_IF_ERROR(channel_.ReceiveUntil(&response, deadline));
+  if (response.has_invocation()) {
+    OnInvocation(std::move(*response.mutable_invocation()));
+    return absl::OkStatus();
+  }
+  Deferred deferred;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(response.id());
+    if (it == pending_.end()) {
+      // Requests are only abandoned together with the worker, so an
+      // unknown id means the worker is confused; it cannot be trusted.
+      KillLocked(absl::StrCat("it answered request ", response.id(),
+                              ", which was never sent or already "
+                              "answered"));
+      return absl::OkStatus();
+    }
+    Pending* pending = it->second;
+    pending_.erase(it);
+    if (response.status().code() != 0) {
+      CompleteLocked(pending, StatusFromProto(response.status()), deferred);
+    } else {
+      CompleteLocked(pending, std::move(response), deferred);
+    }
+  }
+  RunDeferred(deferred);
+  return absl::OkStatus();
+}
+
+void WorkerProcess::ReleaseReadLocked() {
+  reading_ = false;
+  changed_.SignalAll();
+  // An Execute() still waiting takes the role over; answers nobody waits
+  // for are the watcher's.
+  for (const auto& [id, pending] : pending_) {
+    if (!pending->completion) return;
+  }
+  if (!pending_.empty()) WakeWatcherLocked();
+}
+
+void WorkerProcess::WakeWatcherLocked() {
+  if (watcher_woken_) return;
+  watcher_woken_ = true;
+  const uint64_t one = 1;
+  // Cannot fail short of a counter overflow, which one wake per run of the
+  // watcher rules out.
+  (void)!write(wake_fd_, &one, sizeof(one));
+}
+
+void WorkerProcess::EndLocked(absl::Status why) {
+  if (why.code() != absl::StatusCode::kUnavailable) {
+    // A truncated or unparsable frame: the stream is out of step.
+    KillLocked(absl::StrCat("its channel failed: ", why.message()));
+  }
+  if (!channel_end_.has_value()) channel_end_ = std::move(why);
+  WakeWatcherLocked();
+}
+
+void WorkerProcess::WatchLoop() {
   for (;;) {
-    worker::WorkerResponse response;
-    absl::Status received = channel_.Receive(&response);
-    if (!received.ok()) {
-      OnChannelClosed(received);
-      return;
+    // POLLRDHUP alone: the worker's answers do not wake this thread (the
+    // kernel wakes pollers by event), only its end, or a request to read.
+    pollfd watched[2] = {{channel_.fd(), POLLRDHUP, 0},
+                         {wake_fd_, POLLIN, 0}};
+    if (poll(watched, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      // Cannot happen with valid descriptors; read until the end instead.
+      watched[0].revents = POLLHUP;
     }
-    if (response.has_invocation()) {
-      OnInvocation(std::move(*response.mutable_invocation()));
-      continue;
+    if (watched[1].revents & POLLIN) {
+      uint64_t count;
+      (void)!read(wake_fd_, &count, sizeof(count));
     }
-    Deferred deferred;
+    const bool hung_up = watched[0].revents != 0;
+    absl::Status end;
     {
       absl::MutexLock lock(&mu_);
-      auto it = pending_.find(response.id());
-      if (it == pending_.end()) {
-        // Requests are only abandoned together with the worker, so an
-        // unknown id means the worker is confused; it cannot be trusted.
-        KillLocked(absl::StrCat("it answered request ", response.id(),
-                                ", which was never sent or already "
-                                "answered"));
+      watcher_woken_ = false;
+      if (hung_up) {
+        // Whoever reads will see the end soon: the answers sent before it
+        // are delivered first, in order.
+        auto free_or_ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return !reading_ || channel_end_.has_value();
+        };
+        mu_.Await(absl::Condition(&free_or_ended));
+      } else if (!channel_end_.has_value() &&
+                 (reading_ || pending_.empty())) {
         continue;
       }
-      Pending* pending = it->second;
-      pending_.erase(it);
-      if (response.status().code() != 0) {
-        CompleteLocked(pending, StatusFromProto(response.status()), deferred);
+      if (channel_end_.has_value()) {
+        end = *channel_end_;
       } else {
-        CompleteLocked(pending, std::move(response), deferred);
+        reading_ = true;
       }
     }
-    RunDeferred(deferred);
+    while (end.ok()) {
+      absl::Status read = ReadOne(absl::InfiniteFuture());
+      absl::MutexLock lock(&mu_);
+      if (!read.ok()) {
+        EndLocked(read);
+        end = *channel_end_;
+      } else if (!hung_up && pending_.empty()) {
+        reading_ = false;
+        changed_.SignalAll();
+        break;
+      }
+    }
+    if (!end.ok()) {
+      OnChannelClosed(end);
+      return;
+    }
   }
 }
 
@@ -541,9 +663,9 @@ void WorkerProcess::Shutdown(StopCause cause) {
       KillLocked("the session was deleted");
     }
   }
-  // Wakes the reader if it is blocked in Receive().
+  // Wakes whoever is reading, and the watcher.
   channel_.Shutdown();
-  if (reader_.joinable()) reader_.join();
+  if (watcher_.joinable()) watcher_.join();
   joined_ = true;
 }
 

@@ -2,25 +2,28 @@
 //
 // Start() spawns the worker with one end of a socketpair; Execute() sends a
 // WorkerRequest and blocks until the matching WorkerResponse, the deadline,
-// or the worker's death. A reader thread owns the receiving side: it
-// completes pending requests by id and, when the channel reaches EOF, reaps
-// the worker, builds a CrashReport and fails every request in flight with
-// UNAVAILABLE + WORKER_CRASHED ("worker 1234 was killed by SIGSEGV
-// (Segmentation fault) while calling 'crash_null'"). From then on Execute()
-// returns FAILED_PRECONDITION + WORKER_CRASHED, "the session's worker died
-// earlier: ...".
+// or the worker's death. Whoever waits reads the channel: the thread of an
+// Execute() reads the answers itself (one reader at a time; other waiters
+// wait for it to hand over), so a call costs the daemon no extra thread
+// wake-up. A watcher thread reads only for requests nobody waits on
+// (ExecuteAsync) and otherwise sleeps until the channel hangs up. When the
+// channel reaches EOF, the watcher reaps the worker, builds a CrashReport
+// and fails every request in flight with UNAVAILABLE + WORKER_CRASHED
+// ("worker 1234 was killed by SIGSEGV (Segmentation fault) while calling
+// 'crash_null'"). From then on Execute() returns FAILED_PRECONDITION +
+// WORKER_CRASHED, "the session's worker died earlier: ...".
 //
 // A call that outlives its deadline, or whose caller gives up, kills the
 // worker: native code cannot be interrupted safely, and the worker handles
 // requests in order, so nothing else could run in it anyway.
 //
 // Callbacks: the worker also sends CallbackInvocations (native code called a
-// client callback). The reader hands each to the invocation handler with
-// the Route of the request the calling native thread was executing, so the
-// session can deliver it to the client that made that request; Post()
-// carries the client's reply back. ExecuteAsync() sends a request without
-// blocking a thread (calls pipelined on a Connect stream) and reports the
-// answer through a callback.
+// client callback). Whichever thread reads hands each to the invocation
+// handler with the Route of the request the calling native thread was
+// executing, so the session can deliver it to the client that made that
+// request; Post() carries the client's reply back. ExecuteAsync() sends a
+// request without blocking a thread (calls pipelined on a Connect stream)
+// and reports the answer through a callback.
 //
 // The zygote reaps the worker and reports its wait status; the daemon
 // signals it through a pidfd, so a kill never hits a recycled pid. Each death is also
@@ -65,12 +68,14 @@ struct Route {
 class WorkerProcess {
  public:
   // Receives the invocations the worker sends, with the route of the
-  // request they came from. Runs on the reader thread: it must not block
-  // (queue the invocation) and must not call Execute().
+  // request they came from. Runs on whichever thread is reading the
+  // channel (an Execute()'s or the watcher): it must not block (queue the
+  // invocation) and must not call Execute().
   using InvocationHandler =
       std::function<void(const Route& route, worker::CallbackInvocation)>;
-  // Receives the outcome of an ExecuteAsync() request, on the reader thread
-  // or the thread that shuts the worker down; must not block.
+  // Receives the outcome of an ExecuteAsync() request, on the thread that
+  // read its answer (an Execute()'s or the watcher) or the watcher when the
+  // worker ends; must not block.
   using Completion =
       std::function<void(absl::StatusOr<worker::WorkerResponse>)>;
 
@@ -123,7 +128,7 @@ class WorkerProcess {
   // Installs `on_death`, called once when the worker dies on its own or is
   // killed for a deadline, a cancelled call or a broken channel (never for
   // Shutdown()), after every request in flight has been failed. Runs on
-  // the reader thread: it must not block or call Execute().
+  // the watcher thread: it must not block or call Execute().
   void SetDeathHandler(std::function<void()> on_death);
 
   // Why a worker is being stopped, for the errors of requests in flight.
@@ -135,7 +140,7 @@ class WorkerProcess {
   };
 
   // Stops the worker: SIGKILLs it, closes the channel, reaps it, joins the
-  // reader. Requests in flight fail as `cause` says; so do later ones (with
+  // watcher. Requests in flight fail as `cause` says; so do later ones (with
   // FAILED_PRECONDITION). Idempotent; the first cause wins.
   void Shutdown(StopCause cause = StopCause::kSessionDeleted);
 
@@ -189,13 +194,29 @@ class WorkerProcess {
 
   WorkerProcess(pid_t pid, int pidfd, std::shared_ptr<Zygote> zygote,
                 int channel_fd, std::string session_tag, int crash_fd,
-                worker::WorkerPolicy policy);
+                int wake_fd, worker::WorkerPolicy policy);
 
-  void ReaderLoop();
+  // The watcher thread: sleeps until the channel hangs up or it is asked to
+  // read (requests nobody waits on), reads while needed, and handles the
+  // channel's end.
+  void WatchLoop();
+  // Receives one frame (the caller holds the read role, mu_ not held) and
+  // routes it: an invocation to the handler, an answer to its request.
+  // DEADLINE_EXCEEDED if none came by `deadline`; any other error is the
+  // channel's end.
+  absl::Status ReadOne(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+  // Gives the read role up: wakes the Execute()s waiting to take it, and
+  // the watcher if requests remain that no Execute() waits for.
+  void ReleaseReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes the watcher (once until it runs).
+  void WakeWatcherLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records how the channel ended, as the reader saw it. The reader keeps
+  // the role, so nobody reads again; the watcher handles the death.
+  void EndLocked(absl::Status why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Kills the worker (if not reaped yet) and records why, for the crash
   // message. The first reason wins.
   void KillLocked(std::string reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // After KillLocked: waits (up to kExitGrace) until the reader thread has
+  // After KillLocked: waits (up to kExitGrace) until the watcher has
   // recorded the death, so that whoever is told the worker was killed finds
   // the session CRASHED, with its report, when it looks next.
   void AwaitDeathLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -214,7 +235,9 @@ class WorkerProcess {
   // worker runs under (for the limits named in reports).
   const int crash_fd_;
   const worker::WorkerPolicy policy_;
-  std::thread reader_;
+  // An eventfd (owned) that wakes the watcher.
+  const int wake_fd_;
+  std::thread watcher_;
 
   mutable absl::Mutex mu_;
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
@@ -222,6 +245,13 @@ class WorkerProcess {
   // of the Execute() waiting for it.
   std::map<uint64_t, Pending*> pending_ ABSL_GUARDED_BY(mu_);
   absl::CondVar changed_;
+  // Someone (an Execute() or the watcher) is reading the channel; nobody
+  // else may.
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  // The watcher was woken and has not run yet.
+  bool watcher_woken_ ABSL_GUARDED_BY(mu_) = false;
+  // How the channel ended, once a reader saw it end.
+  std::optional<absl::Status> channel_end_ ABSL_GUARDED_BY(mu_);
   // Set once the worker has been waited for; kill() is illegal after.
   bool reaped_ ABSL_GUARDED_BY(mu_) = false;
   // Set by Shutdown(): the death that follows is not a crash.

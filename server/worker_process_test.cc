@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "ffi/errors.h"
 #include "gmock/gmock.h"
@@ -264,6 +265,79 @@ TEST_F(WorkerProcessTest, ConcurrentRequestsGetTheirOwnAnswers) {
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(handles.size(), static_cast<size_t>(kThreads * kPerThread));
+}
+
+// Answers nobody waits for (ExecuteAsync) are read by the watcher, or by
+// whichever Execute() is reading at the time; either way each reaches its
+// own completion, while blocking requests get their own answers.
+TEST_F(WorkerProcessTest, AsyncAndBlockingRequestsMixedGetTheirOwnAnswers) {
+  constexpr int kThreads = 3;
+  constexpr int kPerThread = 30;
+  constexpr int kAsync = 300;
+  absl::Mutex mu;
+  int completed = 0;
+  int wrong = 0;
+  auto send_async = [&](uint64_t size) {
+    WorkerRequest request;
+    request.mutable_allocate()->set_size(size);
+    worker_->ExecuteAsync(
+        request, "allocating", "", Route{},
+        [&, size](absl::StatusOr<WorkerResponse> response) {
+          absl::MutexLock lock(&mu);
+          ++completed;
+          if (!response.ok() || response->allocate().size() != size) ++wrong;
+        });
+  };
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        WorkerRequest request;
+        const uint64_t size = 100000 + t * kPerThread + i;
+        request.mutable_allocate()->set_size(size);
+        auto response = worker_->Execute(request, Soon(), "allocating");
+        if (!response.ok() || response->allocate().size() != size) ++failures;
+      }
+    });
+  }
+  for (int i = 0; i < kAsync; ++i) {
+    send_async(1 + i);
+    // Now and then nobody else is reading: only the watcher can.
+    if (i % 50 == 0) absl::SleepFor(absl::Milliseconds(2));
+  }
+  for (auto& thread : threads) thread.join();
+  absl::MutexLock lock(&mu);
+  auto all_done = [&]() { return completed == kAsync; };
+  mu.AwaitWithTimeout(absl::Condition(&all_done), absl::Seconds(30));
+  EXPECT_EQ(completed, kAsync);
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(failures.load(), 0);
+}
+
+// A blocking request whose deadline passes while it is the one reading
+// hands the channel over: the asynchronous request sent before it still
+// gets an answer (the worker's death, since the deadline killed it).
+TEST_F(WorkerProcessTest, ADeadlineWhileReadingStillEndsEveryRequest) {
+  std::string sleep_fn = ResolveSleep();
+  absl::Notification async_done;
+  absl::Status async_status;
+  WorkerRequest slow;
+  slow.mutable_call()->set_function(sleep_fn);
+  *slow.mutable_call()->add_arguments() = Uint(30);
+  worker_->ExecuteAsync(slow, "calling 'sleep'", "sleep", Route{},
+                        [&](absl::StatusOr<WorkerResponse> response) {
+                          async_status = response.status();
+                          async_done.Notify();
+                        });
+  auto blocked = Call(sleep_fn, "sleep", {Uint(30)},
+                      absl::Now() + absl::Milliseconds(300));
+  ASSERT_FALSE(blocked.ok());
+  EXPECT_EQ(blocked.status().code(), absl::StatusCode::kDeadlineExceeded);
+  ASSERT_TRUE(async_done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(async_status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetErrorReason(async_status), v1::ERROR_REASON_WORKER_CRASHED);
+  EXPECT_THAT(async_status.message(), HasSubstr("did not finish within"));
 }
 
 TEST_F(WorkerProcessTest, NullDereferenceIsReportedAsACrash) {

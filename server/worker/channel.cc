@@ -1,5 +1,6 @@
 #include "server/worker/channel.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -181,7 +182,8 @@ absl::Status FrameChannel::SendFrame(
   return written;
 }
 
-absl::Status FrameChannel::Fill(size_t need, size_t* have) {
+absl::Status FrameChannel::Fill(size_t need, absl::Time deadline,
+                                size_t* have) {
   // Move what is left of the buffer to its front, then make room.
   if (in_start_ > 0) {
     const size_t left = in_end_ - in_start_;
@@ -191,6 +193,22 @@ absl::Status FrameChannel::Fill(size_t need, size_t* have) {
   }
   if (in_.size() < need) in_.resize(std::max(need, kReadChunk));
   while (in_end_ < need) {
+    if (deadline != absl::InfiniteFuture()) {
+      // Wait for bytes first: the socket itself blocks without a timeout.
+      pollfd readable = {fd_, POLLIN, 0};
+      const absl::Duration left =
+          std::max(deadline - absl::Now(), absl::ZeroDuration());
+      const timespec timeout = absl::ToTimespec(left);
+      const int ready = ::ppoll(&readable, 1, &timeout, nullptr);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready < 0) return IoError("poll", errno);
+      if (ready == 0) {
+        *have = in_end_;
+        return ffid::MakeError(absl::StatusCode::kDeadlineExceeded,
+                               v1::ERROR_REASON_DEADLINE_EXCEEDED,
+                               "no frame arrived before the deadline");
+      }
+    }
     std::vector<int> fds;
     ssize_t n = ReadSome(fd_, in_.data() + in_end_, in_.size() - in_end_, fds);
     if (n > 0) received_total_ += static_cast<uint64_t>(n);
@@ -207,11 +225,12 @@ absl::Status FrameChannel::Fill(size_t need, size_t* have) {
   return absl::OkStatus();
 }
 
-absl::Status FrameChannel::Receive(google::protobuf::MessageLite* message) {
+absl::Status FrameChannel::ReceiveUntil(google::protobuf::MessageLite* message,
+                                        absl::Time deadline) {
   absl::MutexLock lock(&receive_mu_);
   size_t have = in_end_ - in_start_;
   if (have < kHeaderBytes) {
-    RETURN_IF_ERROR(Fill(kHeaderBytes, &have));
+    RETURN_IF_ERROR(Fill(kHeaderBytes, deadline, &have));
     if (have == 0) return PeerGone("");
     if (have < kHeaderBytes) {
       return ffid::MakeError(
@@ -232,7 +251,7 @@ absl::Status FrameChannel::Receive(google::protobuf::MessageLite* message) {
   }
   const size_t frame = kHeaderBytes + size;
   if (have < frame) {
-    RETURN_IF_ERROR(Fill(frame, &have));
+    RETURN_IF_ERROR(Fill(frame, deadline, &have));
     if (have < frame) {
       return ffid::MakeError(
           absl::StatusCode::kDataLoss, v1::ERROR_REASON_INTERNAL,

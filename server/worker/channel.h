@@ -30,6 +30,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "google/protobuf/message_lite.h"
 
 namespace ffid::worker {
@@ -58,7 +59,14 @@ class FrameChannel {
       const google::protobuf::MessageLite& message, int fd);
   // Blocks for one frame. UNAVAILABLE with "peer closed the channel" on a
   // clean EOF between frames; DATA_LOSS on a truncated or unparsable frame.
-  [[nodiscard]] absl::Status Receive(google::protobuf::MessageLite* message);
+  [[nodiscard]] absl::Status Receive(google::protobuf::MessageLite* message) {
+    return ReceiveUntil(message, absl::InfiniteFuture());
+  }
+  // Receive(), giving up at `deadline` with DEADLINE_EXCEEDED (and no other
+  // error has that code). Bytes of a frame that had partly arrived stay
+  // buffered for the next call, so the stream stays in step.
+  [[nodiscard]] absl::Status ReceiveUntil(
+      google::protobuf::MessageLite* message, absl::Time deadline);
   // Shuts the socket down in both directions, waking a blocked Receive().
   void Shutdown();
 
@@ -76,8 +84,9 @@ class FrameChannel {
 
   // Reads until the buffer holds at least `need` unconsumed bytes (moving
   // them to its front first) or the peer closed; `*have` is then how many
-  // it holds.
-  [[nodiscard]] absl::Status Fill(size_t need, size_t* have)
+  // it holds. DEADLINE_EXCEEDED if `deadline` comes first.
+  [[nodiscard]] absl::Status Fill(size_t need, absl::Time deadline,
+                                  size_t* have)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(receive_mu_);
 
   const int fd_;

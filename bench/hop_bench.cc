@@ -20,8 +20,9 @@
 //                     response, per step (each hop pays it once per side).
 //   worker_execute  - WorkerProcess::Execute of the same call on a real
 //                     ffid-worker (no sandbox): the daemon<->worker hop as
-//                     the daemon pays it (its reader thread, the worker's
-//                     reader -> main thread hand-off, both codecs).
+//                     the daemon pays it (the calling thread reading the
+//                     answer itself, the worker's dispatcher, both
+//                     codecs).
 // Prints "name | median_us | p99_us" lines, and with --figures_json=FILE
 // writes them as JSON for bench/run.
 #include <sys/socket.h>

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "ffi/errors.h"
 #include "gtest/gtest.h"
 #include "server/worker/protocol.pb.h"
@@ -137,6 +138,42 @@ TEST(FrameChannelTest, FramesInOneWriteAndFramesSplitAcrossWrites) {
   EXPECT_EQ(received.id(), 9u);
   EXPECT_EQ(received.write().data(), std::string(100000, 'q'));
   ::close(pair.a);
+}
+
+TEST(FrameChannelTest, ReceiveUntilGivesUpAtItsDeadlineAndKeepsItsPlace) {
+  Pair pair = MakeSocketPair();
+  FrameChannel right(pair.b);
+  WorkerRequest received;
+  absl::Status nothing =
+      right.ReceiveUntil(&received, absl::Now() + absl::Milliseconds(20));
+  EXPECT_EQ(nothing.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(nothing.message(), "no frame arrived before the deadline");
+
+  const std::string payload =
+      WriteRequestOf(7, std::string(5000, 'd')).SerializeAsString();
+  const std::string frame =
+      LittleEndian(static_cast<uint32_t>(payload.size())) + payload;
+  // Half a header, then half the payload: each wait ends at its deadline
+  // with the bytes kept, and the frame is whole once the rest comes.
+  WriteRaw(pair.a, frame.substr(0, 2));
+  EXPECT_EQ(right.ReceiveUntil(&received, absl::Now() + absl::Milliseconds(20))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+  WriteRaw(pair.a, frame.substr(2, 2000));
+  EXPECT_EQ(right.ReceiveUntil(&received, absl::Now() + absl::Milliseconds(20))
+                .code(),
+            absl::StatusCode::kDeadlineExceeded);
+  WriteRaw(pair.a, frame.substr(2002));
+  ASSERT_TRUE(
+      right.ReceiveUntil(&received, absl::Now() + absl::Seconds(10)).ok());
+  EXPECT_EQ(received.id(), 7u);
+  EXPECT_EQ(received.write().data(), std::string(5000, 'd'));
+
+  // A peer that closes is still an end, not a deadline.
+  ::close(pair.a);
+  EXPECT_EQ(right.ReceiveUntil(&received, absl::Now() + absl::Seconds(10))
+                .code(),
+            absl::StatusCode::kUnavailable);
 }
 
 TEST(FrameChannelTest, EmptyMessageIsAZeroLengthFrame) {

@@ -46,6 +46,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "bench/echo_service.grpc.pb.h"
@@ -196,6 +197,13 @@ void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub,
 
 // ---------------------------------------------------------------- ffid
 
+// The daemon binary: this build's, or --ffid_binary's (to compare two
+// builds of it in alternating runs).
+std::string& DaemonPath() {
+  static std::string* const path = new std::string(FFID_BENCH_FFID_PATH);
+  return *path;
+}
+
 // A server run as a child process (the real daemon, or bench/echo_server)
 // listening on a unix socket in a temporary directory; its stderr goes to a
 // log file beside it.
@@ -208,7 +216,7 @@ class ChildProcess {
     const std::string fixture_dir = fixture.substr(0, fixture.rfind('/'));
     const std::string socket_path = temp_dir + "/ffid.sock";
     std::vector<std::string> args = {
-        FFID_BENCH_FFID_PATH, "--listen", "unix:" + socket_path,
+        DaemonPath(), "--listen", "unix:" + socket_path,
         "--allow-library", fixture_dir + "/*"};
     // Naming one --allow-library replaces the defaults: name them again.
     for (const char* glob : {"/lib/*", "/lib64/*", "/usr/lib/*",
@@ -874,6 +882,17 @@ int Main(int argc, char** argv) {
       kBulkRepeats = 1;
       kSessionCreates = 2;
       kBatchCalls = 1000;
+    } else if (absl::StartsWith(arg, "--bulk_repeats=")) {
+      // More repeats of the 64 MiB transfers (median of N), e.g. to profile
+      // them or to tame the noise of a loaded machine.
+      if (!absl::SimpleAtoi(arg.substr(std::strlen("--bulk_repeats=")),
+                            &kBulkRepeats) ||
+          kBulkRepeats < 1) {
+        std::fprintf(stderr, "--bulk_repeats wants a count >= 1\n");
+        return 2;
+      }
+    } else if (absl::StartsWith(arg, "--ffid_binary=")) {
+      DaemonPath() = std::string(arg.substr(std::strlen("--ffid_binary=")));
     } else if (absl::StartsWith(arg, "--figures_json=")) {
       figures_path = std::string(arg.substr(std::strlen("--figures_json=")));
     } else {

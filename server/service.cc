@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "ffi/declaration_parser.h"
 #include "ffi/errors.h"
+#include "google/protobuf/descriptor.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/rpc_observer.h"
@@ -540,6 +541,27 @@ FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
   if (options_.policy.allow_library.empty()) {
     options_.policy.allow_library = options_.allow_library;
   }
+  // Read and Write take and give gRPC's raw buffers: their handlers are
+  // streamed-unary ones (one request, one answer, as gRPC's generated
+  // WithStreamedUnaryMethod_ code installs them) on byte buffers, at the
+  // methods' indexes, which are their places in the service's declaration.
+  const google::protobuf::ServiceDescriptor* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(
+          v1::Ffi::service_full_name());
+  using RawHandler =
+      grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, grpc::ByteBuffer>;
+  using RawStream =
+      grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>;
+  MarkMethodStreamed(
+      descriptor->FindMethodByName("Read")->index(),
+      new RawHandler([this](grpc::ServerContext* context, RawStream* stream) {
+        return RawRead(context, stream);
+      }));
+  MarkMethodStreamed(
+      descriptor->FindMethodByName("Write")->index(),
+      new RawHandler([this](grpc::ServerContext* context, RawStream* stream) {
+        return RawWrite(context, stream);
+      }));
 }
 
 grpc::Status FfiService::GetServerInfo(grpc::ServerContext* context,
@@ -1124,20 +1146,33 @@ absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
   return absl::OkStatus();
 }
 
-grpc::Status FfiService::Read(grpc::ServerContext* context,
-                              const v1::ReadRequest* request,
-                              v1::ReadResponse* response) {
-  return ToGrpcStatus(DoRead(*context, *request, response));
+grpc::Status FfiService::RawRead(
+    grpc::ServerContext* context,
+    grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
+  grpc::ByteBuffer request_bytes;
+  if (!stream->Read(&request_bytes)) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        "the Read request did not arrive");
+  }
+  v1::ReadRequest request;
+  grpc::ByteBuffer response;
+  absl::Status status = ParsedMessage(request_bytes, &request);
+  if (status.ok()) status = DoRead(*context, request, &response);
+  if (!status.ok()) return ToGrpcStatus(status);
+  // The last message: sent together with the status.
+  stream->Write(response, grpc::WriteOptions().set_last_message());
+  return grpc::Status::OK;
 }
 
 absl::Status FfiService::DoRead(grpc::ServerContext& context,
                                 const v1::ReadRequest& request,
-                                v1::ReadResponse* response) {
+                                grpc::ByteBuffer* response_bytes) {
   ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   if (!request.has_type()) {
     if (std::optional<ArenaAccess> access =
             FindArenaAccess(*session, request.pointer())) {
-      // Straight from the shared arena: no round trip to the worker.
+      // Straight from the shared arena into gRPC's buffer: no round trip to
+      // the worker, one copy.
       const uint64_t offset = request.pointer().offset();
       uint64_t length = request.length();
       if (length == 0 && offset <= access->block.size) {
@@ -1145,19 +1180,21 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
       }
       RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
                                        offset, length, "read"));
-      response->mutable_data()->assign(
-          access->arena->base() + access->block.offset + offset, length);
+      *response_bytes = ReadResponseBuffer(absl::string_view(
+          access->arena->base() + access->block.offset + offset, length));
       return absl::OkStatus();
     }
   }
+  v1::ReadResponse response;
   if (!request.has_type() && request.has_pointer() &&
       (request.length() == 0 || request.length() >= kDirectCopyBytes)) {
     ASSIGN_OR_RETURN(const bool copied,
                      CopyDirectly(context, *session, request.pointer(),
                                   request.length(), /*write=*/false,
-                                  response->mutable_data()));
+                                  response.mutable_data()));
     if (copied) {
-      Metrics::Get().BytesRead(response->data().size());
+      Metrics::Get().BytesRead(response.data().size());
+      *response_bytes = SerializedBuffer(response);
       return absl::OkStatus();
     }
   }
@@ -1168,35 +1205,46 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
                    Forward(context, *session, std::move(forward),
                            std::move(description)));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
-  *response = std::move(*answer.mutable_read());
-  Metrics::Get().BytesRead(response->data().size());
+  Metrics::Get().BytesRead(answer.read().data().size());
+  *response_bytes = SerializedBuffer(answer.read());
   return absl::OkStatus();
 }
 
-grpc::Status FfiService::Write(grpc::ServerContext* context,
-                               const v1::WriteRequest* request,
-                               v1::WriteResponse* response) {
-  return ToGrpcStatus(DoWrite(*context, *request));
+grpc::Status FfiService::RawWrite(
+    grpc::ServerContext* context,
+    grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
+  grpc::ByteBuffer request_bytes;
+  if (!stream->Read(&request_bytes)) {
+    return grpc::Status(grpc::StatusCode::INTERNAL,
+                        "the Write request did not arrive");
+  }
+  absl::StatusOr<std::unique_ptr<WriteRequestView>> request =
+      WriteRequestView::Parse(std::move(request_bytes));
+  absl::Status status = request.status();
+  if (status.ok()) status = DoWrite(*context, **request);
+  if (!status.ok()) return ToGrpcStatus(status);
+  stream->Write(SerializedBuffer(v1::WriteResponse()),
+                grpc::WriteOptions().set_last_message());
+  return grpc::Status::OK;
 }
 
 absl::Status FfiService::DoWrite(grpc::ServerContext& context,
-                                 const v1::WriteRequest& request) {
-  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
-  if (!request.has_type() && !request.has_value()) {
+                                 const WriteRequestView& view) {
+  const v1::WriteRequest& head = view.head();
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, head.session()));
+  if (!head.has_type() && !head.has_value()) {
     if (std::optional<ArenaAccess> access =
-            FindArenaAccess(*session, request.pointer())) {
-      // Straight into the shared arena: no round trip to the worker.
-      const uint64_t offset = request.pointer().offset();
-      RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
-                                       offset, request.data().size(),
-                                       "write"));
-      if (!request.data().empty()) {
-        std::memcpy(access->arena->base() + access->block.offset + offset,
-                    request.data().data(), request.data().size());
-      }
+            FindArenaAccess(*session, head.pointer())) {
+      // Straight from gRPC's buffers into the shared arena: no round trip
+      // to the worker, one copy.
+      const uint64_t offset = head.pointer().offset();
+      RETURN_IF_ERROR(CheckArenaBounds(access->block, head.pointer().handle(),
+                                       offset, view.data_size(), "write"));
+      view.CopyDataTo(access->arena->base() + access->block.offset + offset);
       return absl::OkStatus();
     }
   }
+  const v1::WriteRequest request = view.ToMessage();
   if (!request.has_type() && !request.has_value() && request.has_pointer() &&
       request.data().size() >= kDirectCopyBytes) {
     ASSIGN_OR_RETURN(

@@ -35,6 +35,7 @@
 #include "absl/status/statusor.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "server/arena_broker.h"
+#include "server/bulk_bytes.h"
 #include "server/access.h"
 #include "server/library_resolver.h"
 #include "server/session.h"
@@ -102,12 +103,8 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status Allocate(grpc::ServerContext* context,
                         const v1::AllocateRequest* request,
                         v1::AllocateResponse* response) override;
-  grpc::Status Read(grpc::ServerContext* context,
-                    const v1::ReadRequest* request,
-                    v1::ReadResponse* response) override;
-  grpc::Status Write(grpc::ServerContext* context,
-                     const v1::WriteRequest* request,
-                     v1::WriteResponse* response) override;
+  // Read and Write are not overridden: the constructor gives them handlers
+  // of gRPC's raw buffers (RawRead, RawWrite below).
   grpc::Status Free(grpc::ServerContext* context,
                     const v1::FreeRequest* request,
                     v1::FreeResponse* response) override;
@@ -181,11 +178,20 @@ class FfiService final : public v1::Ffi::Service {
   [[nodiscard]] absl::Status DoAllocate(grpc::ServerContext& context,
                           const v1::AllocateRequest& request,
                           v1::AllocateResponse* response);
+  // Read and Write on gRPC's raw buffers (server/bulk_bytes.h): the bytes
+  // of an arena block go between it and gRPC's buffers with one copy,
+  // instead of through a parsed or serialized message's string.
+  grpc::Status RawRead(
+      grpc::ServerContext* context,
+      grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream);
+  grpc::Status RawWrite(
+      grpc::ServerContext* context,
+      grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream);
   [[nodiscard]] absl::Status DoRead(grpc::ServerContext& context,
-                      const v1::ReadRequest& request,
-                      v1::ReadResponse* response);
+                                    const v1::ReadRequest& request,
+                                    grpc::ByteBuffer* response);
   [[nodiscard]] absl::Status DoWrite(grpc::ServerContext& context,
-                       const v1::WriteRequest& request);
+                                     const WriteRequestView& request);
   [[nodiscard]] absl::Status DoFree(grpc::ServerContext& context,
                       const v1::FreeRequest& request);
   [[nodiscard]] absl::Status DoRegisterCallback(

@@ -414,6 +414,18 @@ int Run(int argc, char** argv) {
     interceptors.push_back(MakeReflectionGuardFactory(access));
   }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // The synchronous server's threads: one takes each RPC, and whenever no
+  // idle thread is left polling, gRPC starts another. With gRPC's default
+  // of at most 2 idle threads, a thread that finishes its RPC while 2 others
+  // poll exits, so a few RPCs in flight at once (a client's 1 MiB Read or
+  // Write pieces, several clients) start and end a thread every second RPC
+  // or so: ~60 thread starts per 64 MiB Write+Read, each with a fresh
+  // stack to fault in and an idle CPU to wake. Up to kIdleServerThreads
+  // idle threads stay instead (docs/performance.md, "Read/Write of 64 MiB:
+  // the daemon's threads").
+  constexpr int kIdleServerThreads = 8;
+  builder.SetSyncServerOption(
+      grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, kIdleServerThreads);
   // Read/Write move up to a worker frame's worth of bytes in one message.
   builder.SetMaxReceiveMessageSize(static_cast<int>(worker::kMaxFrameBytes));
   builder.SetMaxSendMessageSize(static_cast<int>(worker::kMaxFrameBytes));

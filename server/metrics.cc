@@ -97,25 +97,50 @@ Metrics::Metrics()
                     .Register(*registry_)
                     .Add({})) {}
 
+namespace {
+
+// The key of a label combination in a Series cache: the label values,
+// joined (short ones stay in the string's own buffer: no allocation).
+std::string SeriesKey(absl::string_view a, absl::string_view b = "",
+                      absl::string_view c = "") {
+  return absl::StrCat(a, "\x1f", b, "\x1f", c);
+}
+
+}  // namespace
+
+template <typename T, typename MakeSeries>
+T& Metrics::Series(absl::flat_hash_map<std::string, T*>& cache,
+                   std::string key, MakeSeries make) {
+  absl::MutexLock lock(&series_mu_);
+  auto it = cache.find(key);
+  if (it != cache.end()) return *it->second;
+  T& series = make();
+  cache.emplace(std::move(key), &series);
+  return series;
+}
+
 void Metrics::RecordRpc(absl::string_view method, absl::string_view code,
                         absl::string_view reason, absl::Duration elapsed) {
-  const std::string method_name(method);
-  rpcs_
-      .Add({{"method", method_name},
-            {"code", std::string(code)},
-            {"reason", std::string(reason)}})
-      .Increment();
-  rpc_duration_.Add({{"method", method_name}}, LatencyBuckets())
-      .Observe(absl::ToDoubleSeconds(elapsed));
+  Series(rpc_counts_, SeriesKey(method, code, reason), [&]() -> auto& {
+    return rpcs_.Add({{"method", std::string(method)},
+                      {"code", std::string(code)},
+                      {"reason", std::string(reason)}});
+  }).Increment();
+  Series(rpc_durations_, SeriesKey(method), [&]() -> auto& {
+    return rpc_duration_.Add({{"method", std::string(method)}},
+                             LatencyBuckets());
+  }).Observe(absl::ToDoubleSeconds(elapsed));
 }
 
 void Metrics::RecordCall(absl::string_view via, absl::string_view reason,
                          absl::Duration elapsed) {
-  const std::string via_name(via);
-  calls_.Add({{"via", via_name}, {"reason", std::string(reason)}})
-      .Increment();
-  call_duration_.Add({{"via", via_name}}, LatencyBuckets())
-      .Observe(absl::ToDoubleSeconds(elapsed));
+  Series(call_counts_, SeriesKey(via, reason), [&]() -> auto& {
+    return calls_.Add({{"via", std::string(via)},
+                       {"reason", std::string(reason)}});
+  }).Increment();
+  Series(call_durations_, SeriesKey(via), [&]() -> auto& {
+    return call_duration_.Add({{"via", std::string(via)}}, LatencyBuckets());
+  }).Observe(absl::ToDoubleSeconds(elapsed));
 }
 
 void Metrics::SessionOpened() {

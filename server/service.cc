@@ -1,5 +1,6 @@
 #include "server/service.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -211,22 +212,32 @@ absl::StatusOr<v1::RegisterCallbackRequest> ParsedRegistration(
   return parsed;
 }
 
+// The most StreamResults, and about the most bytes of them, that the
+// writer packs into one ConnectResponse.results.
+constexpr int kMaxPackedResults = 1024;
+constexpr size_t kMaxPackedBytes = 256 * 1024;
+
 // The sending side of one Connect stream: a queue drained by a writer
 // thread, so that whoever produces a message (the worker's reader thread,
-// a completion) never waits for the client's flow control.
+// a completion) never waits for the client's flow control. For a client
+// that attached with `packed_results`, results queued behind one another
+// leave as one `results` message.
 class ConnectStreamWriter : public StreamSink {
  public:
-  explicit ConnectStreamWriter(
+  ConnectStreamWriter(
       grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>*
-          stream)
-      : stream_(stream), thread_([this] { Loop(); }) {}
+          stream,
+      bool packed_results)
+      : stream_(stream),
+        packed_results_(packed_results),
+        thread_([this] { Loop(); }) {}
   ~ConnectStreamWriter() override { Close(); }
 
   void Push(v1::ConnectResponse message) override {
     absl::MutexLock lock(&mu_);
     if (closed_) return;
     queue_.push_back(std::move(message));
-    wake_.Signal();
+    if (queue_.size() == 1) wake_.Signal();
   }
 
   // Writes what is queued, then stops; later Push()es are dropped. The
@@ -241,13 +252,38 @@ class ConnectStreamWriter : public StreamSink {
   }
 
  private:
+  // Takes the next message to write off the queue: the front one, or, when
+  // it and the ones behind it are results and the client takes packs, as
+  // many of them as fit in one `results` message.
+  v1::ConnectResponse TakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    v1::ConnectResponse message = std::move(queue_.front());
+    queue_.pop_front();
+    if (!packed_results_ || !message.has_result() || queue_.empty() ||
+        !queue_.front().has_result()) {
+      return message;
+    }
+    v1::ConnectResponse packed;
+    v1::StreamResults& results = *packed.mutable_results();
+    size_t bytes = message.result().ByteSizeLong();
+    results.mutable_results()->Reserve(static_cast<int>(
+        std::min<size_t>(queue_.size() + 1, kMaxPackedResults)));
+    *results.add_results() = std::move(*message.mutable_result());
+    while (!queue_.empty() && queue_.front().has_result() &&
+           results.results_size() < kMaxPackedResults &&
+           bytes < kMaxPackedBytes) {
+      bytes += queue_.front().result().ByteSizeLong();
+      *results.add_results() = std::move(*queue_.front().mutable_result());
+      queue_.pop_front();
+    }
+    return packed;
+  }
+
   void Loop() {
     absl::MutexLock lock(&mu_);
     for (;;) {
       while (queue_.empty() && !closing_) wake_.Wait(&mu_);
       if (queue_.empty()) break;
-      v1::ConnectResponse message = std::move(queue_.front());
-      queue_.pop_front();
+      v1::ConnectResponse message = TakeLocked();
       // More queued behind it: let gRPC hold this message and send it
       // with the next in one write (the last of a burst flushes).
       grpc::WriteOptions options;
@@ -263,6 +299,7 @@ class ConnectStreamWriter : public StreamSink {
 
   grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>* const
       stream_;
+  const bool packed_results_;
   absl::Mutex mu_;
   absl::CondVar wake_;
   std::deque<v1::ConnectResponse> queue_ ABSL_GUARDED_BY(mu_);
@@ -758,7 +795,8 @@ absl::Status FfiService::DoConnect(
   // the blocked Read() below returns and the client sees CANCELLED.
   int listener =
       session->AddEndListener([&context] { context.TryCancel(); });
-  auto writer = std::make_shared<ConnectStreamWriter>(stream);
+  auto writer = std::make_shared<ConnectStreamWriter>(
+      stream, message.attach().packed_results());
   const uint64_t stream_id = session->AddStream(writer);
   absl::Status result = absl::OkStatus();
   v1::ConnectResponse attached;
@@ -776,6 +814,11 @@ absl::Status FfiService::DoConnect(
         break;
       case v1::ConnectRequest::kCall:
         StartStreamCall(caller, session, stream_id, writer, message.call());
+        continue;
+      case v1::ConnectRequest::kCalls:
+        for (const v1::StreamCall& call : message.calls().calls()) {
+          StartStreamCall(caller, session, stream_id, writer, call);
+        }
         continue;
       case v1::ConnectRequest::kCallbackResult:
         session->AnswerInvocation(message.callback_result());

@@ -20,6 +20,7 @@
 #include "clients/cpp/ffid/client.h"
 #include "clients/cpp/ffid/values.h"
 #include "gmock/gmock.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "tests/testing/ffid_test.h"
 
@@ -561,6 +562,111 @@ TEST_F(CallbacksTest, StreamResultsCarryTheirTagsAndErrors) {
   EXPECT_EQ(response.result().tag(), 10u);
   EXPECT_TRUE(response.result().has_release_callback());
   EXPECT_TRUE(response.result().error_status().empty());
+  stream->WritesDone();
+  context.TryCancel();
+  (void)stream->Finish();
+}
+
+// Opens a raw Connect stream on `session`, attached with or without
+// packed results.
+std::unique_ptr<grpc::ClientReaderWriter<v1::ConnectRequest,
+                                         v1::ConnectResponse>>
+AttachRaw(v1::Ffi::Stub& stub, grpc::ClientContext& context,
+          const std::string& session, bool packed_results) {
+  auto stream = stub.Connect(&context);
+  v1::ConnectRequest request;
+  request.mutable_attach()->set_session(session);
+  request.mutable_attach()->set_packed_results(packed_results);
+  v1::ConnectResponse response;
+  if (!stream->Write(request) || !stream->Read(&response) ||
+      !response.has_attached()) {
+    ADD_FAILURE() << "the stream did not attach";
+  }
+  return stream;
+}
+
+// A pack of calls (ConnectRequest.calls) is handled as its calls one by
+// one: every call answered under its tag, a bad one failing alone, and the
+// worker's answers in the order the calls were sent. A client that asked
+// for packed results may get them in ConnectResponse.results.
+TEST_F(CallbacksTest, APackOfStreamCallsIsAnsweredCallByCall) {
+  absl::StatusOr<client::Function> add = Resolve("int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  grpc::ClientContext context;
+  auto stream = AttachRaw(client_->stub(), context, session_->id(),
+                          /*packed_results=*/true);
+  constexpr uint64_t kCalls = 500;
+  constexpr uint64_t kBadTag = 250;
+  v1::ConnectRequest request;
+  for (uint64_t tag = 1; tag <= kCalls; ++tag) {
+    v1::StreamCall& call = *request.mutable_calls()->add_calls();
+    call.set_tag(tag);
+    if (tag == kBadTag) continue;  // Names no request.
+    call.mutable_call()->set_function(add->handle);
+    *call.mutable_call()->add_arguments() = MakeInt(static_cast<int>(tag));
+    *call.mutable_call()->add_arguments() = MakeInt(-1);
+  }
+  ASSERT_TRUE(stream->Write(request));
+  std::vector<v1::StreamResult> results;
+  v1::ConnectResponse response;
+  while (results.size() < kCalls && stream->Read(&response)) {
+    if (response.has_result()) results.push_back(response.result());
+    for (const v1::StreamResult& result : response.results().results()) {
+      results.push_back(result);
+    }
+  }
+  ASSERT_EQ(results.size(), kCalls);
+  std::set<uint64_t> tags;
+  uint64_t previous_answered = 0;
+  for (const v1::StreamResult& result : results) {
+    EXPECT_TRUE(tags.insert(result.tag()).second) << "twice: " << result.tag();
+    if (result.tag() == kBadTag) {
+      google::rpc::Status status;
+      ASSERT_TRUE(status.ParseFromString(result.error_status()));
+      EXPECT_THAT(client::StatusFromRpcStatus(status),
+                  HasReason("INVALID_REQUEST"));
+      continue;
+    }
+    ASSERT_TRUE(result.error_status().empty()) << result.tag();
+    EXPECT_THAT(result.call().result(),
+                IsInteger(static_cast<int>(result.tag()) - 1));
+    EXPECT_GT(result.tag(), previous_answered) << "answered out of order";
+    previous_answered = result.tag();
+  }
+  EXPECT_EQ(tags.size(), kCalls);
+  stream->WritesDone();
+  context.TryCancel();
+  (void)stream->Finish();
+}
+
+// A client that did not ask for packed results (every client before them)
+// gets each result in a message of its own, even for a pack of calls.
+TEST_F(CallbacksTest, ResultsComeOneByOneUnlessTheClientTakesPacks) {
+  absl::StatusOr<client::Function> add = Resolve("int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  grpc::ClientContext context;
+  auto stream = AttachRaw(client_->stub(), context, session_->id(),
+                          /*packed_results=*/false);
+  constexpr int kCalls = 300;
+  v1::ConnectRequest request;
+  for (int i = 0; i < kCalls; ++i) {
+    v1::StreamCall& call = *request.mutable_calls()->add_calls();
+    call.set_tag(static_cast<uint64_t>(i) + 1);
+    call.mutable_call()->set_function(add->handle);
+    *call.mutable_call()->add_arguments() = MakeInt(i);
+    *call.mutable_call()->add_arguments() = MakeInt(i);
+  }
+  ASSERT_TRUE(stream->Write(request));
+  std::set<uint64_t> tags;
+  v1::ConnectResponse response;
+  while (tags.size() < kCalls && stream->Read(&response)) {
+    ASSERT_TRUE(response.has_result()) << response.kind_case();
+    ASSERT_TRUE(response.result().error_status().empty());
+    EXPECT_THAT(response.result().call().result(),
+                IsInteger(2 * (static_cast<int>(response.result().tag()) - 1)));
+    tags.insert(response.result().tag());
+  }
+  EXPECT_EQ(tags.size(), static_cast<size_t>(kCalls));
   stream->WritesDone();
   context.TryCancel();
   (void)stream->Finish();

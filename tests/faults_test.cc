@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <future>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -494,6 +496,122 @@ TEST_F(FaultsTest, LimitsAboveTheMaximumAreRefused) {
       client_->CreateSession(session_options);
   EXPECT_THAT(session, HasReason("RESOURCE_LIMIT"));
   EXPECT_THAT(MessageOf(session), HasSubstr("open_files"));
+}
+
+// ------------------------------------------------- crashes among pipelined calls
+
+// The status a StreamResult carries (OK when it has none).
+absl::Status StreamResultStatus(const v1::StreamResult& result) {
+  if (result.error_status().empty()) return absl::OkStatus();
+  google::rpc::Status status;
+  if (!status.ParseFromString(result.error_status())) {
+    return absl::InternalError("unparsable error_status");
+  }
+  return client::StatusFromRpcStatus(status);
+}
+
+// Calls pipelined on the stream in one ConnectRequest.calls: the worker
+// runs them in order, so every call before the crashing one is answered
+// with its result, and the crashing one and those behind it fail with the
+// crash, which names the call that caused it.
+TEST_F(FaultsTest, ACrashInsideAPackOfCallsLosesNoEarlierAnswer) {
+  Victim victim = NewVictim();
+  absl::StatusOr<client::Function> crash = victim.session->ResolveFunction(
+      victim.fixture, "void ff_null_deref(void)");
+  absl::StatusOr<client::Function> add = victim.session->ResolveFunction(
+      victim.fixture, "int fx_add(int a, int b)");
+  ASSERT_TRUE(crash.ok() && add.ok());
+  grpc::ClientContext context;
+  auto stream = client_->stub().Connect(&context);
+  v1::ConnectRequest request;
+  request.mutable_attach()->set_session(victim.session->id());
+  request.mutable_attach()->set_packed_results(true);
+  ASSERT_TRUE(stream->Write(request));
+  v1::ConnectResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_TRUE(response.has_attached());
+
+  // Tags 1..20 add, 21 crashes, 22..40 add.
+  constexpr uint64_t kCrashTag = 21;
+  constexpr uint64_t kLastTag = 40;
+  request.Clear();
+  for (uint64_t tag = 1; tag <= kLastTag; ++tag) {
+    v1::StreamCall& call = *request.mutable_calls()->add_calls();
+    call.set_tag(tag);
+    call.mutable_call()->set_function(tag == kCrashTag ? crash->handle
+                                                       : add->handle);
+    if (tag != kCrashTag) {
+      *call.mutable_call()->add_arguments() = MakeInt(static_cast<int>(tag));
+      *call.mutable_call()->add_arguments() = MakeInt(100);
+    }
+  }
+  ASSERT_TRUE(stream->Write(request));
+  std::map<uint64_t, v1::StreamResult> results;
+  while (results.size() < kLastTag && stream->Read(&response)) {
+    if (response.has_result()) {
+      results[response.result().tag()] = response.result();
+    } else if (response.has_results()) {
+      for (const v1::StreamResult& result : response.results().results()) {
+        results[result.tag()] = result;
+      }
+    }
+  }
+  ASSERT_EQ(results.size(), kLastTag);
+  for (uint64_t tag = 1; tag < kCrashTag; ++tag) {
+    ASSERT_TRUE(results[tag].error_status().empty())
+        << tag << ": " << StreamResultStatus(results[tag]);
+    EXPECT_THAT(results[tag].call().result(),
+                IsInteger(static_cast<int>(tag) + 100));
+  }
+  const absl::Status crashed = StreamResultStatus(results[kCrashTag]);
+  EXPECT_THAT(crashed, HasReason("WORKER_CRASHED"));
+  EXPECT_THAT(MessageOf(crashed), HasSubstr("SIGSEGV"));
+  EXPECT_THAT(MessageOf(crashed), HasSubstr("ff_null_deref"));
+  for (uint64_t tag = kCrashTag + 1; tag <= kLastTag; ++tag) {
+    // Sent before the crash (failed with it) or after (the worker died
+    // earlier): a crash either way, never a result.
+    EXPECT_THAT(StreamResultStatus(results[tag]), HasReason("WORKER_CRASHED"))
+        << tag;
+  }
+  stream->WritesDone();
+  context.TryCancel();
+  (void)stream->Finish();
+  ExpectContained(victim);
+}
+
+// The same through the C++ client, whose writer packs the calls queued by
+// CallAsync: each future gets its own call's answer, in any order of
+// get(), and the calls after the crashing one fail with the crash.
+TEST_F(FaultsTest, PipelinedCallsThroughTheClientAroundACrash) {
+  Victim victim = NewVictim();
+  absl::StatusOr<client::Function> crash = victim.session->ResolveFunction(
+      victim.fixture, "void ff_null_deref(void)");
+  absl::StatusOr<client::Function> add = victim.session->ResolveFunction(
+      victim.fixture, "int fx_add(int a, int b)");
+  ASSERT_TRUE(crash.ok() && add.ok());
+  std::vector<std::future<absl::StatusOr<v1::CallResponse>>> before;
+  std::vector<std::future<absl::StatusOr<v1::CallResponse>>> after;
+  for (int i = 0; i < 300; ++i) {
+    before.push_back(victim.session->CallAsync(*add, {MakeInt(i), MakeInt(7)}));
+  }
+  std::future<absl::StatusOr<v1::CallResponse>> crashing =
+      victim.session->CallAsync(*crash, {});
+  for (int i = 0; i < 50; ++i) {
+    after.push_back(victim.session->CallAsync(*add, {MakeInt(i), MakeInt(7)}));
+  }
+  // Collected last first: delivery does not depend on the order of get().
+  for (auto& future : after) {
+    EXPECT_THAT(future.get(), HasReason("WORKER_CRASHED"));
+  }
+  absl::StatusOr<v1::CallResponse> crashed = crashing.get();
+  EXPECT_THAT(crashed, HasReason("WORKER_CRASHED"));
+  EXPECT_THAT(MessageOf(crashed), HasSubstr("ff_null_deref"));
+  for (int i = static_cast<int>(before.size()) - 1; i >= 0; --i) {
+    absl::StatusOr<v1::CallResponse> sum = before[i].get();
+    ASSERT_TRUE(sum.ok()) << i << ": " << sum.status();
+    EXPECT_THAT(sum->result(), IsInteger(i + 7));
+  }
+  ExpectContained(victim);
 }
 
 // ---------------------------------------------------------------- restarts

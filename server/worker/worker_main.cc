@@ -38,6 +38,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "ffi/errors.h"
 #include "server/worker/channel.h"
 #include "server/worker/crash_handler.h"
@@ -403,6 +404,11 @@ extern "C" const char* __tsan_default_options() {
 #endif
 
 int main(int argc, char** argv) {
+  // As in the daemon (server/main.cc): Debian's abseil keeps absl::Mutex's
+  // lock graph on every Lock(), which perf showed among the worker's top
+  // symbols on pipelined calls (the dispatcher locks several times per
+  // request). The unit tests keep it on.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   ffid::worker::Options options = ffid::worker::ParseArgs(argc, argv);
   if (options.zygote) return ffid::worker::RunAsZygote(options, argc, argv);
   ffid::worker::Harden(options);

@@ -253,6 +253,8 @@ absl::Status Session::Attach() {
   stream_ = stub_->Connect(stream_context_.get());
   v1::ConnectRequest request;
   request.mutable_attach()->set_session(id_);
+  // Results that are ready together may come in one message.
+  request.mutable_attach()->set_packed_results(true);
   v1::ConnectResponse response;
   if (!stream_->Write(request) || !stream_->Read(&response)) {
     absl::Status status = StatusFromGrpc(stream_->Finish());
@@ -322,21 +324,46 @@ bool Session::WriteToStream(const v1::ConnectRequest& request) {
   return stream_->Write(request);
 }
 
-bool Session::QueueForStream(v1::ConnectRequest request) {
+bool Session::QueueForStream(v1::StreamCall call) {
   absl::MutexLock lock(&outbox_mu_);
   if (outbox_closed_) return false;
-  outbox_.push_back(std::move(request));
+  outbox_.push_back(std::move(call));
   if (outbox_.size() == 1) outbox_ready_.Signal();
   return true;
 }
+
+namespace {
+
+// The most stream calls, and about the most bytes of them, that the writer
+// packs into one ConnectRequest.calls.
+constexpr int kMaxPackedCalls = 1024;
+constexpr size_t kMaxPackedBytes = 256 * 1024;
+
+}  // namespace
 
 void Session::WriteLoop() {
   absl::MutexLock lock(&outbox_mu_);
   for (;;) {
     while (outbox_.empty() && !outbox_closed_) outbox_ready_.Wait(&outbox_mu_);
     if (outbox_.empty()) return;
-    v1::ConnectRequest request = std::move(outbox_.front());
-    outbox_.pop_front();
+    // Everything queued now leaves in one message (up to a limit): one
+    // message costs gRPC about as much as one call on each end.
+    v1::ConnectRequest request;
+    if (outbox_.size() == 1) {
+      *request.mutable_call() = std::move(outbox_.front());
+      outbox_.pop_front();
+    } else {
+      v1::StreamCalls& calls = *request.mutable_calls();
+      calls.mutable_calls()->Reserve(static_cast<int>(
+          std::min<size_t>(outbox_.size(), kMaxPackedCalls)));
+      size_t bytes = 0;
+      while (!outbox_.empty() && calls.calls_size() < kMaxPackedCalls &&
+             bytes < kMaxPackedBytes) {
+        bytes += outbox_.front().ByteSizeLong();
+        *calls.add_calls() = std::move(outbox_.front());
+        outbox_.pop_front();
+      }
+    }
     // More queued behind it: gRPC may hold this one and send it with the
     // next (the last of a burst flushes them all).
     grpc::WriteOptions options;
@@ -362,10 +389,12 @@ void Session::ReadLoop() {
   while (stream_->Read(&message)) {
     if (message.has_result()) {
       absl::MutexLock lock(&stream_mu_);
-      auto it = in_flight_.find(message.result().tag());
-      if (it != in_flight_.end()) {
-        it->second.set_value(std::move(*message.mutable_result()));
-        in_flight_.erase(it);
+      DeliverLocked(*message.mutable_result());
+    } else if (message.has_results()) {
+      absl::MutexLock lock(&stream_mu_);
+      for (v1::StreamResult& result :
+           *message.mutable_results()->mutable_results()) {
+        DeliverLocked(result);
       }
     } else if (message.has_invocation()) {
       v1::CallbackInvocation& received = *message.mutable_invocation();
@@ -381,12 +410,20 @@ void Session::ReadLoop() {
   }
   absl::MutexLock lock(&stream_mu_);
   stream_ended_ = true;
-  for (auto& [tag, promise] : in_flight_) {
-    promise.set_value(absl::UnavailableError(absl::StrCat(
+  for (auto& [tag, done] : in_flight_) {
+    done(absl::UnavailableError(absl::StrCat(
         "the Connect stream of session ", id_,
         " closed before the daemon answered")));
   }
   in_flight_.clear();
+}
+
+void Session::DeliverLocked(v1::StreamResult& result) {
+  auto it = in_flight_.find(result.tag());
+  if (it == in_flight_.end()) return;
+  StreamCompletion done = std::move(it->second);
+  in_flight_.erase(it);
+  done(std::move(result));
 }
 
 void Session::Dispatch(Invocation invocation) {
@@ -449,35 +486,44 @@ void Session::RunInvocation(Invocation invocation) {
   (void)WriteToStream(request);
 }
 
+void Session::SendStreamCall(v1::StreamCall call, StreamCompletion done) {
+  {
+    absl::MutexLock lock(&stream_mu_);
+    if (!stream_ended_) {
+      call.set_tag(next_tag_++);
+      in_flight_.emplace(call.tag(), std::move(done));
+      done = nullptr;
+    }
+  }
+  if (done != nullptr) {
+    done(absl::FailedPreconditionError(absl::StrCat(
+        "session ", id_,
+        " has no Connect stream (it was created without one, or the stream "
+        "closed)")));
+    return;
+  }
+  const uint64_t tag = call.tag();
+  if (QueueForStream(std::move(call))) return;
+  absl::MutexLock lock(&stream_mu_);
+  auto it = in_flight_.find(tag);
+  if (it != in_flight_.end()) {
+    StreamCompletion failed = std::move(it->second);
+    in_flight_.erase(it);
+    failed(absl::UnavailableError(absl::StrCat(
+        "cannot send on the Connect stream of session ", id_,
+        ": it is closed")));
+  }
+}
+
 std::future<absl::StatusOr<v1::StreamResult>> Session::SendStreamCall(
     v1::StreamCall call) {
   std::promise<absl::StatusOr<v1::StreamResult>> promise;
   std::future<absl::StatusOr<v1::StreamResult>> future = promise.get_future();
-  {
-    absl::MutexLock lock(&stream_mu_);
-    if (stream_ended_) {
-      promise.set_value(absl::FailedPreconditionError(absl::StrCat(
-          "session ", id_,
-          " has no Connect stream (it was created without one, or the "
-          "stream closed)")));
-      return future;
-    }
-    call.set_tag(next_tag_++);
-    in_flight_.emplace(call.tag(), std::move(promise));
-  }
-  v1::ConnectRequest request;
-  const uint64_t tag = call.tag();
-  *request.mutable_call() = std::move(call);
-  if (!QueueForStream(std::move(request))) {
-    absl::MutexLock lock(&stream_mu_);
-    auto it = in_flight_.find(tag);
-    if (it != in_flight_.end()) {
-      it->second.set_value(absl::UnavailableError(absl::StrCat(
-          "cannot send on the Connect stream of session ", id_,
-          ": it is closed")));
-      in_flight_.erase(it);
-    }
-  }
+  SendStreamCall(std::move(call),
+                 [promise = std::move(promise)](
+                     absl::StatusOr<v1::StreamResult> result) mutable {
+                   promise.set_value(std::move(result));
+                 });
   return future;
 }
 
@@ -528,11 +574,16 @@ std::future<absl::StatusOr<v1::CallResponse>> Session::CallAsync(
   v1::StreamCall call;
   *call.mutable_call() =
       MakeCallRequest(function, std::move(arguments), options);
-  std::shared_future<absl::StatusOr<v1::StreamResult>> sent =
-      SendStreamCall(std::move(call)).share();
-  // Deferred: the conversion runs in the caller's get(), not on a thread.
-  return std::async(std::launch::deferred,
-                    [sent] { return CallResult(sent.get()); });
+  // The reader thread moves the answer out of the result it received (no
+  // copy, no shared state besides the promise's).
+  std::promise<absl::StatusOr<v1::CallResponse>> promise;
+  std::future<absl::StatusOr<v1::CallResponse>> future = promise.get_future();
+  SendStreamCall(std::move(call),
+                 [promise = std::move(promise)](
+                     absl::StatusOr<v1::StreamResult> result) mutable {
+                   promise.set_value(CallResult(std::move(result)));
+                 });
+  return future;
 }
 
 std::future<absl::StatusOr<v1::BatchResponse>> Session::BatchAsync(
@@ -541,17 +592,21 @@ std::future<absl::StatusOr<v1::BatchResponse>> Session::BatchAsync(
   v1::BatchRequest* batch = call.mutable_batch();
   batch->mutable_steps()->Reserve(static_cast<int>(steps.size()));
   for (v1::BatchStep& step : steps) *batch->add_steps() = std::move(step);
-  // Deferred: the conversion runs in the caller's get(), not on a thread.
-  return std::async(
-      std::launch::deferred,
-      [sent = SendStreamCall(std::move(call))]() mutable
-      -> absl::StatusOr<v1::BatchResponse> {
-        absl::StatusOr<v1::StreamResult> result = sent.get();
-        if (!result.ok()) return result.status();
-        absl::Status status = StreamStatus(*result);
-        if (!status.ok()) return status;
-        return std::move(*result->mutable_batch());
+  std::promise<absl::StatusOr<v1::BatchResponse>> promise;
+  std::future<absl::StatusOr<v1::BatchResponse>> future = promise.get_future();
+  SendStreamCall(
+      std::move(call),
+      [promise = std::move(promise)](
+          absl::StatusOr<v1::StreamResult> result) mutable {
+        absl::Status status =
+            result.ok() ? StreamStatus(*result) : result.status();
+        if (status.ok()) {
+          promise.set_value(std::move(*result->mutable_batch()));
+        } else {
+          promise.set_value(std::move(status));
+        }
       });
+  return future;
 }
 
 absl::StatusOr<Callback> Session::RegisterCallback(

@@ -47,6 +47,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -488,18 +490,30 @@ class Session {
   absl::StatusOr<Callback> Register(v1::RegisterCallbackRequest request,
                                     CallbackFunction function,
                                     const CallbackOptions& options);
-  // Sends `call` (its tag is assigned here) on the stream; the future gets
-  // the StreamResult, or the error if the stream is gone.
+  // Runs once with a stream call's result, or with the error if the stream
+  // is gone: on the stream's reader thread with stream_mu_ held (it must
+  // not block or take stream_mu_), or on the sending thread if the call
+  // never left.
+  using StreamCompletion =
+      absl::AnyInvocable<void(absl::StatusOr<v1::StreamResult>)>;
+  // Sends `call` (its tag is assigned here) on the stream; `done` gets the
+  // StreamResult, or the error if the stream is gone.
+  void SendStreamCall(v1::StreamCall call, StreamCompletion done);
+  // The same, with the result delivered to the returned future.
   std::future<absl::StatusOr<v1::StreamResult>> SendStreamCall(
       v1::StreamCall call);
   [[nodiscard]] bool WriteToStream(const v1::ConnectRequest& request);
   // Queues a stream call for the writer thread (false once the stream is
-  // closed). The writer lets gRPC hold a message while more are queued
-  // behind it, so a burst of CallAsync leaves in a few writes, not one
-  // per call.
-  [[nodiscard]] bool QueueForStream(v1::ConnectRequest request);
+  // closed). The writer sends the calls queued at the time together in
+  // one message (ConnectRequest.calls), and lets gRPC hold a message while
+  // more are queued behind it, so a burst of CallAsync leaves in a few
+  // messages and writes, not one per call.
+  [[nodiscard]] bool QueueForStream(v1::StreamCall call);
   void WriteLoop();
   void ReadLoop();
+  // Completes the future of the stream call `result` answers (moved from).
+  void DeliverLocked(v1::StreamResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(stream_mu_);
   // Runs invocations on callback threads, starting one when all are busy.
   void Dispatch(Invocation invocation);
   void CallbackThread();
@@ -525,7 +539,7 @@ class Session {
   std::thread reader_;
   // Stream calls waiting for the writer thread.
   absl::Mutex outbox_mu_;
-  std::deque<v1::ConnectRequest> outbox_ ABSL_GUARDED_BY(outbox_mu_);
+  std::deque<v1::StreamCall> outbox_ ABSL_GUARDED_BY(outbox_mu_);
   // Set by CloseStream (after which nothing is queued) or when a write
   // failed.
   bool outbox_closed_ ABSL_GUARDED_BY(outbox_mu_) = false;
@@ -536,8 +550,8 @@ class Session {
   // Set when the stream's reader has ended: stream calls fail at once.
   bool stream_ended_ ABSL_GUARDED_BY(stream_mu_) = true;
   uint64_t next_tag_ ABSL_GUARDED_BY(stream_mu_) = 1;
-  std::map<uint64_t, std::promise<absl::StatusOr<v1::StreamResult>>>
-      in_flight_ ABSL_GUARDED_BY(stream_mu_);
+  absl::flat_hash_map<uint64_t, StreamCompletion> in_flight_
+      ABSL_GUARDED_BY(stream_mu_);
   std::map<std::string, std::shared_ptr<CallbackFunction>, std::less<>>
       callbacks_ ABSL_GUARDED_BY(stream_mu_);
   // Callback threads and their work.

@@ -1000,6 +1000,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Attach
 	//	*ConnectRequest_Call
 	//	*ConnectRequest_CallbackResult
+	//	*ConnectRequest_Calls
 	Kind          isConnectRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1069,6 +1070,15 @@ func (x *ConnectRequest) GetCallbackResult() *CallbackResult {
 	return nil
 }
 
+func (x *ConnectRequest) GetCalls() *StreamCalls {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectRequest_Calls); ok {
+			return x.Calls
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Kind interface {
 	isConnectRequest_Kind()
 }
@@ -1088,11 +1098,114 @@ type ConnectRequest_CallbackResult struct {
 	CallbackResult *CallbackResult `protobuf:"bytes,3,opt,name=callback_result,json=callbackResult,proto3,oneof"`
 }
 
+type ConnectRequest_Calls struct {
+	// Several requests in one message, handled exactly as if each had come
+	// in a `call` message of its own, in this order: a client with many
+	// calls queued sends them together, which saves the per-message cost
+	// of the stream on both ends.
+	Calls *StreamCalls `protobuf:"bytes,4,opt,name=calls,proto3,oneof"`
+}
+
 func (*ConnectRequest_Attach) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_Call) isConnectRequest_Kind() {}
 
 func (*ConnectRequest_CallbackResult) isConnectRequest_Kind() {}
+
+func (*ConnectRequest_Calls) isConnectRequest_Kind() {}
+
+// Requests carried together on a Connect stream (ConnectRequest.calls).
+type StreamCalls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The requests, in the order they are to be handled.
+	Calls         []*StreamCall `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamCalls) Reset() {
+	*x = StreamCalls{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamCalls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamCalls) ProtoMessage() {}
+
+func (x *StreamCalls) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamCalls.ProtoReflect.Descriptor instead.
+func (*StreamCalls) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StreamCalls) GetCalls() []*StreamCall {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+// Results carried together on a Connect stream (ConnectResponse.results),
+// sent only to a client that asked for them (AttachSession.packed_results).
+type StreamResults struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The results, in the order the server produced them.
+	Results       []*StreamResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResults) Reset() {
+	*x = StreamResults{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResults) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResults) ProtoMessage() {}
+
+func (x *StreamResults) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResults.ProtoReflect.Descriptor instead.
+func (*StreamResults) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StreamResults) GetResults() []*StreamResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
 
 // A request carried on a Connect stream. Requests without `invocation` run
 // in the session's worker in the order they arrive (with unary requests);
@@ -1126,7 +1239,7 @@ type StreamCall struct {
 
 func (x *StreamCall) Reset() {
 	*x = StreamCall{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[11]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1251,7 @@ func (x *StreamCall) String() string {
 func (*StreamCall) ProtoMessage() {}
 
 func (x *StreamCall) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[11]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1264,7 @@ func (x *StreamCall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamCall.ProtoReflect.Descriptor instead.
 func (*StreamCall) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{11}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamCall) GetTag() uint64 {
@@ -1336,7 +1449,7 @@ type StreamResult struct {
 
 func (x *StreamResult) Reset() {
 	*x = StreamResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[12]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1461,7 @@ func (x *StreamResult) String() string {
 func (*StreamResult) ProtoMessage() {}
 
 func (x *StreamResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[12]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1474,7 @@ func (x *StreamResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
 func (*StreamResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{12}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamResult) GetTag() uint64 {
@@ -1543,7 +1656,7 @@ type CallbackInvocation struct {
 
 func (x *CallbackInvocation) Reset() {
 	*x = CallbackInvocation{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[13]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1668,7 @@ func (x *CallbackInvocation) String() string {
 func (*CallbackInvocation) ProtoMessage() {}
 
 func (x *CallbackInvocation) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[13]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1681,7 @@ func (x *CallbackInvocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallbackInvocation.ProtoReflect.Descriptor instead.
 func (*CallbackInvocation) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{13}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CallbackInvocation) GetInvocation() uint64 {
@@ -1623,7 +1736,7 @@ type CallbackResult struct {
 
 func (x *CallbackResult) Reset() {
 	*x = CallbackResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[14]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1748,7 @@ func (x *CallbackResult) String() string {
 func (*CallbackResult) ProtoMessage() {}
 
 func (x *CallbackResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[14]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1761,7 @@ func (x *CallbackResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallbackResult.ProtoReflect.Descriptor instead.
 func (*CallbackResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{14}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CallbackResult) GetInvocation() uint64 {
@@ -1683,7 +1796,7 @@ type CallbackError struct {
 
 func (x *CallbackError) Reset() {
 	*x = CallbackError{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[15]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1808,7 @@ func (x *CallbackError) String() string {
 func (*CallbackError) ProtoMessage() {}
 
 func (x *CallbackError) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[15]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1821,7 @@ func (x *CallbackError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallbackError.ProtoReflect.Descriptor instead.
 func (*CallbackError) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{15}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CallbackError) GetMessage() string {
@@ -1722,14 +1835,19 @@ func (x *CallbackError) GetMessage() string {
 type AttachSession struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The session id.
-	Session       string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// The client understands ConnectResponse.results: the server may then
+	// send several StreamResults that are ready at the same time in one
+	// message. Without it every result comes in a `result` message of its
+	// own.
+	PackedResults bool `protobuf:"varint,2,opt,name=packed_results,json=packedResults,proto3" json:"packed_results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AttachSession) Reset() {
 	*x = AttachSession{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[16]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1859,7 @@ func (x *AttachSession) String() string {
 func (*AttachSession) ProtoMessage() {}
 
 func (x *AttachSession) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[16]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1872,7 @@ func (x *AttachSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSession.ProtoReflect.Descriptor instead.
 func (*AttachSession) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{16}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AttachSession) GetSession() string {
@@ -1762,6 +1880,13 @@ func (x *AttachSession) GetSession() string {
 		return x.Session
 	}
 	return ""
+}
+
+func (x *AttachSession) GetPackedResults() bool {
+	if x != nil {
+		return x.PackedResults
+	}
+	return false
 }
 
 // A message from server to client on a Connect stream.
@@ -1775,6 +1900,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Result
 	//	*ConnectResponse_Invocation
 	//	*ConnectResponse_Restarted
+	//	*ConnectResponse_Results
 	Kind          isConnectResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1782,7 +1908,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[17]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1920,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[17]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1933,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{17}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConnectResponse) GetKind() isConnectResponse_Kind {
@@ -1853,6 +1979,15 @@ func (x *ConnectResponse) GetRestarted() *WorkerRestarted {
 	return nil
 }
 
+func (x *ConnectResponse) GetResults() *StreamResults {
+	if x != nil {
+		if x, ok := x.Kind.(*ConnectResponse_Results); ok {
+			return x.Results
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Kind interface {
 	isConnectResponse_Kind()
 }
@@ -1879,6 +2014,12 @@ type ConnectResponse_Restarted struct {
 	Restarted *WorkerRestarted `protobuf:"bytes,4,opt,name=restarted,proto3,oneof"`
 }
 
+type ConnectResponse_Results struct {
+	// Several answers to StreamCalls, only if the client attached with
+	// AttachSession.packed_results; each is handled as a `result` message.
+	Results *StreamResults `protobuf:"bytes,5,opt,name=results,proto3,oneof"`
+}
+
 func (*ConnectResponse_Attached) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Result) isConnectResponse_Kind() {}
@@ -1886,6 +2027,8 @@ func (*ConnectResponse_Result) isConnectResponse_Kind() {}
 func (*ConnectResponse_Invocation) isConnectResponse_Kind() {}
 
 func (*ConnectResponse_Restarted) isConnectResponse_Kind() {}
+
+func (*ConnectResponse_Results) isConnectResponse_Kind() {}
 
 // The session's worker was restarted: libraries and functions are loaded
 // and resolved again under the same handles; memory and callback handles of
@@ -1904,7 +2047,7 @@ type WorkerRestarted struct {
 
 func (x *WorkerRestarted) Reset() {
 	*x = WorkerRestarted{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2059,7 @@ func (x *WorkerRestarted) String() string {
 func (*WorkerRestarted) ProtoMessage() {}
 
 func (x *WorkerRestarted) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[18]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2072,7 @@ func (x *WorkerRestarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRestarted.ProtoReflect.Descriptor instead.
 func (*WorkerRestarted) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{18}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkerRestarted) GetSession() *Session {
@@ -1964,7 +2107,7 @@ type SessionAttached struct {
 
 func (x *SessionAttached) Reset() {
 	*x = SessionAttached{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2119,7 @@ func (x *SessionAttached) String() string {
 func (*SessionAttached) ProtoMessage() {}
 
 func (x *SessionAttached) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[19]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2132,7 @@ func (x *SessionAttached) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionAttached.ProtoReflect.Descriptor instead.
 func (*SessionAttached) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{19}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SessionAttached) GetSession() *Session {
@@ -2014,7 +2157,7 @@ type LoadLibraryRequest struct {
 
 func (x *LoadLibraryRequest) Reset() {
 	*x = LoadLibraryRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2169,7 @@ func (x *LoadLibraryRequest) String() string {
 func (*LoadLibraryRequest) ProtoMessage() {}
 
 func (x *LoadLibraryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[20]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2182,7 @@ func (x *LoadLibraryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadLibraryRequest.ProtoReflect.Descriptor instead.
 func (*LoadLibraryRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{20}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LoadLibraryRequest) GetSession() string {
@@ -2069,7 +2212,7 @@ type LoadLibraryResponse struct {
 
 func (x *LoadLibraryResponse) Reset() {
 	*x = LoadLibraryResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2224,7 @@ func (x *LoadLibraryResponse) String() string {
 func (*LoadLibraryResponse) ProtoMessage() {}
 
 func (x *LoadLibraryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[21]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2237,7 @@ func (x *LoadLibraryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadLibraryResponse.ProtoReflect.Descriptor instead.
 func (*LoadLibraryResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{21}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LoadLibraryResponse) GetLibrary() string {
@@ -2124,7 +2267,7 @@ type UnloadLibraryRequest struct {
 
 func (x *UnloadLibraryRequest) Reset() {
 	*x = UnloadLibraryRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2279,7 @@ func (x *UnloadLibraryRequest) String() string {
 func (*UnloadLibraryRequest) ProtoMessage() {}
 
 func (x *UnloadLibraryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[22]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2292,7 @@ func (x *UnloadLibraryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadLibraryRequest.ProtoReflect.Descriptor instead.
 func (*UnloadLibraryRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{22}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UnloadLibraryRequest) GetSession() string {
@@ -2175,7 +2318,7 @@ type UnloadLibraryResponse struct {
 
 func (x *UnloadLibraryResponse) Reset() {
 	*x = UnloadLibraryResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2187,7 +2330,7 @@ func (x *UnloadLibraryResponse) String() string {
 func (*UnloadLibraryResponse) ProtoMessage() {}
 
 func (x *UnloadLibraryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[23]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2200,7 +2343,7 @@ func (x *UnloadLibraryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnloadLibraryResponse.ProtoReflect.Descriptor instead.
 func (*UnloadLibraryResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{23}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{25}
 }
 
 // Request for ParseDeclarations.
@@ -2220,7 +2363,7 @@ type ParseDeclarationsRequest struct {
 
 func (x *ParseDeclarationsRequest) Reset() {
 	*x = ParseDeclarationsRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2375,7 @@ func (x *ParseDeclarationsRequest) String() string {
 func (*ParseDeclarationsRequest) ProtoMessage() {}
 
 func (x *ParseDeclarationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[24]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2388,7 @@ func (x *ParseDeclarationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParseDeclarationsRequest.ProtoReflect.Descriptor instead.
 func (*ParseDeclarationsRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{24}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ParseDeclarationsRequest) GetSession() string {
@@ -2278,7 +2421,7 @@ type ParseDeclarationsResponse struct {
 
 func (x *ParseDeclarationsResponse) Reset() {
 	*x = ParseDeclarationsResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2433,7 @@ func (x *ParseDeclarationsResponse) String() string {
 func (*ParseDeclarationsResponse) ProtoMessage() {}
 
 func (x *ParseDeclarationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[25]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2446,7 @@ func (x *ParseDeclarationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ParseDeclarationsResponse.ProtoReflect.Descriptor instead.
 func (*ParseDeclarationsResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{25}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ParseDeclarationsResponse) GetFunctions() []*FunctionDeclaration {
@@ -2349,7 +2492,7 @@ type ResolveFunctionRequest struct {
 
 func (x *ResolveFunctionRequest) Reset() {
 	*x = ResolveFunctionRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2504,7 @@ func (x *ResolveFunctionRequest) String() string {
 func (*ResolveFunctionRequest) ProtoMessage() {}
 
 func (x *ResolveFunctionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[26]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2517,7 @@ func (x *ResolveFunctionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveFunctionRequest.ProtoReflect.Descriptor instead.
 func (*ResolveFunctionRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{26}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResolveFunctionRequest) GetSession() string {
@@ -2459,7 +2602,7 @@ type ResolveFunctionResponse struct {
 
 func (x *ResolveFunctionResponse) Reset() {
 	*x = ResolveFunctionResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2614,7 @@ func (x *ResolveFunctionResponse) String() string {
 func (*ResolveFunctionResponse) ProtoMessage() {}
 
 func (x *ResolveFunctionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[27]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2627,7 @@ func (x *ResolveFunctionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveFunctionResponse.ProtoReflect.Descriptor instead.
 func (*ResolveFunctionResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{27}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ResolveFunctionResponse) GetFunction() string {
@@ -2545,7 +2688,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2557,7 +2700,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[28]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2570,7 +2713,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{28}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CallRequest) GetSession() string {
@@ -2642,7 +2785,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2654,7 +2797,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[29]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2667,7 +2810,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{29}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CallResponse) GetResult() *Value {
@@ -2725,7 +2868,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2880,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[30]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2893,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{30}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AllocateRequest) GetSession() string {
@@ -2822,7 +2965,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +2977,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[31]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +2990,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{31}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AllocateResponse) GetMemory() string {
@@ -2896,7 +3039,7 @@ type OpenArenaRequest struct {
 
 func (x *OpenArenaRequest) Reset() {
 	*x = OpenArenaRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +3051,7 @@ func (x *OpenArenaRequest) String() string {
 func (*OpenArenaRequest) ProtoMessage() {}
 
 func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3064,7 @@ func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenArenaRequest.ProtoReflect.Descriptor instead.
 func (*OpenArenaRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OpenArenaRequest) GetSession() string {
@@ -2954,7 +3097,7 @@ type OpenArenaResponse struct {
 
 func (x *OpenArenaResponse) Reset() {
 	*x = OpenArenaResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3109,7 @@ func (x *OpenArenaResponse) String() string {
 func (*OpenArenaResponse) ProtoMessage() {}
 
 func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3122,7 @@ func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenArenaResponse.ProtoReflect.Descriptor instead.
 func (*OpenArenaResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *OpenArenaResponse) GetSize() uint64 {
@@ -3033,7 +3176,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3045,7 +3188,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3058,7 +3201,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadRequest) GetSession() string {
@@ -3109,7 +3252,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3264,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3277,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -3175,7 +3318,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3187,7 +3330,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3200,7 +3343,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WriteRequest) GetSession() string {
@@ -3254,7 +3397,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3266,7 +3409,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3279,7 +3422,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
 }
 
 // Request for Free.
@@ -3295,7 +3438,7 @@ type FreeRequest struct {
 
 func (x *FreeRequest) Reset() {
 	*x = FreeRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3307,7 +3450,7 @@ func (x *FreeRequest) String() string {
 func (*FreeRequest) ProtoMessage() {}
 
 func (x *FreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3320,7 +3463,7 @@ func (x *FreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeRequest.ProtoReflect.Descriptor instead.
 func (*FreeRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *FreeRequest) GetSession() string {
@@ -3346,7 +3489,7 @@ type FreeResponse struct {
 
 func (x *FreeResponse) Reset() {
 	*x = FreeResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3501,7 @@ func (x *FreeResponse) String() string {
 func (*FreeResponse) ProtoMessage() {}
 
 func (x *FreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3514,7 @@ func (x *FreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeResponse.ProtoReflect.Descriptor instead.
 func (*FreeResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
 }
 
 // Request for RegisterCallback.
@@ -3402,7 +3545,7 @@ type RegisterCallbackRequest struct {
 
 func (x *RegisterCallbackRequest) Reset() {
 	*x = RegisterCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3414,7 +3557,7 @@ func (x *RegisterCallbackRequest) String() string {
 func (*RegisterCallbackRequest) ProtoMessage() {}
 
 func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3427,7 +3570,7 @@ func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackRequest.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RegisterCallbackRequest) GetSession() string {
@@ -3525,7 +3668,7 @@ type RegisterCallbackResponse struct {
 
 func (x *RegisterCallbackResponse) Reset() {
 	*x = RegisterCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3537,7 +3680,7 @@ func (x *RegisterCallbackResponse) String() string {
 func (*RegisterCallbackResponse) ProtoMessage() {}
 
 func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3550,7 +3693,7 @@ func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackResponse.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RegisterCallbackResponse) GetCallback() string {
@@ -3587,7 +3730,7 @@ type ReleaseCallbackRequest struct {
 
 func (x *ReleaseCallbackRequest) Reset() {
 	*x = ReleaseCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3599,7 +3742,7 @@ func (x *ReleaseCallbackRequest) String() string {
 func (*ReleaseCallbackRequest) ProtoMessage() {}
 
 func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3612,7 +3755,7 @@ func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ReleaseCallbackRequest) GetSession() string {
@@ -3638,7 +3781,7 @@ type ReleaseCallbackResponse struct {
 
 func (x *ReleaseCallbackResponse) Reset() {
 	*x = ReleaseCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3650,7 +3793,7 @@ func (x *ReleaseCallbackResponse) String() string {
 func (*ReleaseCallbackResponse) ProtoMessage() {}
 
 func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3663,7 +3806,7 @@ func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
 }
 
 // Request for Adopt.
@@ -3689,7 +3832,7 @@ type AdoptRequest struct {
 
 func (x *AdoptRequest) Reset() {
 	*x = AdoptRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3701,7 +3844,7 @@ func (x *AdoptRequest) String() string {
 func (*AdoptRequest) ProtoMessage() {}
 
 func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3714,7 +3857,7 @@ func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptRequest.ProtoReflect.Descriptor instead.
 func (*AdoptRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AdoptRequest) GetSession() string {
@@ -3766,7 +3909,7 @@ type AdoptResponse struct {
 
 func (x *AdoptResponse) Reset() {
 	*x = AdoptResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3778,7 +3921,7 @@ func (x *AdoptResponse) String() string {
 func (*AdoptResponse) ProtoMessage() {}
 
 func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3791,7 +3934,7 @@ func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptResponse.ProtoReflect.Descriptor instead.
 func (*AdoptResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AdoptResponse) GetMemory() string {
@@ -3830,7 +3973,7 @@ type ResolveVariableRequest struct {
 
 func (x *ResolveVariableRequest) Reset() {
 	*x = ResolveVariableRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3842,7 +3985,7 @@ func (x *ResolveVariableRequest) String() string {
 func (*ResolveVariableRequest) ProtoMessage() {}
 
 func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3855,7 +3998,7 @@ func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableRequest.ProtoReflect.Descriptor instead.
 func (*ResolveVariableRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ResolveVariableRequest) GetSession() string {
@@ -3940,7 +4083,7 @@ type ResolveVariableResponse struct {
 
 func (x *ResolveVariableResponse) Reset() {
 	*x = ResolveVariableResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3952,7 +4095,7 @@ func (x *ResolveVariableResponse) String() string {
 func (*ResolveVariableResponse) ProtoMessage() {}
 
 func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3965,7 +4108,7 @@ func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableResponse.ProtoReflect.Descriptor instead.
 func (*ResolveVariableResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ResolveVariableResponse) GetMemory() string {
@@ -4005,7 +4148,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4017,7 +4160,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4030,7 +4173,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
 }
 
 // Response for GetServerInfo.
@@ -4057,7 +4200,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4069,7 +4212,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4082,7 +4225,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetServerInfoResponse) GetSandbox() *SandboxStatus {
@@ -4141,7 +4284,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4153,7 +4296,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4166,7 +4309,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *BatchRequest) GetSession() string {
@@ -4209,7 +4352,7 @@ type BatchStep struct {
 
 func (x *BatchStep) Reset() {
 	*x = BatchStep{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4221,7 +4364,7 @@ func (x *BatchStep) String() string {
 func (*BatchStep) ProtoMessage() {}
 
 func (x *BatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4234,7 +4377,7 @@ func (x *BatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStep.ProtoReflect.Descriptor instead.
 func (*BatchStep) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *BatchStep) GetRequest() isBatchStep_Request {
@@ -4390,7 +4533,7 @@ type BatchReference struct {
 
 func (x *BatchReference) Reset() {
 	*x = BatchReference{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +4545,7 @@ func (x *BatchReference) String() string {
 func (*BatchReference) ProtoMessage() {}
 
 func (x *BatchReference) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +4558,7 @@ func (x *BatchReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReference.ProtoReflect.Descriptor instead.
 func (*BatchReference) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BatchReference) GetStep() uint32 {
@@ -4464,7 +4607,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4476,7 +4619,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4489,7 +4632,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BatchResponse) GetResults() []*BatchStepResult {
@@ -4519,7 +4662,7 @@ type BatchStepResult struct {
 
 func (x *BatchStepResult) Reset() {
 	*x = BatchStepResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4531,7 +4674,7 @@ func (x *BatchStepResult) String() string {
 func (*BatchStepResult) ProtoMessage() {}
 
 func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4544,7 +4687,7 @@ func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStepResult.ProtoReflect.Descriptor instead.
 func (*BatchStepResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BatchStepResult) GetResponse() isBatchStepResult_Response {
@@ -4677,7 +4820,7 @@ type CallColumns struct {
 
 func (x *CallColumns) Reset() {
 	*x = CallColumns{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4689,7 +4832,7 @@ func (x *CallColumns) String() string {
 func (*CallColumns) ProtoMessage() {}
 
 func (x *CallColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4702,7 +4845,7 @@ func (x *CallColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallColumns.ProtoReflect.Descriptor instead.
 func (*CallColumns) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{55}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CallColumns) GetFunction() string {
@@ -4740,7 +4883,7 @@ type CallColumnsResponse struct {
 
 func (x *CallColumnsResponse) Reset() {
 	*x = CallColumnsResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +4895,7 @@ func (x *CallColumnsResponse) String() string {
 func (*CallColumnsResponse) ProtoMessage() {}
 
 func (x *CallColumnsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +4908,7 @@ func (x *CallColumnsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallColumnsResponse.ProtoReflect.Descriptor instead.
 func (*CallColumnsResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{56}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CallColumnsResponse) GetResults() *ValueColumn {
@@ -4828,12 +4971,17 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\"0\n" +
 	"\x14DeleteSessionRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\"\x17\n" +
-	"\x15DeleteSessionResponse\"\xb9\x01\n" +
+	"\x15DeleteSessionResponse\"\xe7\x01\n" +
 	"\x0eConnectRequest\x120\n" +
 	"\x06attach\x18\x01 \x01(\v2\x16.ffid.v1.AttachSessionH\x00R\x06attach\x12)\n" +
 	"\x04call\x18\x02 \x01(\v2\x13.ffid.v1.StreamCallH\x00R\x04call\x12B\n" +
-	"\x0fcallback_result\x18\x03 \x01(\v2\x17.ffid.v1.CallbackResultH\x00R\x0ecallbackResultB\x06\n" +
-	"\x04kind\"\x82\x04\n" +
+	"\x0fcallback_result\x18\x03 \x01(\v2\x17.ffid.v1.CallbackResultH\x00R\x0ecallbackResult\x12,\n" +
+	"\x05calls\x18\x04 \x01(\v2\x14.ffid.v1.StreamCallsH\x00R\x05callsB\x06\n" +
+	"\x04kind\"8\n" +
+	"\vStreamCalls\x12)\n" +
+	"\x05calls\x18\x01 \x03(\v2\x13.ffid.v1.StreamCallR\x05calls\"@\n" +
+	"\rStreamResults\x12/\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.ffid.v1.StreamResultR\aresults\"\x82\x04\n" +
 	"\n" +
 	"StreamCall\x12\x10\n" +
 	"\x03tag\x18\x01 \x01(\x04R\x03tag\x12\x1e\n" +
@@ -4879,16 +5027,18 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x06result\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x06result\x12,\n" +
 	"\x05error\x18\x03 \x01(\v2\x16.ffid.v1.CallbackErrorR\x05error\")\n" +
 	"\rCallbackError\x12\x18\n" +
-	"\amessage\x18\x01 \x01(\tR\amessage\")\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\"P\n" +
 	"\rAttachSession\x12\x18\n" +
-	"\asession\x18\x01 \x01(\tR\asession\"\xfb\x01\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12%\n" +
+	"\x0epacked_results\x18\x02 \x01(\bR\rpackedResults\"\xaf\x02\n" +
 	"\x0fConnectResponse\x126\n" +
 	"\battached\x18\x01 \x01(\v2\x18.ffid.v1.SessionAttachedH\x00R\battached\x12/\n" +
 	"\x06result\x18\x02 \x01(\v2\x15.ffid.v1.StreamResultH\x00R\x06result\x12=\n" +
 	"\n" +
 	"invocation\x18\x03 \x01(\v2\x1b.ffid.v1.CallbackInvocationH\x00R\n" +
 	"invocation\x128\n" +
-	"\trestarted\x18\x04 \x01(\v2\x18.ffid.v1.WorkerRestartedH\x00R\trestartedB\x06\n" +
+	"\trestarted\x18\x04 \x01(\v2\x18.ffid.v1.WorkerRestartedH\x00R\trestarted\x122\n" +
+	"\aresults\x18\x05 \x01(\v2\x16.ffid.v1.StreamResultsH\x00R\aresultsB\x06\n" +
 	"\x04kind\"\x94\x01\n" +
 	"\x0fWorkerRestarted\x12*\n" +
 	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\x12;\n" +
@@ -5132,7 +5282,7 @@ func file_ffid_v1_ffid_proto_rawDescGZIP() []byte {
 }
 
 var file_ffid_v1_ffid_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_ffid_v1_ffid_proto_goTypes = []any{
 	(AllocationPlacement)(0),          // 0: ffid.v1.AllocationPlacement
 	(ResultOwnership)(0),              // 1: ffid.v1.ResultOwnership
@@ -5150,203 +5300,209 @@ var file_ffid_v1_ffid_proto_goTypes = []any{
 	(*DeleteSessionRequest)(nil),      // 13: ffid.v1.DeleteSessionRequest
 	(*DeleteSessionResponse)(nil),     // 14: ffid.v1.DeleteSessionResponse
 	(*ConnectRequest)(nil),            // 15: ffid.v1.ConnectRequest
-	(*StreamCall)(nil),                // 16: ffid.v1.StreamCall
-	(*StreamResult)(nil),              // 17: ffid.v1.StreamResult
-	(*CallbackInvocation)(nil),        // 18: ffid.v1.CallbackInvocation
-	(*CallbackResult)(nil),            // 19: ffid.v1.CallbackResult
-	(*CallbackError)(nil),             // 20: ffid.v1.CallbackError
-	(*AttachSession)(nil),             // 21: ffid.v1.AttachSession
-	(*ConnectResponse)(nil),           // 22: ffid.v1.ConnectResponse
-	(*WorkerRestarted)(nil),           // 23: ffid.v1.WorkerRestarted
-	(*SessionAttached)(nil),           // 24: ffid.v1.SessionAttached
-	(*LoadLibraryRequest)(nil),        // 25: ffid.v1.LoadLibraryRequest
-	(*LoadLibraryResponse)(nil),       // 26: ffid.v1.LoadLibraryResponse
-	(*UnloadLibraryRequest)(nil),      // 27: ffid.v1.UnloadLibraryRequest
-	(*UnloadLibraryResponse)(nil),     // 28: ffid.v1.UnloadLibraryResponse
-	(*ParseDeclarationsRequest)(nil),  // 29: ffid.v1.ParseDeclarationsRequest
-	(*ParseDeclarationsResponse)(nil), // 30: ffid.v1.ParseDeclarationsResponse
-	(*ResolveFunctionRequest)(nil),    // 31: ffid.v1.ResolveFunctionRequest
-	(*ResolveFunctionResponse)(nil),   // 32: ffid.v1.ResolveFunctionResponse
-	(*CallRequest)(nil),               // 33: ffid.v1.CallRequest
-	(*CallResponse)(nil),              // 34: ffid.v1.CallResponse
-	(*AllocateRequest)(nil),           // 35: ffid.v1.AllocateRequest
-	(*AllocateResponse)(nil),          // 36: ffid.v1.AllocateResponse
-	(*OpenArenaRequest)(nil),          // 37: ffid.v1.OpenArenaRequest
-	(*OpenArenaResponse)(nil),         // 38: ffid.v1.OpenArenaResponse
-	(*ReadRequest)(nil),               // 39: ffid.v1.ReadRequest
-	(*ReadResponse)(nil),              // 40: ffid.v1.ReadResponse
-	(*WriteRequest)(nil),              // 41: ffid.v1.WriteRequest
-	(*WriteResponse)(nil),             // 42: ffid.v1.WriteResponse
-	(*FreeRequest)(nil),               // 43: ffid.v1.FreeRequest
-	(*FreeResponse)(nil),              // 44: ffid.v1.FreeResponse
-	(*RegisterCallbackRequest)(nil),   // 45: ffid.v1.RegisterCallbackRequest
-	(*RegisterCallbackResponse)(nil),  // 46: ffid.v1.RegisterCallbackResponse
-	(*ReleaseCallbackRequest)(nil),    // 47: ffid.v1.ReleaseCallbackRequest
-	(*ReleaseCallbackResponse)(nil),   // 48: ffid.v1.ReleaseCallbackResponse
-	(*AdoptRequest)(nil),              // 49: ffid.v1.AdoptRequest
-	(*AdoptResponse)(nil),             // 50: ffid.v1.AdoptResponse
-	(*ResolveVariableRequest)(nil),    // 51: ffid.v1.ResolveVariableRequest
-	(*ResolveVariableResponse)(nil),   // 52: ffid.v1.ResolveVariableResponse
-	(*GetServerInfoRequest)(nil),      // 53: ffid.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),     // 54: ffid.v1.GetServerInfoResponse
-	(*BatchRequest)(nil),              // 55: ffid.v1.BatchRequest
-	(*BatchStep)(nil),                 // 56: ffid.v1.BatchStep
-	(*BatchReference)(nil),            // 57: ffid.v1.BatchReference
-	(*BatchResponse)(nil),             // 58: ffid.v1.BatchResponse
-	(*BatchStepResult)(nil),           // 59: ffid.v1.BatchStepResult
-	(*CallColumns)(nil),               // 60: ffid.v1.CallColumns
-	(*CallColumnsResponse)(nil),       // 61: ffid.v1.CallColumnsResponse
-	nil,                               // 62: ffid.v1.CallResponse.OutValuesEntry
-	(*durationpb.Duration)(nil),       // 63: google.protobuf.Duration
-	(*CrashReport)(nil),               // 64: ffid.v1.CrashReport
-	(*Value)(nil),                     // 65: ffid.v1.Value
-	(*FunctionDeclaration)(nil),       // 66: ffid.v1.FunctionDeclaration
-	(*TypeDeclaration)(nil),           // 67: ffid.v1.TypeDeclaration
-	(*VariableDeclaration)(nil),       // 68: ffid.v1.VariableDeclaration
-	(*FunctionType)(nil),              // 69: ffid.v1.FunctionType
-	(*TypeDescriptor)(nil),            // 70: ffid.v1.TypeDescriptor
-	(*PointerValue)(nil),              // 71: ffid.v1.PointerValue
-	(*ValueColumn)(nil),               // 72: ffid.v1.ValueColumn
+	(*StreamCalls)(nil),               // 16: ffid.v1.StreamCalls
+	(*StreamResults)(nil),             // 17: ffid.v1.StreamResults
+	(*StreamCall)(nil),                // 18: ffid.v1.StreamCall
+	(*StreamResult)(nil),              // 19: ffid.v1.StreamResult
+	(*CallbackInvocation)(nil),        // 20: ffid.v1.CallbackInvocation
+	(*CallbackResult)(nil),            // 21: ffid.v1.CallbackResult
+	(*CallbackError)(nil),             // 22: ffid.v1.CallbackError
+	(*AttachSession)(nil),             // 23: ffid.v1.AttachSession
+	(*ConnectResponse)(nil),           // 24: ffid.v1.ConnectResponse
+	(*WorkerRestarted)(nil),           // 25: ffid.v1.WorkerRestarted
+	(*SessionAttached)(nil),           // 26: ffid.v1.SessionAttached
+	(*LoadLibraryRequest)(nil),        // 27: ffid.v1.LoadLibraryRequest
+	(*LoadLibraryResponse)(nil),       // 28: ffid.v1.LoadLibraryResponse
+	(*UnloadLibraryRequest)(nil),      // 29: ffid.v1.UnloadLibraryRequest
+	(*UnloadLibraryResponse)(nil),     // 30: ffid.v1.UnloadLibraryResponse
+	(*ParseDeclarationsRequest)(nil),  // 31: ffid.v1.ParseDeclarationsRequest
+	(*ParseDeclarationsResponse)(nil), // 32: ffid.v1.ParseDeclarationsResponse
+	(*ResolveFunctionRequest)(nil),    // 33: ffid.v1.ResolveFunctionRequest
+	(*ResolveFunctionResponse)(nil),   // 34: ffid.v1.ResolveFunctionResponse
+	(*CallRequest)(nil),               // 35: ffid.v1.CallRequest
+	(*CallResponse)(nil),              // 36: ffid.v1.CallResponse
+	(*AllocateRequest)(nil),           // 37: ffid.v1.AllocateRequest
+	(*AllocateResponse)(nil),          // 38: ffid.v1.AllocateResponse
+	(*OpenArenaRequest)(nil),          // 39: ffid.v1.OpenArenaRequest
+	(*OpenArenaResponse)(nil),         // 40: ffid.v1.OpenArenaResponse
+	(*ReadRequest)(nil),               // 41: ffid.v1.ReadRequest
+	(*ReadResponse)(nil),              // 42: ffid.v1.ReadResponse
+	(*WriteRequest)(nil),              // 43: ffid.v1.WriteRequest
+	(*WriteResponse)(nil),             // 44: ffid.v1.WriteResponse
+	(*FreeRequest)(nil),               // 45: ffid.v1.FreeRequest
+	(*FreeResponse)(nil),              // 46: ffid.v1.FreeResponse
+	(*RegisterCallbackRequest)(nil),   // 47: ffid.v1.RegisterCallbackRequest
+	(*RegisterCallbackResponse)(nil),  // 48: ffid.v1.RegisterCallbackResponse
+	(*ReleaseCallbackRequest)(nil),    // 49: ffid.v1.ReleaseCallbackRequest
+	(*ReleaseCallbackResponse)(nil),   // 50: ffid.v1.ReleaseCallbackResponse
+	(*AdoptRequest)(nil),              // 51: ffid.v1.AdoptRequest
+	(*AdoptResponse)(nil),             // 52: ffid.v1.AdoptResponse
+	(*ResolveVariableRequest)(nil),    // 53: ffid.v1.ResolveVariableRequest
+	(*ResolveVariableResponse)(nil),   // 54: ffid.v1.ResolveVariableResponse
+	(*GetServerInfoRequest)(nil),      // 55: ffid.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),     // 56: ffid.v1.GetServerInfoResponse
+	(*BatchRequest)(nil),              // 57: ffid.v1.BatchRequest
+	(*BatchStep)(nil),                 // 58: ffid.v1.BatchStep
+	(*BatchReference)(nil),            // 59: ffid.v1.BatchReference
+	(*BatchResponse)(nil),             // 60: ffid.v1.BatchResponse
+	(*BatchStepResult)(nil),           // 61: ffid.v1.BatchStepResult
+	(*CallColumns)(nil),               // 62: ffid.v1.CallColumns
+	(*CallColumnsResponse)(nil),       // 63: ffid.v1.CallColumnsResponse
+	nil,                               // 64: ffid.v1.CallResponse.OutValuesEntry
+	(*durationpb.Duration)(nil),       // 65: google.protobuf.Duration
+	(*CrashReport)(nil),               // 66: ffid.v1.CrashReport
+	(*Value)(nil),                     // 67: ffid.v1.Value
+	(*FunctionDeclaration)(nil),       // 68: ffid.v1.FunctionDeclaration
+	(*TypeDeclaration)(nil),           // 69: ffid.v1.TypeDeclaration
+	(*VariableDeclaration)(nil),       // 70: ffid.v1.VariableDeclaration
+	(*FunctionType)(nil),              // 71: ffid.v1.FunctionType
+	(*TypeDescriptor)(nil),            // 72: ffid.v1.TypeDescriptor
+	(*PointerValue)(nil),              // 73: ffid.v1.PointerValue
+	(*ValueColumn)(nil),               // 74: ffid.v1.ValueColumn
 }
 var file_ffid_v1_ffid_proto_depIdxs = []int32{
-	63,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
+	65,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
 	2,   // 1: ffid.v1.Session.state:type_name -> ffid.v1.SessionState
-	64,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
-	63,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
+	66,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
+	65,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 4: ffid.v1.Session.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 5: ffid.v1.Session.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 6: ffid.v1.Session.restart_policy:type_name -> ffid.v1.RestartPolicy
 	7,   // 7: ffid.v1.Session.sandbox_status:type_name -> ffid.v1.SandboxStatus
-	63,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	65,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 9: ffid.v1.CreateSessionRequest.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 10: ffid.v1.CreateSessionRequest.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 11: ffid.v1.CreateSessionRequest.restart_policy:type_name -> ffid.v1.RestartPolicy
 	8,   // 12: ffid.v1.CreateSessionResponse.session:type_name -> ffid.v1.Session
 	8,   // 13: ffid.v1.GetSessionResponse.session:type_name -> ffid.v1.Session
-	21,  // 14: ffid.v1.ConnectRequest.attach:type_name -> ffid.v1.AttachSession
-	16,  // 15: ffid.v1.ConnectRequest.call:type_name -> ffid.v1.StreamCall
-	19,  // 16: ffid.v1.ConnectRequest.callback_result:type_name -> ffid.v1.CallbackResult
-	33,  // 17: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
-	39,  // 18: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
-	41,  // 19: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
-	35,  // 20: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
-	43,  // 21: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
-	45,  // 22: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
-	47,  // 23: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
-	55,  // 24: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
-	34,  // 25: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
-	40,  // 26: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
-	42,  // 27: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
-	36,  // 28: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
-	44,  // 29: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
-	46,  // 30: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
-	48,  // 31: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
-	58,  // 32: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
-	65,  // 33: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
-	65,  // 34: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
-	20,  // 35: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
-	24,  // 36: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
-	17,  // 37: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
-	18,  // 38: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
-	23,  // 39: ffid.v1.ConnectResponse.restarted:type_name -> ffid.v1.WorkerRestarted
-	8,   // 40: ffid.v1.WorkerRestarted.session:type_name -> ffid.v1.Session
-	64,  // 41: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
-	8,   // 42: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
-	66,  // 43: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
-	67,  // 44: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
-	68,  // 45: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
-	69,  // 46: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
-	69,  // 47: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
-	65,  // 48: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
-	70,  // 49: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
-	1,   // 50: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
-	65,  // 51: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
-	62,  // 52: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
-	71,  // 53: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
-	70,  // 54: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
-	65,  // 55: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
-	0,   // 56: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
-	71,  // 57: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
-	70,  // 58: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
-	65,  // 59: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
-	71,  // 60: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
-	70,  // 61: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
-	65,  // 62: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
-	69,  // 63: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
-	65,  // 64: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
-	4,   // 65: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
-	63,  // 66: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
-	69,  // 67: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
-	71,  // 68: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
-	70,  // 69: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
-	70,  // 70: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
-	7,   // 71: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
-	5,   // 72: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
-	5,   // 73: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
-	56,  // 74: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
-	33,  // 75: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
-	35,  // 76: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
-	39,  // 77: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
-	41,  // 78: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
-	43,  // 79: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
-	60,  // 80: ffid.v1.BatchStep.call_columns:type_name -> ffid.v1.CallColumns
-	57,  // 81: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
-	70,  // 82: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
-	59,  // 83: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
-	34,  // 84: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
-	36,  // 85: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
-	40,  // 86: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
-	42,  // 87: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
-	44,  // 88: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
-	61,  // 89: ffid.v1.BatchStepResult.call_columns:type_name -> ffid.v1.CallColumnsResponse
-	72,  // 90: ffid.v1.CallColumns.arguments:type_name -> ffid.v1.ValueColumn
-	72,  // 91: ffid.v1.CallColumnsResponse.results:type_name -> ffid.v1.ValueColumn
-	65,  // 92: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
-	9,   // 93: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
-	11,  // 94: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
-	13,  // 95: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
-	15,  // 96: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
-	25,  // 97: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
-	27,  // 98: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
-	29,  // 99: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
-	31,  // 100: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
-	33,  // 101: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
-	35,  // 102: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
-	39,  // 103: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
-	41,  // 104: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
-	43,  // 105: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
-	45,  // 106: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
-	47,  // 107: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
-	49,  // 108: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
-	51,  // 109: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
-	53,  // 110: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
-	55,  // 111: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
-	37,  // 112: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
-	10,  // 113: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
-	12,  // 114: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
-	14,  // 115: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
-	22,  // 116: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
-	26,  // 117: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
-	28,  // 118: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
-	30,  // 119: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
-	32,  // 120: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
-	34,  // 121: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
-	36,  // 122: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
-	40,  // 123: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
-	42,  // 124: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
-	44,  // 125: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
-	46,  // 126: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
-	48,  // 127: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
-	50,  // 128: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
-	52,  // 129: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
-	54,  // 130: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
-	58,  // 131: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
-	38,  // 132: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
-	113, // [113:133] is the sub-list for method output_type
-	93,  // [93:113] is the sub-list for method input_type
-	93,  // [93:93] is the sub-list for extension type_name
-	93,  // [93:93] is the sub-list for extension extendee
-	0,   // [0:93] is the sub-list for field type_name
+	23,  // 14: ffid.v1.ConnectRequest.attach:type_name -> ffid.v1.AttachSession
+	18,  // 15: ffid.v1.ConnectRequest.call:type_name -> ffid.v1.StreamCall
+	21,  // 16: ffid.v1.ConnectRequest.callback_result:type_name -> ffid.v1.CallbackResult
+	16,  // 17: ffid.v1.ConnectRequest.calls:type_name -> ffid.v1.StreamCalls
+	18,  // 18: ffid.v1.StreamCalls.calls:type_name -> ffid.v1.StreamCall
+	19,  // 19: ffid.v1.StreamResults.results:type_name -> ffid.v1.StreamResult
+	35,  // 20: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
+	41,  // 21: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
+	43,  // 22: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
+	37,  // 23: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
+	45,  // 24: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
+	47,  // 25: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
+	49,  // 26: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
+	57,  // 27: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
+	36,  // 28: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
+	42,  // 29: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
+	44,  // 30: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
+	38,  // 31: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
+	46,  // 32: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
+	48,  // 33: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
+	50,  // 34: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
+	60,  // 35: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
+	67,  // 36: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
+	67,  // 37: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
+	22,  // 38: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
+	26,  // 39: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
+	19,  // 40: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
+	20,  // 41: ffid.v1.ConnectResponse.invocation:type_name -> ffid.v1.CallbackInvocation
+	25,  // 42: ffid.v1.ConnectResponse.restarted:type_name -> ffid.v1.WorkerRestarted
+	17,  // 43: ffid.v1.ConnectResponse.results:type_name -> ffid.v1.StreamResults
+	8,   // 44: ffid.v1.WorkerRestarted.session:type_name -> ffid.v1.Session
+	66,  // 45: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
+	8,   // 46: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
+	68,  // 47: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
+	69,  // 48: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
+	70,  // 49: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
+	71,  // 50: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
+	71,  // 51: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
+	67,  // 52: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
+	72,  // 53: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
+	1,   // 54: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
+	67,  // 55: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
+	64,  // 56: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
+	73,  // 57: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
+	72,  // 58: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
+	67,  // 59: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
+	0,   // 60: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
+	73,  // 61: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
+	72,  // 62: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
+	67,  // 63: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
+	73,  // 64: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
+	72,  // 65: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
+	67,  // 66: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
+	71,  // 67: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
+	67,  // 68: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
+	4,   // 69: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
+	65,  // 70: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
+	71,  // 71: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
+	73,  // 72: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
+	72,  // 73: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
+	72,  // 74: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
+	7,   // 75: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
+	5,   // 76: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
+	5,   // 77: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
+	58,  // 78: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
+	35,  // 79: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
+	37,  // 80: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
+	41,  // 81: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
+	43,  // 82: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
+	45,  // 83: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
+	62,  // 84: ffid.v1.BatchStep.call_columns:type_name -> ffid.v1.CallColumns
+	59,  // 85: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
+	72,  // 86: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
+	61,  // 87: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
+	36,  // 88: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
+	38,  // 89: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
+	42,  // 90: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
+	44,  // 91: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
+	46,  // 92: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
+	63,  // 93: ffid.v1.BatchStepResult.call_columns:type_name -> ffid.v1.CallColumnsResponse
+	74,  // 94: ffid.v1.CallColumns.arguments:type_name -> ffid.v1.ValueColumn
+	74,  // 95: ffid.v1.CallColumnsResponse.results:type_name -> ffid.v1.ValueColumn
+	67,  // 96: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
+	9,   // 97: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
+	11,  // 98: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
+	13,  // 99: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
+	15,  // 100: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
+	27,  // 101: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
+	29,  // 102: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
+	31,  // 103: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
+	33,  // 104: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
+	35,  // 105: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
+	37,  // 106: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
+	41,  // 107: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
+	43,  // 108: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
+	45,  // 109: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
+	47,  // 110: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
+	49,  // 111: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
+	51,  // 112: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
+	53,  // 113: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
+	55,  // 114: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
+	57,  // 115: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
+	39,  // 116: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
+	10,  // 117: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
+	12,  // 118: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
+	14,  // 119: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
+	24,  // 120: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
+	28,  // 121: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
+	30,  // 122: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
+	32,  // 123: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
+	34,  // 124: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
+	36,  // 125: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
+	38,  // 126: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
+	42,  // 127: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
+	44,  // 128: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
+	46,  // 129: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
+	48,  // 130: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
+	50,  // 131: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
+	52,  // 132: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
+	54,  // 133: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
+	56,  // 134: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
+	60,  // 135: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
+	40,  // 136: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
+	117, // [117:137] is the sub-list for method output_type
+	97,  // [97:117] is the sub-list for method input_type
+	97,  // [97:97] is the sub-list for extension type_name
+	97,  // [97:97] is the sub-list for extension extendee
+	0,   // [0:97] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_ffid_proto_init() }
@@ -5360,8 +5516,9 @@ func file_ffid_v1_ffid_proto_init() {
 		(*ConnectRequest_Attach)(nil),
 		(*ConnectRequest_Call)(nil),
 		(*ConnectRequest_CallbackResult)(nil),
+		(*ConnectRequest_Calls)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[11].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[13].OneofWrappers = []any{
 		(*StreamCall_Call)(nil),
 		(*StreamCall_Read)(nil),
 		(*StreamCall_Write)(nil),
@@ -5371,7 +5528,7 @@ func file_ffid_v1_ffid_proto_init() {
 		(*StreamCall_ReleaseCallback)(nil),
 		(*StreamCall_Batch)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[12].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[14].OneofWrappers = []any{
 		(*StreamResult_Call)(nil),
 		(*StreamResult_Read)(nil),
 		(*StreamResult_Write)(nil),
@@ -5381,25 +5538,26 @@ func file_ffid_v1_ffid_proto_init() {
 		(*StreamResult_ReleaseCallback)(nil),
 		(*StreamResult_Batch)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[17].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[19].OneofWrappers = []any{
 		(*ConnectResponse_Attached)(nil),
 		(*ConnectResponse_Result)(nil),
 		(*ConnectResponse_Invocation)(nil),
 		(*ConnectResponse_Restarted)(nil),
+		(*ConnectResponse_Results)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[26].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[28].OneofWrappers = []any{
 		(*ResolveFunctionRequest_Type)(nil),
 		(*ResolveFunctionRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[40].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[42].OneofWrappers = []any{
 		(*RegisterCallbackRequest_Type)(nil),
 		(*RegisterCallbackRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[46].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[48].OneofWrappers = []any{
 		(*ResolveVariableRequest_Type)(nil),
 		(*ResolveVariableRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[51].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[53].OneofWrappers = []any{
 		(*BatchStep_Call)(nil),
 		(*BatchStep_Allocate)(nil),
 		(*BatchStep_Read)(nil),
@@ -5407,7 +5565,7 @@ func file_ffid_v1_ffid_proto_init() {
 		(*BatchStep_Free)(nil),
 		(*BatchStep_CallColumns)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[54].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[56].OneofWrappers = []any{
 		(*BatchStepResult_Call)(nil),
 		(*BatchStepResult_Allocate)(nil),
 		(*BatchStepResult_Read)(nil),
@@ -5421,7 +5579,7 @@ func file_ffid_v1_ffid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_ffid_proto_rawDesc), len(file_ffid_v1_ffid_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   58,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -815,11 +815,15 @@ absl::Status FfiService::DoConnect(
       case v1::ConnectRequest::kCall:
         StartStreamCall(caller, session, stream_id, writer, message.call());
         continue;
-      case v1::ConnectRequest::kCalls:
+      case v1::ConnectRequest::kCalls: {
+        // The pack's requests leave for the worker together (a few KiB per
+        // write), not in a write each.
+        worker::SendBatch batch;
         for (const v1::StreamCall& call : message.calls().calls()) {
-          StartStreamCall(caller, session, stream_id, writer, call);
+          StartStreamCall(caller, session, stream_id, writer, call, &batch);
         }
         continue;
+      }
       case v1::ConnectRequest::kCallbackResult:
         session->AnswerInvocation(message.callback_result());
         continue;
@@ -842,7 +846,8 @@ void FfiService::StartStreamCall(const Caller& caller,
                                  const std::shared_ptr<Session>& session,
                                  uint64_t stream_id,
                                  const std::shared_ptr<StreamSink>& writer,
-                                 const v1::StreamCall& call) {
+                                 const v1::StreamCall& call,
+                                 worker::SendBatch* batch) {
   if (options_.access != nullptr) {
     if (absl::Status counted = options_.access->CountCall(caller);
         !counted.ok()) {
@@ -861,6 +866,10 @@ void FfiService::StartStreamCall(const Caller& caller,
   session->ReviveIfDead();
   session->TranslateHandles(prepared->request);
   const absl::Time started = absl::Now();
+  // Only the asynchronous send is held back: nothing waits for its answer
+  // before the batch is flushed.
+  std::optional<worker::HoldSends> hold;
+  if (batch != nullptr) hold.emplace(*batch);
   session->worker().ExecuteAsync(
       std::move(prepared->request), std::move(prepared->description),
       std::move(prepared->symbol), Route{stream_id, tag},

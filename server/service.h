@@ -39,6 +39,7 @@
 #include "server/access.h"
 #include "server/library_resolver.h"
 #include "server/session.h"
+#include "server/worker/channel.h"
 
 namespace ffid::server {
 
@@ -200,12 +201,14 @@ class FfiService final : public v1::Ffi::Service {
   [[nodiscard]] absl::Status DoReleaseCallback(
       grpc::ServerContext& context, const v1::ReleaseCallbackRequest& request);
   // Sends a StreamCall to the worker without waiting; its StreamResult is
-  // pushed to `writer` when the worker answers.
+  // pushed to `writer` when the worker answers. With `batch`, the request
+  // is held back in it (worker::HoldSends) until the caller flushes it.
   void StartStreamCall(const Caller& caller,
                        const std::shared_ptr<Session>& session,
                        uint64_t stream_id,
                        const std::shared_ptr<StreamSink>& writer,
-                       const v1::StreamCall& call);
+                       const v1::StreamCall& call,
+                       worker::SendBatch* batch = nullptr);
   [[nodiscard]] absl::Status DoAdopt(grpc::ServerContext& context,
                                      const v1::AdoptRequest& request,
                                      v1::AdoptResponse* response);

@@ -105,7 +105,23 @@ ssize_t ReadSome(int fd, char* data, size_t size, std::vector<int>& fds) {
   return n;
 }
 
+// The batch that holds back this thread's sends (HoldSends), if any.
+thread_local SendBatch* holding_batch = nullptr;
+
 }  // namespace
+
+SendBatch::~SendBatch() { Flush(); }
+
+void SendBatch::Flush() {
+  for (FrameChannel* channel : channels_) channel->FlushHeldBack();
+  channels_.clear();
+}
+
+HoldSends::HoldSends(SendBatch& batch) : previous_(holding_batch) {
+  holding_batch = &batch;
+}
+
+HoldSends::~HoldSends() { holding_batch = previous_; }
 
 ssize_t SendWithDescriptor(int socket, const char* data, size_t size, int fd) {
   iovec iov{const_cast<char*>(data), size};
@@ -167,6 +183,21 @@ absl::Status FrameChannel::SendFrame(
                      kMaxFrameBytes, "-byte frame limit"));
   }
   absl::MutexLock lock(&send_mu_);
+  if (pass_fd < 0 && holding_batch != nullptr) {
+    // Held back: appended to what this channel holds, written at the
+    // batch's flush (or now, when enough has gathered).
+    std::vector<FrameChannel*>& holding = holding_batch->channels_;
+    if (holding.empty() || holding.back() != this) holding.push_back(this);
+    const size_t at = held_.size();
+    held_.resize(at + kHeaderBytes + size);
+    EncodeLength(static_cast<uint32_t>(size), held_.data() + at);
+    message.SerializeWithCachedSizesToArray(
+        reinterpret_cast<uint8_t*>(held_.data() + at + kHeaderBytes));
+    if (held_.size() >= kHeldBackBytes) return WriteHeldLocked();
+    return absl::OkStatus();
+  }
+  // Frames held back go first: the order of frames is the order of sends.
+  if (!held_.empty()) RETURN_IF_ERROR(WriteHeldLocked());
   // One buffer, one write: the header and payload go out together so a small
   // frame costs a single syscall. The buffer is reused: no allocation per
   // frame once it has grown to the usual size.
@@ -180,6 +211,24 @@ absl::Status FrameChannel::SendFrame(
     out_.shrink_to_fit();
   }
   return written;
+}
+
+absl::Status FrameChannel::WriteHeldLocked() {
+  absl::Status written = WriteAll(fd_, held_.data(), held_.size());
+  held_.clear();
+  if (held_.capacity() > 4 * kReadChunk) held_.shrink_to_fit();
+  if (!written.ok()) {
+    // Frames that were counted as sent are lost: end the channel, so that
+    // the peer and this side's reader see it end rather than wait for
+    // answers to requests that never arrived.
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+  return written;
+}
+
+void FrameChannel::FlushHeldBack() {
+  absl::MutexLock lock(&send_mu_);
+  if (!held_.empty()) (void)WriteHeldLocked();
 }
 
 absl::Status FrameChannel::Fill(size_t need, absl::Time deadline,

@@ -11,6 +11,11 @@
 // Everything above this class speaks in messages, so a shared-memory ring can
 // replace the socket later without touching the service code.
 //
+// A thread with several frames to send in a row can hold them back and
+// send them in one write (SendBatch, HoldSends below): the daemon does so
+// for the calls of one ConnectRequest.calls, which saves a send() per call
+// on its side and a read() per call on the worker's.
+//
 // A frame may carry one file descriptor (SCM_RIGHTS, e.g. the session's
 // arena memfd): SendWithFd() attaches it. Receive() keeps a descriptor that
 // arrives with the bytes of a frame until that frame is returned, then
@@ -26,6 +31,7 @@
 #include <deque>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -42,6 +48,52 @@ inline constexpr uint32_t kMaxFrameBytes = 1u << 30;
 // (SCM_RIGHTS), as send(..., MSG_NOSIGNAL) would: returns the bytes sent or
 // -1 with errno. For the channel and the daemon's arena socket.
 ssize_t SendWithDescriptor(int socket, const char* data, size_t size, int fd);
+
+class FrameChannel;
+
+// The channels that hold frames back for one thread (see HoldSends).
+// Flush() (and the destructor) writes them. Used by one thread; it must not
+// outlive the channels it has seen.
+class SendBatch {
+ public:
+  SendBatch() = default;
+  // Flushes.
+  ~SendBatch();
+  SendBatch(const SendBatch&) = delete;
+  SendBatch& operator=(const SendBatch&) = delete;
+
+  // Writes every frame held back so far, each channel's in one write. A
+  // channel whose write fails is shut down (both ways), so that its peer
+  // and its reader see the end instead of waiting for frames that never
+  // came.
+  void Flush();
+
+ private:
+  friend class FrameChannel;
+  std::vector<FrameChannel*> channels_;
+};
+
+// While one is alive, Send() on this thread (not SendWithFd) appends its
+// frame to the channel's held-back bytes instead of writing it, and
+// registers the channel with `batch`; the bytes leave at batch.Flush(),
+// when they pass kHeldBackBytes, or before any other frame sent on that
+// channel (by any thread), so frames keep their order. Only for sends
+// whose sender does not wait for an answer before the flush: a request
+// that is waited for must leave at once.
+class HoldSends {
+ public:
+  explicit HoldSends(SendBatch& batch);
+  ~HoldSends();
+  HoldSends(const HoldSends&) = delete;
+  HoldSends& operator=(const HoldSends&) = delete;
+
+ private:
+  SendBatch* const previous_;
+};
+
+// Held-back bytes of one channel beyond which they are written at once,
+// so the peer starts on a long run of frames before its end.
+inline constexpr size_t kHeldBackBytes = 4096;
 
 class FrameChannel {
  public:
@@ -78,9 +130,16 @@ class FrameChannel {
   int TakeReceivedFd();
 
  private:
-  // Writes a whole frame, with `pass_fd` attached if it is >= 0.
+  // Writes a whole frame, with `pass_fd` attached if it is >= 0 (after
+  // what is held back), or holds it back (see HoldSends).
   absl::Status SendFrame(const google::protobuf::MessageLite& message,
                          int pass_fd);
+  // Writes the held-back bytes (SendBatch::Flush); shuts the socket down
+  // if that fails.
+  void FlushHeldBack();
+  // Writes held_ and clears it; on failure shuts the socket down.
+  absl::Status WriteHeldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(send_mu_);
+  friend class SendBatch;
 
   // Reads until the buffer holds at least `need` unconsumed bytes (moving
   // them to its front first) or the peer closed; `*have` is then how many
@@ -93,6 +152,8 @@ class FrameChannel {
   absl::Mutex send_mu_;
   // The frame being sent, reused.
   std::string out_ ABSL_GUARDED_BY(send_mu_);
+  // Frames held back (HoldSends), in order; they leave before any other.
+  std::string held_ ABSL_GUARDED_BY(send_mu_);
   absl::Mutex receive_mu_;
   // Read-ahead: bytes [in_start_, in_end_) of in_ are received, not yet
   // consumed.

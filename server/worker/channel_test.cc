@@ -1,6 +1,7 @@
 #include "server/worker/channel.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -363,6 +364,135 @@ TEST(FrameChannelTest, ConcurrentSendersNeverInterleaveFrames) {
   }
   for (auto& sender : senders) sender.join();
   EXPECT_EQ(failures.load(), 0);
+}
+
+
+// Whether `fd` has bytes to read right now (no waiting).
+bool Readable(int fd) {
+  pollfd p = {fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+// Two channels over a socketpair: frames sent on left_ arrive on right_;
+// peer_fd_ is right_'s descriptor, to see whether bytes are waiting.
+class SendBatchTest : public ::testing::Test {
+ protected:
+  SendBatchTest()
+      : pair_(MakeSocketPair()), left_(pair_.a), right_(pair_.b) {}
+
+  Pair pair_;
+  FrameChannel left_;
+  FrameChannel right_;
+  // right_'s descriptor (owned by right_).
+  const int peer_fd_ = pair_.b;
+};
+
+TEST_F(SendBatchTest, HeldBackFramesLeaveAtTheFlushInOrder) {
+  SendBatch batch;
+  {
+    HoldSends hold(batch);
+    for (uint64_t id = 1; id <= 3; ++id) {
+      ASSERT_TRUE(
+          left_.Send(WriteRequestOf(id, absl::StrCat("frame ", id))).ok());
+    }
+  }
+  EXPECT_FALSE(Readable(peer_fd_)) << "a held-back frame was written";
+  batch.Flush();
+  for (uint64_t id = 1; id <= 3; ++id) {
+    WorkerRequest received;
+    ASSERT_TRUE(right_.Receive(&received).ok());
+    EXPECT_EQ(received.id(), id);
+    EXPECT_EQ(received.write().data(), absl::StrCat("frame ", id));
+  }
+  EXPECT_FALSE(Readable(peer_fd_));
+}
+
+TEST_F(SendBatchTest, AnOrdinarySendWritesWhatIsHeldBackFirst) {
+  SendBatch batch;
+  {
+    HoldSends hold(batch);
+    ASSERT_TRUE(left_.Send(WriteRequestOf(1, "held")).ok());
+    ASSERT_TRUE(left_.Send(WriteRequestOf(2, "held")).ok());
+  }
+  // Another thread's send (not held back) on the same channel.
+  std::thread other([this] {
+    EXPECT_TRUE(left_.Send(WriteRequestOf(3, "at once")).ok());
+  });
+  other.join();
+  for (uint64_t id = 1; id <= 3; ++id) {
+    WorkerRequest received;
+    ASSERT_TRUE(right_.Receive(&received).ok());
+    EXPECT_EQ(received.id(), id);
+  }
+  batch.Flush();  // Nothing is left to write.
+  EXPECT_FALSE(Readable(peer_fd_));
+}
+
+TEST_F(SendBatchTest, OnlySendsInsideHoldSendsAreHeldBack) {
+  SendBatch batch;
+  ASSERT_TRUE(left_.Send(WriteRequestOf(1, "outside")).ok());
+  EXPECT_TRUE(Readable(peer_fd_));
+  WorkerRequest received;
+  ASSERT_TRUE(right_.Receive(&received).ok());
+  // A descriptor always leaves at once (after what is held back).
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  {
+    HoldSends hold(batch);
+    ASSERT_TRUE(left_.Send(WriteRequestOf(2, "held")).ok());
+    EXPECT_FALSE(Readable(peer_fd_));
+    ASSERT_TRUE(
+        left_.SendWithFd(WriteRequestOf(3, "with fd"), pipe_fds[1]).ok());
+    EXPECT_TRUE(Readable(peer_fd_));
+  }
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  ASSERT_TRUE(right_.Receive(&received).ok());
+  EXPECT_EQ(received.id(), 2u);
+  ASSERT_TRUE(right_.Receive(&received).ok());
+  EXPECT_EQ(received.id(), 3u);
+  const int passed = right_.TakeReceivedFd();
+  EXPECT_GE(passed, 0);
+  if (passed >= 0) ::close(passed);
+}
+
+TEST_F(SendBatchTest, ALongRunLeavesBeforeTheFlush) {
+  // Five frames of a quarter of kHeldBackBytes each: the first four pass
+  // the limit and leave while the fifth is held.
+  const std::string data(kHeldBackBytes / 4, 'x');
+  {
+    SendBatch batch;
+    HoldSends hold(batch);
+    for (uint64_t id = 1; id <= 5; ++id) {
+      ASSERT_TRUE(left_.Send(WriteRequestOf(id, data)).ok());
+    }
+    EXPECT_TRUE(Readable(peer_fd_));
+    for (uint64_t id = 1; id <= 4; ++id) {
+      WorkerRequest received;
+      ASSERT_TRUE(right_.Receive(&received).ok());
+      EXPECT_EQ(received.id(), id);
+    }
+    EXPECT_FALSE(Readable(peer_fd_));
+    // The batch's destructor flushes the fifth.
+  }
+  WorkerRequest received;
+  ASSERT_TRUE(right_.Receive(&received).ok());
+  EXPECT_EQ(received.id(), 5u);
+}
+
+TEST(HeldBackSendTest, AFailedFlushEndsTheChannel) {
+  Pair pair = MakeSocketPair();
+  FrameChannel left(pair.a);
+  ::close(pair.b);
+  SendBatch batch;
+  {
+    HoldSends hold(batch);
+    ASSERT_TRUE(left.Send(WriteRequestOf(1, "lost")).ok());
+  }
+  batch.Flush();
+  // The channel was shut down: whoever reads it sees the end at once.
+  WorkerResponse response;
+  EXPECT_FALSE(left.Receive(&response).ok());
 }
 
 }  // namespace

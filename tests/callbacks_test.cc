@@ -639,6 +639,58 @@ TEST_F(CallbacksTest, APackOfStreamCallsIsAnsweredCallByCall) {
   (void)stream->Finish();
 }
 
+// A request someone waits for is never held back behind a pack: the first
+// arena allocation in a pack attaches the session's arena to the worker
+// (a request the daemon waits for, sent between the pack's held-back
+// calls), and every call before and after it is answered.
+TEST_F(CallbacksTest, APackWithTheFirstArenaAllocationInTheMiddle) {
+  absl::StatusOr<client::Function> add = Resolve("int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  grpc::ClientContext context;
+  auto stream = AttachRaw(client_->stub(), context, session_->id(),
+                          /*packed_results=*/true);
+  constexpr uint64_t kCalls = 200;
+  constexpr uint64_t kAllocateTag = 100;
+  v1::ConnectRequest request;
+  for (uint64_t tag = 1; tag <= kCalls; ++tag) {
+    v1::StreamCall& call = *request.mutable_calls()->add_calls();
+    call.set_tag(tag);
+    if (tag == kAllocateTag) {
+      call.mutable_allocate()->set_size(64);
+      call.mutable_allocate()->set_placement(v1::ALLOCATION_PLACEMENT_ARENA);
+      continue;
+    }
+    call.mutable_call()->set_function(add->handle);
+    *call.mutable_call()->add_arguments() = MakeInt(static_cast<int>(tag));
+    *call.mutable_call()->add_arguments() = MakeInt(1);
+  }
+  ASSERT_TRUE(stream->Write(request));
+  std::map<uint64_t, v1::StreamResult> results;
+  v1::ConnectResponse response;
+  while (results.size() < kCalls && stream->Read(&response)) {
+    if (response.has_result()) {
+      results[response.result().tag()] = response.result();
+    }
+    for (const v1::StreamResult& result : response.results().results()) {
+      results[result.tag()] = result;
+    }
+  }
+  ASSERT_EQ(results.size(), kCalls);
+  for (auto& [tag, result] : results) {
+    ASSERT_TRUE(result.error_status().empty()) << tag;
+    if (tag == kAllocateTag) {
+      EXPECT_TRUE(result.allocate().in_arena());
+      EXPECT_EQ(result.allocate().size(), 64u);
+    } else {
+      EXPECT_THAT(result.call().result(),
+                  IsInteger(static_cast<int>(tag) + 1));
+    }
+  }
+  stream->WritesDone();
+  context.TryCancel();
+  (void)stream->Finish();
+}
+
 // A client that did not ask for packed results (every client before them)
 // gets each result in a message of its own, even for a pack of calls.
 TEST_F(CallbacksTest, ResultsComeOneByOneUnlessTheClientTakesPacks) {

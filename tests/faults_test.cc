@@ -498,7 +498,7 @@ TEST_F(FaultsTest, LimitsAboveTheMaximumAreRefused) {
   EXPECT_THAT(MessageOf(session), HasSubstr("open_files"));
 }
 
-// ------------------------------------------------- crashes among pipelined calls
+// ------------------------------------------ crashes among pipelined calls
 
 // The status a StreamResult carries (OK when it has none).
 absl::Status StreamResultStatus(const v1::StreamResult& result) {

@@ -8,6 +8,7 @@ packages=(
   libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
   libffi-dev libabsl-dev libgtest-dev libgmock-dev libseccomp-dev libbenchmark-dev
   golang-github-gogo-googleapis-dev  # google/rpc/status.proto and error_details.proto
+  grpc-proto  # grpc/health/v1/health.proto (the daemon's synchronous health service)
   prometheus-cpp-dev  # the daemon's /metrics (prometheus-cpp over civetweb)
   nlohmann-json3-dev  # the daemon's JSON log lines
   git ca-certificates

@@ -33,7 +33,7 @@
 #include "grpc/grpc.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
+#include "server/health.h"
 #include "server/log.h"
 #include "server/metrics.h"
 #include "server/access.h"
@@ -347,16 +347,13 @@ int Run(int argc, char** argv) {
   FfiService service(sessions, std::move(service_options));
 
   // Health checking needs no identity (probes carry none); reflection only
-  // for callers with one (server/reflection_guard.h), or not at all.
-  grpc::EnableDefaultHealthCheckService(true);
+  // for callers with one (server/reflection_guard.h), or not at all. Our
+  // own synchronous health service, not gRPC's default one, whose callback
+  // API threads cost every RPC (server/health.h).
+  HealthService health({std::string(v1::Ffi::service_full_name())});
   // The plain-text health-only listener: health checking and nothing
   // else (no reflection, no API).
   std::unique_ptr<grpc::Server> health_server;
-  // gRPC builds no server without a sync or callback service or a polled
-  // completion queue; the health service is added at start, too late to
-  // count, so this server gets a queue that only ever sees its shutdown.
-  std::unique_ptr<grpc::ServerCompletionQueue> health_queue;
-  std::thread health_poller;
   int health_port = 0;
   if (!options.health_listen.empty()) {
     grpc::ServerBuilder health_builder;
@@ -364,23 +361,14 @@ int Run(int argc, char** argv) {
     health_builder.AddListeningPort(options.health_listen,
                                     grpc::InsecureServerCredentials(),
                                     &health_port);
-    health_queue = health_builder.AddCompletionQueue();
+    health_builder.RegisterService(&health);
     health_server = health_builder.BuildAndStart();
-    health_poller = std::thread([queue = health_queue.get()] {
-      void* tag = nullptr;
-      bool ok = false;
-      while (queue->Next(&tag, &ok)) {
-      }
-    });
   }
   // However Run() returns: the health listener stops last.
   absl::Cleanup stop_health = [&] {
+    health.Shutdown();
     if (health_server != nullptr) {
       health_server->Shutdown(absl::ToChronoTime(absl::Now()));
-    }
-    if (health_queue != nullptr) {
-      health_queue->Shutdown();
-      health_poller.join();
     }
   };
   if (!options.health_listen.empty()) {
@@ -406,6 +394,7 @@ int Run(int argc, char** argv) {
     builder.AddListeningPort(address, credentials, &selected_port);
   }
   builder.RegisterService(&service);
+  builder.RegisterService(&health);
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
@@ -450,16 +439,7 @@ int Run(int argc, char** argv) {
     shown = absl::StrCat(address.substr(0, address.rfind(':')), ":",
                          selected_port);
   }
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  if (health != nullptr) {
-    health->SetServingStatus(v1::Ffi::service_full_name(), true);
-  }
-  grpc::HealthCheckServiceInterface* plain_health =
-      health_server == nullptr ? nullptr
-                               : health_server->GetHealthCheckService();
-  if (plain_health != nullptr) {
-    plain_health->SetServingStatus(v1::Ffi::service_full_name(), true);
-  }
+  health.SetServing(true);
   Log(LogLevel::kInfo, absl::StrCat("listening on ", shown));
 
   std::thread signal_thread([&] {
@@ -476,8 +456,9 @@ int Run(int argc, char** argv) {
                      "refused, running RPCs may finish within ",
                      absl::FormatDuration(options.shutdown_grace)));
     Metrics::Get().SetDraining(true);
-    if (health != nullptr) health->SetServingStatus(false);
-    if (plain_health != nullptr) plain_health->SetServingStatus(false);
+    // Watchers see NOT_SERVING, then their streams end, so that they do
+    // not hold up the drain.
+    health.Shutdown();
     // At the end of the grace the workers die first, so that a call still
     // running in native code is answered with ffid's own "shutting down"
     // error; gRPC cancels whatever is left (an RPC not waiting on a worker)

@@ -5,8 +5,9 @@
 // it drains after SIGTERM (then, shortly after, refuses new RPCs
 // altogether). Messages are encoded here with protobuf's wire-format
 // primitives: the request is one optional string, the answer one enum, so
-// no generated code for grpc/health/v1 is needed (Debian ships no C++ for
-// it). Thread-safe; the channel is shared.
+// a client needs no generated code for grpc/health/v1 (nor Debian's
+// grpc-proto, which only the daemon's build uses). Thread-safe; the
+// channel is shared.
 #ifndef FFID_CLIENTS_CPP_FFID_HEALTH_H_
 #define FFID_CLIENTS_CPP_FFID_HEALTH_H_
 

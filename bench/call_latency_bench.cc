@@ -74,7 +74,7 @@ int kPipelinedCalls = 20000;
 // Bytes moved by Write + Read and by the gRPC streams they are compared to.
 uint64_t kBulkBytes = uint64_t{64} << 20;
 constexpr uint64_t kStreamChunk = uint64_t{1} << 20;
-int kBulkRepeats = 3;
+int kBulkRepeats = 7;
 int kSessionCreates = 20;
 // Calls in one Batch.
 int kBatchCalls = 10000;
@@ -448,49 +448,69 @@ double GigabytesPerSecond(uint64_t bytes, Clock::duration elapsed) {
 }
 
 // gRPC streaming of kBulkBytes up (client stream) and down (server stream)
-// in 1 MiB messages: the baseline of Write + Read of as many bytes.
+// in 1 MiB messages, the baseline of Write + Read of as many bytes: how long
+// each direction took.
+absl::Status StreamUpDown(EchoService::Stub* stub, Clock::duration* up,
+                          Clock::duration* down) {
+  static const std::string* const block =
+      new std::string(kStreamChunk, 'u');
+  const Clock::time_point start = Clock::now();
+  {
+    grpc::ClientContext context;
+    EchoResponse response;
+    std::unique_ptr<grpc::ClientWriter<EchoRequest>> writer =
+        stub->Upload(&context, &response);
+    EchoRequest chunk;
+    for (uint64_t sent = 0; sent < kBulkBytes; sent += kStreamChunk) {
+      chunk.set_payload(*block);
+      if (!writer->Write(chunk)) break;
+    }
+    writer->WritesDone();
+    if (!writer->Finish().ok() || response.received() != kBulkBytes) {
+      return absl::InternalError("Upload failed");
+    }
+  }
+  const Clock::time_point between = Clock::now();
+  {
+    grpc::ClientContext context;
+    DownloadRequest request;
+    request.set_size(kBulkBytes);
+    request.set_chunk(kStreamChunk);
+    std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
+        stub->Download(&context, request);
+    EchoResponse chunk;
+    uint64_t received = 0;
+    while (reader->Read(&chunk)) received += chunk.payload().size();
+    if (!reader->Finish().ok() || received != kBulkBytes) {
+      return absl::InternalError("Download failed");
+    }
+  }
+  *up = between - start;
+  *down = Clock::now() - between;
+  return absl::OkStatus();
+}
+
 void BM_GrpcStream(benchmark::State& state, EchoService::Stub* stub) {
-  const std::string block(kStreamChunk, 'u');
   std::vector<double> rates;
+  std::vector<double> up_rates;
+  std::vector<double> down_rates;
   for (auto _ : state) {
-    const Clock::time_point start = Clock::now();
-    {
-      grpc::ClientContext context;
-      EchoResponse response;
-      std::unique_ptr<grpc::ClientWriter<EchoRequest>> writer =
-          stub->Upload(&context, &response);
-      EchoRequest chunk;
-      for (uint64_t sent = 0; sent < kBulkBytes; sent += kStreamChunk) {
-        chunk.set_payload(block);
-        if (!writer->Write(chunk)) break;
-      }
-      writer->WritesDone();
-      if (!writer->Finish().ok() || response.received() != kBulkBytes) {
-        state.SkipWithError("Upload failed");
-        return;
-      }
+    Clock::duration up;
+    Clock::duration down;
+    const absl::Status streamed = StreamUpDown(stub, &up, &down);
+    if (!streamed.ok()) {
+      state.SkipWithError(std::string(streamed.message()).c_str());
+      return;
     }
-    {
-      grpc::ClientContext context;
-      DownloadRequest request;
-      request.set_size(kBulkBytes);
-      request.set_chunk(kStreamChunk);
-      std::unique_ptr<grpc::ClientReader<EchoResponse>> reader =
-          stub->Download(&context, request);
-      EchoResponse chunk;
-      uint64_t received = 0;
-      while (reader->Read(&chunk)) received += chunk.payload().size();
-      if (!reader->Finish().ok() || received != kBulkBytes) {
-        state.SkipWithError("Download failed");
-        return;
-      }
-    }
-    const Clock::duration elapsed = Clock::now() - start;
-    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
-    rates.push_back(GigabytesPerSecond(2 * kBulkBytes, elapsed));
+    state.SetIterationTime(std::chrono::duration<double>(up + down).count());
+    rates.push_back(GigabytesPerSecond(2 * kBulkBytes, up + down));
+    up_rates.push_back(GigabytesPerSecond(kBulkBytes, up));
+    down_rates.push_back(GigabytesPerSecond(kBulkBytes, down));
   }
   const double rate = Percentile(rates, 0.5);
   state.counters["GB_per_s"] = rate;
+  state.counters["up_GB_per_s"] = Percentile(up_rates, 0.5);
+  state.counters["down_GB_per_s"] = Percentile(down_rates, 0.5);
   Figures()["grpc_stream_gb_per_s"] = rate;
 }
 
@@ -524,8 +544,14 @@ void BM_GrpcUnaryBulk(benchmark::State& state, EchoService::Stub* stub) {
 // straight between the gRPC message and the session's arena (figure
 // `rw_gb_per_s`); heap memory takes the round trip to the worker (figure
 // `rw_heap_gb_per_s`, for reference).
+//
+// With `paired_stub`, each iteration first streams the same bytes up and
+// down through it (StreamUpDown): the baseline taken in turn with ffid's
+// transfers, so that both see the same load (figure
+// `grpc_stream_paired_gb_per_s`, which bench/run divides by).
 void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
-                      v1::AllocationPlacement placement) {
+                      v1::AllocationPlacement placement,
+                      EchoService::Stub* paired_stub) {
   client::Session& session = *target->session;
   absl::StatusOr<client::Memory> memory =
       session.Allocate(kBulkBytes, "", placement);
@@ -537,7 +563,18 @@ void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
   std::vector<double> rates;
   std::vector<double> write_rates;
   std::vector<double> read_rates;
+  std::vector<double> paired_rates;
   for (auto _ : state) {
+    if (paired_stub != nullptr) {
+      Clock::duration up;
+      Clock::duration down;
+      const absl::Status streamed = StreamUpDown(paired_stub, &up, &down);
+      if (!streamed.ok()) {
+        state.SkipWithError(std::string(streamed.message()).c_str());
+        return;
+      }
+      paired_rates.push_back(GigabytesPerSecond(2 * kBulkBytes, up + down));
+    }
     const Clock::time_point start = Clock::now();
     const absl::Status written = session.Write(memory->handle, 0, data);
     const Clock::time_point between = Clock::now();
@@ -559,6 +596,10 @@ void BM_FfidReadWrite(benchmark::State& state, FfidTarget* target,
   state.counters["GB_per_s"] = rate;
   state.counters["write_GB_per_s"] = Percentile(write_rates, 0.5);
   state.counters["read_GB_per_s"] = Percentile(read_rates, 0.5);
+  if (!paired_rates.empty()) {
+    state.counters["stream_GB_per_s"] = Percentile(paired_rates, 0.5);
+    Figures()["grpc_stream_paired_gb_per_s"] = Percentile(paired_rates, 0.5);
+  }
   Figures()[placement == v1::ALLOCATION_PLACEMENT_ARENA ? "rw_gb_per_s"
                                                         : "rw_heap_gb_per_s"] =
       rate;
@@ -1069,12 +1110,14 @@ int Main(int argc, char** argv) {
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark("ffid_write_read", BM_FfidReadWrite,
-                                   &target, v1::ALLOCATION_PLACEMENT_ARENA)
+                                   &target, v1::ALLOCATION_PLACEMENT_ARENA,
+                                   echo_stub.get())
           ->Iterations(kBulkRepeats)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark("ffid_write_read_heap", BM_FfidReadWrite,
-                                   &target, v1::ALLOCATION_PLACEMENT_HEAP)
+                                   &target, v1::ALLOCATION_PLACEMENT_HEAP,
+                                   nullptr)
           ->Iterations(kBulkRepeats)
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);

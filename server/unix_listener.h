@@ -3,7 +3,8 @@
 // gRPC does not hand a server the credentials of a unix-socket peer, so the
 // daemon accepts unix connections itself: UnixListener binds the socket
 // (mode 0600; the caller prepares its directory), accepts on its own thread,
-// reads each connection's SO_PEERCRED, records "unix:UID" in a PeerRegistry
+// reads each connection's SO_PEERCRED, gives it a 4 MiB send buffer (big
+// Read answers), records "unix:UID" in a PeerRegistry
 // under the descriptor, and hands the descriptor to the running gRPC server
 // (grpc::AddInsecureChannelFromFd), whose calls then report the peer
 // "fd:N". The registry entry for a number is replaced when the kernel

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -68,6 +69,20 @@ grpc::Status HealthService::Check(grpc::ServerContext* /*context*/,
 grpc::Status HealthService::Watch(
     grpc::ServerContext* context, const HealthCheckRequest* request,
     grpc::ServerWriter<HealthCheckResponse>* writer) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (watches_ >= kMaxWatches) {
+      return grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("ffid serves at most ", kMaxWatches,
+                       " health watches at once; poll with Check instead"));
+    }
+    ++watches_;
+  }
+  absl::Cleanup unwatch = [this] {
+    absl::MutexLock lock(&mu_);
+    --watches_;
+  };
   uint64_t seen = 0;
   bool first = true;
   for (;;) {

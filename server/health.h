@@ -14,8 +14,9 @@
 // other name is NOT_FOUND for Check and SERVICE_UNKNOWN for Watch (which
 // stays open, as the protocol says). Every known name has one status.
 // Watch holds a server thread while the watcher stays, like every
-// synchronous streaming RPC; Shutdown() ends every Watch so the server can
-// stop. Thread-safe.
+// synchronous streaming RPC, so at most kMaxWatches run at once (health
+// needs no identity: anyone who reaches the port may watch); Shutdown()
+// ends every Watch so the server can stop. Thread-safe.
 #ifndef FFID_SERVER_HEALTH_H_
 #define FFID_SERVER_HEALTH_H_
 
@@ -33,6 +34,9 @@ namespace ffid::server {
 class HealthService final : public grpc::health::v1::Health::Service {
  public:
   using ServingStatus = grpc::health::v1::HealthCheckResponse::ServingStatus;
+
+  // Watches past this many are refused with RESOURCE_EXHAUSTED.
+  static constexpr int kMaxWatches = 64;
 
   // Starts NOT_SERVING: the daemon says SERVING once it listens.
   explicit HealthService(std::vector<std::string> services);
@@ -64,6 +68,7 @@ class HealthService final : public grpc::health::v1::Health::Service {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
   // Bumped on every change, so a watcher knows it has news.
   uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
+  int watches_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace ffid::server

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -135,6 +136,54 @@ TEST_F(HealthServiceTest, WatchOfAnUnknownServiceStaysOpen) {
   while (reader->Read(&response)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
+// Each Watch holds a server thread, and health needs no identity: past
+// kMaxWatches at once, a Watch is refused (Check still answers).
+TEST_F(HealthServiceTest, WatchesPastTheLimitAreRefused) {
+  health_.SetServing(true);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<HealthCheckResponse>>>
+      readers;
+  HealthCheckRequest request;
+  HealthCheckResponse response;
+  for (int i = 0; i < HealthService::kMaxWatches; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    readers.push_back(stub_->Watch(contexts.back().get(), request));
+    // Read the first answer: the Watch is counted by then.
+    ASSERT_TRUE(readers.back()->Read(&response)) << i;
+  }
+  grpc::ClientContext context;
+  auto refused = stub_->Watch(&context, request);
+  EXPECT_FALSE(refused->Read(&response));
+  grpc::Status status = refused->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("poll with Check instead"));
+  ASSERT_TRUE(Check("", &response).ok());
+
+  // A watcher that leaves makes room for another.
+  contexts.front()->TryCancel();
+  while (readers.front()->Read(&response)) {
+  }
+  (void)readers.front()->Finish();
+  absl::Time give_up = absl::Now() + absl::Seconds(10);
+  bool admitted = false;
+  while (!admitted && absl::Now() < give_up) {
+    grpc::ClientContext again;
+    auto reader = stub_->Watch(&again, request);
+    admitted = reader->Read(&response);
+    again.TryCancel();
+    while (reader->Read(&response)) {
+    }
+    (void)reader->Finish();
+    if (!admitted) absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(admitted);
+  health_.Shutdown();
+  for (auto& reader : readers) {
+    while (reader->Read(&response)) {
+    }
+  }
 }
 
 }  // namespace

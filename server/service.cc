@@ -801,6 +801,7 @@ absl::Status FfiService::DoConnect(
   absl::Status result = absl::OkStatus();
   v1::ConnectResponse attached;
   *attached.mutable_attached()->mutable_session() = session->ToProto();
+  attached.mutable_attached()->set_packed_calls(true);
   writer->Push(std::move(attached));
   // The session stays attached until the client half-closes the stream or
   // the stream breaks (client gone, cancelled, daemon shutting down).
@@ -1203,17 +1204,26 @@ grpc::Status FfiService::RawRead(
     grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
   grpc::ByteBuffer request_bytes;
   if (!stream->Read(&request_bytes)) {
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        "the Read request did not arrive");
+    return ToGrpcStatus(MakeError(absl::StatusCode::kInternal,
+                                  v1::ERROR_REASON_INTERNAL,
+                                  "the Read request did not arrive"));
   }
-  v1::ReadRequest request;
   grpc::ByteBuffer response;
-  absl::Status status = ParsedMessage(request_bytes, &request);
-  if (status.ok()) status = DoRead(*context, request, &response);
-  if (!status.ok()) return ToGrpcStatus(status);
+  grpc::Status status =
+      ReadBytes(context, std::move(request_bytes), &response);
+  if (!status.ok()) return status;
   // The last message: sent together with the status.
   stream->Write(response, grpc::WriteOptions().set_last_message());
   return grpc::Status::OK;
+}
+
+grpc::Status FfiService::ReadBytes(grpc::ServerContext* context,
+                                   grpc::ByteBuffer request_bytes,
+                                   grpc::ByteBuffer* response) {
+  v1::ReadRequest request;
+  absl::Status status = ParsedMessage(request_bytes, &request);
+  if (status.ok()) status = DoRead(*context, request, response);
+  return ToGrpcStatus(status);
 }
 
 absl::Status FfiService::DoRead(grpc::ServerContext& context,
@@ -1267,16 +1277,27 @@ grpc::Status FfiService::RawWrite(
     grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
   grpc::ByteBuffer request_bytes;
   if (!stream->Read(&request_bytes)) {
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        "the Write request did not arrive");
+    return ToGrpcStatus(MakeError(absl::StatusCode::kInternal,
+                                  v1::ERROR_REASON_INTERNAL,
+                                  "the Write request did not arrive"));
   }
+  grpc::ByteBuffer response;
+  grpc::Status status =
+      WriteBytes(context, std::move(request_bytes), &response);
+  if (!status.ok()) return status;
+  stream->Write(response, grpc::WriteOptions().set_last_message());
+  return grpc::Status::OK;
+}
+
+grpc::Status FfiService::WriteBytes(grpc::ServerContext* context,
+                                    grpc::ByteBuffer request_bytes,
+                                    grpc::ByteBuffer* response) {
   absl::StatusOr<std::unique_ptr<WriteRequestView>> request =
       WriteRequestView::Parse(std::move(request_bytes));
   absl::Status status = request.status();
   if (status.ok()) status = DoWrite(*context, **request);
   if (!status.ok()) return ToGrpcStatus(status);
-  stream->Write(SerializedBuffer(v1::WriteResponse()),
-                grpc::WriteOptions().set_last_message());
+  *response = SerializedBuffer(v1::WriteResponse());
   return grpc::Status::OK;
 }
 

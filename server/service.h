@@ -105,7 +105,15 @@ class FfiService final : public v1::Ffi::Service {
                         const v1::AllocateRequest* request,
                         v1::AllocateResponse* response) override;
   // Read and Write are not overridden: the constructor gives them handlers
-  // of gRPC's raw buffers (RawRead, RawWrite below).
+  // of gRPC's raw buffers (RawRead, RawWrite below), which do this with the
+  // request's serialized bytes; `response` gets the serialized answer.
+  // Public for callers in this process that have no gRPC stream (the
+  // service fuzzer, tests/fuzz).
+  grpc::Status ReadBytes(grpc::ServerContext* context,
+                         grpc::ByteBuffer request, grpc::ByteBuffer* response);
+  grpc::Status WriteBytes(grpc::ServerContext* context,
+                          grpc::ByteBuffer request,
+                          grpc::ByteBuffer* response);
   grpc::Status Free(grpc::ServerContext* context,
                     const v1::FreeRequest* request,
                     v1::FreeResponse* response) override;

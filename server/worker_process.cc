@@ -184,6 +184,9 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     if (sent.code() == absl::StatusCode::kResourceExhausted) {
       // Refused before anything was written: the channel is still in sync.
       pending_.erase(id);
+      // A reader may have left while this request was counted as one
+      // that would read.
+      WakeWatcherIfUnreadLocked();
       return sent;
     }
     // The watcher completes `pending` once the worker is gone.
@@ -195,6 +198,7 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
   // would have to wake this one in turn (a second wake-up per call, each a
   // cross-core one as often as not).
   bool leading = false;
+  pending.waiting = true;
   while (!pending.done) {
     absl::Time wake = deadline;
     if (is_cancelled) wake = std::min(wake, absl::Now() + kCancelPollInterval);
@@ -418,12 +422,18 @@ absl::Status WorkerProcess::ReadOne(absl::Time deadline) {
 void WorkerProcess::ReleaseReadLocked() {
   reading_ = false;
   changed_.SignalAll();
-  // An Execute() still waiting takes the role over; answers nobody waits
-  // for are the watcher's.
+  WakeWatcherIfUnreadLocked();
+}
+
+void WorkerProcess::WakeWatcherIfUnreadLocked() {
+  if (reading_ || pending_.empty()) return;
+  // An Execute() waiting in its read loop takes the role over. One still
+  // writing its request does not count: the worker may be blocked writing
+  // answers nobody reads, and so not reading that request.
   for (const auto& [id, pending] : pending_) {
-    if (!pending->completion) return;
+    if (!pending->completion && pending->waiting) return;
   }
-  if (!pending_.empty()) WakeWatcherLocked();
+  WakeWatcherLocked();
 }
 
 void WorkerProcess::WakeWatcherLocked() {

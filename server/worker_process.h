@@ -174,6 +174,10 @@ class WorkerProcess {
     std::string function;
     Route route;
     bool done = false;
+    // For Execute: its request is sent and its thread waits in the read
+    // loop, so it will read when nobody else does. Until then (a big
+    // request still being written) it cannot be counted on to read.
+    bool waiting = false;
     absl::StatusOr<worker::WorkerResponse> result;
     // For ExecuteAsync: called with the result instead of setting it; the
     // Pending is then heap-allocated and deleted after the call.
@@ -206,8 +210,11 @@ class WorkerProcess {
   // channel's end.
   absl::Status ReadOne(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
   // Gives the read role up: wakes the Execute()s waiting to take it, and
-  // the watcher if requests remain that no Execute() waits for.
+  // the watcher if requests remain that no waiting Execute() will read.
   void ReleaseReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes the watcher when nobody reads and requests remain that no
+  // Execute() waiting in its read loop will read.
+  void WakeWatcherIfUnreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes the watcher (once until it runs).
   void WakeWatcherLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records how the channel ended, as the reader saw it. The reader keeps

@@ -340,6 +340,69 @@ TEST_F(WorkerProcessTest, ADeadlineWhileReadingStillEndsEveryRequest) {
   EXPECT_THAT(async_status.message(), HasSubstr("did not finish within"));
 }
 
+// A reader that leaves while a blocking request is still being written
+// must not count on that request's thread to read: the worker may be
+// blocked writing answers nobody reads, and so never take in the rest of
+// that request. Here: a call reads (sleep), asynchronous Reads of 256 KiB
+// queue behind it, and a 1 MiB Write is being sent when the call's answer
+// comes; the Reads' answers (2 MiB, more than the socket holds) must still
+// be read, so that the Write gets through.
+TEST_F(WorkerProcessTest, AReaderLeavingWhileABigRequestIsSentHandsOver) {
+  std::string sleep_fn = ResolveSleep();
+  constexpr uint64_t kBlock = 256 * 1024;
+  WorkerRequest allocate;
+  allocate.mutable_allocate()->set_size(kBlock);
+  auto block = worker_->Execute(allocate, Soon(), "allocating");
+  ASSERT_TRUE(block.ok()) << block.status();
+  const std::string handle = block->allocate().memory();
+
+  absl::Notification sleep_done;
+  std::thread sleeper([&] {
+    EXPECT_TRUE(Call(sleep_fn, "sleep", {Uint(1)}).ok());
+    sleep_done.Notify();
+  });
+  // The sleeping call is the reader now (nothing else is pending).
+  absl::SleepFor(absl::Milliseconds(200));
+  constexpr int kReads = 8;
+  absl::Mutex mu;
+  int reads_ok = 0;
+  for (int i = 0; i < kReads; ++i) {
+    WorkerRequest read;
+    read.mutable_read()->mutable_pointer()->set_handle(handle);
+    read.mutable_read()->set_length(kBlock);
+    worker_->ExecuteAsync(read, "reading", "", Route{},
+                          [&](absl::StatusOr<WorkerResponse> response) {
+                            absl::MutexLock lock(&mu);
+                            if (response.ok()) ++reads_ok;
+                          });
+  }
+  absl::Notification write_done;
+  absl::Status write_status;
+  std::thread writer([&] {
+    WorkerRequest write;
+    write.mutable_write()->mutable_pointer()->set_handle(handle);
+    write.mutable_write()->set_data(std::string(kBlock, 'w'));
+    // Four times the block: refused by the worker, but only once it has
+    // read all of it.
+    write.mutable_write()->mutable_data()->append(3 * kBlock, 'x');
+    write_status = worker_->Execute(write, Soon(), "writing").status();
+    write_done.Notify();
+  });
+  ASSERT_TRUE(sleep_done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  const bool answered =
+      write_done.WaitForNotificationWithTimeout(absl::Seconds(30));
+  if (!answered) worker_->Shutdown();  // Unblocks the writer.
+  sleeper.join();
+  writer.join();
+  ASSERT_TRUE(answered) << "the Write was never answered: nobody read";
+  EXPECT_EQ(write_status.code(), absl::StatusCode::kOutOfRange)
+      << write_status;
+  absl::MutexLock lock(&mu);
+  auto all_read = [&]() { return reads_ok == kReads; };
+  mu.AwaitWithTimeout(absl::Condition(&all_read), absl::Seconds(30));
+  EXPECT_EQ(reads_ok, kReads);
+}
+
 TEST_F(WorkerProcessTest, NullDereferenceIsReportedAsACrash) {
   std::string libc = Load("libc.so.6");
   std::string strlen_fn = MustResolve(

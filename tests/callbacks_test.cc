@@ -582,6 +582,8 @@ AttachRaw(v1::Ffi::Stub& stub, grpc::ClientContext& context,
       !response.has_attached()) {
     ADD_FAILURE() << "the stream did not attach";
   }
+  // Clients pack calls only when the daemon says it takes packs.
+  EXPECT_TRUE(response.attached().packed_calls());
   return stream;
 }
 

@@ -23,6 +23,8 @@
 #include "ffid/v1/ffid.pb.h"
 #include "google/protobuf/stubs/logging.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/slice.h"
 #include "server/access.h"
 #include "server/log.h"
 #include "server/service.h"
@@ -57,6 +59,19 @@ void Drive(grpc::Status (FfiService::*method)(grpc::ServerContext*,
            const Request& request) {
   Response response;
   (void)Drive(method, request, &response);
+}
+
+// Read and Write take their requests' bytes (the daemon serves them on
+// gRPC's raw buffers): `request` serialized, as a client would send it.
+template <typename Request, typename Bytes>
+void DriveBytes(grpc::Status (FfiService::*method)(grpc::ServerContext*, Bytes,
+                                                   grpc::ByteBuffer*),
+                const Request& request) {
+  grpc::Slice slice(request.SerializeAsString());
+  grpc::ByteBuffer bytes(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ServerContext context;
+  (void)(g_world->service.get()->*method)(&context, bytes, &response);
 }
 
 // A session with libm and cos, unless the last one is still alive.
@@ -252,14 +267,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::ReadRequest request;
       if (!Parse(request, data, size)) break;
       session(request);
-      Drive(&FfiService::Read, request);
+      DriveBytes(&FfiService::ReadBytes, request);
       break;
     }
     case 13: {
       v1::WriteRequest request;
       if (!Parse(request, data, size)) break;
       session(request);
-      Drive(&FfiService::Write, request);
+      DriveBytes(&FfiService::WriteBytes, request);
       break;
     }
     case 14: {

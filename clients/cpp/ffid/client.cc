@@ -279,6 +279,7 @@ absl::Status Session::Attach() {
   {
     absl::MutexLock outbox_lock(&outbox_mu_);
     outbox_closed_ = false;
+    pack_calls_ = response.attached().packed_calls();
   }
   reader_ = std::thread([this] { ReadLoop(); });
   writer_ = std::thread([this] { WriteLoop(); });
@@ -349,7 +350,7 @@ void Session::WriteLoop() {
     // Everything queued now leaves in one message (up to a limit): one
     // message costs gRPC about as much as one call on each end.
     v1::ConnectRequest request;
-    if (outbox_.size() == 1) {
+    if (outbox_.size() == 1 || !pack_calls_) {
       *request.mutable_call() = std::move(outbox_.front());
       outbox_.pop_front();
     } else {

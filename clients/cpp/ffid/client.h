@@ -543,6 +543,9 @@ class Session {
   // Set by CloseStream (after which nothing is queued) or when a write
   // failed.
   bool outbox_closed_ ABSL_GUARDED_BY(outbox_mu_) = false;
+  // The daemon said it takes packs of calls (SessionAttached.packed_calls);
+  // an older one gets every call in a message of its own.
+  bool pack_calls_ ABSL_GUARDED_BY(outbox_mu_) = false;
   absl::CondVar outbox_ready_;
   std::thread writer_;
 

@@ -2100,7 +2100,10 @@ func (x *WorkerRestarted) GetMessage() string {
 type SessionAttached struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The session.
-	Session       *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	Session *Session `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// The daemon takes packs of calls (ConnectRequest.calls). A client packs
+	// only when this is set: a daemon from before packs ignores them.
+	PackedCalls   bool `protobuf:"varint,2,opt,name=packed_calls,json=packedCalls,proto3" json:"packed_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2140,6 +2143,13 @@ func (x *SessionAttached) GetSession() *Session {
 		return x.Session
 	}
 	return nil
+}
+
+func (x *SessionAttached) GetPackedCalls() bool {
+	if x != nil {
+		return x.PackedCalls
+	}
+	return false
 }
 
 // Request for LoadLibrary.
@@ -5043,9 +5053,10 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x0fWorkerRestarted\x12*\n" +
 	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\x12;\n" +
 	"\x0eprevious_crash\x18\x02 \x01(\v2\x14.ffid.v1.CrashReportR\rpreviousCrash\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"=\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"`\n" +
 	"\x0fSessionAttached\x12*\n" +
-	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\"B\n" +
+	"\asession\x18\x01 \x01(\v2\x10.ffid.v1.SessionR\asession\x12!\n" +
+	"\fpacked_calls\x18\x02 \x01(\bR\vpackedCalls\"B\n" +
 	"\x12LoadLibraryRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"C\n" +

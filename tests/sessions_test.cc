@@ -51,9 +51,10 @@ std::set<pid_t> ChildrenOf(pid_t pid) {
   return children;
 }
 
-// Whether `pid` is a spare worker, waiting for a session ("--spare" on
-// its command line; a worker says "--worker").
-bool IsSpare(pid_t pid) {
+// Whether `pid` serves a session: a worker says "--worker" on its command
+// line. A spare waiting for a session says "--spare", and a child the
+// zygote has just cloned still says "--zygote" until it renames itself.
+bool IsSessionWorker(pid_t pid) {
   // read(), not a stream: the process may vanish while we read, and
   // libstdc++'s filebuf throws on ESRCH.
   int fd = open(absl::StrCat("/proc/", pid, "/cmdline").c_str(),
@@ -66,19 +67,18 @@ bool IsSpare(pid_t pid) {
     cmdline.append(buffer, static_cast<size_t>(n));
   }
   close(fd);
-  // A whole argument: the zygote's (and so a worker's) command line also
-  // holds --max-spares=N.
-  return cmdline.find(std::string("\0--spare\0", 9)) != std::string::npos;
+  // A whole argument (the last one).
+  return cmdline.find(std::string("\0--worker\0", 10)) != std::string::npos;
 }
 
 // The daemon's workers: the children of its zygote, its only child; with
-// `skip_spares`, not the spares still waiting for a session (a spare just
-// handed out says "--spare" until it has read its session).
+// `skip_spares`, only those serving a session (a spare just handed out
+// says "--spare" until it has read its session).
 std::set<pid_t> WorkersOf(pid_t daemon, bool skip_spares = false) {
   std::set<pid_t> workers;
   for (pid_t zygote : ChildrenOf(daemon)) {
     for (pid_t worker : ChildrenOf(zygote)) {
-      if (!skip_spares || !IsSpare(worker)) workers.insert(worker);
+      if (!skip_spares || IsSessionWorker(worker)) workers.insert(worker);
     }
   }
   return workers;

@@ -592,12 +592,12 @@ FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
   MarkMethodStreamed(
       descriptor->FindMethodByName("Read")->index(),
       new RawHandler([this](grpc::ServerContext* context, RawStream* stream) {
-        return RawRead(context, stream);
+        return ServeBytes(context, stream, "Read", &FfiService::ReadBytes);
       }));
   MarkMethodStreamed(
       descriptor->FindMethodByName("Write")->index(),
       new RawHandler([this](grpc::ServerContext* context, RawStream* stream) {
-        return RawWrite(context, stream);
+        return ServeBytes(context, stream, "Write", &FfiService::WriteBytes);
       }));
 }
 
@@ -1199,18 +1199,19 @@ absl::Status FfiService::DoAllocate(grpc::ServerContext& context,
   return absl::OkStatus();
 }
 
-grpc::Status FfiService::RawRead(
+grpc::Status FfiService::ServeBytes(
     grpc::ServerContext* context,
-    grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
+    grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream,
+    const char* rpc, BytesHandler handler) {
   grpc::ByteBuffer request_bytes;
   if (!stream->Read(&request_bytes)) {
-    return ToGrpcStatus(MakeError(absl::StatusCode::kInternal,
-                                  v1::ERROR_REASON_INTERNAL,
-                                  "the Read request did not arrive"));
+    return ToGrpcStatus(MakeError(
+        absl::StatusCode::kInternal, v1::ERROR_REASON_INTERNAL,
+        absl::StrCat("the ", rpc, " request did not arrive")));
   }
   grpc::ByteBuffer response;
   grpc::Status status =
-      ReadBytes(context, std::move(request_bytes), &response);
+      (this->*handler)(context, std::move(request_bytes), &response);
   if (!status.ok()) return status;
   // The last message: sent together with the status.
   stream->Write(response, grpc::WriteOptions().set_last_message());
@@ -1270,23 +1271,6 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
   Metrics::Get().BytesRead(answer.read().data().size());
   *response_bytes = SerializedBuffer(answer.read());
   return absl::OkStatus();
-}
-
-grpc::Status FfiService::RawWrite(
-    grpc::ServerContext* context,
-    grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream) {
-  grpc::ByteBuffer request_bytes;
-  if (!stream->Read(&request_bytes)) {
-    return ToGrpcStatus(MakeError(absl::StatusCode::kInternal,
-                                  v1::ERROR_REASON_INTERNAL,
-                                  "the Write request did not arrive"));
-  }
-  grpc::ByteBuffer response;
-  grpc::Status status =
-      WriteBytes(context, std::move(request_bytes), &response);
-  if (!status.ok()) return status;
-  stream->Write(response, grpc::WriteOptions().set_last_message());
-  return grpc::Status::OK;
 }
 
 grpc::Status FfiService::WriteBytes(grpc::ServerContext* context,

@@ -105,7 +105,7 @@ class FfiService final : public v1::Ffi::Service {
                         const v1::AllocateRequest* request,
                         v1::AllocateResponse* response) override;
   // Read and Write are not overridden: the constructor gives them handlers
-  // of gRPC's raw buffers (RawRead, RawWrite below), which do this with the
+  // of gRPC's raw buffers (ServeBytes below), which do this with the
   // request's serialized bytes; `response` gets the serialized answer.
   // Public for callers in this process that have no gRPC stream (the
   // service fuzzer, tests/fuzz).
@@ -190,12 +190,15 @@ class FfiService final : public v1::Ffi::Service {
   // Read and Write on gRPC's raw buffers (server/bulk_bytes.h): the bytes
   // of an arena block go between it and gRPC's buffers with one copy,
   // instead of through a parsed or serialized message's string.
-  grpc::Status RawRead(
+  // Serves the Read or Write RPC (`rpc`, for messages) on its one
+  // request's bytes with `handler` (ReadBytes, WriteBytes).
+  using BytesHandler = grpc::Status (FfiService::*)(grpc::ServerContext*,
+                                                    grpc::ByteBuffer,
+                                                    grpc::ByteBuffer*);
+  grpc::Status ServeBytes(
       grpc::ServerContext* context,
-      grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream);
-  grpc::Status RawWrite(
-      grpc::ServerContext* context,
-      grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream);
+      grpc::ServerUnaryStreamer<grpc::ByteBuffer, grpc::ByteBuffer>* stream,
+      const char* rpc, BytesHandler handler);
   [[nodiscard]] absl::Status DoRead(grpc::ServerContext& context,
                                     const v1::ReadRequest& request,
                                     grpc::ByteBuffer* response);

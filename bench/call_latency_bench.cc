@@ -141,6 +141,17 @@ class EchoServiceImpl final : public EchoService::Service {
     }
     return grpc::Status::OK;
   }
+  grpc::Status EchoStream(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<EchoResponse, EchoRequest>* stream) override {
+    EchoRequest request;
+    EchoResponse response;
+    while (stream->Read(&request)) {
+      response.set_payload(request.payload());
+      if (!stream->Write(response)) break;
+    }
+    return grpc::Status::OK;
+  }
 };
 
 // The same channel settings as ffid::client::Client::Connect, so both figures
@@ -193,6 +204,34 @@ void BM_GrpcEcho(benchmark::State& state, EchoService::Stub* stub,
                response.payload().size() == 16;
       },
       "Echo failed");
+}
+
+// 16 bytes there and back on one EchoStream kept open: a call's cost on a
+// stream, for reference (the baseline is the unary Echo).
+void BM_GrpcEchoStream(benchmark::State& state, EchoService::Stub* stub) {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<EchoRequest, EchoResponse>> stream =
+      stub->EchoStream(&context);
+  EchoRequest request;
+  request.set_payload(std::string(16, 'x'));
+  EchoResponse response;
+  std::vector<double>& samples = Samples()["echo_stream_process"];
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    (void)stream->Write(request);
+    (void)stream->Read(&response);
+  }
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    const bool ok = stream->Write(request) && stream->Read(&response);
+    Record(state, samples, Clock::now() - start);
+    if (!ok || response.payload().size() != 16) {
+      state.SkipWithError("EchoStream failed");
+      return;
+    }
+  }
+  stream->WritesDone();
+  (void)stream->Finish();
+  SetCounters(state, samples);
 }
 
 // ---------------------------------------------------------------- ffid
@@ -346,6 +385,27 @@ void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
     }
     if (response->result().int_value() != 42) {
       state.SkipWithError("fx_add(2, 40) did not return 42");
+      return;
+    }
+  }
+  SetCounters(state, samples);
+}
+
+// One call at a time on the Connect stream: CallAsync, then wait for it.
+void BM_FfidCallOnStream(benchmark::State& state, FfidTarget* target) {
+  const std::vector<v1::Value> arguments = {client::MakeInt(2),
+                                            client::MakeInt(40)};
+  for (int i = 0; i < kWarmupRoundTrips; ++i) {
+    (void)target->session->CallAsync(target->function, arguments).get();
+  }
+  std::vector<double>& samples = Samples()["call_stream"];
+  for (auto _ : state) {
+    const Clock::time_point start = Clock::now();
+    absl::StatusOr<v1::CallResponse> response =
+        target->session->CallAsync(target->function, arguments).get();
+    Record(state, samples, Clock::now() - start);
+    if (!response.ok() || response->result().int_value() != 42) {
+      state.SkipWithError("fx_add(2, 40) on the stream failed");
       return;
     }
   }
@@ -1057,6 +1117,11 @@ int Main(int argc, char** argv) {
           ->Iterations(kRoundTrips)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("grpc_echo_stream_process",
+                                   BM_GrpcEchoStream, echo_process_stub.get())
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark("ffid_server_info", BM_ServerInfo,
                                    ffid_stub.get())
           ->Iterations(kRoundTrips)
@@ -1068,6 +1133,11 @@ int Main(int argc, char** argv) {
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
       benchmark::RegisterBenchmark("ffid_call_fx_add", BM_FfidCall, &target)
+          ->Iterations(kRoundTrips)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+      benchmark::RegisterBenchmark("ffid_call_on_stream", BM_FfidCallOnStream,
+                                   &target)
           ->Iterations(kRoundTrips)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);

@@ -24,6 +24,17 @@ class EchoServiceImpl final : public EchoService::Service {
     response->set_payload(request->payload());
     return grpc::Status::OK;
   }
+  grpc::Status EchoStream(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<EchoResponse, EchoRequest>* stream) override {
+    EchoRequest request;
+    EchoResponse response;
+    while (stream->Read(&request)) {
+      response.set_payload(request.payload());
+      if (!stream->Write(response)) break;
+    }
+    return grpc::Status::OK;
+  }
 };
 
 int Main(int argc, char** argv) {

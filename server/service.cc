@@ -57,9 +57,11 @@ absl::StatusOr<WorkerResponse> Forward(grpc::ServerContext& context,
                                        Session& session,
                                        WorkerRequest request,
                                        std::string description,
-                                       std::string function = "") {
+                                       std::string function = "",
+                                       absl::Time cap =
+                                           absl::InfiniteFuture()) {
   // The session's maximum call duration caps the client's deadline.
-  absl::Time deadline = DeadlineOf(context);
+  absl::Time deadline = std::min(DeadlineOf(context), cap);
   const absl::Duration max_call = session.policy().max_call_duration;
   if (max_call != absl::InfiniteDuration()) {
     deadline = std::min(deadline, absl::Now() + max_call);
@@ -1083,7 +1085,8 @@ grpc::Status FfiService::Call(grpc::ServerContext* context,
 
 absl::Status FfiService::DoCall(grpc::ServerContext& context,
                                 const v1::CallRequest& request,
-                                v1::CallResponse* response) {
+                                v1::CallResponse* response,
+                                absl::Time deadline) {
   ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
   WorkerRequest forward;
   std::string description;
@@ -1092,10 +1095,62 @@ absl::Status FfiService::DoCall(grpc::ServerContext& context,
       PrepareCall(*session, request, forward, &description, &symbol));
   ASSIGN_OR_RETURN(WorkerResponse answer,
                    Forward(context, *session, std::move(forward),
-                           std::move(description), symbol));
+                           std::move(description), symbol, deadline));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kCall, "Call"));
   *response = std::move(*answer.mutable_call());
   return absl::OkStatus();
+}
+
+grpc::Status FfiService::CallStream(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::CallStreamResponse, v1::CallStreamRequest>*
+        stream) {
+  if (call_streams_.fetch_add(1) >= kMaxCallStreams) {
+    call_streams_.fetch_sub(1);
+    return ToGrpcStatus(MakeError(
+        absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_RESOURCE_LIMIT,
+        absl::StrCat("ffid keeps at most ", kMaxCallStreams,
+                     " CallStream streams open at once; use the Call RPC, "
+                     "or close idle streams")));
+  }
+  v1::CallStreamRequest request;
+  v1::CallStreamResponse response;
+  const bool audit =
+      options_.access != nullptr && options_.access->AuditCalls();
+  while (stream->Read(&request)) {
+    response.Clear();
+    const absl::Time started = absl::Now();
+    absl::Status status;
+    absl::Time deadline = absl::InfiniteFuture();
+    if (request.has_timeout()) {
+      const absl::Duration timeout =
+          absl::Seconds(request.timeout().seconds()) +
+          absl::Nanoseconds(request.timeout().nanos());
+      if (timeout < absl::ZeroDuration()) {
+        status = InvalidArgumentError(
+            v1::ERROR_REASON_INVALID_REQUEST,
+            "field 'timeout' is negative: give how long the call may take, "
+            "or leave it unset for no limit of its own");
+      }
+      deadline = started + timeout;
+    }
+    if (status.ok()) {
+      status = DoCall(*context, request.call(), response.mutable_call(),
+                      deadline);
+    }
+    Metrics::Get().RecordCall(
+        "call_stream",
+        status.ok() ? "OK" : ReasonName(GetErrorReason(status)),
+        absl::Now() - started);
+    if (audit) Audit(*context, "Call", request.call().function(), status);
+    if (!status.ok()) {
+      response.Clear();
+      response.set_error_status(StatusToProto(status).SerializeAsString());
+    }
+    if (!stream->Write(response)) break;
+  }
+  call_streams_.fetch_sub(1);
+  return grpc::Status::OK;
 }
 
 grpc::Status FfiService::Batch(grpc::ServerContext* context,

@@ -14,6 +14,12 @@
 // worker reach the client through the same writer (Session routes them);
 // the client's CallbackResults go back through Session::AnswerInvocation.
 //
+// CallStream streams carry one synchronous call at a time each: the RPC's
+// thread reads a call, runs it as the Call RPC does (DoCall) and writes the
+// answer itself, so a call costs the stream's two messages and no thread
+// hand-off. Each open stream holds a server thread, so at most
+// kMaxCallStreams are open at once.
+//
 // Synchronous gRPC API: it is the simplest to get right, gRPC runs each
 // in-flight RPC on its own thread, and a forwarded request blocks that
 // thread on the worker anyway (the worker runs one request at a time). The
@@ -26,6 +32,7 @@
 #ifndef FFID_SERVER_SERVICE_H_
 #define FFID_SERVER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -42,6 +49,10 @@
 #include "server/worker/channel.h"
 
 namespace ffid::server {
+
+// CallStream streams open at once, at most (each holds a server thread
+// while it is open, idle or not).
+inline constexpr int kMaxCallStreams = 128;
 
 struct ServiceOptions {
   // Globs a library's real path must match.
@@ -136,6 +147,10 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status OpenArena(grpc::ServerContext* context,
                          const v1::OpenArenaRequest* request,
                          v1::OpenArenaResponse* response) override;
+  grpc::Status CallStream(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::CallStreamResponse, v1::CallStreamRequest>*
+          stream) override;
 
  private:
   // Identifies the caller (access control) and, when `rate_limited`,
@@ -175,9 +190,11 @@ class FfiService final : public v1::Ffi::Service {
   [[nodiscard]] absl::Status DoResolveFunction(grpc::ServerContext& context,
                                  const v1::ResolveFunctionRequest& request,
                                  v1::ResolveFunctionResponse* response);
-  [[nodiscard]] absl::Status DoCall(grpc::ServerContext& context,
-                      const v1::CallRequest& request,
-                      v1::CallResponse* response);
+  // `deadline` caps the RPC's own deadline (CallStream's per-call timeout).
+  [[nodiscard]] absl::Status DoCall(
+      grpc::ServerContext& context, const v1::CallRequest& request,
+      v1::CallResponse* response,
+      absl::Time deadline = absl::InfiniteFuture());
   [[nodiscard]] absl::Status DoOpenArena(grpc::ServerContext& context,
                                          const v1::OpenArenaRequest& request,
                                          v1::OpenArenaResponse* response);
@@ -230,6 +247,8 @@ class FfiService final : public v1::Ffi::Service {
   SessionManager& sessions_;
   ServiceOptions options_;  // Set in the constructor, then read-only.
   const Allowlist allowlist_;
+  // CallStream streams open now (at most kMaxCallStreams).
+  std::atomic<int> call_streams_{0};
 };
 
 }  // namespace ffid::server

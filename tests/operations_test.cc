@@ -189,9 +189,13 @@ TEST_F(OperationsTest, MetricsCountCallsCrashesSessionsAndBytes) {
   absl::StatusOr<client::Function> add =
       Resolve(*session, "int fx_add(int a, int b)");
   ASSERT_TRUE(add.ok()) << add.status();
+  // Calls without a timeout go on a CallStream, with one the unary RPC.
   for (int i = 0; i < 3; ++i) {
     ASSERT_TRUE(session->Call(*add, {MakeInt(i), MakeInt(1)}).ok());
   }
+  client::CallOptions unary;
+  unary.timeout = absl::Seconds(30);
+  ASSERT_TRUE(session->Call(*add, {MakeInt(7), MakeInt(1)}, unary).ok());
   absl::StatusOr<client::Memory> memory = session->Allocate(64);
   ASSERT_TRUE(memory.ok()) << memory.status();
   ASSERT_TRUE(session->Write(memory->handle, 0, std::string(40, 'x')).ok());
@@ -203,14 +207,17 @@ TEST_F(OperationsTest, MetricsCountCallsCrashesSessionsAndBytes) {
       Resolve(*victim, "void fx_crash_null(void)");
   ASSERT_TRUE(crash.ok()) << crash.status();
   const pid_t victim_pid = victim->worker_pid();
-  absl::StatusOr<v1::CallResponse> crashed = victim->Call(*crash, {});
+  absl::StatusOr<v1::CallResponse> crashed = victim->Call(*crash, {}, unary);
   EXPECT_THAT(crashed, HasReason("WORKER_CRASHED"));
   ASSERT_TRUE(WaitForProcessGone(victim_pid, kWait));
 
   const std::string metrics = Scrape(port);
   ASSERT_FALSE(metrics.empty());
+  EXPECT_EQ(
+      Sample(metrics, R"(ffid_calls_total{reason="OK",via="call_stream"})"),
+      3);
   EXPECT_EQ(Sample(metrics, R"(ffid_calls_total{reason="OK",via="unary"})"),
-            3);
+            1);
   EXPECT_EQ(Sample(metrics,
                    R"(ffid_calls_total{reason="WORKER_CRASHED",via="unary"})"),
             1)
@@ -220,7 +227,10 @@ TEST_F(OperationsTest, MetricsCountCallsCrashesSessionsAndBytes) {
              R"(ffid_rpcs_total{code="UNAVAILABLE",method="ffid.v1.Ffi/Call",reason="WORKER_CRASHED"})"),
       1);
   EXPECT_EQ(Sample(metrics, R"(ffid_call_duration_seconds_count{via="unary"})"),
-            4);
+            2);
+  EXPECT_EQ(Sample(metrics,
+                   R"(ffid_call_duration_seconds_count{via="call_stream"})"),
+            3);
   EXPECT_EQ(Sample(metrics, R"(ffid_worker_crashes_total{signal="SIGSEGV"})"),
             1);
   EXPECT_EQ(Sample(metrics, "ffid_sessions"), 2);

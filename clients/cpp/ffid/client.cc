@@ -225,6 +225,7 @@ Session::Session(std::shared_ptr<v1::Ffi::Stub> stub,
                  std::shared_ptr<grpc::Channel> channel,
                  const v1::Session& session)
     : stub_(std::move(stub)),
+      call_streams_(std::make_unique<CallStreams>(stub_)),
       channel_(std::move(channel)),
       id_(session.id()),
       worker_pid_(session.worker_pid()) {}
@@ -812,9 +813,17 @@ absl::StatusOr<Function> Session::ResolveFunction(
 absl::StatusOr<v1::CallResponse> Session::Call(
     const Function& function, std::vector<v1::Value> arguments,
     const CallOptions& options) const {
-  v1::CallRequest request =
-      MakeCallRequest(function, std::move(arguments), options);
+  v1::CallStreamRequest on_stream;
+  v1::CallRequest& request = *on_stream.mutable_call();
+  request = MakeCallRequest(function, std::move(arguments), options);
   request.set_session(id_);
+  // A call with a timeout takes the unary RPC, whose deadline the client
+  // enforces too, not only the daemon.
+  if (options.timeout == absl::InfiniteDuration()) {
+    std::optional<absl::StatusOr<v1::CallResponse>> answered =
+        call_streams_->Call(on_stream);
+    if (answered.has_value()) return *std::move(answered);
+  }
   v1::CallResponse response;
   grpc::ClientContext context;
   SetDeadline(context, options.timeout);

@@ -23,7 +23,10 @@
 // callback would wait behind the call that is running the callback.)
 //
 // Pipelining: CallAsync sends a call on the Connect stream and returns at
-// once; many may be in flight. Call is the unary RPC.
+// once; many may be in flight. Call without a timeout goes on a CallStream
+// kept open (clients/cpp/ffid/call_streams.h), which costs less than a
+// unary RPC; with a timeout, or against a daemon without CallStream, it is
+// the unary Call RPC.
 //
 // Thread-safety: Client and Session are thread-safe (every method may be
 // called concurrently from several threads) except that a Session must not be
@@ -57,6 +60,7 @@
 #include "clients/cpp/ffid/arena.h"
 #include "clients/cpp/ffid/connection.h"
 #include "ffid/v1/errors.pb.h"
+#include "clients/cpp/ffid/call_streams.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "ffid/v1/ffid.pb.h"
 #include "ffid/v1/types.pb.h"
@@ -520,6 +524,8 @@ class Session {
   void RunInvocation(Invocation invocation);
 
   std::shared_ptr<v1::Ffi::Stub> stub_;
+  // Streams for Call (created with the session, thread-safe itself).
+  const std::unique_ptr<CallStreams> call_streams_;
   // The stub's channel: big Reads and Writes go on it as raw bytes
   // (grpc::GenericStub), so their data is not copied into messages.
   std::shared_ptr<grpc::Channel> channel_;

@@ -2851,6 +2851,122 @@ func (x *CallResponse) GetResultPointer() *PointerValue {
 	return nil
 }
 
+// One call on a CallStream.
+type CallStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call, as the Call RPC takes it (`session` names its session; the
+	// calls of one stream may name different sessions of the same client).
+	Call *CallRequest `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	// At most this long for this call, as a Call RPC's deadline: past it the
+	// call fails with DEADLINE_EXCEEDED and the worker is killed, as for any
+	// call that overruns its deadline. Unset: only the stream's own deadline
+	// and the session's maximum call duration apply.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallStreamRequest) Reset() {
+	*x = CallStreamRequest{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStreamRequest) ProtoMessage() {}
+
+func (x *CallStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStreamRequest.ProtoReflect.Descriptor instead.
+func (*CallStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CallStreamRequest) GetCall() *CallRequest {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *CallStreamRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// The answer to one CallStreamRequest.
+type CallStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's response, when it succeeded.
+	Call *CallResponse `protobuf:"bytes,1,opt,name=call,proto3" json:"call,omitempty"`
+	// Empty on success. On failure: a serialized google.rpc.Status, exactly
+	// what a failed Call RPC carries in its status (code, message, details
+	// with ErrorInfo and, for a crash, CrashReport).
+	ErrorStatus   []byte `protobuf:"bytes,2,opt,name=error_status,json=errorStatus,proto3" json:"error_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallStreamResponse) Reset() {
+	*x = CallStreamResponse{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallStreamResponse) ProtoMessage() {}
+
+func (x *CallStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallStreamResponse.ProtoReflect.Descriptor instead.
+func (*CallStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *CallStreamResponse) GetCall() *CallResponse {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+func (x *CallStreamResponse) GetErrorStatus() []byte {
+	if x != nil {
+		return x.ErrorStatus
+	}
+	return nil
+}
+
 // Request for Allocate.
 type AllocateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2878,7 +2994,7 @@ type AllocateRequest struct {
 
 func (x *AllocateRequest) Reset() {
 	*x = AllocateRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3006,7 @@ func (x *AllocateRequest) String() string {
 func (*AllocateRequest) ProtoMessage() {}
 
 func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[32]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3019,7 @@ func (x *AllocateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateRequest.ProtoReflect.Descriptor instead.
 func (*AllocateRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{32}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AllocateRequest) GetSession() string {
@@ -2975,7 +3091,7 @@ type AllocateResponse struct {
 
 func (x *AllocateResponse) Reset() {
 	*x = AllocateResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3103,7 @@ func (x *AllocateResponse) String() string {
 func (*AllocateResponse) ProtoMessage() {}
 
 func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[33]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3116,7 @@ func (x *AllocateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocateResponse.ProtoReflect.Descriptor instead.
 func (*AllocateResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{33}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AllocateResponse) GetMemory() string {
@@ -3049,7 +3165,7 @@ type OpenArenaRequest struct {
 
 func (x *OpenArenaRequest) Reset() {
 	*x = OpenArenaRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3177,7 @@ func (x *OpenArenaRequest) String() string {
 func (*OpenArenaRequest) ProtoMessage() {}
 
 func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[34]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3190,7 @@ func (x *OpenArenaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenArenaRequest.ProtoReflect.Descriptor instead.
 func (*OpenArenaRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{34}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OpenArenaRequest) GetSession() string {
@@ -3107,7 +3223,7 @@ type OpenArenaResponse struct {
 
 func (x *OpenArenaResponse) Reset() {
 	*x = OpenArenaResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3235,7 @@ func (x *OpenArenaResponse) String() string {
 func (*OpenArenaResponse) ProtoMessage() {}
 
 func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[35]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3248,7 @@ func (x *OpenArenaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenArenaResponse.ProtoReflect.Descriptor instead.
 func (*OpenArenaResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{35}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *OpenArenaResponse) GetSize() uint64 {
@@ -3186,7 +3302,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3198,7 +3314,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[36]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3211,7 +3327,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{36}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadRequest) GetSession() string {
@@ -3262,7 +3378,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3274,7 +3390,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[37]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3287,7 +3403,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{37}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadResponse) GetData() []byte {
@@ -3328,7 +3444,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3340,7 +3456,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[38]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3353,7 +3469,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{38}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *WriteRequest) GetSession() string {
@@ -3407,7 +3523,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +3535,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[39]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +3548,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{39}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
 }
 
 // Request for Free.
@@ -3448,7 +3564,7 @@ type FreeRequest struct {
 
 func (x *FreeRequest) Reset() {
 	*x = FreeRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3460,7 +3576,7 @@ func (x *FreeRequest) String() string {
 func (*FreeRequest) ProtoMessage() {}
 
 func (x *FreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[40]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3473,7 +3589,7 @@ func (x *FreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeRequest.ProtoReflect.Descriptor instead.
 func (*FreeRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{40}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *FreeRequest) GetSession() string {
@@ -3499,7 +3615,7 @@ type FreeResponse struct {
 
 func (x *FreeResponse) Reset() {
 	*x = FreeResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3511,7 +3627,7 @@ func (x *FreeResponse) String() string {
 func (*FreeResponse) ProtoMessage() {}
 
 func (x *FreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[41]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3524,7 +3640,7 @@ func (x *FreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeResponse.ProtoReflect.Descriptor instead.
 func (*FreeResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
 }
 
 // Request for RegisterCallback.
@@ -3555,7 +3671,7 @@ type RegisterCallbackRequest struct {
 
 func (x *RegisterCallbackRequest) Reset() {
 	*x = RegisterCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3567,7 +3683,7 @@ func (x *RegisterCallbackRequest) String() string {
 func (*RegisterCallbackRequest) ProtoMessage() {}
 
 func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3580,7 +3696,7 @@ func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackRequest.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegisterCallbackRequest) GetSession() string {
@@ -3678,7 +3794,7 @@ type RegisterCallbackResponse struct {
 
 func (x *RegisterCallbackResponse) Reset() {
 	*x = RegisterCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3690,7 +3806,7 @@ func (x *RegisterCallbackResponse) String() string {
 func (*RegisterCallbackResponse) ProtoMessage() {}
 
 func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3703,7 +3819,7 @@ func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackResponse.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RegisterCallbackResponse) GetCallback() string {
@@ -3740,7 +3856,7 @@ type ReleaseCallbackRequest struct {
 
 func (x *ReleaseCallbackRequest) Reset() {
 	*x = ReleaseCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3752,7 +3868,7 @@ func (x *ReleaseCallbackRequest) String() string {
 func (*ReleaseCallbackRequest) ProtoMessage() {}
 
 func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3765,7 +3881,7 @@ func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReleaseCallbackRequest) GetSession() string {
@@ -3791,7 +3907,7 @@ type ReleaseCallbackResponse struct {
 
 func (x *ReleaseCallbackResponse) Reset() {
 	*x = ReleaseCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3803,7 +3919,7 @@ func (x *ReleaseCallbackResponse) String() string {
 func (*ReleaseCallbackResponse) ProtoMessage() {}
 
 func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3816,7 +3932,7 @@ func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
 }
 
 // Request for Adopt.
@@ -3842,7 +3958,7 @@ type AdoptRequest struct {
 
 func (x *AdoptRequest) Reset() {
 	*x = AdoptRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3854,7 +3970,7 @@ func (x *AdoptRequest) String() string {
 func (*AdoptRequest) ProtoMessage() {}
 
 func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3867,7 +3983,7 @@ func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptRequest.ProtoReflect.Descriptor instead.
 func (*AdoptRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AdoptRequest) GetSession() string {
@@ -3919,7 +4035,7 @@ type AdoptResponse struct {
 
 func (x *AdoptResponse) Reset() {
 	*x = AdoptResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3931,7 +4047,7 @@ func (x *AdoptResponse) String() string {
 func (*AdoptResponse) ProtoMessage() {}
 
 func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3944,7 +4060,7 @@ func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptResponse.ProtoReflect.Descriptor instead.
 func (*AdoptResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AdoptResponse) GetMemory() string {
@@ -3983,7 +4099,7 @@ type ResolveVariableRequest struct {
 
 func (x *ResolveVariableRequest) Reset() {
 	*x = ResolveVariableRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3995,7 +4111,7 @@ func (x *ResolveVariableRequest) String() string {
 func (*ResolveVariableRequest) ProtoMessage() {}
 
 func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4008,7 +4124,7 @@ func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableRequest.ProtoReflect.Descriptor instead.
 func (*ResolveVariableRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ResolveVariableRequest) GetSession() string {
@@ -4093,7 +4209,7 @@ type ResolveVariableResponse struct {
 
 func (x *ResolveVariableResponse) Reset() {
 	*x = ResolveVariableResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4105,7 +4221,7 @@ func (x *ResolveVariableResponse) String() string {
 func (*ResolveVariableResponse) ProtoMessage() {}
 
 func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4118,7 +4234,7 @@ func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableResponse.ProtoReflect.Descriptor instead.
 func (*ResolveVariableResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ResolveVariableResponse) GetMemory() string {
@@ -4158,7 +4274,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4170,7 +4286,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4183,7 +4299,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
 }
 
 // Response for GetServerInfo.
@@ -4210,7 +4326,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4222,7 +4338,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4235,7 +4351,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetServerInfoResponse) GetSandbox() *SandboxStatus {
@@ -4294,7 +4410,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4306,7 +4422,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4319,7 +4435,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *BatchRequest) GetSession() string {
@@ -4362,7 +4478,7 @@ type BatchStep struct {
 
 func (x *BatchStep) Reset() {
 	*x = BatchStep{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4374,7 +4490,7 @@ func (x *BatchStep) String() string {
 func (*BatchStep) ProtoMessage() {}
 
 func (x *BatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4387,7 +4503,7 @@ func (x *BatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStep.ProtoReflect.Descriptor instead.
 func (*BatchStep) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *BatchStep) GetRequest() isBatchStep_Request {
@@ -4543,7 +4659,7 @@ type BatchReference struct {
 
 func (x *BatchReference) Reset() {
 	*x = BatchReference{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4555,7 +4671,7 @@ func (x *BatchReference) String() string {
 func (*BatchReference) ProtoMessage() {}
 
 func (x *BatchReference) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4568,7 +4684,7 @@ func (x *BatchReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReference.ProtoReflect.Descriptor instead.
 func (*BatchReference) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *BatchReference) GetStep() uint32 {
@@ -4617,7 +4733,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4629,7 +4745,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4642,7 +4758,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{55}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BatchResponse) GetResults() []*BatchStepResult {
@@ -4672,7 +4788,7 @@ type BatchStepResult struct {
 
 func (x *BatchStepResult) Reset() {
 	*x = BatchStepResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4684,7 +4800,7 @@ func (x *BatchStepResult) String() string {
 func (*BatchStepResult) ProtoMessage() {}
 
 func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4697,7 +4813,7 @@ func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStepResult.ProtoReflect.Descriptor instead.
 func (*BatchStepResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{56}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BatchStepResult) GetResponse() isBatchStepResult_Response {
@@ -4830,7 +4946,7 @@ type CallColumns struct {
 
 func (x *CallColumns) Reset() {
 	*x = CallColumns{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4842,7 +4958,7 @@ func (x *CallColumns) String() string {
 func (*CallColumns) ProtoMessage() {}
 
 func (x *CallColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4855,7 +4971,7 @@ func (x *CallColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallColumns.ProtoReflect.Descriptor instead.
 func (*CallColumns) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{57}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *CallColumns) GetFunction() string {
@@ -4893,7 +5009,7 @@ type CallColumnsResponse struct {
 
 func (x *CallColumnsResponse) Reset() {
 	*x = CallColumnsResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4905,7 +5021,7 @@ func (x *CallColumnsResponse) String() string {
 func (*CallColumnsResponse) ProtoMessage() {}
 
 func (x *CallColumnsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4918,7 +5034,7 @@ func (x *CallColumnsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallColumnsResponse.ProtoReflect.Descriptor instead.
 func (*CallColumnsResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{58}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CallColumnsResponse) GetResults() *ValueColumn {
@@ -5103,7 +5219,13 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x0eresult_pointer\x18\x04 \x01(\v2\x15.ffid.v1.PointerValueR\rresultPointer\x1aL\n" +
 	"\x0eOutValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12$\n" +
-	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"\xab\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x0e.ffid.v1.ValueR\x05value:\x028\x01\"r\n" +
+	"\x11CallStreamRequest\x12(\n" +
+	"\x04call\x18\x01 \x01(\v2\x14.ffid.v1.CallRequestR\x04call\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"b\n" +
+	"\x12CallStreamResponse\x12)\n" +
+	"\x04call\x18\x01 \x01(\v2\x15.ffid.v1.CallResponseR\x04call\x12!\n" +
+	"\ferror_status\x18\x02 \x01(\fR\verrorStatus\"\xab\x02\n" +
 	"\x0fAllocateRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12#\n" +
@@ -5255,7 +5377,7 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x15CallbackFailurePolicy\x12'\n" +
 	"#CALLBACK_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12*\n" +
 	"&CALLBACK_FAILURE_POLICY_RETURN_DEFAULT\x10\x01\x12,\n" +
-	"(CALLBACK_FAILURE_POLICY_TERMINATE_WORKER\x10\x022\x9b\v\n" +
+	"(CALLBACK_FAILURE_POLICY_TERMINATE_WORKER\x10\x022\xe6\v\n" +
 	"\x03Ffi\x12N\n" +
 	"\rCreateSession\x12\x1d.ffid.v1.CreateSessionRequest\x1a\x1e.ffid.v1.CreateSessionResponse\x12E\n" +
 	"\n" +
@@ -5277,7 +5399,9 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x0fResolveVariable\x12\x1f.ffid.v1.ResolveVariableRequest\x1a .ffid.v1.ResolveVariableResponse\x12N\n" +
 	"\rGetServerInfo\x12\x1d.ffid.v1.GetServerInfoRequest\x1a\x1e.ffid.v1.GetServerInfoResponse\x126\n" +
 	"\x05Batch\x12\x15.ffid.v1.BatchRequest\x1a\x16.ffid.v1.BatchResponse\x12B\n" +
-	"\tOpenArena\x12\x19.ffid.v1.OpenArenaRequest\x1a\x1a.ffid.v1.OpenArenaResponseB>\n" +
+	"\tOpenArena\x12\x19.ffid.v1.OpenArenaRequest\x1a\x1a.ffid.v1.OpenArenaResponse\x12I\n" +
+	"\n" +
+	"CallStream\x12\x1a.ffid.v1.CallStreamRequest\x1a\x1b.ffid.v1.CallStreamResponse(\x010\x01B>\n" +
 	"\vdev.ffid.v1P\x01Z-github.com/ffid/ffid/clients/go/ffidpb;ffidpbb\x06proto3"
 
 var (
@@ -5293,7 +5417,7 @@ func file_ffid_v1_ffid_proto_rawDescGZIP() []byte {
 }
 
 var file_ffid_v1_ffid_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_ffid_v1_ffid_proto_goTypes = []any{
 	(AllocationPlacement)(0),          // 0: ffid.v1.AllocationPlacement
 	(ResultOwnership)(0),              // 1: ffid.v1.ResultOwnership
@@ -5332,55 +5456,57 @@ var file_ffid_v1_ffid_proto_goTypes = []any{
 	(*ResolveFunctionResponse)(nil),   // 34: ffid.v1.ResolveFunctionResponse
 	(*CallRequest)(nil),               // 35: ffid.v1.CallRequest
 	(*CallResponse)(nil),              // 36: ffid.v1.CallResponse
-	(*AllocateRequest)(nil),           // 37: ffid.v1.AllocateRequest
-	(*AllocateResponse)(nil),          // 38: ffid.v1.AllocateResponse
-	(*OpenArenaRequest)(nil),          // 39: ffid.v1.OpenArenaRequest
-	(*OpenArenaResponse)(nil),         // 40: ffid.v1.OpenArenaResponse
-	(*ReadRequest)(nil),               // 41: ffid.v1.ReadRequest
-	(*ReadResponse)(nil),              // 42: ffid.v1.ReadResponse
-	(*WriteRequest)(nil),              // 43: ffid.v1.WriteRequest
-	(*WriteResponse)(nil),             // 44: ffid.v1.WriteResponse
-	(*FreeRequest)(nil),               // 45: ffid.v1.FreeRequest
-	(*FreeResponse)(nil),              // 46: ffid.v1.FreeResponse
-	(*RegisterCallbackRequest)(nil),   // 47: ffid.v1.RegisterCallbackRequest
-	(*RegisterCallbackResponse)(nil),  // 48: ffid.v1.RegisterCallbackResponse
-	(*ReleaseCallbackRequest)(nil),    // 49: ffid.v1.ReleaseCallbackRequest
-	(*ReleaseCallbackResponse)(nil),   // 50: ffid.v1.ReleaseCallbackResponse
-	(*AdoptRequest)(nil),              // 51: ffid.v1.AdoptRequest
-	(*AdoptResponse)(nil),             // 52: ffid.v1.AdoptResponse
-	(*ResolveVariableRequest)(nil),    // 53: ffid.v1.ResolveVariableRequest
-	(*ResolveVariableResponse)(nil),   // 54: ffid.v1.ResolveVariableResponse
-	(*GetServerInfoRequest)(nil),      // 55: ffid.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),     // 56: ffid.v1.GetServerInfoResponse
-	(*BatchRequest)(nil),              // 57: ffid.v1.BatchRequest
-	(*BatchStep)(nil),                 // 58: ffid.v1.BatchStep
-	(*BatchReference)(nil),            // 59: ffid.v1.BatchReference
-	(*BatchResponse)(nil),             // 60: ffid.v1.BatchResponse
-	(*BatchStepResult)(nil),           // 61: ffid.v1.BatchStepResult
-	(*CallColumns)(nil),               // 62: ffid.v1.CallColumns
-	(*CallColumnsResponse)(nil),       // 63: ffid.v1.CallColumnsResponse
-	nil,                               // 64: ffid.v1.CallResponse.OutValuesEntry
-	(*durationpb.Duration)(nil),       // 65: google.protobuf.Duration
-	(*CrashReport)(nil),               // 66: ffid.v1.CrashReport
-	(*Value)(nil),                     // 67: ffid.v1.Value
-	(*FunctionDeclaration)(nil),       // 68: ffid.v1.FunctionDeclaration
-	(*TypeDeclaration)(nil),           // 69: ffid.v1.TypeDeclaration
-	(*VariableDeclaration)(nil),       // 70: ffid.v1.VariableDeclaration
-	(*FunctionType)(nil),              // 71: ffid.v1.FunctionType
-	(*TypeDescriptor)(nil),            // 72: ffid.v1.TypeDescriptor
-	(*PointerValue)(nil),              // 73: ffid.v1.PointerValue
-	(*ValueColumn)(nil),               // 74: ffid.v1.ValueColumn
+	(*CallStreamRequest)(nil),         // 37: ffid.v1.CallStreamRequest
+	(*CallStreamResponse)(nil),        // 38: ffid.v1.CallStreamResponse
+	(*AllocateRequest)(nil),           // 39: ffid.v1.AllocateRequest
+	(*AllocateResponse)(nil),          // 40: ffid.v1.AllocateResponse
+	(*OpenArenaRequest)(nil),          // 41: ffid.v1.OpenArenaRequest
+	(*OpenArenaResponse)(nil),         // 42: ffid.v1.OpenArenaResponse
+	(*ReadRequest)(nil),               // 43: ffid.v1.ReadRequest
+	(*ReadResponse)(nil),              // 44: ffid.v1.ReadResponse
+	(*WriteRequest)(nil),              // 45: ffid.v1.WriteRequest
+	(*WriteResponse)(nil),             // 46: ffid.v1.WriteResponse
+	(*FreeRequest)(nil),               // 47: ffid.v1.FreeRequest
+	(*FreeResponse)(nil),              // 48: ffid.v1.FreeResponse
+	(*RegisterCallbackRequest)(nil),   // 49: ffid.v1.RegisterCallbackRequest
+	(*RegisterCallbackResponse)(nil),  // 50: ffid.v1.RegisterCallbackResponse
+	(*ReleaseCallbackRequest)(nil),    // 51: ffid.v1.ReleaseCallbackRequest
+	(*ReleaseCallbackResponse)(nil),   // 52: ffid.v1.ReleaseCallbackResponse
+	(*AdoptRequest)(nil),              // 53: ffid.v1.AdoptRequest
+	(*AdoptResponse)(nil),             // 54: ffid.v1.AdoptResponse
+	(*ResolveVariableRequest)(nil),    // 55: ffid.v1.ResolveVariableRequest
+	(*ResolveVariableResponse)(nil),   // 56: ffid.v1.ResolveVariableResponse
+	(*GetServerInfoRequest)(nil),      // 57: ffid.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),     // 58: ffid.v1.GetServerInfoResponse
+	(*BatchRequest)(nil),              // 59: ffid.v1.BatchRequest
+	(*BatchStep)(nil),                 // 60: ffid.v1.BatchStep
+	(*BatchReference)(nil),            // 61: ffid.v1.BatchReference
+	(*BatchResponse)(nil),             // 62: ffid.v1.BatchResponse
+	(*BatchStepResult)(nil),           // 63: ffid.v1.BatchStepResult
+	(*CallColumns)(nil),               // 64: ffid.v1.CallColumns
+	(*CallColumnsResponse)(nil),       // 65: ffid.v1.CallColumnsResponse
+	nil,                               // 66: ffid.v1.CallResponse.OutValuesEntry
+	(*durationpb.Duration)(nil),       // 67: google.protobuf.Duration
+	(*CrashReport)(nil),               // 68: ffid.v1.CrashReport
+	(*Value)(nil),                     // 69: ffid.v1.Value
+	(*FunctionDeclaration)(nil),       // 70: ffid.v1.FunctionDeclaration
+	(*TypeDeclaration)(nil),           // 71: ffid.v1.TypeDeclaration
+	(*VariableDeclaration)(nil),       // 72: ffid.v1.VariableDeclaration
+	(*FunctionType)(nil),              // 73: ffid.v1.FunctionType
+	(*TypeDescriptor)(nil),            // 74: ffid.v1.TypeDescriptor
+	(*PointerValue)(nil),              // 75: ffid.v1.PointerValue
+	(*ValueColumn)(nil),               // 76: ffid.v1.ValueColumn
 }
 var file_ffid_v1_ffid_proto_depIdxs = []int32{
-	65,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
+	67,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
 	2,   // 1: ffid.v1.Session.state:type_name -> ffid.v1.SessionState
-	66,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
-	65,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
+	68,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
+	67,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 4: ffid.v1.Session.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 5: ffid.v1.Session.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 6: ffid.v1.Session.restart_policy:type_name -> ffid.v1.RestartPolicy
 	7,   // 7: ffid.v1.Session.sandbox_status:type_name -> ffid.v1.SandboxStatus
-	65,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	67,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 9: ffid.v1.CreateSessionRequest.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 10: ffid.v1.CreateSessionRequest.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 11: ffid.v1.CreateSessionRequest.restart_policy:type_name -> ffid.v1.RestartPolicy
@@ -5393,23 +5519,23 @@ var file_ffid_v1_ffid_proto_depIdxs = []int32{
 	18,  // 18: ffid.v1.StreamCalls.calls:type_name -> ffid.v1.StreamCall
 	19,  // 19: ffid.v1.StreamResults.results:type_name -> ffid.v1.StreamResult
 	35,  // 20: ffid.v1.StreamCall.call:type_name -> ffid.v1.CallRequest
-	41,  // 21: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
-	43,  // 22: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
-	37,  // 23: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
-	45,  // 24: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
-	47,  // 25: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
-	49,  // 26: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
-	57,  // 27: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
+	43,  // 21: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
+	45,  // 22: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
+	39,  // 23: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
+	47,  // 24: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
+	49,  // 25: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
+	51,  // 26: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
+	59,  // 27: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
 	36,  // 28: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
-	42,  // 29: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
-	44,  // 30: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
-	38,  // 31: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
-	46,  // 32: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
-	48,  // 33: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
-	50,  // 34: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
-	60,  // 35: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
-	67,  // 36: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
-	67,  // 37: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
+	44,  // 29: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
+	46,  // 30: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
+	40,  // 31: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
+	48,  // 32: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
+	50,  // 33: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
+	52,  // 34: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
+	62,  // 35: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
+	69,  // 36: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
+	69,  // 37: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
 	22,  // 38: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
 	26,  // 39: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
 	19,  // 40: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
@@ -5417,103 +5543,108 @@ var file_ffid_v1_ffid_proto_depIdxs = []int32{
 	25,  // 42: ffid.v1.ConnectResponse.restarted:type_name -> ffid.v1.WorkerRestarted
 	17,  // 43: ffid.v1.ConnectResponse.results:type_name -> ffid.v1.StreamResults
 	8,   // 44: ffid.v1.WorkerRestarted.session:type_name -> ffid.v1.Session
-	66,  // 45: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
+	68,  // 45: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
 	8,   // 46: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
-	68,  // 47: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
-	69,  // 48: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
-	70,  // 49: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
-	71,  // 50: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
-	71,  // 51: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
-	67,  // 52: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
-	72,  // 53: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
+	70,  // 47: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
+	71,  // 48: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
+	72,  // 49: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
+	73,  // 50: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
+	73,  // 51: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
+	69,  // 52: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
+	74,  // 53: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
 	1,   // 54: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
-	67,  // 55: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
-	64,  // 56: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
-	73,  // 57: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
-	72,  // 58: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
-	67,  // 59: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
-	0,   // 60: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
-	73,  // 61: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
-	72,  // 62: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
-	67,  // 63: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
-	73,  // 64: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
-	72,  // 65: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
-	67,  // 66: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
-	71,  // 67: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
-	67,  // 68: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
-	4,   // 69: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
-	65,  // 70: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
-	71,  // 71: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
-	73,  // 72: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
-	72,  // 73: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
-	72,  // 74: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
-	7,   // 75: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
-	5,   // 76: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
-	5,   // 77: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
-	58,  // 78: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
-	35,  // 79: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
-	37,  // 80: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
-	41,  // 81: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
-	43,  // 82: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
-	45,  // 83: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
-	62,  // 84: ffid.v1.BatchStep.call_columns:type_name -> ffid.v1.CallColumns
-	59,  // 85: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
-	72,  // 86: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
-	61,  // 87: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
-	36,  // 88: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
-	38,  // 89: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
-	42,  // 90: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
-	44,  // 91: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
-	46,  // 92: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
-	63,  // 93: ffid.v1.BatchStepResult.call_columns:type_name -> ffid.v1.CallColumnsResponse
-	74,  // 94: ffid.v1.CallColumns.arguments:type_name -> ffid.v1.ValueColumn
-	74,  // 95: ffid.v1.CallColumnsResponse.results:type_name -> ffid.v1.ValueColumn
-	67,  // 96: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
-	9,   // 97: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
-	11,  // 98: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
-	13,  // 99: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
-	15,  // 100: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
-	27,  // 101: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
-	29,  // 102: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
-	31,  // 103: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
-	33,  // 104: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
-	35,  // 105: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
-	37,  // 106: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
-	41,  // 107: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
-	43,  // 108: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
-	45,  // 109: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
-	47,  // 110: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
-	49,  // 111: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
-	51,  // 112: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
-	53,  // 113: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
-	55,  // 114: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
-	57,  // 115: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
-	39,  // 116: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
-	10,  // 117: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
-	12,  // 118: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
-	14,  // 119: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
-	24,  // 120: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
-	28,  // 121: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
-	30,  // 122: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
-	32,  // 123: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
-	34,  // 124: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
-	36,  // 125: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
-	38,  // 126: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
-	42,  // 127: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
-	44,  // 128: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
-	46,  // 129: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
-	48,  // 130: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
-	50,  // 131: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
-	52,  // 132: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
-	54,  // 133: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
-	56,  // 134: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
-	60,  // 135: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
-	40,  // 136: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
-	117, // [117:137] is the sub-list for method output_type
-	97,  // [97:117] is the sub-list for method input_type
-	97,  // [97:97] is the sub-list for extension type_name
-	97,  // [97:97] is the sub-list for extension extendee
-	0,   // [0:97] is the sub-list for field type_name
+	69,  // 55: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
+	66,  // 56: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
+	75,  // 57: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
+	35,  // 58: ffid.v1.CallStreamRequest.call:type_name -> ffid.v1.CallRequest
+	67,  // 59: ffid.v1.CallStreamRequest.timeout:type_name -> google.protobuf.Duration
+	36,  // 60: ffid.v1.CallStreamResponse.call:type_name -> ffid.v1.CallResponse
+	74,  // 61: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
+	69,  // 62: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
+	0,   // 63: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
+	75,  // 64: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
+	74,  // 65: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
+	69,  // 66: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
+	75,  // 67: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
+	74,  // 68: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
+	69,  // 69: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
+	73,  // 70: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
+	69,  // 71: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
+	4,   // 72: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
+	67,  // 73: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
+	73,  // 74: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
+	75,  // 75: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
+	74,  // 76: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
+	74,  // 77: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
+	7,   // 78: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
+	5,   // 79: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
+	5,   // 80: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
+	60,  // 81: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
+	35,  // 82: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
+	39,  // 83: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
+	43,  // 84: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
+	45,  // 85: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
+	47,  // 86: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
+	64,  // 87: ffid.v1.BatchStep.call_columns:type_name -> ffid.v1.CallColumns
+	61,  // 88: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
+	74,  // 89: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
+	63,  // 90: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
+	36,  // 91: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
+	40,  // 92: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
+	44,  // 93: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
+	46,  // 94: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
+	48,  // 95: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
+	65,  // 96: ffid.v1.BatchStepResult.call_columns:type_name -> ffid.v1.CallColumnsResponse
+	76,  // 97: ffid.v1.CallColumns.arguments:type_name -> ffid.v1.ValueColumn
+	76,  // 98: ffid.v1.CallColumnsResponse.results:type_name -> ffid.v1.ValueColumn
+	69,  // 99: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
+	9,   // 100: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
+	11,  // 101: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
+	13,  // 102: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
+	15,  // 103: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
+	27,  // 104: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
+	29,  // 105: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
+	31,  // 106: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
+	33,  // 107: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
+	35,  // 108: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
+	39,  // 109: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
+	43,  // 110: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
+	45,  // 111: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
+	47,  // 112: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
+	49,  // 113: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
+	51,  // 114: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
+	53,  // 115: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
+	55,  // 116: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
+	57,  // 117: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
+	59,  // 118: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
+	41,  // 119: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
+	37,  // 120: ffid.v1.Ffi.CallStream:input_type -> ffid.v1.CallStreamRequest
+	10,  // 121: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
+	12,  // 122: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
+	14,  // 123: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
+	24,  // 124: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
+	28,  // 125: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
+	30,  // 126: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
+	32,  // 127: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
+	34,  // 128: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
+	36,  // 129: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
+	40,  // 130: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
+	44,  // 131: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
+	46,  // 132: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
+	48,  // 133: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
+	50,  // 134: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
+	52,  // 135: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
+	54,  // 136: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
+	56,  // 137: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
+	58,  // 138: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
+	62,  // 139: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
+	42,  // 140: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
+	38,  // 141: ffid.v1.Ffi.CallStream:output_type -> ffid.v1.CallStreamResponse
+	121, // [121:142] is the sub-list for method output_type
+	100, // [100:121] is the sub-list for method input_type
+	100, // [100:100] is the sub-list for extension type_name
+	100, // [100:100] is the sub-list for extension extendee
+	0,   // [0:100] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_ffid_proto_init() }
@@ -5560,15 +5691,15 @@ func file_ffid_v1_ffid_proto_init() {
 		(*ResolveFunctionRequest_Type)(nil),
 		(*ResolveFunctionRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[42].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[44].OneofWrappers = []any{
 		(*RegisterCallbackRequest_Type)(nil),
 		(*RegisterCallbackRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[48].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[50].OneofWrappers = []any{
 		(*ResolveVariableRequest_Type)(nil),
 		(*ResolveVariableRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[53].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[55].OneofWrappers = []any{
 		(*BatchStep_Call)(nil),
 		(*BatchStep_Allocate)(nil),
 		(*BatchStep_Read)(nil),
@@ -5576,7 +5707,7 @@ func file_ffid_v1_ffid_proto_init() {
 		(*BatchStep_Free)(nil),
 		(*BatchStep_CallColumns)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[56].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[58].OneofWrappers = []any{
 		(*BatchStepResult_Call)(nil),
 		(*BatchStepResult_Allocate)(nil),
 		(*BatchStepResult_Read)(nil),
@@ -5590,7 +5721,7 @@ func file_ffid_v1_ffid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_ffid_proto_rawDesc), len(file_ffid_v1_ffid_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   60,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	Ffi_GetServerInfo_FullMethodName     = "/ffid.v1.Ffi/GetServerInfo"
 	Ffi_Batch_FullMethodName             = "/ffid.v1.Ffi/Batch"
 	Ffi_OpenArena_FullMethodName         = "/ffid.v1.Ffi/OpenArena"
+	Ffi_CallStream_FullMethodName        = "/ffid.v1.Ffi/CallStream"
 )
 
 // FfiClient is the client API for Ffi service.
@@ -116,6 +117,14 @@ type FfiClient interface {
 	// lives in the arena; the client then reads and writes it directly at
 	// `AllocateResponse.arena_offset`, and native code sees the same bytes.
 	OpenArena(ctx context.Context, in *OpenArenaRequest, opts ...grpc.CallOption) (*OpenArenaResponse, error)
+	// Calls resolved functions one at a time on a stream kept open: the
+	// server reads a CallStreamRequest, runs the call exactly as the Call RPC
+	// would, and answers with one CallStreamResponse before it reads the
+	// next. A call then costs one message each way instead of a whole unary
+	// RPC. A failed call fails its answer only; the stream goes on. The
+	// server runs a limited number of these streams at once (beyond it:
+	// RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT; use Call instead).
+	CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallStreamRequest, CallStreamResponse], error)
 }
 
 type ffiClient struct {
@@ -329,6 +338,19 @@ func (c *ffiClient) OpenArena(ctx context.Context, in *OpenArenaRequest, opts ..
 	return out, nil
 }
 
+func (c *ffiClient) CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallStreamRequest, CallStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Ffi_ServiceDesc.Streams[1], Ffi_CallStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallStreamRequest, CallStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ffi_CallStreamClient = grpc.BidiStreamingClient[CallStreamRequest, CallStreamResponse]
+
 // FfiServer is the server API for Ffi service.
 // All implementations must embed UnimplementedFfiServer
 // for forward compatibility.
@@ -401,6 +423,14 @@ type FfiServer interface {
 	// lives in the arena; the client then reads and writes it directly at
 	// `AllocateResponse.arena_offset`, and native code sees the same bytes.
 	OpenArena(context.Context, *OpenArenaRequest) (*OpenArenaResponse, error)
+	// Calls resolved functions one at a time on a stream kept open: the
+	// server reads a CallStreamRequest, runs the call exactly as the Call RPC
+	// would, and answers with one CallStreamResponse before it reads the
+	// next. A call then costs one message each way instead of a whole unary
+	// RPC. A failed call fails its answer only; the stream goes on. The
+	// server runs a limited number of these streams at once (beyond it:
+	// RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT; use Call instead).
+	CallStream(grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]) error
 	mustEmbedUnimplementedFfiServer()
 }
 
@@ -470,6 +500,9 @@ func (UnimplementedFfiServer) Batch(context.Context, *BatchRequest) (*BatchRespo
 }
 func (UnimplementedFfiServer) OpenArena(context.Context, *OpenArenaRequest) (*OpenArenaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method OpenArena not implemented")
+}
+func (UnimplementedFfiServer) CallStream(grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method CallStream not implemented")
 }
 func (UnimplementedFfiServer) mustEmbedUnimplementedFfiServer() {}
 func (UnimplementedFfiServer) testEmbeddedByValue()             {}
@@ -841,6 +874,13 @@ func _Ffi_OpenArena_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Ffi_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FfiServer).CallStream(&grpc.GenericServerStream[CallStreamRequest, CallStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ffi_CallStreamServer = grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]
+
 // Ffi_ServiceDesc is the grpc.ServiceDesc for Ffi service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -929,6 +969,12 @@ var Ffi_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Connect",
 			Handler:       _Ffi_Connect_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "CallStream",
+			Handler:       _Ffi_CallStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Unio
 
 import grpc
 
-from ffid import _arena, _batch, _callbacks, _connection, _core, _errors, _values
+from ffid import _arena, _batch, _call_streams, _callbacks, _connection, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -235,7 +235,9 @@ class _Callbacks:
         self._executor.shutdown(wait=False)
 
 
-def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream, channel: grpc.Channel) -> None:
+def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream, channel: grpc.Channel,
+                   call_streams: _call_streams.CallStreams) -> None:
+    call_streams.close()
     try:
         stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=session_id), timeout=_core.DELETE_TIMEOUT)
     except grpc.RpcError:
@@ -271,6 +273,8 @@ class Session:
         self._stream: Optional[_Stream] = None
         self._arena: Optional[_arena.Arena] = None
         self._callbacks = _Callbacks(self)
+        # Calls without a timeout go on CallStreams (cheaper than unary RPCs).
+        self._call_streams = _call_streams.CallStreams(stub)
         try:
             self._stream = _Stream(stub, self.id, self._callbacks.dispatch)
         except BaseException:
@@ -279,7 +283,8 @@ class Session:
             except grpc.RpcError:
                 pass
             raise
-        self._finalizer = weakref.finalize(self, _close_session, stub, self.id, self._stream, channel)
+        self._finalizer = weakref.finalize(self, _close_session, stub, self.id, self._stream, channel,
+                                           self._call_streams)
 
     # -- lifetime
 
@@ -320,6 +325,10 @@ class Session:
             return self._stream.request(invocation, field, request, timeout)
         self._flush_frees()
         try:
+            if timeout is None and method is self._stub.Call:
+                response = self._call_streams.call(request)
+                if response is not None:
+                    return response
             return method(request, timeout=timeout)
         except grpc.RpcError as error:
             raise _core.with_timeout(_errors.from_rpc_error(error), timeout) from None

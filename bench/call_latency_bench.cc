@@ -11,7 +11,13 @@
 //   call_raw - the Call RPC with a CallRequest built once (no client
 //           library): server_info plus the daemon -> worker hop.
 //   call  - Session::Call of `int fx_add(int, int)` on the real daemon (a
-//           child process on its own temporary unix socket) and its worker.
+//           child process on its own temporary unix socket) and its worker;
+//           the client sends it on a CallStream kept open.
+//   echo_stream_process - the Echo's 16 bytes there and back on one
+//           EchoStream kept open to bench/echo_server (reference: what one
+//           message each way costs, as a call on a CallStream pays).
+//   call_stream - CallAsync on the Connect stream, one at a time
+//           (reference).
 //   ffi   - ffi_call of a local function with a prepared cif, in-process.
 //   callback - a callback round trip as native code sees it: the callbacks
 //           fixture's fxc_time_calls calls a client callback (int echo(int),
@@ -906,6 +912,10 @@ void PrintSummary() {
   const std::vector<double>& server_info = Samples()["server_info"];
   const std::vector<double>& call_raw = Samples()["call_raw"];
   const std::vector<double>& call = Samples()["call"];
+  // Session::Call goes on a CallStream: what one message each way costs
+  // gRPC, and what a call costs on the Connect stream instead.
+  const std::vector<double>& echo_stream = Samples()["echo_stream_process"];
+  const std::vector<double>& call_stream = Samples()["call_stream"];
   const std::vector<double>& ffi = Samples()["ffi"];
   const std::vector<double>& callback = Samples()["callback"];
   const std::vector<double>& call_cb = Samples()["call_cb"];
@@ -928,6 +938,12 @@ void PrintSummary() {
   std::printf(row, "raw Call RPC vs GetServerInfo", Us(call_raw, 0.5).c_str(),
               Us(server_info, 0.5).c_str(),
               Ratio(call_raw, server_info, 0.5).c_str(), "(the worker hop)");
+  std::printf(row, "Call vs echo on one stream", Us(call, 0.5).c_str(),
+              Us(echo_stream, 0.5).c_str(),
+              Ratio(call, echo_stream, 0.5).c_str(), "(reference)");
+  std::printf(row, "CallAsync one at a time", Us(call_stream, 0.5).c_str(),
+              Us(call, 0.5).c_str(), Ratio(call_stream, call, 0.5).c_str(),
+              "(on Connect)");
   std::printf(row, "Call vs in-process ffi_call", Us(call, 0.5).c_str(),
               Us(ffi, 0.5).c_str(), Ratio(call, ffi, 0.5).c_str(),
               "(reference)");

@@ -36,6 +36,22 @@ absl::Status WithMessage(const absl::Status& status,
   return result;
 }
 
+absl::Status WithMetadata(absl::Status status, absl::string_view key,
+                          absl::string_view value) {
+  if (status.ok()) return status;
+  google::rpc::ErrorInfo info;
+  if (auto payload = status.GetPayload(kErrorInfoTypeUrl);
+      payload.has_value()) {
+    info.ParseFromString(std::string(*payload));
+  } else {
+    info.set_domain(std::string(kErrorDomain));
+    info.set_reason("INTERNAL");
+  }
+  (*info.mutable_metadata())[std::string(key)] = std::string(value);
+  status.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
+  return status;
+}
+
 absl::Status InvalidArgumentError(v1::ErrorReason reason,
                                   absl::string_view message) {
   return MakeError(absl::StatusCode::kInvalidArgument, reason, message);

@@ -52,6 +52,12 @@ inline constexpr absl::string_view kCrashReportTypeUrl =
 [[nodiscard]] absl::Status WithMessage(const absl::Status& status,
                                        absl::string_view message);
 
+// `status` with `key` = `value` added to its ErrorInfo metadata (an
+// ErrorInfo with reason INTERNAL is made if it has none). OK passes through.
+[[nodiscard]] absl::Status WithMetadata(absl::Status status,
+                                        absl::string_view key,
+                                        absl::string_view value);
+
 // The reason string without the "ERROR_REASON_" prefix ("SYMBOL_NOT_FOUND").
 std::string ReasonName(v1::ErrorReason reason);
 

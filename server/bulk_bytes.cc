@@ -26,7 +26,8 @@ absl::Status NotParsed(absl::string_view what) {
 
 }  // namespace
 
-struct WriteRequestView::Buffers {
+template <typename Head, int kDataField>
+struct BytesFieldView<Head, kDataField>::Buffers {
   explicit Buffers(grpc::ByteBuffer taken)
       : buffer(std::move(taken)), reader(&buffer) {}
   grpc::ByteBuffer buffer;
@@ -34,43 +35,47 @@ struct WriteRequestView::Buffers {
   grpc::ProtoBufferReader reader;
 };
 
-WriteRequestView::WriteRequestView() = default;
-WriteRequestView::~WriteRequestView() = default;
+template <typename Head, int kDataField>
+BytesFieldView<Head, kDataField>::BytesFieldView() = default;
+template <typename Head, int kDataField>
+BytesFieldView<Head, kDataField>::~BytesFieldView() = default;
 
-absl::StatusOr<std::unique_ptr<WriteRequestView>> WriteRequestView::Parse(
-    grpc::ByteBuffer buffer) {
-  std::unique_ptr<WriteRequestView> view(new WriteRequestView());
+template <typename Head, int kDataField>
+absl::StatusOr<std::unique_ptr<BytesFieldView<Head, kDataField>>>
+BytesFieldView<Head, kDataField>::Parse(grpc::ByteBuffer buffer) {
+  const std::string what = absl::StrCat(Head().GetTypeName(), " message");
+  std::unique_ptr<BytesFieldView> view(new BytesFieldView());
   const size_t total = buffer.Length();
   view->buffers_ = std::make_unique<Buffers>(std::move(buffer));
-  if (!view->buffers_->reader.status().ok()) return NotParsed("Write request");
-  // Every field but `data` is copied into `head` and parsed as a message;
-  // the bytes of `data` are located where the reader has them.
+  if (!view->buffers_->reader.status().ok()) return NotParsed(what);
+  // Every field but the data field is copied into `head` and parsed as a
+  // message; the bytes of the data field are located where the reader has
+  // them.
   std::string head;
   google::protobuf::io::StringOutputStream head_stream(&head);
   {
     google::protobuf::io::CodedOutputStream head_output(&head_stream);
     google::protobuf::io::CodedInputStream input(&view->buffers_->reader);
-    const uint32_t data_tag =
-        WireFormatLite::MakeTag(v1::WriteRequest::kDataFieldNumber,
-                                WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+    const uint32_t data_tag = WireFormatLite::MakeTag(
+        kDataField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
     while (const uint32_t tag = input.ReadTag()) {
       if (tag != data_tag) {
         if (!WireFormatLite::SkipField(&input, tag, &head_output)) {
-          return NotParsed("Write request");
+          return NotParsed(what);
         }
         continue;
       }
-      // A later `data` replaces an earlier one.
+      // A later data field replaces an earlier one.
       view->data_.clear();
       view->data_size_ = 0;
       uint64_t left = 0;
-      if (!input.ReadVarint64(&left)) return NotParsed("Write request");
+      if (!input.ReadVarint64(&left)) return NotParsed(what);
       view->data_size_ = left;
       while (left > 0) {
         const void* chunk = nullptr;
         int size = 0;
         if (!input.GetDirectBufferPointer(&chunk, &size) || size <= 0) {
-          return NotParsed("Write request");
+          return NotParsed(what);
         }
         const uint64_t take = std::min<uint64_t>(left, size);
         view->data_.emplace_back(static_cast<const char*>(chunk), take);
@@ -79,27 +84,34 @@ absl::StatusOr<std::unique_ptr<WriteRequestView>> WriteRequestView::Parse(
       }
     }
     if (static_cast<size_t>(input.CurrentPosition()) != total) {
-      return NotParsed("Write request");
+      return NotParsed(what);
     }
   }
-  if (!view->head_.ParseFromString(head)) return NotParsed("Write request");
+  if (!view->head_.ParseFromString(head)) return NotParsed(what);
   return view;
 }
 
-void WriteRequestView::CopyDataTo(char* out) const {
+template <typename Head, int kDataField>
+void BytesFieldView<Head, kDataField>::CopyDataTo(char* out) const {
   for (const absl::string_view chunk : data_) {
     std::memcpy(out, chunk.data(), chunk.size());
     out += chunk.size();
   }
 }
 
-v1::WriteRequest WriteRequestView::ToMessage() const {
-  v1::WriteRequest request = head_;
-  std::string* data = request.mutable_data();
+template <typename Head, int kDataField>
+Head BytesFieldView<Head, kDataField>::ToMessage() const {
+  Head message = head_;
+  std::string* data = message.mutable_data();
   data->resize(data_size_);
   CopyDataTo(data->data());
-  return request;
+  return message;
 }
+
+template class BytesFieldView<v1::WriteRequest,
+                              v1::WriteRequest::kDataFieldNumber>;
+template class BytesFieldView<v1::WriteStreamRequest,
+                              v1::WriteStreamRequest::kDataFieldNumber>;
 
 grpc::ByteBuffer ReadResponseBuffer(absl::string_view bytes) {
   const uint32_t tag =

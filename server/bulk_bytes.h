@@ -9,7 +9,8 @@
 // (server/service.cc) and use these helpers:
 //
 // - WriteRequestView parses a serialized WriteRequest except its `data`,
-//   whose bytes it leaves in gRPC's receive buffers as a list of pieces;
+//   whose bytes it leaves in gRPC's receive buffers as a list of pieces
+//   (WriteStreamRequestView the same for each message of a WriteStream);
 // - ReadResponseBuffer serializes a ReadResponse holding only `data` with
 //   one copy of the bytes (straight into the buffer gRPC sends);
 // - SerializedBuffer / ParsedMessage do the same as gRPC's own protobuf
@@ -34,44 +35,57 @@
 
 namespace ffid::server {
 
-// A serialized WriteRequest whose `data` stays in the received buffer.
-class WriteRequestView {
+// A serialized message `Head` (WriteRequest, WriteStreamRequest) whose
+// bytes field number `kDataField` stays in the received buffer. Explicitly
+// instantiated for the two aliases below only.
+template <typename Head, int kDataField>
+class BytesFieldView {
  public:
-  // Takes `buffer` (a serialized WriteRequest) and parses it. As protobuf
-  // does, a later `data` field replaces an earlier one. INVALID_ARGUMENT
+  // Takes `buffer` (a serialized `Head`) and parses it. As protobuf does, a
+  // later data field replaces an earlier one. INVALID_ARGUMENT
   // (ERROR_REASON_INVALID_REQUEST) if it does not parse.
-  static absl::StatusOr<std::unique_ptr<WriteRequestView>> Parse(
+  static absl::StatusOr<std::unique_ptr<BytesFieldView>> Parse(
       grpc::ByteBuffer buffer);
 
-  WriteRequestView(const WriteRequestView&) = delete;
-  WriteRequestView& operator=(const WriteRequestView&) = delete;
-  ~WriteRequestView();
+  BytesFieldView(const BytesFieldView&) = delete;
+  BytesFieldView& operator=(const BytesFieldView&) = delete;
+  ~BytesFieldView();
 
-  // Every field but `data` (whose field is empty here).
-  const v1::WriteRequest& head() const { return head_; }
-  // The bytes of `data`, in order; they point into the buffer this view
-  // owns and stay valid as long as the view.
+  // Every field but the data field (which is empty here).
+  const Head& head() const { return head_; }
+  // The bytes of the data field, in order; they point into the buffer this
+  // view owns and stay valid as long as the view.
   absl::Span<const absl::string_view> data() const { return data_; }
   uint64_t data_size() const { return data_size_; }
 
-  // Copies the bytes of `data` to `out` (data_size() bytes).
+  // Copies the bytes of the data field to `out` (data_size() bytes).
   void CopyDataTo(char* out) const;
-  // The whole request, `data` included (one copy of the bytes).
-  v1::WriteRequest ToMessage() const;
+  // The whole message, the data field included (one copy of the bytes).
+  Head ToMessage() const;
 
  private:
-  WriteRequestView();
+  BytesFieldView();
 
   struct Buffers;
   // The received buffer and the reader whose pieces data_ points into.
   std::unique_ptr<Buffers> buffers_;
-  v1::WriteRequest head_;
+  Head head_;
   std::vector<absl::string_view> data_;
   uint64_t data_size_ = 0;
 };
 
+// A unary Write's request, its `data` left in gRPC's buffers.
+using WriteRequestView =
+    BytesFieldView<v1::WriteRequest, v1::WriteRequest::kDataFieldNumber>;
+// One message of a WriteStream, its `data` left in gRPC's buffers.
+using WriteStreamRequestView =
+    BytesFieldView<v1::WriteStreamRequest,
+                   v1::WriteStreamRequest::kDataFieldNumber>;
+
 // A serialized ReadResponse with `data` = `bytes` and no other field: the
 // field's tag and length, then the bytes copied once into gRPC's buffer.
+// A ReadStreamResponse with the same `data` is the same bytes (its `data`
+// is field 1 too).
 grpc::ByteBuffer ReadResponseBuffer(absl::string_view bytes);
 
 // `message` serialized into a buffer, as gRPC serializes a protobuf reply.

@@ -444,6 +444,176 @@ absl::Status PrepareWrite(Session& session, const v1::WriteRequest& request,
   return absl::OkStatus();
 }
 
+// Serves a Read of `session` (a unary one, or one piece of a ReadStream):
+// `*response_bytes` gets the serialized ReadResponse.
+absl::Status ReadAt(grpc::ServerContext& context, Session& session,
+                    const v1::ReadRequest& request,
+                    grpc::ByteBuffer* response_bytes) {
+  if (!request.has_type()) {
+    if (std::optional<ArenaAccess> access =
+            FindArenaAccess(session, request.pointer())) {
+      // Straight from the shared arena into gRPC's buffer: no round trip to
+      // the worker, one copy.
+      const uint64_t offset = request.pointer().offset();
+      uint64_t length = request.length();
+      if (length == 0 && offset <= access->block.size) {
+        length = access->block.size - offset;
+      }
+      RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
+                                       offset, length, "read"));
+      *response_bytes = ReadResponseBuffer(absl::string_view(
+          access->arena->base() + access->block.offset + offset, length));
+      return absl::OkStatus();
+    }
+  }
+  v1::ReadResponse response;
+  if (!request.has_type() && request.has_pointer() &&
+      (request.length() == 0 || request.length() >= kDirectCopyBytes)) {
+    ASSIGN_OR_RETURN(const bool copied,
+                     CopyDirectly(context, session, request.pointer(),
+                                  request.length(), /*write=*/false,
+                                  response.mutable_data()));
+    if (copied) {
+      Metrics::Get().BytesRead(response.data().size());
+      *response_bytes = SerializedBuffer(response);
+      return absl::OkStatus();
+    }
+  }
+  WorkerRequest forward;
+  std::string description;
+  RETURN_IF_ERROR(PrepareRead(session, request, forward, &description));
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, session, std::move(forward),
+                           std::move(description)));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
+  Metrics::Get().BytesRead(answer.read().data().size());
+  *response_bytes = SerializedBuffer(answer.read());
+  return absl::OkStatus();
+}
+
+// Serves an untyped or typed Write of `session` (a unary one, or one piece
+// of a WriteStream): `head` is the request without its `data`, whose bytes
+// are `data` (`data_size` in all), wherever they are.
+absl::Status WriteAt(grpc::ServerContext& context, Session& session,
+                     const v1::WriteRequest& head,
+                     absl::Span<const absl::string_view> data,
+                     uint64_t data_size) {
+  if (!head.has_type() && !head.has_value()) {
+    if (std::optional<ArenaAccess> access =
+            FindArenaAccess(session, head.pointer())) {
+      // Straight from gRPC's buffers into the shared arena: no round trip
+      // to the worker, one copy.
+      const uint64_t offset = head.pointer().offset();
+      RETURN_IF_ERROR(CheckArenaBounds(access->block, head.pointer().handle(),
+                                       offset, data_size, "write"));
+      char* out = access->arena->base() + access->block.offset + offset;
+      for (const absl::string_view chunk : data) {
+        std::memcpy(out, chunk.data(), chunk.size());
+        out += chunk.size();
+      }
+      return absl::OkStatus();
+    }
+  }
+  v1::WriteRequest request = head;
+  std::string* joined = request.mutable_data();
+  joined->reserve(data_size);
+  for (const absl::string_view chunk : data) {
+    joined->append(chunk.data(), chunk.size());
+  }
+  if (!request.has_type() && !request.has_value() && request.has_pointer() &&
+      request.data().size() >= kDirectCopyBytes) {
+    ASSIGN_OR_RETURN(
+        const bool copied,
+        CopyDirectly(context, session, request.pointer(),
+                     request.data().size(), /*write=*/true,
+                     request.mutable_data()));
+    if (copied) {
+      Metrics::Get().BytesWritten(request.data().size());
+      return absl::OkStatus();
+    }
+  }
+  WorkerRequest forward;
+  std::string description;
+  RETURN_IF_ERROR(PrepareWrite(session, request, forward, &description));
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, session, std::move(forward),
+                           std::move(description)));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kWrite, "Write"));
+  Metrics::Get().BytesWritten(request.data().size());
+  return absl::OkStatus();
+}
+
+// The pieces of a ReadStream: at most this many bytes each, unless the
+// client asks for fewer; never more than kMaxStreamPiece.
+constexpr uint64_t kStreamPiece = uint64_t{1} << 20;
+constexpr uint64_t kMaxStreamPiece = uint64_t{4} << 20;
+
+// A ReadStreamResponse is a ReadResponse holding only `data`: the same
+// bytes, so a piece is served by ReadAt as it is.
+static_assert(v1::ReadStreamResponse::kDataFieldNumber ==
+              v1::ReadResponse::kDataFieldNumber);
+
+// `pointer` moved `bytes` further.
+v1::PointerValue Advanced(const v1::PointerValue& pointer, uint64_t bytes) {
+  v1::PointerValue moved = pointer;
+  if (!pointer.handle().empty()) {
+    moved.set_offset(pointer.offset() + bytes);
+  } else {
+    moved.set_address(pointer.address() + bytes);
+  }
+  return moved;
+}
+
+// `status`, a failure of stream `rpc` after `done` of its `total` bytes were
+// written (`write`) or sent: the message says which, and so does the
+// ErrorInfo metadata ("bytes_written" / "bytes_sent").
+absl::Status AfterBytes(const absl::Status& status, absl::string_view rpc,
+                        uint64_t done, uint64_t total, bool write) {
+  if (status.ok()) return status;
+  const char* verb = write ? "written" : "sent";
+  const std::string what =
+      done == 0 ? absl::StrCat("none of its ", total, " bytes was ", verb)
+                : absl::StrCat("bytes 0..", done - 1, " of ", total, " were ",
+                               verb, ", the rest not");
+  return WithMetadata(WithContext(status, absl::StrCat(rpc, " (", what, ")")),
+                      write ? "bytes_written" : "bytes_sent",
+                      absl::StrCat(done));
+}
+
+// Checks a stream's whole range before its first byte moves, as one Read or
+// Write of it would (handle, ownership, bounds), and returns its length (a
+// read's 0 resolved to the end of owned memory).
+absl::StatusOr<uint64_t> CheckWholeRange(grpc::ServerContext& context,
+                                         Session& session,
+                                         const v1::PointerValue& pointer,
+                                         uint64_t length, bool write) {
+  const char* verb = write ? "write" : "read";
+  if (std::optional<ArenaAccess> access = FindArenaAccess(session, pointer)) {
+    const uint64_t offset = pointer.offset();
+    if (!write && length == 0 && offset <= access->block.size) {
+      length = access->block.size - offset;
+    }
+    RETURN_IF_ERROR(CheckArenaBounds(access->block, pointer.handle(), offset,
+                                     length, verb));
+    return length;
+  }
+  if (write && length == 0) return length;
+  // The worker checks it as it checks the direct copies of big Reads and
+  // Writes; nothing is copied.
+  WorkerRequest forward;
+  worker::LocateMemory* locate = forward.mutable_locate_memory();
+  *locate->mutable_pointer() = pointer;
+  locate->set_length(length);
+  locate->set_write(write);
+  ASSIGN_OR_RETURN(WorkerResponse answer,
+                   Forward(context, session, std::move(forward),
+                           absl::StrCat(write ? "writing " : "reading ",
+                                        PointerDescription(pointer))));
+  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kLocateMemory,
+                              write ? "WriteStream" : "ReadStream"));
+  return answer.locate_memory().length();
+}
+
 absl::StatusOr<StreamRequest> PrepareStreamCall(Session& session,
                                                 const v1::StreamCall& call,
                                                 uint64_t arena_bytes) {
@@ -571,6 +741,22 @@ v1::ConnectResponse StreamError(uint64_t tag, const absl::Status& status) {
   return message;
 }
 
+// gRPC's server stream of byte buffers as a BytesStream.
+class GrpcBytesStream : public BytesStream {
+ public:
+  using Stream = grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+  explicit GrpcBytesStream(Stream* stream) : stream_(stream) {}
+  bool Read(grpc::ByteBuffer* message) override {
+    return stream_->Read(message);
+  }
+  bool Write(const grpc::ByteBuffer& message) override {
+    return stream_->Write(message);
+  }
+
+ private:
+  Stream* const stream_;
+};
+
 }  // namespace
 
 FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
@@ -600,6 +786,25 @@ FfiService::FfiService(SessionManager& sessions, ServiceOptions options)
       descriptor->FindMethodByName("Write")->index(),
       new RawHandler([this](grpc::ServerContext* context, RawStream* stream) {
         return ServeBytes(context, stream, "Write", &FfiService::WriteBytes);
+      }));
+  // WriteStream and ReadStream likewise, as bidirectional streams of byte
+  // buffers (what gRPC makes of every streaming method on the server's
+  // side): one client stream, one server stream.
+  using RawStreamHandler = grpc::internal::TemplatedBidiStreamingHandler<
+      grpc::ServerReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>, false>;
+  MarkMethodStreamed(
+      descriptor->FindMethodByName("WriteStream")->index(),
+      new RawStreamHandler([this](grpc::ServerContext* context,
+                                  GrpcBytesStream::Stream* stream) {
+        GrpcBytesStream bytes(stream);
+        return WriteStreamBytes(context, bytes);
+      }));
+  MarkMethodStreamed(
+      descriptor->FindMethodByName("ReadStream")->index(),
+      new RawStreamHandler([this](grpc::ServerContext* context,
+                                  GrpcBytesStream::Stream* stream) {
+        GrpcBytesStream bytes(stream);
+        return ReadStreamBytes(context, bytes);
       }));
 }
 
@@ -1286,46 +1491,7 @@ absl::Status FfiService::DoRead(grpc::ServerContext& context,
                                 const v1::ReadRequest& request,
                                 grpc::ByteBuffer* response_bytes) {
   ASSIGN_OR_RETURN(SessionLease session, UseSession(context, request.session()));
-  if (!request.has_type()) {
-    if (std::optional<ArenaAccess> access =
-            FindArenaAccess(*session, request.pointer())) {
-      // Straight from the shared arena into gRPC's buffer: no round trip to
-      // the worker, one copy.
-      const uint64_t offset = request.pointer().offset();
-      uint64_t length = request.length();
-      if (length == 0 && offset <= access->block.size) {
-        length = access->block.size - offset;
-      }
-      RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
-                                       offset, length, "read"));
-      *response_bytes = ReadResponseBuffer(absl::string_view(
-          access->arena->base() + access->block.offset + offset, length));
-      return absl::OkStatus();
-    }
-  }
-  v1::ReadResponse response;
-  if (!request.has_type() && request.has_pointer() &&
-      (request.length() == 0 || request.length() >= kDirectCopyBytes)) {
-    ASSIGN_OR_RETURN(const bool copied,
-                     CopyDirectly(context, *session, request.pointer(),
-                                  request.length(), /*write=*/false,
-                                  response.mutable_data()));
-    if (copied) {
-      Metrics::Get().BytesRead(response.data().size());
-      *response_bytes = SerializedBuffer(response);
-      return absl::OkStatus();
-    }
-  }
-  WorkerRequest forward;
-  std::string description;
-  RETURN_IF_ERROR(PrepareRead(*session, request, forward, &description));
-  ASSIGN_OR_RETURN(WorkerResponse answer,
-                   Forward(context, *session, std::move(forward),
-                           std::move(description)));
-  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
-  Metrics::Get().BytesRead(answer.read().data().size());
-  *response_bytes = SerializedBuffer(answer.read());
-  return absl::OkStatus();
+  return ReadAt(context, *session, request, response_bytes);
 }
 
 grpc::Status FfiService::WriteBytes(grpc::ServerContext* context,
@@ -1342,41 +1508,184 @@ grpc::Status FfiService::WriteBytes(grpc::ServerContext* context,
 
 absl::Status FfiService::DoWrite(grpc::ServerContext& context,
                                  const WriteRequestView& view) {
-  const v1::WriteRequest& head = view.head();
-  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, head.session()));
-  if (!head.has_type() && !head.has_value()) {
-    if (std::optional<ArenaAccess> access =
-            FindArenaAccess(*session, head.pointer())) {
-      // Straight from gRPC's buffers into the shared arena: no round trip
-      // to the worker, one copy.
-      const uint64_t offset = head.pointer().offset();
-      RETURN_IF_ERROR(CheckArenaBounds(access->block, head.pointer().handle(),
-                                       offset, view.data_size(), "write"));
-      view.CopyDataTo(access->arena->base() + access->block.offset + offset);
-      return absl::OkStatus();
-    }
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, view.head().session()));
+  return WriteAt(context, *session, view.head(), view.data(),
+                 view.data_size());
+}
+
+// ---------------------------------------------------------------- streams
+
+absl::Status FfiService::StillServing(Session& session,
+                                      const WorkerProcess* worker) {
+  absl::StatusOr<std::shared_ptr<Session>> now = sessions_.Get(session.id());
+  if (!now.ok() || now->get() != &session) {
+    return NotFoundError(
+        v1::ERROR_REASON_SESSION_NOT_FOUND,
+        absl::StrCat("session '", session.id(),
+                     "' was deleted during the stream; create a new one"));
   }
-  const v1::WriteRequest request = view.ToMessage();
-  if (!request.has_type() && !request.has_value() && request.has_pointer() &&
-      request.data().size() >= kDirectCopyBytes) {
-    ASSIGN_OR_RETURN(
-        const bool copied,
-        CopyDirectly(context, *session, request.pointer(),
-                     request.data().size(), /*write=*/true,
-                     const_cast<std::string*>(&request.data())));
-    if (copied) {
-      Metrics::Get().BytesWritten(request.data().size());
-      return absl::OkStatus();
-    }
+  WorkerProcess& current = session.worker();
+  if (&current != worker) {
+    return MakeError(
+        absl::StatusCode::kUnavailable, v1::ERROR_REASON_WORKER_CRASHED,
+        "the session's worker died during the stream and was restarted: "
+        "memory allocated before the restart is gone, allocate it again");
   }
-  WorkerRequest forward;
-  std::string description;
-  RETURN_IF_ERROR(PrepareWrite(*session, request, forward, &description));
-  ASSIGN_OR_RETURN(WorkerResponse answer,
-                   Forward(context, *session, std::move(forward),
-                           std::move(description)));
-  RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kWrite, "Write"));
-  Metrics::Get().BytesWritten(request.data().size());
+  RETURN_IF_ERROR(current.dead_status());
+  if (current.doomed()) {
+    return MakeError(absl::StatusCode::kUnavailable,
+                     v1::ERROR_REASON_WORKER_CRASHED,
+                     "the session's worker is being stopped (a deadline or a "
+                     "cancelled call killed it) and its memory with it");
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::WriteStreamBytes(grpc::ServerContext* context,
+                                          BytesStream& stream) {
+  uint64_t written = 0;
+  absl::Status status = DoWriteStream(*context, stream, &written);
+  if (!status.ok()) return ToGrpcStatus(status);
+  v1::WriteStreamResponse response;
+  response.set_written(written);
+  stream.Write(SerializedBuffer(response));
+  return grpc::Status::OK;
+}
+
+absl::Status FfiService::DoWriteStream(grpc::ServerContext& context,
+                                       BytesStream& stream, uint64_t* done) {
+  grpc::ByteBuffer message;
+  if (!stream.Read(&message)) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        "the WriteStream ended before its first message, which names the "
+        "session, the pointer and the length");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<WriteStreamRequestView> piece,
+                   WriteStreamRequestView::Parse(std::move(message)));
+  const v1::WriteStreamRequest first = piece->head();
+  ASSIGN_OR_RETURN(SessionLease session, UseSession(context, first.session()));
+  if (!first.has_pointer()) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        "field 'pointer' is required in the first WriteStream message: a "
+        "memory handle (plus offset) or an address");
+  }
+  const uint64_t total = first.length();
+  const WorkerProcess* const worker = &session->worker();
+  RETURN_IF_ERROR(StillServing(*session, worker));
+  // A stream too long for its memory writes nothing.
+  RETURN_IF_ERROR(CheckWholeRange(context, *session, first.pointer(), total,
+                                  /*write=*/true)
+                      .status());
+  *done = 0;
+  v1::WriteRequest head;
+  head.set_session(first.session());
+  while (true) {
+    absl::Status status;
+    if (piece->data_size() > total - *done) {
+      status = InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          absl::StrCat("the stream carries more than the ", total,
+                       " bytes its first message announced (field "
+                       "'length')"));
+    } else if (piece.get() != nullptr && *done > 0 &&
+               (!piece->head().session().empty() ||
+                piece->head().has_pointer() || piece->head().length() != 0)) {
+      status = InvalidArgumentError(
+          v1::ERROR_REASON_INVALID_REQUEST,
+          "only the first WriteStream message names the session, the "
+          "pointer and the length; later ones carry data only");
+    } else if (piece->data_size() > 0) {
+      status = StillServing(*session, worker);
+      if (status.ok()) {
+        *head.mutable_pointer() = Advanced(first.pointer(), *done);
+        status = WriteAt(context, *session, head, piece->data(),
+                         piece->data_size());
+      }
+      if (status.ok()) *done += piece->data_size();
+    }
+    RETURN_IF_ERROR(AfterBytes(status, "WriteStream", *done, total, true));
+    piece.reset();
+    if (!stream.Read(&message)) break;
+    absl::StatusOr<std::unique_ptr<WriteStreamRequestView>> next =
+        WriteStreamRequestView::Parse(std::move(message));
+    RETURN_IF_ERROR(
+        AfterBytes(next.status(), "WriteStream", *done, total, true));
+    piece = *std::move(next);
+  }
+  if (context.IsCancelled()) {
+    return AfterBytes(
+        MakeError(absl::StatusCode::kCancelled,
+                  v1::ERROR_REASON_INVALID_REQUEST,
+                  "the client cancelled the stream"),
+        "WriteStream", *done, total, true);
+  }
+  if (*done != total) {
+    return AfterBytes(
+        InvalidArgumentError(
+            v1::ERROR_REASON_INVALID_REQUEST,
+            absl::StrCat("the stream ended after ", *done, " of the ", total,
+                         " bytes its first message announced (field "
+                         "'length')")),
+        "WriteStream", *done, total, true);
+  }
+  return absl::OkStatus();
+}
+
+grpc::Status FfiService::ReadStreamBytes(grpc::ServerContext* context,
+                                         BytesStream& stream) {
+  return ToGrpcStatus(DoReadStream(*context, stream));
+}
+
+absl::Status FfiService::DoReadStream(grpc::ServerContext& context,
+                                      BytesStream& stream) {
+  grpc::ByteBuffer message;
+  if (!stream.Read(&message)) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "the ReadStream request did not arrive");
+  }
+  v1::ReadStreamRequest request;
+  RETURN_IF_ERROR(ParsedMessage(message, &request));
+  ASSIGN_OR_RETURN(SessionLease session,
+                   UseSession(context, request.session()));
+  if (!request.has_pointer()) {
+    return InvalidArgumentError(v1::ERROR_REASON_INVALID_REQUEST,
+                                "field 'pointer' is required: a memory "
+                                "handle (plus offset) or an address");
+  }
+  const uint64_t piece =
+      request.piece_bytes() == 0 ? kStreamPiece : request.piece_bytes();
+  if (piece > kMaxStreamPiece) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        absl::StrCat("field 'piece_bytes' is ", piece, ": at most ",
+                     kMaxStreamPiece, " (0 means ", kStreamPiece, ")"));
+  }
+  const WorkerProcess* const worker = &session->worker();
+  RETURN_IF_ERROR(StillServing(*session, worker));
+  ASSIGN_OR_RETURN(const uint64_t total,
+                   CheckWholeRange(context, *session, request.pointer(),
+                                   request.length(), /*write=*/false));
+  v1::ReadRequest read;
+  read.set_session(request.session());
+  uint64_t sent = 0;
+  while (sent < total) {
+    const uint64_t length = std::min(piece, total - sent);
+    *read.mutable_pointer() = Advanced(request.pointer(), sent);
+    read.set_length(length);
+    grpc::ByteBuffer answer;
+    absl::Status status = StillServing(*session, worker);
+    if (status.ok()) status = ReadAt(context, *session, read, &answer);
+    if (status.ok() && !stream.Write(answer)) {
+      status = MakeError(absl::StatusCode::kCancelled,
+                         v1::ERROR_REASON_INVALID_REQUEST,
+                         "the client cancelled the stream or went away");
+    }
+    RETURN_IF_ERROR(AfterBytes(status, "ReadStream", sent, total, false));
+    sent += length;
+  }
   return absl::OkStatus();
 }
 

@@ -76,6 +76,18 @@ struct ServiceOptions {
   std::shared_ptr<AccessControl> access;
 };
 
+// One end of a streaming RPC on gRPC's raw buffers, as the WriteStream and
+// ReadStream handlers use it: gRPC's stream in the daemon, anything else in
+// tests and fuzzers. Used by one thread at a time.
+class BytesStream {
+ public:
+  virtual ~BytesStream() = default;
+  // The client's next message; false once it has sent its last or is gone.
+  virtual bool Read(grpc::ByteBuffer* message) = 0;
+  // Sends one message to the client; false once the client is gone.
+  virtual bool Write(const grpc::ByteBuffer& message) = 0;
+};
+
 class FfiService final : public v1::Ffi::Service {
  public:
   FfiService(SessionManager& sessions, ServiceOptions options);
@@ -125,6 +137,13 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status WriteBytes(grpc::ServerContext* context,
                           grpc::ByteBuffer request,
                           grpc::ByteBuffer* response);
+  // WriteStream and ReadStream are not overridden either: the constructor
+  // gives them handlers of gRPC's raw buffers, which serve the RPC on
+  // `stream` with these (public for the same callers as ReadBytes).
+  grpc::Status WriteStreamBytes(grpc::ServerContext* context,
+                                BytesStream& stream);
+  grpc::Status ReadStreamBytes(grpc::ServerContext* context,
+                               BytesStream& stream);
   grpc::Status Free(grpc::ServerContext* context,
                     const v1::FreeRequest* request,
                     v1::FreeResponse* response) override;
@@ -221,6 +240,16 @@ class FfiService final : public v1::Ffi::Service {
                                     grpc::ByteBuffer* response);
   [[nodiscard]] absl::Status DoWrite(grpc::ServerContext& context,
                                      const WriteRequestView& request);
+  // The streams: `*done` gets the bytes written or sent.
+  [[nodiscard]] absl::Status DoWriteStream(grpc::ServerContext& context,
+                                           BytesStream& stream,
+                                           uint64_t* done);
+  [[nodiscard]] absl::Status DoReadStream(grpc::ServerContext& context,
+                                          BytesStream& stream);
+  // Whether a stream of `session`, begun on `worker`, may go on: an error
+  // once the session was deleted or that worker died (crash, restart).
+  [[nodiscard]] absl::Status StillServing(Session& session,
+                                          const WorkerProcess* worker);
   [[nodiscard]] absl::Status DoFree(grpc::ServerContext& context,
                       const v1::FreeRequest& request);
   [[nodiscard]] absl::Status DoRegisterCallback(

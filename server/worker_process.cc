@@ -759,4 +759,9 @@ bool WorkerProcess::doomed() const {
   return !dead_status_.ok() || shutting_down_ || !kill_reason_.empty();
 }
 
+absl::Status WorkerProcess::dead_status() const {
+  absl::MutexLock lock(&mu_);
+  return dead_status_;
+}
+
 }  // namespace ffid::server

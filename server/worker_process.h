@@ -167,6 +167,10 @@ class WorkerProcess {
   // Whether it is dead or being killed (a deadline, a cancelled call), even
   // if not reaped yet: it will answer nothing more.
   bool doomed() const;
+  // What a request sent now would fail with once the worker is dead: its
+  // crash (WORKER_CRASHED, with the crash report), the session's deletion
+  // or the daemon's shutdown (SESSION_NOT_FOUND). OK until then.
+  absl::Status dead_status() const;
 
  private:
   struct Pending {

@@ -104,22 +104,6 @@ absl::Status Store(absl::StatusOr<T> result, T* out) {
   return absl::OkStatus();
 }
 
-// `status` with `key` = `value` added to its ErrorInfo metadata.
-absl::Status WithMetadata(absl::Status status, absl::string_view key,
-                          absl::string_view value) {
-  google::rpc::ErrorInfo info;
-  if (auto payload = status.GetPayload(kErrorInfoTypeUrl);
-      payload.has_value()) {
-    info.ParseFromString(std::string(*payload));
-  } else {
-    info.set_domain(std::string(kErrorDomain));
-    info.set_reason("INTERNAL");
-  }
-  (*info.mutable_metadata())[std::string(key)] = std::string(value);
-  status.SetPayload(kErrorInfoTypeUrl, absl::Cord(info.SerializeAsString()));
-  return status;
-}
-
 // `status` as the failure of batch step `index`: the same code, reason and
 // payloads, the message prefixed with the step, and "batch_step" in the
 // ErrorInfo metadata.

@@ -1,7 +1,8 @@
 // libFuzzer target for the daemon's own request checks: every unary RPC of
 // ffid.v1.Ffi driven through the real FfiService handlers (server/service.h)
 // in-process, with access control on, against one real session whose real
-// worker has libm loaded and `double cos(double)` resolved. gRPC's transport
+// worker has libm loaded and `double cos(double)` resolved, and the
+// WriteStream / ReadStream handlers on a stream of fuzzed messages. gRPC's transport
 // is left out (the handlers get a ServerContext of their own); everything
 // from the handler on is the daemon's code: Admit and the per-principal
 // policy, session ownership, field checks, handle lookups, PrepareCall /
@@ -19,6 +20,8 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ffid/v1/ffid.pb.h"
 #include "google/protobuf/stubs/logging.h"
@@ -72,6 +75,33 @@ void DriveBytes(grpc::Status (FfiService::*method)(grpc::ServerContext*, Bytes,
   grpc::ByteBuffer response;
   grpc::ServerContext context;
   (void)(g_world->service.get()->*method)(&context, bytes, &response);
+}
+
+// WriteStream and ReadStream read and write a stream of buffers: this one
+// hands out `messages` (serialized) in turn and drops what it is sent.
+class FakeStream : public ffid::server::BytesStream {
+ public:
+  explicit FakeStream(std::vector<std::string> messages)
+      : messages_(std::move(messages)) {}
+  bool Read(grpc::ByteBuffer* message) override {
+    if (next_ >= messages_.size()) return false;
+    grpc::Slice slice(messages_[next_++]);
+    *message = grpc::ByteBuffer(&slice, 1);
+    return true;
+  }
+  bool Write(const grpc::ByteBuffer& /*message*/) override { return true; }
+
+ private:
+  std::vector<std::string> messages_;
+  size_t next_ = 0;
+};
+
+void DriveStream(grpc::Status (FfiService::*method)(grpc::ServerContext*,
+                                                    ffid::server::BytesStream&),
+                 std::vector<std::string> messages) {
+  FakeStream stream(std::move(messages));
+  grpc::ServerContext context;
+  (void)(g_world->service.get()->*method)(&context, stream);
 }
 
 // A session with libm and cos, unless the last one is still alive.
@@ -164,7 +194,7 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2 || !EnsureSession()) return 0;
   const World& world = *g_world;
-  const uint8_t rpc = data[0] % 18;
+  const uint8_t rpc = data[0] % 20;
   const bool live_session = (data[1] & 1) != 0;
   const bool live_handles = (data[1] & 2) != 0;
   data += 2;
@@ -305,6 +335,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       session(request);
       if (live_handles) request.set_library(world.library);
       Drive(&FfiService::ResolveVariable, request);
+      break;
+    }
+    case 18: {
+      // The request as the first message, then its data again alone.
+      v1::WriteStreamRequest request;
+      if (!Parse(request, data, size)) break;
+      session(request);
+      v1::WriteStreamRequest more;
+      more.set_data(request.data());
+      DriveStream(&FfiService::WriteStreamBytes,
+                  {request.SerializeAsString(), more.SerializeAsString()});
+      break;
+    }
+    case 19: {
+      v1::ReadStreamRequest request;
+      if (!Parse(request, data, size)) break;
+      session(request);
+      DriveStream(&FfiService::ReadStreamBytes, {request.SerializeAsString()});
       break;
     }
   }

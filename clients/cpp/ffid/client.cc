@@ -1179,15 +1179,121 @@ class PieceRunner {
   Slot slots_[kPiecesInFlight];
 };
 
+// A daemon older than WriteStream and ReadStream answers them with gRPC's
+// own UNIMPLEMENTED, which carries no ffid reason.
+bool StreamUnimplemented(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnimplemented &&
+         ErrorReason(status).empty();
+}
+
+// Writes `data` (more than one piece) at `pointer` on one WriteStream: one
+// message per kBulkPiece, each sent from `data` itself (no copy into a
+// message).
+absl::Status WriteOnStream(grpc::Channel& channel, const std::string& session,
+                           const v1::PointerValue& pointer,
+                           absl::string_view data) {
+  static const grpc::internal::RpcMethod* const kMethod =
+      new grpc::internal::RpcMethod(
+          "/ffid.v1.Ffi/WriteStream",
+          grpc::internal::RpcMethod::CLIENT_STREAMING);
+  grpc::ClientContext context;
+  grpc::ByteBuffer response;
+  BorrowedBytes borrowed;
+  absl::Status status;
+  {
+    std::unique_ptr<grpc::ClientWriter<grpc::ByteBuffer>> writer(
+        grpc::internal::ClientWriterFactory<grpc::ByteBuffer>::Create(
+            &channel, *kMethod, &context, &response));
+    for (uint64_t at = 0; at < data.size(); at += kBulkPiece) {
+      v1::WriteStreamRequest head;
+      if (at == 0) {
+        head.set_session(session);
+        *head.mutable_pointer() = pointer;
+        head.set_length(data.size());
+      }
+      const absl::string_view bytes = data.substr(at, kBulkPiece);
+      grpc::Slice slices[2] = {
+          grpc::Slice(WithDataField(
+              head, v1::WriteStreamRequest::kDataFieldNumber, bytes.size())),
+          borrowed.Borrow(bytes)};
+      grpc::ByteBuffer message(slices, 2);
+      // False once the daemon has ended the stream: Finish() says why.
+      if (!writer->Write(message)) break;
+    }
+    writer->WritesDone();
+    status = StatusFromGrpc(writer->Finish());
+  }
+  // gRPC may hold a piece's bytes until its transport is done with them.
+  borrowed.WaitUntilReturned();
+  return status;
+}
+
+// Reads `length` bytes (more than one piece) at `pointer` on one
+// ReadStream, each answer's data copied straight from gRPC's buffers into
+// the result.
+absl::StatusOr<std::string> ReadOnStream(grpc::Channel& channel,
+                                         const std::string& session,
+                                         const v1::PointerValue& pointer,
+                                         uint64_t length) {
+  static const grpc::internal::RpcMethod* const kMethod =
+      new grpc::internal::RpcMethod(
+          "/ffid.v1.Ffi/ReadStream",
+          grpc::internal::RpcMethod::SERVER_STREAMING);
+  v1::ReadStreamRequest request;
+  request.set_session(session);
+  *request.mutable_pointer() = pointer;
+  request.set_length(length);
+  request.set_piece_bytes(kBulkPiece);
+  const std::string request_bytes = request.SerializeAsString();
+  grpc::Slice request_slice(request_bytes);
+  const grpc::ByteBuffer request_buffer(&request_slice, 1);
+  std::string data;
+  data.reserve(length);
+  AskForHugePages(data.data(), length);
+  grpc::ClientContext context;
+  absl::Status parsed;
+  std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+      grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(
+          &channel, *kMethod, &context, request_buffer));
+  grpc::ByteBuffer piece;
+  while (reader->Read(&piece)) {
+    parsed = AppendReadData(piece, &data);
+    if (!parsed.ok() || data.size() > length) {
+      context.TryCancel();
+      break;
+    }
+  }
+  absl::Status status = StatusFromGrpc(reader->Finish());
+  if (!parsed.ok()) return parsed;
+  if (!status.ok() && data.size() <= length) return status;
+  if (data.size() != length) {
+    return ErrorWithReason(
+        absl::StatusCode::kInternal, "INTERNAL",
+        absl::StrCat("the daemon's ReadStream sent ", data.size(),
+                     " bytes of the ", length, " asked for"));
+  }
+  return data;
+}
+
 }  // namespace
 
-// More than kBulkPiece is read in pieces of that size, several in flight
-// at once, each answer's data copied straight from gRPC's buffers into the
-// result, in order; a failure stops it and is returned, naming the piece.
+// More than kBulkPiece is read on one ReadStream; from a daemon without it,
+// in pieces of that size, several in flight at once, each answer's data
+// copied straight from gRPC's buffers into the result, in order; a failure
+// stops it and is returned, naming the piece.
 absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
                                           uint64_t length) const {
   // Beyond 1 GiB the server refuses any read: one RPC says so.
-  if (length <= kBulkPiece || length >= (uint64_t{1} << 30)) {
+  if (length <= kBulkPiece) return ReadPiece(*stub_, id_, pointer, length);
+  if (!pieces_only_.load(std::memory_order_relaxed)) {
+    absl::StatusOr<std::string> read =
+        ReadOnStream(*channel_, id_, pointer, length);
+    if (read.ok() || !StreamUnimplemented(read.status())) return read;
+    pieces_only_.store(true, std::memory_order_relaxed);
+  }
+  // A daemon without ReadStream. Beyond 1 GiB it refuses any read: one RPC
+  // says so.
+  if (length >= (uint64_t{1} << 30)) {
     return ReadPiece(*stub_, id_, pointer, length);
   }
   std::string data;
@@ -1241,14 +1347,20 @@ absl::Status Session::Write(absl::string_view memory, uint64_t offset,
   return Write(pointer, data);
 }
 
-// More than kBulkPiece is written in pieces of that size: the last piece
-// first (so a write past the end of owned memory writes nothing), then the
+// More than kBulkPiece is written on one WriteStream; to a daemon without
+// it, in pieces of that size: the last piece first (so a write past the end of owned memory writes nothing), then the
 // others, several in flight at once, each sent from `data` itself (no copy
 // into a message); a failure stops it (pieces written stay) and is
 // returned, naming the piece.
 absl::Status Session::Write(const v1::PointerValue& pointer,
                             absl::string_view data) const {
   if (data.size() <= kBulkPiece) return WritePiece(*stub_, id_, pointer, data);
+  if (!pieces_only_.load(std::memory_order_relaxed)) {
+    absl::Status written = WriteOnStream(*channel_, id_, pointer, data);
+    if (!StreamUnimplemented(written)) return written;
+    pieces_only_.store(true, std::memory_order_relaxed);
+  }
+  // A daemon without WriteStream.
   // The last piece first: a write past the end of owned memory then fails
   // before any byte is written, as one Write would.
   const uint64_t pieces = (data.size() + kBulkPiece - 1) / kBulkPiece;

@@ -39,6 +39,7 @@
 #ifndef FFID_CLIENTS_CPP_FFID_CLIENT_H_
 #define FFID_CLIENTS_CPP_FFID_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -394,13 +395,18 @@ class Session {
   // length 0 reads an owned block to its end.
   absl::StatusOr<std::string> Read(absl::string_view memory, uint64_t offset,
                                    uint64_t length) const;
-  // Reads from any pointer (handle + offset, or a raw address).
+  // Reads from any pointer (handle + offset, or a raw address). More than
+  // 1 MiB comes on one ReadStream (a daemon without it: 1 MiB Read RPCs,
+  // several in flight); a failure says which bytes had arrived.
   absl::StatusOr<std::string> Read(const v1::PointerValue& pointer,
                                    uint64_t length) const;
   // Writes `data` at `offset` of a memory handle.
   [[nodiscard]] absl::Status Write(absl::string_view memory, uint64_t offset,
                                    absl::string_view data) const;
-  // Writes to any pointer (handle + offset, or a raw address).
+  // Writes to any pointer (handle + offset, or a raw address). More than
+  // 1 MiB goes on one WriteStream (a daemon without it: 1 MiB Write RPCs,
+  // the last first); a write too long for owned memory writes nothing, and
+  // a failure midway says which bytes were written.
   [[nodiscard]] absl::Status Write(const v1::PointerValue& pointer,
                                    absl::string_view data) const;
   // Releases owned memory.
@@ -531,6 +537,10 @@ class Session {
   std::shared_ptr<grpc::Channel> channel_;
   const std::string id_;
   const int32_t worker_pid_;
+  // Set once the daemon answered a WriteStream or ReadStream with
+  // UNIMPLEMENTED (a daemon older than them): big transfers then go as
+  // unary pieces.
+  mutable std::atomic<bool> pieces_only_{false};
 
   absl::Mutex mu_;
   bool deleted_ ABSL_GUARDED_BY(mu_) = false;

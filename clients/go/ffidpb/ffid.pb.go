@@ -3551,6 +3551,248 @@ func (*WriteResponse) Descriptor() ([]byte, []int) {
 	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{41}
 }
 
+// Request for WriteStream: one message of a stream.
+type WriteStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session id. First message only (later messages leave it empty).
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// Where to write: a memory handle (+offset) or a borrowed address. First
+	// message only.
+	Pointer *PointerValue `protobuf:"bytes,2,opt,name=pointer,proto3" json:"pointer,omitempty"`
+	// How many bytes the whole stream carries (the sum of every message's
+	// `data`). First message only. The stream must carry exactly this many.
+	Length uint64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// The next bytes to write, after those of the earlier messages. May be
+	// empty. Pieces of about 1 MiB suit gRPC best.
+	Data          []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStreamRequest) Reset() {
+	*x = WriteStreamRequest{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStreamRequest) ProtoMessage() {}
+
+func (x *WriteStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStreamRequest.ProtoReflect.Descriptor instead.
+func (*WriteStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *WriteStreamRequest) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *WriteStreamRequest) GetPointer() *PointerValue {
+	if x != nil {
+		return x.Pointer
+	}
+	return nil
+}
+
+func (x *WriteStreamRequest) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *WriteStreamRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// Response for WriteStream, sent once every byte was written.
+type WriteStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bytes written (the request's `length`).
+	Written       uint64 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteStreamResponse) Reset() {
+	*x = WriteStreamResponse{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteStreamResponse) ProtoMessage() {}
+
+func (x *WriteStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteStreamResponse.ProtoReflect.Descriptor instead.
+func (*WriteStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *WriteStreamResponse) GetWritten() uint64 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+// Request for ReadStream.
+type ReadStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The session id.
+	Session string `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// Where to read: a memory handle (+offset) or a borrowed address.
+	Pointer *PointerValue `protobuf:"bytes,2,opt,name=pointer,proto3" json:"pointer,omitempty"`
+	// The number of bytes. For owned memory 0 means to the end.
+	Length uint64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	// The most bytes one ReadStreamResponse carries; 0 means 1 MiB. At most
+	// 4 MiB, so that every answer fits gRPC's default message size limit.
+	PieceBytes    uint64 `protobuf:"varint,4,opt,name=piece_bytes,json=pieceBytes,proto3" json:"piece_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadStreamRequest) Reset() {
+	*x = ReadStreamRequest{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadStreamRequest) ProtoMessage() {}
+
+func (x *ReadStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadStreamRequest.ProtoReflect.Descriptor instead.
+func (*ReadStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ReadStreamRequest) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *ReadStreamRequest) GetPointer() *PointerValue {
+	if x != nil {
+		return x.Pointer
+	}
+	return nil
+}
+
+func (x *ReadStreamRequest) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *ReadStreamRequest) GetPieceBytes() uint64 {
+	if x != nil {
+		return x.PieceBytes
+	}
+	return 0
+}
+
+// Response for ReadStream: one piece of the bytes read.
+type ReadStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The next bytes, after those of the earlier messages.
+	Data          []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadStreamResponse) Reset() {
+	*x = ReadStreamResponse{}
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadStreamResponse) ProtoMessage() {}
+
+func (x *ReadStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadStreamResponse.ProtoReflect.Descriptor instead.
+func (*ReadStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ReadStreamResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // Request for Free.
 type FreeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -3564,7 +3806,7 @@ type FreeRequest struct {
 
 func (x *FreeRequest) Reset() {
 	*x = FreeRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3576,7 +3818,7 @@ func (x *FreeRequest) String() string {
 func (*FreeRequest) ProtoMessage() {}
 
 func (x *FreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[42]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3589,7 +3831,7 @@ func (x *FreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeRequest.ProtoReflect.Descriptor instead.
 func (*FreeRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{42}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *FreeRequest) GetSession() string {
@@ -3615,7 +3857,7 @@ type FreeResponse struct {
 
 func (x *FreeResponse) Reset() {
 	*x = FreeResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3869,7 @@ func (x *FreeResponse) String() string {
 func (*FreeResponse) ProtoMessage() {}
 
 func (x *FreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[43]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3882,7 @@ func (x *FreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FreeResponse.ProtoReflect.Descriptor instead.
 func (*FreeResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{43}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
 }
 
 // Request for RegisterCallback.
@@ -3671,7 +3913,7 @@ type RegisterCallbackRequest struct {
 
 func (x *RegisterCallbackRequest) Reset() {
 	*x = RegisterCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3683,7 +3925,7 @@ func (x *RegisterCallbackRequest) String() string {
 func (*RegisterCallbackRequest) ProtoMessage() {}
 
 func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[44]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3696,7 +3938,7 @@ func (x *RegisterCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackRequest.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{44}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RegisterCallbackRequest) GetSession() string {
@@ -3794,7 +4036,7 @@ type RegisterCallbackResponse struct {
 
 func (x *RegisterCallbackResponse) Reset() {
 	*x = RegisterCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3806,7 +4048,7 @@ func (x *RegisterCallbackResponse) String() string {
 func (*RegisterCallbackResponse) ProtoMessage() {}
 
 func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[45]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3819,7 +4061,7 @@ func (x *RegisterCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterCallbackResponse.ProtoReflect.Descriptor instead.
 func (*RegisterCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{45}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RegisterCallbackResponse) GetCallback() string {
@@ -3856,7 +4098,7 @@ type ReleaseCallbackRequest struct {
 
 func (x *ReleaseCallbackRequest) Reset() {
 	*x = ReleaseCallbackRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3868,7 +4110,7 @@ func (x *ReleaseCallbackRequest) String() string {
 func (*ReleaseCallbackRequest) ProtoMessage() {}
 
 func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[46]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3881,7 +4123,7 @@ func (x *ReleaseCallbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{46}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReleaseCallbackRequest) GetSession() string {
@@ -3907,7 +4149,7 @@ type ReleaseCallbackResponse struct {
 
 func (x *ReleaseCallbackResponse) Reset() {
 	*x = ReleaseCallbackResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3919,7 +4161,7 @@ func (x *ReleaseCallbackResponse) String() string {
 func (*ReleaseCallbackResponse) ProtoMessage() {}
 
 func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[47]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4174,7 @@ func (x *ReleaseCallbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseCallbackResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseCallbackResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{47}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
 }
 
 // Request for Adopt.
@@ -3958,7 +4200,7 @@ type AdoptRequest struct {
 
 func (x *AdoptRequest) Reset() {
 	*x = AdoptRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4212,7 @@ func (x *AdoptRequest) String() string {
 func (*AdoptRequest) ProtoMessage() {}
 
 func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[48]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4225,7 @@ func (x *AdoptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptRequest.ProtoReflect.Descriptor instead.
 func (*AdoptRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{48}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *AdoptRequest) GetSession() string {
@@ -4035,7 +4277,7 @@ type AdoptResponse struct {
 
 func (x *AdoptResponse) Reset() {
 	*x = AdoptResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4047,7 +4289,7 @@ func (x *AdoptResponse) String() string {
 func (*AdoptResponse) ProtoMessage() {}
 
 func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[49]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4060,7 +4302,7 @@ func (x *AdoptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdoptResponse.ProtoReflect.Descriptor instead.
 func (*AdoptResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{49}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *AdoptResponse) GetMemory() string {
@@ -4099,7 +4341,7 @@ type ResolveVariableRequest struct {
 
 func (x *ResolveVariableRequest) Reset() {
 	*x = ResolveVariableRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +4353,7 @@ func (x *ResolveVariableRequest) String() string {
 func (*ResolveVariableRequest) ProtoMessage() {}
 
 func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[50]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +4366,7 @@ func (x *ResolveVariableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableRequest.ProtoReflect.Descriptor instead.
 func (*ResolveVariableRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{50}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ResolveVariableRequest) GetSession() string {
@@ -4209,7 +4451,7 @@ type ResolveVariableResponse struct {
 
 func (x *ResolveVariableResponse) Reset() {
 	*x = ResolveVariableResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4221,7 +4463,7 @@ func (x *ResolveVariableResponse) String() string {
 func (*ResolveVariableResponse) ProtoMessage() {}
 
 func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[51]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4234,7 +4476,7 @@ func (x *ResolveVariableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveVariableResponse.ProtoReflect.Descriptor instead.
 func (*ResolveVariableResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{51}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ResolveVariableResponse) GetMemory() string {
@@ -4274,7 +4516,7 @@ type GetServerInfoRequest struct {
 
 func (x *GetServerInfoRequest) Reset() {
 	*x = GetServerInfoRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4286,7 +4528,7 @@ func (x *GetServerInfoRequest) String() string {
 func (*GetServerInfoRequest) ProtoMessage() {}
 
 func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[52]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4299,7 +4541,7 @@ func (x *GetServerInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoRequest.ProtoReflect.Descriptor instead.
 func (*GetServerInfoRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{52}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{56}
 }
 
 // Response for GetServerInfo.
@@ -4326,7 +4568,7 @@ type GetServerInfoResponse struct {
 
 func (x *GetServerInfoResponse) Reset() {
 	*x = GetServerInfoResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4338,7 +4580,7 @@ func (x *GetServerInfoResponse) String() string {
 func (*GetServerInfoResponse) ProtoMessage() {}
 
 func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[53]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4351,7 +4593,7 @@ func (x *GetServerInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServerInfoResponse.ProtoReflect.Descriptor instead.
 func (*GetServerInfoResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{53}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetServerInfoResponse) GetSandbox() *SandboxStatus {
@@ -4410,7 +4652,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4422,7 +4664,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[54]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4435,7 +4677,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{54}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BatchRequest) GetSession() string {
@@ -4478,7 +4720,7 @@ type BatchStep struct {
 
 func (x *BatchStep) Reset() {
 	*x = BatchStep{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4490,7 +4732,7 @@ func (x *BatchStep) String() string {
 func (*BatchStep) ProtoMessage() {}
 
 func (x *BatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[55]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4503,7 +4745,7 @@ func (x *BatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStep.ProtoReflect.Descriptor instead.
 func (*BatchStep) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{55}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BatchStep) GetRequest() isBatchStep_Request {
@@ -4659,7 +4901,7 @@ type BatchReference struct {
 
 func (x *BatchReference) Reset() {
 	*x = BatchReference{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4671,7 +4913,7 @@ func (x *BatchReference) String() string {
 func (*BatchReference) ProtoMessage() {}
 
 func (x *BatchReference) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[56]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4684,7 +4926,7 @@ func (x *BatchReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchReference.ProtoReflect.Descriptor instead.
 func (*BatchReference) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{56}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *BatchReference) GetStep() uint32 {
@@ -4733,7 +4975,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4745,7 +4987,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[57]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4758,7 +5000,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{57}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *BatchResponse) GetResults() []*BatchStepResult {
@@ -4788,7 +5030,7 @@ type BatchStepResult struct {
 
 func (x *BatchStepResult) Reset() {
 	*x = BatchStepResult{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4800,7 +5042,7 @@ func (x *BatchStepResult) String() string {
 func (*BatchStepResult) ProtoMessage() {}
 
 func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[58]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4813,7 +5055,7 @@ func (x *BatchStepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchStepResult.ProtoReflect.Descriptor instead.
 func (*BatchStepResult) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{58}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BatchStepResult) GetResponse() isBatchStepResult_Response {
@@ -4946,7 +5188,7 @@ type CallColumns struct {
 
 func (x *CallColumns) Reset() {
 	*x = CallColumns{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[59]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4958,7 +5200,7 @@ func (x *CallColumns) String() string {
 func (*CallColumns) ProtoMessage() {}
 
 func (x *CallColumns) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[59]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4971,7 +5213,7 @@ func (x *CallColumns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallColumns.ProtoReflect.Descriptor instead.
 func (*CallColumns) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{59}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CallColumns) GetFunction() string {
@@ -5009,7 +5251,7 @@ type CallColumnsResponse struct {
 
 func (x *CallColumnsResponse) Reset() {
 	*x = CallColumnsResponse{}
-	mi := &file_ffid_v1_ffid_proto_msgTypes[60]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5021,7 +5263,7 @@ func (x *CallColumnsResponse) String() string {
 func (*CallColumnsResponse) ProtoMessage() {}
 
 func (x *CallColumnsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ffid_v1_ffid_proto_msgTypes[60]
+	mi := &file_ffid_v1_ffid_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5034,7 +5276,7 @@ func (x *CallColumnsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallColumnsResponse.ProtoReflect.Descriptor instead.
 func (*CallColumnsResponse) Descriptor() ([]byte, []int) {
-	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{60}
+	return file_ffid_v1_ffid_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CallColumnsResponse) GetResults() *ValueColumn {
@@ -5264,7 +5506,22 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x04type\x18\x04 \x01(\v2\x17.ffid.v1.TypeDescriptorR\x04type\x12$\n" +
 	"\x05value\x18\x05 \x01(\v2\x0e.ffid.v1.ValueR\x05value\x12'\n" +
 	"\x0fflexible_length\x18\x06 \x01(\x04R\x0eflexibleLength\"\x0f\n" +
-	"\rWriteResponse\"?\n" +
+	"\rWriteResponse\"\x8b\x01\n" +
+	"\x12WriteStreamRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12/\n" +
+	"\apointer\x18\x02 \x01(\v2\x15.ffid.v1.PointerValueR\apointer\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x04R\x06length\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\"/\n" +
+	"\x13WriteStreamResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\x04R\awritten\"\x97\x01\n" +
+	"\x11ReadStreamRequest\x12\x18\n" +
+	"\asession\x18\x01 \x01(\tR\asession\x12/\n" +
+	"\apointer\x18\x02 \x01(\v2\x15.ffid.v1.PointerValueR\apointer\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x04R\x06length\x12\x1f\n" +
+	"\vpiece_bytes\x18\x04 \x01(\x04R\n" +
+	"pieceBytes\"(\n" +
+	"\x12ReadStreamResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"?\n" +
 	"\vFreeRequest\x12\x18\n" +
 	"\asession\x18\x01 \x01(\tR\asession\x12\x16\n" +
 	"\x06memory\x18\x02 \x01(\tR\x06memory\"\x0e\n" +
@@ -5377,7 +5634,7 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x15CallbackFailurePolicy\x12'\n" +
 	"#CALLBACK_FAILURE_POLICY_UNSPECIFIED\x10\x00\x12*\n" +
 	"&CALLBACK_FAILURE_POLICY_RETURN_DEFAULT\x10\x01\x12,\n" +
-	"(CALLBACK_FAILURE_POLICY_TERMINATE_WORKER\x10\x022\xe6\v\n" +
+	"(CALLBACK_FAILURE_POLICY_TERMINATE_WORKER\x10\x022\xfb\f\n" +
 	"\x03Ffi\x12N\n" +
 	"\rCreateSession\x12\x1d.ffid.v1.CreateSessionRequest\x1a\x1e.ffid.v1.CreateSessionResponse\x12E\n" +
 	"\n" +
@@ -5401,7 +5658,10 @@ const file_ffid_v1_ffid_proto_rawDesc = "" +
 	"\x05Batch\x12\x15.ffid.v1.BatchRequest\x1a\x16.ffid.v1.BatchResponse\x12B\n" +
 	"\tOpenArena\x12\x19.ffid.v1.OpenArenaRequest\x1a\x1a.ffid.v1.OpenArenaResponse\x12I\n" +
 	"\n" +
-	"CallStream\x12\x1a.ffid.v1.CallStreamRequest\x1a\x1b.ffid.v1.CallStreamResponse(\x010\x01B>\n" +
+	"CallStream\x12\x1a.ffid.v1.CallStreamRequest\x1a\x1b.ffid.v1.CallStreamResponse(\x010\x01\x12J\n" +
+	"\vWriteStream\x12\x1b.ffid.v1.WriteStreamRequest\x1a\x1c.ffid.v1.WriteStreamResponse(\x01\x12G\n" +
+	"\n" +
+	"ReadStream\x12\x1a.ffid.v1.ReadStreamRequest\x1a\x1b.ffid.v1.ReadStreamResponse0\x01B>\n" +
 	"\vdev.ffid.v1P\x01Z-github.com/ffid/ffid/clients/go/ffidpb;ffidpbb\x06proto3"
 
 var (
@@ -5417,7 +5677,7 @@ func file_ffid_v1_ffid_proto_rawDescGZIP() []byte {
 }
 
 var file_ffid_v1_ffid_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_ffid_v1_ffid_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_ffid_v1_ffid_proto_goTypes = []any{
 	(AllocationPlacement)(0),          // 0: ffid.v1.AllocationPlacement
 	(ResultOwnership)(0),              // 1: ffid.v1.ResultOwnership
@@ -5466,47 +5726,51 @@ var file_ffid_v1_ffid_proto_goTypes = []any{
 	(*ReadResponse)(nil),              // 44: ffid.v1.ReadResponse
 	(*WriteRequest)(nil),              // 45: ffid.v1.WriteRequest
 	(*WriteResponse)(nil),             // 46: ffid.v1.WriteResponse
-	(*FreeRequest)(nil),               // 47: ffid.v1.FreeRequest
-	(*FreeResponse)(nil),              // 48: ffid.v1.FreeResponse
-	(*RegisterCallbackRequest)(nil),   // 49: ffid.v1.RegisterCallbackRequest
-	(*RegisterCallbackResponse)(nil),  // 50: ffid.v1.RegisterCallbackResponse
-	(*ReleaseCallbackRequest)(nil),    // 51: ffid.v1.ReleaseCallbackRequest
-	(*ReleaseCallbackResponse)(nil),   // 52: ffid.v1.ReleaseCallbackResponse
-	(*AdoptRequest)(nil),              // 53: ffid.v1.AdoptRequest
-	(*AdoptResponse)(nil),             // 54: ffid.v1.AdoptResponse
-	(*ResolveVariableRequest)(nil),    // 55: ffid.v1.ResolveVariableRequest
-	(*ResolveVariableResponse)(nil),   // 56: ffid.v1.ResolveVariableResponse
-	(*GetServerInfoRequest)(nil),      // 57: ffid.v1.GetServerInfoRequest
-	(*GetServerInfoResponse)(nil),     // 58: ffid.v1.GetServerInfoResponse
-	(*BatchRequest)(nil),              // 59: ffid.v1.BatchRequest
-	(*BatchStep)(nil),                 // 60: ffid.v1.BatchStep
-	(*BatchReference)(nil),            // 61: ffid.v1.BatchReference
-	(*BatchResponse)(nil),             // 62: ffid.v1.BatchResponse
-	(*BatchStepResult)(nil),           // 63: ffid.v1.BatchStepResult
-	(*CallColumns)(nil),               // 64: ffid.v1.CallColumns
-	(*CallColumnsResponse)(nil),       // 65: ffid.v1.CallColumnsResponse
-	nil,                               // 66: ffid.v1.CallResponse.OutValuesEntry
-	(*durationpb.Duration)(nil),       // 67: google.protobuf.Duration
-	(*CrashReport)(nil),               // 68: ffid.v1.CrashReport
-	(*Value)(nil),                     // 69: ffid.v1.Value
-	(*FunctionDeclaration)(nil),       // 70: ffid.v1.FunctionDeclaration
-	(*TypeDeclaration)(nil),           // 71: ffid.v1.TypeDeclaration
-	(*VariableDeclaration)(nil),       // 72: ffid.v1.VariableDeclaration
-	(*FunctionType)(nil),              // 73: ffid.v1.FunctionType
-	(*TypeDescriptor)(nil),            // 74: ffid.v1.TypeDescriptor
-	(*PointerValue)(nil),              // 75: ffid.v1.PointerValue
-	(*ValueColumn)(nil),               // 76: ffid.v1.ValueColumn
+	(*WriteStreamRequest)(nil),        // 47: ffid.v1.WriteStreamRequest
+	(*WriteStreamResponse)(nil),       // 48: ffid.v1.WriteStreamResponse
+	(*ReadStreamRequest)(nil),         // 49: ffid.v1.ReadStreamRequest
+	(*ReadStreamResponse)(nil),        // 50: ffid.v1.ReadStreamResponse
+	(*FreeRequest)(nil),               // 51: ffid.v1.FreeRequest
+	(*FreeResponse)(nil),              // 52: ffid.v1.FreeResponse
+	(*RegisterCallbackRequest)(nil),   // 53: ffid.v1.RegisterCallbackRequest
+	(*RegisterCallbackResponse)(nil),  // 54: ffid.v1.RegisterCallbackResponse
+	(*ReleaseCallbackRequest)(nil),    // 55: ffid.v1.ReleaseCallbackRequest
+	(*ReleaseCallbackResponse)(nil),   // 56: ffid.v1.ReleaseCallbackResponse
+	(*AdoptRequest)(nil),              // 57: ffid.v1.AdoptRequest
+	(*AdoptResponse)(nil),             // 58: ffid.v1.AdoptResponse
+	(*ResolveVariableRequest)(nil),    // 59: ffid.v1.ResolveVariableRequest
+	(*ResolveVariableResponse)(nil),   // 60: ffid.v1.ResolveVariableResponse
+	(*GetServerInfoRequest)(nil),      // 61: ffid.v1.GetServerInfoRequest
+	(*GetServerInfoResponse)(nil),     // 62: ffid.v1.GetServerInfoResponse
+	(*BatchRequest)(nil),              // 63: ffid.v1.BatchRequest
+	(*BatchStep)(nil),                 // 64: ffid.v1.BatchStep
+	(*BatchReference)(nil),            // 65: ffid.v1.BatchReference
+	(*BatchResponse)(nil),             // 66: ffid.v1.BatchResponse
+	(*BatchStepResult)(nil),           // 67: ffid.v1.BatchStepResult
+	(*CallColumns)(nil),               // 68: ffid.v1.CallColumns
+	(*CallColumnsResponse)(nil),       // 69: ffid.v1.CallColumnsResponse
+	nil,                               // 70: ffid.v1.CallResponse.OutValuesEntry
+	(*durationpb.Duration)(nil),       // 71: google.protobuf.Duration
+	(*CrashReport)(nil),               // 72: ffid.v1.CrashReport
+	(*Value)(nil),                     // 73: ffid.v1.Value
+	(*FunctionDeclaration)(nil),       // 74: ffid.v1.FunctionDeclaration
+	(*TypeDeclaration)(nil),           // 75: ffid.v1.TypeDeclaration
+	(*VariableDeclaration)(nil),       // 76: ffid.v1.VariableDeclaration
+	(*FunctionType)(nil),              // 77: ffid.v1.FunctionType
+	(*TypeDescriptor)(nil),            // 78: ffid.v1.TypeDescriptor
+	(*PointerValue)(nil),              // 79: ffid.v1.PointerValue
+	(*ValueColumn)(nil),               // 80: ffid.v1.ValueColumn
 }
 var file_ffid_v1_ffid_proto_depIdxs = []int32{
-	67,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
+	71,  // 0: ffid.v1.ResourceLimits.max_call_duration:type_name -> google.protobuf.Duration
 	2,   // 1: ffid.v1.Session.state:type_name -> ffid.v1.SessionState
-	68,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
-	67,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
+	72,  // 2: ffid.v1.Session.crash:type_name -> ffid.v1.CrashReport
+	71,  // 3: ffid.v1.Session.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 4: ffid.v1.Session.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 5: ffid.v1.Session.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 6: ffid.v1.Session.restart_policy:type_name -> ffid.v1.RestartPolicy
 	7,   // 7: ffid.v1.Session.sandbox_status:type_name -> ffid.v1.SandboxStatus
-	67,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
+	71,  // 8: ffid.v1.CreateSessionRequest.idle_timeout:type_name -> google.protobuf.Duration
 	5,   // 9: ffid.v1.CreateSessionRequest.limits:type_name -> ffid.v1.ResourceLimits
 	6,   // 10: ffid.v1.CreateSessionRequest.sandbox:type_name -> ffid.v1.SandboxPolicy
 	3,   // 11: ffid.v1.CreateSessionRequest.restart_policy:type_name -> ffid.v1.RestartPolicy
@@ -5522,20 +5786,20 @@ var file_ffid_v1_ffid_proto_depIdxs = []int32{
 	43,  // 21: ffid.v1.StreamCall.read:type_name -> ffid.v1.ReadRequest
 	45,  // 22: ffid.v1.StreamCall.write:type_name -> ffid.v1.WriteRequest
 	39,  // 23: ffid.v1.StreamCall.allocate:type_name -> ffid.v1.AllocateRequest
-	47,  // 24: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
-	49,  // 25: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
-	51,  // 26: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
-	59,  // 27: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
+	51,  // 24: ffid.v1.StreamCall.free:type_name -> ffid.v1.FreeRequest
+	53,  // 25: ffid.v1.StreamCall.register_callback:type_name -> ffid.v1.RegisterCallbackRequest
+	55,  // 26: ffid.v1.StreamCall.release_callback:type_name -> ffid.v1.ReleaseCallbackRequest
+	63,  // 27: ffid.v1.StreamCall.batch:type_name -> ffid.v1.BatchRequest
 	36,  // 28: ffid.v1.StreamResult.call:type_name -> ffid.v1.CallResponse
 	44,  // 29: ffid.v1.StreamResult.read:type_name -> ffid.v1.ReadResponse
 	46,  // 30: ffid.v1.StreamResult.write:type_name -> ffid.v1.WriteResponse
 	40,  // 31: ffid.v1.StreamResult.allocate:type_name -> ffid.v1.AllocateResponse
-	48,  // 32: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
-	50,  // 33: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
-	52,  // 34: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
-	62,  // 35: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
-	69,  // 36: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
-	69,  // 37: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
+	52,  // 32: ffid.v1.StreamResult.free:type_name -> ffid.v1.FreeResponse
+	54,  // 33: ffid.v1.StreamResult.register_callback:type_name -> ffid.v1.RegisterCallbackResponse
+	56,  // 34: ffid.v1.StreamResult.release_callback:type_name -> ffid.v1.ReleaseCallbackResponse
+	66,  // 35: ffid.v1.StreamResult.batch:type_name -> ffid.v1.BatchResponse
+	73,  // 36: ffid.v1.CallbackInvocation.arguments:type_name -> ffid.v1.Value
+	73,  // 37: ffid.v1.CallbackResult.result:type_name -> ffid.v1.Value
 	22,  // 38: ffid.v1.CallbackResult.error:type_name -> ffid.v1.CallbackError
 	26,  // 39: ffid.v1.ConnectResponse.attached:type_name -> ffid.v1.SessionAttached
 	19,  // 40: ffid.v1.ConnectResponse.result:type_name -> ffid.v1.StreamResult
@@ -5543,108 +5807,114 @@ var file_ffid_v1_ffid_proto_depIdxs = []int32{
 	25,  // 42: ffid.v1.ConnectResponse.restarted:type_name -> ffid.v1.WorkerRestarted
 	17,  // 43: ffid.v1.ConnectResponse.results:type_name -> ffid.v1.StreamResults
 	8,   // 44: ffid.v1.WorkerRestarted.session:type_name -> ffid.v1.Session
-	68,  // 45: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
+	72,  // 45: ffid.v1.WorkerRestarted.previous_crash:type_name -> ffid.v1.CrashReport
 	8,   // 46: ffid.v1.SessionAttached.session:type_name -> ffid.v1.Session
-	70,  // 47: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
-	71,  // 48: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
-	72,  // 49: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
-	73,  // 50: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
-	73,  // 51: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
-	69,  // 52: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
-	74,  // 53: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
+	74,  // 47: ffid.v1.ParseDeclarationsResponse.functions:type_name -> ffid.v1.FunctionDeclaration
+	75,  // 48: ffid.v1.ParseDeclarationsResponse.types:type_name -> ffid.v1.TypeDeclaration
+	76,  // 49: ffid.v1.ParseDeclarationsResponse.variables:type_name -> ffid.v1.VariableDeclaration
+	77,  // 50: ffid.v1.ResolveFunctionRequest.type:type_name -> ffid.v1.FunctionType
+	77,  // 51: ffid.v1.ResolveFunctionResponse.type:type_name -> ffid.v1.FunctionType
+	73,  // 52: ffid.v1.CallRequest.arguments:type_name -> ffid.v1.Value
+	78,  // 53: ffid.v1.CallRequest.variadic_types:type_name -> ffid.v1.TypeDescriptor
 	1,   // 54: ffid.v1.CallRequest.result_ownership:type_name -> ffid.v1.ResultOwnership
-	69,  // 55: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
-	66,  // 56: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
-	75,  // 57: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
+	73,  // 55: ffid.v1.CallResponse.result:type_name -> ffid.v1.Value
+	70,  // 56: ffid.v1.CallResponse.out_values:type_name -> ffid.v1.CallResponse.OutValuesEntry
+	79,  // 57: ffid.v1.CallResponse.result_pointer:type_name -> ffid.v1.PointerValue
 	35,  // 58: ffid.v1.CallStreamRequest.call:type_name -> ffid.v1.CallRequest
-	67,  // 59: ffid.v1.CallStreamRequest.timeout:type_name -> google.protobuf.Duration
+	71,  // 59: ffid.v1.CallStreamRequest.timeout:type_name -> google.protobuf.Duration
 	36,  // 60: ffid.v1.CallStreamResponse.call:type_name -> ffid.v1.CallResponse
-	74,  // 61: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
-	69,  // 62: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
+	78,  // 61: ffid.v1.AllocateRequest.type:type_name -> ffid.v1.TypeDescriptor
+	73,  // 62: ffid.v1.AllocateRequest.initial_value:type_name -> ffid.v1.Value
 	0,   // 63: ffid.v1.AllocateRequest.placement:type_name -> ffid.v1.AllocationPlacement
-	75,  // 64: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
-	74,  // 65: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
-	69,  // 66: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
-	75,  // 67: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
-	74,  // 68: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
-	69,  // 69: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
-	73,  // 70: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
-	69,  // 71: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
-	4,   // 72: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
-	67,  // 73: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
-	73,  // 74: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
-	75,  // 75: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
-	74,  // 76: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
-	74,  // 77: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
-	7,   // 78: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
-	5,   // 79: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
-	5,   // 80: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
-	60,  // 81: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
-	35,  // 82: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
-	39,  // 83: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
-	43,  // 84: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
-	45,  // 85: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
-	47,  // 86: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
-	64,  // 87: ffid.v1.BatchStep.call_columns:type_name -> ffid.v1.CallColumns
-	61,  // 88: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
-	74,  // 89: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
-	63,  // 90: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
-	36,  // 91: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
-	40,  // 92: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
-	44,  // 93: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
-	46,  // 94: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
-	48,  // 95: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
-	65,  // 96: ffid.v1.BatchStepResult.call_columns:type_name -> ffid.v1.CallColumnsResponse
-	76,  // 97: ffid.v1.CallColumns.arguments:type_name -> ffid.v1.ValueColumn
-	76,  // 98: ffid.v1.CallColumnsResponse.results:type_name -> ffid.v1.ValueColumn
-	69,  // 99: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
-	9,   // 100: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
-	11,  // 101: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
-	13,  // 102: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
-	15,  // 103: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
-	27,  // 104: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
-	29,  // 105: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
-	31,  // 106: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
-	33,  // 107: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
-	35,  // 108: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
-	39,  // 109: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
-	43,  // 110: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
-	45,  // 111: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
-	47,  // 112: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
-	49,  // 113: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
-	51,  // 114: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
-	53,  // 115: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
-	55,  // 116: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
-	57,  // 117: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
-	59,  // 118: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
-	41,  // 119: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
-	37,  // 120: ffid.v1.Ffi.CallStream:input_type -> ffid.v1.CallStreamRequest
-	10,  // 121: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
-	12,  // 122: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
-	14,  // 123: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
-	24,  // 124: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
-	28,  // 125: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
-	30,  // 126: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
-	32,  // 127: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
-	34,  // 128: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
-	36,  // 129: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
-	40,  // 130: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
-	44,  // 131: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
-	46,  // 132: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
-	48,  // 133: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
-	50,  // 134: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
-	52,  // 135: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
-	54,  // 136: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
-	56,  // 137: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
-	58,  // 138: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
-	62,  // 139: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
-	42,  // 140: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
-	38,  // 141: ffid.v1.Ffi.CallStream:output_type -> ffid.v1.CallStreamResponse
-	121, // [121:142] is the sub-list for method output_type
-	100, // [100:121] is the sub-list for method input_type
-	100, // [100:100] is the sub-list for extension type_name
-	100, // [100:100] is the sub-list for extension extendee
-	0,   // [0:100] is the sub-list for field type_name
+	79,  // 64: ffid.v1.ReadRequest.pointer:type_name -> ffid.v1.PointerValue
+	78,  // 65: ffid.v1.ReadRequest.type:type_name -> ffid.v1.TypeDescriptor
+	73,  // 66: ffid.v1.ReadResponse.value:type_name -> ffid.v1.Value
+	79,  // 67: ffid.v1.WriteRequest.pointer:type_name -> ffid.v1.PointerValue
+	78,  // 68: ffid.v1.WriteRequest.type:type_name -> ffid.v1.TypeDescriptor
+	73,  // 69: ffid.v1.WriteRequest.value:type_name -> ffid.v1.Value
+	79,  // 70: ffid.v1.WriteStreamRequest.pointer:type_name -> ffid.v1.PointerValue
+	79,  // 71: ffid.v1.ReadStreamRequest.pointer:type_name -> ffid.v1.PointerValue
+	77,  // 72: ffid.v1.RegisterCallbackRequest.type:type_name -> ffid.v1.FunctionType
+	73,  // 73: ffid.v1.RegisterCallbackRequest.default_result:type_name -> ffid.v1.Value
+	4,   // 74: ffid.v1.RegisterCallbackRequest.failure_policy:type_name -> ffid.v1.CallbackFailurePolicy
+	71,  // 75: ffid.v1.RegisterCallbackRequest.timeout:type_name -> google.protobuf.Duration
+	77,  // 76: ffid.v1.RegisterCallbackResponse.type:type_name -> ffid.v1.FunctionType
+	79,  // 77: ffid.v1.AdoptRequest.pointer:type_name -> ffid.v1.PointerValue
+	78,  // 78: ffid.v1.ResolveVariableRequest.type:type_name -> ffid.v1.TypeDescriptor
+	78,  // 79: ffid.v1.ResolveVariableResponse.type:type_name -> ffid.v1.TypeDescriptor
+	7,   // 80: ffid.v1.GetServerInfoResponse.sandbox:type_name -> ffid.v1.SandboxStatus
+	5,   // 81: ffid.v1.GetServerInfoResponse.default_limits:type_name -> ffid.v1.ResourceLimits
+	5,   // 82: ffid.v1.GetServerInfoResponse.max_limits:type_name -> ffid.v1.ResourceLimits
+	64,  // 83: ffid.v1.BatchRequest.steps:type_name -> ffid.v1.BatchStep
+	35,  // 84: ffid.v1.BatchStep.call:type_name -> ffid.v1.CallRequest
+	39,  // 85: ffid.v1.BatchStep.allocate:type_name -> ffid.v1.AllocateRequest
+	43,  // 86: ffid.v1.BatchStep.read:type_name -> ffid.v1.ReadRequest
+	45,  // 87: ffid.v1.BatchStep.write:type_name -> ffid.v1.WriteRequest
+	51,  // 88: ffid.v1.BatchStep.free:type_name -> ffid.v1.FreeRequest
+	68,  // 89: ffid.v1.BatchStep.call_columns:type_name -> ffid.v1.CallColumns
+	65,  // 90: ffid.v1.BatchStep.references:type_name -> ffid.v1.BatchReference
+	78,  // 91: ffid.v1.BatchReference.load_type:type_name -> ffid.v1.TypeDescriptor
+	67,  // 92: ffid.v1.BatchResponse.results:type_name -> ffid.v1.BatchStepResult
+	36,  // 93: ffid.v1.BatchStepResult.call:type_name -> ffid.v1.CallResponse
+	40,  // 94: ffid.v1.BatchStepResult.allocate:type_name -> ffid.v1.AllocateResponse
+	44,  // 95: ffid.v1.BatchStepResult.read:type_name -> ffid.v1.ReadResponse
+	46,  // 96: ffid.v1.BatchStepResult.write:type_name -> ffid.v1.WriteResponse
+	52,  // 97: ffid.v1.BatchStepResult.free:type_name -> ffid.v1.FreeResponse
+	69,  // 98: ffid.v1.BatchStepResult.call_columns:type_name -> ffid.v1.CallColumnsResponse
+	80,  // 99: ffid.v1.CallColumns.arguments:type_name -> ffid.v1.ValueColumn
+	80,  // 100: ffid.v1.CallColumnsResponse.results:type_name -> ffid.v1.ValueColumn
+	73,  // 101: ffid.v1.CallResponse.OutValuesEntry.value:type_name -> ffid.v1.Value
+	9,   // 102: ffid.v1.Ffi.CreateSession:input_type -> ffid.v1.CreateSessionRequest
+	11,  // 103: ffid.v1.Ffi.GetSession:input_type -> ffid.v1.GetSessionRequest
+	13,  // 104: ffid.v1.Ffi.DeleteSession:input_type -> ffid.v1.DeleteSessionRequest
+	15,  // 105: ffid.v1.Ffi.Connect:input_type -> ffid.v1.ConnectRequest
+	27,  // 106: ffid.v1.Ffi.LoadLibrary:input_type -> ffid.v1.LoadLibraryRequest
+	29,  // 107: ffid.v1.Ffi.UnloadLibrary:input_type -> ffid.v1.UnloadLibraryRequest
+	31,  // 108: ffid.v1.Ffi.ParseDeclarations:input_type -> ffid.v1.ParseDeclarationsRequest
+	33,  // 109: ffid.v1.Ffi.ResolveFunction:input_type -> ffid.v1.ResolveFunctionRequest
+	35,  // 110: ffid.v1.Ffi.Call:input_type -> ffid.v1.CallRequest
+	39,  // 111: ffid.v1.Ffi.Allocate:input_type -> ffid.v1.AllocateRequest
+	43,  // 112: ffid.v1.Ffi.Read:input_type -> ffid.v1.ReadRequest
+	45,  // 113: ffid.v1.Ffi.Write:input_type -> ffid.v1.WriteRequest
+	51,  // 114: ffid.v1.Ffi.Free:input_type -> ffid.v1.FreeRequest
+	53,  // 115: ffid.v1.Ffi.RegisterCallback:input_type -> ffid.v1.RegisterCallbackRequest
+	55,  // 116: ffid.v1.Ffi.ReleaseCallback:input_type -> ffid.v1.ReleaseCallbackRequest
+	57,  // 117: ffid.v1.Ffi.Adopt:input_type -> ffid.v1.AdoptRequest
+	59,  // 118: ffid.v1.Ffi.ResolveVariable:input_type -> ffid.v1.ResolveVariableRequest
+	61,  // 119: ffid.v1.Ffi.GetServerInfo:input_type -> ffid.v1.GetServerInfoRequest
+	63,  // 120: ffid.v1.Ffi.Batch:input_type -> ffid.v1.BatchRequest
+	41,  // 121: ffid.v1.Ffi.OpenArena:input_type -> ffid.v1.OpenArenaRequest
+	37,  // 122: ffid.v1.Ffi.CallStream:input_type -> ffid.v1.CallStreamRequest
+	47,  // 123: ffid.v1.Ffi.WriteStream:input_type -> ffid.v1.WriteStreamRequest
+	49,  // 124: ffid.v1.Ffi.ReadStream:input_type -> ffid.v1.ReadStreamRequest
+	10,  // 125: ffid.v1.Ffi.CreateSession:output_type -> ffid.v1.CreateSessionResponse
+	12,  // 126: ffid.v1.Ffi.GetSession:output_type -> ffid.v1.GetSessionResponse
+	14,  // 127: ffid.v1.Ffi.DeleteSession:output_type -> ffid.v1.DeleteSessionResponse
+	24,  // 128: ffid.v1.Ffi.Connect:output_type -> ffid.v1.ConnectResponse
+	28,  // 129: ffid.v1.Ffi.LoadLibrary:output_type -> ffid.v1.LoadLibraryResponse
+	30,  // 130: ffid.v1.Ffi.UnloadLibrary:output_type -> ffid.v1.UnloadLibraryResponse
+	32,  // 131: ffid.v1.Ffi.ParseDeclarations:output_type -> ffid.v1.ParseDeclarationsResponse
+	34,  // 132: ffid.v1.Ffi.ResolveFunction:output_type -> ffid.v1.ResolveFunctionResponse
+	36,  // 133: ffid.v1.Ffi.Call:output_type -> ffid.v1.CallResponse
+	40,  // 134: ffid.v1.Ffi.Allocate:output_type -> ffid.v1.AllocateResponse
+	44,  // 135: ffid.v1.Ffi.Read:output_type -> ffid.v1.ReadResponse
+	46,  // 136: ffid.v1.Ffi.Write:output_type -> ffid.v1.WriteResponse
+	52,  // 137: ffid.v1.Ffi.Free:output_type -> ffid.v1.FreeResponse
+	54,  // 138: ffid.v1.Ffi.RegisterCallback:output_type -> ffid.v1.RegisterCallbackResponse
+	56,  // 139: ffid.v1.Ffi.ReleaseCallback:output_type -> ffid.v1.ReleaseCallbackResponse
+	58,  // 140: ffid.v1.Ffi.Adopt:output_type -> ffid.v1.AdoptResponse
+	60,  // 141: ffid.v1.Ffi.ResolveVariable:output_type -> ffid.v1.ResolveVariableResponse
+	62,  // 142: ffid.v1.Ffi.GetServerInfo:output_type -> ffid.v1.GetServerInfoResponse
+	66,  // 143: ffid.v1.Ffi.Batch:output_type -> ffid.v1.BatchResponse
+	42,  // 144: ffid.v1.Ffi.OpenArena:output_type -> ffid.v1.OpenArenaResponse
+	38,  // 145: ffid.v1.Ffi.CallStream:output_type -> ffid.v1.CallStreamResponse
+	48,  // 146: ffid.v1.Ffi.WriteStream:output_type -> ffid.v1.WriteStreamResponse
+	50,  // 147: ffid.v1.Ffi.ReadStream:output_type -> ffid.v1.ReadStreamResponse
+	125, // [125:148] is the sub-list for method output_type
+	102, // [102:125] is the sub-list for method input_type
+	102, // [102:102] is the sub-list for extension type_name
+	102, // [102:102] is the sub-list for extension extendee
+	0,   // [0:102] is the sub-list for field type_name
 }
 
 func init() { file_ffid_v1_ffid_proto_init() }
@@ -5691,15 +5961,15 @@ func file_ffid_v1_ffid_proto_init() {
 		(*ResolveFunctionRequest_Type)(nil),
 		(*ResolveFunctionRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[44].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[48].OneofWrappers = []any{
 		(*RegisterCallbackRequest_Type)(nil),
 		(*RegisterCallbackRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[50].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[54].OneofWrappers = []any{
 		(*ResolveVariableRequest_Type)(nil),
 		(*ResolveVariableRequest_Declaration)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[55].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[59].OneofWrappers = []any{
 		(*BatchStep_Call)(nil),
 		(*BatchStep_Allocate)(nil),
 		(*BatchStep_Read)(nil),
@@ -5707,7 +5977,7 @@ func file_ffid_v1_ffid_proto_init() {
 		(*BatchStep_Free)(nil),
 		(*BatchStep_CallColumns)(nil),
 	}
-	file_ffid_v1_ffid_proto_msgTypes[58].OneofWrappers = []any{
+	file_ffid_v1_ffid_proto_msgTypes[62].OneofWrappers = []any{
 		(*BatchStepResult_Call)(nil),
 		(*BatchStepResult_Allocate)(nil),
 		(*BatchStepResult_Read)(nil),
@@ -5721,7 +5991,7 @@ func file_ffid_v1_ffid_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ffid_v1_ffid_proto_rawDesc), len(file_ffid_v1_ffid_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   62,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,8 @@ const (
 	Ffi_Batch_FullMethodName             = "/ffid.v1.Ffi/Batch"
 	Ffi_OpenArena_FullMethodName         = "/ffid.v1.Ffi/OpenArena"
 	Ffi_CallStream_FullMethodName        = "/ffid.v1.Ffi/CallStream"
+	Ffi_WriteStream_FullMethodName       = "/ffid.v1.Ffi/WriteStream"
+	Ffi_ReadStream_FullMethodName        = "/ffid.v1.Ffi/ReadStream"
 )
 
 // FfiClient is the client API for Ffi service.
@@ -125,6 +127,24 @@ type FfiClient interface {
 	// server runs a limited number of these streams at once (beyond it:
 	// RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT; use Call instead).
 	CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallStreamRequest, CallStreamResponse], error)
+	// Writes many bytes to one place on one stream: the first message names
+	// the session, where to write and how many bytes the stream carries, and
+	// every message (the first included) carries the next bytes in order.
+	// The same memory, bounds and errors as Write; the whole range is checked
+	// before any byte is written, so a stream too long for owned memory
+	// writes nothing. A failure after some bytes were written (the worker
+	// died, the session was deleted, the stream ended early) says which bytes
+	// were written: its message names them and its ErrorInfo metadata has
+	// "bytes_written": "N" (bytes 0..N-1 of the range were written, the rest
+	// not). For untyped writes bigger than a few MiB this costs less than
+	// Write, whose one message each end must hold whole.
+	WriteStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteStreamRequest, WriteStreamResponse], error)
+	// Reads many bytes from one place as a stream of pieces: the same memory,
+	// bounds and errors as Read, the answer's bytes in order over many
+	// messages of at most `piece_bytes` each. A failure after some pieces
+	// were sent ends the stream with the error, whose ErrorInfo metadata has
+	// "bytes_sent": "N" (the bytes the client received before it).
+	ReadStream(ctx context.Context, in *ReadStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadStreamResponse], error)
 }
 
 type ffiClient struct {
@@ -351,6 +371,38 @@ func (c *ffiClient) CallStream(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ffi_CallStreamClient = grpc.BidiStreamingClient[CallStreamRequest, CallStreamResponse]
 
+func (c *ffiClient) WriteStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[WriteStreamRequest, WriteStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Ffi_ServiceDesc.Streams[2], Ffi_WriteStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WriteStreamRequest, WriteStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ffi_WriteStreamClient = grpc.ClientStreamingClient[WriteStreamRequest, WriteStreamResponse]
+
+func (c *ffiClient) ReadStream(ctx context.Context, in *ReadStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ReadStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Ffi_ServiceDesc.Streams[3], Ffi_ReadStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadStreamRequest, ReadStreamResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ffi_ReadStreamClient = grpc.ServerStreamingClient[ReadStreamResponse]
+
 // FfiServer is the server API for Ffi service.
 // All implementations must embed UnimplementedFfiServer
 // for forward compatibility.
@@ -431,6 +483,24 @@ type FfiServer interface {
 	// server runs a limited number of these streams at once (beyond it:
 	// RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT; use Call instead).
 	CallStream(grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]) error
+	// Writes many bytes to one place on one stream: the first message names
+	// the session, where to write and how many bytes the stream carries, and
+	// every message (the first included) carries the next bytes in order.
+	// The same memory, bounds and errors as Write; the whole range is checked
+	// before any byte is written, so a stream too long for owned memory
+	// writes nothing. A failure after some bytes were written (the worker
+	// died, the session was deleted, the stream ended early) says which bytes
+	// were written: its message names them and its ErrorInfo metadata has
+	// "bytes_written": "N" (bytes 0..N-1 of the range were written, the rest
+	// not). For untyped writes bigger than a few MiB this costs less than
+	// Write, whose one message each end must hold whole.
+	WriteStream(grpc.ClientStreamingServer[WriteStreamRequest, WriteStreamResponse]) error
+	// Reads many bytes from one place as a stream of pieces: the same memory,
+	// bounds and errors as Read, the answer's bytes in order over many
+	// messages of at most `piece_bytes` each. A failure after some pieces
+	// were sent ends the stream with the error, whose ErrorInfo metadata has
+	// "bytes_sent": "N" (the bytes the client received before it).
+	ReadStream(*ReadStreamRequest, grpc.ServerStreamingServer[ReadStreamResponse]) error
 	mustEmbedUnimplementedFfiServer()
 }
 
@@ -503,6 +573,12 @@ func (UnimplementedFfiServer) OpenArena(context.Context, *OpenArenaRequest) (*Op
 }
 func (UnimplementedFfiServer) CallStream(grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]) error {
 	return status.Error(codes.Unimplemented, "method CallStream not implemented")
+}
+func (UnimplementedFfiServer) WriteStream(grpc.ClientStreamingServer[WriteStreamRequest, WriteStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method WriteStream not implemented")
+}
+func (UnimplementedFfiServer) ReadStream(*ReadStreamRequest, grpc.ServerStreamingServer[ReadStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReadStream not implemented")
 }
 func (UnimplementedFfiServer) mustEmbedUnimplementedFfiServer() {}
 func (UnimplementedFfiServer) testEmbeddedByValue()             {}
@@ -881,6 +957,24 @@ func _Ffi_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Ffi_CallStreamServer = grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]
 
+func _Ffi_WriteStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FfiServer).WriteStream(&grpc.GenericServerStream[WriteStreamRequest, WriteStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ffi_WriteStreamServer = grpc.ClientStreamingServer[WriteStreamRequest, WriteStreamResponse]
+
+func _Ffi_ReadStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadStreamRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FfiServer).ReadStream(m, &grpc.GenericServerStream[ReadStreamRequest, ReadStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Ffi_ReadStreamServer = grpc.ServerStreamingServer[ReadStreamResponse]
+
 // Ffi_ServiceDesc is the grpc.ServiceDesc for Ffi service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -977,6 +1071,16 @@ var Ffi_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Ffi_CallStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WriteStream",
+			Handler:       _Ffi_WriteStream_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReadStream",
+			Handler:       _Ffi_ReadStream_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "ffid/v1/ffid.proto",

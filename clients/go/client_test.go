@@ -392,10 +392,12 @@ func TestMemory(t *testing.T) {
 	}
 }
 
-// More than 1 MiB goes in 1 MiB pieces, each landing in place; a failure
-// names its piece (the last, sent first, so a write past the end writes
-// nothing); a whole block of more than gRPC's default 4 MiB reads back.
-func TestLargeMemoryInPieces(t *testing.T) {
+// More than 1 MiB goes on one stream each way (to a daemon without them,
+// in 1 MiB pieces), each byte landing in place; a write past the end writes
+// nothing (on the stream the whole range is checked first; in pieces the
+// last, sent first, fails, and the error names it); a whole block of more
+// than gRPC's default 4 MiB reads back.
+func TestLargeMemoryOnStreamsAndInPieces(t *testing.T) {
 	ctx := context.Background()
 	s := dial(t)
 	data := make([]byte, (5<<20)+77)
@@ -406,30 +408,38 @@ func TestLargeMemoryInPieces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Add(3).Write(ctx, data); err != nil {
-		t.Fatal(err)
-	}
-	back, err := m.Add(3).Read(ctx, len(data))
-	if err != nil || !bytes.Equal(back, data) {
-		t.Fatalf("Read: %d bytes, equal %v, %v", len(back), bytes.Equal(back, data), err)
-	}
-	all, err := m.Bytes(ctx)
-	if err != nil || len(all) != len(data)+3 || !bytes.Equal(all[3:], data) {
-		t.Fatalf("Bytes: %d bytes, %v", len(all), err)
-	}
-	err = m.Add(4).Write(ctx, data)
-	var e *ffid.Error
-	if !errors.Is(err, ffid.ErrOutOfBounds) || !errors.As(err, &e) ||
-		!strings.HasPrefix(e.Message, "piece 6 of 6 (bytes 5242880..5242956 of 5242957): ") {
-		t.Errorf("writing past the end: %v", err)
-	}
-	_, err = m.Read(ctx, len(data)+4)
-	if !errors.Is(err, ffid.ErrOutOfBounds) || !errors.As(err, &e) ||
-		!strings.HasPrefix(e.Message, "piece 6 of 6 (bytes 5242880..5242960 of 5242961): ") {
-		t.Errorf("reading past the end: %v", err)
-	}
-	if back, err := m.Add(3).Read(ctx, len(data)); err != nil || !bytes.Equal(back, data) {
-		t.Errorf("after the failed write: %v", err)
+	for _, piecesOnly := range []bool{false, true} {
+		if piecesOnly {
+			ffid.UsePiecesOnly(s)
+			for i := range data {
+				data[i] ^= 0x5a
+			}
+		}
+		if err := m.Add(3).Write(ctx, data); err != nil {
+			t.Fatal(err)
+		}
+		back, err := m.Add(3).Read(ctx, len(data))
+		if err != nil || !bytes.Equal(back, data) {
+			t.Fatalf("Read: %d bytes, equal %v, %v", len(back), bytes.Equal(back, data), err)
+		}
+		all, err := m.Bytes(ctx)
+		if err != nil || len(all) != len(data)+3 || !bytes.Equal(all[3:], data) {
+			t.Fatalf("Bytes: %d bytes, %v", len(all), err)
+		}
+		err = m.Add(4).Write(ctx, data)
+		var e *ffid.Error
+		if !errors.Is(err, ffid.ErrOutOfBounds) || !errors.As(err, &e) ||
+			piecesOnly != strings.HasPrefix(e.Message, "piece 6 of 6 (bytes 5242880..5242956 of 5242957): ") {
+			t.Errorf("writing past the end (pieces %v): %v", piecesOnly, err)
+		}
+		_, err = m.Read(ctx, len(data)+4)
+		if !errors.Is(err, ffid.ErrOutOfBounds) || !errors.As(err, &e) ||
+			piecesOnly != strings.HasPrefix(e.Message, "piece 6 of 6 (bytes 5242880..5242960 of 5242961): ") {
+			t.Errorf("reading past the end (pieces %v): %v", piecesOnly, err)
+		}
+		if back, err := m.Add(3).Read(ctx, len(data)); err != nil || !bytes.Equal(back, data) {
+			t.Errorf("after the failed write: %v", err)
+		}
 	}
 }
 

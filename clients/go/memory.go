@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/ffid/ffid/clients/go/ffidpb"
 	"google.golang.org/grpc/codes"
@@ -84,11 +85,19 @@ func namePiece(err error, start, total int) error {
 }
 
 // Read reads n bytes at the pointer (n = 0 reads owned memory to its end).
-// More than 1 MiB is read in 1 MiB pieces, one after the other; a failure
-// stops it and names the piece.
+// More than 1 MiB comes on one ReadStream (a failure says which bytes had
+// been sent); from a daemon without it, in 1 MiB pieces, one after the
+// other: a failure stops it and names the piece.
 func (p Pointer) Read(ctx context.Context, n int) ([]byte, error) {
 	if err := p.usable(); err != nil {
 		return nil, err
+	}
+	if p.session.useStreams(ctx, n) {
+		data, err := p.session.readStream(ctx, p, n)
+		if !streamsUnimplemented(err) {
+			return data, err
+		}
+		p.session.piecesOnly.Store(true)
 	}
 	if n <= bulkPiece || n >= bulkReadLimit {
 		response, err := p.session.read(ctx, &ffidpb.ReadRequest{Pointer: p.proto(), Length: uint64(n)})
@@ -109,13 +118,22 @@ func (p Pointer) Read(ctx context.Context, n int) ([]byte, error) {
 	return data, nil
 }
 
-// Write writes data at the pointer. More than 1 MiB is written in 1 MiB
-// pieces: the last piece first (so a write past the end of owned memory
-// writes nothing), then the others in order; a failure stops it (pieces
-// written stay) and names the piece.
+// Write writes data at the pointer. More than 1 MiB goes on one
+// WriteStream: a write past the end of owned memory writes nothing, and a
+// failure midway says which bytes were written. To a daemon without it,
+// in 1 MiB pieces: the last piece first (so a write past the end writes
+// nothing), then the others in order; a failure stops it (pieces written
+// stay) and names the piece.
 func (p Pointer) Write(ctx context.Context, data []byte) error {
 	if err := p.usable(); err != nil {
 		return err
+	}
+	if p.session.useStreams(ctx, len(data)) {
+		err := p.session.writeStream(ctx, p, data)
+		if !streamsUnimplemented(err) {
+			return err
+		}
+		p.session.piecesOnly.Store(true)
 	}
 	if len(data) <= bulkPiece {
 		return p.session.write(ctx, &ffidpb.WriteRequest{Pointer: p.proto(), Data: data})
@@ -253,6 +271,79 @@ func (s *Session) allocate(ctx context.Context, request *ffidpb.AllocateRequest)
 	}
 	return &Memory{Pointer: Pointer{session: s, handle: response.GetMemory(), address: response.GetAddress()},
 		size: response.GetSize()}, nil
+}
+
+// useStreams reports whether a transfer of n bytes goes on WriteStream /
+// ReadStream: more than one piece, not inside a callback (where reads and
+// writes travel on the Connect stream), to a daemon that has them.
+func (s *Session) useStreams(ctx context.Context, n int) bool {
+	return n > bulkPiece && !s.piecesOnly.Load() && !s.inCallback(ctx)
+}
+
+// streamsUnimplemented reports whether err is gRPC's own UNIMPLEMENTED (no
+// ffid reason): a daemon older than WriteStream and ReadStream.
+func streamsUnimplemented(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == codes.Unimplemented && e.Reason == ""
+}
+
+// readStream reads n bytes at p on one ReadStream, in 1 MiB messages.
+func (s *Session) readStream(ctx context.Context, p Pointer, n int) ([]byte, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := s.client.rpc.ReadStream(ctx, &ffidpb.ReadStreamRequest{
+		Session: s.id, Pointer: p.proto(), Length: uint64(n), PieceBytes: bulkPiece})
+	if err != nil {
+		return nil, fromRPC(err)
+	}
+	data := make([]byte, 0, n)
+	for {
+		piece, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fromRPC(err)
+		}
+		if len(data)+len(piece.GetData()) > n {
+			break
+		}
+		data = append(data, piece.GetData()...)
+	}
+	if len(data) != n {
+		return nil, clientError(ReasonInternal, codes.Internal,
+			"the daemon's ReadStream sent other than the %d bytes asked for", n)
+	}
+	return data, nil
+}
+
+// writeStream writes data at p on one WriteStream, in 1 MiB messages.
+func (s *Session) writeStream(ctx context.Context, p Pointer, data []byte) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := s.client.rpc.WriteStream(ctx)
+	if err != nil {
+		return fromRPC(err)
+	}
+	for start := 0; start < len(data); start += bulkPiece {
+		request := &ffidpb.WriteStreamRequest{Data: data[start:min(start+bulkPiece, len(data))]}
+		if start == 0 {
+			request.Session, request.Pointer, request.Length = s.id, p.proto(), uint64(len(data))
+		}
+		if err := stream.Send(request); err == io.EOF {
+			break // the daemon ended the stream: CloseAndRecv says why
+		} else if err != nil {
+			return fromRPC(err)
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	return fromRPC(err)
 }
 
 func (s *Session) read(ctx context.Context, request *ffidpb.ReadRequest) (*ffidpb.ReadResponse, error) {

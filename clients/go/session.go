@@ -39,6 +39,9 @@ type Session struct {
 	functions map[string]*ffidpb.FunctionDeclaration
 	typeNames map[string]*ffidpb.TypeDescriptor // type names resolved for typed memory
 	nextTag   atomic.Uint64
+	// Set once the daemon turned WriteStream/ReadStream down as unknown
+	// (a daemon older than them): big transfers then go as unary pieces.
+	piecesOnly atomic.Bool
 }
 
 // NewSession starts a session (and its worker) on the daemon.

@@ -64,9 +64,10 @@ async def test_memory(daemon) -> None:
 
 
 @pytest.mark.asyncio
-async def test_large_memory_in_pieces(daemon) -> None:
-    # As the sync client: more than 1 MiB goes in 1 MiB pieces, in place,
-    # and a failure names its piece (the last, sent first, writes nothing).
+async def test_large_memory_on_streams_and_in_pieces(daemon) -> None:
+    # As the sync client: more than 1 MiB goes on one stream each way (or
+    # in 1 MiB pieces to a daemon without them), in place, and a transfer
+    # past the end fails before writing anything.
     data = bytes(((i * 2654435761) >> 24) & 0xFF for i in range((2 << 20) + 77))
     async with ffid.aio.connect(daemon.address) as s:
         buf = await s.alloc(len(data) + 3)
@@ -74,11 +75,19 @@ async def test_large_memory_in_pieces(daemon) -> None:
         assert await buf.read() == bytes(3) + data
         with pytest.raises(ffid.OutOfBounds) as caught:
             await buf.write(data + b"x", offset=3)
+        assert not caught.value.message.startswith("piece ")
+        with pytest.raises(ffid.OutOfBounds):
+            await buf.read(len(data) + 4)
+        assert await buf.read(len(data), offset=3) == data  # the failed write wrote nothing
+        s._pieces_only = True
+        await buf.write(data[::-1], offset=3)
+        assert await buf.read(len(data), offset=3) == data[::-1]
+        with pytest.raises(ffid.OutOfBounds) as caught:
+            await buf.write(data + b"x", offset=3)
         assert caught.value.message.startswith("piece 3 of 3 (bytes 2097152..2097229 of 2097230): ")
         with pytest.raises(ffid.OutOfBounds) as caught:
             await buf.read(len(data) + 4)
         assert caught.value.message.startswith("piece 3 of 3 (bytes 2097152..2097232 of 2097233): ")
-        assert await buf.read(len(data), offset=3) == data  # the failed write wrote nothing
 
 
 @pytest.mark.asyncio

@@ -118,10 +118,13 @@ def _pattern(size: int) -> bytes:
 PIECES_DATA = _pattern((3 << 20) + 123)
 
 
+@pytest.mark.parametrize("pieces_only", [False, True], ids=["streams", "pieces"])
 @pytest.mark.parametrize("arena", [False, True], ids=["heap", "arena"])
-def test_large_reads_and_writes_go_in_pieces(session, arena: bool) -> None:
-    # More than 1 MiB goes as 1 MiB RPCs; every piece lands where it belongs,
-    # also at an offset that is not a multiple of the piece size.
+def test_large_reads_and_writes_go_on_streams_or_in_pieces(session, arena: bool, pieces_only: bool) -> None:
+    # More than 1 MiB goes on one WriteStream / ReadStream (or, to a daemon
+    # without them, as 1 MiB RPCs); every byte lands where it belongs, also
+    # at an offset that is not a multiple of the piece size.
+    session._pieces_only = pieces_only
     data = PIECES_DATA
     buf = session.alloc(len(data) + 5, arena=arena)
     buf.write(memoryview(data), offset=5)
@@ -131,10 +134,19 @@ def test_large_reads_and_writes_go_in_pieces(session, arena: bool) -> None:
     assert (buf + 5).read(len(data)) == data
 
 
-def test_large_transfer_past_the_end_names_the_piece(session) -> None:
+def test_large_transfer_past_the_end_writes_nothing(session) -> None:
     size = (5 << 20) // 2
     buf = session.alloc(size)
-    # A write past the end fails on its last piece, sent first: nothing is written.
+    # The stream's whole range is checked first: nothing is written.
+    with pytest.raises(ffid.OutOfBounds) as caught:
+        buf.write(b"y" * (3 << 20))
+    assert not caught.value.message.startswith("piece ")
+    assert buf.read() == bytes(size)
+    with pytest.raises(ffid.OutOfBounds):
+        buf.read(3 << 20)
+    # In pieces, the last is sent first: nothing is written either, and the
+    # failure names the piece.
+    session._pieces_only = True
     with pytest.raises(ffid.OutOfBounds, match=r"^OUT_OF_BOUNDS: piece 3 of 3 \(bytes 2097152\.\.3145727 of 3145728\): "):
         buf.write(b"y" * (3 << 20))
     assert buf.read() == bytes(size)

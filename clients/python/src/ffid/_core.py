@@ -8,8 +8,9 @@ import itertools
 import os
 import re
 import threading
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import grpc
 from google.protobuf import duration_pb2
 
 from ffid import _errors, _values
@@ -55,6 +56,38 @@ def write_pieces(length: int) -> List[Tuple[int, int]]:
         return [(0, length)]
     pieces = [(start, min(BULK_PIECE, length - start)) for start in range(0, length, BULK_PIECE)]
     return pieces[-1:] + pieces[:-1]
+
+
+def use_streams(length: int) -> bool:
+    """Whether a read or write of `length` bytes goes on ReadStream /
+    WriteStream (one stream of BULK_PIECE messages) rather than one RPC."""
+    return length > BULK_PIECE
+
+
+def write_stream_requests(session: str, pointer: types_pb2.PointerValue,
+                          view: memoryview) -> Iterator[ffid_pb2.WriteStreamRequest]:
+    """The messages of a WriteStream of `view` at `pointer`: the first names
+    the session, the pointer and the length, each carries the next
+    BULK_PIECE bytes."""
+    total = len(view)
+    for start in range(0, total, BULK_PIECE):
+        data = bytes(view[start:start + BULK_PIECE])
+        if start == 0:
+            yield ffid_pb2.WriteStreamRequest(session=session, pointer=pointer, length=total, data=data)
+        else:
+            yield ffid_pb2.WriteStreamRequest(data=data)
+
+
+def read_stream_request(session: str, pointer: types_pb2.PointerValue,
+                        length: int) -> ffid_pb2.ReadStreamRequest:
+    """The request of a ReadStream of `length` bytes at `pointer`."""
+    return ffid_pb2.ReadStreamRequest(session=session, pointer=pointer, length=length, piece_bytes=BULK_PIECE)
+
+
+def streams_unimplemented(error: _errors.Error) -> bool:
+    """Whether `error` is gRPC's own UNIMPLEMENTED (no ffid reason): a daemon
+    older than WriteStream and ReadStream, which then get unary pieces."""
+    return error.code == grpc.StatusCode.UNIMPLEMENTED and not error.reason
 
 
 def advanced(pointer: types_pb2.PointerValue, count: int) -> types_pb2.PointerValue:

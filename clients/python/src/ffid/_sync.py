@@ -269,6 +269,8 @@ class Session:
         self._lock = threading.Lock()
         self._pending_free: List[str] = []
         self._closed = False
+        # Set once the daemon turned WriteStream/ReadStream down as unknown.
+        self._pieces_only = False
         self._errno = threading.local()
         self._stream: Optional[_Stream] = None
         self._arena: Optional[_arena.Arena] = None
@@ -527,9 +529,27 @@ class Session:
         """Writes bytes at any pointer."""
         pointer.write(data)
 
+    def _streams(self, length: int) -> bool:
+        # Big transfers go on the streams, except inside a callback (where
+        # reads and writes travel on the Connect stream) and to a daemon
+        # without them.
+        return (_core.use_streams(length) and not self._pieces_only and not self._closed
+                and not self._callbacks.invocation())
+
     def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
-        # More than BULK_PIECE goes in pieces of that size, one after the
-        # other; a failure stops it and names the piece.
+        # More than BULK_PIECE comes on one ReadStream; from a daemon
+        # without it, in pieces of that size, one after the other: a
+        # failure stops it and names the piece.
+        if self._streams(length):
+            self._flush_frees()
+            try:
+                return b"".join(piece.data for piece in self._stub.ReadStream(
+                    _core.read_stream_request(self.id, pointer, length)))
+            except grpc.RpcError as rpc_error:
+                error = _errors.from_rpc_error(rpc_error)
+                if not _core.streams_unimplemented(error):
+                    raise error from None
+                self._pieces_only = True
         pieces = []
         plan = _core.read_pieces(length)
         for start, size in plan:
@@ -541,10 +561,21 @@ class Session:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
-        # More than BULK_PIECE goes in pieces of that size, the last first
-        # (see write_pieces); a failure stops it (pieces written stay) and
-        # names the piece.
+        # More than BULK_PIECE goes on one WriteStream (a failure says which
+        # bytes were written); to a daemon without it, in pieces of that
+        # size, the last first (see write_pieces): a failure stops it
+        # (pieces written stay) and names the piece.
         view = memoryview(data).cast("B")
+        if self._streams(len(view)):
+            self._flush_frees()
+            try:
+                self._stub.WriteStream(_core.write_stream_requests(self.id, pointer, view))
+                return
+            except grpc.RpcError as rpc_error:
+                error = _errors.from_rpc_error(rpc_error)
+                if not _core.streams_unimplemented(error):
+                    raise error from None
+                self._pieces_only = True
         plan = _core.write_pieces(len(view))
         for start, size in plan:
             try:

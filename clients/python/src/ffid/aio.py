@@ -115,6 +115,8 @@ class Session:
         self._declarations = _core.Declarations()
         self._pending_free: List[str] = []
         self._closed = False
+        # Set once the daemon turned WriteStream/ReadStream down as unknown.
+        self._pieces_only = False
         self._errno = threading.local()
         self._stream: Any = None
         self._finalizer: "Optional[weakref.finalize[Any, Any]]" = None
@@ -383,8 +385,22 @@ class Session:
         memory.flexible_length = flexible_length
         return memory
 
+    def _streams(self, length: int) -> bool:
+        # As ffid.Session._streams.
+        return (_core.use_streams(length) and not self._pieces_only and not self._closed
+                and not _INVOCATION.get())
+
     async def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
-        # In pieces, as ffid.Session._read.
+        # On one ReadStream, else in pieces, as ffid.Session._read.
+        if self._streams(length):
+            try:
+                return b"".join([piece.data async for piece in self._stub.ReadStream(
+                    _core.read_stream_request(self.id, pointer, length))])
+            except grpc.RpcError as rpc_error:
+                error = _errors.from_rpc_error(rpc_error)
+                if not _core.streams_unimplemented(error):
+                    raise error from None
+                self._pieces_only = True
         pieces = []
         plan = _core.read_pieces(length)
         for start, size in plan:
@@ -396,8 +412,18 @@ class Session:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
-        # In pieces, the last first, as ffid.Session._write.
+        # On one WriteStream, else in pieces, the last first, as
+        # ffid.Session._write.
         view = memoryview(data).cast("B")
+        if self._streams(len(view)):
+            try:
+                await self._stub.WriteStream(_core.write_stream_requests(self.id, pointer, view))
+                return
+            except grpc.RpcError as rpc_error:
+                error = _errors.from_rpc_error(rpc_error)
+                if not _core.streams_unimplemented(error):
+                    raise error from None
+                self._pieces_only = True
         plan = _core.write_pieces(len(view))
         for start, size in plan:
             try:

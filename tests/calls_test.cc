@@ -333,10 +333,10 @@ TEST_F(CallsTest, LargeReadAndWrite) {
   EXPECT_TRUE(*bytes == data);
 }
 
-// The C++ client sends transfers over 1 MiB as several RPCs in flight at
-// once: every piece lands at its place, in the arena as on the heap, and at
-// an offset that is not a multiple of the piece size.
-TEST_F(CallsTest, LargeTransfersInConcurrentPiecesKeepTheirOrder) {
+// The C++ client sends transfers over 1 MiB in 1 MiB messages on one
+// stream: every piece lands at its place, in the arena as on the heap, and
+// at an offset that is not a multiple of the piece size.
+TEST_F(CallsTest, LargeTransfersInPiecesKeepTheirOrder) {
   const size_t size = (9 << 20) + 123;
   std::string data(size, '\0');
   for (size_t i = 0; i < size; ++i) {

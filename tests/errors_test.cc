@@ -400,23 +400,25 @@ TEST_F(ErrorsTest, LargeAccessesOutOfBoundsOrToBadAddressesFail) {
   EXPECT_EQ(*bytes, std::string(big.size(), '\0'));
 }
 
-// The C++ client sends transfers over 1 MiB in pieces; one that runs past
-// the end of owned memory still fails as a whole, writing nothing.
-TEST_F(ErrorsTest, WriteInPiecesPastTheEndWritesNothing) {
+// The C++ client sends transfers over 1 MiB on WriteStream/ReadStream; one
+// that runs past the end of owned memory still fails as a whole, writing
+// nothing.
+TEST_F(ErrorsTest, BigWritePastTheEndWritesNothing) {
   const uint64_t size = (5 << 20) / 2;
   absl::StatusOr<client::Memory> memory = session_->Allocate(size);
   ASSERT_TRUE(memory.ok()) << memory.status();
-  // The error names the failing piece: the last, which goes first.
+  // The WriteStream's whole range is checked before its first byte: the
+  // error is the bounds check's, as for one Write.
   const absl::Status written =
       session_->Write(memory->handle, 0, std::string(3 << 20, 'y'));
   EXPECT_THAT(written, HasReason("OUT_OF_BOUNDS"));
   EXPECT_THAT(std::string(written.message()),
-              HasSubstr("piece 3 of 3 (bytes 2097152..3145727 of 3145728)"));
+              HasSubstr("write of 3145728 bytes at offset 0 exceeds"));
   const absl::StatusOr<std::string> read =
       session_->Read(memory->handle, 0, 3 << 20);
   EXPECT_THAT(read, HasReason("OUT_OF_BOUNDS"));
   EXPECT_THAT(std::string(read.status().message()),
-              HasSubstr("piece 3 of 3 (bytes 2097152..3145727 of 3145728)"));
+              HasSubstr("read of 3145728 bytes at offset 0 exceeds"));
   absl::StatusOr<std::string> bytes = session_->Read(memory->handle, 0, size);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   EXPECT_EQ(*bytes, std::string(size, '\0'));

@@ -212,6 +212,8 @@ TEST_F(StreamsTest, OutOfBoundsWritesNothing) {
     EXPECT_TRUE(*after == std::string(3 * kMiB, 'o'));
     EXPECT_THAT(session_->Read(memory.handle, 1, 3 * kMiB),
                 HasReason("OUT_OF_BOUNDS"));
+    EXPECT_THAT(session_->Read(memory.handle, 1, UINT64_MAX),
+                HasReason("OUT_OF_BOUNDS"));
     std::string read;
     EXPECT_THAT(ReadAll(ReadRequest(memory.handle, 3 * kMiB + 1, 0), &read),
                 HasReason("OUT_OF_BOUNDS"));

@@ -1248,8 +1248,6 @@ absl::StatusOr<std::string> ReadOnStream(grpc::Channel& channel,
   grpc::Slice request_slice(request_bytes);
   const grpc::ByteBuffer request_buffer(&request_slice, 1);
   std::string data;
-  data.reserve(length);
-  AskForHugePages(data.data(), length);
   grpc::ClientContext context;
   absl::Status parsed;
   std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
@@ -1257,6 +1255,12 @@ absl::StatusOr<std::string> ReadOnStream(grpc::Channel& channel,
           &channel, *kMethod, &context, request_buffer));
   grpc::ByteBuffer piece;
   while (reader->Read(&piece)) {
+    if (data.capacity() < length) {
+      // The daemon checked the whole range before its first answer: the
+      // result's size is known to be possible now.
+      data.reserve(length);
+      AskForHugePages(data.data(), length);
+    }
     parsed = AppendReadData(piece, &data);
     if (!parsed.ok() || data.size() > length) {
       context.TryCancel();

@@ -136,6 +136,23 @@ grpc::ByteBuffer ReadResponseBuffer(absl::string_view bytes) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+grpc::ByteBuffer ReadResponseAround(grpc::Slice bytes) {
+  if (bytes.size() == 0) {
+    grpc::Slice empty;
+    return grpc::ByteBuffer(&empty, 1);
+  }
+  const uint32_t tag =
+      WireFormatLite::MakeTag(v1::ReadResponse::kDataFieldNumber,
+                              WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  uint8_t head[16];
+  uint8_t* end =
+      google::protobuf::io::CodedOutputStream::WriteVarint32ToArray(tag, head);
+  end = google::protobuf::io::CodedOutputStream::WriteVarint64ToArray(
+      bytes.size(), end);
+  grpc::Slice slices[2] = {grpc::Slice(head, end - head), std::move(bytes)};
+  return grpc::ByteBuffer(slices, 2);
+}
+
 grpc::ByteBuffer SerializedBuffer(
     const google::protobuf::MessageLite& message) {
   grpc::ByteBuffer buffer;

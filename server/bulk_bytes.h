@@ -88,6 +88,11 @@ using WriteStreamRequestView =
 // is field 1 too).
 grpc::ByteBuffer ReadResponseBuffer(absl::string_view bytes);
 
+// The same message without copying the bytes: `bytes` (a slice lent to
+// gRPC, e.g. of a shared-memory arena) follows a slice holding the field's
+// tag and length.
+grpc::ByteBuffer ReadResponseAround(grpc::Slice bytes);
+
 // `message` serialized into a buffer, as gRPC serializes a protobuf reply.
 grpc::ByteBuffer SerializedBuffer(const google::protobuf::MessageLite& message);
 

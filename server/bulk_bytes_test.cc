@@ -125,6 +125,31 @@ TEST(ReadResponseBufferTest, IsAReadResponseWithTheData) {
   }
 }
 
+// The lent bytes are not copied: the buffer's last slice is the one given,
+// and the message parses as a ReadStreamResponse too.
+TEST(ReadResponseAroundTest, WrapsTheSliceGivenInAReadResponse) {
+  for (const size_t size : {size_t{0}, size_t{1}, size_t{128},
+                            size_t{1} << 20}) {
+    const std::string bytes = Pattern(size);
+    grpc::ByteBuffer buffer =
+        ReadResponseAround(grpc::Slice(bytes.data(), bytes.size()));
+    v1::ReadResponse expected;
+    expected.set_data(bytes);
+    EXPECT_EQ(Joined(buffer), expected.SerializeAsString()) << size;
+    v1::ReadStreamResponse parsed;
+    ASSERT_TRUE(ParsedMessage(buffer, &parsed).ok()) << size;
+    EXPECT_EQ(parsed.data(), bytes);
+  }
+  static const char kLent[] = "lent bytes";
+  grpc::ByteBuffer buffer = ReadResponseAround(grpc::Slice(
+      const_cast<char*>(kLent), sizeof(kLent) - 1, [](void*) {}, nullptr));
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(buffer.Dump(&slices).ok());
+  ASSERT_EQ(slices.size(), 2u);
+  EXPECT_EQ(static_cast<const void*>(slices[1].begin()),
+            static_cast<const void*>(kLent));
+}
+
 TEST(SerializedBufferTest, RoundTripsAMessage) {
   const v1::WriteRequest request = SampleWrite(Pattern(5000));
   grpc::ByteBuffer buffer = SerializedBuffer(request);

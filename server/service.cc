@@ -444,11 +444,26 @@ absl::Status PrepareWrite(Session& session, const v1::WriteRequest& request,
   return absl::OkStatus();
 }
 
+// Arena bytes lent to gRPC as a slice: the arena stays mapped until gRPC
+// lets go of the slice.
+grpc::Slice ArenaSlice(std::shared_ptr<SessionArena> arena, const char* begin,
+                       size_t size) {
+  return grpc::Slice(
+      const_cast<char*>(begin), size,
+      [](void* held) {
+        delete static_cast<std::shared_ptr<SessionArena>*>(held);
+      },
+      new std::shared_ptr<SessionArena>(std::move(arena)));
+}
+
 // Serves a Read of `session` (a unary one, or one piece of a ReadStream):
-// `*response_bytes` gets the serialized ReadResponse.
+// `*response_bytes` gets the serialized ReadResponse. With `lend_arena`,
+// arena bytes are lent to gRPC instead of copied (a ReadStream's pieces:
+// gRPC reads them while it sends them, before the stream ends).
 absl::Status ReadAt(grpc::ServerContext& context, Session& session,
                     const v1::ReadRequest& request,
-                    grpc::ByteBuffer* response_bytes) {
+                    grpc::ByteBuffer* response_bytes,
+                    bool lend_arena = false) {
   if (!request.has_type()) {
     if (std::optional<ArenaAccess> access =
             FindArenaAccess(session, request.pointer())) {
@@ -461,8 +476,13 @@ absl::Status ReadAt(grpc::ServerContext& context, Session& session,
       }
       RETURN_IF_ERROR(CheckArenaBounds(access->block, request.pointer().handle(),
                                        offset, length, "read"));
-      *response_bytes = ReadResponseBuffer(absl::string_view(
-          access->arena->base() + access->block.offset + offset, length));
+      const char* const begin =
+          access->arena->base() + access->block.offset + offset;
+      *response_bytes =
+          lend_arena
+              ? ReadResponseAround(
+                    ArenaSlice(std::move(access->arena), begin, length))
+              : ReadResponseBuffer(absl::string_view(begin, length));
       return absl::OkStatus();
     }
   }
@@ -1677,7 +1697,9 @@ absl::Status FfiService::DoReadStream(grpc::ServerContext& context,
     read.set_length(length);
     grpc::ByteBuffer answer;
     absl::Status status = StillServing(*session, worker);
-    if (status.ok()) status = ReadAt(context, *session, read, &answer);
+    if (status.ok()) {
+      status = ReadAt(context, *session, read, &answer, /*lend_arena=*/true);
+    }
     if (status.ok() && !stream.Write(answer)) {
       status = MakeError(absl::StatusCode::kCancelled,
                          v1::ERROR_REASON_INVALID_REQUEST,

@@ -1602,7 +1602,7 @@ absl::Status FfiService::DoWriteStream(grpc::ServerContext& context,
   *done = 0;
   v1::WriteRequest head;
   head.set_session(first.session());
-  while (true) {
+  for (bool later = false;; later = true) {
     absl::Status status;
     if (piece->data_size() > total - *done) {
       status = InvalidArgumentError(
@@ -1610,9 +1610,9 @@ absl::Status FfiService::DoWriteStream(grpc::ServerContext& context,
           absl::StrCat("the stream carries more than the ", total,
                        " bytes its first message announced (field "
                        "'length')"));
-    } else if (piece.get() != nullptr && *done > 0 &&
-               (!piece->head().session().empty() ||
-                piece->head().has_pointer() || piece->head().length() != 0)) {
+    } else if (later && (!piece->head().session().empty() ||
+                         piece->head().has_pointer() ||
+                         piece->head().length() != 0)) {
       status = InvalidArgumentError(
           v1::ERROR_REASON_INVALID_REQUEST,
           "only the first WriteStream message names the session, the "

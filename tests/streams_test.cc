@@ -297,6 +297,16 @@ TEST_F(StreamsTest, MalformedWriteStreamsSayWhatWasWritten) {
     EXPECT_EQ(MetadataOf(status, "bytes_written"), "10");
   }
   {
+    // An empty first piece, then a message naming the session again.
+    std::unique_ptr<RawWrite> raw = StartWrite();
+    (void)raw->writer->Write(FirstPiece(memory.handle, 0, 20, ""));
+    (void)raw->writer->Write(FirstPiece(memory.handle, 0, 0, "0123456789"));
+    const absl::Status status = Finish(*raw);
+    EXPECT_THAT(status, HasReason("INVALID_REQUEST"));
+    EXPECT_THAT(MessageOf(status), HasSubstr("only the first"));
+    EXPECT_EQ(MetadataOf(status, "bytes_written"), "0");
+  }
+  {
     // No message at all.
     std::unique_ptr<RawWrite> raw = StartWrite();
     EXPECT_THAT(Finish(*raw), HasReason("INVALID_REQUEST"));

@@ -456,6 +456,7 @@ int Run(int argc, char** argv) {
                      "refused, running RPCs may finish within ",
                      absl::FormatDuration(options.shutdown_grace)));
     Metrics::Get().SetDraining(true);
+    service.BeginDrain();
     // Watchers see NOT_SERVING, then their streams end, so that they do
     // not hold up the drain.
     health.Shutdown();

@@ -1330,19 +1330,43 @@ grpc::Status FfiService::CallStream(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::CallStreamResponse, v1::CallStreamRequest>*
         stream) {
-  if (call_streams_.fetch_add(1) >= kMaxCallStreams) {
-    call_streams_.fetch_sub(1);
-    return ToGrpcStatus(MakeError(
-        absl::StatusCode::kResourceExhausted, v1::ERROR_REASON_RESOURCE_LIMIT,
-        absl::StrCat("ffid keeps at most ", kMaxCallStreams,
-                     " CallStream streams open at once; use the Call RPC, "
-                     "or close idle streams")));
+  {
+    absl::MutexLock lock(&call_streams_mu_);
+    if (draining_) {
+      return ToGrpcStatus(MakeError(absl::StatusCode::kUnavailable,
+                                    v1::ERROR_REASON_INTERNAL,
+                                    "ffid is shutting down"));
+    }
+    if (call_streams_.size() >= kMaxCallStreams) {
+      return ToGrpcStatus(MakeError(
+          absl::StatusCode::kResourceExhausted,
+          v1::ERROR_REASON_RESOURCE_LIMIT,
+          absl::StrCat("ffid keeps at most ", kMaxCallStreams,
+                       " CallStream streams open at once; use the Call RPC, "
+                       "or close idle streams")));
+    }
+    call_streams_[context] = false;
   }
+  // Whether this stream may go on; marks it running a call (`busy`) or
+  // waiting for one. A drain ends a waiting stream at once (BeginDrain),
+  // so a call read while the drain began is not started.
+  auto mark = [&](bool busy) {
+    absl::MutexLock lock(&call_streams_mu_);
+    if (draining_) return false;
+    call_streams_[context] = busy;
+    return true;
+  };
   v1::CallStreamRequest request;
   v1::CallStreamResponse response;
   const bool audit =
       options_.access != nullptr && options_.access->AuditCalls();
+  // A call read but not started because the drain began.
+  bool dropped = false;
   while (stream->Read(&request)) {
+    if (!mark(true)) {
+      dropped = true;
+      break;
+    }
     response.Clear();
     const absl::Time started = absl::Now();
     absl::Status status;
@@ -1372,10 +1396,26 @@ grpc::Status FfiService::CallStream(
       response.Clear();
       response.set_error_status(StatusToProto(status).SerializeAsString());
     }
-    if (!stream->Write(response)) break;
+    if (!stream->Write(response) || !mark(false)) break;
   }
-  call_streams_.fetch_sub(1);
+  {
+    absl::MutexLock lock(&call_streams_mu_);
+    call_streams_.erase(context);
+  }
+  if (dropped) {
+    return ToGrpcStatus(MakeError(
+        absl::StatusCode::kUnavailable, v1::ERROR_REASON_INTERNAL,
+        "ffid is shutting down: the call was not started"));
+  }
   return grpc::Status::OK;
+}
+
+void FfiService::BeginDrain() {
+  absl::MutexLock lock(&call_streams_mu_);
+  draining_ = true;
+  for (const auto& [context, busy] : call_streams_) {
+    if (!busy) context->TryCancel();
+  }
 }
 
 grpc::Status FfiService::Batch(grpc::ServerContext* context,

@@ -32,14 +32,16 @@
 #ifndef FFID_SERVER_SERVICE_H_
 #define FFID_SERVER_SERVICE_H_
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 #include "server/arena_broker.h"
 #include "server/bulk_bytes.h"
@@ -171,6 +173,12 @@ class FfiService final : public v1::Ffi::Service {
       grpc::ServerReaderWriter<v1::CallStreamResponse, v1::CallStreamRequest>*
           stream) override;
 
+  // The daemon is draining: CallStream streams waiting for their next call
+  // end now (they run nothing, and would otherwise hold the drain until
+  // gRPC cancels them after the grace); a stream running a call ends after
+  // answering it, and new streams are refused.
+  void BeginDrain();
+
  private:
   // Identifies the caller (access control) and, when `rate_limited`,
   // counts the request against its rate.
@@ -276,8 +284,12 @@ class FfiService final : public v1::Ffi::Service {
   SessionManager& sessions_;
   ServiceOptions options_;  // Set in the constructor, then read-only.
   const Allowlist allowlist_;
-  // CallStream streams open now (at most kMaxCallStreams).
-  std::atomic<int> call_streams_{0};
+  absl::Mutex call_streams_mu_;
+  // The CallStream streams open now (at most kMaxCallStreams), each with
+  // whether it is running a call.
+  absl::flat_hash_map<grpc::ServerContext*, bool> call_streams_
+      ABSL_GUARDED_BY(call_streams_mu_);
+  bool draining_ ABSL_GUARDED_BY(call_streams_mu_) = false;
 };
 
 }  // namespace ffid::server

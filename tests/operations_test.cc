@@ -383,6 +383,36 @@ TEST_F(OperationsTest, HealthIsServingUntilDrainAndACallInFlightFinishes) {
   EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
 }
 
+TEST_F(OperationsTest, IdleCallStreamsDoNotHoldUpTheDrain) {
+  StartDaemon({"--shutdown-grace=20s"});
+  // No Connect stream: the session's only open RPC is the CallStream its
+  // calls went on, idle once they are answered.
+  client::SessionOptions options;
+  options.attach_stream = false;
+  std::unique_ptr<client::Session> session = NewSession(options);
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> add =
+      Resolve(*session, "int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<v1::CallResponse> sum =
+        session->Call(*add, {MakeInt(i), MakeInt(1)});
+    ASSERT_TRUE(sum.ok()) << sum.status();
+  }
+  const pid_t worker = session->worker_pid();
+  const absl::Status stopped = daemon_->Stop(absl::Seconds(60));
+  EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
+  // Before the grace ran out: nothing was left to wait for. (The stop
+  // still takes gRPC's backup poll of this client, ~5 s, as it does with
+  // only unary calls made: no thread of this client is in gRPC.)
+  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
+  EXPECT_TRUE(WaitForProcessGone(worker, kWait));
+  // The session's next call says why it cannot be made.
+  absl::StatusOr<v1::CallResponse> late =
+      session->Call(*add, {MakeInt(1), MakeInt(1)});
+  EXPECT_THAT(late, HasCode(absl::StatusCode::kUnavailable));
+}
+
 TEST_F(OperationsTest, PastTheGracePeriodAHungCallEndsAndNoWorkerIsLeft) {
   StartDaemon({"--shutdown-grace=1s"});
   std::unique_ptr<client::Session> session = NewSession();

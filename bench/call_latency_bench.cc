@@ -16,7 +16,7 @@
 //   echo_stream_process - the Echo's 16 bytes there and back on one
 //           EchoStream kept open to bench/echo_server (reference: what one
 //           message each way costs, as a call on a CallStream pays).
-//   call_stream - CallAsync on the Connect stream, one at a time
+//   call_async - CallAsync on the Connect stream, one at a time
 //           (reference).
 //   ffi   - ffi_call of a local function with a prepared cif, in-process.
 //   callback - a callback round trip as native code sees it: the callbacks
@@ -404,7 +404,7 @@ void BM_FfidCallOnStream(benchmark::State& state, FfidTarget* target) {
   for (int i = 0; i < kWarmupRoundTrips; ++i) {
     (void)target->session->CallAsync(target->function, arguments).get();
   }
-  std::vector<double>& samples = Samples()["call_stream"];
+  std::vector<double>& samples = Samples()["call_async"];
   for (auto _ : state) {
     const Clock::time_point start = Clock::now();
     absl::StatusOr<v1::CallResponse> response =
@@ -915,7 +915,7 @@ void PrintSummary() {
   // Session::Call goes on a CallStream: what one message each way costs
   // gRPC, and what a call costs on the Connect stream instead.
   const std::vector<double>& echo_stream = Samples()["echo_stream_process"];
-  const std::vector<double>& call_stream = Samples()["call_stream"];
+  const std::vector<double>& call_async = Samples()["call_async"];
   const std::vector<double>& ffi = Samples()["ffi"];
   const std::vector<double>& callback = Samples()["callback"];
   const std::vector<double>& call_cb = Samples()["call_cb"];
@@ -941,8 +941,8 @@ void PrintSummary() {
   std::printf(row, "Call vs echo on one stream", Us(call, 0.5).c_str(),
               Us(echo_stream, 0.5).c_str(),
               Ratio(call, echo_stream, 0.5).c_str(), "(reference)");
-  std::printf(row, "CallAsync one at a time", Us(call_stream, 0.5).c_str(),
-              Us(call, 0.5).c_str(), Ratio(call_stream, call, 0.5).c_str(),
+  std::printf(row, "CallAsync one at a time", Us(call_async, 0.5).c_str(),
+              Us(call, 0.5).c_str(), Ratio(call_async, call, 0.5).c_str(),
               "(on Connect)");
   std::printf(row, "Call vs in-process ffi_call", Us(call, 0.5).c_str(),
               Us(ffi, 0.5).c_str(), Ratio(call, ffi, 0.5).c_str(),

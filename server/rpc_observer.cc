@@ -62,16 +62,6 @@ absl::string_view CodeName(grpc::StatusCode code) {
   }
 }
 
-// Failures that point at the server's side rather than the request.
-bool IsServerSide(grpc::StatusCode code) {
-  return code == grpc::StatusCode::UNAVAILABLE ||
-         code == grpc::StatusCode::INTERNAL ||
-         code == grpc::StatusCode::DEADLINE_EXCEEDED ||
-         code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
-         code == grpc::StatusCode::UNKNOWN ||
-         code == grpc::StatusCode::DATA_LOSS;
-}
-
 TraceContext TraceFromMetadata(
     const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
   TraceContext trace;
@@ -132,7 +122,7 @@ class RpcObserver final : public grpc::experimental::Interceptor {
       metrics.RecordCall("unary", status.ok() ? "OK" : reason, elapsed);
     }
     const LogLevel level =
-        !status.ok() && IsServerSide(status.error_code()) ? LogLevel::kWarning
+        !status.ok() && IsServerSideFailure(status.error_code()) ? LogLevel::kWarning
                                                           : LogLevel::kDebug;
     if (!LogEnabled(level)) return;
     std::string message =
@@ -186,6 +176,15 @@ TraceContext TraceOf(const grpc::ServerContextBase& context) {
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
 MakeRpcObserverFactory() {
   return std::make_unique<RpcObserverFactory>();
+}
+
+bool IsServerSideFailure(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE ||
+         code == grpc::StatusCode::INTERNAL ||
+         code == grpc::StatusCode::DEADLINE_EXCEEDED ||
+         code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+         code == grpc::StatusCode::UNKNOWN ||
+         code == grpc::StatusCode::DATA_LOSS;
 }
 
 }  // namespace ffid::server

@@ -35,6 +35,10 @@ struct TraceContext {
 [[nodiscard]] bool ParseTraceparent(absl::string_view value,
                                     TraceContext* out);
 
+// Failures that point at the server's side rather than the request (logged
+// as warnings).
+bool IsServerSideFailure(grpc::StatusCode code);
+
 // The trace context of the RPC `context` serves (from its client metadata).
 TraceContext TraceOf(const grpc::ServerContextBase& context);
 

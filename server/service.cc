@@ -1330,6 +1330,11 @@ grpc::Status FfiService::CallStream(
     grpc::ServerContext* context,
     grpc::ServerReaderWriter<v1::CallStreamResponse, v1::CallStreamRequest>*
         stream) {
+  // Only an identified caller may hold one of the limited streams (each
+  // call is admitted again, rate limit included, as a unary one is).
+  if (absl::StatusOr<Caller> caller = Admit(*context, false); !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
   {
     absl::MutexLock lock(&call_streams_mu_);
     if (draining_) {
@@ -1348,65 +1353,71 @@ grpc::Status FfiService::CallStream(
     call_streams_[context] = false;
   }
   // Whether this stream may go on; marks it running a call (`busy`) or
-  // waiting for one. A drain ends a waiting stream at once (BeginDrain),
-  // so a call read while the drain began is not started.
+  // waiting for one. BeginDrain cancels a waiting stream, so a call read
+  // just as the drain began is never started.
   auto mark = [&](bool busy) {
     absl::MutexLock lock(&call_streams_mu_);
     if (draining_) return false;
     call_streams_[context] = busy;
     return true;
   };
-  v1::CallStreamRequest request;
-  v1::CallStreamResponse response;
-  const bool audit =
-      options_.access != nullptr && options_.access->AuditCalls();
-  // A call read but not started because the drain began.
-  bool dropped = false;
-  while (stream->Read(&request)) {
-    if (!mark(true)) {
-      dropped = true;
-      break;
-    }
-    response.Clear();
+  for (;;) {
+    // Fresh messages per call: a reused one would keep the capacity of the
+    // biggest call's strings for as long as the stream stays open.
+    v1::CallStreamRequest request;
+    if (!stream->Read(&request) || !mark(true)) break;
+    v1::CallStreamResponse response;
     const absl::Time started = absl::Now();
     absl::Status status;
     absl::Time deadline = absl::InfiniteFuture();
     if (request.has_timeout()) {
-      const absl::Duration timeout =
-          absl::Seconds(request.timeout().seconds()) +
-          absl::Nanoseconds(request.timeout().nanos());
-      if (timeout < absl::ZeroDuration()) {
+      const google::protobuf::Duration& timeout = request.timeout();
+      if (timeout.seconds() < 0 || timeout.nanos() < 0 ||
+          timeout.nanos() >= 1000000000) {
         status = InvalidArgumentError(
             v1::ERROR_REASON_INVALID_REQUEST,
-            "field 'timeout' is negative: give how long the call may take, "
-            "or leave it unset for no limit of its own");
+            absl::StrCat("field 'timeout' must be a duration of zero or more "
+                         "(got ",
+                         timeout.seconds(), "s ", timeout.nanos(),
+                         "ns); leave it unset for no limit of its own"));
       }
-      deadline = started + timeout;
+      deadline = started + absl::Seconds(timeout.seconds()) +
+                 absl::Nanoseconds(timeout.nanos());
     }
     if (status.ok()) {
       status = DoCall(*context, request.call(), response.mutable_call(),
                       deadline);
     }
-    Metrics::Get().RecordCall(
-        "call_stream",
-        status.ok() ? "OK" : ReasonName(GetErrorReason(status)),
-        absl::Now() - started);
-    if (audit) Audit(*context, "Call", request.call().function(), status);
+    const absl::Duration elapsed = absl::Now() - started;
+    const std::string reason =
+        status.ok() ? "OK" : ReasonName(GetErrorReason(status));
+    Metrics::Get().RecordCall("call_stream", reason, elapsed);
+    // Read for each call: a SIGHUP may turn call auditing on or off.
+    if (options_.access != nullptr && options_.access->AuditCalls()) {
+      Audit(*context, "Call", request.call().function(), status);
+    }
     if (!status.ok()) {
+      // Logged as the RPC observer logs a failed unary Call.
+      const grpc::Status as_grpc = ToGrpcStatus(status);
+      if (IsServerSideFailure(as_grpc.error_code()) &&
+          LogEnabled(LogLevel::kWarning)) {
+        const TraceContext trace = TraceOf(*context);
+        Log(LogLevel::kWarning, "call failed: " + as_grpc.error_message(),
+            {{"method", "ffid.v1.Ffi/CallStream"},
+             {"code", absl::StatusCodeToString(status.code())},
+             {"reason", reason},
+             {"duration_ms",
+              std::to_string(absl::ToDoubleMilliseconds(elapsed))},
+             {"trace_id", trace.trace_id},
+             {"span_id", trace.span_id}});
+      }
       response.Clear();
       response.set_error_status(StatusToProto(status).SerializeAsString());
     }
     if (!stream->Write(response) || !mark(false)) break;
   }
-  {
-    absl::MutexLock lock(&call_streams_mu_);
-    call_streams_.erase(context);
-  }
-  if (dropped) {
-    return ToGrpcStatus(MakeError(
-        absl::StatusCode::kUnavailable, v1::ERROR_REASON_INTERNAL,
-        "ffid is shutting down: the call was not started"));
-  }
+  absl::MutexLock lock(&call_streams_mu_);
+  call_streams_.erase(context);
   return grpc::Status::OK;
 }
 

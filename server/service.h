@@ -54,7 +54,7 @@ namespace ffid::server {
 
 // CallStream streams open at once, at most (each holds a server thread
 // while it is open, idle or not).
-inline constexpr int kMaxCallStreams = 128;
+inline constexpr int kMaxCallStreams = 256;
 
 struct ServiceOptions {
   // Globs a library's real path must match.
@@ -171,13 +171,13 @@ class FfiService final : public v1::Ffi::Service {
   grpc::Status CallStream(
       grpc::ServerContext* context,
       grpc::ServerReaderWriter<v1::CallStreamResponse, v1::CallStreamRequest>*
-          stream) override;
+          stream) override ABSL_LOCKS_EXCLUDED(call_streams_mu_);
 
   // The daemon is draining: CallStream streams waiting for their next call
   // end now (they run nothing, and would otherwise hold the drain until
   // gRPC cancels them after the grace); a stream running a call ends after
   // answering it, and new streams are refused.
-  void BeginDrain();
+  void BeginDrain() ABSL_LOCKS_EXCLUDED(call_streams_mu_);
 
  private:
   // Identifies the caller (access control) and, when `rate_limited`,

@@ -32,6 +32,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/credentials.h"
+#include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/daemon.h"
@@ -152,6 +153,33 @@ class RawClient {
     v1::CallResponse response;
     RETURN_IF_ERROR(Invoke(&v1::Ffi::Stub::Call, request, &response));
     return response.result().double_value();
+  }
+
+  // CallDouble on a CallStream of its own: the call's answer, its error,
+  // or the status the daemon ended the stream with.
+  absl::StatusOr<double> StreamCallDouble(const std::string& session,
+                                          const std::string& function,
+                                          double x) {
+    auto context = Context();
+    auto stream = stub_->CallStream(context.get());
+    v1::CallStreamRequest request;
+    request.mutable_call()->set_session(session);
+    request.mutable_call()->set_function(function);
+    request.mutable_call()->add_arguments()->set_double_value(x);
+    v1::CallStreamResponse response;
+    if (!stream->Write(request) || !stream->Read(&response)) {
+      return client::StatusFromGrpc(stream->Finish());
+    }
+    stream->WritesDone();
+    (void)stream->Finish();
+    if (!response.error_status().empty()) {
+      google::rpc::Status error;
+      if (!error.ParseFromString(response.error_status())) {
+        return absl::DataLossError("unreadable error_status");
+      }
+      return client::StatusFromRpcStatus(error);
+    }
+    return response.call().result().double_value();
   }
 
   // Opens a Connect stream attaching to `session` and returns the status
@@ -347,6 +375,13 @@ TEST_F(AccessTest, TokenNamesThePrincipal) {
   ASSERT_THAT(alice.Cos(0), IsOk());
   EXPECT_TRUE(LogShows("principal=token:alice what=CreateSession"));
   EXPECT_TRUE(LogShows("principal=token:alice what=Call"));
+  // A call on a CallStream is audited as a unary one.
+  absl::StatusOr<RawClient::CosSession> opened = alice.OpenCos();
+  ASSERT_THAT(opened, IsOk());
+  ASSERT_THAT(alice.StreamCallDouble(opened->session, opened->function, 0),
+              IsOk());
+  EXPECT_TRUE(LogShows(absl::StrCat("principal=token:alice what=Call target=",
+                                    opened->function, " result=OK")));
   // The token file holds hashes only.
   EXPECT_THAT(ReadFile(tokens_), Not(HasSubstr(kAliceToken)));
 }
@@ -360,6 +395,9 @@ TEST_F(AccessTest, UnknownTokenIsUnauthenticated) {
   EXPECT_TRUE(LogShows(
       "principal=(UNAUTHENTICATED) what=CreateSession "
       "result=UNAUTHENTICATED reason=UNAUTHENTICATED"));
+  // Nor may it hold one of the daemon's CallStreams.
+  EXPECT_THAT(mallory.StreamCallDouble("session", "function", 0),
+              HasReason("UNAUTHENTICATED"));
 }
 
 TEST_F(AccessTest, AnotherPrincipalCannotSeeASession) {
@@ -384,6 +422,8 @@ TEST_F(AccessTest, AnotherPrincipalCannotSeeASession) {
                                .substr(unknown.size() + 9)));
     EXPECT_THAT(stranger->CallDouble(*session, *function, 0),
                 HasReason("SESSION_NOT_FOUND"));
+    EXPECT_THAT(stranger->StreamCallDouble(*session, *function, 0),
+                HasReason("SESSION_NOT_FOUND"));
     EXPECT_THAT(stranger->LoadLibrary(*session, kLibm),
                 HasReason("SESSION_NOT_FOUND"));
     EXPECT_THAT(stranger->Attach(*session), HasReason("SESSION_NOT_FOUND"));
@@ -392,6 +432,7 @@ TEST_F(AccessTest, AnotherPrincipalCannotSeeASession) {
   }
   // Still alice's, and alive.
   EXPECT_THAT(alice.CallDouble(*session, *function, 0), IsOk());
+  EXPECT_THAT(alice.StreamCallDouble(*session, *function, 0), IsOk());
   EXPECT_THAT(alice.DeleteSession(*session), IsOk());
 }
 

@@ -117,7 +117,7 @@ TEST_F(CallStreamTest, TheCallsTimeoutEndsItAsACallRpcsDeadlineWould) {
   ASSERT_TRUE(stream->Read(&response));
   EXPECT_THAT(ErrorOf(response), HasReason("INVALID_REQUEST"));
   EXPECT_THAT(std::string(ErrorOf(response).message()),
-              HasSubstr("'timeout' is negative"));
+              HasSubstr("'timeout' must be a duration of zero or more"));
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 }
@@ -205,7 +205,7 @@ TEST_F(CallStreamTest, ManyThreadsCallingOneSessionGetTheirOwnAnswers) {
   ASSERT_TRUE(add.ok()) << add.status();
   // More threads than a session keeps streams: the others take the unary
   // RPC, and every answer must still reach its own caller.
-  constexpr int kThreads = 2 * client::kMaxCallStreams;
+  constexpr int kThreads = 2 * client::kStreamsPerSession;
   constexpr int kCalls = 50;
   std::vector<int> wrong(kThreads, 0);
   std::vector<std::thread> threads;

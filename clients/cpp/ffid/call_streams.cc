@@ -1,34 +1,47 @@
 #include "clients/cpp/ffid/call_streams.h"
 
+#include <algorithm>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "clients/cpp/ffid/client.h"
 #include "google/rpc/status.pb.h"
 
 namespace ffid::client {
+namespace {
+
+// The first wait after a refused stream, and the longest.
+constexpr absl::Duration kFirstBackoff = absl::Seconds(1);
+constexpr absl::Duration kLongestBackoff = absl::Seconds(64);
+
+}  // namespace
 
 struct CallStreams::Stream {
   grpc::ClientContext context;
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::CallStreamRequest, v1::CallStreamResponse>>
       rpc;
-  v1::CallStreamResponse response;
+  // Whether the daemon has answered a call on it (then it was not refused).
+  bool answered = false;
 };
 
 CallStreams::CallStreams(std::shared_ptr<v1::Ffi::Stub> stub)
     : stub_(std::move(stub)) {}
 
-CallStreams::~CallStreams() {
+CallStreams::~CallStreams() { Close(); }
+
+void CallStreams::Close() {
   std::vector<std::unique_ptr<Stream>> idle;
   {
     absl::MutexLock lock(&mu_);
+    closed_ = true;
     idle.swap(idle_);
+    open_ -= static_cast<int>(idle.size());
   }
   for (std::unique_ptr<Stream>& stream : idle) {
     // No call is in flight on an idle stream, so ending it at once costs
     // the daemon nothing (a cancelled stream kills a worker only while a
-    // call of its own runs).
+    // call of its own runs), and waits for nobody.
     stream->context.TryCancel();
     (void)stream->rpc->Finish();
   }
@@ -37,12 +50,16 @@ CallStreams::~CallStreams() {
 std::unique_ptr<CallStreams::Stream> CallStreams::Take() {
   {
     absl::MutexLock lock(&mu_);
+    if (closed_) return nullptr;
     if (!idle_.empty()) {
       std::unique_ptr<Stream> stream = std::move(idle_.back());
       idle_.pop_back();
       return stream;
     }
-    if (unsupported_ || open_ >= kMaxCallStreams) return nullptr;
+    if (unsupported_ || open_ >= kStreamsPerSession ||
+        absl::Now() < refused_until_) {
+      return nullptr;
+    }
     ++open_;
   }
   auto stream = std::make_unique<Stream>();
@@ -51,18 +68,40 @@ std::unique_ptr<CallStreams::Stream> CallStreams::Take() {
 }
 
 void CallStreams::Return(std::unique_ptr<Stream> stream) {
-  absl::MutexLock lock(&mu_);
-  idle_.push_back(std::move(stream));
+  {
+    absl::MutexLock lock(&mu_);
+    backoff_ = absl::ZeroDuration();
+    if (!closed_) {
+      idle_.push_back(std::move(stream));
+      return;
+    }
+    --open_;
+  }
+  // Closed while the call ran.
+  stream->context.TryCancel();
+  (void)stream->rpc->Finish();
 }
 
-grpc::Status CallStreams::End(std::unique_ptr<Stream> stream) {
+grpc::Status CallStreams::End(std::unique_ptr<Stream> stream, bool* refused) {
   // The stream has ended (a failed Write or Read says so): Finish gives
   // the daemon's status at once. Cancelling would replace it.
   grpc::Status status = stream->rpc->Finish();
+  // A refusal comes before anything is read: an older daemon's
+  // UNIMPLEMENTED, or ffid's limit of open streams (RESOURCE_EXHAUSTED
+  // with reason RESOURCE_LIMIT; gRPC's own RESOURCE_EXHAUSTED, a message
+  // too big for instance, is the call's failure).
+  *refused =
+      !stream->answered &&
+      (status.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
+       (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED &&
+        ErrorReason(StatusFromGrpc(status)) == "RESOURCE_LIMIT"));
   absl::MutexLock lock(&mu_);
   --open_;
-  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+  if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED && *refused) {
     unsupported_ = true;
+  } else if (*refused) {
+    backoff_ = std::min(std::max(2 * backoff_, kFirstBackoff), kLongestBackoff);
+    refused_until_ = absl::Now() + backoff_;
   }
   return status;
 }
@@ -70,23 +109,24 @@ grpc::Status CallStreams::End(std::unique_ptr<Stream> stream) {
 std::optional<absl::StatusOr<v1::CallResponse>> CallStreams::Call(
     const v1::CallStreamRequest& request) {
   // A stream that ended while idle (the daemon restarted, the connection
-  // dropped) fails the write, and the request has not left: try a fresh
-  // stream once before giving the call to the unary RPC.
+  // dropped) usually fails the write, and the request has not left: try a
+  // fresh stream once before giving the call to the unary RPC.
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Stream> stream = Take();
     if (stream == nullptr) return std::nullopt;
+    bool refused = false;
     if (!stream->rpc->Write(request)) {
-      (void)End(std::move(stream));
+      (void)End(std::move(stream), &refused);
+      if (refused) return std::nullopt;
       continue;
     }
-    if (!stream->rpc->Read(&stream->response)) {
-      const grpc::Status ended = End(std::move(stream));
-      // Refused before reading anything (an older daemon, or its limit of
-      // open streams): the call did not run.
-      if (ended.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
-          ended.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-        return std::nullopt;
-      }
+    // A fresh message per call: a reused one would keep the capacity of
+    // the biggest answer for as long as the stream stays open.
+    v1::CallStreamResponse response;
+    if (!stream->rpc->Read(&response)) {
+      const grpc::Status ended = End(std::move(stream), &refused);
+      // Refused before the daemon read anything: the call did not run.
+      if (refused) return std::nullopt;
       absl::Status status = StatusFromGrpc(ended);
       if (status.ok()) {
         status = absl::UnavailableError(
@@ -94,22 +134,18 @@ std::optional<absl::StatusOr<v1::CallResponse>> CallStreams::Call(
       }
       return absl::StatusOr<v1::CallResponse>(std::move(status));
     }
-    v1::CallStreamResponse& response = stream->response;
-    absl::StatusOr<v1::CallResponse> result;
-    if (response.error_status().empty()) {
-      result = std::move(*response.mutable_call());
-    } else {
-      google::rpc::Status error;
-      if (error.ParseFromString(response.error_status()) && error.code() != 0) {
-        result = StatusFromRpcStatus(error);
-      } else {
-        result = absl::InternalError(
-            "the daemon sent an unreadable error status on the CallStream");
-      }
-    }
-    response.Clear();
+    stream->answered = true;
     Return(std::move(stream));
-    return result;
+    if (response.error_status().empty()) {
+      return absl::StatusOr<v1::CallResponse>(
+          std::move(*response.mutable_call()));
+    }
+    google::rpc::Status error;
+    if (error.ParseFromString(response.error_status()) && error.code() != 0) {
+      return absl::StatusOr<v1::CallResponse>(StatusFromRpcStatus(error));
+    }
+    return absl::StatusOr<v1::CallResponse>(absl::InternalError(
+        "the daemon sent an unreadable error status on the CallStream"));
   }
   return std::nullopt;
 }

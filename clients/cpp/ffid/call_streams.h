@@ -8,12 +8,16 @@
 //
 // Call() answers nullopt, without having run the call, when no stream can
 // take it: all are busy, the daemon has no CallStream method (an older
-// daemon: UNIMPLEMENTED, remembered for good), or it refused the stream
-// (its limit of open streams). The caller then makes the unary Call RPC.
+// daemon: UNIMPLEMENTED, remembered for good), or it refused a new stream
+// (its limit of open streams: then no stream is tried for a while, 1 s
+// doubling up to 64 s, so a full daemon does not see a refused stream per
+// call). The caller then makes the unary Call RPC. Only a stream that has
+// answered nothing yet counts as refused: once a call may have run, its
+// failure is the call's.
 //
 // Owned by one Session; the stub is shared. Thread-safe: concurrent calls
-// get different streams. The destructor closes the idle streams; no call
-// may be in progress then.
+// get different streams. Close() (and the destructor) end the idle streams;
+// no call may be in progress at destruction.
 #ifndef FFID_CLIENTS_CPP_FFID_CALL_STREAMS_H_
 #define FFID_CLIENTS_CPP_FFID_CALL_STREAMS_H_
 
@@ -24,13 +28,15 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "ffid/v1/ffid.grpc.pb.h"
 
 namespace ffid::client {
 
-// Streams one CallStreams keeps open at most; calls beyond them at the same
-// time take the unary RPC.
-inline constexpr int kMaxCallStreams = 4;
+// Streams one session's CallStreams keeps open at most (it opens a second
+// only for a second call at the same time); calls beyond them take the
+// unary RPC.
+inline constexpr int kStreamsPerSession = 4;
 
 class CallStreams {
  public:
@@ -42,18 +48,23 @@ class CallStreams {
   // Runs `request` on a stream: the call's response or its error (the same
   // statuses as the Call RPC's; UNAVAILABLE if the stream broke during the
   // call). nullopt if no stream took the request (it did not run).
-  std::optional<absl::StatusOr<v1::CallResponse>> Call(
-      const v1::CallStreamRequest& request);
+  [[nodiscard]] std::optional<absl::StatusOr<v1::CallResponse>> Call(
+      const v1::CallStreamRequest& request) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Ends the idle streams; later calls answer nullopt. For Session::Delete.
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Stream;
 
   // An idle stream, or a new one; nullptr when none may be opened.
-  std::unique_ptr<Stream> Take();
-  void Return(std::unique_ptr<Stream> stream);
+  [[nodiscard]] std::unique_ptr<Stream> Take() ABSL_LOCKS_EXCLUDED(mu_);
+  void Return(std::unique_ptr<Stream> stream) ABSL_LOCKS_EXCLUDED(mu_);
   // Ends `stream` (it broke or was refused) and gives the status it ended
-  // with.
-  grpc::Status End(std::unique_ptr<Stream> stream);
+  // with; `*refused` says whether the daemon refused it before running
+  // anything on it (then no stream is tried for a while).
+  [[nodiscard]] grpc::Status End(std::unique_ptr<Stream> stream,
+                                 bool* refused) ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::shared_ptr<v1::Ffi::Stub> stub_;
   absl::Mutex mu_;
@@ -62,6 +73,11 @@ class CallStreams {
   int open_ ABSL_GUARDED_BY(mu_) = 0;
   // The daemon has no CallStream method: never try again.
   bool unsupported_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  // After a refusal no new stream is opened before refused_until_; the
+  // wait doubles with each refusal in a row.
+  absl::Time refused_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration backoff_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
 };
 
 }  // namespace ffid::client

@@ -10,6 +10,7 @@
 
 #include "clients/cpp/ffid/client.h"
 #include "gmock/gmock.h"
+#include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -25,9 +26,24 @@ using ServerStream =
 // What the test server's CallStream does.
 enum class Behaviour {
   kAnswer,        // answers each call: result = the number of arguments
-  kRefuse,        // RESOURCE_EXHAUSTED before reading anything
+  kRefuse,        // ffid's refusal: RESOURCE_EXHAUSTED, RESOURCE_LIMIT
   kBreakMidCall,  // reads a call, then ends the stream with UNAVAILABLE
+  kExhaustedMidCall,  // reads a call, then RESOURCE_EXHAUSTED (no reason)
 };
+
+// ffid's refusal of a stream: RESOURCE_EXHAUSTED with ErrorInfo reason
+// RESOURCE_LIMIT in the status details.
+grpc::Status Refusal() {
+  google::rpc::ErrorInfo info;
+  info.set_reason("RESOURCE_LIMIT");
+  info.set_domain("ffid.dev");
+  google::rpc::Status details;
+  details.set_code(static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  details.set_message("too many streams");
+  details.add_details()->PackFrom(info);
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many streams",
+                      details.SerializeAsString());
+}
 
 class TestService final : public v1::Ffi::Service {
  public:
@@ -35,13 +51,15 @@ class TestService final : public v1::Ffi::Service {
 
   grpc::Status CallStream(grpc::ServerContext*, ServerStream* stream) override {
     ++opened_;
-    if (behaviour_ == Behaviour::kRefuse) {
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many");
-    }
+    if (behaviour_ == Behaviour::kRefuse) return Refusal();
     v1::CallStreamRequest request;
     while (stream->Read(&request)) {
       if (behaviour_ == Behaviour::kBreakMidCall) {
         return grpc::Status(grpc::StatusCode::UNAVAILABLE, "going away");
+      }
+      if (behaviour_ == Behaviour::kExhaustedMidCall) {
+        return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "message too big");
       }
       v1::CallStreamResponse response;
       if (request.call().function() == "fail") {
@@ -135,14 +153,36 @@ TEST_F(CallStreamsTest, AnOlderDaemonGetsUnaryCallsForGood) {
   EXPECT_FALSE(streams_->Call(Request("f", 1)).has_value());
 }
 
-TEST_F(CallStreamsTest, ARefusedStreamLeavesTheCallToTheUnaryRpc) {
+TEST_F(CallStreamsTest, ARefusedStreamLeavesCallsToTheUnaryRpcForAWhile) {
   TestService service(Behaviour::kRefuse);
   Serve(&service);
   streams_ = std::make_unique<CallStreams>(stub_);
   EXPECT_FALSE(streams_->Call(Request("f", 1)).has_value());
-  // Refusal is not remembered: the daemon's limit may have room later.
+  // No new stream is tried at once: a full daemon would refuse it again.
   EXPECT_FALSE(streams_->Call(Request("f", 1)).has_value());
-  EXPECT_GE(service.opened(), 2);
+  EXPECT_FALSE(streams_->Call(Request("f", 1)).has_value());
+  EXPECT_EQ(service.opened(), 1);
+}
+
+TEST_F(CallStreamsTest, ResourceExhaustedAfterTheCallWasReadIsTheCallsFailure) {
+  // Not ffid's refusal (no RESOURCE_LIMIT reason), and the daemon had the
+  // call: running it again through the unary RPC could run it twice.
+  TestService service(Behaviour::kExhaustedMidCall);
+  Serve(&service);
+  streams_ = std::make_unique<CallStreams>(stub_);
+  std::optional<absl::StatusOr<v1::CallResponse>> answer =
+      streams_->Call(Request("f", 1));
+  ASSERT_TRUE(answer.has_value());
+  EXPECT_EQ(answer->status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(CallStreamsTest, ClosedStreamsTakeNoCalls) {
+  TestService service(Behaviour::kAnswer);
+  Serve(&service);
+  streams_ = std::make_unique<CallStreams>(stub_);
+  ASSERT_TRUE(streams_->Call(Request("f", 2)).has_value());
+  streams_->Close();
+  EXPECT_FALSE(streams_->Call(Request("f", 2)).has_value());
 }
 
 TEST_F(CallStreamsTest, AStreamBrokenDuringACallFailsThatCall) {

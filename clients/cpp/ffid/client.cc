@@ -727,6 +727,7 @@ absl::Status Session::Delete() {
   absl::Status status =
       StatusFromGrpc(stub_->DeleteSession(&context, request, &response));
   CloseStream();
+  call_streams_->Close();
   return status;
 }
 

@@ -2860,7 +2860,8 @@ type CallStreamRequest struct {
 	// At most this long for this call, as a Call RPC's deadline: past it the
 	// call fails with DEADLINE_EXCEEDED and the worker is killed, as for any
 	// call that overruns its deadline. Unset: only the stream's own deadline
-	// and the session's maximum call duration apply.
+	// and the session's maximum call duration apply. A negative or malformed
+	// duration fails the call with INVALID_ARGUMENT.
 	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -124,8 +124,12 @@ type FfiClient interface {
 	// would, and answers with one CallStreamResponse before it reads the
 	// next. A call then costs one message each way instead of a whole unary
 	// RPC. A failed call fails its answer only; the stream goes on. The
-	// server runs a limited number of these streams at once (beyond it:
-	// RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT; use Call instead).
+	// server runs a limited number of these streams at once (beyond it, a new
+	// stream ends at once with RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT,
+	// having run nothing: use Call instead). When the server drains, a
+	// stream waiting for its next call is cancelled (it had no call
+	// outstanding), one running a call ends after answering it, and new
+	// streams end with UNAVAILABLE.
 	CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallStreamRequest, CallStreamResponse], error)
 	// Writes many bytes to one place on one stream: the first message names
 	// the session, where to write and how many bytes the stream carries, and
@@ -480,8 +484,12 @@ type FfiServer interface {
 	// would, and answers with one CallStreamResponse before it reads the
 	// next. A call then costs one message each way instead of a whole unary
 	// RPC. A failed call fails its answer only; the stream goes on. The
-	// server runs a limited number of these streams at once (beyond it:
-	// RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT; use Call instead).
+	// server runs a limited number of these streams at once (beyond it, a new
+	// stream ends at once with RESOURCE_EXHAUSTED, reason RESOURCE_LIMIT,
+	// having run nothing: use Call instead). When the server drains, a
+	// stream waiting for its next call is cancelled (it had no call
+	// outstanding), one running a call ends after answering it, and new
+	// streams end with UNAVAILABLE.
 	CallStream(grpc.BidiStreamingServer[CallStreamRequest, CallStreamResponse]) error
 	// Writes many bytes to one place on one stream: the first message names
 	// the session, where to write and how many bytes the stream carries, and

@@ -38,7 +38,7 @@ def test_a_call_with_a_timeout_takes_the_unary_rpc(session, fixture_lib) -> None
 
 def test_many_threads_get_their_own_answers(session, fixture_lib) -> None:
     add = fixture_lib.function("int fx_add(int, int)")
-    threads = 2 * _call_streams.MAX_STREAMS
+    threads = 2 * _call_streams.STREAMS_PER_SESSION
     wrong: List[int] = [0] * threads
 
     def run(t: int) -> None:
@@ -52,7 +52,7 @@ def test_many_threads_get_their_own_answers(session, fixture_lib) -> None:
     for worker in workers:
         worker.join()
     assert wrong == [0] * threads
-    assert 1 <= session._call_streams._open <= _call_streams.MAX_STREAMS
+    assert 1 <= session._call_streams._open <= _call_streams.STREAMS_PER_SESSION
 
 
 class _OlderDaemon(ffid_pb2_grpc.FfiServicer):

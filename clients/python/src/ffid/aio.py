@@ -417,7 +417,26 @@ class Session:
         view = memoryview(data).cast("B")
         if self._streams(len(view)):
             try:
-                await self._stub.WriteStream(_core.write_stream_requests(self.id, pointer, view))
+                # Written by hand, not from a request iterator: the daemon
+                # may end the stream after the first message (a range past
+                # the end), and a write then fails with gRPC's "Internal
+                # error from Core" instead of the daemon's status. Stop
+                # writing once the call has ended; awaiting it gives that
+                # status.
+                call = self._stub.WriteStream()
+                for request in _core.write_stream_requests(self.id, pointer, view):
+                    if call.done():
+                        break
+                    try:
+                        await call.write(request)
+                    except (asyncio.InvalidStateError, grpc.RpcError):
+                        break
+                else:
+                    try:
+                        await call.done_writing()
+                    except (asyncio.InvalidStateError, grpc.RpcError):
+                        pass
+                await call
                 return
             except grpc.RpcError as rpc_error:
                 error = _errors.from_rpc_error(rpc_error)

@@ -147,17 +147,6 @@ class EchoServiceImpl final : public EchoService::Service {
     }
     return grpc::Status::OK;
   }
-  grpc::Status EchoStream(
-      grpc::ServerContext*,
-      grpc::ServerReaderWriter<EchoResponse, EchoRequest>* stream) override {
-    EchoRequest request;
-    EchoResponse response;
-    while (stream->Read(&request)) {
-      response.set_payload(request.payload());
-      if (!stream->Write(response)) break;
-    }
-    return grpc::Status::OK;
-  }
 };
 
 // The same channel settings as ffid::client::Client::Connect, so both figures

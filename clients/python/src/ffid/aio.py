@@ -440,9 +440,15 @@ class Session:
                 return
             except grpc.RpcError as rpc_error:
                 error = _errors.from_rpc_error(rpc_error)
-                if not _core.streams_unimplemented(error):
+                if _core.streams_unimplemented(error):
+                    self._pieces_only = True
+                elif not (error.code == grpc.StatusCode.INTERNAL and not error.reason):
                     raise error from None
-                self._pieces_only = True
+                # Otherwise gRPC's own INTERNAL ("Internal error from
+                # Core"), not the daemon's: grpc.aio gives it when the
+                # daemon ends the stream (a range past the end) while a
+                # message is being written. The pieces below say what the
+                # daemon says; writing the same bytes again is harmless.
         plan = _core.write_pieces(len(view))
         for start, size in plan:
             try:

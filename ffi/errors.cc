@@ -19,6 +19,24 @@ absl::Status MakeError(absl::StatusCode code, v1::ErrorReason reason,
   return status;
 }
 
+absl::StatusOr<absl::Duration> DurationField(
+    const google::protobuf::Duration& duration, absl::string_view field,
+    bool zero_allowed, absl::string_view when_unset) {
+  const bool zero = duration.seconds() == 0 && duration.nanos() == 0;
+  if (duration.seconds() < 0 || duration.nanos() < 0 ||
+      duration.nanos() >= 1000000000 || (zero && !zero_allowed)) {
+    return InvalidArgumentError(
+        v1::ERROR_REASON_INVALID_REQUEST,
+        absl::StrCat("field '", field, "' must be a ",
+                     zero_allowed ? "duration of zero or more"
+                                  : "positive duration",
+                     " (got ", duration.seconds(), "s ", duration.nanos(),
+                     "ns); leave it unset ", when_unset));
+  }
+  return absl::Seconds(duration.seconds()) +
+         absl::Nanoseconds(duration.nanos());
+}
+
 absl::Status WithContext(const absl::Status& status,
                          absl::string_view context) {
   if (status.ok() || context.empty()) return status;

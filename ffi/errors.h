@@ -15,7 +15,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "ffid/v1/errors.pb.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/rpc/status.pb.h"
 
 namespace ffid {
@@ -40,6 +42,14 @@ inline constexpr absl::string_view kCrashReportTypeUrl =
                                          absl::string_view message);
 [[nodiscard]] absl::Status FailedPreconditionError(v1::ErrorReason reason,
                                                    absl::string_view message);
+
+// A request's Duration field named `field` as an absl::Duration.
+// INVALID_ARGUMENT (INVALID_REQUEST) for a malformed or negative one, or a
+// zero one unless `zero_allowed`; the message gives the value and ends
+// "leave it unset <when_unset>".
+[[nodiscard]] absl::StatusOr<absl::Duration> DurationField(
+    const google::protobuf::Duration& duration, absl::string_view field,
+    bool zero_allowed, absl::string_view when_unset);
 
 // `status` restated in `context` ("parameter 2 'x' of 'f': ..."): the same
 // code and reason, the message prefixed with "<context>: ". OK statuses and an

@@ -1,6 +1,7 @@
 #include "ffi/errors.h"
 
 #include <string>
+#include <utility>
 
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
@@ -179,6 +180,41 @@ TEST(Macros, ReturnEarlyOnErrorAndAssignOtherwise) {
   EXPECT_EQ(out, 0);
   ASSERT_TRUE(UsesMacros(false, false, &out).ok());
   EXPECT_EQ(out, 14);
+}
+
+google::protobuf::Duration MakeDuration(int64_t seconds, int32_t nanos) {
+  google::protobuf::Duration duration;
+  duration.set_seconds(seconds);
+  duration.set_nanos(nanos);
+  return duration;
+}
+
+TEST(DurationField, ConvertsAndRefusesWhatIsNotADuration) {
+  absl::StatusOr<absl::Duration> ok =
+      DurationField(MakeDuration(2, 500000000), "timeout", false, "x");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(*ok, absl::Milliseconds(2500));
+  EXPECT_EQ(*DurationField(MakeDuration(0, 0), "timeout", true, "x"),
+            absl::ZeroDuration());
+
+  absl::StatusOr<absl::Duration> zero =
+      DurationField(MakeDuration(0, 0), "idle_timeout", false,
+                    "for the server's default");
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GetErrorReason(zero.status()), v1::ERROR_REASON_INVALID_REQUEST);
+  EXPECT_EQ(zero.status().message(),
+            "field 'idle_timeout' must be a positive duration (got 0s 0ns); "
+            "leave it unset for the server's default");
+  for (const auto& [seconds, nanos] :
+       {std::pair<int64_t, int32_t>{-1, 0}, {0, -1}, {1, 1000000000}}) {
+    absl::StatusOr<absl::Duration> bad = DurationField(
+        MakeDuration(seconds, nanos), "timeout", true, "for no limit");
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument)
+        << seconds << "s " << nanos << "ns";
+    EXPECT_THAT(std::string(bad.status().message()),
+                ::testing::StartsWith(
+                    "field 'timeout' must be a duration of zero or more"));
+  }
 }
 
 }  // namespace

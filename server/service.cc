@@ -865,19 +865,10 @@ absl::Status FfiService::DoCreateSession(
   ASSIGN_OR_RETURN(Caller caller, Admit(context));
   absl::Duration idle_timeout = absl::ZeroDuration();
   if (request.has_idle_timeout()) {
-    const auto& duration = request.idle_timeout();
-    if (duration.seconds() < 0 || duration.nanos() < 0 ||
-        duration.nanos() >= 1000000000 ||
-        (duration.seconds() == 0 && duration.nanos() == 0)) {
-      return InvalidArgumentError(
-          v1::ERROR_REASON_INVALID_REQUEST,
-          absl::StrCat("field 'idle_timeout' must be a positive duration "
-                       "(got ",
-                       duration.seconds(), "s ", duration.nanos(),
-                       "ns); leave it unset for the server's default"));
-    }
-    idle_timeout = absl::Seconds(duration.seconds()) +
-                   absl::Nanoseconds(duration.nanos());
+    ASSIGN_OR_RETURN(idle_timeout,
+                     DurationField(request.idle_timeout(), "idle_timeout",
+                                   /*zero_allowed=*/false,
+                                   "for the server's default"));
   }
   if (options_.access == nullptr) {
     ASSIGN_OR_RETURN(SessionPolicy policy,
@@ -1371,18 +1362,11 @@ grpc::Status FfiService::CallStream(
     absl::Status status;
     absl::Time deadline = absl::InfiniteFuture();
     if (request.has_timeout()) {
-      const google::protobuf::Duration& timeout = request.timeout();
-      if (timeout.seconds() < 0 || timeout.nanos() < 0 ||
-          timeout.nanos() >= 1000000000) {
-        status = InvalidArgumentError(
-            v1::ERROR_REASON_INVALID_REQUEST,
-            absl::StrCat("field 'timeout' must be a duration of zero or more "
-                         "(got ",
-                         timeout.seconds(), "s ", timeout.nanos(),
-                         "ns); leave it unset for no limit of its own"));
-      }
-      deadline = started + absl::Seconds(timeout.seconds()) +
-                 absl::Nanoseconds(timeout.nanos());
+      absl::StatusOr<absl::Duration> timeout =
+          DurationField(request.timeout(), "timeout", /*zero_allowed=*/true,
+                        "for no limit of its own");
+      status = timeout.status();
+      if (timeout.ok()) deadline = started + *timeout;
     }
     if (status.ok()) {
       status = DoCall(*context, request.call(), response.mutable_call(),

@@ -1266,18 +1266,12 @@ absl::StatusOr<v1::RegisterCallbackResponse> Executor::RegisterCallback(
                                          request.failure_policy()));
   }
   if (request.has_timeout()) {
-    const auto& timeout = request.timeout();
-    if (timeout.seconds() < 0 || timeout.nanos() < 0 ||
-        timeout.nanos() >= 1000000000 ||
-        (timeout.seconds() == 0 && timeout.nanos() == 0)) {
-      return InvalidRequest(absl::StrCat(
-          "field 'timeout' must be a positive duration (got ",
-          timeout.seconds(), "s ", timeout.nanos(),
-          "ns); leave it unset for the default of ",
-          absl::FormatDuration(kDefaultCallbackTimeout)));
-    }
-    info.timeout =
-        absl::Seconds(timeout.seconds()) + absl::Nanoseconds(timeout.nanos());
+    ASSIGN_OR_RETURN(
+        info.timeout,
+        DurationField(
+            request.timeout(), "timeout", /*zero_allowed=*/false,
+            absl::StrCat("for the default of ",
+                         absl::FormatDuration(kDefaultCallbackTimeout))));
   }
   uint64_t tag;
   {

@@ -122,19 +122,13 @@ class RpcObserver final : public grpc::experimental::Interceptor {
       metrics.RecordCall("unary", status.ok() ? "OK" : reason, elapsed);
     }
     const LogLevel level =
-        !status.ok() && IsServerSideFailure(status.error_code()) ? LogLevel::kWarning
-                                                          : LogLevel::kDebug;
+        !status.ok() && IsServerSideFailure(status.error_code())
+            ? LogLevel::kWarning
+            : LogLevel::kDebug;
     if (!LogEnabled(level)) return;
-    std::string message =
-        status.ok() ? "rpc" : "rpc failed: " + status.error_message();
-    Log(level, message,
-        {{"method", std::string(method)},
-         {"code", std::string(code)},
-         {"reason", reason},
-         {"duration_ms",
-          std::to_string(absl::ToDoubleMilliseconds(elapsed))},
-         {"trace_id", trace_.trace_id},
-         {"span_id", trace_.span_id}});
+    LogRpc(level,
+           status.ok() ? "rpc" : "rpc failed: " + status.error_message(),
+           method, code, reason, elapsed, trace_);
   }
 
   std::string method_;
@@ -185,6 +179,20 @@ bool IsServerSideFailure(grpc::StatusCode code) {
          code == grpc::StatusCode::RESOURCE_EXHAUSTED ||
          code == grpc::StatusCode::UNKNOWN ||
          code == grpc::StatusCode::DATA_LOSS;
+}
+
+void LogRpc(LogLevel level, absl::string_view message,
+            absl::string_view method, absl::string_view code,
+            absl::string_view reason, absl::Duration elapsed,
+            const TraceContext& trace) {
+  if (!LogEnabled(level)) return;
+  Log(level, message,
+      {{"method", std::string(method)},
+       {"code", std::string(code)},
+       {"reason", std::string(reason)},
+       {"duration_ms", std::to_string(absl::ToDoubleMilliseconds(elapsed))},
+       {"trace_id", trace.trace_id},
+       {"span_id", trace.span_id}});
 }
 
 }  // namespace ffid::server

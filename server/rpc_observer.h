@@ -20,7 +20,9 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "grpcpp/support/server_interceptor.h"
+#include "server/log.h"
 
 namespace ffid::server {
 
@@ -41,6 +43,14 @@ bool IsServerSideFailure(grpc::StatusCode code);
 
 // The trace context of the RPC `context` serves (from its client metadata).
 TraceContext TraceOf(const grpc::ServerContextBase& context);
+
+// The log line of one RPC (or of one call on a CallStream), if `level` is
+// on: `message` with the method ("ffid.v1.Ffi/Call"), the code's name, the
+// ErrorReason's name ("" when none), the duration and the trace ids.
+void LogRpc(LogLevel level, absl::string_view message,
+            absl::string_view method, absl::string_view code,
+            absl::string_view reason, absl::Duration elapsed,
+            const TraceContext& trace);
 
 // For grpc::ServerBuilder::experimental().SetInterceptorCreators.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

@@ -1383,17 +1383,11 @@ grpc::Status FfiService::CallStream(
     if (!status.ok()) {
       // Logged as the RPC observer logs a failed unary Call.
       const grpc::Status as_grpc = ToGrpcStatus(status);
-      if (IsServerSideFailure(as_grpc.error_code()) &&
-          LogEnabled(LogLevel::kWarning)) {
-        const TraceContext trace = TraceOf(*context);
-        Log(LogLevel::kWarning, "call failed: " + as_grpc.error_message(),
-            {{"method", "ffid.v1.Ffi/CallStream"},
-             {"code", absl::StatusCodeToString(status.code())},
-             {"reason", reason},
-             {"duration_ms",
-              std::to_string(absl::ToDoubleMilliseconds(elapsed))},
-             {"trace_id", trace.trace_id},
-             {"span_id", trace.span_id}});
+      if (IsServerSideFailure(as_grpc.error_code())) {
+        LogRpc(LogLevel::kWarning, "call failed: " + as_grpc.error_message(),
+               "ffid.v1.Ffi/CallStream",
+               absl::StatusCodeToString(status.code()), reason, elapsed,
+               TraceOf(*context));
       }
       response.Clear();
       response.set_error_status(StatusToProto(status).SerializeAsString());

@@ -570,8 +570,8 @@ constexpr uint64_t kMaxStreamPiece = uint64_t{4} << 20;
 
 // A ReadStreamResponse is a ReadResponse holding only `data`: the same
 // bytes, so a piece is served by ReadAt as it is.
-static_assert(v1::ReadStreamResponse::kDataFieldNumber ==
-              v1::ReadResponse::kDataFieldNumber);
+static_assert(static_cast<int>(v1::ReadStreamResponse::kDataFieldNumber) ==
+              static_cast<int>(v1::ReadResponse::kDataFieldNumber));
 
 // `pointer` moved `bytes` further.
 v1::PointerValue Advanced(const v1::PointerValue& pointer, uint64_t bytes) {

@@ -5,7 +5,6 @@
 
 #include "absl/time/clock.h"
 #include "clients/cpp/ffid/client.h"
-#include "google/rpc/status.pb.h"
 
 namespace ffid::client {
 namespace {
@@ -136,16 +135,11 @@ std::optional<absl::StatusOr<v1::CallResponse>> CallStreams::Call(
     }
     stream->answered = true;
     Return(std::move(stream));
-    if (response.error_status().empty()) {
-      return absl::StatusOr<v1::CallResponse>(
-          std::move(*response.mutable_call()));
-    }
-    google::rpc::Status error;
-    if (error.ParseFromString(response.error_status()) && error.code() != 0) {
-      return absl::StatusOr<v1::CallResponse>(StatusFromRpcStatus(error));
-    }
-    return absl::StatusOr<v1::CallResponse>(absl::InternalError(
-        "the daemon sent an unreadable error status on the CallStream"));
+    absl::Status error =
+        StatusFromErrorStatus(response.error_status(), "the CallStream");
+    if (!error.ok()) return absl::StatusOr<v1::CallResponse>(std::move(error));
+    return absl::StatusOr<v1::CallResponse>(
+        std::move(*response.mutable_call()));
   }
   return std::nullopt;
 }

@@ -129,6 +129,19 @@ absl::Status StatusFromRpcStatus(const google::rpc::Status& status) {
   return result;
 }
 
+absl::Status StatusFromErrorStatus(absl::string_view serialized,
+                                   absl::string_view stream) {
+  if (serialized.empty()) return absl::OkStatus();
+  google::rpc::Status status;
+  if (!status.ParseFromArray(serialized.data(),
+                             static_cast<int>(serialized.size())) ||
+      status.code() == 0) {
+    return absl::InternalError(absl::StrCat(
+        "the daemon sent an unreadable error status on ", stream));
+  }
+  return StatusFromRpcStatus(status);
+}
+
 absl::Status ErrorWithReason(absl::StatusCode code, absl::string_view reason,
                              absl::string_view message) {
   absl::Status status(code, message);
@@ -533,13 +546,7 @@ namespace {
 
 // The StreamResult's error, or OK.
 absl::Status StreamStatus(const v1::StreamResult& result) {
-  if (result.error_status().empty()) return absl::OkStatus();
-  google::rpc::Status status;
-  if (!status.ParseFromString(result.error_status())) {
-    return absl::InternalError(
-        "the daemon sent an unreadable error status on the Connect stream");
-  }
-  return StatusFromRpcStatus(status);
+  return StatusFromErrorStatus(result.error_status(), "the Connect stream");
 }
 
 v1::CallRequest MakeCallRequest(const Function& function,

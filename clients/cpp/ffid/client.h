@@ -105,6 +105,12 @@ std::optional<v1::CallResponse> LimitedCallOf(const absl::Status& status);
 // way.
 [[nodiscard]] absl::Status StatusFromRpcStatus(
     const google::rpc::Status& status);
+// The error a stream's answer carries as a serialized google.rpc.Status
+// (StreamResult and CallStreamResponse `error_status`): OK when
+// `serialized` is empty; INTERNAL, naming `stream`, when it does not parse
+// or says OK.
+[[nodiscard]] absl::Status StatusFromErrorStatus(absl::string_view serialized,
+                                                 absl::string_view stream);
 
 // Builds an error that carries an ErrorInfo with `reason`, as the server's
 // errors do; for errors detected on the client's side.

@@ -362,49 +362,50 @@ struct FfidTarget {
   client::Callback echo;
 };
 
-void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
-  const std::vector<v1::Value> arguments = {client::MakeInt(2),
-                                            client::MakeInt(40)};
-  for (int i = 0; i < kWarmupRoundTrips; ++i) {
-    (void)target->session->Call(target->function, arguments);
-  }
-  std::vector<double>& samples = Samples()["call"];
+// Times `call` (a Session call of something that returns 42) once per
+// iteration into Samples()[key], after kWarmupRoundTrips untimed. A failed
+// call stops the benchmark with its error, another answer with
+// `wrong_answer`.
+template <typename Call>
+void TimeCalls(benchmark::State& state, const char* key, Call call,
+               const char* wrong_answer) {
+  for (int i = 0; i < kWarmupRoundTrips; ++i) (void)call();
+  std::vector<double>& samples = Samples()[key];
   for (auto _ : state) {
     const Clock::time_point start = Clock::now();
-    absl::StatusOr<v1::CallResponse> response =
-        target->session->Call(target->function, arguments);
+    absl::StatusOr<v1::CallResponse> response = call();
     Record(state, samples, Clock::now() - start);
     if (!response.ok()) {
       state.SkipWithError(std::string(response.status().message()).c_str());
       return;
     }
     if (response->result().int_value() != 42) {
-      state.SkipWithError("fx_add(2, 40) did not return 42");
+      state.SkipWithError(wrong_answer);
       return;
     }
   }
   SetCounters(state, samples);
 }
 
+void BM_FfidCall(benchmark::State& state, FfidTarget* target) {
+  const std::vector<v1::Value> arguments = {client::MakeInt(2),
+                                            client::MakeInt(40)};
+  TimeCalls(
+      state, "call",
+      [&] { return target->session->Call(target->function, arguments); },
+      "fx_add(2, 40) did not return 42");
+}
+
 // One call at a time on the Connect stream: CallAsync, then wait for it.
 void BM_FfidCallOnStream(benchmark::State& state, FfidTarget* target) {
   const std::vector<v1::Value> arguments = {client::MakeInt(2),
                                             client::MakeInt(40)};
-  for (int i = 0; i < kWarmupRoundTrips; ++i) {
-    (void)target->session->CallAsync(target->function, arguments).get();
-  }
-  std::vector<double>& samples = Samples()["call_async"];
-  for (auto _ : state) {
-    const Clock::time_point start = Clock::now();
-    absl::StatusOr<v1::CallResponse> response =
-        target->session->CallAsync(target->function, arguments).get();
-    Record(state, samples, Clock::now() - start);
-    if (!response.ok() || response->result().int_value() != 42) {
-      state.SkipWithError("fx_add(2, 40) on the stream failed");
-      return;
-    }
-  }
-  SetCounters(state, samples);
+  TimeCalls(
+      state, "call_async",
+      [&] {
+        return target->session->CallAsync(target->function, arguments).get();
+      },
+      "fx_add(2, 40) on the stream did not return 42");
 }
 
 // The daemon's own gRPC path, no session or worker: GetServerInfo on a
@@ -480,21 +481,10 @@ void BM_CallbackRoundTrip(benchmark::State& state, FfidTarget* target) {
 void BM_CallWithCallback(benchmark::State& state, FfidTarget* target) {
   const std::vector<v1::Value> arguments = {target->echo.value(),
                                             client::MakeInt(42)};
-  for (int i = 0; i < kWarmupRoundTrips; ++i) {
-    (void)target->session->Call(target->call_once, arguments);
-  }
-  std::vector<double>& samples = Samples()["call_cb"];
-  for (auto _ : state) {
-    const Clock::time_point start = Clock::now();
-    absl::StatusOr<v1::CallResponse> response =
-        target->session->Call(target->call_once, arguments);
-    Record(state, samples, Clock::now() - start);
-    if (!response.ok() || response->result().int_value() != 42) {
-      state.SkipWithError("fxc_call_once(echo, 42) failed");
-      return;
-    }
-  }
-  SetCounters(state, samples);
+  TimeCalls(
+      state, "call_cb",
+      [&] { return target->session->Call(target->call_once, arguments); },
+      "fxc_call_once(echo, 42) did not return 42");
 }
 
 // Bytes per second of `bytes` moved in `elapsed`, in GB/s (10^9).

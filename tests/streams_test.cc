@@ -162,6 +162,36 @@ TEST_F(StreamsTest, ClientRoundTripsAroundPieceBoundaries) {
   }
 }
 
+// ReadInto fills the caller's buffer with what Read would return, one
+// piece or many, and touches no byte past the range it was asked for; a
+// read past the end of owned memory fails and names the bounds; an empty
+// buffer asks for nothing.
+TEST_F(StreamsTest, ReadIntoFillsTheCallersBuffer) {
+  for (const v1::AllocationPlacement placement : kPlacements) {
+    SCOPED_TRACE(v1::AllocationPlacement_Name(placement));
+    const client::Memory memory = Allocated(3 * kMiB, placement);
+    const std::string data = Pattern(3 * kMiB - 3);
+    ASSERT_THAT(session_->Write(memory.handle, 3, data), IsOk());
+    for (const uint64_t size : {uint64_t{1}, kMiB, kMiB + 1, 3 * kMiB - 3}) {
+      SCOPED_TRACE(size);
+      std::string out(size + 2, '#');
+      ASSERT_THAT(session_->ReadInto(memory.handle, 3,
+                                     absl::MakeSpan(out.data(), size)),
+                  IsOk());
+      EXPECT_TRUE(out.substr(0, size) == data.substr(0, size));
+      EXPECT_EQ(out.substr(size), "##");
+    }
+    std::string out(2 * kMiB, '#');
+    EXPECT_THAT(session_->ReadInto(memory.handle, kMiB + 1, absl::MakeSpan(out)),
+                HasReason("OUT_OF_BOUNDS"));
+    EXPECT_THAT(session_->ReadInto(memory.handle, 0, absl::Span<char>()),
+                IsOk());
+    ASSERT_THAT(session_->Free(memory.handle), IsOk());
+    EXPECT_THAT(session_->ReadInto(memory.handle, 0, absl::MakeSpan(out)),
+                HasReason("HANDLE_INVALID"));
+  }
+}
+
 // Pieces of any size, an empty first piece included, make one write; a
 // ReadStream answers in pieces of the size asked for, 0 meaning 1 MiB, and
 // length 0 reads owned memory to its end.
@@ -495,6 +525,11 @@ TEST_F(StreamsTest, ClientFallsBackToPiecesWithADaemonWithoutStreams) {
     EXPECT_TRUE(*read == data);
     EXPECT_EQ(old.unary_writes - writes, 3);
     EXPECT_EQ(old.unary_reads - reads, 3);
+    std::string into(data.size(), '#');
+    ASSERT_THAT((*session)->ReadInto(memory->handle, 5, absl::MakeSpan(into)),
+                IsOk());
+    EXPECT_TRUE(into == data);
+    EXPECT_EQ(old.unary_reads - reads, 6);
     // Too long for the block: nothing written, as with the stream.
     EXPECT_THAT((*session)->Write(memory->handle, 6, data),
                 HasReason("OUT_OF_BOUNDS"));

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <optional>
 #include <utility>
@@ -16,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -966,10 +968,61 @@ std::string WithDataField(const google::protobuf::MessageLite& head, int field,
   return bytes;
 }
 
-// Appends the `data` field of a serialized ReadResponse to `*data`, copied
+// Asks the kernel to back the whole 2 MiB pages inside [begin, begin +
+// size) with transparent huge pages where it lets a process ask for them
+// (transparent_hugepage "madvise"): a fresh buffer of many MiB is then
+// faulted in 2 MiB at a time instead of 4 KiB. A refusal changes nothing.
+void AskForHugePages(char* begin, uint64_t size) {
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const uintptr_t start =
+      (reinterpret_cast<uintptr_t>(begin) + kHugePage - 1) & ~(kHugePage - 1);
+  const uintptr_t end =
+      (reinterpret_cast<uintptr_t>(begin) + size) & ~(kHugePage - 1);
+  if (end > start) {
+    (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
+  }
+}
+
+// Where the bytes of a Read go: appended to the string Read returns, or
+// copied into the caller's buffer of ReadInto (which must not overflow).
+class ReadSink {
+ public:
+  explicit ReadSink(std::string* grow) : grow_(grow) {}
+  explicit ReadSink(absl::Span<char> out) : out_(out) {}
+
+  // Bytes received so far.
+  uint64_t size() const { return grow_ != nullptr ? grow_->size() : filled_; }
+  // Called once the daemon has checked the whole range: a Read's result is
+  // made room for (its size is known to be possible now).
+  void Expect(uint64_t length) {
+    if (grow_ != nullptr && grow_->capacity() < length) {
+      grow_->reserve(length);
+      AskForHugePages(grow_->data(), length);
+    }
+  }
+  // False (nothing copied) when the bytes would run past the caller's
+  // buffer.
+  bool Append(const char* bytes, uint64_t size) {
+    if (grow_ != nullptr) {
+      grow_->append(bytes, size);
+      return true;
+    }
+    if (size > out_.size() - filled_) return false;
+    std::memcpy(out_.data() + filled_, bytes, size);
+    filled_ += size;
+    return true;
+  }
+
+ private:
+  std::string* grow_ = nullptr;
+  absl::Span<char> out_;
+  uint64_t filled_ = 0;
+};
+
+// Appends the `data` field of a serialized ReadResponse to `sink`, copied
 // straight from gRPC's buffers (no ReadResponse is built); other fields
 // are skipped.
-absl::Status AppendReadData(grpc::ByteBuffer& response, std::string* data) {
+absl::Status AppendReadData(grpc::ByteBuffer& response, ReadSink& sink) {
   const size_t total = response.Length();
   grpc::ProtoBufferReader reader(&response);
   google::protobuf::io::CodedInputStream input(&reader);
@@ -991,7 +1044,11 @@ absl::Status AppendReadData(grpc::ByteBuffer& response, std::string* data) {
       int size = 0;
       if (!input.GetDirectBufferPointer(&chunk, &size) || size <= 0) break;
       const uint64_t take = std::min<uint64_t>(left, size);
-      data->append(static_cast<const char*>(chunk), take);
+      if (!sink.Append(static_cast<const char*>(chunk), take)) {
+        return ErrorWithReason(absl::StatusCode::kInternal, "INTERNAL",
+                               "the daemon sent more bytes than were asked "
+                               "for");
+      }
       input.Skip(static_cast<int>(take));
       left -= take;
     }
@@ -1002,21 +1059,6 @@ absl::Status AppendReadData(grpc::ByteBuffer& response, std::string* data) {
                            "the daemon's answer to a Read does not parse");
   }
   return absl::OkStatus();
-}
-
-// Asks the kernel to back the whole 2 MiB pages inside [begin, begin +
-// size) with transparent huge pages where it lets a process ask for them
-// (transparent_hugepage "madvise"): a fresh buffer of many MiB is then
-// faulted in 2 MiB at a time instead of 4 KiB. A refusal changes nothing.
-void AskForHugePages(char* begin, uint64_t size) {
-  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
-  const uintptr_t start =
-      (reinterpret_cast<uintptr_t>(begin) + kHugePage - 1) & ~(kHugePage - 1);
-  const uintptr_t end =
-      (reinterpret_cast<uintptr_t>(begin) + size) & ~(kHugePage - 1);
-  if (end > start) {
-    (void)madvise(reinterpret_cast<void*>(start), end - start, MADV_HUGEPAGE);
-  }
 }
 
 // Lends bytes to gRPC as slices without copying them, and counts the
@@ -1237,12 +1279,11 @@ absl::Status WriteOnStream(grpc::Channel& channel, const std::string& session,
 }
 
 // Reads `length` bytes (more than one piece) at `pointer` on one
-// ReadStream, each answer's data copied straight from gRPC's buffers into
-// the result.
-absl::StatusOr<std::string> ReadOnStream(grpc::Channel& channel,
-                                         const std::string& session,
-                                         const v1::PointerValue& pointer,
-                                         uint64_t length) {
+// ReadStream into `sink`, each answer's data copied straight from gRPC's
+// buffers.
+absl::Status ReadOnStream(grpc::Channel& channel, const std::string& session,
+                          const v1::PointerValue& pointer, uint64_t length,
+                          ReadSink& sink) {
   static const grpc::internal::RpcMethod* const kMethod =
       new grpc::internal::RpcMethod(
           "/ffid.v1.Ffi/ReadStream",
@@ -1255,7 +1296,6 @@ absl::StatusOr<std::string> ReadOnStream(grpc::Channel& channel,
   const std::string request_bytes = request.SerializeAsString();
   grpc::Slice request_slice(request_bytes);
   const grpc::ByteBuffer request_buffer(&request_slice, 1);
-  std::string data;
   grpc::ClientContext context;
   absl::Status parsed;
   std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
@@ -1263,55 +1303,48 @@ absl::StatusOr<std::string> ReadOnStream(grpc::Channel& channel,
           &channel, *kMethod, &context, request_buffer));
   grpc::ByteBuffer piece;
   while (reader->Read(&piece)) {
-    if (data.capacity() < length) {
-      // The daemon checked the whole range before its first answer: the
-      // result's size is known to be possible now.
-      data.reserve(length);
-      AskForHugePages(data.data(), length);
-    }
-    parsed = AppendReadData(piece, &data);
-    if (!parsed.ok() || data.size() > length) {
+    // The daemon checked the whole range before its first answer.
+    sink.Expect(length);
+    parsed = AppendReadData(piece, sink);
+    if (!parsed.ok() || sink.size() > length) {
       context.TryCancel();
       break;
     }
   }
   absl::Status status = StatusFromGrpc(reader->Finish());
   if (!parsed.ok()) return parsed;
-  if (!status.ok() && data.size() <= length) return status;
-  if (data.size() != length) {
+  if (!status.ok() && sink.size() <= length) return status;
+  if (sink.size() != length) {
     return ErrorWithReason(
         absl::StatusCode::kInternal, "INTERNAL",
-        absl::StrCat("the daemon's ReadStream sent ", data.size(),
+        absl::StrCat("the daemon's ReadStream sent ", sink.size(),
                      " bytes of the ", length, " asked for"));
   }
-  return data;
+  return absl::OkStatus();
 }
 
-}  // namespace
-
-// More than kBulkPiece is read on one ReadStream; from a daemon without it,
-// in pieces of that size, several in flight at once, each answer's data
-// copied straight from gRPC's buffers into the result, in order; a failure
-// stops it and is returned, naming the piece.
-absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
-                                          uint64_t length) const {
-  // Beyond 1 GiB the server refuses any read: one RPC says so.
-  if (length <= kBulkPiece) return ReadPiece(*stub_, id_, pointer, length);
-  if (!pieces_only_.load(std::memory_order_relaxed)) {
-    absl::StatusOr<std::string> read =
-        ReadOnStream(*channel_, id_, pointer, length);
-    if (read.ok() || !StreamUnimplemented(read.status())) return read;
-    pieces_only_.store(true, std::memory_order_relaxed);
+// More than kBulkPiece is read on one ReadStream; from a daemon without it
+// (`pieces_only` is then set for good), in pieces of that size, several in
+// flight at once, each answer's data copied straight from gRPC's buffers
+// into `sink`, in order; a failure stops it and is returned, naming the
+// piece.
+absl::Status ReadBulk(const std::shared_ptr<grpc::Channel>& channel,
+                      v1::Ffi::Stub& unary_stub, const std::string& session,
+                      std::atomic<bool>& pieces_only,
+                      const v1::PointerValue& pointer, uint64_t length,
+                      ReadSink& sink) {
+  if (!pieces_only.load(std::memory_order_relaxed)) {
+    absl::Status read = ReadOnStream(*channel, session, pointer, length, sink);
+    if (!StreamUnimplemented(read)) return read;
+    pieces_only.store(true, std::memory_order_relaxed);
   }
   // A daemon without ReadStream. Beyond 1 GiB it refuses any read: one RPC
   // says so.
   if (length >= (uint64_t{1} << 30)) {
-    return ReadPiece(*stub_, id_, pointer, length);
+    return ReadPiece(unary_stub, session, pointer, length).status();
   }
-  std::string data;
-  data.reserve(length);
-  AskForHugePages(data.data(), length);
-  grpc::GenericStub stub(channel_);
+  sink.Expect(length);
+  grpc::GenericStub stub(channel);
   const std::string method = absl::StrCat("/", v1::Ffi::service_full_name(),
                                           "/Read");
   absl::Status parsed;
@@ -1319,7 +1352,7 @@ absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
       [&](grpc::ClientContext* context, uint64_t piece,
           grpc::CompletionQueue* queue) {
         v1::ReadRequest request;
-        request.set_session(id_);
+        request.set_session(session);
         *request.mutable_pointer() = Advanced(pointer, piece * kBulkPiece);
         request.set_length(std::min(kBulkPiece, length - piece * kBulkPiece));
         const std::string bytes = request.SerializeAsString();
@@ -1332,7 +1365,7 @@ absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
       },
       [&](uint64_t piece, grpc::ByteBuffer& response) {
         if (!parsed.ok()) return;
-        parsed = AppendReadData(response, &data);
+        parsed = AppendReadData(response, sink);
         if (!parsed.ok()) {
           parsed = NamePiece(parsed, piece * kBulkPiece, length);
         }
@@ -1341,15 +1374,57 @@ absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
   absl::Status status = runner.Run(0, pieces, length);
   if (!status.ok()) return status;
   if (!parsed.ok()) return parsed;
-  if (data.size() != length) {
+  if (sink.size() != length) {
     return ErrorWithReason(
         absl::StatusCode::kInternal, "INTERNAL",
-        absl::StrCat("read ", data.size(), " bytes of ", length,
+        absl::StrCat("read ", sink.size(), " bytes of ", length,
                      ": the daemon answered a piece short"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
+                                          uint64_t length) const {
+  // Beyond 1 GiB the server refuses any read: one RPC says so.
+  if (length <= kBulkPiece) return ReadPiece(*stub_, id_, pointer, length);
+  std::string data;
+  ReadSink sink(&data);
+  absl::Status read =
+      ReadBulk(channel_, *stub_, id_, pieces_only_, pointer, length, sink);
+  if (!read.ok()) return read;
   return data;
 }
 
+absl::Status Session::ReadInto(const v1::PointerValue& pointer,
+                               absl::Span<char> out) const {
+  if (out.empty()) return absl::OkStatus();
+  if (out.size() <= kBulkPiece) {
+    absl::StatusOr<std::string> piece =
+        ReadPiece(*stub_, id_, pointer, out.size());
+    if (!piece.ok()) return piece.status();
+    if (piece->size() != out.size()) {
+      return ErrorWithReason(
+          absl::StatusCode::kInternal, "INTERNAL",
+          absl::StrCat("the daemon's Read sent ", piece->size(),
+                       " bytes of the ", out.size(), " asked for"));
+    }
+    std::memcpy(out.data(), piece->data(), out.size());
+    return absl::OkStatus();
+  }
+  ReadSink sink(out);
+  return ReadBulk(channel_, *stub_, id_, pieces_only_, pointer, out.size(),
+                  sink);
+}
+
+absl::Status Session::ReadInto(absl::string_view memory, uint64_t offset,
+                               absl::Span<char> out) const {
+  v1::PointerValue pointer;
+  pointer.set_handle(std::string(memory));
+  pointer.set_offset(offset);
+  return ReadInto(pointer, out);
+}
 
 absl::Status Session::Write(absl::string_view memory, uint64_t offset,
                             absl::string_view data) const {

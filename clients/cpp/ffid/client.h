@@ -58,6 +58,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "clients/cpp/ffid/arena.h"
 #include "clients/cpp/ffid/call_streams.h"
 #include "clients/cpp/ffid/connection.h"
@@ -406,6 +407,16 @@ class Session {
   // several in flight); a failure says which bytes had arrived.
   absl::StatusOr<std::string> Read(const v1::PointerValue& pointer,
                                    uint64_t length) const;
+  // As Read of `out.size()` bytes, but into the caller's buffer, which is
+  // filled in order as the bytes arrive: nothing is allocated, so a caller
+  // reading often reuses one buffer. On failure `out` holds what arrived
+  // before it (the status says how much, as Read's does). An empty `out`
+  // reads nothing and asks the daemon nothing.
+  [[nodiscard]] absl::Status ReadInto(absl::string_view memory,
+                                      uint64_t offset,
+                                      absl::Span<char> out) const;
+  [[nodiscard]] absl::Status ReadInto(const v1::PointerValue& pointer,
+                                      absl::Span<char> out) const;
   // Writes `data` at `offset` of a memory handle.
   [[nodiscard]] absl::Status Write(absl::string_view memory, uint64_t offset,
                                    absl::string_view data) const;

@@ -57,6 +57,8 @@ namespace {
 // by then ending the sessions has answered every call that waited on a
 // worker, so only RPCs that are stuck elsewhere are left.
 constexpr absl::Duration kCancelAfterGrace = absl::Seconds(2);
+// How often a drain looks for sessions that have nothing running any more.
+constexpr absl::Duration kQuietSessionsPoll = absl::Milliseconds(20);
 
 absl::Status StartupError(absl::string_view message) {
   return absl::FailedPreconditionError(message);
@@ -460,6 +462,8 @@ int Run(int argc, char** argv) {
     // Watchers see NOT_SERVING, then their streams end, so that they do
     // not hold up the drain.
     health.Shutdown();
+    // Sessions end as soon as nothing is running in them: an idle client's
+    // Connect stream would otherwise hold the drain for the whole grace.
     // At the end of the grace the workers die first, so that a call still
     // running in native code is answered with ffid's own "shutting down"
     // error; gRPC cancels whatever is left (an RPC not waiting on a worker)
@@ -468,6 +472,19 @@ int Run(int argc, char** argv) {
     const absl::Time grace_end = absl::Now() + options.shutdown_grace;
     absl::Notification drained;
     std::thread backstop([&] {
+      // Waits first: server->Shutdown() below has begun by then.
+      while (!drained.WaitForNotificationWithTimeout(kQuietSessionsPoll) &&
+             absl::Now() < grace_end) {
+        // Once no session and no RPC is left, only idle connections keep
+        // gRPC's shutdown waiting: it asks each client to acknowledge the
+        // GOAWAY, and a client with no thread in gRPC answers only at its
+        // next backup poll, seconds later. Nothing is running, so they are
+        // closed now (the gRPC core call that Shutdown's deadline makes).
+        if (sessions.EndQuietSessions() == 0 && RpcsInFlight() == 0) {
+          grpc_server_cancel_all_calls(server->c_server());
+          return;
+        }
+      }
       if (!drained.WaitForNotificationWithDeadline(grace_end)) {
         Log(LogLevel::kWarning,
             "grace period over: ending every session (the calls still "

@@ -1,5 +1,6 @@
 #include "server/rpc_observer.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <string>
@@ -83,11 +84,23 @@ TraceContext TraceFromMetadata(
   return trace;
 }
 
+std::atomic<int64_t>& InFlight() {
+  static std::atomic<int64_t> in_flight{0};
+  return in_flight;
+}
+
 class RpcObserver final : public grpc::experimental::Interceptor {
  public:
+  // gRPC makes one per RPC as it starts and deletes it once the RPC is
+  // over, which is what RpcsInFlight() counts.
   explicit RpcObserver(grpc::experimental::ServerRpcInfo* info)
       : method_(info->method() == nullptr ? "" : info->method()),
-        started_(absl::Now()) {}
+        started_(absl::Now()) {
+    InFlight().fetch_add(1, std::memory_order_relaxed);
+  }
+  ~RpcObserver() override {
+    InFlight().fetch_sub(1, std::memory_order_relaxed);
+  }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods)
       override {
@@ -161,6 +174,10 @@ bool ParseTraceparent(absl::string_view value, TraceContext* out) {
   out->trace_id = std::string(parts[1]);
   out->span_id = std::string(parts[2]);
   return true;
+}
+
+int64_t RpcsInFlight() {
+  return InFlight().load(std::memory_order_relaxed);
 }
 
 TraceContext TraceOf(const grpc::ServerContextBase& context) {

@@ -16,6 +16,7 @@
 #ifndef FFID_SERVER_RPC_OBSERVER_H_
 #define FFID_SERVER_RPC_OBSERVER_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -51,6 +52,10 @@ void LogRpc(LogLevel level, absl::string_view message,
             absl::string_view method, absl::string_view code,
             absl::string_view reason, absl::Duration elapsed,
             const TraceContext& trace);
+
+// How many RPCs of the servers built with the observer have started and
+// are not over yet (streams included). Thread-safe.
+int64_t RpcsInFlight();
 
 // For grpc::ServerBuilder::experimental().SetInterceptorCreators.
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

@@ -1067,6 +1067,15 @@ void FfiService::StartStreamCall(const Caller& caller,
                                  const std::shared_ptr<StreamSink>& writer,
                                  const v1::StreamCall& call,
                                  worker::SendBatch* batch) {
+  // A drain refuses new calls here as gRPC refuses new RPCs: the session
+  // is about to end once the calls already running are answered.
+  if (Draining()) {
+    writer->Push(StreamError(
+        call.tag(), MakeError(absl::StatusCode::kUnavailable,
+                              v1::ERROR_REASON_INTERNAL,
+                              "ffid is shutting down")));
+    return;
+  }
   if (options_.access != nullptr) {
     if (absl::Status counted = options_.access->CountCall(caller);
         !counted.ok()) {
@@ -1397,6 +1406,11 @@ grpc::Status FfiService::CallStream(
   absl::MutexLock lock(&call_streams_mu_);
   call_streams_.erase(context);
   return grpc::Status::OK;
+}
+
+bool FfiService::Draining() const {
+  absl::MutexLock lock(&call_streams_mu_);
+  return draining_;
 }
 
 void FfiService::BeginDrain() {

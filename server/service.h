@@ -176,10 +176,12 @@ class FfiService final : public v1::Ffi::Service {
   // The daemon is draining: CallStream streams waiting for their next call
   // end now (they run nothing, and would otherwise hold the drain until
   // gRPC cancels them after the grace); a stream running a call ends after
-  // answering it, and new streams are refused.
+  // answering it, and new streams are refused. Calls sent on Connect
+  // streams from now on are answered UNAVAILABLE "ffid is shutting down".
   void BeginDrain() ABSL_LOCKS_EXCLUDED(call_streams_mu_);
 
  private:
+  bool Draining() const ABSL_LOCKS_EXCLUDED(call_streams_mu_);
   // Identifies the caller (access control) and, when `rate_limited`,
   // counts the request against its rate.
   absl::StatusOr<Caller> Admit(grpc::ServerContext& context,
@@ -284,7 +286,7 @@ class FfiService final : public v1::Ffi::Service {
   SessionManager& sessions_;
   ServiceOptions options_;  // Set in the constructor, then read-only.
   const Allowlist allowlist_;
-  absl::Mutex call_streams_mu_;
+  mutable absl::Mutex call_streams_mu_;
   // The CallStream streams open now (at most kMaxCallStreams), each with
   // whether it is running a call.
   absl::flat_hash_map<grpc::ServerContext*, bool> call_streams_

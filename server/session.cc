@@ -773,6 +773,36 @@ void SessionManager::Shutdown() {
   }
 }
 
+size_t SessionManager::EndQuietSessions() {
+  std::vector<std::shared_ptr<Session>> quiet;
+  size_t remaining;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      Session& session = *it->second;
+      bool idle;
+      {
+        absl::MutexLock session_lock(&session.mu_);
+        idle = session.in_flight_ == 0 && session.invocations_.empty();
+      }
+      // Checked after the lease count: a call a Connect stream sends from
+      // now on finds the session ended, as one sent after Shutdown() would.
+      if (idle && !session.worker().busy()) {
+        RecordEndLocked(it->first, "ffid shut down");
+        quiet.push_back(std::move(it->second));
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    remaining = sessions_.size();
+  }
+  for (const auto& session : quiet) {
+    Stop(*session, WorkerProcess::StopCause::kServerShutdown);
+  }
+  return remaining;
+}
+
 size_t SessionManager::size() const {
   absl::ReaderMutexLock lock(&mu_);
   return sessions_.size();

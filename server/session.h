@@ -292,6 +292,13 @@ class SessionManager {
   // client has gone for good). No-op if the session is already gone.
   void Detach(const std::shared_ptr<Session>& session);
 
+  // For a drain: ends, as Shutdown() would, every session with nothing in
+  // flight (no request holding a lease, nothing sent to its worker and
+  // unanswered, no callback invocation awaiting its client), so that idle
+  // sessions' Connect streams do not hold the drain until its grace ends.
+  // Busy sessions are left alone. Returns how many sessions remain.
+  size_t EndQuietSessions();
+
   // Stops the reaper and every worker; later Create()s fail. Idempotent.
   void Shutdown();
 

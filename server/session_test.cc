@@ -250,6 +250,30 @@ TEST(SessionManagerTest, ShutdownStopsEveryWorker) {
   sessions.Shutdown();  // Idempotent.
 }
 
+// A drain ends the sessions with nothing in flight (attached streams do
+// not count) and keeps a session a request holds until it lets go.
+TEST(SessionManagerTest, EndQuietSessionsLeavesBusySessionsAlone) {
+  SessionManager sessions(Fast());
+  auto busy = sessions.Create(absl::ZeroDuration());
+  auto attached = sessions.Create(absl::ZeroDuration());
+  ASSERT_TRUE(busy.ok() && attached.ok());
+  const pid_t busy_pid = (*busy)->worker().pid();
+  const pid_t attached_pid = (*attached)->worker().pid();
+  ASSERT_TRUE(sessions.Attach((*attached)->id()).ok());
+  {
+    auto lease = sessions.Use((*busy)->id());
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    EXPECT_EQ(sessions.EndQuietSessions(), 1u);
+    EXPECT_TRUE(Gone(attached_pid));
+    EXPECT_FALSE(Gone(busy_pid));
+    EXPECT_THAT(sessions.Get((*attached)->id()).status().message(),
+                HasSubstr("ffid shut down"));
+  }
+  EXPECT_EQ(sessions.EndQuietSessions(), 0u);
+  EXPECT_TRUE(Gone(busy_pid));
+  EXPECT_EQ(sessions.EndQuietSessions(), 0u);  // Nothing left: harmless.
+}
+
 TEST(SessionManagerTest, MissingWorkerFailsCreate) {
   SessionManagerOptions options = Fast();
   options.worker_path = "/nonexistent/ffid-worker";

@@ -754,6 +754,11 @@ bool WorkerProcess::alive() const {
   return dead_status_.ok() && !shutting_down_;
 }
 
+bool WorkerProcess::busy() const {
+  absl::MutexLock lock(&mu_);
+  return !pending_.empty();
+}
+
 bool WorkerProcess::doomed() const {
   absl::MutexLock lock(&mu_);
   return !dead_status_.ok() || shutting_down_ || !kill_reason_.empty();

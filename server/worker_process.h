@@ -164,6 +164,9 @@ class WorkerProcess {
   std::optional<v1::CrashReport> crash_report() const;
   // Whether the worker can still take requests.
   bool alive() const;
+  // Whether a request sent to it is still unanswered (a call from any RPC
+  // or stream, a callback's native thread waiting included).
+  bool busy() const;
   // Whether it is dead or being killed (a deadline, a cancelled call), even
   // if not reaped yet: it will answer nothing more.
   bool doomed() const;

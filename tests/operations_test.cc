@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -373,9 +374,8 @@ TEST_F(OperationsTest, HealthIsServingUntilDrainAndACallInFlightFinishes) {
 
   call.join();
   EXPECT_TRUE(result.ok()) << result.status() << "\n" << daemon_->Log();
-  // Closing the session's stream lets the drain end before the grace.
-  session.reset();
-  client_.reset();
+  // The session, idle now, is ended by the daemon: the drain ends before
+  // the grace with the client still connected.
   stop.join();
   EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
   EXPECT_TRUE(WaitForProcessGone(worker, kWait));
@@ -383,34 +383,84 @@ TEST_F(OperationsTest, HealthIsServingUntilDrainAndACallInFlightFinishes) {
   EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
 }
 
-TEST_F(OperationsTest, IdleCallStreamsDoNotHoldUpTheDrain) {
-  StartDaemon({"--shutdown-grace=20s"});
-  // No Connect stream: the session's only open RPC is the CallStream its
-  // calls went on, idle once they are answered.
+// Idle clients do not hold the drain: a session whose Connect stream waits
+// for nothing, one with only an idle CallStream (no thread of that client
+// in gRPC to answer the daemon's GOAWAY), and a bare connection. The daemon
+// ends the sessions and closes the connections once nothing is running,
+// well inside even a short grace.
+TEST_F(OperationsTest, IdleClientsDoNotHoldUpTheDrain) {
+  StartDaemon({"--shutdown-grace=5s"});
+  std::unique_ptr<client::Session> attached = NewSession();
+  ASSERT_NE(attached, nullptr);
   client::SessionOptions options;
   options.attach_stream = false;
-  std::unique_ptr<client::Session> session = NewSession(options);
-  ASSERT_NE(session, nullptr);
+  std::unique_ptr<client::Session> detached = NewSession(options);
+  ASSERT_NE(detached, nullptr);
   absl::StatusOr<client::Function> add =
-      Resolve(*session, "int fx_add(int, int)");
+      Resolve(*detached, "int fx_add(int, int)");
   ASSERT_TRUE(add.ok()) << add.status();
   for (int i = 0; i < 3; ++i) {
     absl::StatusOr<v1::CallResponse> sum =
-        session->Call(*add, {MakeInt(i), MakeInt(1)});
+        detached->Call(*add, {MakeInt(i), MakeInt(1)});
     ASSERT_TRUE(sum.ok()) << sum.status();
   }
-  const pid_t worker = session->worker_pid();
+  absl::StatusOr<std::unique_ptr<client::Client>> bare =
+      client::Client::Connect(daemon_->address(), absl::Seconds(10));
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  const pid_t attached_worker = attached->worker_pid();
+  const pid_t detached_worker = detached->worker_pid();
   const absl::Status stopped = daemon_->Stop(absl::Seconds(60));
   EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
-  // Before the grace ran out: nothing was left to wait for. (The stop
-  // still takes gRPC's backup poll of this client, ~5 s, as it does with
-  // only unary calls made: no thread of this client is in gRPC.)
+  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
+  EXPECT_TRUE(WaitForProcessGone(attached_worker, kWait));
+  EXPECT_TRUE(WaitForProcessGone(detached_worker, kWait));
+  // The sessions' next calls say why they cannot be made.
+  absl::StatusOr<v1::CallResponse> late =
+      detached->Call(*add, {MakeInt(1), MakeInt(1)});
+  EXPECT_THAT(late, HasCode(absl::StatusCode::kUnavailable));
+}
+
+// While a call on a session's Connect stream runs, the drain leaves the
+// session alone: that call finishes, and a call sent on the stream after
+// the drain began is refused as a new RPC would be.
+TEST_F(OperationsTest, DuringTheDrainARunningStreamCallFinishesAndNewOnesAreRefused) {
+  StartDaemon({"--shutdown-grace=120s"});
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> burn =
+      Resolve(*session, "int ff_burn_cpu(int seconds)");
+  ASSERT_TRUE(burn.ok()) << burn.status();
+  absl::StatusOr<client::Function> add =
+      Resolve(*session, "int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  const pid_t worker = session->worker_pid();
+  const int64_t idle_ticks = CpuTicks(worker);
+  ASSERT_GE(idle_ticks, 0);
+  // Long enough for the drain to begin and the refused call to be sent.
+  std::future<absl::StatusOr<v1::CallResponse>> running =
+      session->CallAsync(*burn, {MakeInt(3)});
+  EXPECT_TRUE(WaitUntilBurning(worker, idle_ticks));
+
+  // From here on nothing returns early: the stopping thread must be joined.
+  absl::Status stopped;
+  std::thread stop([&] { stopped = daemon_->Stop(absl::Seconds(300)); });
+  bool draining = false;
+  for (absl::Time deadline = absl::Now() + kWait;
+       !draining && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(5))) {
+    draining = absl::StrContains(daemon_->Log(), "draining");
+  }
+  EXPECT_TRUE(draining) << daemon_->Log();
+  absl::StatusOr<v1::CallResponse> refused =
+      session->CallAsync(*add, {MakeInt(1), MakeInt(2)}).get();
+  EXPECT_THAT(refused, HasCode(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(refused.status().message(), HasSubstr("ffid is shutting down"));
+  absl::StatusOr<v1::CallResponse> finished = running.get();
+  EXPECT_TRUE(finished.ok()) << finished.status() << "\n" << daemon_->Log();
+  stop.join();
+  EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
   EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
   EXPECT_TRUE(WaitForProcessGone(worker, kWait));
-  // The session's next call says why it cannot be made.
-  absl::StatusOr<v1::CallResponse> late =
-      session->Call(*add, {MakeInt(1), MakeInt(1)});
-  EXPECT_THAT(late, HasCode(absl::StatusCode::kUnavailable));
 }
 
 TEST_F(OperationsTest, PastTheGracePeriodAHungCallEndsAndNoWorkerIsLeft) {

@@ -1,19 +1,28 @@
-"""Calls on CallStream streams: the sync client's calls without a timeout
-take them; calls with a timeout, calls beyond the streams' number and calls
-to a daemon without CallStream take the unary RPC."""
+"""Calls on CallStream streams: the sync and asyncio clients' calls without
+a timeout take them; calls with a timeout, calls beyond the streams' number
+and calls to a daemon without CallStream (or refusing a stream) take the
+unary RPC. A failed call raises what the unary RPC raises."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 from concurrent import futures
-from typing import List
+from typing import Any, Iterator, List, Tuple
 
 import grpc
+import grpc.aio
 import pytest
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 import ffid
+import ffid.aio
 from ffid import _call_streams
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
+
+from conftest import CALLBACKS_FIXTURE, FIXTURE
 
 
 def test_calls_reuse_one_stream_and_a_failure_keeps_it(session, fixture_lib) -> None:
@@ -55,29 +64,6 @@ def test_many_threads_get_their_own_answers(session, fixture_lib) -> None:
     assert 1 <= session._call_streams._open <= _call_streams.STREAMS_PER_SESSION
 
 
-class _OlderDaemon(ffid_pb2_grpc.FfiServicer):
-    """A daemon from before CallStream: the generated servicer answers
-    UNIMPLEMENTED for it."""
-
-
-def test_an_older_daemon_gets_unary_calls_for_good() -> None:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    ffid_pb2_grpc.add_FfiServicer_to_server(_OlderDaemon(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            streams = _call_streams.CallStreams(ffid_pb2_grpc.FfiStub(channel))
-            request = ffid_pb2.CallRequest(function="f", arguments=[types_pb2.Value(int_value=1)])
-            assert streams.call(request) is None
-            assert streams._unsupported
-            assert streams.call(request) is None
-            assert streams._open == 0
-            streams.close()
-    finally:
-        server.stop(None)
-
-
 def test_closed_streams_take_no_calls(session, fixture_lib) -> None:
     add = fixture_lib.function("int fx_add(int, int)")
     assert add(1, 1) == 2
@@ -85,3 +71,237 @@ def test_closed_streams_take_no_calls(session, fixture_lib) -> None:
     assert session._call_streams.call(ffid_pb2.CallRequest(session=session.id)) is None
     # The session's calls go on, through the unary RPC.
     assert add(2, 2) == 4
+
+
+async def _raised(call: Any) -> ffid.Error:
+    with pytest.raises(ffid.Error) as caught:
+        await call
+    return caught.value
+
+
+@pytest.mark.asyncio
+async def test_aio_calls_reuse_one_stream_and_fail_as_unary_calls_do(daemon) -> None:
+    async with ffid.aio.connect(daemon.address, restart_policy="restart") as s:
+        lib = await s.load(str(FIXTURE))
+        add = await lib.function("int fx_add(int, int)")
+        for i in range(20):
+            assert await add(i, 1) == i + 1
+        streams = s._call_streams
+        assert streams._open == 1
+        # The same exception, message included, as the unary RPC's (a call
+        # with a timeout is unary).
+        unknown = ffid_pb2.CallRequest(session=s.id, function="nope")
+        on_stream = await _raised(s._call(s._stub.Call, unknown))
+        unary = await _raised(s._call(s._stub.Call, unknown, timeout=60))
+        assert type(on_stream) is type(unary) is ffid.HandleInvalid
+        assert (on_stream.code, on_stream.reason, on_stream.message) == (unary.code, unary.reason, unary.message)
+        crash = await lib.function("void fx_crash_null(void)")
+        on_stream, unary = await _raised(crash()), await _raised(crash(timeout=60))
+        assert type(on_stream) is type(unary) is ffid.WorkerCrashed
+        assert (on_stream.code, on_stream.reason) == (unary.code, unary.reason)
+        assert on_stream.crash_report.signal_name == unary.crash_report.signal_name == "SIGSEGV"
+        assert on_stream.crash_report.function == unary.crash_report.function
+        # The failures left the stream in the pool.
+        assert await add(2, 3) == 5
+        assert streams._open == 1
+        assert (await s.info()).restarts == 2
+
+
+@pytest.mark.asyncio
+async def test_aio_calls_beyond_the_streams_are_all_answered(daemon) -> None:
+    async with ffid.aio.connect(daemon.address) as s:
+        add = await (await s.load(str(FIXTURE))).function("int fx_add(int, int)")
+        count = 3 * _call_streams.STREAMS_PER_SESSION
+        for _ in range(3):
+            results = await asyncio.gather(*(add(1000 * i, i) for i in range(count)))
+            assert results == [1001 * i for i in range(count)]
+        # The first calls each opened a stream; the others were unary.
+        assert s._call_streams._open == _call_streams.STREAMS_PER_SESSION
+        assert len(s._call_streams._idle) == _call_streams.STREAMS_PER_SESSION
+        idle = list(s._call_streams._idle)
+    assert s._call_streams._closed
+    assert not s._call_streams._idle
+    # close() ended them by half-closing: the daemon ended each normally.
+    for stream in idle:
+        assert await stream._call.code() == grpc.StatusCode.OK
+
+
+@pytest.mark.asyncio
+async def test_aio_a_cancelled_call_cancels_its_stream_and_calls_go_on(daemon) -> None:
+    async with ffid.aio.connect(daemon.address, restart_policy="restart") as s:
+        add = await (await s.load(str(FIXTURE))).function("int fx_add(int, int)")
+        remember = await (await s.load(str(CALLBACKS_FIXTURE))).function("int fxc_call_remember(int (*f)(int), int)")
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def hold(x: int) -> int:
+            entered.set()
+            await release.wait()
+            return x
+
+        callback = await s.callback("int(int)", hold)
+        assert await add(1, 1) == 2
+        streams = s._call_streams
+        stream = streams._idle[0]
+        running = asyncio.ensure_future(remember(callback, 7))
+        await entered.wait()  # the call runs, on the stream
+        assert streams._open == 1 and not streams._idle
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert streams._open == 0
+        assert stream._call.cancelled()
+        # The daemon kills the worker running the cancelled call (as for a
+        # cancelled unary call: the native call cannot be stopped otherwise)
+        # and, with restart_policy="restart", starts another. The callback
+        # is held until then, so the call cannot finish first.
+        while (await s.info()).restarts < 1:
+            await asyncio.sleep(0.01)
+        release.set()
+        assert await add(2, 3) == 5
+        assert streams._open == 1
+
+
+def _status(code: grpc.StatusCode, message: str, reason: str = "") -> status_pb2.Status:
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if reason:
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="ffid.dev"))
+        status.details.append(detail)
+    return status
+
+
+class _TestDaemon(ffid_pb2_grpc.FfiServicer):
+    """A daemon whose CallStream does one thing: "answer" each call
+    (result: the number of arguments; function "fail" fails with
+    NOT_FOUND), "refuse" the stream as ffid does at its limit, "break" it
+    once a call was read, end it with gRPC's own "exhausted" once a call was
+    read, or "old": a daemon from before CallStream (UNIMPLEMENTED)."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.opened = 0
+
+    def CallStream(self, requests: Iterator[ffid_pb2.CallStreamRequest],
+                   context: grpc.ServicerContext) -> Iterator[ffid_pb2.CallStreamResponse]:
+        if self.behaviour == "old":
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        self.opened += 1
+        if self.behaviour == "refuse":
+            refusal = _status(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many streams", "RESOURCE_LIMIT")
+            context.set_trailing_metadata([("grpc-status-details-bin", refusal.SerializeToString())])
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many streams")
+        for request in requests:
+            if self.behaviour == "break":
+                context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+            if self.behaviour == "exhausted":
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message too big")
+            if request.call.function == "fail":
+                failure = _status(grpc.StatusCode.NOT_FOUND, "no such function", "HANDLE_INVALID")
+                yield ffid_pb2.CallStreamResponse(error_status=failure.SerializeToString())
+            else:
+                yield ffid_pb2.CallStreamResponse(call=ffid_pb2.CallResponse(
+                    result=types_pb2.Value(int_value=len(request.call.arguments))))
+
+
+def _request(arguments: int) -> ffid_pb2.CallRequest:
+    return ffid_pb2.CallRequest(function="f", arguments=[types_pb2.Value(int_value=i) for i in range(arguments)])
+
+
+async def _call(streams: Any, request: ffid_pb2.CallRequest) -> Any:
+    answer = streams.call(request)
+    return await answer if inspect.isawaitable(answer) else answer
+
+
+@pytest.fixture(params=["sync", "aio"])
+def serve(request: Any) -> Iterator[Any]:
+    """serve(behaviour) -> (a _TestDaemon serving, the sync or aio client's
+    CallStreams talking to it)."""
+    servers: List[Tuple[grpc.Server, Any]] = []
+
+    def start(behaviour: str) -> Tuple[_TestDaemon, Any]:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        service = _TestDaemon(behaviour)
+        ffid_pb2_grpc.add_FfiServicer_to_server(service, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        if request.param == "sync":
+            channel: Any = grpc.insecure_channel(f"127.0.0.1:{port}")
+            streams: Any = _call_streams.CallStreams(ffid_pb2_grpc.FfiStub(channel))
+        else:
+            channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+            streams = _call_streams.AioCallStreams(ffid_pb2_grpc.FfiStub(channel))
+        servers.append((server, channel))
+        return service, streams
+
+    yield start
+    for server, channel in servers:
+        if isinstance(channel, grpc.Channel):
+            channel.close()
+        server.stop(None)
+
+
+@pytest.mark.asyncio
+async def test_answers_and_failures_keep_one_stream(serve) -> None:
+    service, streams = serve("answer")
+    for i in range(10):
+        assert (await _call(streams, _request(i))).result.int_value == i
+    with pytest.raises(ffid.HandleInvalid, match="no such function") as caught:
+        await _call(streams, ffid_pb2.CallRequest(function="fail"))
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    assert (await _call(streams, _request(3))).result.int_value == 3
+    assert service.opened == 1 and streams._open == 1
+    closing = streams.close()
+    if inspect.isawaitable(closing):
+        await closing
+    # Closed: no stream takes a call.
+    assert await _call(streams, _request(1)) is None
+
+
+@pytest.mark.asyncio
+async def test_an_older_daemon_gets_unary_calls_for_good(serve) -> None:
+    service, streams = serve("old")
+    assert await _call(streams, _request(1)) is None
+    assert streams._unsupported
+    assert await _call(streams, _request(1)) is None
+    assert streams._open == 0
+
+
+@pytest.mark.asyncio
+async def test_a_refused_stream_leaves_calls_to_the_unary_rpc_for_a_while(serve) -> None:
+    service, streams = serve("refuse")
+    assert await _call(streams, _request(1)) is None
+    # No new stream is tried at once: a full daemon would refuse it again.
+    assert await _call(streams, _request(1)) is None
+    assert await _call(streams, _request(1)) is None
+    assert service.opened == 1
+    assert streams._open == 0 and not streams._unsupported
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("behaviour, code, details", [
+    ("break", grpc.StatusCode.UNAVAILABLE, "going away"),
+    # Not ffid's refusal (no RESOURCE_LIMIT reason).
+    ("exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED, "message too big"),
+])
+async def test_a_stream_ended_once_it_had_the_call_fails_that_call(serve, behaviour: str, code: grpc.StatusCode,
+                                                                   details: str) -> None:
+    # The daemon had the call (it may have run): never sent again through
+    # the unary RPC, and no backoff.
+    service, streams = serve(behaviour)
+    with pytest.raises(grpc.RpcError) as caught:
+        await _call(streams, _request(1))
+    assert caught.value.code() == code
+    assert details in caught.value.details()
+    assert streams._open == 0 and streams._refused_until == 0.0
+
+
+@pytest.mark.asyncio
+async def test_no_daemon_leaves_the_call_to_the_unary_rpc() -> None:
+    channel = grpc.aio.insecure_channel("unix:/nonexistent/ffid.sock")
+    streams = _call_streams.AioCallStreams(ffid_pb2_grpc.FfiStub(channel))
+    assert await streams.call(_request(1)) is None
+    assert streams._open == 0
+    await channel.close()
+    # A closed channel opens no stream.
+    streams._refused_until = 0.0
+    assert await streams.call(_request(1)) is None

@@ -1,26 +1,36 @@
-"""Synchronous calls on CallStream streams kept open (the sync client's).
+"""Calls on CallStream streams kept open, for the sync client
+(CallStreams) and the asyncio one (AioCallStreams).
 
 A unary Call RPC pays gRPC's whole per-RPC cost; a call on an open
-CallStream costs one message each way. CallStreams keeps a few streams open
-to the daemon and lends one to each call without a timeout: the caller
-queues its request (gRPC's request thread sends it) and reads the answer.
+CallStream costs one message each way. Each session keeps a few streams open
+to the daemon and lends one to each call without a timeout, one call at a
+time per stream: the sync client queues its request (gRPC's request thread
+sends it) and reads the answer; the asyncio one writes and reads it on the
+stream call.
 
 ``call`` returns None, without having run the call, when no stream can take
 it: all are busy, the daemon has no CallStream (an older daemon: remembered
 for good), or it refused a new stream (its limit of open streams: then no
 stream is tried for a while, 1 s doubling up to 64 s). The caller then makes
 the unary Call RPC. Only a stream that has answered nothing yet counts as
-refused: once a call may have run, its failure is the call's. Thread-safe.
+refused: once a call may have run, its failure is the call's, and it is never
+sent again. (grpc.aio can also tell that a request was never sent, because
+the stream had already ended: that call goes to the unary RPC as well.)
+
+The bookkeeping (_Pool) is the same for both; only reading and writing a
+stream differ. Thread-safe; the asyncio one is for one event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
-from typing import Any, Iterator, List, Optional
+from typing import Any, Generic, Iterator, List, Optional, TypeVar
 
 import grpc
+import grpc.aio
 
 from ffid import _callbacks, _errors
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc
@@ -32,6 +42,9 @@ STREAMS_PER_SESSION = 4
 # The first wait after a refused stream, and the longest (seconds).
 _FIRST_BACKOFF = 1.0
 _LONGEST_BACKOFF = 64.0
+
+# How long closing an asyncio session waits for its idle streams to end.
+_FINISH_WAIT = 1.0
 
 
 def _refusal(error: grpc.RpcError) -> bool:
@@ -46,9 +59,19 @@ def _refusal(error: grpc.RpcError) -> bool:
             and _errors.from_rpc_error(error).reason == "RESOURCE_LIMIT")
 
 
+class _NotSent(Exception):
+    """An asyncio stream's request could not be written: the stream had
+    ended (its status: `error`, None if it ended with OK), so the call did
+    not run."""
+
+    def __init__(self, error: Optional[grpc.RpcError]) -> None:
+        super().__init__()
+        self.error = error
+
+
 class _Stream:
-    """One CallStream: requests go through a queue that gRPC's request
-    thread reads; answers are read by the calling thread."""
+    """One CallStream of the sync client: requests go through a queue that
+    gRPC's request thread reads; answers are read by the calling thread."""
 
     def __init__(self, stub: ffid_pb2_grpc.FfiStub) -> None:
         self._requests: "queue.SimpleQueue[Optional[ffid_pb2.CallStreamRequest]]" = queue.SimpleQueue()
@@ -61,10 +84,11 @@ class _Stream:
     def ended(self) -> bool:
         return bool(self._responses.done())
 
-    def call(self, request: ffid_pb2.CallStreamRequest) -> ffid_pb2.CallStreamResponse:
+    def call(self, request: ffid_pb2.CallStreamRequest) -> Optional[ffid_pb2.CallStreamResponse]:
+        """The answer; None if the stream ended without one."""
         self._requests.put(request)
-        response = next(self._responses)
-        self.answered = True
+        response = next(self._responses, None)
+        self.answered = self.answered or response is not None
         return response
 
     def close(self) -> None:
@@ -78,53 +102,82 @@ class _Stream:
         self._responses.cancel()
 
 
-class CallStreams:
+class _AioStream:
+    """One CallStream of the asyncio client: the calling task writes the
+    request and reads the answer."""
+
+    def __init__(self, stub: ffid_pb2_grpc.FfiStub) -> None:
+        self._call: Any = stub.CallStream()
+        self.answered = False
+
+    def ended(self) -> bool:
+        return bool(self._call.done())
+
+    async def call(self, request: ffid_pb2.CallStreamRequest) -> Optional[ffid_pb2.CallStreamResponse]:
+        """The answer; None if the stream ended without one. Raises _NotSent
+        if the request could not be written (the stream had ended)."""
+        try:
+            await self._call.write(request)
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # grpc.aio raises InvalidStateError, the status, or its own
+            # INTERNAL ("Internal error from Core") for a stream that ended
+            # before or while the request was written; read() then gives the
+            # status it ended with (or EOF), or raises that same INTERNAL.
+            raise _NotSent(await self._status()) from None
+        response = await self._call.read()
+        if response is grpc.aio.EOF:
+            return None
+        self.answered = True
+        return response
+
+    async def _status(self) -> Optional[grpc.RpcError]:
+        try:
+            await self._call.read()
+        except grpc.RpcError as error:
+            return error
+        return None
+
+    async def finish(self) -> None:
+        """Ends an idle stream by half-closing it, and waits (a little) for
+        the daemon to end it normally: the channel may be closed next,
+        which would cancel it."""
+        try:
+            await self._call.done_writing()
+            await asyncio.wait_for(self._call.code(), _FINISH_WAIT)
+        except (grpc.RpcError, asyncio.InvalidStateError, asyncio.TimeoutError):
+            self._call.cancel()
+
+    def close(self) -> None:
+        """Ends a stream at once (no await possible where it is called)."""
+        self._call.cancel()
+
+    def cancel(self) -> None:
+        """Ends a stream that broke or was cancelled during a call."""
+        self._call.cancel()
+
+
+_S = TypeVar("_S", _Stream, _AioStream)
+
+
+class _Pool(Generic[_S]):
+    """The streams of one session, idle or lent, and whether new ones may be
+    opened; what both clients' CallStreams share."""
+
     def __init__(self, stub: ffid_pb2_grpc.FfiStub) -> None:
         self._stub = stub
         self._lock = threading.Lock()
-        self._idle: List[_Stream] = []
+        self._idle: List[_S] = []
         self._open = 0
         self._unsupported = False
         self._closed = False
         self._refused_until = 0.0
         self._backoff = 0.0
 
-    def call(self, request: ffid_pb2.CallRequest) -> Optional[ffid_pb2.CallResponse]:
-        """The call's response; raises the call's ffid.Error; None if no
-        stream took the request (it did not run)."""
-        stream = self._take()
-        if stream is None:
-            return None
-        try:
-            response = stream.call(ffid_pb2.CallStreamRequest(call=request))
-        except grpc.RpcError as error:
-            refused = not stream.answered and _refusal(error)
-            self._forget(stream, error.code() if refused else None)
-            if refused:
-                return None
-            raise
-        except StopIteration:
-            self._forget(stream, None)
-            raise _errors.from_status(grpc.StatusCode.UNAVAILABLE,
-                                      "the daemon ended the CallStream before answering the call", None) from None
-        except BaseException:
-            # Interrupted (KeyboardInterrupt) while the call ran: the stream
-            # is cancelled, as an interrupted unary call is.
-            self._forget(stream, None)
-            raise
-        self._give_back(stream)
-        if response.error_status:
-            raise _callbacks.stream_error(response)
-        return response.call
+    def _new_stream(self) -> _S:
+        raise NotImplementedError
 
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for stream in idle:
-            stream.close()
-
-    def _take(self) -> Optional[_Stream]:
+    def _take(self) -> Optional[_S]:
+        """An idle stream, or a new one; None when none may be opened."""
         with self._lock:
             while self._idle:
                 stream = self._idle.pop()
@@ -139,21 +192,50 @@ class CallStreams:
                 return None
             self._open += 1
         try:
-            return _Stream(self._stub)
-        except ValueError:  # the channel is closed
+            return self._new_stream()
+        except (ValueError, grpc.aio.UsageError):  # the channel is closed
             with self._lock:
                 self._open -= 1
             return None
 
-    def _give_back(self, stream: _Stream) -> None:
+    def _failed(self, stream: _S, error: BaseException) -> bool:
+        """Forgets `stream`, on which a call raised `error`; whether the
+        call did not run and goes to the unary RPC instead (otherwise the
+        caller raises `error`)."""
+        if isinstance(error, _NotSent):
+            # Never sent: a new stream that ended so was refused (with the
+            # status grpc.aio gave, if any); one that had answered before
+            # ended while idle.
+            refused = None
+            if not stream.answered:
+                refused = (error.error.code() if error.error is not None and _refusal(error.error)
+                           else grpc.StatusCode.UNAVAILABLE)
+            self._forget(stream, refused)
+            return True
+        refused_by_daemon = isinstance(error, grpc.RpcError) and not stream.answered and _refusal(error)
+        self._forget(stream, error.code() if refused_by_daemon else None)  # type: ignore[union-attr]
+        return refused_by_daemon
+
+    def _answered(self, stream: _S,
+                  response: Optional[ffid_pb2.CallStreamResponse]) -> ffid_pb2.CallResponse:
+        """The call's response from its answer on `stream` (given back to
+        the idle ones); raises the call's ffid.Error."""
+        if response is None:
+            self._forget(stream, None)
+            raise _errors.from_status(grpc.StatusCode.UNAVAILABLE,
+                                      "the daemon ended the CallStream before answering the call", None)
         with self._lock:
             self._backoff = 0.0
-            if not self._closed:
+            kept = not self._closed
+            if kept:
                 self._idle.append(stream)
-                return
-        stream.close()
+        if not kept:
+            stream.close()
+        if response.error_status:
+            raise _callbacks.stream_error(response)
+        return response.call
 
-    def _forget(self, stream: _Stream, refused: Optional[grpc.StatusCode]) -> None:
+    def _forget(self, stream: _S, refused: Optional[grpc.StatusCode]) -> None:
         """Drops a stream that broke; `refused` is the code of the daemon's
         refusal, if it was one."""
         stream.cancel()
@@ -164,3 +246,71 @@ class CallStreams:
             elif refused is not None:
                 self._backoff = min(max(2 * self._backoff, _FIRST_BACKOFF), _LONGEST_BACKOFF)
                 self._refused_until = time.monotonic() + self._backoff
+
+    def _close_pool(self) -> List[_S]:
+        """Takes no more calls; the idle streams, for the caller to end."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        return idle
+
+    def cancel_idle(self) -> None:
+        """Closes the pool and ends its idle streams at once (for a
+        finalizer, where nothing can be awaited)."""
+        for stream in self._close_pool():
+            stream.close()
+
+
+class CallStreams(_Pool[_Stream]):
+    """The sync client's streams."""
+
+    def _new_stream(self) -> _Stream:
+        return _Stream(self._stub)
+
+    def call(self, request: ffid_pb2.CallRequest) -> Optional[ffid_pb2.CallResponse]:
+        """The call's response; raises the call's ffid.Error (or the
+        grpc.RpcError of a stream that broke during it); None if no stream
+        took the request (it did not run)."""
+        stream = self._take()
+        if stream is None:
+            return None
+        try:
+            response = stream.call(ffid_pb2.CallStreamRequest(call=request))
+        except BaseException as error:
+            # A KeyboardInterrupt while the call ran cancels the stream, as
+            # an interrupted unary call is cancelled.
+            if self._failed(stream, error):
+                return None
+            raise
+        return self._answered(stream, response)
+
+    def close(self) -> None:
+        """Ends the idle streams (half-closed); later calls get None."""
+        for stream in self._close_pool():
+            stream.close()
+
+
+class AioCallStreams(_Pool[_AioStream]):
+    """The asyncio client's streams."""
+
+    def _new_stream(self) -> _AioStream:
+        return _AioStream(self._stub)
+
+    async def call(self, request: ffid_pb2.CallRequest) -> Optional[ffid_pb2.CallResponse]:
+        """As CallStreams.call. A call cancelled while on a stream
+        (CancelledError) cancels that stream; the others go on."""
+        stream = self._take()
+        if stream is None:
+            return None
+        try:
+            response = await stream.call(ffid_pb2.CallStreamRequest(call=request))
+        except BaseException as error:
+            if self._failed(stream, error):
+                return None
+            raise
+        return self._answered(stream, response)
+
+    async def close(self) -> None:
+        """Ends the idle streams (half-closed); later calls get None."""
+        await asyncio.gather(*(stream.finish() for stream in self._close_pool()))
+

@@ -90,6 +90,57 @@ def streams_unimplemented(error: _errors.Error) -> bool:
     return error.code == grpc.StatusCode.UNIMPLEMENTED and not error.reason
 
 
+class ReadInto:
+    """Copies the pieces of a read, in the order they arrive, into the
+    caller's writable buffer (read_into): no bytes object of the whole
+    size is made. The buffer is checked before any RPC."""
+
+    def __init__(self, buffer: Any) -> None:
+        try:
+            view = memoryview(buffer)
+        except TypeError:
+            raise TypeError(f"read_into() needs a writable buffer (bytearray, memoryview, array, numpy "
+                            f"array), not {type(buffer).__name__}") from None
+        if view.readonly:
+            view.release()
+            raise TypeError(f"read_into() needs a writable buffer: this {type(buffer).__name__} is read-only")
+        if not view.c_contiguous:
+            view.release()
+            raise TypeError("read_into() needs a contiguous buffer")
+        self._exported = view
+        self.view = view.cast("B")
+        self._filled = 0
+
+    def __enter__(self) -> "ReadInto":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        # Lets the buffer be resized again (a bytearray with an export
+        # cannot be).
+        self.view.release()
+        self._exported.release()
+
+    def empty(self) -> bool:
+        """Whether the buffer has no bytes (nothing to ask the daemon: a
+        Read of length 0 means something else to it)."""
+        return len(self.view) == 0
+
+    def add(self, data: bytes) -> None:
+        end = self._filled + len(data)
+        if end > len(self.view):
+            raise _errors.Internal(f"the daemon sent more than the {len(self.view)} bytes asked for",
+                                   reason="INTERNAL")
+        self.view[self._filled:end] = data
+        self._filled = end
+
+    def finish(self) -> int:
+        """The number of bytes read: always len(buffer)."""
+        if self._filled != len(self.view):
+            raise _errors.Internal(f"the daemon sent {self._filled} of the {len(self.view)} bytes asked for",
+                                   reason="INTERNAL")
+        return self._filled
+
+
 def advanced(pointer: types_pb2.PointerValue, count: int) -> types_pb2.PointerValue:
     """`pointer` moved `count` bytes further."""
     moved = types_pb2.PointerValue()

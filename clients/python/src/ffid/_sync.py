@@ -537,28 +537,37 @@ class Session:
                 and not self._callbacks.invocation())
 
     def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
-        # More than BULK_PIECE comes on one ReadStream; from a daemon
-        # without it, in pieces of that size, one after the other: a
-        # failure stops it and names the piece.
+        return b"".join(self._read_pieces(pointer, length))
+
+    def _read_into(self, pointer: types_pb2.PointerValue, target: _core.ReadInto) -> int:
+        for data in self._read_pieces(pointer, len(target.view)):
+            target.add(data)
+        return target.finish()
+
+    def _read_pieces(self, pointer: types_pb2.PointerValue, length: int) -> Iterator[bytes]:
+        """The bytes of a read, in order, as they arrive. More than
+        BULK_PIECE comes on one ReadStream; from a daemon without it, in
+        pieces of that size, one after the other: a failure stops it and
+        names the piece."""
         if self._streams(length):
             self._flush_frees()
             try:
-                return b"".join(piece.data for piece in self._stub.ReadStream(
-                    _core.read_stream_request(self.id, pointer, length)))
+                for piece in self._stub.ReadStream(_core.read_stream_request(self.id, pointer, length)):
+                    yield piece.data
+                return
             except grpc.RpcError as rpc_error:
                 error = _errors.from_rpc_error(rpc_error)
                 if not _core.streams_unimplemented(error):
                     raise error from None
                 self._pieces_only = True
-        pieces = []
         plan = _core.read_pieces(length)
         for start, size in plan:
             try:
-                pieces.append(self._call(self._stub.Read, ffid_pb2.ReadRequest(
-                    session=self.id, pointer=_core.advanced(pointer, start), length=size)).data)
+                data = self._call(self._stub.Read, ffid_pb2.ReadRequest(
+                    session=self.id, pointer=_core.advanced(pointer, start), length=size)).data
             except _errors.Error as error:
                 raise (_core.name_piece(error, start, length) if len(plan) > 1 else error) from None
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            yield data
 
     def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
         # More than BULK_PIECE goes on one WriteStream (a failure says which
@@ -825,6 +834,21 @@ class Pointer(_core.PointerBase):
         if length < 0 or offset < 0:
             raise ValueError("length and offset must not be negative")
         return self._session._read((self + offset)._pointer_value(), length)
+
+    def read_into(self, buffer: Any, offset: int = 0) -> int:
+        """Reads len(buffer) bytes at this pointer + offset into `buffer`,
+        any writable contiguous buffer (bytearray, memoryview, array.array,
+        a numpy array), copying each piece as it arrives: no bytes object
+        of the whole size is made. Returns the number of bytes read, always
+        len(buffer) in bytes (as io.RawIOBase.readinto, but never short: a
+        failure raises what read() raises, and the buffer's contents are
+        then unspecified; an empty buffer reads nothing and asks nothing).
+        A read-only buffer raises TypeError."""
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        with _core.ReadInto(buffer) as target:
+            return target.finish() if target.empty() else \
+                self._session._read_into((self + offset)._pointer_value(), target)
 
     def write(self, data: BytesLike, offset: int = 0) -> None:
         """Writes bytes at this pointer + offset."""

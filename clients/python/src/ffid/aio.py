@@ -18,12 +18,12 @@ import itertools
 import os
 import threading
 import weakref
-from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Union
+from typing import Any, AsyncGenerator, Callable, Dict, Generator, List, Optional, Sequence, Union
 
 import grpc
 import grpc.aio
 
-from ffid import _arena, _batch, _callbacks, _connection, _core, _errors, _values
+from ffid import _arena, _batch, _call_streams, _callbacks, _connection, _core, _errors, _values
 from ffid._core import ParamSelector
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
@@ -90,7 +90,8 @@ def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0,
     return _Connecting(connection, connect_timeout, session_options)
 
 
-def _cancel_stream(call: Any) -> None:
+def _cancel_streams(call: Any, call_streams: _call_streams.AioCallStreams) -> None:
+    call_streams.cancel_idle()
     call.cancel()
 
 
@@ -127,6 +128,8 @@ class Session:
         self._callback_functions: Dict[str, Any] = {}
         self._last_callback_failure: Optional[BaseException] = None
         self._arena: Optional[_arena.Arena] = None
+        # Calls without a timeout go on CallStreams (cheaper than unary RPCs).
+        self._call_streams = _call_streams.AioCallStreams(stub)
 
     async def _attach(self) -> None:
         call = self._stub.Connect()
@@ -142,8 +145,9 @@ class Session:
             raise _errors.Unavailable(
                 f"the daemon did not confirm the Connect stream of session {self.id}")
         self._stream = call
-        # Dropped without close(): closing the stream ends the session.
-        self._finalizer = weakref.finalize(self, _cancel_stream, call)
+        # Dropped without close(): closing the stream ends the session; its
+        # CallStreams end too.
+        self._finalizer = weakref.finalize(self, _cancel_streams, call, self._call_streams)
         self._reader = asyncio.ensure_future(self._read_stream(call))
 
     async def _read_stream(self, call: Any) -> None:
@@ -251,6 +255,7 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        await self._call_streams.close()
         await self._delete()
         if self._finalizer is not None:
             self._finalizer()
@@ -283,6 +288,10 @@ class Session:
             except grpc.RpcError:
                 pass  # the session's end releases it anyway
         try:
+            if timeout is None and method is self._stub.Call:
+                response = await self._call_streams.call(request)
+                if response is not None:
+                    return response
             return await method(request, timeout=timeout)
         except grpc.RpcError as error:
             raise _core.with_timeout(_errors.from_rpc_error(error), timeout) from None
@@ -391,25 +400,37 @@ class Session:
                 and not _INVOCATION.get())
 
     async def _read(self, pointer: types_pb2.PointerValue, length: int) -> bytes:
-        # On one ReadStream, else in pieces, as ffid.Session._read.
+        return b"".join([data async for data in self._read_pieces(pointer, length)])
+
+    async def _read_into(self, pointer: types_pb2.PointerValue, target: _core.ReadInto) -> int:
+        pieces = self._read_pieces(pointer, len(target.view))
+        try:
+            async for data in pieces:
+                target.add(data)
+        finally:
+            await pieces.aclose()  # a stream left early ends now, not at collection
+        return target.finish()
+
+    async def _read_pieces(self, pointer: types_pb2.PointerValue, length: int) -> AsyncGenerator[bytes, None]:
+        # On one ReadStream, else in pieces, as ffid.Session._read_pieces.
         if self._streams(length):
             try:
-                return b"".join([piece.data async for piece in self._stub.ReadStream(
-                    _core.read_stream_request(self.id, pointer, length))])
+                async for piece in self._stub.ReadStream(_core.read_stream_request(self.id, pointer, length)):
+                    yield piece.data
+                return
             except grpc.RpcError as rpc_error:
                 error = _errors.from_rpc_error(rpc_error)
                 if not _core.streams_unimplemented(error):
                     raise error from None
                 self._pieces_only = True
-        pieces = []
         plan = _core.read_pieces(length)
         for start, size in plan:
             try:
-                pieces.append((await self._call(self._stub.Read, ffid_pb2.ReadRequest(
-                    session=self.id, pointer=_core.advanced(pointer, start), length=size))).data)
+                data = (await self._call(self._stub.Read, ffid_pb2.ReadRequest(
+                    session=self.id, pointer=_core.advanced(pointer, start), length=size))).data
             except _errors.Error as error:
                 raise (_core.name_piece(error, start, length) if len(plan) > 1 else error) from None
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            yield data
 
     async def _write(self, pointer: types_pb2.PointerValue, data: BytesLike) -> None:
         # On one WriteStream, else in pieces, the last first, as
@@ -658,6 +679,15 @@ class Pointer(_core.PointerBase):
         if length < 0 or offset < 0:
             raise ValueError("length and offset must not be negative")
         return await self._session._read((self + offset)._pointer_value(), length)
+
+    async def read_into(self, buffer: Any, offset: int = 0) -> int:
+        """See ffid.Pointer.read_into: reads len(buffer) bytes into a
+        writable buffer, piece by piece; returns that count."""
+        if offset < 0:
+            raise ValueError("offset must not be negative")
+        with _core.ReadInto(buffer) as target:
+            return target.finish() if target.empty() else \
+                await self._session._read_into((self + offset)._pointer_value(), target)
 
     async def write(self, data: BytesLike, offset: int = 0) -> None:
         if offset < 0:

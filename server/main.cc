@@ -471,8 +471,10 @@ int Run(int argc, char** argv) {
     // logged exactly when RPCs were still running then.
     const absl::Time grace_end = absl::Now() + options.shutdown_grace;
     absl::Notification drained;
+    absl::Notification shutdown_begun;
     std::thread backstop([&] {
-      // Waits first: server->Shutdown() below has begun by then.
+      shutdown_begun.WaitForNotification();
+      int quiet_polls = 0;
       while (!drained.WaitForNotificationWithTimeout(kQuietSessionsPoll) &&
              absl::Now() < grace_end) {
         // Once no session and no RPC is left, only idle connections keep
@@ -480,7 +482,12 @@ int Run(int argc, char** argv) {
         // GOAWAY, and a client with no thread in gRPC answers only at its
         // next backup poll, seconds later. Nothing is running, so they are
         // closed now (the gRPC core call that Shutdown's deadline makes).
-        if (sessions.EndQuietSessions() == 0 && RpcsInFlight() == 0) {
+        // Two polls in a row: an RPC gRPC has taken but not yet handed to a
+        // thread is not counted yet.
+        const bool quiet =
+            sessions.EndQuietSessions() == 0 && RpcsInFlight() == 0;
+        quiet_polls = quiet ? quiet_polls + 1 : 0;
+        if (quiet_polls == 2) {
           grpc_server_cancel_all_calls(server->c_server());
           return;
         }
@@ -492,6 +499,9 @@ int Run(int argc, char** argv) {
         sessions.Shutdown();
       }
     });
+    // Shutdown() makes gRPC refuse new RPCs first thing; the backstop
+    // closes connections no sooner than two polls after this.
+    shutdown_begun.Notify();
     server->Shutdown(absl::ToChronoTime(grace_end + kCancelAfterGrace));
     drained.Notify();
     backstop.join();

@@ -242,6 +242,11 @@ class ConnectStreamWriter : public StreamSink {
     if (queue_.size() == 1) wake_.Signal();
   }
 
+  bool Flushed() const override {
+    absl::MutexLock lock(&mu_);
+    return closed_ || (queue_.empty() && !writing_);
+  }
+
   // Writes what is queued, then stops; later Push()es are dropped. The
   // stream must not be used by anyone after this returns.
   void Close() {
@@ -290,9 +295,11 @@ class ConnectStreamWriter : public StreamSink {
       // with the next in one write (the last of a burst flushes).
       grpc::WriteOptions options;
       if (!queue_.empty()) options.set_buffer_hint();
+      writing_ = true;
       mu_.Unlock();
       const bool written = stream_->Write(message, options);
       mu_.Lock();
+      writing_ = false;
       if (!written) break;  // The client has gone.
     }
     closed_ = true;
@@ -302,9 +309,11 @@ class ConnectStreamWriter : public StreamSink {
   grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>* const
       stream_;
   const bool packed_results_;
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   absl::CondVar wake_;
   std::deque<v1::ConnectResponse> queue_ ABSL_GUARDED_BY(mu_);
+  // A message taken off the queue is being written.
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;
@@ -1067,25 +1076,31 @@ void FfiService::StartStreamCall(const Caller& caller,
                                  const std::shared_ptr<StreamSink>& writer,
                                  const v1::StreamCall& call,
                                  worker::SendBatch* batch) {
+  // Counted before the drain is checked: a drain that has not begun yet
+  // then finds the session busy until this call's answer is pushed.
+  session->StreamCallStarted();
+  auto refuse = [&](const absl::Status& why) {
+    writer->Push(StreamError(call.tag(), why));
+    session->StreamCallEnded();
+  };
   // A drain refuses new calls here as gRPC refuses new RPCs: the session
-  // is about to end once the calls already running are answered.
-  if (Draining()) {
-    writer->Push(StreamError(
-        call.tag(), MakeError(absl::StatusCode::kUnavailable,
-                              v1::ERROR_REASON_INTERNAL,
-                              "ffid is shutting down")));
+  // is about to end once the calls already running are answered. A
+  // callback's nested request belongs to a call that is running, and goes.
+  if (call.invocation() == 0 && draining_.load(std::memory_order_acquire)) {
+    refuse(MakeError(absl::StatusCode::kUnavailable,
+                     v1::ERROR_REASON_INTERNAL, "ffid is shutting down"));
     return;
   }
   if (options_.access != nullptr) {
     if (absl::Status counted = options_.access->CountCall(caller);
         !counted.ok()) {
-      writer->Push(StreamError(call.tag(), counted));
+      refuse(counted);
       return;
     }
   }
   absl::StatusOr<StreamRequest> prepared = PrepareStreamCall(*session, call, options_.arena_bytes);
   if (!prepared.ok()) {
-    writer->Push(StreamError(call.tag(), prepared.status()));
+    refuse(prepared.status());
     return;
   }
   const uint64_t tag = call.tag();
@@ -1101,19 +1116,24 @@ void FfiService::StartStreamCall(const Caller& caller,
   session->worker().ExecuteAsync(
       std::move(prepared->request), std::move(prepared->description),
       std::move(prepared->symbol), Route{stream_id, tag},
-      [writer, tag, started](absl::StatusOr<WorkerResponse> answer) {
+      [writer, tag, started, weak = std::weak_ptr<Session>(session)](
+          absl::StatusOr<WorkerResponse> answer) {
         Metrics::Get().RecordCall(
             "stream",
             answer.ok() ? "OK" : ReasonName(GetErrorReason(answer.status())),
             absl::Now() - started);
         if (!answer.ok()) {
           writer->Push(StreamError(tag, answer.status()));
-          return;
+        } else {
+          v1::ConnectResponse message;
+          message.mutable_result()->set_tag(tag);
+          FillStreamResult(*answer, *message.mutable_result());
+          writer->Push(std::move(message));
         }
-        v1::ConnectResponse message;
-        message.mutable_result()->set_tag(tag);
-        FillStreamResult(*answer, *message.mutable_result());
-        writer->Push(std::move(message));
+        // Weak: the worker holding this callback belongs to the session.
+        if (std::shared_ptr<Session> owner = weak.lock()) {
+          owner->StreamCallEnded();
+        }
       });
 }
 
@@ -1408,14 +1428,9 @@ grpc::Status FfiService::CallStream(
   return grpc::Status::OK;
 }
 
-bool FfiService::Draining() const {
-  absl::MutexLock lock(&call_streams_mu_);
-  return draining_;
-}
-
 void FfiService::BeginDrain() {
   absl::MutexLock lock(&call_streams_mu_);
-  draining_ = true;
+  draining_.store(true, std::memory_order_release);
   for (const auto& [context, busy] : call_streams_) {
     if (!busy) context->TryCancel();
   }

@@ -32,6 +32,7 @@
 #ifndef FFID_SERVER_SERVICE_H_
 #define FFID_SERVER_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -181,7 +182,6 @@ class FfiService final : public v1::Ffi::Service {
   void BeginDrain() ABSL_LOCKS_EXCLUDED(call_streams_mu_);
 
  private:
-  bool Draining() const ABSL_LOCKS_EXCLUDED(call_streams_mu_);
   // Identifies the caller (access control) and, when `rate_limited`,
   // counts the request against its rate.
   absl::StatusOr<Caller> Admit(grpc::ServerContext& context,
@@ -286,12 +286,14 @@ class FfiService final : public v1::Ffi::Service {
   SessionManager& sessions_;
   ServiceOptions options_;  // Set in the constructor, then read-only.
   const Allowlist allowlist_;
-  mutable absl::Mutex call_streams_mu_;
+  absl::Mutex call_streams_mu_;
   // The CallStream streams open now (at most kMaxCallStreams), each with
   // whether it is running a call.
   absl::flat_hash_map<grpc::ServerContext*, bool> call_streams_
       ABSL_GUARDED_BY(call_streams_mu_);
-  bool draining_ ABSL_GUARDED_BY(call_streams_mu_) = false;
+  // Set by BeginDrain under call_streams_mu_ (a CallStream reads it there,
+  // with its own bookkeeping); the Connect path reads it without the lock.
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace ffid::server

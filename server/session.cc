@@ -379,6 +379,16 @@ std::string Session::Restart(uint64_t generation, const absl::Status& death) {
   return note;
 }
 
+void Session::StreamCallStarted() {
+  absl::MutexLock lock(&mu_);
+  ++stream_calls_;
+}
+
+void Session::StreamCallEnded() {
+  absl::MutexLock lock(&mu_);
+  --stream_calls_;
+}
+
 uint64_t Session::AddStream(std::shared_ptr<StreamSink> sink) {
   absl::MutexLock lock(&mu_);
   const uint64_t id = next_stream_++;
@@ -783,10 +793,14 @@ size_t SessionManager::EndQuietSessions() {
       bool idle;
       {
         absl::MutexLock session_lock(&session.mu_);
-        idle = session.in_flight_ == 0 && session.invocations_.empty();
+        idle = session.in_flight_ == 0 && session.stream_calls_ == 0 &&
+               session.invocations_.empty();
+        for (const auto& [id, sink] : session.streams_) {
+          idle = idle && sink->Flushed();
+        }
       }
-      // Checked after the lease count: a call a Connect stream sends from
-      // now on finds the session ended, as one sent after Shutdown() would.
+      // Checked after the counts: whatever the worker still owes an answer
+      // for (a callback's nested request, a request no count covers).
       if (idle && !session.worker().busy()) {
         RecordEndLocked(it->first, "ffid shut down");
         quiet.push_back(std::move(it->second));

@@ -43,6 +43,9 @@ class StreamSink {
  public:
   virtual ~StreamSink() = default;
   virtual void Push(v1::ConnectResponse message) = 0;
+  // Whether everything pushed so far has been handed to the transport (a
+  // drain must not end a stream with answers still queued on it).
+  virtual bool Flushed() const { return true; }
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -123,6 +126,14 @@ class Session : public std::enable_shared_from_this<Session> {
   // session.
   int AddEndListener(std::function<void()> on_end);
   void RemoveEndListener(int token);
+
+  // A call read from one of the session's Connect streams, counted from
+  // before it is checked until its answer has been pushed to the stream
+  // (the worker's answer, or the error that refused it): a drain ends no
+  // session while one is (SessionManager::EndQuietSessions), not even
+  // while its worker is being restarted before the call is sent.
+  void StreamCallStarted() ABSL_LOCKS_EXCLUDED(mu_);
+  void StreamCallEnded() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Callback invocations. The worker's invocations go to the stream that
   // sent the request the native thread was executing, else (unary calls,
@@ -219,6 +230,9 @@ class Session : public std::enable_shared_from_this<Session> {
   // Idle bookkeeping, read by the reaper.
   absl::Time last_used_ ABSL_GUARDED_BY(mu_);
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // Calls read from Connect streams and not answered yet (see
+  // StreamCallStarted); a drain leaves the session alone while any is.
+  int stream_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int attached_streams_ ABSL_GUARDED_BY(mu_) = 0;
   // Connect streams by id (ascending = oldest first).
   std::map<uint64_t, std::shared_ptr<StreamSink>> streams_
@@ -293,7 +307,8 @@ class SessionManager {
   void Detach(const std::shared_ptr<Session>& session);
 
   // For a drain: ends, as Shutdown() would, every session with nothing in
-  // flight (no request holding a lease, nothing sent to its worker and
+  // flight (no request holding a lease, no Connect-stream call unanswered
+  // or answer not yet handed to gRPC, nothing sent to its worker and
   // unanswered, no callback invocation awaiting its client), so that idle
   // sessions' Connect streams do not hold the drain until its grace ends.
   // Busy sessions are left alone. Returns how many sessions remain.

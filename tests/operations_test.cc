@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "clients/cpp/ffid/client.h"
 #include "clients/cpp/ffid/health.h"
@@ -34,6 +35,7 @@
 namespace ffid::testing {
 namespace {
 
+using client::CallbackContext;
 using client::MakeInt;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -461,6 +463,91 @@ TEST_F(OperationsTest, DuringTheDrainARunningStreamCallFinishesAndNewOnesAreRefu
   EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
   EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
   EXPECT_TRUE(WaitForProcessGone(worker, kWait));
+}
+
+// Calls sent on a Connect stream before the drain are all answered, those
+// whose results the worker produces after it began included: the session
+// ends only once every answer has been handed to gRPC.
+TEST_F(OperationsTest, DuringTheDrainQueuedStreamCallsAreAllAnswered) {
+  StartDaemon({"--shutdown-grace=120s"});
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> burn =
+      Resolve(*session, "int ff_burn_cpu(int seconds)");
+  ASSERT_TRUE(burn.ok()) << burn.status();
+  absl::StatusOr<client::Function> add =
+      Resolve(*session, "int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  const pid_t worker = session->worker_pid();
+  const int64_t idle_ticks = CpuTicks(worker);
+  ASSERT_GE(idle_ticks, 0);
+  // The worker runs them in order: the sums wait behind the burn.
+  std::future<absl::StatusOr<v1::CallResponse>> running =
+      session->CallAsync(*burn, {MakeInt(1)});
+  std::vector<std::future<absl::StatusOr<v1::CallResponse>>> queued;
+  for (int i = 0; i < 200; ++i) {
+    queued.push_back(session->CallAsync(*add, {MakeInt(i), MakeInt(1)}));
+  }
+  EXPECT_TRUE(WaitUntilBurning(worker, idle_ticks));
+  const absl::Status stopped = daemon_->Stop(absl::Seconds(300));
+  EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
+  absl::StatusOr<v1::CallResponse> burnt = running.get();
+  EXPECT_TRUE(burnt.ok()) << burnt.status();
+  for (int i = 0; i < 200; ++i) {
+    absl::StatusOr<v1::CallResponse> sum = queued[i].get();
+    ASSERT_TRUE(sum.ok()) << i << ": " << sum.status();
+    EXPECT_EQ(sum->result().int_value(), i + 1);
+  }
+  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
+}
+
+// A callback's request back into the daemon belongs to the call that is
+// running, so a drain lets it through (it refuses only new calls).
+TEST_F(OperationsTest, DuringTheDrainACallbacksNestedCallsAreServed) {
+  StartDaemon({"--shutdown-grace=120s"});
+  std::unique_ptr<client::Session> session = NewSession();
+  ASSERT_NE(session, nullptr);
+  absl::StatusOr<client::Function> add =
+      Resolve(*session, "int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  absl::StatusOr<client::Library> callbacks =
+      session->LoadLibrary(CallbacksFixturePath());
+  ASSERT_TRUE(callbacks.ok()) << callbacks.status();
+  absl::StatusOr<client::Function> call_once = session->ResolveFunction(
+      *callbacks, "int fxc_call_once(int (*f)(int), int x)");
+  ASSERT_TRUE(call_once.ok()) << call_once.status();
+  absl::Notification in_callback;
+  absl::Notification draining;
+  absl::StatusOr<client::Callback> callback = session->RegisterCallback(
+      "int f(int)",
+      [&](CallbackContext& context) -> absl::StatusOr<v1::Value> {
+        in_callback.Notify();
+        draining.WaitForNotificationWithTimeout(kWait);
+        absl::StatusOr<v1::CallResponse> inner = context.Call(
+            *add, {MakeInt(context.arguments()[0].int_value()), MakeInt(1)});
+        if (!inner.ok()) return inner.status();
+        return MakeInt(inner->result().int_value() * 10);
+      });
+  ASSERT_TRUE(callback.ok()) << callback.status();
+  std::future<absl::StatusOr<v1::CallResponse>> running =
+      session->CallAsync(*call_once, {callback->value(), MakeInt(4)});
+  EXPECT_TRUE(in_callback.WaitForNotificationWithTimeout(kWait));
+
+  // From here on nothing returns early: the stopping thread must be joined.
+  absl::Status stopped;
+  std::thread stop([&] { stopped = daemon_->Stop(absl::Seconds(300)); });
+  for (absl::Time deadline = absl::Now() + kWait;
+       !absl::StrContains(daemon_->Log(), "draining") &&
+       absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(5))) {
+  }
+  draining.Notify();
+  absl::StatusOr<v1::CallResponse> result = running.get();
+  EXPECT_TRUE(result.ok()) << result.status() << "\n" << daemon_->Log();
+  if (result.ok()) EXPECT_EQ(result->result().int_value(), 50);
+  stop.join();
+  EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
+  EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));
 }
 
 TEST_F(OperationsTest, PastTheGracePeriodAHungCallEndsAndNoWorkerIsLeft) {

@@ -14,8 +14,8 @@ Checks:
     refused (CANCELLED, and the daemon logs why) while health answers
     SERVING; with a bearer token from --token-file reflection works; the
     --health-listen port answers health and nothing else (UNIMPLEMENTED);
-  - during a SIGTERM drain (a Connect stream still open) the --health-listen
-    port says NOT_SERVING, and the daemon exits 0 once the stream closes;
+  - during a SIGTERM drain (a WriteStream still running) the --health-listen
+    port says NOT_SERVING, and the daemon exits 0 once the stream ends;
   - with --no-reflection: the reflection service is not there
     (UNIMPLEMENTED).
 Exits 77 (skipped) without grpcio-reflection in VENV (deploy/test.sh
@@ -236,8 +236,9 @@ def check_tcp(ffid, worker, temp):
 
 def check_drain(ffid, worker, temp):
     """From SIGTERM on, the health-only port says NOT_SERVING while a
-    Connect stream (messages built from the reflected descriptors) keeps
-    the drain going."""
+    WriteStream that has sent only part of its bytes (messages built from
+    the reflected descriptors) keeps the drain going: an idle session would
+    not, the drain ends those at once."""
     import grpc
     import signal
     from google.protobuf import message_factory
@@ -265,20 +266,22 @@ def check_drain(ffid, worker, temp):
 
             session = unary("CreateSession", message("CreateSessionRequest")(),
                             "CreateSessionResponse").session.id
-            attach = message("ConnectRequest")()
-            attach.attach.session = session
+            memory = unary("Allocate",
+                           message("AllocateRequest")(session=session, size=64),
+                           "AllocateResponse").memory
+            first = message("WriteStreamRequest")(session=session, length=64,
+                                                  data=b"half" * 8)
+            first.pointer.handle = memory
 
-            def requests():
-                yield attach
+            def pieces():
+                yield first
                 release.wait(60)
 
-            stream = api.stream_stream(
-                "/ffid.v1.Ffi/Connect",
-                request_serializer=attach.SerializeToString,
-                response_deserializer=message("ConnectResponse").FromString)(
-                    requests())
-            if not next(stream).HasField("attached"):
-                fail("Connect did not attach")
+            stream = api.stream_unary(
+                "/ffid.v1.Ffi/WriteStream",
+                request_serializer=first.SerializeToString,
+                response_deserializer=message("WriteStreamResponse").FromString
+            ).future(pieces())
             if health(probe) != 1:
                 fail("the health-only port is not SERVING before SIGTERM")
             daemon.process.send_signal(signal.SIGTERM)
@@ -294,8 +297,8 @@ def check_drain(ffid, worker, temp):
         if daemon.process.wait(60) != 0:
             fail("the daemon's exit status after the drain: %d\n%s"
                  % (daemon.process.returncode, daemon.text()))
-        print("drain: the health-only port said NOT_SERVING while a Connect "
-              "stream was open; exit 0")
+        print("drain: the health-only port said NOT_SERVING while a "
+              "WriteStream ran; exit 0")
     finally:
         release.set()
         daemon.stop()

@@ -1341,7 +1341,16 @@ absl::Status ReadBulk(const std::shared_ptr<grpc::Channel>& channel,
   // A daemon without ReadStream. Beyond 1 GiB it refuses any read: one RPC
   // says so.
   if (length >= (uint64_t{1} << 30)) {
-    return ReadPiece(unary_stub, session, pointer, length).status();
+    absl::StatusOr<std::string> whole =
+        ReadPiece(unary_stub, session, pointer, length);
+    if (!whole.ok()) return whole.status();
+    if (whole->size() != length || !sink.Append(whole->data(), length)) {
+      return ErrorWithReason(
+          absl::StatusCode::kInternal, "INTERNAL",
+          absl::StrCat("the daemon's Read sent ", whole->size(),
+                       " bytes of the ", length, " asked for"));
+    }
+    return absl::OkStatus();
   }
   sink.Expect(length);
   grpc::GenericStub stub(channel);

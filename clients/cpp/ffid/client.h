@@ -407,11 +407,12 @@ class Session {
   // several in flight); a failure says which bytes had arrived.
   absl::StatusOr<std::string> Read(const v1::PointerValue& pointer,
                                    uint64_t length) const;
-  // As Read of `out.size()` bytes, but into the caller's buffer, which is
-  // filled in order as the bytes arrive: nothing is allocated, so a caller
-  // reading often reuses one buffer. On failure `out` holds what arrived
-  // before it (the status says how much, as Read's does). An empty `out`
-  // reads nothing and asks the daemon nothing.
+  // As Read of `out.size()` bytes, but into the caller's buffer: beyond
+  // 1 MiB each piece is copied into it as it arrives and no buffer of the
+  // whole size is allocated, so a caller reading often reuses one. On
+  // failure the contents of `out` are unspecified (the status says what
+  // failed, as Read's does). An empty `out` reads nothing and asks the
+  // daemon nothing.
   [[nodiscard]] absl::Status ReadInto(absl::string_view memory,
                                       uint64_t offset,
                                       absl::Span<char> out) const;

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
+import urllib.request
 from concurrent import futures
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import grpc
 import grpc.aio
@@ -22,7 +24,7 @@ import ffid.aio
 from ffid import _call_streams
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc, types_pb2
 
-from conftest import CALLBACKS_FIXTURE, FIXTURE
+from conftest import CALLBACKS_FIXTURE, FIXTURE, running_daemon
 
 
 def test_calls_reuse_one_stream_and_a_failure_keeps_it(session, fixture_lib) -> None:
@@ -305,3 +307,34 @@ async def test_no_daemon_leaves_the_call_to_the_unary_rpc() -> None:
     # A closed channel opens no stream.
     streams._refused_until = 0.0
     assert await streams.call(_request(1)) is None
+
+
+@pytest.fixture(scope="module")
+def metrics_daemon() -> Iterator[Any]:
+    yield from running_daemon(flags=["--metrics-listen", "127.0.0.1:0"])
+
+
+def _calls_counted(daemon: Any) -> Dict[str, float]:
+    """ffid_calls_total's samples with reason="OK", by `via`."""
+    address = re.search(r"metrics on (http://\S+/metrics)", daemon.log()).group(1)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no $http_proxy
+    with direct.open(address, timeout=10) as page:
+        text = page.read().decode()
+    return {via: float(value) for via, value in
+            re.findall(r'^ffid_calls_total\{reason="OK",via="(\w+)"\} (\S+)$', text, re.MULTILINE)}
+
+
+@pytest.mark.asyncio
+async def test_the_daemon_counts_calls_on_streams_and_unary_ones(metrics_daemon) -> None:
+    # One daemon for this test alone: its counters count only these calls.
+    with ffid.connect(metrics_daemon.address) as s:
+        add = s.load(str(FIXTURE)).function("int fx_add(int, int)")
+        for i in range(3):
+            assert add(i, i) == 2 * i
+        assert add(1, 1, timeout=60) == 2
+    async with ffid.aio.connect(metrics_daemon.address) as s:
+        add = await (await s.load(str(FIXTURE))).function("int fx_add(int, int)")
+        for i in range(4):
+            assert await add(i, i) == 2 * i
+        assert await add(1, 1, timeout=60) == 2
+    assert _calls_counted(metrics_daemon) == {"call_stream": 7.0, "unary": 2.0}

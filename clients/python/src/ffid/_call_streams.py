@@ -15,7 +15,11 @@ stream is tried for a while, 1 s doubling up to 64 s). The caller then makes
 the unary Call RPC. Only a stream that has answered nothing yet counts as
 refused: once a call may have run, its failure is the call's, and it is never
 sent again. (grpc.aio can also tell that a request was never sent, because
-the stream had already ended: that call goes to the unary RPC as well.)
+the stream had already ended: that call goes to the unary RPC as well. When
+that write races with the stream's end, grpc.aio may report its own
+INTERNAL instead of the daemon's status: on a new stream that counts as a
+refusal, so an older daemon is remembered when its UNIMPLEMENTED is next
+seen, a stream retry later.)
 
 The bookkeeping (_Pool) is the same for both; only reading and writing a
 stream differ. Thread-safe; the asyncio one is for one event loop.

@@ -177,6 +177,37 @@ class OperationsTest : public ::testing::Test {
     return session.ResolveFunction(library_, declaration);
   }
 
+  // A daemon started with `flags` and a session holding the fixture's
+  // ff_burn_cpu and fx_add; `idle_ticks` is its worker's CPU time before
+  // any call (negative, or a null session, when something failed: the
+  // failure has been reported).
+  struct BurnAndAdd {
+    std::unique_ptr<client::Session> session;
+    client::Function burn;
+    client::Function add;
+    pid_t worker = 0;
+    int64_t idle_ticks = -1;
+  };
+  BurnAndAdd StartWithBurnAndAdd(std::vector<std::string> flags) {
+    BurnAndAdd made;
+    StartDaemon(std::move(flags));
+    if (client_ == nullptr) return made;
+    made.session = NewSession();
+    if (made.session == nullptr) return made;
+    absl::StatusOr<client::Function> burn =
+        Resolve(*made.session, "int ff_burn_cpu(int seconds)");
+    absl::StatusOr<client::Function> add =
+        Resolve(*made.session, "int fx_add(int, int)");
+    EXPECT_TRUE(burn.ok()) << burn.status();
+    EXPECT_TRUE(add.ok()) << add.status();
+    if (!burn.ok() || !add.ok()) return made;
+    made.burn = *burn;
+    made.add = *add;
+    made.worker = made.session->worker_pid();
+    made.idle_ticks = CpuTicks(made.worker);
+    return made;
+  }
+
   std::unique_ptr<Daemon> daemon_;
   std::unique_ptr<client::Client> client_;
   client::Library library_;
@@ -426,18 +457,13 @@ TEST_F(OperationsTest, IdleClientsDoNotHoldUpTheDrain) {
 // session alone: that call finishes, and a call sent on the stream after
 // the drain began is refused as a new RPC would be.
 TEST_F(OperationsTest, DuringTheDrainARunningStreamCallFinishesAndNewOnesAreRefused) {
-  StartDaemon({"--shutdown-grace=120s"});
-  std::unique_ptr<client::Session> session = NewSession();
-  ASSERT_NE(session, nullptr);
-  absl::StatusOr<client::Function> burn =
-      Resolve(*session, "int ff_burn_cpu(int seconds)");
-  ASSERT_TRUE(burn.ok()) << burn.status();
-  absl::StatusOr<client::Function> add =
-      Resolve(*session, "int fx_add(int, int)");
-  ASSERT_TRUE(add.ok()) << add.status();
-  const pid_t worker = session->worker_pid();
-  const int64_t idle_ticks = CpuTicks(worker);
-  ASSERT_GE(idle_ticks, 0);
+  BurnAndAdd made = StartWithBurnAndAdd({"--shutdown-grace=120s"});
+  ASSERT_GE(made.idle_ticks, 0);
+  client::Session* session = made.session.get();
+  const client::Function* burn = &made.burn;
+  const client::Function* add = &made.add;
+  const pid_t worker = made.worker;
+  const int64_t idle_ticks = made.idle_ticks;
   // Long enough for the drain to begin and the refused call to be sent.
   std::future<absl::StatusOr<v1::CallResponse>> running =
       session->CallAsync(*burn, {MakeInt(3)});
@@ -469,18 +495,13 @@ TEST_F(OperationsTest, DuringTheDrainARunningStreamCallFinishesAndNewOnesAreRefu
 // whose results the worker produces after it began included: the session
 // ends only once every answer has been handed to gRPC.
 TEST_F(OperationsTest, DuringTheDrainQueuedStreamCallsAreAllAnswered) {
-  StartDaemon({"--shutdown-grace=120s"});
-  std::unique_ptr<client::Session> session = NewSession();
-  ASSERT_NE(session, nullptr);
-  absl::StatusOr<client::Function> burn =
-      Resolve(*session, "int ff_burn_cpu(int seconds)");
-  ASSERT_TRUE(burn.ok()) << burn.status();
-  absl::StatusOr<client::Function> add =
-      Resolve(*session, "int fx_add(int, int)");
-  ASSERT_TRUE(add.ok()) << add.status();
-  const pid_t worker = session->worker_pid();
-  const int64_t idle_ticks = CpuTicks(worker);
-  ASSERT_GE(idle_ticks, 0);
+  BurnAndAdd made = StartWithBurnAndAdd({"--shutdown-grace=120s"});
+  ASSERT_GE(made.idle_ticks, 0);
+  client::Session* session = made.session.get();
+  const client::Function* burn = &made.burn;
+  const client::Function* add = &made.add;
+  const pid_t worker = made.worker;
+  const int64_t idle_ticks = made.idle_ticks;
   // The worker runs them in order: the sums wait behind the burn.
   std::future<absl::StatusOr<v1::CallResponse>> running =
       session->CallAsync(*burn, {MakeInt(1)});

@@ -1087,8 +1087,7 @@ void FfiService::StartStreamCall(const Caller& caller,
   // is about to end once the calls already running are answered. A
   // callback's nested request belongs to a call that is running, and goes.
   if (call.invocation() == 0 && draining_.load(std::memory_order_acquire)) {
-    refuse(MakeError(absl::StatusCode::kUnavailable,
-                     v1::ERROR_REASON_INTERNAL, "ffid is shutting down"));
+    refuse(ShuttingDownError());
     return;
   }
   if (options_.access != nullptr) {
@@ -1358,9 +1357,7 @@ grpc::Status FfiService::CallStream(
   {
     absl::MutexLock lock(&call_streams_mu_);
     if (draining_) {
-      return ToGrpcStatus(MakeError(absl::StatusCode::kUnavailable,
-                                    v1::ERROR_REASON_INTERNAL,
-                                    "ffid is shutting down"));
+      return ToGrpcStatus(ShuttingDownError());
     }
     if (call_streams_.size() >= kMaxCallStreams) {
       return ToGrpcStatus(MakeError(

@@ -52,6 +52,11 @@ std::string NewSessionId() {
       absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
+absl::Status ShuttingDownError() {
+  return MakeError(absl::StatusCode::kUnavailable, v1::ERROR_REASON_INTERNAL,
+                   "ffid is shutting down");
+}
+
 Session::Session(std::string id, std::unique_ptr<WorkerProcess> worker,
                  absl::Duration idle_timeout, SessionPolicy policy)
     : id_(std::move(id)),
@@ -584,8 +589,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) {
-      return MakeError(absl::StatusCode::kUnavailable,
-                       v1::ERROR_REASON_INTERNAL, "ffid is shutting down");
+      return ShuttingDownError();
     }
   }
   // Spawning takes milliseconds; no lock is held meanwhile.
@@ -609,8 +613,7 @@ absl::StatusOr<std::shared_ptr<Session>> SessionManager::Create(
   absl::MutexLock lock(&mu_);
   if (shutting_down_) {
     Stop(*session, WorkerProcess::StopCause::kServerShutdown);
-    return MakeError(absl::StatusCode::kUnavailable,
-                     v1::ERROR_REASON_INTERNAL, "ffid is shutting down");
+    return ShuttingDownError();
   }
   sessions_.emplace(id, session);
   Metrics::Get().SessionOpened();
@@ -734,27 +737,19 @@ void SessionManager::ReaperLoop() {
     reaper_wake_.WaitWithTimeout(&mu_, options_.reap_interval);
     if (shutting_down_) break;
     const absl::Time now = absl::Now();
-    std::vector<std::shared_ptr<Session>> expired;
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      Session& session = *it->second;
-      bool idle;
-      {
-        absl::MutexLock session_lock(&session.mu_);
-        idle = session.in_flight_ == 0 && session.attached_streams_ == 0 &&
-               now - session.last_used_ >= session.idle_timeout_;
-      }
-      if (idle) {
-        RecordEndLocked(
-            it->first,
-            absl::StrCat("it was deleted after ",
-                         absl::FormatDuration(session.idle_timeout_),
-                         " without requests (its idle timeout)"));
-        expired.push_back(std::move(it->second));
-        it = sessions_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    std::vector<std::shared_ptr<Session>> expired =
+        RemoveWhereLocked([now](Session& session) -> std::optional<std::string> {
+          {
+            absl::MutexLock session_lock(&session.mu_);
+            if (session.in_flight_ != 0 || session.attached_streams_ != 0 ||
+                now - session.last_used_ < session.idle_timeout_) {
+              return std::nullopt;
+            }
+          }
+          return absl::StrCat("it was deleted after ",
+                              absl::FormatDuration(session.idle_timeout_),
+                              " without requests (its idle timeout)");
+        });
     if (expired.empty()) continue;
     // Stopping workers takes a little while; do it without the lock.
     mu_.Unlock();
@@ -788,33 +783,44 @@ size_t SessionManager::EndQuietSessions() {
   size_t remaining;
   {
     absl::MutexLock lock(&mu_);
-    for (auto it = sessions_.begin(); it != sessions_.end();) {
-      Session& session = *it->second;
-      bool idle;
+    quiet = RemoveWhereLocked([](Session& session) -> std::optional<std::string> {
       {
         absl::MutexLock session_lock(&session.mu_);
-        idle = session.in_flight_ == 0 && session.stream_calls_ == 0 &&
-               session.invocations_.empty();
+        if (session.in_flight_ != 0 || session.stream_calls_ != 0 ||
+            !session.invocations_.empty()) {
+          return std::nullopt;
+        }
         for (const auto& [id, sink] : session.streams_) {
-          idle = idle && sink->Flushed();
+          if (!sink->Flushed()) return std::nullopt;
         }
       }
       // Checked after the counts: whatever the worker still owes an answer
       // for (a callback's nested request, a request no count covers).
-      if (idle && !session.worker().busy()) {
-        RecordEndLocked(it->first, "ffid shut down");
-        quiet.push_back(std::move(it->second));
-        it = sessions_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+      if (session.worker().busy()) return std::nullopt;
+      return std::string("ffid shut down");
+    });
     remaining = sessions_.size();
   }
   for (const auto& session : quiet) {
     Stop(*session, WorkerProcess::StopCause::kServerShutdown);
   }
   return remaining;
+}
+
+std::vector<std::shared_ptr<Session>> SessionManager::RemoveWhereLocked(
+    absl::FunctionRef<std::optional<std::string>(Session&)> why_end) {
+  std::vector<std::shared_ptr<Session>> removed;
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    std::optional<std::string> why = why_end(*it->second);
+    if (!why.has_value()) {
+      ++it;
+      continue;
+    }
+    RecordEndLocked(it->first, *std::move(why));
+    removed.push_back(std::move(it->second));
+    it = sessions_.erase(it);
+  }
+  return removed;
 }
 
 size_t SessionManager::size() const {

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -23,6 +24,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -329,6 +331,12 @@ class SessionManager {
   // Removes and returns the session, or null.
   std::shared_ptr<Session> RemoveLocked(absl::string_view id, std::string why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the sessions `why_end` gives a reason for (recorded as why each
+  // ended; nullopt keeps the session) and returns them, for the caller to
+  // Stop() without mu_.
+  std::vector<std::shared_ptr<Session>> RemoveWhereLocked(
+      absl::FunctionRef<std::optional<std::string>(Session&)> why_end)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReaperLoop();
   // Tells the session's listeners and stops its worker. Called without mu_.
   static void Stop(Session& session, WorkerProcess::StopCause cause);
@@ -347,6 +355,11 @@ class SessionManager {
 
 // 32 lowercase hex characters from getrandom().
 std::string NewSessionId();
+
+// UNAVAILABLE (INTERNAL) "ffid is shutting down": what a new session, a
+// new CallStream or a new call on a Connect stream gets once the daemon has
+// begun to stop.
+[[nodiscard]] absl::Status ShuttingDownError();
 
 // NOT_FOUND + SESSION_NOT_FOUND for session `id`: what an unknown id gets,
 // and what a principal gets for another principal's session (so ids cannot

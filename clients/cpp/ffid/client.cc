@@ -33,6 +33,14 @@ namespace {
 // hang the client's shutdown forever.
 constexpr absl::Duration kDeleteTimeout = absl::Seconds(10);
 
+// A pointer `offset` bytes into the memory handle `memory`.
+v1::PointerValue HandlePointer(absl::string_view memory, uint64_t offset) {
+  v1::PointerValue pointer;
+  pointer.set_handle(std::string(memory));
+  pointer.set_offset(offset);
+  return pointer;
+}
+
 void SetDeadline(grpc::ClientContext& context, absl::Duration timeout) {
   if (timeout == absl::InfiniteDuration()) return;
   context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -904,10 +912,7 @@ absl::StatusOr<std::shared_ptr<Arena>> Session::MapArena() {
 absl::StatusOr<std::string> Session::Read(absl::string_view memory,
                                           uint64_t offset,
                                           uint64_t length) const {
-  v1::PointerValue pointer;
-  pointer.set_handle(std::string(memory));
-  pointer.set_offset(offset);
-  return Read(pointer, length);
+  return Read(HandlePointer(memory, offset), length);
 }
 
 namespace {
@@ -1323,6 +1328,22 @@ absl::Status ReadOnStream(grpc::Channel& channel, const std::string& session,
   return absl::OkStatus();
 }
 
+// `length` bytes at `pointer` in one Read RPC, into `sink`; INTERNAL if the
+// daemon sends another number of bytes.
+absl::Status ReadWhole(v1::Ffi::Stub& stub, const std::string& session,
+                       const v1::PointerValue& pointer, uint64_t length,
+                       ReadSink& sink) {
+  absl::StatusOr<std::string> whole = ReadPiece(stub, session, pointer, length);
+  if (!whole.ok()) return whole.status();
+  if (whole->size() != length || !sink.Append(whole->data(), length)) {
+    return ErrorWithReason(
+        absl::StatusCode::kInternal, "INTERNAL",
+        absl::StrCat("the daemon's Read sent ", whole->size(),
+                     " bytes of the ", length, " asked for"));
+  }
+  return absl::OkStatus();
+}
+
 // More than kBulkPiece is read on one ReadStream; from a daemon without it
 // (`pieces_only` is then set for good), in pieces of that size, several in
 // flight at once, each answer's data copied straight from gRPC's buffers
@@ -1341,16 +1362,7 @@ absl::Status ReadBulk(const std::shared_ptr<grpc::Channel>& channel,
   // A daemon without ReadStream. Beyond 1 GiB it refuses any read: one RPC
   // says so.
   if (length >= (uint64_t{1} << 30)) {
-    absl::StatusOr<std::string> whole =
-        ReadPiece(unary_stub, session, pointer, length);
-    if (!whole.ok()) return whole.status();
-    if (whole->size() != length || !sink.Append(whole->data(), length)) {
-      return ErrorWithReason(
-          absl::StatusCode::kInternal, "INTERNAL",
-          absl::StrCat("the daemon's Read sent ", whole->size(),
-                       " bytes of the ", length, " asked for"));
-    }
-    return absl::OkStatus();
+    return ReadWhole(unary_stub, session, pointer, length, sink);
   }
   sink.Expect(length);
   grpc::GenericStub stub(channel);
@@ -1409,38 +1421,22 @@ absl::StatusOr<std::string> Session::Read(const v1::PointerValue& pointer,
 absl::Status Session::ReadInto(const v1::PointerValue& pointer,
                                absl::Span<char> out) const {
   if (out.empty()) return absl::OkStatus();
-  if (out.size() <= kBulkPiece) {
-    absl::StatusOr<std::string> piece =
-        ReadPiece(*stub_, id_, pointer, out.size());
-    if (!piece.ok()) return piece.status();
-    if (piece->size() != out.size()) {
-      return ErrorWithReason(
-          absl::StatusCode::kInternal, "INTERNAL",
-          absl::StrCat("the daemon's Read sent ", piece->size(),
-                       " bytes of the ", out.size(), " asked for"));
-    }
-    std::memcpy(out.data(), piece->data(), out.size());
-    return absl::OkStatus();
-  }
   ReadSink sink(out);
+  if (out.size() <= kBulkPiece) {
+    return ReadWhole(*stub_, id_, pointer, out.size(), sink);
+  }
   return ReadBulk(channel_, *stub_, id_, pieces_only_, pointer, out.size(),
                   sink);
 }
 
 absl::Status Session::ReadInto(absl::string_view memory, uint64_t offset,
                                absl::Span<char> out) const {
-  v1::PointerValue pointer;
-  pointer.set_handle(std::string(memory));
-  pointer.set_offset(offset);
-  return ReadInto(pointer, out);
+  return ReadInto(HandlePointer(memory, offset), out);
 }
 
 absl::Status Session::Write(absl::string_view memory, uint64_t offset,
                             absl::string_view data) const {
-  v1::PointerValue pointer;
-  pointer.set_handle(std::string(memory));
-  pointer.set_offset(offset);
-  return Write(pointer, data);
+  return Write(HandlePointer(memory, offset), data);
 }
 
 // More than kBulkPiece is written on one WriteStream; to a daemon without

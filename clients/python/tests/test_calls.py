@@ -125,6 +125,45 @@ def test_errno_after_a_call_that_asked_for_it(fixture_lib, session) -> None:
     assert session.errno == 13
 
 
+def test_errno_asked_for_one_call_only(fixture_lib, session) -> None:
+    # A call's errno= does not stay with the function's prepared request.
+    f = fixture_lib.function("int fx_set_errno(int)")
+    assert f(7, errno=True) == -1
+    assert session.errno == 7
+    assert f(11) == -1
+    assert session.errno == 7
+    g = fixture_lib.function("int fx_set_errno(int)", use_errno=True)
+    g(13, errno=False)
+    assert session.errno == 7
+    g(13)
+    assert session.errno == 13
+
+
+def test_prepared_requests_are_the_unary_requests(fixture_lib, session) -> None:
+    # A plain function's calls copy a prepared CallStreamRequest and append
+    # their arguments: the same CallRequest as the general path builds.
+    add = fixture_lib.function("int fx_add(int, int)")
+    spec = add._spec
+    for args, errno in (((1, 2), None), ((-(1 << 63), (1 << 64) - 1), True), ((3, True), False)):
+        wrapped = spec.stream_request(session.id, args, errno)
+        assert wrapped.call == spec.request(session.id, args, errno)
+        assert not wrapped.HasField("timeout")
+    assert spec.stream_request(session.id, (1, 2), None).call.capture_errno is False
+    assert list(spec.stream_request("other", (1, 2), None).call.arguments) == list(
+        spec.request(session.id, (1, 2), None).arguments)
+    assert spec.stream_request("other", (1, 2), None).call.session == "other"
+    with pytest.raises(ffid.ValueOutOfRange, match="parameter 2 of 'fx_add': 18446744073709551616 does not fit"):
+        add(1, 1 << 64)
+    with pytest.raises(ffid.ArgumentCount):
+        add(1)
+    assert add(40, 2) == 42
+    # Functions with out-parameters take the general path, wrapped.
+    frexp = session.load("libm.so.6").function("double frexp(double x, int *exp)", out=["exp"])
+    wrapped = frexp._spec.stream_request(session.id, (8.0,), None)
+    assert wrapped.call == frexp._spec.request(session.id, (8.0,), None)
+    assert frexp(8.0) == (0.5, 4)
+
+
 def test_use_errno_on_the_library(daemon) -> None:
     with ffid.connect(daemon.address) as s:
         libc = s.load("libc.so.6", use_errno=True)

@@ -271,15 +271,19 @@ class CallStreams(_Pool[_Stream]):
     def _new_stream(self) -> _Stream:
         return _Stream(self._stub)
 
-    def call(self, request: ffid_pb2.CallRequest) -> Optional[ffid_pb2.CallResponse]:
+    def call(self, request: ffid_pb2.CallRequest,
+             wrapped: Optional[ffid_pb2.CallStreamRequest] = None) -> Optional[ffid_pb2.CallResponse]:
         """The call's response; raises the call's ffid.Error (or the
         grpc.RpcError of a stream that broke during it); None if no stream
-        took the request (it did not run)."""
+        took the request (it did not run). `wrapped`, if given, is a
+        CallStreamRequest whose `call` is `request`: sent as it is."""
         stream = self._take()
         if stream is None:
             return None
+        if wrapped is None:
+            wrapped = ffid_pb2.CallStreamRequest(call=request)
         try:
-            response = stream.call(ffid_pb2.CallStreamRequest(call=request))
+            response = stream.call(wrapped)
         except BaseException as error:
             # A KeyboardInterrupt while the call ran cancels the stream, as
             # an interrupted unary call is cancelled.
@@ -300,14 +304,17 @@ class AioCallStreams(_Pool[_AioStream]):
     def _new_stream(self) -> _AioStream:
         return _AioStream(self._stub)
 
-    async def call(self, request: ffid_pb2.CallRequest) -> Optional[ffid_pb2.CallResponse]:
+    async def call(self, request: ffid_pb2.CallRequest,
+                   wrapped: Optional[ffid_pb2.CallStreamRequest] = None) -> Optional[ffid_pb2.CallResponse]:
         """As CallStreams.call. A call cancelled while on a stream
         (CancelledError) cancels that stream; the others go on."""
         stream = self._take()
         if stream is None:
             return None
+        if wrapped is None:
+            wrapped = ffid_pb2.CallStreamRequest(call=request)
         try:
-            response = await stream.call(ffid_pb2.CallStreamRequest(call=request))
+            response = await stream.call(wrapped)
         except BaseException as error:
             if self._failed(stream, error):
                 return None

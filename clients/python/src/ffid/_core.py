@@ -429,8 +429,13 @@ class FunctionSpec:
             else:
                 self._fast.append(None)
         self._plain = not self.out and not self.inout and not self.type.variadic
+        self._fast_params = list(zip(self._fast, self._param_types, self._param_names))
         self._return_type = self.type.return_type if self.type.HasField("return_type") else None
         self._ownership_value = RESULT_OWNERSHIP[result]
+        # (session id, a CallStreamRequest with every field of the call but
+        # its arguments): each plain call copies it and appends its
+        # arguments. Made at the first call (replaced whole, never changed).
+        self._template: Optional[Tuple[str, ffid_pb2.CallStreamRequest]] = None
 
     def request(self, session_id: str, args: Sequence[Any], capture_errno: Optional[bool],
                 refs: Optional[List[Tuple[int, Any]]] = None) -> ffid_pb2.CallRequest:
@@ -438,7 +443,7 @@ class FunctionSpec:
         argument that is a BatchRefBase becomes an empty placeholder and
         (its index in `arguments`, the reference) is appended to `refs`."""
         if refs is None and self._plain and len(args) == len(self._fast):
-            return self._plain_request(session_id, args, capture_errno)
+            return self._plain_stream_request(session_id, args, capture_errno).call
         params = self.type.parameters
         request = ffid_pb2.CallRequest(session=session_id, function=self.handle)
         given = list(args)
@@ -477,22 +482,43 @@ class FunctionSpec:
         request.result_destructor = self.destructor
         return request
 
-    def _plain_request(self, session_id: str, args: Sequence[Any],
-                       capture_errno: Optional[bool]) -> ffid_pb2.CallRequest:
-        values: List[_values.Value] = []
-        append = values.append
-        for arg, fast, d, name in zip(args, self._fast, self._param_types, self._param_names):
+    def stream_request(self, session_id: str, args: Sequence[Any],
+                       capture_errno: Optional[bool]) -> ffid_pb2.CallStreamRequest:
+        """The call with `args` as a CallStreamRequest; its `call` is what
+        request() returns (given as it is to the unary Call RPC, so a call
+        that takes either needs no copy)."""
+        if self._plain and len(args) == len(self._fast):
+            return self._plain_stream_request(session_id, args, capture_errno)
+        wrapped = ffid_pb2.CallStreamRequest()
+        wrapped.call.CopyFrom(self.request(session_id, args, capture_errno))
+        return wrapped
+
+    def _plain_stream_request(self, session_id: str, args: Sequence[Any],
+                              capture_errno: Optional[bool]) -> ffid_pb2.CallStreamRequest:
+        template = self._template
+        if template is None or template[0] != session_id:
+            template = (session_id, ffid_pb2.CallStreamRequest(call=ffid_pb2.CallRequest(
+                session=session_id, function=self.handle, capture_errno=self.use_errno,
+                result_ownership=self._ownership_value, result_destructor=self.destructor)))
+            self._template = template
+        wrapped = ffid_pb2.CallStreamRequest()
+        wrapped.CopyFrom(template[1])
+        call = wrapped.call
+        if capture_errno is not None:
+            call.capture_errno = capture_errno
+        arguments = call.arguments
+        for arg, (fast, d, name) in zip(args, self._fast_params):
             kind = type(arg)
             if fast is int and kind is int:
-                append(_values._int_value(arg, name))
+                if _values._INT64_MIN <= arg < _values._INT64_LIMIT:
+                    arguments.add(int_value=arg)
+                else:
+                    arguments.append(_values._int_value(arg, name))
             elif fast is float and (kind is float or kind is int):
-                append(_values.Value(double_value=arg))
+                arguments.add(double_value=arg)
             else:
-                append(_values.to_value(arg, d, name, pointer_of))
-        return ffid_pb2.CallRequest(
-            session=session_id, function=self.handle, arguments=values,
-            capture_errno=self.use_errno if capture_errno is None else capture_errno,
-            result_ownership=self._ownership_value, result_destructor=self.destructor)
+                arguments.append(_values.to_value(arg, d, name, pointer_of))
+        return wrapped
 
     def result(self, response: ffid_pb2.CallResponse, make_pointer: Any, make_owned: Any) -> Any:
         """The Python result; make_owned(PointerValue, text) wraps an adopted

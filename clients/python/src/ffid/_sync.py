@@ -315,7 +315,11 @@ class Session:
 
     # -- plumbing
 
-    def _call(self, method: Any, request: Any, timeout: Optional[float] = None) -> Any:
+    def _call(self, method: Any, request: Any, timeout: Optional[float] = None,
+              wrapped: Optional[ffid_pb2.CallStreamRequest] = None) -> Any:
+        """Makes the RPC `method` with `request`, or the call on a
+        CallStream (a Call without a timeout). `wrapped`: a
+        CallStreamRequest whose `call` is `request`, to send as it is."""
         if self._closed:
             raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
         invocation = self._callbacks.invocation()
@@ -328,7 +332,7 @@ class Session:
         self._flush_frees()
         try:
             if timeout is None and method is self._stub.Call:
-                response = self._call_streams.call(request)
+                response = self._call_streams.call(request, wrapped)
                 if response is not None:
                     return response
             return method(request, timeout=timeout)
@@ -737,9 +741,10 @@ class Function(_core.FunctionBase):
 
     def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
         session = self._session
-        request = self._spec.request(session.id, args, errno)
+        wrapped = self._spec.stream_request(session.id, args, errno)
+        request = wrapped.call
         try:
-            response = session._call(session._stub.Call, request, timeout)
+            response = session._call(session._stub.Call, request, timeout, wrapped)
         except _errors.CallbackFailed as error:
             cause, session._callbacks.last_failure = session._callbacks.last_failure, None
             raise error from cause

@@ -29,6 +29,7 @@ TypeDescriptor = types_pb2.TypeDescriptor
 Value = types_pb2.Value
 
 _INT64_MIN = -(1 << 63)
+_INT64_LIMIT = 1 << 63
 _UINT64_LIMIT = 1 << 64
 
 _S = types_pb2.ScalarKind
@@ -169,7 +170,7 @@ def null_value() -> Value:
 
 
 def _int_value(number: int, param: str) -> Value:
-    if _INT64_MIN <= number < (1 << 63):
+    if _INT64_MIN <= number < _INT64_LIMIT:
         return Value(int_value=number)
     if 0 <= number < _UINT64_LIMIT:
         return Value(uint_value=number)

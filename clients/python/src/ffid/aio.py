@@ -270,7 +270,9 @@ class Session:
     def __repr__(self) -> str:
         return f"<ffid.aio.Session {self.id} at {self.address}{' (closed)' if self._closed else ''}>"
 
-    async def _call(self, method: Any, request: Any, timeout: Optional[float] = None) -> Any:
+    async def _call(self, method: Any, request: Any, timeout: Optional[float] = None,
+                    wrapped: Optional[ffid_pb2.CallStreamRequest] = None) -> Any:
+        """As the sync Session._call."""
         if self._closed:
             raise _errors.SessionNotFound(f"session {self.id} was closed", reason="SESSION_NOT_FOUND")
         invocation = _INVOCATION.get()
@@ -289,7 +291,7 @@ class Session:
                 pass  # the session's end releases it anyway
         try:
             if timeout is None and method is self._stub.Call:
-                response = await self._call_streams.call(request)
+                response = await self._call_streams.call(request, wrapped)
                 if response is not None:
                     return response
             return await method(request, timeout=timeout)
@@ -601,9 +603,10 @@ class Function(_core.FunctionBase):
 
     async def __call__(self, *args: Any, timeout: Optional[float] = None, errno: Optional[bool] = None) -> Any:
         session = self._session
-        request = self._spec.request(session.id, args, errno)
+        wrapped = self._spec.stream_request(session.id, args, errno)
+        request = wrapped.call
         try:
-            response = await session._call(session._stub.Call, request, timeout)
+            response = await session._call(session._stub.Call, request, timeout, wrapped)
         except _errors.CallbackFailed as error:
             cause, session._last_callback_failure = session._last_callback_failure, None
             raise error from cause

@@ -432,6 +432,7 @@ class FunctionSpec:
         self._fast_params = list(zip(self._fast, self._param_types, self._param_names))
         self._return_type = self.type.return_type if self.type.HasField("return_type") else None
         self._ownership_value = RESULT_OWNERSHIP[result]
+        self._plain_result = self._plain and result != "adopt"
         # (session id, a CallStreamRequest with every field of the call but
         # its arguments): each plain call copies it and appends its
         # arguments. Made at the first call (replaced whole, never changed).
@@ -523,7 +524,7 @@ class FunctionSpec:
     def result(self, response: ffid_pb2.CallResponse, make_pointer: Any, make_owned: Any) -> Any:
         """The Python result; make_owned(PointerValue, text) wraps an adopted
         result in the session's Memory type."""
-        if self._plain and self.ownership != "adopt":
+        if self._plain_result:
             if not response.HasField("result"):
                 return None
             value = response.result

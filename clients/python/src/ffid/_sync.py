@@ -170,6 +170,14 @@ class _Stream:
         self._call.cancel()
 
 
+class _Current(threading.local):
+    """Per thread: the invocation (its id and message) the thread runs
+    inside; 0 and None outside callbacks."""
+
+    invocation = 0
+    message: Optional[ffid_pb2.CallbackInvocation] = None
+
+
 class _Callbacks:
     """A session's callbacks: the Python functions by handle, the threads
     that run invocations, and which invocation the current thread is
@@ -183,7 +191,7 @@ class _Callbacks:
         # Invocations run on their own threads so that the reader keeps
         # reading (nested calls' answers, nested invocations).
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="ffid-callback")
-        self.current = threading.local()
+        self.current = _Current()
         self.last_failure: Optional[BaseException] = None
 
     def add(self, handle: str, function: Callable[..., Any], function_type: types_pb2.FunctionType) -> None:
@@ -195,10 +203,10 @@ class _Callbacks:
             self._functions.pop(handle, None)
 
     def invocation(self) -> int:
-        return getattr(self.current, "invocation", 0)
+        return self.current.invocation
 
     def message(self) -> Optional[ffid_pb2.CallbackInvocation]:
-        return getattr(self.current, "message", None)
+        return self.current.message
 
     def dispatch(self, invocation: ffid_pb2.CallbackInvocation) -> None:
         try:

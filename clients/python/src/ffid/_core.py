@@ -444,7 +444,7 @@ class FunctionSpec:
         argument that is a BatchRefBase becomes an empty placeholder and
         (its index in `arguments`, the reference) is appended to `refs`."""
         if refs is None and self._plain and len(args) == len(self._fast):
-            return self._plain_stream_request(session_id, args, capture_errno).call
+            return self.stream_request(session_id, args, capture_errno).call
         params = self.type.parameters
         request = ffid_pb2.CallRequest(session=session_id, function=self.handle)
         given = list(args)
@@ -488,14 +488,11 @@ class FunctionSpec:
         """The call with `args` as a CallStreamRequest; its `call` is what
         request() returns (given as it is to the unary Call RPC, so a call
         that takes either needs no copy)."""
-        if self._plain and len(args) == len(self._fast):
-            return self._plain_stream_request(session_id, args, capture_errno)
-        wrapped = ffid_pb2.CallStreamRequest()
-        wrapped.call.CopyFrom(self.request(session_id, args, capture_errno))
-        return wrapped
-
-    def _plain_stream_request(self, session_id: str, args: Sequence[Any],
-                              capture_errno: Optional[bool]) -> ffid_pb2.CallStreamRequest:
+        if not self._plain or len(args) != len(self._fast):
+            wrapped = ffid_pb2.CallStreamRequest()
+            wrapped.call.CopyFrom(self.request(session_id, args, capture_errno))
+            return wrapped
+        # A plain call: the prepared request, copied, and its arguments.
         template = self._template
         if template is None or template[0] != session_id:
             template = (session_id, ffid_pb2.CallStreamRequest(call=ffid_pb2.CallRequest(

@@ -337,7 +337,8 @@ class Session:
             if field is None or self._stream is None:
                 raise _callbacks.not_in_callback(request)
             return self._stream.request(invocation, field, request, timeout)
-        self._flush_frees()
+        if self._pending_free:
+            self._flush_frees()
         try:
             if timeout is None and method is self._stub.Call:
                 response = self._call_streams.call(request, wrapped)

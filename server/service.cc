@@ -50,6 +50,18 @@ absl::Time DeadlineOf(const grpc::ServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+// The deadline of a request to the worker: the client's, capped by `cap`
+// and by the session's maximum call duration.
+absl::Time WorkerDeadline(const grpc::ServerContext& context,
+                          const Session& session, absl::Time cap) {
+  absl::Time deadline = std::min(DeadlineOf(context), cap);
+  const absl::Duration max_call = session.policy().max_call_duration;
+  if (max_call != absl::InfiniteDuration()) {
+    deadline = std::min(deadline, absl::Now() + max_call);
+  }
+  return deadline;
+}
+
 // Sends one request to the session's worker. Cancellation of the RPC by the
 // client kills the worker just like an expired deadline: the native call
 // cannot be stopped any other way.
@@ -60,15 +72,25 @@ absl::StatusOr<WorkerResponse> Forward(grpc::ServerContext& context,
                                        std::string function = "",
                                        absl::Time cap =
                                            absl::InfiniteFuture()) {
-  // The session's maximum call duration caps the client's deadline.
-  absl::Time deadline = std::min(DeadlineOf(context), cap);
-  const absl::Duration max_call = session.policy().max_call_duration;
-  if (max_call != absl::InfiniteDuration()) {
-    deadline = std::min(deadline, absl::Now() + max_call);
-  }
   return session.Execute(
-      std::move(request), deadline, std::move(description),
-      std::move(function), [&context] { return context.IsCancelled(); });
+      std::move(request), WorkerDeadline(context, session, cap),
+      std::move(description), std::move(function),
+      [&context] { return context.IsCancelled(); });
+}
+
+// Sends a request that only copies bytes in the worker (a Read or Write
+// piece, a range check). It ends soon, so a cancelled RPC lets it finish
+// instead of killing the worker: a client that abandons a transfer keeps its
+// session. Its deadline still applies.
+absl::StatusOr<WorkerResponse> ForwardCopy(grpc::ServerContext& context,
+                                           Session& session,
+                                           WorkerRequest request,
+                                           std::string description) {
+  return session.Execute(std::move(request),
+                         WorkerDeadline(context, session,
+                                        absl::InfiniteFuture()),
+                         std::move(description), /*function=*/"",
+                         /*is_cancelled=*/nullptr);
 }
 
 // The worker's result must be the one asked for (or unset, for the empty
@@ -391,9 +413,9 @@ absl::StatusOr<bool> CopyDirectly(grpc::ServerContext& context,
   locate->set_length(length);
   locate->set_write(write);
   ASSIGN_OR_RETURN(WorkerResponse answer,
-                   Forward(context, session, std::move(forward),
-                           absl::StrCat(write ? "writing " : "reading ",
-                                        PointerDescription(pointer))));
+                   ForwardCopy(context, session, std::move(forward),
+                               absl::StrCat(write ? "writing " : "reading ",
+                                            PointerDescription(pointer))));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kLocateMemory,
                               write ? "Write" : "Read"));
   if (&session.worker() != worker) {
@@ -512,8 +534,8 @@ absl::Status ReadAt(grpc::ServerContext& context, Session& session,
   std::string description;
   RETURN_IF_ERROR(PrepareRead(session, request, forward, &description));
   ASSIGN_OR_RETURN(WorkerResponse answer,
-                   Forward(context, session, std::move(forward),
-                           std::move(description)));
+                   ForwardCopy(context, session, std::move(forward),
+                               std::move(description)));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kRead, "Read"));
   Metrics::Get().BytesRead(answer.read().data().size());
   *response_bytes = SerializedBuffer(answer.read());
@@ -565,8 +587,8 @@ absl::Status WriteAt(grpc::ServerContext& context, Session& session,
   std::string description;
   RETURN_IF_ERROR(PrepareWrite(session, request, forward, &description));
   ASSIGN_OR_RETURN(WorkerResponse answer,
-                   Forward(context, session, std::move(forward),
-                           std::move(description)));
+                   ForwardCopy(context, session, std::move(forward),
+                               std::move(description)));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kWrite, "Write"));
   Metrics::Get().BytesWritten(request.data().size());
   return absl::OkStatus();
@@ -635,9 +657,9 @@ absl::StatusOr<uint64_t> CheckWholeRange(grpc::ServerContext& context,
   locate->set_length(length);
   locate->set_write(write);
   ASSIGN_OR_RETURN(WorkerResponse answer,
-                   Forward(context, session, std::move(forward),
-                           absl::StrCat(write ? "writing " : "reading ",
-                                        PointerDescription(pointer))));
+                   ForwardCopy(context, session, std::move(forward),
+                               absl::StrCat(write ? "writing " : "reading ",
+                                            PointerDescription(pointer))));
   RETURN_IF_ERROR(CheckResult(answer, WorkerResponse::kLocateMemory,
                               write ? "WriteStream" : "ReadStream"));
   return answer.locate_memory().length();

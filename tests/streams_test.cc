@@ -11,9 +11,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "clients/cpp/ffid/client.h"
 #include "gmock/gmock.h"
 #include "google/rpc/error_details.pb.h"
@@ -441,6 +444,57 @@ TEST_F(StreamsTest, ClientCancellingMidwayLeavesTheSessionUsable) {
     EXPECT_TRUE(read->substr(kMiB) == std::string(kMiB, 'c'));
     ASSERT_THAT(session_->Free(memory.handle), IsOk());
   }
+}
+
+// A client that cancels a Read or a Write while the worker holds it (queued
+// behind a running call) keeps its session: the worker only copies bytes,
+// so the daemon lets the copy finish instead of killing the worker as it
+// must for native code. The RPCs end as cancelled; the call and the session
+// go on.
+TEST_F(StreamsTest, CancellingACopyTheWorkerHoldsKeepsTheSession) {
+  const client::Memory memory =
+      Allocated(2 * kMiB, v1::ALLOCATION_PLACEMENT_HEAP, 'k');
+  absl::StatusOr<client::Function> sleep = Resolve("void fx_sleep_ms(int ms)");
+  ASSERT_THAT(sleep, IsOk());
+  // The worker runs one request at a time: the copies wait behind this.
+  std::optional<absl::StatusOr<v1::CallResponse>> slept;
+  std::thread sleeping(
+      [&] { slept = session_->Call(*sleep, {client::MakeInt(1000)}); });
+  absl::SleepFor(absl::Milliseconds(150));
+  grpc::ClientContext read_context;
+  grpc::ClientContext write_context;
+  grpc::Status read_status;
+  grpc::Status write_status;
+  std::thread reading([&] {
+    v1::ReadRequest request;
+    request.set_session(session_->id());
+    request.mutable_pointer()->set_handle(memory.handle);
+    request.set_length(2 * kMiB);
+    v1::ReadResponse response;
+    read_status = stub().Read(&read_context, request, &response);
+  });
+  std::thread writing([&] {
+    v1::WriteRequest request;
+    request.set_session(session_->id());
+    request.mutable_pointer()->set_handle(memory.handle);
+    request.set_data(std::string(kMiB, 'w'));
+    v1::WriteResponse response;
+    write_status = stub().Write(&write_context, request, &response);
+  });
+  absl::SleepFor(absl::Milliseconds(150));
+  read_context.TryCancel();
+  write_context.TryCancel();
+  reading.join();
+  writing.join();
+  sleeping.join();
+  EXPECT_EQ(read_status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(write_status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(slept.has_value());
+  EXPECT_THAT(*slept, IsOk());
+  absl::StatusOr<std::string> read = session_->Read(memory.handle, kMiB, kMiB);
+  ASSERT_THAT(read, IsOk());
+  EXPECT_TRUE(*read == std::string(kMiB, 'k'));
+  EXPECT_THAT(session_->Free(memory.handle), IsOk());
 }
 
 // A daemon as one from before WriteStream and ReadStream: the RPCs a

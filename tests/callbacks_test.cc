@@ -4,6 +4,7 @@
 // re-entrantly; every failure mode ends the native wait with the default
 // result and a CALLBACK_FAILED call. Also: calls pipelined on the stream.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <future>
@@ -488,6 +489,62 @@ TEST_F(CallbacksTest, CallsPipelineOnTheStream) {
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_THAT(result->result(), IsInteger(i + 1000));
   }
+}
+
+// The client reads its Connect stream only while something can arrive on
+// it (client.h); every use of the stream still works around those pauses:
+// a CallAsync between plain calls, and a callback registered after them.
+TEST_F(CallbacksTest, TheStreamIsReadWheneverSomethingCanArrive) {
+  absl::StatusOr<client::Function> add = Resolve("int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<v1::CallResponse> plain =
+        session_->Call(*add, {MakeInt(i), MakeInt(1)});
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    EXPECT_THAT(plain->result(), IsInteger(i + 1));
+    absl::StatusOr<v1::CallResponse> async =
+        session_->CallAsync(*add, {MakeInt(i), MakeInt(2)}).get();
+    ASSERT_TRUE(async.ok()) << async.status();
+    EXPECT_THAT(async->result(), IsInteger(i + 2));
+  }
+  client::Callback twice = Register(
+      "int twice(int)", [](CallbackContext& context) -> absl::StatusOr<v1::Value> {
+        return MakeInt(context.arguments()[0].int_value() * 2);
+      });
+  const client::Function call_once =
+      ResolveIn(callbacks_, "int fxc_call_once(int (*f)(int), int x)");
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<v1::CallResponse> called =
+        session_->Call(call_once, {twice.value(), MakeInt(i)});
+    ASSERT_TRUE(called.ok()) << called.status();
+    EXPECT_THAT(called->result(), IsInteger(2 * i));
+  }
+}
+
+// A stream the daemon ended while the client was not reading it (the
+// session was deleted by another client) fails the next stream call at
+// once instead of leaving it waiting.
+TEST_F(CallbacksTest, AStreamThatEndedUnreadFailsTheNextStreamCall) {
+  absl::StatusOr<client::Function> add = Resolve("int fx_add(int, int)");
+  ASSERT_TRUE(add.ok()) << add.status();
+  ASSERT_TRUE(session_->Call(*add, {MakeInt(1), MakeInt(2)}).ok());
+  v1::DeleteSessionRequest request;
+  request.set_session(session_->id());
+  v1::DeleteSessionResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(client_->stub().DeleteSession(&context, request, &response).ok());
+  std::future<absl::StatusOr<v1::CallResponse>> result =
+      session_->CallAsync(*add, {MakeInt(1), MakeInt(2)});
+  // A guard against a hang, not a timing: the answer comes at once.
+  ASSERT_EQ(result.wait_for(std::chrono::seconds(60)),
+            std::future_status::ready);
+  absl::StatusOr<v1::CallResponse> failed = result.get();
+  EXPECT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().code(),
+              ::testing::AnyOf(absl::StatusCode::kUnavailable,
+                             absl::StatusCode::kNotFound,
+                             absl::StatusCode::kFailedPrecondition))
+      << failed.status();
 }
 
 TEST_F(CallbacksTest, PipelinedCallsGetCallbacksToo) {

@@ -299,6 +299,7 @@ absl::Status Session::Attach() {
   {
     absl::MutexLock stream_lock(&stream_mu_);
     stream_ended_ = false;
+    closing_ = false;
   }
   {
     absl::MutexLock outbox_lock(&outbox_mu_);
@@ -329,6 +330,10 @@ void Session::CloseStream() {
   // instead of waiting for the server to end the stream, and ends the
   // reader's Read().
   stream_context_->TryCancel();
+  {
+    absl::MutexLock stream_lock(&stream_mu_);
+    closing_ = true;  // a parked reader reads once, and sees the end
+  }
   if (reader_.joinable()) reader_.join();
   if (writer_.joinable()) writer_.join();
   std::vector<std::thread> threads;
@@ -409,9 +414,23 @@ void Session::WriteLoop() {
   }
 }
 
+bool Session::ReaderWantedLocked() const {
+  return closing_ || !in_flight_.empty() || listening_;
+}
+
 void Session::ReadLoop() {
   v1::ConnectResponse message;
-  while (stream_->Read(&message)) {
+  for (;;) {
+    {
+      // Parked while nothing can arrive: a thread blocked in Read() is
+      // often gRPC's poller, and would then receive every CallStream answer
+      // and Call reply of this channel and hand it to the calling thread (a
+      // wake-up more per call). Unread messages (a restart notice) wait in
+      // gRPC's buffers.
+      absl::MutexLock lock(&stream_mu_);
+      stream_mu_.Await(absl::Condition(this, &Session::ReaderWantedLocked));
+    }
+    if (!stream_->Read(&message)) break;
     if (message.has_result()) {
       absl::MutexLock lock(&stream_mu_);
       DeliverLocked(*message.mutable_result());
@@ -674,6 +693,9 @@ absl::StatusOr<Callback> Session::Register(v1::RegisterCallbackRequest request,
     absl::MutexLock lock(&stream_mu_);
     callbacks_[response.callback()] =
         std::make_shared<CallbackFunction>(std::move(function));
+    // From now on an invocation may come at any time (from a thread the
+    // library started, too): the reader reads for the rest of the session.
+    listening_ = true;
   }
   return Callback{response.callback(), std::move(*response.mutable_type()),
                   response.address()};

@@ -1095,6 +1095,10 @@ int Main(int argc, char** argv) {
         target.function = *std::move(function);
       }
     }
+    if (setup.ok()) {
+      // Loaded for the idle worker's resident size only (see below).
+      setup = session->LoadLibrary(FFID_BENCH_CALLBACKS_FIXTURE_PATH).status();
+    }
     std::unique_ptr<client::Session> callback_session;
     if (setup.ok()) {
       absl::StatusOr<std::unique_ptr<client::Session>> created =
@@ -1238,8 +1242,9 @@ int Main(int argc, char** argv) {
           ->UseManualTime()
           ->Unit(benchmark::kMillisecond);
       // Idle resident sizes, before the benchmarks grow any buffers: the
-      // daemon with one session, and that session's worker with the two
-      // fixture libraries loaded.
+      // daemon with its two sessions, and the first session's worker with
+      // the two fixture libraries loaded (as before the callback figures
+      // moved to a session of their own).
       absl::SleepFor(absl::Milliseconds(200));
       Figures()["daemon_idle_rss_mib"] = ResidentMiB((*daemon)->pid());
       Figures()["worker_idle_rss_mib"] = ResidentMiB(session->worker_pid());

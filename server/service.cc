@@ -79,18 +79,18 @@ absl::StatusOr<WorkerResponse> Forward(grpc::ServerContext& context,
 }
 
 // Sends a request that only copies bytes in the worker (a Read or Write
-// piece, a range check). It ends soon, so a cancelled RPC lets it finish
-// instead of killing the worker: a client that abandons a transfer keeps its
-// session. Its deadline still applies.
+// piece, locating memory, a range check). It ends soon, so a cancelled RPC
+// stops waiting for it instead of killing the worker: a client that
+// abandons a transfer keeps its session. Its deadline still applies.
 absl::StatusOr<WorkerResponse> ForwardCopy(grpc::ServerContext& context,
                                            Session& session,
                                            WorkerRequest request,
                                            std::string description) {
-  return session.Execute(std::move(request),
-                         WorkerDeadline(context, session,
-                                        absl::InfiniteFuture()),
-                         std::move(description), /*function=*/"",
-                         /*is_cancelled=*/nullptr);
+  return session.Execute(
+      std::move(request),
+      WorkerDeadline(context, session, absl::InfiniteFuture()),
+      std::move(description), /*function=*/"",
+      [&context] { return context.IsCancelled(); }, OnCancel::kStopWaiting);
 }
 
 // The worker's result must be the one asked for (or unset, for the empty
@@ -423,6 +423,15 @@ absl::StatusOr<bool> CopyDirectly(grpc::ServerContext& context,
                      v1::ERROR_REASON_WORKER_CRASHED,
                      "the worker was restarted while the memory was located; "
                      "its memory is gone");
+  }
+  if (context.IsCancelled()) {
+    // The client has its CANCELLED and may free the memory next; a copy
+    // from here on could land in (or read) memory freed meanwhile.
+    return MakeError(absl::StatusCode::kCancelled,
+                     v1::ERROR_REASON_INVALID_REQUEST,
+                     absl::StrCat("the client cancelled ",
+                                  write ? "writing " : "reading ",
+                                  PointerDescription(pointer)));
   }
   const worker::LocateMemoryResponse& located = answer.locate_memory();
   if (!write) data->resize(located.length());
@@ -1773,15 +1782,16 @@ absl::Status FfiService::DoReadStream(grpc::ServerContext& context,
     *read.mutable_pointer() = Advanced(request.pointer(), sent);
     read.set_length(length);
     grpc::ByteBuffer answer;
-    absl::Status status = StillServing(*session, worker);
+    // A client that cancelled gets no further piece read for it.
+    const absl::Status gone = MakeError(
+        absl::StatusCode::kCancelled, v1::ERROR_REASON_INVALID_REQUEST,
+        "the client cancelled the stream or went away");
+    absl::Status status =
+        context.IsCancelled() ? gone : StillServing(*session, worker);
     if (status.ok()) {
       status = ReadAt(context, *session, read, &answer, /*lend_arena=*/true);
     }
-    if (status.ok() && !stream.Write(answer)) {
-      status = MakeError(absl::StatusCode::kCancelled,
-                         v1::ERROR_REASON_INVALID_REQUEST,
-                         "the client cancelled the stream or went away");
-    }
+    if (status.ok() && !stream.Write(answer)) status = gone;
     RETURN_IF_ERROR(AfterBytes(status, "ReadStream", sent, total, false));
     sent += length;
   }

@@ -163,7 +163,7 @@ void Session::Remember(const worker::WorkerRequest& original,
 absl::StatusOr<worker::WorkerResponse> Session::Execute(
     worker::WorkerRequest request, absl::Time deadline,
     std::string description, std::string function,
-    const std::function<bool()>& is_cancelled) {
+    const std::function<bool()>& is_cancelled, OnCancel on_cancel) {
   const bool restartable = policy_.restart == v1::RESTART_POLICY_RESTART;
   WorkerProcess* worker;
   uint64_t generation;
@@ -185,7 +185,8 @@ absl::StatusOr<worker::WorkerResponse> Session::Execute(
   TranslateHandles(request);
   absl::StatusOr<worker::WorkerResponse> result =
       worker->Execute(std::move(request), deadline, std::move(description),
-                      std::move(function), is_cancelled);
+                      std::move(function), is_cancelled, Route(),
+                      /*pass_fd=*/-1, on_cancel);
   if (result.ok()) {
     if (restartable) Remember(original, *result);
     return result;

@@ -79,7 +79,8 @@ class Session : public std::enable_shared_from_this<Session> {
   absl::StatusOr<worker::WorkerResponse> Execute(
       worker::WorkerRequest request, absl::Time deadline,
       std::string description, std::string function = "",
-      const std::function<bool()>& is_cancelled = nullptr);
+      const std::function<bool()>& is_cancelled = nullptr,
+      OnCancel on_cancel = OnCancel::kKillWorker);
 
   // Rewrites library and function handles from before a restart to the
   // current worker's (for requests that bypass Execute()).

@@ -155,7 +155,7 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
     worker::WorkerRequest request, absl::Time deadline,
     std::string description, std::string function,
     const std::function<bool()>& is_cancelled, const Route& route,
-    int pass_fd) {
+    int pass_fd, OnCancel on_cancel) {
   const absl::Time start = absl::Now();
   Pending pending;
   pending.description = std::move(description);
@@ -236,6 +236,22 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
                        " was killed because a native call cannot be "
                        "interrupted safely, so this session can no longer be "
                        "used: create a new one"));
+    }
+    if (is_cancelled && is_cancelled() &&
+        on_cancel == OnCancel::kStopWaiting) {
+      // The answer comes later, to nobody: whoever reads it (another
+      // Execute, or the watcher once this one stops reading) completes
+      // this stand-in, which drops it.
+      auto* orphan = new Pending();
+      orphan->description = pending.description;
+      orphan->route = pending.route;
+      orphan->completion = [](absl::StatusOr<worker::WorkerResponse>) {};
+      pending_[id] = orphan;
+      if (leading) ReleaseReadLocked();
+      return MakeError(
+          absl::StatusCode::kCancelled, v1::ERROR_REASON_INVALID_REQUEST,
+          absl::StrCat("the client cancelled ", pending.description,
+                       "; the worker finishes it, and the session goes on"));
     }
     if (is_cancelled && is_cancelled()) {
       pending_.erase(id);

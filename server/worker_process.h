@@ -65,6 +65,19 @@ struct Route {
   uint64_t tag = 0;
 };
 
+// What a client's cancellation does to a request the worker has.
+enum class OnCancel {
+  // Kill the worker: the request may be running native code (a call, a
+  // library's constructors, a destructor), which cannot be stopped any
+  // other way.
+  kKillWorker,
+  // Stop waiting and return CANCELLED; the worker still carries the
+  // request out (it only copies bytes, which ends soon) and its answer is
+  // dropped. Later requests queue behind it, so a cancelled write still
+  // lands before them.
+  kStopWaiting,
+};
+
 class WorkerProcess {
  public:
   // Receives the invocations the worker sends, with the route of the
@@ -99,7 +112,8 @@ class WorkerProcess {
   // `description` says what the request does ("calling 'cos'") for crash
   // and deadline messages; `function` is the symbol being called, if any,
   // for the CrashReport. `is_cancelled`, if given, is polled while waiting;
-  // when it returns true the worker is killed and CANCELLED returned.
+  // when it returns true CANCELLED is returned, after killing the worker or
+  // not as `on_cancel` says.
   // Returns the response only if its status is OK; otherwise the worker's
   // error (reason and payloads preserved). `pass_fd`, if >= 0, travels with
   // the request (SCM_RIGHTS; the caller keeps its descriptor).
@@ -107,7 +121,8 @@ class WorkerProcess {
       worker::WorkerRequest request, absl::Time deadline,
       std::string description, std::string function = "",
       const std::function<bool()>& is_cancelled = nullptr,
-      const Route& route = {}, int pass_fd = -1);
+      const Route& route = {}, int pass_fd = -1,
+      OnCancel on_cancel = OnCancel::kKillWorker);
 
   // Sends `request` and returns at once; `done` gets the response (or the
   // error, as Execute() would return it) exactly once. No deadline: the

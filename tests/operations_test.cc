@@ -565,7 +565,9 @@ TEST_F(OperationsTest, DuringTheDrainACallbacksNestedCallsAreServed) {
   draining.Notify();
   absl::StatusOr<v1::CallResponse> result = running.get();
   EXPECT_TRUE(result.ok()) << result.status() << "\n" << daemon_->Log();
-  if (result.ok()) EXPECT_EQ(result->result().int_value(), 50);
+  if (result.ok()) {
+    EXPECT_EQ(result->result().int_value(), 50);
+  }
   stop.join();
   EXPECT_TRUE(stopped.ok()) << stopped << "\n" << daemon_->Log();
   EXPECT_THAT(daemon_->Log(), Not(HasSubstr("grace period over")));

@@ -251,7 +251,11 @@ Session::Session(std::shared_ptr<v1::Ffi::Stub> stub,
       call_streams_(std::make_unique<CallStreams>(stub_)),
       channel_(std::move(channel)),
       id_(session.id()),
-      worker_pid_(session.worker_pid()) {}
+      worker_pid_(session.worker_pid()),
+      // A RESTART session's daemon says on the stream each time it
+      // restarts the worker; unread, those notices would fill the stream's
+      // window and hold the daemon's writer.
+      listening_(session.restart_policy() == v1::RESTART_POLICY_RESTART) {}
 
 Session::~Session() {
   {

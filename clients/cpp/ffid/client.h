@@ -5,9 +5,10 @@
 // functions, calls them and manages native memory. A Session keeps a Connect
 // stream open for as long as it lives, so the daemon knows the client is
 // still there, and deletes its session when destroyed. It reads the stream
-// only while something can arrive there (a CallAsync's result, or, once a
-// callback is registered, invocations): an idle reader would be gRPC's
-// poller and delay every other call's answer by a thread hand-off.
+// only while something can arrive there (a CallAsync's result; once a
+// callback is registered, invocations; in a RESTART session, restart
+// notices): an idle reader would be gRPC's poller and delay every other
+// call's answer by a thread hand-off.
 //
 // Ownership: Connect() and CreateSession() return objects the caller owns. A
 // Session shares the channel with its Client and may outlive it. Library,
@@ -544,8 +545,8 @@ class Session {
   // Reads the Connect stream while ReaderWantedLocked(), parked otherwise.
   void ReadLoop();
   // Whether anything can arrive on the Connect stream: a stream call's
-  // result, an invocation of a callback registered here, or (once
-  // CloseStream began) the stream's end.
+  // result, an invocation of a callback registered here, a restart notice
+  // of a RESTART session, or (once CloseStream began) the stream's end.
   bool ReaderWantedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(stream_mu_);
   // Completes the future of the stream call `result` answers (moved from).
   void DeliverLocked(v1::StreamResult& result)
@@ -600,7 +601,8 @@ class Session {
   std::map<std::string, std::shared_ptr<CallbackFunction>, std::less<>>
       callbacks_ ABSL_GUARDED_BY(stream_mu_);
   // Set by the first RegisterCallback, never cleared (an invocation may be
-  // on its way after a release): the reader then reads without parking.
+  // on its way after a release), and from the start in a RESTART session
+  // (restart notices): the reader then reads without parking.
   bool listening_ ABSL_GUARDED_BY(stream_mu_) = false;
   // Set by CloseStream so that a parked reader wakes and sees the end.
   bool closing_ ABSL_GUARDED_BY(stream_mu_) = false;

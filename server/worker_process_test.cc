@@ -518,6 +518,34 @@ TEST_F(WorkerProcessTest, CancellationKillsTheWorker) {
   WaitUntilDead();
 }
 
+// OnCancel::kStopWaiting: a cancelled request that waits behind a running
+// call returns CANCELLED at once, the worker is not killed, the call goes
+// on, and the cancelled request's answer, when it comes, is dropped (not
+// taken for an answer to a request never sent, which would kill the
+// worker).
+TEST_F(WorkerProcessTest, StoppingTheWaitOnCancelLeavesTheWorkerAlone) {
+  std::string sleep_fn = ResolveSleep();
+  absl::StatusOr<WorkerResponse> slept;
+  std::thread sleeping([&] { slept = Call(sleep_fn, "sleep", {Uint(1)}); });
+  absl::SleepFor(absl::Milliseconds(200));
+  WorkerRequest request;
+  request.mutable_allocate()->set_size(8);
+  const absl::Time cancel_at = absl::Now() + absl::Milliseconds(100);
+  absl::StatusOr<WorkerResponse> cancelled = worker_->Execute(
+      request, Soon(), "allocating 8 bytes", "",
+      [cancel_at] { return absl::Now() >= cancel_at; }, Route(),
+      /*pass_fd=*/-1, OnCancel::kStopWaiting);
+  ASSERT_FALSE(cancelled.ok());
+  EXPECT_EQ(cancelled.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_THAT(cancelled.status().message(),
+              HasSubstr("the client cancelled allocating 8 bytes"));
+  sleeping.join();
+  EXPECT_TRUE(slept.ok()) << slept.status();
+  auto after = worker_->Execute(request, Soon(), "allocating 8 bytes");
+  EXPECT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(worker_->alive());
+}
+
 TEST_F(WorkerProcessTest, ExternalKillFailsTheCallInFlight) {
   std::string sleep_fn = ResolveSleep();
   std::thread killer([this] {

@@ -93,6 +93,13 @@ absl::StatusOr<WorkerResponse> ForwardCopy(grpc::ServerContext& context,
       [&context] { return context.IsCancelled(); }, OnCancel::kStopWaiting);
 }
 
+// A ReadStream's client cancelled it or went away.
+absl::Status ReaderGoneError() {
+  return MakeError(absl::StatusCode::kCancelled,
+                   v1::ERROR_REASON_INVALID_REQUEST,
+                   "the client cancelled the stream or went away");
+}
+
 // The worker's result must be the one asked for (or unset, for the empty
 // response messages).
 absl::Status CheckResult(const WorkerResponse& response,
@@ -1783,15 +1790,13 @@ absl::Status FfiService::DoReadStream(grpc::ServerContext& context,
     read.set_length(length);
     grpc::ByteBuffer answer;
     // A client that cancelled gets no further piece read for it.
-    const absl::Status gone = MakeError(
-        absl::StatusCode::kCancelled, v1::ERROR_REASON_INVALID_REQUEST,
-        "the client cancelled the stream or went away");
-    absl::Status status =
-        context.IsCancelled() ? gone : StillServing(*session, worker);
+    absl::Status status = context.IsCancelled()
+                              ? ReaderGoneError()
+                              : StillServing(*session, worker);
     if (status.ok()) {
       status = ReadAt(context, *session, read, &answer, /*lend_arena=*/true);
     }
-    if (status.ok() && !stream.Write(answer)) status = gone;
+    if (status.ok() && !stream.Write(answer)) status = ReaderGoneError();
     RETURN_IF_ERROR(AfterBytes(status, "ReadStream", sent, total, false));
     sent += length;
   }

@@ -237,23 +237,25 @@ absl::StatusOr<worker::WorkerResponse> WorkerProcess::Execute(
                        "interrupted safely, so this session can no longer be "
                        "used: create a new one"));
     }
-    if (is_cancelled && is_cancelled() &&
-        on_cancel == OnCancel::kStopWaiting) {
-      // The answer comes later, to nobody: whoever reads it (another
-      // Execute, or the watcher once this one stops reading) completes
-      // this stand-in, which drops it.
-      auto* orphan = new Pending();
-      orphan->description = pending.description;
-      orphan->route = pending.route;
-      orphan->completion = [](absl::StatusOr<worker::WorkerResponse>) {};
-      pending_[id] = orphan;
-      if (leading) ReleaseReadLocked();
-      return MakeError(
-          absl::StatusCode::kCancelled, v1::ERROR_REASON_INVALID_REQUEST,
-          absl::StrCat("the client cancelled ", pending.description,
-                       "; the worker finishes it, and the session goes on"));
-    }
     if (is_cancelled && is_cancelled()) {
+      // This thread stops waiting either way; it hands the reading on only
+      // once its own entry is replaced or gone, so that entry does not
+      // count as a reader still waiting.
+      if (on_cancel == OnCancel::kStopWaiting) {
+        // The answer comes later, to nobody: whoever reads it (another
+        // Execute, or the watcher once this one stops reading) completes
+        // this stand-in, which drops it.
+        auto* orphan = new Pending();
+        orphan->description = pending.description;
+        orphan->route = pending.route;
+        orphan->completion = [](absl::StatusOr<worker::WorkerResponse>) {};
+        pending_[id] = orphan;
+        if (leading) ReleaseReadLocked();
+        return MakeError(
+            absl::StatusCode::kCancelled, v1::ERROR_REASON_INVALID_REQUEST,
+            absl::StrCat("the client cancelled ", pending.description,
+                         "; the worker finishes it, and the session goes on"));
+      }
       pending_.erase(id);
       if (leading) ReleaseReadLocked();
       KillLocked(absl::StrCat("the client cancelled ", pending.description));

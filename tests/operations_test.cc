@@ -208,6 +208,16 @@ class OperationsTest : public ::testing::Test {
     return made;
   }
 
+  // Waits until the daemon's log says the drain began; false if it never
+  // did within kWait.
+  bool WaitUntilDraining() {
+    for (absl::Time deadline = absl::Now() + kWait; absl::Now() < deadline;
+         absl::SleepFor(absl::Milliseconds(5))) {
+      if (absl::StrContains(daemon_->Log(), "draining")) return true;
+    }
+    return false;
+  }
+
   std::unique_ptr<Daemon> daemon_;
   std::unique_ptr<client::Client> client_;
   client::Library library_;
@@ -472,13 +482,7 @@ TEST_F(OperationsTest, DuringTheDrainARunningStreamCallFinishesAndNewOnesAreRefu
   // From here on nothing returns early: the stopping thread must be joined.
   absl::Status stopped;
   std::thread stop([&] { stopped = daemon_->Stop(absl::Seconds(300)); });
-  bool draining = false;
-  for (absl::Time deadline = absl::Now() + kWait;
-       !draining && absl::Now() < deadline;
-       absl::SleepFor(absl::Milliseconds(5))) {
-    draining = absl::StrContains(daemon_->Log(), "draining");
-  }
-  EXPECT_TRUE(draining) << daemon_->Log();
+  EXPECT_TRUE(WaitUntilDraining()) << daemon_->Log();
   absl::StatusOr<v1::CallResponse> refused =
       session->CallAsync(*add, {MakeInt(1), MakeInt(2)}).get();
   EXPECT_THAT(refused, HasCode(absl::StatusCode::kUnavailable));
@@ -557,11 +561,7 @@ TEST_F(OperationsTest, DuringTheDrainACallbacksNestedCallsAreServed) {
   // From here on nothing returns early: the stopping thread must be joined.
   absl::Status stopped;
   std::thread stop([&] { stopped = daemon_->Stop(absl::Seconds(300)); });
-  for (absl::Time deadline = absl::Now() + kWait;
-       !absl::StrContains(daemon_->Log(), "draining") &&
-       absl::Now() < deadline;
-       absl::SleepFor(absl::Milliseconds(5))) {
-  }
+  EXPECT_TRUE(WaitUntilDraining()) << daemon_->Log();
   draining.Notify();
   absl::StatusOr<v1::CallResponse> result = running.get();
   EXPECT_TRUE(result.ok()) << result.status() << "\n" << daemon_->Log();

@@ -5,10 +5,12 @@ unary RPC. A failed call raises what the unary RPC raises."""
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import inspect
 import re
 import threading
+import time
 import urllib.request
 from concurrent import futures
 from typing import Any, Dict, Iterator, List, Tuple
@@ -64,6 +66,60 @@ def test_many_threads_get_their_own_answers(session, fixture_lib) -> None:
         worker.join()
     assert wrong == [0] * threads
     assert 1 <= session._call_streams._open <= _call_streams.STREAMS_PER_SESSION
+
+
+def test_sync_calls_run_on_streams_the_calling_thread_drives(session, fixture_lib) -> None:
+    # With the grpcio this package is tested with, the calls go on
+    # _DrivenStreams: grpcio starts no thread of its own to send the
+    # requests (its public streams each start one), and the answers are
+    # read off the stream's own queue.
+    streams = session._call_streams
+    assert streams.driven
+    add = fixture_lib.function("int fx_add(int, int)")
+    before = set(threading.enumerate())
+    for i in range(20):
+        assert add(i, 2) == i + 2
+    assert set(threading.enumerate()) <= before
+    assert streams._open == 1 and isinstance(streams._idle[0], _call_streams._DrivenStream)
+
+
+def test_closing_ends_driven_streams_normally(daemon) -> None:
+    with ffid.connect(daemon.address) as s:
+        add = s.load(str(FIXTURE)).function("int fx_add(int, int)")
+        assert add(1, 2) == 3
+        streams = s._call_streams
+        stream = streams._idle[0]
+        streams.close()
+        assert add(2, 2) == 4  # through the unary RPC
+        streams.finish()
+        # The daemon ended the half-closed stream with OK, and nothing is
+        # left due on its queue.
+        assert stream.ended() and stream._status is None and not stream._due
+        assert streams._open == 1 and not streams._closing
+
+
+def test_an_interrupted_call_cancels_its_stream_and_calls_go_on(daemon) -> None:
+    # Ctrl-C during a call on a stream: KeyboardInterrupt, the stream is
+    # cancelled (the daemon then stops the worker running the call, as for a
+    # cancelled unary call), the session goes on.
+    with ffid.connect(daemon.address, restart_policy="restart") as s:
+        lib = s.load(str(FIXTURE))
+        add = lib.function("int fx_add(int, int)")
+        sleep = lib.function("void fx_sleep_ms(int)")
+        assert add(1, 1) == 2
+        streams = s._call_streams
+        timer = threading.Timer(0.3, _thread.interrupt_main)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            sleep(20000)
+        assert time.monotonic() - started < 10
+        timer.join()
+        assert streams._open == 0
+        while s.info().restarts < 1:
+            time.sleep(0.01)
+        assert add(2, 3) == 5
+        assert streams._open == 1
 
 
 def test_closed_streams_take_no_calls(session, fixture_lib) -> None:
@@ -182,6 +238,7 @@ class _TestDaemon(ffid_pb2_grpc.FfiServicer):
     def __init__(self, behaviour: str) -> None:
         self.behaviour = behaviour
         self.opened = 0
+        self.server: Any = None
 
     def CallStream(self, requests: Iterator[ffid_pb2.CallStreamRequest],
                    context: grpc.ServicerContext) -> Iterator[ffid_pb2.CallStreamResponse]:
@@ -214,31 +271,36 @@ async def _call(streams: Any, request: ffid_pb2.CallRequest) -> Any:
     return await answer if inspect.isawaitable(answer) else answer
 
 
-@pytest.fixture(params=["sync", "aio"])
+@pytest.fixture(params=["sync", "driven", "aio"])
 def serve(request: Any) -> Iterator[Any]:
-    """serve(behaviour) -> (a _TestDaemon serving, the sync or aio client's
-    CallStreams talking to it)."""
-    servers: List[Tuple[grpc.Server, Any]] = []
+    """serve(behaviour) -> (a _TestDaemon serving, the CallStreams talking
+    to it: the sync client's on grpcio's public streams, the sync client's
+    driven by the calling thread, or the asyncio client's)."""
+    servers: List[Tuple[grpc.Server, Any, Any]] = []
 
     def start(behaviour: str) -> Tuple[_TestDaemon, Any]:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         service = _TestDaemon(behaviour)
+        service.server = server
         ffid_pb2_grpc.add_FfiServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
-        if request.param == "sync":
+        if request.param in ("sync", "driven"):
             channel: Any = grpc.insecure_channel(f"127.0.0.1:{port}")
-            streams: Any = _call_streams.CallStreams(ffid_pb2_grpc.FfiStub(channel))
+            driven = channel if request.param == "driven" else None
+            streams: Any = _call_streams.CallStreams(ffid_pb2_grpc.FfiStub(channel), driven)
+            assert streams.driven == (request.param == "driven")
         else:
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             streams = _call_streams.AioCallStreams(ffid_pb2_grpc.FfiStub(channel))
-        servers.append((server, channel))
+        servers.append((server, channel, streams))
         return service, streams
 
     yield start
-    for server, channel in servers:
+    for server, channel, streams in servers:
         if isinstance(channel, grpc.Channel):
             channel.close()
+            streams.finish()
         server.stop(None)
 
 
@@ -307,6 +369,20 @@ async def test_a_stream_ended_once_it_had_the_call_fails_that_call(serve, behavi
     assert caught.value.code() == code
     assert details in caught.value.details()
     assert streams._open == 0 and streams._refused_until == 0.0
+
+
+@pytest.mark.asyncio
+async def test_a_driven_stream_that_ended_while_idle_leaves_the_call_to_the_unary_rpc(serve) -> None:
+    service, streams = serve("answer")
+    if not isinstance(streams, _call_streams.CallStreams) or not streams.driven:
+        pytest.skip("grpcio's own streams tell that they ended while idle")
+    assert streams.call(_request(2)).result.int_value == 2
+    stream = streams._idle[0]
+    service.server.stop(None).wait()
+    # The request could not be sent: the call did not run, and the unary
+    # RPC gets it; the stream is dropped.
+    assert streams.call(_request(1)) is None
+    assert stream.ended() and streams._open == 0 and not streams._idle
 
 
 @pytest.mark.asyncio

@@ -4,9 +4,11 @@
 A unary Call RPC pays gRPC's whole per-RPC cost; a call on an open
 CallStream costs one message each way. Each session keeps a few streams open
 to the daemon and lends one to each call without a timeout, one call at a
-time per stream: the sync client queues its request (gRPC's request thread
-sends it) and reads the answer; the asyncio one writes and reads it on the
-stream call.
+time per stream: the sync client's calling thread sends the request and
+waits for the answer on the stream's own completion queue (_DrivenStream,
+through grpcio's lower layer; where that is missing, it queues the request
+for gRPC's request thread and reads the answer: _Stream); the asyncio one
+writes and reads it on the stream call.
 
 ``call`` returns None, without having run the call, when no stream can take
 it: all are busy, the daemon has no CallStream (an older daemon: remembered
@@ -31,10 +33,17 @@ import asyncio
 import queue
 import threading
 import time
-from typing import Any, Generic, Iterator, List, Optional, TypeVar
+from typing import Any, Generic, Iterator, List, Optional, Tuple, TypeVar
 
 import grpc
 import grpc.aio
+
+try:
+    # grpcio's own lower layer, which its blocking unary calls use; private,
+    # so every use is checked (see _DrivenStream).
+    from grpc._cython import cygrpc as _cygrpc
+except ImportError:  # pragma: no cover - a grpcio without it
+    _cygrpc = None  # type: ignore[assignment]
 
 from ffid import _callbacks, _errors
 from ffid.v1 import ffid_pb2, ffid_pb2_grpc
@@ -106,6 +115,165 @@ class _Stream:
         self._responses.cancel()
 
 
+# grpc.StatusCode by the number gRPC Core gives.
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+_CALL_STREAM = b"/ffid.v1.Ffi/CallStream"
+
+
+class _StreamStatus(grpc.RpcError):
+    """How a _DrivenStream ended: a grpc.RpcError as grpcio raises it (its
+    code, details and trailing metadata)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Any) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+        self._trailing_metadata = trailing_metadata
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> Any:
+        return self._trailing_metadata
+
+    def __str__(self) -> str:
+        return f"<CallStream ended: {self._code}, {self._details!r}>"
+
+
+def driving_possible(channel: Any) -> bool:
+    """Whether _DrivenStream can run on `channel` (a channel grpcio made, of
+    a grpcio whose lower layer has what it uses)."""
+    return (_cygrpc is not None and hasattr(channel, "_channel")
+            and hasattr(channel._channel, "segregated_call")
+            and all(hasattr(_cygrpc, name) for name in (
+                "SendInitialMetadataOperation", "ReceiveInitialMetadataOperation",
+                "ReceiveStatusOnClientOperation", "SendMessageOperation",
+                "ReceiveMessageOperation", "SendCloseFromClientOperation", "PropagationConstants")))
+
+
+class _DrivenStream:
+    """One CallStream of the sync client driven by the calling thread alone.
+
+    grpcio's public streams hand every request to a thread of their own and
+    every answer comes through the channel's polling thread: two thread
+    hand-offs per call, ~90-110 us on a 2-vCPU machine, as much as the rest
+    of a call. grpcio's blocking unary calls avoid them with a call on a
+    completion queue of its own, polled by the caller
+    (cygrpc.Channel.segregated_call); this does the same for a stream: the
+    calling thread starts the send and the receive and waits on the
+    stream's queue. The layer is grpcio's private one, so CallStreams uses
+    this only where driving_possible() says it has what is used here, and
+    the public _Stream otherwise.
+
+    One thread at a time (the pool lends a stream to one call). Every
+    operation started is waited for before the stream is dropped: grpcio
+    destroys the queue once nothing is due on it.
+    """
+
+    def __init__(self, channel: Any, metadata: Any) -> None:
+        flags = 0
+        self._call: Any = channel._channel.segregated_call(
+            _cygrpc.PropagationConstants.GRPC_PROPAGATE_DEFAULTS, _CALL_STREAM, None, None, metadata,
+            None, (
+                ((_cygrpc.SendInitialMetadataOperation(metadata, flags),), "start"),
+                ((_cygrpc.ReceiveInitialMetadataOperation(flags),), "initial"),
+                ((_cygrpc.ReceiveStatusOnClientOperation(flags),), "status"),
+            ), None, None)
+        # The operations started and not yet seen complete.
+        self._due = {"start", "initial", "status"}
+        self._status: Optional[_StreamStatus] = None
+        self._ended = False
+        self._interrupted = False
+        self.answered = False
+
+    def ended(self) -> bool:
+        return self._ended
+
+    def _next(self) -> Any:
+        """Waits for the next completed operation."""
+        try:
+            event = self._call.next_event()
+        except BaseException:
+            # A signal handler raised (KeyboardInterrupt): grpcio has
+            # dropped the call and its queue.
+            self._due.clear()
+            self._ended = True
+            raise
+        self._due.discard(event.tag)
+        if event.tag == "status":
+            self._ended = True
+            operation = event.batch_operations[0]
+            code = _CODES.get(operation.code(), grpc.StatusCode.UNKNOWN)
+            if code != grpc.StatusCode.OK:
+                self._status = _StreamStatus(code, operation.details() or "",
+                                             operation.trailing_metadata())
+        return event
+
+    def _start(self, operation: Any, tag: str) -> bool:
+        if not self._due or not self._call.operate((operation,), tag):
+            return False
+        self._due.add(tag)
+        return True
+
+    def call(self, request: ffid_pb2.CallStreamRequest) -> Optional[ffid_pb2.CallStreamResponse]:
+        """The answer; None if the stream ended with OK without one. Raises
+        _NotSent if the request was not sent (the stream had ended), the
+        stream's status if it ended otherwise."""
+        sent = self._start(_cygrpc.SendMessageOperation(request.SerializeToString(), 0), "send")
+        if not sent or not self._start(_cygrpc.ReceiveMessageOperation(0), "receive"):
+            self._drain()
+            raise _NotSent(self._status)
+        answer = None
+        try:
+            while "send" in self._due or "receive" in self._due:
+                event = self._next()
+                if event.tag == "send":
+                    sent = event.success
+                elif event.tag == "receive":
+                    answer = event.batch_operations[0].message()
+        except BaseException:
+            # Interrupted (a signal handler raised), perhaps between grpcio
+            # handing an event over and _next noting it: what is still due
+            # is no longer known for sure, and waiting on a queue grpcio
+            # has freed would crash, so nothing is waited for on it again.
+            self._interrupted = True
+            raise
+        if answer is None:
+            self._drain()
+            if not sent:
+                raise _NotSent(self._status)
+            if self._status is not None:
+                raise self._status
+            return None
+        self.answered = True
+        return ffid_pb2.CallStreamResponse.FromString(answer)
+
+    def _drain(self) -> None:
+        while self._due:
+            self._next()
+
+    def close(self) -> None:
+        """Half-closes an idle stream: the daemon ends it normally. Its
+        end is not waited for here (finish() does)."""
+        self._start(_cygrpc.SendCloseFromClientOperation(0), "close")
+
+    def finish(self) -> None:
+        """Waits for a closed stream's end: the daemon's status, or the
+        channel's close, which cancels it. Frees grpcio's queue."""
+        self._drain()
+
+    def cancel(self) -> None:
+        """Ends a stream that broke or was interrupted during a call."""
+        if self._due:
+            self._call.cancel(_cygrpc.StatusCode.cancelled, "the client ended the stream")
+            if not self._interrupted:
+                self._drain()
+
+
 class _AioStream:
     """One CallStream of the asyncio client: the calling task writes the
     request and reads the answer."""
@@ -160,7 +328,7 @@ class _AioStream:
         self._call.cancel()
 
 
-_S = TypeVar("_S", _Stream, _AioStream)
+_S = TypeVar("_S", _Stream, _DrivenStream, _AioStream)
 
 
 class _Pool(Generic[_S]):
@@ -182,19 +350,24 @@ class _Pool(Generic[_S]):
 
     def _take(self) -> Optional[_S]:
         """An idle stream, or a new one; None when none may be opened."""
-        with self._lock:
-            while self._idle:
-                stream = self._idle.pop()
-                if not stream.ended():
-                    return stream
-                # Ended while idle (the daemon restarted, the connection
-                # dropped): nothing was sent on it; open another.
-                self._open -= 1
-                stream.close()
-            if (self._closed or self._unsupported or self._open >= STREAMS_PER_SESSION
-                    or time.monotonic() < self._refused_until):
-                return None
-            self._open += 1
+        ended: List[_S] = []
+        try:
+            with self._lock:
+                while self._idle:
+                    stream = self._idle.pop()
+                    if not stream.ended():
+                        return stream
+                    # Ended while idle (the daemon restarted, the connection
+                    # dropped): nothing was sent on it; open another.
+                    self._open -= 1
+                    ended.append(stream)
+                if (self._closed or self._unsupported or self._open >= STREAMS_PER_SESSION
+                        or time.monotonic() < self._refused_until):
+                    return None
+                self._open += 1
+        finally:
+            for stream in ended:
+                self._retire(stream)
         try:
             return self._new_stream()
         except (ValueError, grpc.aio.UsageError):  # the channel is closed
@@ -234,7 +407,7 @@ class _Pool(Generic[_S]):
             if kept:
                 self._idle.append(stream)
         if not kept:
-            stream.close()
+            self._retire(stream)
         if response.error_status:
             raise _callbacks.stream_error(response)
         return response.call
@@ -258,6 +431,10 @@ class _Pool(Generic[_S]):
             idle, self._idle = self._idle, []
         return idle
 
+    def _retire(self, stream: _S) -> None:
+        """Ends a stream the pool no longer lends (see close())."""
+        stream.close()
+
     def cancel_idle(self) -> None:
         """Closes the pool and ends its idle streams at once (for a
         finalizer, where nothing can be awaited)."""
@@ -265,10 +442,28 @@ class _Pool(Generic[_S]):
             stream.close()
 
 
-class CallStreams(_Pool[_Stream]):
-    """The sync client's streams."""
+class CallStreams(_Pool[Any]):
+    """The sync client's streams: driven by the calling thread
+    (_DrivenStream) when `channel`, the channel `stub` is on (without
+    interceptors: `metadata` goes with each stream instead), allows it,
+    grpcio's public ones (_Stream) otherwise."""
 
-    def _new_stream(self) -> _Stream:
+    def __init__(self, stub: ffid_pb2_grpc.FfiStub, channel: Optional[grpc.Channel] = None,
+                 metadata: Tuple[Tuple[str, str], ...] = ()) -> None:
+        super().__init__(stub)
+        self._driven_on = channel if channel is not None and driving_possible(channel) else None
+        self._metadata = metadata
+        self._closing: List[_DrivenStream] = []
+        self._finished = False
+
+    @property
+    def driven(self) -> bool:
+        """Whether calls go on streams the calling thread drives."""
+        return self._driven_on is not None
+
+    def _new_stream(self) -> Any:
+        if self._driven_on is not None:
+            return _DrivenStream(self._driven_on, self._metadata)
         return _Stream(self._stub)
 
     def call(self, request: ffid_pb2.CallRequest,
@@ -292,10 +487,37 @@ class CallStreams(_Pool[_Stream]):
             raise
         return self._answered(stream, response)
 
-    def close(self) -> None:
-        """Ends the idle streams (half-closed); later calls get None."""
-        for stream in self._close_pool():
+    def _retire(self, stream: Any) -> None:
+        """Half-closes `stream`; one the calling thread drives is kept for
+        finish() to wait for its end (until then grpcio keeps its queue),
+        or cancelled at once once finish() has run."""
+        if not isinstance(stream, _DrivenStream):
             stream.close()
+            return
+        with self._lock:
+            finished = self._finished
+            if not finished:
+                stream.close()
+                self._closing.append(stream)
+        if finished:
+            stream.cancel()
+
+    def close(self) -> None:
+        """Ends the idle streams (half-closed); later calls get None.
+        finish() then waits for their ends."""
+        for stream in self._close_pool():
+            self._retire(stream)
+
+    def finish(self) -> None:
+        """Waits for the streams close() half-closed to end: the daemon ends
+        each at once, and closing the channel first cancels them, so this
+        does not wait on a daemon that stopped answering. Streams retired
+        later (a call that was running) are cancelled instead."""
+        with self._lock:
+            self._finished = True
+            closing, self._closing = self._closing, []
+        for stream in closing:
+            stream.finish()
 
 
 class AioCallStreams(_Pool[_AioStream]):

@@ -9,7 +9,7 @@ import os
 import queue
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -67,7 +67,7 @@ def connect(address: Optional[str] = None, *, connect_timeout: float = 10.0,
             response = stub.CreateSession(request)
         except grpc.RpcError as error:
             raise _errors.from_rpc_error(error) from None
-        return Session(address, raw_channel, stub, response.session)
+        return Session(address, raw_channel, stub, response.session, connection.metadata)
     except BaseException:
         raw_channel.close()
         raise
@@ -254,6 +254,9 @@ def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream
         pass  # the channel is already closed
     stream.close()
     channel.close()
+    # The call streams' ends, the daemon's or the channel's cancel: frees
+    # what grpcio kept for them.
+    call_streams.finish()
 
 
 class Session:
@@ -266,7 +269,7 @@ class Session:
     _pointer_class: type
 
     def __init__(self, address: str, channel: grpc.Channel, stub: ffid_pb2_grpc.FfiStub,
-                 session: ffid_pb2.Session) -> None:
+                 session: ffid_pb2.Session, metadata: Tuple[Tuple[str, str], ...] = ()) -> None:
         self._pointer_class = Pointer
         self.address = address
         self.id: str = session.id
@@ -284,7 +287,7 @@ class Session:
         self._arena: Optional[_arena.Arena] = None
         self._callbacks = _Callbacks(self)
         # Calls without a timeout go on CallStreams (cheaper than unary RPCs).
-        self._call_streams = _call_streams.CallStreams(stub)
+        self._call_streams = _call_streams.CallStreams(stub, channel, metadata)
         try:
             self._stream = _Stream(stub, self.id, self._callbacks.dispatch)
         except BaseException:

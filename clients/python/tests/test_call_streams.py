@@ -83,6 +83,18 @@ def test_sync_calls_run_on_streams_the_calling_thread_drives(session, fixture_li
     assert streams._open == 1 and isinstance(streams._idle[0], _call_streams._DrivenStream)
 
 
+def test_a_grpcio_whose_lower_layer_differs_gets_its_public_streams(session, fixture_lib, monkeypatch) -> None:
+    def changed(*args: Any) -> None:
+        raise TypeError("segregated_call() takes exactly 9 positional arguments")
+
+    monkeypatch.setattr(_call_streams, "_DrivenStream", changed)
+    add = fixture_lib.function("int fx_add(int, int)")
+    assert add(3, 4) == 7
+    streams = session._call_streams
+    assert not streams.driven
+    assert streams._open == 1 and isinstance(streams._idle[0], _call_streams._Stream)
+
+
 def test_closing_ends_driven_streams_normally(daemon) -> None:
     with ffid.connect(daemon.address) as s:
         add = s.load(str(FIXTURE)).function("int fx_add(int, int)")

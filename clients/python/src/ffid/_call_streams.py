@@ -182,7 +182,7 @@ class _DrivenStream:
                 ((_cygrpc.SendInitialMetadataOperation(metadata, flags),), "start"),
                 ((_cygrpc.ReceiveInitialMetadataOperation(flags),), "initial"),
                 ((_cygrpc.ReceiveStatusOnClientOperation(flags),), "status"),
-            ), None, None)
+            ))
         # The operations started and not yet seen complete.
         self._due = {"start", "initial", "status"}
         self._status: Optional[_StreamStatus] = None
@@ -463,7 +463,13 @@ class CallStreams(_Pool[Any]):
 
     def _new_stream(self) -> Any:
         if self._driven_on is not None:
-            return _DrivenStream(self._driven_on, self._metadata)
+            try:
+                return _DrivenStream(self._driven_on, self._metadata)
+            except (AttributeError, TypeError):
+                # A grpcio whose lower layer differs from what
+                # driving_possible() could check: its public streams, for
+                # good.
+                self._driven_on = None
         return _Stream(self._stub)
 
     def call(self, request: ffid_pb2.CallRequest,

@@ -14,6 +14,12 @@
 //   channel_echo    - the transport alone: a call-sized WorkerRequest sent
 //                     over the daemon<->worker channel to a forked process
 //                     that answers with a call-sized WorkerResponse.
+//   futex_echo      - what a shared-memory ring with futex wake-ups (and
+//                     no spinning) would pay instead: the same frames,
+//                     serialized into and parsed from memory shared with
+//                     a forked process, each side sleeping in FUTEX_WAIT
+//                     until the other bumps a sequence word and wakes it.
+//                     Compare with channel_echo, same run.
 //   executor_batch_step - one step of a Batch of 10,000 such calls, run by
 //                     Executor::Execute in this process.
 //   batch_step_codec - serializing and parsing that batch's request and
@@ -25,11 +31,16 @@
 //                     codecs).
 // Prints "name | median_us | p99_us" lines, and with --figures_json=FILE
 // writes them as JSON for bench/run.
+#include <linux/futex.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -256,6 +267,88 @@ void BenchChannelEcho() {
   waitpid(child, &status, 0);
 }
 
+// One side's frame and the other's turn, in memory both processes map.
+struct FutexMailbox {
+  // Bumped by the daemon's side when a request is in `frame`, and by the
+  // worker's side when the answer is: each side sleeps on the other's.
+  std::atomic<uint32_t> requests{0};
+  std::atomic<uint32_t> answers{0};
+  uint32_t size = 0;  // of the frame in `frame`; 0 ends the echo
+  char frame[4096];
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free,
+              "the futex word must be a plain 32-bit word");
+
+// Sleeps until `word` is no longer `seen` (no spinning: a 2-vCPU machine
+// has no core to spare for it), and returns its new value.
+uint32_t AwaitChange(std::atomic<uint32_t>& word, uint32_t seen) {
+  for (;;) {
+    const uint32_t now = word.load(std::memory_order_acquire);
+    if (now != seen) return now;
+    // Shared between processes, so not FUTEX_PRIVATE_FLAG.
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT, seen,
+            nullptr, nullptr, 0);
+  }
+}
+
+void Bump(std::atomic<uint32_t>& word) {
+  word.fetch_add(1, std::memory_order_release);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE, 1,
+          nullptr, nullptr, 0);
+}
+
+// The same echo as BenchChannelEcho through shared memory and futexes.
+void BenchFutexEcho() {
+  void* shared = mmap(nullptr, sizeof(FutexMailbox), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) {
+    Die("mmap", absl::InternalError(std::strerror(errno)));
+  }
+  auto* mailbox = new (shared) FutexMailbox();
+  const pid_t child = fork();
+  if (child == 0) {
+    WorkerResponse answer;
+    answer.mutable_status();
+    answer.mutable_call()->mutable_result()->set_int_value(5);
+    WorkerRequest request;
+    uint32_t seen = 0;
+    for (;;) {
+      seen = AwaitChange(mailbox->requests, seen);
+      if (mailbox->size == 0 ||
+          !request.ParseFromArray(mailbox->frame, mailbox->size)) {
+        break;
+      }
+      answer.set_id(request.id());
+      mailbox->size = answer.ByteSizeLong();
+      answer.SerializeToArray(mailbox->frame, sizeof(mailbox->frame));
+      Bump(mailbox->answers);
+    }
+    ::_exit(0);
+  }
+  WorkerRequest request =
+      CallRequest("fn_b0a7b0a7_0123456789abcdef0123456789abcdef");
+  WorkerResponse response;
+  std::vector<double> samples;
+  uint32_t seen = 0;
+  for (int i = 0; i < round_trips / 10 + round_trips; ++i) {
+    const Clock::time_point start = Clock::now();
+    mailbox->size = request.ByteSizeLong();
+    request.SerializeToArray(mailbox->frame, sizeof(mailbox->frame));
+    Bump(mailbox->requests);
+    seen = AwaitChange(mailbox->answers, seen);
+    if (!response.ParseFromArray(mailbox->frame, mailbox->size)) {
+      Die("futex echo", absl::InternalError("the echo process failed"));
+    }
+    if (i >= round_trips / 10) samples.push_back(Micros(Clock::now() - start));
+  }
+  Report("futex_echo", samples);
+  mailbox->size = 0;
+  Bump(mailbox->requests);
+  int status = 0;
+  waitpid(child, &status, 0);
+  munmap(shared, sizeof(FutexMailbox));
+}
+
 // The daemon's side of the hop, on a real worker.
 void BenchWorkerExecute(const std::string& worker_path,
                         const std::string& fixture) {
@@ -382,6 +475,7 @@ int main(int argc, char** argv) {
   std::printf("%-16s | %10s | %10s\n", "hop", "median_us", "p99_us");
   // Fork before any thread exists.
   BenchChannelEcho();
+  BenchFutexEcho();
   BenchCodec();
   BenchExecutor(fixture);
   BenchWorkerExecute(worker_path, fixture);

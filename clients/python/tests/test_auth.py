@@ -76,7 +76,12 @@ def cos0(address: str, **settings: object) -> float:
     with ffid.connect(address, **settings) as s:  # type: ignore[arg-type]
         libm = s.load("libm.so.6")
         libm.cdef("double cos(double);")
-        return libm.cos(0.0)
+        result = libm.cos(0.0)
+        # The call went on a stream the calling thread drives, with the
+        # token (the daemon refuses a stream without it) and over TLS.
+        streams = s._call_streams
+        assert streams.driven and streams._open == 1 and len(streams._idle) == 1
+        return result
 
 
 # ------------------------------------------------------------ tokens

@@ -8,7 +8,11 @@ from __future__ import annotations
 import _thread
 import asyncio
 import inspect
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -134,6 +138,56 @@ def test_an_interrupted_call_cancels_its_stream_and_calls_go_on(daemon) -> None:
         assert streams._open == 1
 
 
+def test_a_session_closed_as_a_call_is_sent_fails_that_call(daemon, monkeypatch) -> None:
+    # The stream was lent, then the session closed (its channel's close
+    # ends the stream): the call did not run, and is not sent through the
+    # unary RPC of a closed channel either (grpcio's ValueError); it fails
+    # with an ffid error.
+    s = ffid.connect(daemon.address)
+    add = s.load(str(FIXTURE)).function("int fx_add(int, int)")
+    assert add(1, 2) == 3
+    streams = s._call_streams
+    stream = streams._idle[0]
+    take = streams._take
+
+    def take_then_close() -> Any:
+        lent = take()
+        s.close()
+        return lent
+
+    monkeypatch.setattr(streams, "_take", take_then_close)
+    with pytest.raises(ffid.Error) as failure:
+        add(2, 3)
+    assert failure.value.code == grpc.StatusCode.CANCELLED
+    assert stream.waits_for_nothing() and streams._open == 0
+
+
+def test_grpcio_fork_support_gets_grpcios_own_streams(tmp_path, daemon) -> None:
+    # grpcio's after-fork handler waits for every stream on its own queue
+    # to end: with GRPC_ENABLE_FORK_SUPPORT the client uses grpcio's public
+    # streams, and a child forked after calls exits.
+    script = tmp_path / "fork.py"
+    script.write_text(inspect.cleandoc(f"""
+        import os, sys
+        import ffid
+        with ffid.connect({daemon.address!r}) as s:
+            add = s.load({str(FIXTURE)!r}).function("int fx_add(int, int)")
+            assert add(1, 2) == 3
+            assert not s._call_streams.driven
+            child = os.fork()
+            if child == 0:
+                os._exit(7)
+            _, status = os.waitpid(child, 0)
+            assert os.WEXITSTATUS(status) == 7
+            assert add(2, 2) == 4
+        print("forked and went on")
+    """))
+    env = dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="1", GRPC_POLL_STRATEGY="poll")
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "forked and went on" in done.stdout
+
+
 def test_closed_streams_take_no_calls(session, fixture_lib) -> None:
     add = fixture_lib.function("int fx_add(int, int)")
     assert add(1, 1) == 2
@@ -243,7 +297,7 @@ def _status(code: grpc.StatusCode, message: str, reason: str = "") -> status_pb2
 class _TestDaemon(ffid_pb2_grpc.FfiServicer):
     """A daemon whose CallStream does one thing: "answer" each call
     (result: the number of arguments; function "fail" fails with
-    NOT_FOUND), "refuse" the stream as ffid does at its limit, "break" it
+    NOT_FOUND), answer it after 0.1 s ("slow"), "refuse" the stream as ffid does at its limit, "break" it
     once a call was read, end it with gRPC's own "exhausted" once a call was
     read, or "old": a daemon from before CallStream (UNIMPLEMENTED)."""
 
@@ -251,10 +305,13 @@ class _TestDaemon(ffid_pb2_grpc.FfiServicer):
         self.behaviour = behaviour
         self.opened = 0
         self.server: Any = None
+        # Set when a stream ends (normally or cancelled).
+        self.ended = threading.Event()
 
     def CallStream(self, requests: Iterator[ffid_pb2.CallStreamRequest],
                    context: grpc.ServicerContext) -> Iterator[ffid_pb2.CallStreamResponse]:
         self.opened += 1
+        context.add_callback(self.ended.set)
         if self.behaviour == "old":
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         if self.behaviour == "refuse":
@@ -266,6 +323,8 @@ class _TestDaemon(ffid_pb2_grpc.FfiServicer):
                 context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
             if self.behaviour == "exhausted":
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "message too big")
+            if self.behaviour == "slow":
+                time.sleep(0.1)
             if request.call.function == "fail":
                 failure = _status(grpc.StatusCode.NOT_FOUND, "no such function", "HANDLE_INVALID")
                 yield ffid_pb2.CallStreamResponse(error_status=failure.SerializeToString())
@@ -283,11 +342,11 @@ async def _call(streams: Any, request: ffid_pb2.CallRequest) -> Any:
     return await answer if inspect.isawaitable(answer) else answer
 
 
-@pytest.fixture(params=["sync", "driven", "aio"])
-def serve(request: Any) -> Iterator[Any]:
+def _serving(kind: str) -> Iterator[Any]:
     """serve(behaviour) -> (a _TestDaemon serving, the CallStreams talking
-    to it: the sync client's on grpcio's public streams, the sync client's
-    driven by the calling thread, or the asyncio client's)."""
+    to it: the sync client's on grpcio's public streams ("sync"), the sync
+    client's driven by the calling thread ("driven"), or the asyncio
+    client's ("aio"))."""
     servers: List[Tuple[grpc.Server, Any, Any]] = []
 
     def start(behaviour: str) -> Tuple[_TestDaemon, Any]:
@@ -297,11 +356,11 @@ def serve(request: Any) -> Iterator[Any]:
         ffid_pb2_grpc.add_FfiServicer_to_server(service, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
-        if request.param in ("sync", "driven"):
+        if kind in ("sync", "driven"):
             channel: Any = grpc.insecure_channel(f"127.0.0.1:{port}")
-            driven = channel if request.param == "driven" else None
+            driven = channel if kind == "driven" else None
             streams: Any = _call_streams.CallStreams(ffid_pb2_grpc.FfiStub(channel), driven)
-            assert streams.driven == (request.param == "driven")
+            assert streams.driven == (kind == "driven")
         else:
             channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             streams = _call_streams.AioCallStreams(ffid_pb2_grpc.FfiStub(channel))
@@ -314,6 +373,18 @@ def serve(request: Any) -> Iterator[Any]:
             channel.close()
             streams.finish()
         server.stop(None)
+
+
+@pytest.fixture(params=["sync", "driven", "aio"])
+def serve(request: Any) -> Iterator[Any]:
+    yield from _serving(request.param)
+
+
+@pytest.fixture
+def serve_driven() -> Iterator[Any]:
+    """serve, for the driven streams alone, in a test with no event loop
+    (asyncio's turns SIGINT into a cancel of its task)."""
+    yield from _serving("driven")
 
 
 @pytest.mark.asyncio
@@ -383,11 +454,8 @@ async def test_a_stream_ended_once_it_had_the_call_fails_that_call(serve, behavi
     assert streams._open == 0 and streams._refused_until == 0.0
 
 
-@pytest.mark.asyncio
-async def test_a_driven_stream_that_ended_while_idle_leaves_the_call_to_the_unary_rpc(serve) -> None:
-    service, streams = serve("answer")
-    if not isinstance(streams, _call_streams.CallStreams) or not streams.driven:
-        pytest.skip("grpcio's own streams tell that they ended while idle")
+def test_a_driven_stream_that_ended_while_idle_leaves_the_call_to_the_unary_rpc(serve_driven) -> None:
+    service, streams = serve_driven("answer")
     assert streams.call(_request(2)).result.int_value == 2
     stream = streams._idle[0]
     service.server.stop(None).wait()
@@ -395,6 +463,39 @@ async def test_a_driven_stream_that_ended_while_idle_leaves_the_call_to_the_unar
     # RPC gets it; the stream is dropped.
     assert streams.call(_request(1)) is None
     assert stream.ended() and streams._open == 0 and not streams._idle
+
+
+def test_ctrl_c_just_before_the_answer_still_cancels_the_stream(serve_driven) -> None:
+    # The interrupt arrives while grpcio waits and is raised only once the
+    # answer has been taken off the queue: grpcio has not dropped the call,
+    # so the stream must still be cancelled (or it stays open on the daemon).
+    service, streams = serve_driven("slow")
+    assert streams.call(_request(1)).result.int_value == 1
+    stream = streams._idle[0]
+    timer = threading.Timer(0.01, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        streams.call(_request(2))
+    timer.join()
+    assert service.ended.wait(5), "the interrupted stream was not cancelled"
+    assert stream.waits_for_nothing() and streams._open == 0
+
+
+def test_an_answer_after_finish_cancels_its_stream(serve_driven) -> None:
+    # A call still running while the pool is closed and finished: it gets
+    # its answer, and its stream, which finish() could not wait for, is
+    # ended (cancelled) with nothing left due.
+    service, streams = serve_driven("slow")
+    answers: List[Any] = []
+    running = threading.Thread(target=lambda: answers.append(streams.call(_request(3))))
+    running.start()
+    while streams._open == 0:
+        time.sleep(0.001)
+    streams.finish()
+    running.join()
+    assert answers[0].result.int_value == 3
+    assert not streams._idle and not streams._closing
+    assert service.ended.wait(5)
 
 
 @pytest.mark.asyncio

@@ -16,8 +16,10 @@ for good), or it refused a new stream (its limit of open streams: then no
 stream is tried for a while, 1 s doubling up to 64 s). The caller then makes
 the unary Call RPC. Only a stream that has answered nothing yet counts as
 refused: once a call may have run, its failure is the call's, and it is never
-sent again. (grpc.aio can also tell that a request was never sent, because
-the stream had already ended: that call goes to the unary RPC as well. When
+sent again. (grpc.aio and the sync client's driven streams can also tell
+that a request was never sent, because the stream had already ended: that
+call goes to the unary RPC as well, unless the pool was closed meanwhile.
+When
 that write races with the stream's end, grpc.aio may report its own
 INTERNAL instead of the daemon's status: on a new stream that counts as a
 refusal, so an older daemon is remembered when its UNIMPLEMENTED is next
@@ -37,6 +39,7 @@ from typing import Any, Generic, Iterator, List, Optional, Tuple, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import message as _message
 
 try:
     # grpcio's own lower layer, which its blocking unary calls use; private,
@@ -73,9 +76,9 @@ def _refusal(error: grpc.RpcError) -> bool:
 
 
 class _NotSent(Exception):
-    """An asyncio stream's request could not be written: the stream had
-    ended (its status: `error`, None if it ended with OK), so the call did
-    not run."""
+    """A request could not be written (asyncio and driven streams): the
+    stream had ended (its status: `error`, None if it ended with OK), so
+    the call did not run."""
 
     def __init__(self, error: Optional[grpc.RpcError]) -> None:
         super().__init__()
@@ -147,12 +150,18 @@ class _StreamStatus(grpc.RpcError):
 def driving_possible(channel: Any) -> bool:
     """Whether _DrivenStream can run on `channel` (a channel grpcio made, of
     a grpcio whose lower layer has what it uses)."""
-    return (_cygrpc is not None and hasattr(channel, "_channel")
-            and hasattr(channel._channel, "segregated_call")
-            and all(hasattr(_cygrpc, name) for name in (
-                "SendInitialMetadataOperation", "ReceiveInitialMetadataOperation",
-                "ReceiveStatusOnClientOperation", "SendMessageOperation",
-                "ReceiveMessageOperation", "SendCloseFromClientOperation", "PropagationConstants")))
+    if _cygrpc is None or not hasattr(channel, "_channel") or not hasattr(channel._channel, "segregated_call"):
+        return False
+    if not all(hasattr(_cygrpc, name) for name in (
+            "SendInitialMetadataOperation", "ReceiveInitialMetadataOperation",
+            "ReceiveStatusOnClientOperation", "SendMessageOperation", "ReceiveMessageOperation",
+            "SendCloseFromClientOperation", "PropagationConstants", "StatusCode",
+            "is_fork_support_enabled")):
+        return False
+    # With GRPC_ENABLE_FORK_SUPPORT, grpcio's after-fork handler waits for
+    # every stream on its own queue to end, which an idle one never does
+    # in the child: grpcio's public streams there.
+    return not _cygrpc.is_fork_support_enabled()
 
 
 class _DrivenStream:
@@ -198,10 +207,10 @@ class _DrivenStream:
         try:
             event = self._call.next_event()
         except BaseException:
-            # A signal handler raised (KeyboardInterrupt): grpcio has
-            # dropped the call and its queue.
-            self._due.clear()
-            self._ended = True
+            # A signal handler raised (KeyboardInterrupt), in grpcio's wait
+            # (which then dropped the call and its queue) or just after it
+            # took an event off the queue: see call().
+            self._interrupted = True
             raise
         self._due.discard(event.tag)
         if event.tag == "status":
@@ -223,10 +232,16 @@ class _DrivenStream:
         """The answer; None if the stream ended with OK without one. Raises
         _NotSent if the request was not sent (the stream had ended), the
         stream's status if it ended otherwise."""
-        sent = self._start(_cygrpc.SendMessageOperation(request.SerializeToString(), 0), "send")
-        if not sent or not self._start(_cygrpc.ReceiveMessageOperation(0), "receive"):
+        if not self._start(_cygrpc.SendMessageOperation(request.SerializeToString(), 0), "send"):
             self._drain()
             raise _NotSent(self._status)
+        sent = True
+        if not self._start(_cygrpc.ReceiveMessageOperation(0), "receive"):
+            # Cannot happen while the send is due; were it to, the request
+            # may have been sent, so the call may have run.
+            self.cancel()
+            raise self._status or _StreamStatus(grpc.StatusCode.INTERNAL,
+                                                "the CallStream's answer could not be awaited", None)
         answer = None
         try:
             while "send" in self._due or "receive" in self._due:
@@ -236,10 +251,13 @@ class _DrivenStream:
                 elif event.tag == "receive":
                     answer = event.batch_operations[0].message()
         except BaseException:
-            # Interrupted (a signal handler raised), perhaps between grpcio
-            # handing an event over and _next noting it: what is still due
-            # is no longer known for sure, and waiting on a queue grpcio
-            # has freed would crash, so nothing is waited for on it again.
+            # Interrupted (a signal handler raised), perhaps after grpcio
+            # took an event off the queue and before it or _next noted it:
+            # what is still due is no longer known for sure, and waiting on
+            # a queue grpcio has freed would crash, so nothing is waited for
+            # on it again (cancel() still cancels it; grpcio may then keep
+            # its queue and call until the process ends: a few hundred
+            # bytes, for a call the user interrupted).
             self._interrupted = True
             raise
         if answer is None:
@@ -250,10 +268,16 @@ class _DrivenStream:
                 raise self._status
             return None
         self.answered = True
-        return ffid_pb2.CallStreamResponse.FromString(answer)
+        try:
+            return ffid_pb2.CallStreamResponse.FromString(answer)
+        except _message.DecodeError as error:
+            self.cancel()
+            raise _StreamStatus(grpc.StatusCode.INTERNAL,
+                                f"the daemon's answer on the CallStream could not be parsed: {error}",
+                                None) from None
 
     def _drain(self) -> None:
-        while self._due:
+        while self._due and not self._interrupted:
             self._next()
 
     def close(self) -> None:
@@ -267,11 +291,15 @@ class _DrivenStream:
         self._drain()
 
     def cancel(self) -> None:
-        """Ends a stream that broke or was interrupted during a call."""
-        if self._due:
+        """Ends a stream that broke or was interrupted during a call.
+        (grpcio's cancel does nothing once nothing is due on its side.)"""
+        if self._due or self._interrupted:
             self._call.cancel(_cygrpc.StatusCode.cancelled, "the client ended the stream")
-            if not self._interrupted:
-                self._drain()
+            self._drain()
+
+    def waits_for_nothing(self) -> bool:
+        """Whether nothing started on it is left to wait for."""
+        return not self._due or self._interrupted
 
 
 class _AioStream:
@@ -415,7 +443,7 @@ class _Pool(Generic[_S]):
     def _forget(self, stream: _S, refused: Optional[grpc.StatusCode]) -> None:
         """Drops a stream that broke; `refused` is the code of the daemon's
         refusal, if it was one."""
-        stream.cancel()
+        # The count first: cancel() may wait (and be interrupted).
         with self._lock:
             self._open -= 1
             if refused == grpc.StatusCode.UNIMPLEMENTED:
@@ -423,6 +451,7 @@ class _Pool(Generic[_S]):
             elif refused is not None:
                 self._backoff = min(max(2 * self._backoff, _FIRST_BACKOFF), _LONGEST_BACKOFF)
                 self._refused_until = time.monotonic() + self._backoff
+        stream.cancel()
 
     def _close_pool(self) -> List[_S]:
         """Takes no more calls; the idle streams, for the caller to end."""
@@ -489,6 +518,11 @@ class CallStreams(_Pool[Any]):
             # A KeyboardInterrupt while the call ran cancels the stream, as
             # an interrupted unary call is cancelled.
             if self._failed(stream, error):
+                if self._closed and isinstance(error, _NotSent):
+                    # The session closed while the call was on its way
+                    # (the channel's close ended the stream): no unary RPC.
+                    raise error.error or _StreamStatus(
+                        grpc.StatusCode.CANCELLED, "the session was closed during the call", None) from None
                 return None
             raise
         return self._answered(stream, response)
@@ -499,6 +533,9 @@ class CallStreams(_Pool[Any]):
         or cancelled at once once finish() has run."""
         if not isinstance(stream, _DrivenStream):
             stream.close()
+            return
+        if stream.ended():
+            stream.cancel()  # waits for what is left, if anything
             return
         with self._lock:
             finished = self._finished
@@ -515,15 +552,23 @@ class CallStreams(_Pool[Any]):
             self._retire(stream)
 
     def finish(self) -> None:
-        """Waits for the streams close() half-closed to end: the daemon ends
-        each at once, and closing the channel first cancels them, so this
-        does not wait on a daemon that stopped answering. Streams retired
-        later (a call that was running) are cancelled instead."""
+        """Closes the pool if close() did not, and waits for the streams it
+        half-closed to end: the daemon ends each at once, and closing the
+        channel first cancels them, so this does not wait on a daemon that
+        stopped answering. Streams retired later (a call that was running)
+        are cancelled instead."""
+        self.close()
         with self._lock:
             self._finished = True
             closing, self._closing = self._closing, []
+        interrupted: Optional[BaseException] = None
         for stream in closing:
-            stream.finish()
+            try:
+                stream.finish()
+            except BaseException as error:  # the others are waited for all the same
+                interrupted = interrupted or error
+        if interrupted is not None:
+            raise interrupted
 
 
 class AioCallStreams(_Pool[_AioStream]):

@@ -245,18 +245,22 @@ class _Callbacks:
 
 def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream, channel: grpc.Channel,
                    call_streams: _call_streams.CallStreams) -> None:
-    call_streams.close()
     try:
-        stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=session_id), timeout=_core.DELETE_TIMEOUT)
-    except grpc.RpcError:
-        pass  # closing the stream below makes the daemon delete it anyway
-    except ValueError:
-        pass  # the channel is already closed
-    stream.close()
-    channel.close()
-    # The call streams' ends, the daemon's or the channel's cancel: frees
-    # what grpcio kept for them.
-    call_streams.finish()
+        call_streams.close()
+        try:
+            stub.DeleteSession(ffid_pb2.DeleteSessionRequest(session=session_id), timeout=_core.DELETE_TIMEOUT)
+        except grpc.RpcError:
+            pass  # closing the stream below makes the daemon delete it anyway
+        except ValueError:
+            pass  # the channel is already closed
+        stream.close()
+    finally:
+        # Even if interrupted (Ctrl-C in DeleteSession): the finalizer runs
+        # once.
+        channel.close()
+        # The call streams' ends, the daemon's or the channel's cancel:
+        # frees what grpcio kept for them.
+        call_streams.finish()
 
 
 class Session:

@@ -162,6 +162,22 @@ def test_a_session_closed_as_a_call_is_sent_fails_that_call(daemon, monkeypatch)
     assert stream.waits_for_nothing() and streams._open == 0
 
 
+def test_a_session_closed_before_a_stream_is_lent_fails_the_call(daemon, monkeypatch) -> None:
+    # Closed by another thread after the call began: no stream, and the
+    # unary RPC on the closed channel fails with an ffid error too.
+    s = ffid.connect(daemon.address)
+    add = s.load(str(FIXTURE)).function("int fx_add(int, int)")
+    assert add(1, 2) == 3
+
+    def close_then_take() -> Any:
+        s.close()
+        return None
+
+    monkeypatch.setattr(s._call_streams, "_take", close_then_take)
+    with pytest.raises(ffid.SessionNotFound, match="was closed during the call"):
+        add(2, 3)
+
+
 def test_grpcio_fork_support_gets_grpcios_own_streams(tmp_path, daemon) -> None:
     # grpcio's after-fork handler waits for every stream on its own queue
     # to end: with GRPC_ENABLE_FORK_SUPPORT the client uses grpcio's public
@@ -478,7 +494,7 @@ def test_ctrl_c_just_before_the_answer_still_cancels_the_stream(serve_driven) ->
         streams.call(_request(2))
     timer.join()
     assert service.ended.wait(5), "the interrupted stream was not cancelled"
-    assert stream.waits_for_nothing() and streams._open == 0
+    assert stream._interrupted and streams._open == 0 and not streams._idle
 
 
 def test_an_answer_after_finish_cancels_its_stream(serve_driven) -> None:
@@ -487,12 +503,21 @@ def test_an_answer_after_finish_cancels_its_stream(serve_driven) -> None:
     # ended (cancelled) with nothing left due.
     service, streams = serve_driven("slow")
     answers: List[Any] = []
-    running = threading.Thread(target=lambda: answers.append(streams.call(_request(3))))
+
+    def run() -> None:
+        try:
+            answers.append(streams.call(_request(3)))
+        except BaseException as error:  # shown by the assertion below
+            answers.append(error)
+
+    running = threading.Thread(target=run)
     running.start()
-    while streams._open == 0:
+    deadline = time.monotonic() + 10
+    while streams._open == 0 and not answers and time.monotonic() < deadline:
         time.sleep(0.001)
     streams.finish()
     running.join()
+    assert isinstance(answers[0], ffid_pb2.CallResponse), answers
     assert answers[0].result.int_value == 3
     assert not streams._idle and not streams._closing
     assert service.ended.wait(5)

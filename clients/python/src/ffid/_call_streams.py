@@ -223,9 +223,17 @@ class _DrivenStream:
         return event
 
     def _start(self, operation: Any, tag: str) -> bool:
-        if not self._due or not self._call.operate((operation,), tag):
+        if not self._due or self._interrupted:
             return False
-        self._due.add(tag)
+        try:
+            if not self._call.operate((operation,), tag):
+                return False
+            self._due.add(tag)
+        except BaseException:
+            # A signal handler raised before the operation was noted as
+            # due: as in call(), nothing is waited for on it again.
+            self._interrupted = True
+            raise
         return True
 
     def call(self, request: ffid_pb2.CallStreamRequest) -> Optional[ffid_pb2.CallStreamResponse]:
@@ -548,8 +556,14 @@ class CallStreams(_Pool[Any]):
     def close(self) -> None:
         """Ends the idle streams (half-closed); later calls get None.
         finish() then waits for their ends."""
+        interrupted: Optional[BaseException] = None
         for stream in self._close_pool():
-            self._retire(stream)
+            try:
+                self._retire(stream)
+            except BaseException as error:  # the others are retired all the same
+                interrupted = interrupted or error
+        if interrupted is not None:
+            raise interrupted
 
     def finish(self) -> None:
         """Closes the pool if close() did not, and waits for the streams it

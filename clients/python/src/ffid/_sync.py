@@ -257,10 +257,12 @@ def _close_session(stub: ffid_pb2_grpc.FfiStub, session_id: str, stream: _Stream
     finally:
         # Even if interrupted (Ctrl-C in DeleteSession): the finalizer runs
         # once.
-        channel.close()
-        # The call streams' ends, the daemon's or the channel's cancel:
-        # frees what grpcio kept for them.
-        call_streams.finish()
+        try:
+            channel.close()
+        finally:
+            # The call streams' ends, the daemon's or the channel's cancel:
+            # frees what grpcio kept for them.
+            call_streams.finish()
 
 
 class Session:
@@ -354,6 +356,13 @@ class Session:
             return method(request, timeout=timeout)
         except grpc.RpcError as error:
             raise _core.with_timeout(_errors.from_rpc_error(error), timeout) from None
+        except ValueError:
+            # grpcio's "Cannot invoke RPC on closed channel!": the session
+            # was closed by another thread during the call.
+            if self._closed:
+                raise _errors.SessionNotFound(f"session {self.id} was closed during the call",
+                                              reason="SESSION_NOT_FOUND") from None
+            raise
 
     def _defer_free(self, handle: str) -> None:
         # Called by the garbage collector: no RPC here, the next call sends it.
